@@ -1,0 +1,1 @@
+"""Audio I/O on PyAV: decode any common format, resample, encode."""
