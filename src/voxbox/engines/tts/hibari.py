@@ -26,7 +26,7 @@ from voxbox.errors import (
 )
 from voxbox.types import Audio, AudioChunk, ComponentSpec, EngineInfo, StageTimings
 
-__all__ = ["HibariEngine", "OPENAI_VOICE_MAP", "load", "models"]
+__all__ = ["HibariEngine", "OPENAI_VOICE_MAP", "load", "models", "voices"]
 
 SAMPLE_RATE = 24000
 DEFAULT_VOICE = "heart"
@@ -61,6 +61,11 @@ def local_voices() -> list[str]:
 
 def models() -> list[str]:
     return ["hibari"]
+
+
+def voices() -> list[str]:
+    """Voices usable now without loading the model (bundled + cached)."""
+    return local_voices()
 
 
 class HibariEngine:

@@ -29,7 +29,7 @@ from voxbox.errors import (
 )
 from voxbox.types import Audio, AudioChunk, ComponentSpec, EngineInfo, StageTimings
 
-__all__ = ["OPENAI_VOICE_MAP", "PiperEngine", "load", "models"]
+__all__ = ["OPENAI_VOICE_MAP", "PiperEngine", "load", "models", "voices"]
 
 DEFAULT_MODEL = "en_US-joe-medium"
 
@@ -55,6 +55,11 @@ def models() -> list[str]:
     from voxbox.models.bundled import bundle_status
 
     return [DEFAULT_MODEL] if bundle_status("piper-joe")[0] else []
+
+
+def voices() -> list[str]:
+    """Voices of the bundled model (without loading it)."""
+    return ["joe"] if models() else []
 
 
 def _resolve_model(model: str | None) -> tuple[str, Path, Path, bool]:
