@@ -1,0 +1,39 @@
+"""Prometheus metrics of one server instance (its own registry, so several apps can coexist)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["Metrics"]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+_RTF_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("voxbox_requests_total", "HTTP requests by route and status.",
+                                ["route", "method", "status"], registry=r)
+        self.latency = Histogram("voxbox_request_duration_seconds", "Request wall time until the last byte.",
+                                 ["route"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.ttfa = Histogram("voxbox_time_to_first_audio_seconds",
+                              "Speech requests: arrival to the first audio chunk ready to send.",
+                              ["model"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.audio_produced = Counter("voxbox_audio_produced_seconds_total", "Seconds of speech synthesized.",
+                                      ["model"], registry=r)
+        self.audio_consumed = Counter("voxbox_audio_consumed_seconds_total", "Seconds of audio transcribed.",
+                                      ["model"], registry=r)
+        self.rtf = Histogram("voxbox_rtf", "Real-time factor per request (engine compute seconds / audio seconds).",
+                             ["model"], buckets=_RTF_BUCKETS, registry=r)
+        self.queue_depth = Gauge("voxbox_queue_depth", "Requests waiting for a slot.", ["model"], registry=r)
+        self.running = Gauge("voxbox_running_requests", "Requests holding a slot.", ["model"], registry=r)
+        self.rejected = Counter("voxbox_rejected_total", "Requests refused by admission control (429).",
+                                ["model"], registry=r)
+        self.loaded = Gauge("voxbox_model_loaded", "1 while the model is loaded.", ["model"], registry=r)
+        self.load_time = Histogram("voxbox_model_load_seconds", "Model load wall time.", ["model"],
+                                   buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300), registry=r)
+        self.voice_cache = Counter("voxbox_voice_cache_total", "Voice encoding lookups by result.",
+                                   ["result"], registry=r)
+        self.cancelled = Counter("voxbox_cancelled_streams_total", "Streams stopped because the client went away.",
+                                 ["model"], registry=r)

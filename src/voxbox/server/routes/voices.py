@@ -1,0 +1,80 @@
+"""GET/POST /v1/voices, DELETE /v1/voices/{name}: built-in voices and uploaded reference clips."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse
+
+from voxbox.errors import BadInputError
+from voxbox.runtime.voices import validate_voice_name
+from voxbox.server.middleware import timing_of
+from voxbox.server.routes.common import form_file, form_str, read_form, state_of
+from voxbox.server.schemas import VoiceObject, list_body
+from voxbox.server.state import model_label
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+#: Names an OpenAI client may send; uploads may not shadow them.
+OPENAI_VOICES = frozenset(
+    ("alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse", "marin", "cedar")
+)
+
+
+def _uploaded(v: Any) -> dict[str, Any]:
+    return VoiceObject(id=v.name, name=v.name, type="uploaded", sha256=v.sha256, transcript=v.transcript,
+                       created=v.created, bytes=v.bytes, duration=v.duration).model_dump(exclude_none=True)
+
+
+@router.get("/v1/voices")
+async def list_voices(request: Request, model: str | None = None) -> dict[str, Any]:
+    """Built-in voices of loaded speech models (or of ``?model=``, loading it) and uploaded voices."""
+    state = state_of(request)
+    builtin: dict[str, list[str]] = {}
+    models = [m for m in state.manager.loaded() if m.task == "tts"]
+    if model is not None:
+        loaded = await state.manager.load(model, "tts")
+        models = [loaded]
+    for m in models:
+        info = m.engine.info
+        names = list(info.voices) + sorted((info.extra or {}).get("openai_voices", {}) or {})
+        for name in names:
+            builtin.setdefault(name, []).append(model_label(m.key))
+    data = [VoiceObject(id=n, name=n, type="builtin", models=ms).model_dump(exclude_none=True)
+            for n, ms in builtin.items()]
+    data += [_uploaded(v) for v in state.voices.list()]
+    return list_body(data)
+
+
+@router.post("/v1/voices", status_code=201)
+async def create_voice(request: Request) -> JSONResponse:
+    state = state_of(request)
+    form = await read_form(request, state.settings.max_upload_bytes)
+    name = validate_voice_name(form_str(form, "name", required=True))
+    if name.lower() in OPENAI_VOICES:
+        raise BadInputError(f"{name!r} is an OpenAI voice name; choose another name", param="name")
+    transcript = form_str(form, "transcript")
+    data, _ = await form_file(form, "file")
+    await form.close()
+    from voxbox.audio.decode import decode
+
+    from voxbox.errors import AudioDecodeError
+
+    if not data:
+        raise AudioDecodeError("the uploaded reference clip is empty", param="file")
+    t0 = time.perf_counter()
+    audio = await state.run(lambda: decode(data, max_duration=state.settings.voices.max_clip_seconds))
+    timing_of(request).set("decode_audio", time.perf_counter() - t0)
+    voice = await state.run(lambda: state.voices.add(name, data, transcript, duration=round(audio.duration, 3)))
+    return JSONResponse(_uploaded(voice), status_code=201)
+
+
+@router.delete("/v1/voices/{name}")
+async def delete_voice(name: str, request: Request) -> dict[str, Any]:
+    state = state_of(request)
+    voice = await state.run(state.voices.delete, name)
+    return {"id": voice.name, "object": "voice", "deleted": True}
