@@ -1,0 +1,293 @@
+"""Decode any common audio file to mono float32 with PyAV (libav* in-process, no ffmpeg binary).
+
+``decode`` reads wav (8/16/24/32-bit int, 32/64-bit float), flac, mp3, ogg/vorbis, ogg/opus,
+m4a/aac, adts, webm/opus and whatever else the bundled libavformat knows, down-mixes to mono
+(channel mean) and resamples on the fly. Decoding is bounded while it runs: as soon as more than
+``max_duration`` seconds have been decoded it stops with ``AudioTooLongError``, so a tiny
+compressed file cannot expand into unbounded memory. Every failure becomes an
+``AudioDecodeError`` (one line, ``param="file"``) raised ``from`` the PyAV exception.
+
+Paths are opened by Python and handed to libavformat as a file object, so a "path" can never
+be interpreted as an ffmpeg protocol URL (``http:``, ``concat:``...).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from typing import BinaryIO, Iterator, Union
+
+import av
+import numpy as np
+
+from voxbox.audio.resample import StreamResampler
+from voxbox.errors import AudioDecodeError, AudioTooLongError, UnsupportedFormatError
+from voxbox.types import Audio
+
+__all__ = ["DEFAULT_MAX_DURATION", "AudioSource", "decode", "probe_duration"]
+
+#: Longest input ``decode`` accepts by default, in seconds (2 hours).
+DEFAULT_MAX_DURATION = 7200.0
+
+AudioSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, BinaryIO]
+
+_PARAM = "file"
+#: Give up when this many packets in a row fail to decode and nothing decoded yet.
+_MAX_LEADING_BAD_PACKETS = 32
+
+# Integer sample formats -> scale to [-1, 1). Float formats pass through.
+_INT_SCALE = {
+    "u8": 128.0,
+    "s16": 32768.0,
+    "s32": 2147483648.0,
+}
+
+
+def _fail(message: str, exc: BaseException | None = None) -> AudioDecodeError:
+    detail = ""
+    if exc is not None:
+        reason = getattr(exc, "strerror", None) if isinstance(exc, av.FFmpegError) else None
+        reason = " ".join(str(reason or exc).split()) or type(exc).__name__
+        detail = f" ({reason})"
+    return AudioDecodeError(f"{message}{detail}", param=_PARAM)
+
+
+@contextlib.contextmanager
+def _input_file(source: AudioSource) -> Iterator[BinaryIO]:
+    """Yield a readable binary file object for ``source``; reject empty input."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        if not data:
+            raise _fail("empty audio input (0 bytes)")
+        yield io.BytesIO(data)
+        return
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError as exc:
+            raise _fail(f"audio file not found: {path}") from exc
+        except OSError as exc:
+            raise _fail(f"cannot open audio file {path}", exc) from exc
+        with f:
+            if os.fstat(f.fileno()).st_size == 0:
+                raise _fail(f"empty audio file (0 bytes): {path}")
+            yield f  # type: ignore[misc]
+        return
+    if not hasattr(source, "read"):
+        raise _fail(f"cannot decode audio from a {type(source).__name__}; pass a path, bytes or a binary file object")
+    f = source
+    seekable = False
+    with contextlib.suppress(Exception):
+        seekable = bool(f.seekable()) if hasattr(f, "seekable") else hasattr(f, "seek")
+    if not seekable:
+        # libavformat probes by seeking back; a pipe-like object is read into memory first
+        # (uploads are size-limited by the server before they get here).
+        data = f.read()
+        if not data:
+            raise _fail("empty audio input (0 bytes)")
+        yield io.BytesIO(data)
+        return
+    pos = f.tell()
+    first = f.read(1)
+    f.seek(pos)
+    if not first:
+        raise _fail("empty audio input (0 bytes)")
+    yield f
+
+
+#: Only inputs this small get the raw ADTS/mp3 retry (libavformat probes longer ones reliably).
+_SNIFF_MAX_BYTES = 16384
+
+
+def _sniff_raw_stream(f: BinaryIO, start: int) -> str | None:
+    """Demuxer for a tiny headerless ADTS/mp3 stream (a couple of frames) that libavformat's
+    probe rejects as too uncertain; ``None`` when the input does not start like one."""
+    try:
+        size = f.seek(0, io.SEEK_END) - start
+        f.seek(start)
+        head = f.read(3)
+        f.seek(start)
+    except (OSError, ValueError):
+        return None
+    if size > _SNIFF_MAX_BYTES or len(head) < 3 or head[0] != 0xFF:
+        return None
+    b1, b2 = head[1], head[2]
+    if b1 & 0xF6 == 0xF0 and (b2 >> 2) & 0x0F < 13:  # ADTS sync, layer 0, valid rate index
+        return "aac"
+    # MPEG audio sync, layer I-III, bitrate index not free/bad, valid rate index
+    if b1 & 0xE0 == 0xE0 and b1 & 0x06 and b1 & 0x18 != 0x08 and 0 < b2 >> 4 < 15 and (b2 >> 2) & 3 != 3:
+        return "mp3"
+    return None
+
+
+_OPEN_ERRORS = (av.FFmpegError, ValueError, OSError, EOFError, UnicodeError)
+
+
+@contextlib.contextmanager
+def _open_container(source: AudioSource, fmt: str | None) -> Iterator[av.container.InputContainer]:
+    with _input_file(source) as f:
+        start = f.tell()
+        try:
+            container = av.open(f, mode="r", format=fmt, metadata_errors="ignore")
+        except _OPEN_ERRORS as exc:
+            fallback = _sniff_raw_stream(f, start) if fmt is None else None
+            if fallback is None:
+                raise _fail("not a recognised audio file", exc) from exc
+            try:
+                container = av.open(f, mode="r", format=fallback, metadata_errors="ignore")
+            except _OPEN_ERRORS:
+                raise _fail("not a recognised audio file", exc) from exc
+        try:
+            yield container
+        finally:
+            container.close()
+
+
+def _audio_stream(container: av.container.InputContainer) -> av.audio.stream.AudioStream:
+    streams = container.streams.audio
+    if not streams:
+        raise _fail("no audio stream found in the input")
+    stream = streams[0]
+    if stream.codec_context is None:
+        raise UnsupportedFormatError(
+            f"audio codec {stream.codec.name if stream.codec else '?'} cannot be decoded here", param=_PARAM
+        )
+    return stream
+
+
+def _frame_to_mono(frame: av.AudioFrame) -> np.ndarray:
+    """Any decoded frame -> (n,) float32 in [-1, 1], channel mean."""
+    fmt = frame.format
+    channels = frame.layout.nb_channels or 1
+    base = fmt.packed.name if fmt.is_planar else fmt.name  # e.g. "s16p" -> "s16"
+    try:
+        a = frame.to_ndarray()
+    except ValueError:
+        # Sample formats numpy cannot hold directly (s64): let libswresample convert.
+        conv = av.AudioResampler(format="fltp")
+        out = [f.to_ndarray() for f in conv.resample(frame)]
+        a = np.concatenate(out, axis=1) if out else np.zeros((channels, 0), np.float32)
+        base = "flt"
+        fmt = av.AudioFormat("fltp")
+    if base in _INT_SCALE:
+        x = a.astype(np.float32)
+        if base == "u8":
+            x -= 128.0
+        x *= 1.0 / _INT_SCALE[base]
+    else:
+        x = a.astype(np.float32, copy=False)
+    if fmt.is_planar:
+        x = x.reshape(channels, -1) if x.ndim == 2 else x.reshape(1, -1)
+        return x[0].copy() if x.shape[0] == 1 else x.mean(axis=0, dtype=np.float32)
+    x = x.reshape(-1)
+    if channels == 1:
+        return x.copy() if x.base is not None else x
+    return x.reshape(-1, channels).mean(axis=1, dtype=np.float32)
+
+
+def decode(
+    source: AudioSource,
+    *,
+    sample_rate: int | None = None,
+    max_duration: float | None = DEFAULT_MAX_DURATION,
+    format: str | None = None,  # noqa: A002 - mirrors av.open
+) -> Audio:
+    """Decode ``source`` (path, bytes or binary file object) to mono float32 ``Audio``.
+
+    ``sample_rate``: resample to this rate (default: the file's own rate).
+    ``max_duration``: seconds; decoding stops with ``AudioTooLongError`` as soon as more than this
+    has been decoded (``None`` disables the bound).
+    ``format``: force a libavformat demuxer (e.g. ``"aac"`` for raw ADTS), normally probed.
+
+    Raises ``AudioDecodeError`` for empty, truncated, garbage or non-audio input and for audio
+    that decodes to zero samples.
+    """
+    if sample_rate is not None and int(sample_rate) <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    if max_duration is not None and max_duration <= 0:
+        raise ValueError(f"max_duration must be positive, got {max_duration}")
+
+    with _open_container(source, format) as container:
+        stream = _audio_stream(container)
+        out_rate = int(sample_rate) if sample_rate else None
+        chunks: list[np.ndarray] = []
+        resampler: StreamResampler | None = None
+        decoded_seconds = 0.0
+        bad_packets = 0
+        got_audio = False
+        first_error: BaseException | None = None
+
+        def emit(x: np.ndarray, rate: int) -> None:
+            nonlocal resampler, out_rate
+            if out_rate is None:
+                out_rate = rate
+            if resampler is None or resampler.src_rate != rate:
+                if resampler is not None:  # the rate changed mid-stream
+                    chunks.append(resampler.flush())
+                resampler = StreamResampler(rate, out_rate)
+            y = resampler.push(x)
+            if y.size:
+                chunks.append(y)
+
+        try:
+            for packet in container.demux(stream):
+                try:
+                    frames = packet.decode()
+                except av.FFmpegError as exc:  # a corrupt packet: skip it, like ffmpeg does
+                    first_error = first_error or exc
+                    bad_packets += 1
+                    if not got_audio and bad_packets >= _MAX_LEADING_BAD_PACKETS:
+                        raise _fail("audio data could not be decoded", exc) from exc
+                    continue
+                for frame in frames:
+                    if frame.samples == 0 or not frame.sample_rate:
+                        continue
+                    got_audio = True
+                    decoded_seconds += frame.samples / frame.sample_rate
+                    if max_duration is not None and decoded_seconds > max_duration + 1e-9:  # float sum slack
+                        raise AudioTooLongError(
+                            f"audio is longer than the maximum of {max_duration:g} s", param=_PARAM
+                        )
+                    emit(_frame_to_mono(frame), int(frame.sample_rate))
+        except av.FFmpegError as exc:
+            raise _fail("audio data is corrupt or truncated", exc) from exc
+        except (ValueError, OSError, EOFError, MemoryError) as exc:
+            raise _fail("audio data could not be decoded", exc) from exc
+
+        if resampler is not None:
+            chunks.append(resampler.flush())
+        total = sum(c.size for c in chunks)
+        if total == 0 or out_rate is None:
+            if first_error is not None:
+                raise _fail("no audio could be decoded from the input", first_error) from first_error
+            raise _fail("no audio samples in the input (empty or truncated file)")
+        samples = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+        del chunks
+        return Audio(samples, out_rate)
+
+
+def probe_duration(source: AudioSource, *, format: str | None = None) -> float | None:  # noqa: A002
+    """Duration in seconds from the container's headers, without decoding; ``None`` if unknown.
+
+    Cheap, but only as honest as the headers (a streamed WAV or a VBR mp3 without a Xing header
+    gives an estimate). Raises ``AudioDecodeError`` if the input is not a recognised audio file.
+    A file object's position is restored.
+    """
+    pos = None
+    if hasattr(source, "read") and hasattr(source, "tell"):
+        with contextlib.suppress(Exception):
+            pos = source.tell()  # type: ignore[union-attr]
+    try:
+        with _open_container(source, format) as container:
+            stream = _audio_stream(container)
+            if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
+                return float(stream.duration * stream.time_base)
+            if container.duration is not None and container.duration > 0:
+                return container.duration / av.time_base
+            return None
+    finally:
+        if pos is not None:
+            with contextlib.suppress(Exception):
+                source.seek(pos)  # type: ignore[union-attr]
