@@ -124,7 +124,7 @@ def from_validation_error(exc: RequestValidationError) -> BadInputError:
         return BadInputError("invalid request")
     first = errors[0]
     loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
-    param = ".".join(loc) or None
+    param = loc[0] if loc else None  # the top-level field (union members add type names after it)
     msg = first.get("msg", "invalid value")
     return BadInputError(f"{param}: {msg}" if param else msg, param=param)
 
