@@ -271,6 +271,7 @@ def engines(
 ) -> None:
     """List engines with their models, voices, availability and the reason when unavailable."""
     import importlib as _importlib
+    import importlib.util
     import json as _json
 
     from voxbox.engines.registry import ENGINES, available
@@ -280,7 +281,15 @@ def engines(
         ok, reason = available(spec)
         models: list[str] = []
         voices: list[str] = []
-        if ok:
+        if ok and spec.default_model is None:
+            # Engines that need a local model directory: do not import their (heavy) backends here.
+            try:
+                built = _importlib.util.find_spec(spec.module) is not None
+            except (ImportError, ValueError):
+                built = False
+            if not built:
+                ok, reason = False, f"not built yet ({spec.module})"
+        elif ok:
             try:
                 mod = _importlib.import_module(spec.module)
                 if hasattr(mod, "models"):
