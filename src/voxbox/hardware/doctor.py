@@ -176,7 +176,9 @@ def render_report(report: dict[str, Any], console: Any = None) -> None:
         colour = {"ok": "green", "slow": "yellow", "skipped": "dim"}
         for p in probes:
             st = p["status"]
-            tm = f"{p['seconds'] * 1000:.1f} ms" if p.get("seconds") is not None and st in ("ok", "slow") else ""
+            sec = p.get("seconds")
+            tm = "" if sec is None or st not in ("ok", "slow") else (
+                f"{sec * 1e6:.0f} us" if sec < 1e-3 else f"{sec * 1000:.1f} ms")
             t.add_row(p.get("engine") or "", p.get("component") or "", p["device"], p.get("dtype") or "",
                       f"[{colour.get(st, 'red')}]{st}[/]" + (" (cached)" if p.get("cached") else ""), tm,
                       (p.get("message") or "")[:120])

