@@ -1,0 +1,407 @@
+"""Batched Whisper decoding on static buffers: greedy (one CUDA graph per step), sampling and beam
+search, with the reference logit rules (suppress tokens, suppress blank at the start, timestamp
+pairing, monotonic timestamps, max initial timestamp, timestamp-probability rule).
+
+Every rule is a fixed-shape tensor operation driven by device-side state (token history, the
+current position, the first sampled position), so the whole greedy step — decoder, rules, argmax,
+log-probability accumulation, writing the next token — is captured once per (batch, attended
+length) and replayed. Sampling and beam search replay a graph of decoder + rules and choose tokens
+eagerly.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from voxbox.engines.asr.torch_whisper.model import KVCache, Whisper
+from voxbox.engines.asr.torch_whisper.tokenizer import WhisperTokenizer
+
+__all__ = ["Rules", "Runner", "WindowResult"]
+
+#: Self-attention is attended in buckets of this many positions (one graph per bucket).
+KV_BUCKET = 64
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Logit rules for one decode (the reference's logit filters)."""
+
+    suppress: tuple[int, ...] = ()
+    begin_suppress: tuple[int, ...] = ()
+    timestamps: bool = True
+    max_initial_timestamp_index: int | None = 50
+
+
+@dataclass
+class WindowResult:
+    tokens: list[int]  # sampled tokens, without the prompt and without <|endoftext|>
+    sum_logprob: float
+    no_speech_prob: float | None = None
+    temperature: float = 0.0
+
+    @property
+    def avg_logprob(self) -> float:
+        return self.sum_logprob / (len(self.tokens) + 1)
+
+
+@dataclass
+class _State:
+    cache: KVCache
+    tokens: torch.Tensor  # (B, max_len) int64 history: prompt then sampled tokens
+    pos: torch.Tensor  # (1,) int64: index of the last written token
+    begin: torch.Tensor  # (1,) int64: index of the first sampled token
+    sum_lp: torch.Tensor  # (B,) float32
+    logits: torch.Tensor  # (B, V) float32: processed logits (sampling / beam mode)
+    graphs: dict = field(default_factory=dict)
+
+    @property
+    def batch(self) -> int:
+        return self.tokens.shape[0]
+
+
+class _RuleTensors:
+    def __init__(self, rules: Rules, tok: WhisperTokenizer, vocab: int, device: torch.device):
+        self.rules = rules
+        ids = torch.arange(vocab, device=device)
+        self.vocab_ids = ids
+
+        def mask(tokens) -> torch.Tensor:
+            m = torch.zeros(vocab, dtype=torch.bool, device=device)
+            t = [i for i in tokens if 0 <= i < vocab]
+            if t:
+                m[torch.tensor(t, device=device)] = True
+            return m
+
+        self.suppress = mask(rules.suppress)
+        self.begin = mask(rules.begin_suppress)
+        tb = tok.timestamp_begin
+        self.ts_begin = tb
+        self.eot = tok.eot
+        self.is_ts = ids >= tb
+        self.text_or_before_eot = ids < tok.eot
+        self.first_forbidden = ids < tb
+        if rules.max_initial_timestamp_index is not None:
+            self.first_forbidden = self.first_forbidden | (ids > tb + rules.max_initial_timestamp_index)
+        self.first_forbidden = self.first_forbidden | (ids == tok.no_timestamps)
+        self.no_ts = mask([tok.no_timestamps])
+
+
+class Runner:
+    """Owns decode buffers and graphs for one model on one device."""
+
+    def __init__(self, model: Whisper, tokenizer: WhisperTokenizer, use_graphs: bool | None = None):
+        self.model = model
+        self.tok = tokenizer
+        p = model.decoder.embed_tokens.weight
+        self.device = p.device
+        self.dtype = p.dtype
+        self.vocab = model.dims.vocab_size
+        self.max_len = model.dims.max_target_positions
+        if use_graphs is None:
+            use_graphs = self.device.type == "cuda"
+        self.use_graphs = use_graphs
+        self._states: dict[int, _State] = {}
+        self._rules: dict[Rules, _RuleTensors] = {}
+        self._pool = None
+        self.capture_seconds = 0.0  # total CUDA graph capture time (warm-up), for reporting
+        self.check_every = 4 if self.device.type == "cuda" else 1
+
+    # ----------------------------------------------------------------- buffers
+    def clear(self) -> None:
+        """Free decode buffers and graphs (they are rebuilt on demand)."""
+        self._states.clear()
+        self._pool = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _state(self, batch: int) -> _State:
+        st = self._states.get(batch)
+        if st is None:
+            dev = self.device
+            st = _State(
+                cache=self.model.new_cache(batch, self.max_len),
+                tokens=torch.zeros(batch, self.max_len, dtype=torch.long, device=dev),
+                pos=torch.zeros(1, dtype=torch.long, device=dev),
+                begin=torch.zeros(1, dtype=torch.long, device=dev),
+                sum_lp=torch.zeros(batch, dtype=torch.float32, device=dev),
+                logits=torch.zeros(batch, self.vocab, dtype=torch.float32, device=dev),
+            )
+            self._states[batch] = st
+        return st
+
+    def _rule_tensors(self, rules: Rules) -> _RuleTensors:
+        rt = self._rules.get(rules)
+        if rt is None:
+            rt = self._rules[rules] = _RuleTensors(rules, self.tok, self.vocab, self.device)
+        return rt
+
+    # ----------------------------------------------------------------- encoder
+    def encode(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.model.encoder(mel.to(self.device, self.dtype))
+
+    def detect_language(self, enc: torch.Tensor) -> list[dict[str, float]]:
+        """Language probabilities per row from the ``<|startoftranscript|>`` logits."""
+        if not self.tok.multilingual:
+            return [{"en": 1.0} for _ in range(enc.shape[0])]
+        st = self._state(enc.shape[0])
+        self.model.set_cross(st.cache, enc)
+        sot = torch.full((enc.shape[0], 1), self.tok.sot, dtype=torch.long, device=self.device)
+        logits = self.model.logits(self.model.decoder(sot, 0, st.cache, 1)[:, -1])
+        codes = list(self.tok.language_ids)
+        ids = torch.tensor([self.tok.language_ids[c] for c in codes], device=self.device)
+        probs = logits.index_select(1, ids).softmax(-1).cpu().tolist()
+        return [dict(zip(codes, row)) for row in probs]
+
+    # ----------------------------------------------------------------- per-step pieces (graph-safe)
+    def _apply_rules(self, st: _State, logits: torch.Tensor, rt: _RuleTensors) -> torch.Tensor:
+        ninf = float("-inf")
+        gen = st.pos + 1 - st.begin  # (1,) tokens sampled so far
+        first = gen == 0
+        logits = logits.masked_fill(rt.suppress | (rt.begin & first), ninf)
+        if not rt.rules.timestamps:
+            return logits
+        tb = rt.ts_begin
+        last = st.tokens.index_select(1, st.pos).squeeze(1)
+        pen = st.tokens.index_select(1, (st.pos - 1).clamp(min=0)).squeeze(1)
+        last_ts = (gen >= 1) & (last >= tb)
+        pen_ts = (gen < 2) | (pen >= tb)
+        pair_open = last_ts & ~pen_ts
+        m = (last_ts & pen_ts)[:, None] & rt.is_ts[None]
+        m = m | (pair_open[:, None] & rt.text_or_before_eot[None])
+        cols = torch.arange(st.tokens.shape[1], device=st.tokens.device)
+        in_seq = (cols >= st.begin) & (cols <= st.pos)
+        seen = torch.where(in_seq[None] & (st.tokens >= tb), st.tokens, -1).amax(1)
+        ts_last = torch.where(seen >= 0, torch.where(pair_open, seen, seen + 1), tb)
+        m = m | (rt.is_ts[None] & (rt.vocab_ids[None] < ts_last[:, None]))
+        m = m | rt.no_ts[None] | (first & rt.first_forbidden)[None]
+        logits = logits.masked_fill(m, ninf)
+        lp = F.log_softmax(logits, dim=-1)
+        ts_lp = lp[:, tb:].logsumexp(-1)
+        max_text = lp[:, :tb].amax(-1)
+        return logits.masked_fill((ts_lp > max_text)[:, None] & ~rt.is_ts[None], ninf)
+
+    def _advance(self, st: _State, logits: torch.Tensor, nxt: torch.Tensor) -> None:
+        """Accumulate log-probs of ``nxt`` (B,) and append it; finished rows keep <|endoftext|>."""
+        eot = self.tok.eot
+        lp = F.log_softmax(logits, dim=-1).gather(1, nxt[:, None]).squeeze(1)
+        done = st.tokens.index_select(1, st.pos).squeeze(1) == eot
+        st.sum_lp.add_(torch.where(done, torch.zeros_like(lp), lp))
+        nxt = torch.where(done, torch.full_like(nxt, eot), nxt)
+        st.pos.add_(1)
+        st.tokens.index_copy_(1, st.pos, nxt[:, None])
+
+    def _forward_step(self, st: _State, kv_len: int, rt: _RuleTensors) -> torch.Tensor:
+        tok = st.tokens.index_select(1, st.pos)
+        h = self.model.decoder(tok, st.pos, st.cache, kv_len)
+        return self._apply_rules(st, self.model.logits(h[:, -1]), rt)
+
+    def _greedy_step(self, st: _State, kv_len: int, rt: _RuleTensors) -> None:
+        logits = self._forward_step(st, kv_len, rt)
+        self._advance(st, logits, logits.argmax(-1))
+
+    def _logits_step(self, st: _State, kv_len: int, rt: _RuleTensors) -> None:
+        st.logits.copy_(self._forward_step(st, kv_len, rt))
+
+    def _run(self, st: _State, kind: str, cur: int, rt: _RuleTensors) -> None:
+        """One decode step with the current token at index ``cur`` (== st.pos)."""
+        kv_len = min(self.max_len, (cur // KV_BUCKET + 1) * KV_BUCKET)
+        fn = self._greedy_step if kind == "greedy" else self._logits_step
+        if not self.use_graphs:
+            fn(st, kv_len, rt)
+            return
+        key = (kind, kv_len, rt.rules)
+        g = st.graphs.get(key)
+        if g is None:
+            g = self._capture(st, lambda: fn(st, kv_len, rt))
+            st.graphs[key] = g
+        g.replay()
+
+    def _capture(self, st: _State, fn) -> "torch.cuda.CUDAGraph":
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        saved = (st.pos.clone(), st.sum_lp.clone(), st.tokens.clone())
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            fn()  # warm-up outside the graph (lazy library init, allocator)
+        torch.cuda.current_stream().wait_stream(s)
+        st.pos.copy_(saved[0]), st.sum_lp.copy_(saved[1]), st.tokens.copy_(saved[2])
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g, pool=self._pool):
+            fn()
+        torch.cuda.synchronize()
+        self.capture_seconds += time.perf_counter() - t0
+        return g
+
+    # ----------------------------------------------------------------- decode
+    def _prefill(self, st: _State, prompt: list[int], rt: _RuleTensors) -> tuple[torch.Tensor, list[float]]:
+        """Write the prompt, run it through the decoder; return (processed last logits, no-speech probs)."""
+        b, n = st.batch, len(prompt)
+        st.tokens.zero_()
+        st.tokens[:, :n] = torch.tensor(prompt, device=self.device)
+        st.pos.fill_(n - 1)
+        st.begin.fill_(n)
+        st.sum_lp.zero_()
+        h = self.model.decoder(st.tokens[:, :n], 0, st.cache, n)
+        sot_i = prompt.index(self.tok.sot)
+        raw = self.model.logits(h[:, [sot_i, n - 1]])  # (B, 2, V)
+        no_speech = None
+        if self.tok.no_speech is not None:
+            no_speech = raw[:, 0].softmax(-1)[:, self.tok.no_speech].tolist()
+        return self._apply_rules(st, raw[:, 1], rt), no_speech
+
+    def decode(
+        self,
+        enc: torch.Tensor,
+        prompt: list[int],
+        rules: Rules,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        beam_size: int = 1,
+        best_of: int = 1,
+        patience: float = 1.0,
+        length_penalty: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> list[WindowResult]:
+        """Decode every row of encoder output ``enc`` (B, 1500, d) after the same ``prompt``."""
+        max_new_tokens = min(max_new_tokens, self.max_len - len(prompt))
+        if max_new_tokens < 1:
+            raise ValueError("prompt leaves no room to decode")
+        rt = self._rule_tensors(rules)
+        if temperature > 0:
+            n = max(best_of, 1)
+            return self._sample(enc, prompt, rt, max_new_tokens, temperature, n, generator)
+        if beam_size > 1:
+            return self._beam(enc, prompt, rt, max_new_tokens, beam_size, patience, length_penalty)
+        return self._greedy(enc, prompt, rt, max_new_tokens)
+
+    def _collect(self, st: _State, start: int, end: int, no_speech, temperature: float) -> list[WindowResult]:
+        rows = st.tokens[:, start : end + 1].tolist()
+        sums = st.sum_lp.tolist()
+        out = []
+        for i, row in enumerate(rows):
+            if self.tok.eot in row:
+                row = row[: row.index(self.tok.eot)]
+            out.append(WindowResult(row, sums[i], no_speech[i] if no_speech else None, temperature))
+        return out
+
+    def _greedy(self, enc, prompt, rt, max_new) -> list[WindowResult]:
+        st = self._state(enc.shape[0])
+        self.model.set_cross(st.cache, enc)
+        logits, no_speech = self._prefill(st, prompt, rt)
+        self._advance(st, logits, logits.argmax(-1))
+        cur = len(prompt)  # index of the last written token, mirrored on the host
+        eot = self.tok.eot
+        for i in range(1, max_new):
+            if i % self.check_every == 0 and bool((st.tokens[:, cur] == eot).all()):
+                break
+            self._run(st, "greedy", cur, rt)
+            cur += 1
+        return self._collect(st, len(prompt), cur, no_speech, 0.0)
+
+    def _sample(self, enc, prompt, rt, max_new, temperature, n, generator) -> list[WindowResult]:
+        b = enc.shape[0]
+        rows = enc.repeat_interleave(n, dim=0) if n > 1 else enc
+        st = self._state(rows.shape[0])
+        self.model.set_cross(st.cache, rows)
+        logits, no_speech = self._prefill(st, prompt, rt)
+        eot = self.tok.eot
+
+        def pick(lg: torch.Tensor) -> torch.Tensor:
+            probs = F.softmax(lg / temperature, dim=-1)
+            return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+        self._advance(st, logits, pick(logits))
+        cur = len(prompt)
+        for _ in range(1, max_new):
+            if bool((st.tokens[:, cur] == eot).all()):
+                break
+            self._run(st, "logits", cur, rt)
+            self._advance(st, st.logits, pick(st.logits))
+            cur += 1
+        cands = self._collect(st, len(prompt), cur, no_speech, temperature)
+        out = []
+        for i in range(b):
+            group = cands[i * n : (i + 1) * n]
+            out.append(max(group, key=lambda r: r.sum_logprob / (len(r.tokens) + 1)))
+        return out
+
+    def _beam(self, enc, prompt, rt, max_new, beam, patience, length_penalty) -> list[WindowResult]:
+        """Beam search like the reference (openai-whisper's BeamSearchDecoder, patience 1)."""
+        b = enc.shape[0]
+        rows = enc.repeat_interleave(beam, dim=0)
+        st = self._state(b * beam)
+        self.model.set_cross(st.cache, rows)
+        logits, no_speech = self._prefill(st, prompt, rt)
+        eot = self.tok.eot
+        n0 = len(prompt)
+        max_candidates = max(1, round(beam * patience))
+        seqs: list[list[int]] = [list(prompt) for _ in range(b * beam)]
+        sum_lp = [0.0] * (b * beam)
+        finished: list[dict[tuple, float]] = [{} for _ in range(b)]
+        done = [False] * b
+        for step in range(max_new):
+            if step > 0:
+                self._run(st, "logits", n0 + step - 1, rt)
+                logits = st.logits
+            lp = F.log_softmax(logits, dim=-1)
+            top_lp, top_id = lp.topk(beam + 1, dim=-1)
+            top_lp, top_id = top_lp.tolist(), top_id.tolist()
+            new_seqs, new_lp, source = [], [], []
+            for i in range(b):
+                if done[i]:  # keep the rows busy with a harmless continuation
+                    for j in range(beam):
+                        r = i * beam + j
+                        new_seqs.append(seqs[r] + [eot]), new_lp.append(sum_lp[r]), source.append(r)
+                    continue
+                scores: dict[tuple, float] = {}
+                sources: dict[tuple, int] = {}
+                for j in range(beam):
+                    r = i * beam + j
+                    for lpv, t in zip(top_lp[r], top_id[r]):
+                        seq = tuple(seqs[r] + [t])
+                        scores[seq] = sum_lp[r] + lpv
+                        sources[seq] = r
+                saved = 0
+                for seq in sorted(scores, key=scores.get, reverse=True):
+                    if seq[-1] == eot:
+                        if len(finished[i]) < max_candidates:
+                            finished[i][seq] = scores[seq]
+                    else:
+                        new_seqs.append(list(seq)), new_lp.append(scores[seq]), source.append(sources[seq])
+                        saved += 1
+                        if saved == beam:
+                            break
+                if len(finished[i]) >= max_candidates:
+                    done[i] = True
+            seqs, sum_lp = new_seqs, new_lp
+            if all(done) or step == max_new - 1:
+                break
+            idx = torch.tensor(source, device=self.device)
+            st.cache.reorder(idx)
+            cur = n0 + step  # index of the token just chosen
+            st.tokens[:, : cur + 1] = torch.tensor([s[: cur + 1] for s in seqs], device=self.device)
+            st.pos.fill_(cur)
+        out = []
+        for i in range(b):
+            cands = dict(finished[i])
+            if len(cands) < max_candidates:
+                for j in range(beam):
+                    r = i * beam + j
+                    cands.setdefault(tuple(seqs[r]), sum_lp[r])
+            def score(item):
+                seq, s = item
+                n = len([t for t in seq[n0:] if t != eot])
+                pen = n if length_penalty is None else ((5 + n) / 6) ** length_penalty
+                return s / pen
+            seq, s = max(cands.items(), key=score)
+            toks = [t for t in seq[n0:] if t != eot]
+            ns = no_speech[i * beam] if no_speech else None
+            out.append(WindowResult(toks, s, ns, 0.0))
+        return out

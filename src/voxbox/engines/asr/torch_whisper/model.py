@@ -1,0 +1,276 @@
+"""Whisper encoder-decoder in plain PyTorch with a static KV cache.
+
+Module and parameter names follow ``transformers``' ``WhisperForConditionalGeneration`` (under
+``model.``), so an HF ``model.safetensors`` loads with ``load_state_dict(assign=True)`` onto a model
+built on the meta device. The decoder works on caller-owned static buffers (:class:`KVCache`):
+cross-attention K/V are computed once per window and the self-attention cache is written in place at
+a position held in a device tensor, so one decode step can be captured in a CUDA graph and replayed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["WhisperDims", "Whisper", "KVCache"]
+
+
+@dataclass(frozen=True)
+class WhisperDims:
+    n_mels: int
+    vocab_size: int
+    d_model: int
+    encoder_layers: int
+    encoder_heads: int
+    encoder_ffn: int
+    decoder_layers: int
+    decoder_heads: int
+    decoder_ffn: int
+    max_source_positions: int = 1500
+    max_target_positions: int = 448
+    activation: str = "gelu"
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "WhisperDims":
+        return cls(
+            n_mels=cfg.get("num_mel_bins", 80),
+            vocab_size=cfg["vocab_size"],
+            d_model=cfg["d_model"],
+            encoder_layers=cfg["encoder_layers"],
+            encoder_heads=cfg["encoder_attention_heads"],
+            encoder_ffn=cfg["encoder_ffn_dim"],
+            decoder_layers=cfg["decoder_layers"],
+            decoder_heads=cfg["decoder_attention_heads"],
+            decoder_ffn=cfg["decoder_ffn_dim"],
+            max_source_positions=cfg.get("max_source_positions", 1500),
+            max_target_positions=cfg.get("max_target_positions", 448),
+            activation=cfg.get("activation_function", "gelu"),
+        )
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "WhisperDims":
+        return cls.from_config(json.loads(Path(path).read_text()))
+
+
+def _act(name: str):
+    if name == "gelu":
+        return F.gelu
+    if name in ("gelu_new", "gelu_pytorch_tanh"):
+        return lambda x: F.gelu(x, approximate="tanh")
+    if name == "relu":
+        return F.relu
+    raise ValueError(f"unsupported activation {name!r}")
+
+
+class Attention(nn.Module):
+    def __init__(self, d: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.head_dim = d // heads
+        self.scaling = self.head_dim**-0.5
+        self.q_proj = nn.Linear(d, d)
+        self.k_proj = nn.Linear(d, d, bias=False)
+        self.v_proj = nn.Linear(d, d)
+        self.out_proj = nn.Linear(d, d)
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, d) -> (B, H, T, Dh)
+        b, t, _ = x.shape
+        return x.view(b, t, self.heads, self.head_dim).transpose(1, 2)
+
+    def merge(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, T, Dh) -> (B, T, d)
+        b, h, t, dh = x.shape
+        return x.transpose(1, 2).reshape(b, t, h * dh)
+
+    def query(self, x: torch.Tensor) -> torch.Tensor:
+        return self.split(self.q_proj(x) * self.scaling)
+
+    def keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.split(self.k_proj(x)), self.split(self.v_proj(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # full (encoder) self-attention
+        k, v = self.keys_values(x)
+        o = F.scaled_dot_product_attention(self.query(x), k, v, scale=1.0)
+        return self.out_proj(self.merge(o))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, d: int, heads: int, ffn: int, act):
+        super().__init__()
+        self.self_attn = Attention(d, heads)
+        self.self_attn_layer_norm = nn.LayerNorm(d)
+        self.fc1 = nn.Linear(d, ffn)
+        self.fc2 = nn.Linear(ffn, d)
+        self.final_layer_norm = nn.LayerNorm(d)
+        self.act = act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.self_attn(self.self_attn_layer_norm(x))
+        return x + self.fc2(self.act(self.fc1(self.final_layer_norm(x))))
+
+
+class Encoder(nn.Module):
+    def __init__(self, dims: WhisperDims):
+        super().__init__()
+        d = dims.d_model
+        act = _act(dims.activation)
+        self.conv1 = nn.Conv1d(dims.n_mels, d, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv1d(d, d, kernel_size=3, stride=2, padding=1)
+        self.embed_positions = nn.Embedding(dims.max_source_positions, d)
+        self.layers = nn.ModuleList(
+            EncoderLayer(d, dims.encoder_heads, dims.encoder_ffn, act) for _ in range(dims.encoder_layers)
+        )
+        self.layer_norm = nn.LayerNorm(d)
+        self.act = act
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:  # (B, n_mels, 3000) -> (B, 1500, d)
+        x = self.act(self.conv1(mel))
+        x = self.act(self.conv2(x)).transpose(1, 2)
+        x = x + self.embed_positions.weight[: x.shape[1]]
+        for layer in self.layers:
+            x = layer(x)
+        return self.layer_norm(x)
+
+
+@dataclass
+class KVCache:
+    """Static decoder buffers for ``batch`` rows: self-attention K/V up to ``max_len`` positions and
+    the window's cross-attention K/V. Shapes (layers, batch, heads, len, head_dim)."""
+
+    self_k: torch.Tensor
+    self_v: torch.Tensor
+    cross_k: torch.Tensor
+    cross_v: torch.Tensor
+
+    @property
+    def batch(self) -> int:
+        return self.self_k.shape[1]
+
+    @property
+    def max_len(self) -> int:
+        return self.self_k.shape[3]
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Beam search: row i takes row ``index[i]``'s self-attention history (in place)."""
+        self.self_k.copy_(self.self_k.index_select(1, index))
+        self.self_v.copy_(self.self_v.index_select(1, index))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, d: int, heads: int, ffn: int, act):
+        super().__init__()
+        self.self_attn = Attention(d, heads)
+        self.self_attn_layer_norm = nn.LayerNorm(d)
+        self.encoder_attn = Attention(d, heads)
+        self.encoder_attn_layer_norm = nn.LayerNorm(d)
+        self.fc1 = nn.Linear(d, ffn)
+        self.fc2 = nn.Linear(ffn, d)
+        self.final_layer_norm = nn.LayerNorm(d)
+        self.act = act
+
+
+class Decoder(nn.Module):
+    def __init__(self, dims: WhisperDims):
+        super().__init__()
+        d = dims.d_model
+        act = _act(dims.activation)
+        self.embed_tokens = nn.Embedding(dims.vocab_size, d)
+        self.embed_positions = nn.Embedding(dims.max_target_positions, d)
+        self.layers = nn.ModuleList(
+            DecoderLayer(d, dims.decoder_heads, dims.decoder_ffn, act) for _ in range(dims.decoder_layers)
+        )
+        self.layer_norm = nn.LayerNorm(d)
+
+    def forward(self, tokens: torch.Tensor, pos: torch.Tensor | int, cache: KVCache, kv_len: int) -> torch.Tensor:
+        """Run ``tokens`` (B, T) placed at positions ``pos .. pos+T-1``; returns hidden (B, T, d).
+
+        ``pos`` is a python int (prefill, T >= 1, causal over the first ``pos+T`` positions) or a
+        one-element int64 device tensor (single-token step; graph-safe). ``kv_len`` (>= pos+T) is
+        how much of the self-attention cache is attended; positions after ``pos`` are masked.
+        """
+        b, t = tokens.shape
+        x = self.embed_tokens(tokens)  # (transformers defines scale_embedding but never applies it)
+        if isinstance(pos, int):
+            x = x + self.embed_positions.weight[pos : pos + t]
+            idx = torch.arange(pos, pos + t, device=tokens.device)
+            q_pos = idx[:, None]
+        else:
+            x = x + self.embed_positions.weight.index_select(0, pos)
+            idx = pos
+            q_pos = pos[:, None]
+        mask = torch.arange(kv_len, device=tokens.device)[None, :] <= q_pos  # (T, kv_len)
+        for i, layer in enumerate(self.layers):
+            h = layer.self_attn_layer_norm(x)
+            attn = layer.self_attn
+            k, v = attn.keys_values(h)
+            cache.self_k[i].index_copy_(2, idx, k)
+            cache.self_v[i].index_copy_(2, idx, v)
+            o = F.scaled_dot_product_attention(
+                attn.query(h), cache.self_k[i, :, :, :kv_len], cache.self_v[i, :, :, :kv_len], attn_mask=mask, scale=1.0
+            )
+            x = x + attn.out_proj(attn.merge(o))
+            h = layer.encoder_attn_layer_norm(x)
+            cross = layer.encoder_attn
+            o = F.scaled_dot_product_attention(cross.query(h), cache.cross_k[i], cache.cross_v[i], scale=1.0)
+            x = x + cross.out_proj(cross.merge(o))
+            x = x + layer.fc2(layer.act(layer.fc1(layer.final_layer_norm(x))))
+        return self.layer_norm(x)
+
+
+class _Body(nn.Module):
+    def __init__(self, dims: WhisperDims):
+        super().__init__()
+        self.encoder = Encoder(dims)
+        self.decoder = Decoder(dims)
+
+
+class Whisper(nn.Module):
+    def __init__(self, dims: WhisperDims):
+        super().__init__()
+        self.dims = dims
+        self.model = _Body(dims)
+
+    @property
+    def encoder(self) -> Encoder:
+        return self.model.encoder
+
+    @property
+    def decoder(self) -> Decoder:
+        return self.model.decoder
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Output projection (tied to the token embedding), as float32."""
+        return F.linear(hidden, self.decoder.embed_tokens.weight).float()
+
+    def new_cache(self, batch: int, max_len: int | None = None, device=None, dtype=None) -> KVCache:
+        d = self.dims
+        p = self.decoder.embed_tokens.weight
+        device = device or p.device
+        dtype = dtype or p.dtype
+        max_len = max_len or d.max_target_positions
+        hd = d.d_model // d.decoder_heads
+        shape_self = (d.decoder_layers, batch, d.decoder_heads, max_len, hd)
+        shape_cross = (d.decoder_layers, batch, d.decoder_heads, d.max_source_positions, hd)
+        z = lambda s: torch.zeros(s, device=device, dtype=dtype)  # noqa: E731
+        return KVCache(z(shape_self), z(shape_self), z(shape_cross), z(shape_cross))
+
+    def set_cross(self, cache: KVCache, enc: torch.Tensor) -> None:
+        """Fill the cross-attention K/V for encoder output ``enc`` (cache.batch rows)."""
+        for i, layer in enumerate(self.decoder.layers):
+            k, v = layer.encoder_attn.keys_values(enc)
+            cache.cross_k[i].copy_(k)
+            cache.cross_v[i].copy_(v)
+
+
+def load_weights(model: Whisper, state: dict[str, torch.Tensor], dtype: torch.dtype, device: torch.device) -> None:
+    """Assign ``state`` (HF names) to a meta-device ``model``: one copy of the weights in memory."""
+    state = {k: v for k, v in state.items() if k != "proj_out.weight"}  # tied to embed_tokens
+    for k in list(state):
+        state[k] = state[k].to(device=device, dtype=dtype)
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    if missing or unexpected:
+        raise KeyError(f"checkpoint does not match the Whisper layout: missing {missing[:5]}, unexpected {unexpected[:5]}")
