@@ -289,7 +289,9 @@ def _evidence(engine: str, spec: ComponentSpec, opt: _Option, probes: list[Probe
         same.sort(key=lambda p: (p.engine != engine, p.status not in BAD_STATUSES))
         hit = same[0]
     device_bad = None
-    if exact and all(p.status in BAD_STATUSES for p in exact):
+    # a CT2/ORT failure at one dtype (a missing library, no provider) condemns the device; torch
+    # failures are dtype-specific (a bf16 hang says nothing about fp16)
+    if spec.backend != "torch" and exact and all(p.status in BAD_STATUSES for p in exact):
         device_bad = exact[0]
     return hit, device_bad
 
