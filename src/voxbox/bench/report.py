@@ -151,6 +151,14 @@ def _f(x: float | None, fmt: str = "{:.3f}") -> str:
     return "–" if x is None else fmt.format(x)
 
 
+def _reason(t: dict[str, Any]) -> str:
+    r = t.get("reason") or ""
+    for prefix in ("not installed: ", "skipped: "):
+        if r.startswith(prefix):
+            r = r[len(prefix):]
+    return r.replace("|", "/")
+
+
 def _bytes(n: int | None) -> str:
     return "–" if not n else f"{n / 2**20:.0f} MiB"
 
@@ -177,7 +185,7 @@ def render_markdown(report: dict[str, Any]) -> str:
               "| target | status | device | dtype | threads | cold load s | first call s | peak RSS |",
               "|---|---|---|---|---|---|---|---|"]
     for t in report["targets"]:
-        status = t["status"] if t["status"] == "ok" else f"**{t['status'].replace('_', ' ')}**: {t.get('reason') or ''}"
+        status = t["status"] if t["status"] == "ok" else f"**{t['status'].replace('_', ' ')}**: {_reason(t)}"
         lines.append(f"| {t['id']} | {status} | {t.get('device') or '–'} | {t.get('dtype') or '–'} | "
                      f"{t.get('threads') or '–'} | {_f(t.get('load_s'), '{:.2f}')} | {_f(t.get('first_call_s'), '{:.3f}')} | "
                      f"{_bytes(t.get('peak_rss_bytes'))} |")
@@ -215,7 +223,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     missing = [t for t in report["targets"] if t["status"] != "ok"]
     for t in missing:
-        lines.append(f"| (all) | – | {t['id']} | {t['status'].replace('_', ' ')}: {t.get('reason') or ''} |"
+        lines.append(f"| (all) | – | {t['id']} | {t['status'].replace('_', ' ')}: {_reason(t)} |"
                      + " |" * (head.count("|") - 5))
     if report.get("totals"):
         lines += ["", "### Totals over the scenarios each target ran", "",

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib
 import importlib.util
 import os
 import re
@@ -87,18 +86,10 @@ def hf_state_dict_from_ct2(ct2_dir: Path) -> dict[str, np.ndarray]:
     """HF Whisper state dict (numpy, float16/float32 as stored) of a CTranslate2 Whisper directory."""
     if importlib.util.find_spec("voxbox.convert.ct2_reader") is None:
         raise NotInstalled("not available: voxbox.convert.ct2_reader (CTranslate2 -> HF weights) is not in this build")
-    mod = importlib.import_module("voxbox.convert.ct2_reader")
-    fn = None
-    for name in ("ct2_to_hf_state_dict", "read_ct2_whisper", "load_ct2_whisper", "ct2_whisper_to_hf", "to_hf_state_dict",
-                 "read_whisper", "load"):
-        fn = getattr(mod, name, None)
-        if callable(fn):
-            break
-    if fn is None:
-        raise NotInstalled("voxbox.convert.ct2_reader has no CT2 -> HF state-dict function this bench knows")
-    out = fn(ct2_dir)
-    if isinstance(out, tuple):
-        out = next(x for x in out if isinstance(x, dict) and any("encoder" in k for k in x))
+    from voxbox.convert.ct2_reader import read_model_bin, whisper_state_dict
+
+    _spec, _rev, variables = read_model_bin(ct2_dir / "model.bin")
+    out = whisper_state_dict(variables)
     return {k: _to_numpy(v) for k, v in out.items()}
 
 
