@@ -13,7 +13,8 @@ def doctor(
         None, "--probe/--no-probe",
         help="--probe runs real probes now (child processes with a watchdog) and caches them; "
              "--no-probe uses detection and quirks only. Default: use cached probe verdicts."),
-    machine: Optional[str] = typer.Option(None, "--machine", help="Plan for a recorded machine description (JSON)."),
+    machine: Optional[str] = typer.Option(
+        None, "--machine", help="Plan for a recorded machine description, or replay a saved `doctor --json` report."),
     timeout: float = typer.Option(90.0, "--timeout", help="Watchdog seconds per probe."),
 ) -> None:
     """Check this machine: GPUs, what each backend sees, probes, the plan per engine, env vars, warnings."""

@@ -70,12 +70,21 @@ def build_report(*, probe: bool | None = None, machine: MachineInfo | None = Non
     from voxbox.hardware.plan import plan_machine
 
     recorded = machine is not None or machine_path is not None
-    if machine_path is not None:
-        machine = load_machine(machine_path)
-    if machine is None:
-        machine = detect()
     probes: list[ProbeResult] = []
     mode = "none"
+    if machine_path is not None:
+        import json
+        from pathlib import Path
+
+        data = json.loads(Path(machine_path).read_text())
+        if "machine" in data:  # a saved `doctor --json` report: replay its machine and probe verdicts
+            machine = MachineInfo.from_dict(data["machine"])
+            probes = [ProbeResult.from_dict(p) for p in data.get("probes") or []]
+            mode = "recorded" if probes else "none"
+        else:
+            machine = load_machine(machine_path)
+    if machine is None:
+        machine = detect()
     if not recorded and probe is not False:
         if probe:
             mode = "run"
