@@ -1,0 +1,169 @@
+"""Fish Audio S2-Pro engine (``fish-s2``): dual-AR TTS with voice cloning, streamed codec decode.
+
+S2-Pro is a ~4 B "slow" Qwen3-style transformer that makes one step per 21.5 Hz audio frame, a
+~0.4 B "fast" transformer that emits the frame's 9 residual codebooks, and a modified DAC that
+turns the 10 codes per frame into 44.1 kHz audio. voxbox implements all three itself (``model``,
+``codec``) from the published architecture and loads the upstream checkpoint layout from a local
+directory (``loader``); sglang, flashinfer and flash-attn are not needed::
+
+    engine = load("/models/s2-pro", device="cuda")                 # slow/fast bf16, codec fp32
+    engine = load("/models/s2-pro", placement={"slow_ar": "cuda:float16", "fast_ar": "cuda:float16",
+                                               "codec": "cpu"})   # an iGPU where bf16 hangs
+    voice = engine.encode_voice(reference_audio, "what the reference says")  # cached by content hash
+    stream = engine.stream("Hello there.", voice=voice, temperature=0.7)
+    for chunk in stream: ...
+    stream.timings.as_dict()   # prefill, decode, codec (and voice_encode when a clip is passed)
+    stream.details             # first_audio_s, frames, ms_per_frame, finish_reason, codes
+
+Per-call options: ``temperature`` (0.8), ``top_p`` (0.8), ``top_k`` (30, at most 64),
+``repetition_penalty`` (1.1, over the last 16 frames), ``ras_temperature``/``ras_top_p`` (1.0/0.9:
+used when the last 4 frames repeat a token), ``fast_temperature`` (0 = greedy codebooks, as
+sglang-omni) and ``fast_top_p``, ``max_frames``, ``min_frames`` (no ``<|im_end|>`` before),
+``logit_bias`` ({token id: bias}, semantic tokens and ``<|im_end|>`` only), ``seed``,
+``first_window``/``window`` (frames per streamed chunk: 8 then 32), ``context_frames`` (left
+context each window is decoded with: 48), ``speaker``.
+
+Generation stops at ``<|im_end|>`` (checked every ``eos_check`` frames; frames after it are
+discarded) or at ``max_frames``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from voxbox.errors import BadInputError, ModelLoadError, ModelNotFoundError
+
+from .config import S2_CODEC, S2_PRO_CONFIG, CodecConfig, DualARConfig, load_codec_config, load_dual_ar_config
+from .engine import DEFAULTS, FishS2Engine
+
+__all__ = ["COMPONENTS", "DEFAULTS", "FishS2Engine", "S2_CODEC", "S2_PRO_CONFIG", "load", "parse_placement"]
+
+COMPONENTS = ("slow_ar", "fast_ar", "codec")
+_DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16", "half": "float16",
+           "float32": "float32", "fp32": "float32", "float": "float32"}
+
+
+def _device(name: Any) -> Any:
+    import torch
+
+    if isinstance(name, torch.device):
+        return name
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name in ("rocm", "hip"):
+        name = "cuda"
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise BadInputError(f"bad device {name!r}: {exc}", param="device") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BadInputError(f"device {name!r} asked for, but torch sees no CUDA/ROCm GPU", param="device")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
+
+
+def _dtype(name: Any) -> Any:
+    import torch
+
+    if isinstance(name, torch.dtype):
+        return name
+    key = _DTYPES.get(str(name).replace("torch.", "").lower())
+    if key is None:
+        raise BadInputError(f"bad dtype {name!r}; use bfloat16, float16 or float32", param="dtype")
+    return getattr(torch, key)
+
+
+def parse_placement(device: Any = "auto", dtype: Any = None,
+                    placement: Mapping[str, Any] | None = None) -> dict[str, tuple[Any, Any]]:
+    """(device, dtype) per component. Defaults: all on ``device``; on a GPU the transformers in
+    bfloat16 (``dtype`` overrides) and the codec in float32; on the CPU everything float32.
+    ``placement`` pins components as ``"cuda:float16"``, ``"cpu"``, ``(dev, dtype)`` or a dict."""
+    base = _device(device)
+    out: dict[str, tuple[Any, Any]] = {}
+    for comp in COMPONENTS:
+        if base.type == "cpu":
+            dt = dtype if (dtype and comp != "codec") else "float32"
+        else:
+            dt = "float32" if comp == "codec" else (dtype or "bfloat16")
+        out[comp] = (base, _dtype(dt))
+    for comp, spec in (placement or {}).items():
+        if comp not in COMPONENTS:
+            raise BadInputError(f"unknown fish-s2 component {comp!r}; components: {', '.join(COMPONENTS)}", param="placement")
+        if isinstance(spec, Mapping):
+            dev_name, dt_name = spec.get("device"), spec.get("dtype")
+        elif isinstance(spec, (tuple, list)):
+            dev_name, dt_name = (list(spec) + [None])[:2]
+        else:
+            head, _, tail = str(spec).rpartition(":")
+            dev_name, dt_name = (head, tail) if head and tail.lower() in _DTYPES else (str(spec), None)
+        dev = _device(dev_name) if dev_name else out[comp][0]
+        default = "float32" if (dev.type == "cpu" or comp == "codec") else "bfloat16"
+        out[comp] = (dev, _dtype(dt_name or default))
+    if out["slow_ar"][0] != out["fast_ar"][0]:
+        raise BadInputError("fish-s2: slow_ar and fast_ar must share a device (they exchange state every frame); "
+                            "their dtypes may differ", param="placement")
+    return out
+
+
+def load(model: str | Path | None = None, *, device: Any = "auto", dtype: Any = None,
+         placement: Mapping[str, Any] | None = None, weights: str = "checkpoint", max_context: int = 4096,
+         max_frames: int = 2048, cuda_graphs: bool = True, capture: bool = True, seed: int = 0,
+         **options: Any) -> FishS2Engine:
+    """Load S2-Pro from ``model``, a directory in the upstream layout (see ``loader``).
+
+    ``weights="random"`` builds random weights at the checkpoint's shapes (benchmarks: timing does
+    not depend on weight values once the frame count is fixed). ``max_context`` sizes the slow KV
+    cache (prompt + frames); ``max_frames`` caps one call. ``cuda_graphs``: capture the slow step
+    (one graph per attention span: 256, 512, ... ``max_context``) and the fast loop on CUDA;
+    ``capture``: do it at load time rather than on first use. Options: ``max_voices`` (code
+    LRU), ``first_window``, ``window``, ``context_frames``, ``eos_check``.
+    """
+    import torch
+
+    from . import loader
+    from .model import DualARRunner
+
+    if model is None:
+        raise ModelNotFoundError("fish-s2 needs a local model directory (--model-dir DIR) in the upstream layout",
+                                 param="model")
+    if weights not in ("checkpoint", "random"):
+        raise BadInputError("weights must be 'checkpoint' or 'random'", param="weights")
+    try:
+        files = loader.resolve_files(model, need_weights=weights == "checkpoint")
+        cfg: DualARConfig = load_dual_ar_config(files.config)
+        codec_cfg: CodecConfig = load_codec_config(files.root)
+    except (FileNotFoundError, ValueError) as exc:
+        raise ModelNotFoundError(f"fish-s2: {exc}", param="model") from exc
+    place = parse_placement(device, dtype, placement)
+    (ar_dev, slow_dt), (_, fast_dt), (codec_dev, codec_dt) = place["slow_ar"], place["fast_ar"], place["codec"]
+    if max_frames < 1 or max_context < 16:
+        raise BadInputError("max_frames must be >= 1 and max_context >= 16", param="max_frames")
+    max_context = min(int(max_context), cfg.text.max_seq_len)
+    try:
+        from tokenizers import Tokenizer
+    except ImportError as exc:  # pragma: no cover
+        raise ModelLoadError("fish-s2 needs the 'tokenizers' package") from exc
+    tokenizer = Tokenizer.from_file(str(files.tokenizer))
+    try:
+        if weights == "random":
+            slow, fast = loader.random_dual_ar(cfg, device=ar_dev, slow_dtype=slow_dt, fast_dtype=fast_dt, seed=seed)
+            codec = loader.random_codec(codec_cfg, device=codec_dev, dtype=codec_dt, seed=seed)
+        else:
+            slow, fast = loader.load_dual_ar(files, cfg, device=ar_dev, slow_dtype=slow_dt, fast_dtype=fast_dt)
+            codec = loader.load_codec(files, codec_cfg, device=codec_dev, dtype=codec_dt)
+    except (KeyError, ValueError, OSError, RuntimeError) as exc:
+        raise ModelLoadError(f"fish-s2: could not load {files.root}: {exc}") from exc
+    params = {"slow_ar": sum(p.numel() for p in slow.parameters()),
+              "fast_ar": sum(p.numel() for p in fast.parameters()),
+              "codec": sum(p.numel() for p in codec.parameters())}
+    runner = DualARRunner(cfg, slow, fast, device=ar_dev, max_context=max_context,
+                          max_frames=min(int(max_frames), max_context - 1), cuda_graphs=cuda_graphs)
+    if ar_dev.type == "cuda":
+        # The full vocabulary's output rows are not needed once the reduced head exists.
+        torch.cuda.empty_cache()
+    if capture and runner.use_graphs:
+        runner.capture_all()
+    return FishS2Engine(cfg, runner, codec, tokenizer, model_id=str(files.root), placement=place, params=params,
+                        random_weights=weights == "random", **options)

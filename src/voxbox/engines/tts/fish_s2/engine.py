@@ -1,0 +1,376 @@
+"""The ``fish-s2`` engine object: prompt building, per-call options, streamed decode, voice cache."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from voxbox.engines.base import EncodedVoice, SpeechStream, validate_speed, validate_text
+from voxbox.errors import BadInputError, UnsupportedOperationError, VoiceNotFoundError
+from voxbox.types import Audio, AudioChunk, ComponentSpec, EngineInfo, StageTimings
+
+from .codec import Codec
+from .config import DualARConfig
+from .model import TOPK_WIDTH, DualARRunner
+
+__all__ = ["FishS2Engine", "SpeechOptions", "DEFAULTS"]
+
+ENGINE = "fish-s2"
+IM_START, IM_END, VOICE = "<|im_start|>", "<|im_end|>", "<|voice|>"
+SYSTEM_PROMPT = "convert the provided text to speech reference to the following:\n\nText:\n"
+MAX_REFERENCE_SECONDS = 60.0
+
+#: Per-call defaults (sglang-omni's S2-Pro serving defaults).
+DEFAULTS: dict[str, Any] = dict(
+    temperature=0.8, top_p=0.8, top_k=30, repetition_penalty=1.1, ras_temperature=1.0, ras_top_p=0.9,
+    fast_temperature=0.0, fast_top_p=1.0, max_frames=None, min_frames=0, seed=None, logit_bias=None,
+    first_window=None, window=None, context_frames=None, speaker=0,
+)
+
+
+@dataclass(frozen=True)
+class SpeechOptions:
+    temperature: float
+    top_p: float
+    top_k: int
+    repetition_penalty: float
+    ras_temperature: float
+    ras_top_p: float
+    fast_temperature: float
+    fast_top_p: float
+    max_frames: int
+    min_frames: int
+    seed: int | None
+    bias: dict[int, float]
+    first_window: int
+    window: int
+    context_frames: int
+    speaker: int
+
+
+@dataclass(frozen=True)
+class _Call:
+    text: str
+    ids: torch.Tensor
+    vq_mask: torch.Tensor
+    vq_codes: torch.Tensor | None
+    opts: SpeechOptions
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class FishS2Engine:
+    """Fish S2-Pro: dual-AR (slow + fast transformers) -> codes -> codec, streamed in windows.
+
+    Built by ``load()``. ``placement`` maps ``slow_ar``, ``fast_ar`` and ``codec`` to (device,
+    dtype); the two transformers share a device (they share the codebook embeddings and exchange
+    a hidden state every frame), the codec may sit anywhere (e.g. on the CPU).
+    """
+
+    def __init__(self, cfg: DualARConfig, runner: DualARRunner, codec: Codec, tokenizer: Any, *, model_id: str,
+                 placement: dict[str, tuple[torch.device, torch.dtype]], params: dict[str, int],
+                 max_voices: int = 32, first_window: int = 8, window: int = 32, context_frames: int = 48,
+                 eos_check: int = 4, random_weights: bool = False) -> None:
+        self.cfg = cfg
+        self.runner = runner
+        self.codec = codec
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.placement = dict(placement)
+        self._params = dict(params)
+        self.first_window, self.window, self.context_frames = int(first_window), int(window), int(context_frames)
+        self.eos_check = max(1, int(eos_check))
+        self._voices: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._max_voices = max(1, int(max_voices))
+        self.voice_cache_hits = 0
+        self.voice_cache_misses = 0
+        self._lock = threading.Lock()
+        self._voice_lock = threading.Lock()
+        self._special = {t: self._token_id(t) for t in (IM_START, IM_END, VOICE)}
+        dev, dt = placement["slow_ar"]
+        self.info = EngineInfo(
+            name=ENGINE, task="tts", model=model_id, device=str(dev), dtype=str(dt).replace("torch.", ""),
+            sample_rate=codec.sample_rate, voices=(), default_voice=None, languages=(), supports_cloning=True,
+            max_concurrency=1,
+            extra={"placement": {k: (str(d), str(t).replace("torch.", "")) for k, (d, t) in self.placement.items()},
+                   "cuda_graphs": runner.use_graphs, "frame_rate": codec.config.frame_rate,
+                   "max_frames": runner.max_frames, "max_context": runner.max_context,
+                   "random_weights": bool(random_weights)},
+        )
+
+    # ------------------------------------------------------------------ planner
+    def components(self) -> list[ComponentSpec]:
+        t = self.cfg.text
+        kv = 2 * t.n_layer * t.n_local_heads * t.head_dim * self.runner.max_context
+        return [
+            ComponentSpec(name="slow_ar", params=self._params["slow_ar"], devices=("cuda", "rocm", "cpu"),
+                          dtypes=("bfloat16", "float16", "float32"), backend="torch", kind="transformer",
+                          overhead_bytes=kv * 2),
+            ComponentSpec(name="fast_ar", params=self._params["fast_ar"], devices=("cuda", "rocm", "cpu"),
+                          dtypes=("bfloat16", "float16", "float32"), backend="torch", kind="transformer"),
+            ComponentSpec(name="codec", params=self._params["codec"], devices=("cuda", "rocm", "cpu"),
+                          dtypes=("float32", "bfloat16", "float16"), backend="torch", kind="vocoder"),
+        ]
+
+    # ------------------------------------------------------------------ text
+    def _token_id(self, token: str) -> int:
+        tid = self.tokenizer.token_to_id(token)
+        if tid is None:
+            raise BadInputError(f"the tokenizer has no {token!r} token (not a Fish S2 tokenizer?)", param="model")
+        return int(tid)
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def build_prompt(self, text: str, codes: torch.Tensor | None, transcript: str | None,
+                     speaker: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Upstream's chat prompt: [system: reference transcript + codes], user: text, assistant: <|voice|>.
+        Returns (ids, vq_mask); the reference codes' semantic row becomes <|semantic:i|> tokens."""
+        pieces: list[tuple[list[int], bool]] = []
+
+        def add(s: str) -> None:
+            pieces.append((self._encode(s), False))
+
+        if codes is not None:
+            add(f"{IM_START}system\n")
+            add(SYSTEM_PROMPT)
+            if transcript:
+                add(f"<|speaker:{speaker}|>{transcript}")
+            add("\n\nSpeech:\n")
+            pieces.append(((codes[0].long() + self.cfg.semantic_start_token_id).tolist(), True))
+            add(f"{IM_END}\n")
+        add(f"{IM_START}user\n")
+        add(f"<|speaker:{speaker}|>{text}")
+        add(f"{IM_END}\n")
+        add(f"{IM_START}assistant\n{VOICE}")
+        ids = [i for p, _ in pieces for i in p]
+        mask = [m for p, m in pieces for _ in p]
+        return torch.tensor(ids, dtype=torch.long), torch.tensor(mask, dtype=torch.bool)
+
+    # ------------------------------------------------------------------ voices
+    def encode_voice(self, audio: Audio, transcript: str | None = None) -> EncodedVoice:
+        """Reference clip -> codes (1 + residual codebooks, frames), once per clip: an LRU keyed by
+        the SHA-256 of (rate, float32 samples). The transcript travels with the voice (it goes in
+        the prompt), so one clip with different transcripts shares its codes."""
+        if not isinstance(audio, Audio):
+            raise BadInputError("reference voice must be an Audio clip", param="voice")
+        if transcript is not None and not isinstance(transcript, str):
+            raise BadInputError("transcript must be a string", param="transcript")
+        if audio.duration > MAX_REFERENCE_SECONDS:
+            raise BadInputError(f"reference clip lasts {audio.duration:.1f} s; the limit is {MAX_REFERENCE_SECONDS:g} s",
+                                param="voice")
+        digest = hashlib.sha256(np.int64(audio.sample_rate).tobytes()
+                                + np.ascontiguousarray(audio.samples, np.float32).tobytes()).hexdigest()
+        with self._voice_lock:
+            codes = self._voices.get(digest)
+            if codes is not None:
+                self._voices.move_to_end(digest)
+                self.voice_cache_hits += 1
+        if codes is None:
+            samples = audio.samples
+            if audio.sample_rate != self.codec.sample_rate:
+                from voxbox.audio.resample import resample  # PyAV; imported only when needed
+
+                samples = resample(samples, audio.sample_rate, self.codec.sample_rate)
+            if len(samples) < self.codec.frame_length:
+                raise BadInputError(f"reference clip is too short ({audio.duration:.3f} s)", param="voice")
+            x = torch.from_numpy(np.clip(np.ascontiguousarray(samples, np.float32), -1.0, 1.0))
+            codes = self.codec.encode(x).cpu()
+            with self._voice_lock:
+                self.voice_cache_misses += 1
+                self._voices[digest] = codes
+                while len(self._voices) > self._max_voices:
+                    self._voices.popitem(last=False)
+        return EncodedVoice((ENGINE, self.model_id, digest), {"codes": codes}, transcript, nbytes=codes.numel() * 8)
+
+    def preload_voices(self, voices: list[tuple[Audio, str | None]]) -> list[EncodedVoice]:
+        return [self.encode_voice(a, t) for a, t in voices]
+
+    # ------------------------------------------------------------------ options
+    def _options(self, options: dict[str, Any]) -> SpeechOptions:
+        unknown = set(options) - set(DEFAULTS)
+        if unknown:
+            raise BadInputError(f"unknown fish-s2 option(s): {', '.join(sorted(unknown))}", param=sorted(unknown)[0])
+        o = {k: (options[k] if options.get(k) is not None else v) for k, v in DEFAULTS.items()}
+        try:
+            floats = {k: float(o[k]) for k in ("temperature", "top_p", "repetition_penalty", "ras_temperature",
+                                               "ras_top_p", "fast_temperature", "fast_top_p")}
+            top_k = int(o["top_k"])
+            max_frames = self.runner.max_frames if o["max_frames"] is None else int(o["max_frames"])
+            min_frames = int(o["min_frames"])
+            seed = None if o["seed"] is None else int(o["seed"])
+            first = int(o["first_window"] if o["first_window"] is not None else self.first_window)
+            window = int(o["window"] if o["window"] is not None else self.window)
+            ctx = int(o["context_frames"] if o["context_frames"] is not None else self.context_frames)
+            speaker = int(o["speaker"])
+        except (TypeError, ValueError) as exc:
+            raise BadInputError(f"bad fish-s2 option: {exc}", param="options") from None
+        for k, v in floats.items():
+            if not math.isfinite(v) or v < 0:
+                raise BadInputError(f"{k} must be a finite number >= 0, got {v}", param=k)
+        for k in ("top_p", "ras_top_p", "fast_top_p"):
+            if not 0 < floats[k] <= 1:
+                raise BadInputError(f"{k} must be in (0, 1], got {floats[k]}", param=k)
+        if floats["repetition_penalty"] <= 0:
+            raise BadInputError("repetition_penalty must be > 0", param="repetition_penalty")
+        if not 1 <= top_k <= TOPK_WIDTH:
+            raise BadInputError(f"top_k must be between 1 and {TOPK_WIDTH}, got {top_k}", param="top_k")
+        if not 1 <= max_frames <= self.runner.max_frames:
+            raise BadInputError(f"max_frames must be between 1 and {self.runner.max_frames}, got {max_frames}", param="max_frames")
+        if min_frames < 0:
+            raise BadInputError("min_frames must be >= 0", param="min_frames")
+        if first < 1 or window < 1 or ctx < 0:
+            raise BadInputError("first_window and window must be >= 1, context_frames >= 0", param="window")
+        bias: dict[int, float] = {}
+        for tok, b in dict(o["logit_bias"] or {}).items():
+            try:
+                tid, val = int(tok), float(b)
+            except (TypeError, ValueError):
+                raise BadInputError(f"bad logit_bias entry {tok!r}: {b!r}", param="logit_bias") from None
+            if tid == self.cfg.eos_token_id:
+                bias[self.runner.eos] = val
+            elif self.cfg.semantic_start_token_id <= tid <= self.cfg.semantic_end_token_id:
+                bias[tid - self.cfg.semantic_start_token_id] = val
+            else:
+                raise BadInputError(f"logit_bias token {tid} is neither a semantic token nor <|im_end|>", param="logit_bias")
+        return SpeechOptions(top_k=top_k, max_frames=max_frames, min_frames=min_frames, seed=seed, bias=bias,
+                             first_window=first, window=window, context_frames=ctx, speaker=speaker, **floats)
+
+    def _parse(self, text: Any, voice: Any, speed: Any, options: dict[str, Any]) -> _Call:
+        text = validate_text(text)
+        if validate_speed(speed) != 1.0:
+            raise UnsupportedOperationError("fish-s2 has no speed control (speed must be 1.0)", param="speed")
+        opts = self._options(options)
+        if isinstance(voice, str):
+            with self._voice_lock:
+                codes = self._voices.get(voice)
+            if codes is None:
+                raise VoiceNotFoundError(f"fish-s2 has no voice {voice!r}; encode a reference clip with encode_voice()",
+                                         param="voice")
+            voice = EncodedVoice((ENGINE, self.model_id, voice), {"codes": codes}, None)
+        elif isinstance(voice, Audio):
+            voice = self.encode_voice(voice)
+        elif isinstance(voice, EncodedVoice):
+            if voice.key[0] != ENGINE or not isinstance(voice.data, dict) or "codes" not in voice.data:
+                raise BadInputError(f"voice {voice.key!r} was encoded by another engine", param="voice")
+        elif voice is not None:
+            raise BadInputError("voice must be None, a cached voice id, an EncodedVoice or an Audio clip", param="voice")
+        codes = None
+        transcript = None
+        if voice is not None:
+            codes = voice.data["codes"]
+            transcript = voice.transcript
+            if codes.ndim != 2 or codes.shape[0] != self.cfg.num_codebooks:
+                raise BadInputError(f"voice codes have shape {tuple(codes.shape)}; this model needs "
+                                    f"({self.cfg.num_codebooks}, frames)", param="voice")
+        ids, mask = self.build_prompt(text, codes, transcript, opts.speaker)
+        need = ids.shape[0] + opts.max_frames
+        if need > self.runner.max_context:
+            room = self.runner.max_context - ids.shape[0]
+            if room < 1:
+                raise BadInputError(f"prompt of {ids.shape[0]} tokens (text + reference) exceeds the context of "
+                                    f"{self.runner.max_context}", param="input")
+            opts = SpeechOptions(**{**opts.__dict__, "max_frames": min(opts.max_frames, room)})
+        return _Call(text, ids, mask, codes, opts)
+
+    # ------------------------------------------------------------------ synthesis
+    def stream(self, text: str, voice: str | EncodedVoice | Audio | None = None, speed: float | None = None,
+               **options: Any) -> SpeechStream:
+        """Validate, then return a lazy stream. Generation starts at the first ``next()``; audio is
+        decoded in windows (``first_window`` frames, then ``window``) while the AR loop goes on.
+        ``stream.details`` gets ``first_audio_s`` (a point in time from the first ``next()``, not
+        a stage), ``frames``, ``ms_per_frame``, ``finish_reason`` and the generated ``codes``."""
+        call = self._parse(text, voice, speed, options)
+        details: dict[str, Any] = {}
+        stream = SpeechStream(lambda timings: self._generate(call, timings, details), self.codec.sample_rate)
+        stream.details = details  # type: ignore[attr-defined]
+        return stream
+
+    def synthesize(self, text: str, voice: str | EncodedVoice | Audio | None = None, speed: float | None = None,
+                   **options: Any) -> Audio:
+        return self.stream(text, voice, speed, **options).collect()
+
+    def _generate(self, call: _Call, timings: StageTimings, details: dict[str, Any]) -> Iterator[AudioChunk]:
+        with self._lock:
+            yield from self._generate_locked(call, timings, details)
+
+    def _generate_locked(self, call: _Call, timings: StageTimings, details: dict[str, Any]) -> Iterator[AudioChunk]:
+        r, o = self.runner, call.opts
+        ar_dev = self.placement["slow_ar"][0]
+        codec_dev = self.placement["codec"][0]
+        start = time.perf_counter()
+        with timings.measure("prefill"):
+            if o.seed is not None:
+                torch.manual_seed(o.seed)
+            r.set_options(temperature=o.temperature, top_p=o.top_p, top_k=o.top_k,
+                          repetition_penalty=o.repetition_penalty, ras_temperature=o.ras_temperature,
+                          ras_top_p=o.ras_top_p, fast_temperature=o.fast_temperature, fast_top_p=o.fast_top_p,
+                          min_frames=o.min_frames, bias=o.bias)
+            r.prefill(call.ids, call.vq_mask, call.vq_codes)
+            _sync(ar_dev)
+        made, checked, emitted, stop, index = 1, 0, 0, None, 0
+        decode_s = 0.0
+        window = o.first_window
+        codes_host: list[torch.Tensor] = []
+        while True:
+            t0 = time.perf_counter()
+            target = min(emitted + window, o.max_frames)
+            while stop is None and checked < target:
+                upto = min(target, checked + self.eos_check)
+                while made < upto:
+                    r.step(made)
+                    made += 1
+                sem = r.sem_out[checked:upto].cpu()  # waits for the device
+                hit = (sem == r.eos).nonzero()
+                if hit.numel():
+                    stop = checked + int(hit[0, 0])
+                checked = upto
+            end = stop if stop is not None else checked
+            dt = time.perf_counter() - t0
+            decode_s += dt
+            timings.add("decode", dt)
+            if end > emitted:
+                with timings.measure("codec"):
+                    a = max(0, emitted - o.context_frames)
+                    codes = r.codes_out[a:end].T.contiguous()
+                    codes_host.append(codes[:, emitted - a:].cpu())
+                    audio = self.codec.decode_window(codes.to(codec_dev), end - emitted).cpu().numpy()
+                if index == 0:
+                    details["first_audio_s"] = time.perf_counter() - start
+                details["frames"] = end
+                yield AudioChunk(audio, self.codec.sample_rate, index=index, text=call.text if index == 0 else None)
+                index += 1
+                emitted = end
+            if stop is not None or checked >= o.max_frames:
+                break
+            window = o.window
+        details["frames"] = emitted
+        details["finish_reason"] = "eos" if stop is not None else "max_frames"
+        details["codes"] = torch.cat(codes_host, 1) if codes_host else torch.zeros(self.cfg.num_codebooks, 0, dtype=torch.long)
+        details["ms_per_frame"] = 1000.0 * decode_s / max(1, checked - 1)
+        details["prompt_tokens"] = int(call.ids.shape[0])
+
+    def warmup(self) -> float:
+        """Capture the CUDA graphs (every attention bucket) and run one short call."""
+        t0 = time.perf_counter()
+        self.runner.capture_all()
+        self.synthesize("Hello.", max_frames=min(4, self.runner.max_frames))
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        self.runner = None  # type: ignore[assignment]
+        self.codec = None  # type: ignore[assignment]
+        self._voices.clear()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

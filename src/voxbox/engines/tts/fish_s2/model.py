@@ -1,0 +1,411 @@
+"""The dual-AR transformer of Fish S2-Pro, with static KV caches and graph-capturable steps.
+
+Written for voxbox from the published architecture (fish-speech's ``FishQwen3`` models and the
+sglang-omni S2-Pro port); no code from either. One audio frame is made in two steps:
+
+* **slow step** (``SlowAR``, Qwen3-style: GQA, per-head q/k RMSNorm, interleaved RoPE, SwiGLU):
+  input = embedding of the previous frame's semantic token plus the sum of its codebook embeddings
+  (scaled by ``1/sqrt(num_codebooks + 1)``), one position; the head scores only the semantic tokens
+  and ``<|im_end|>`` (every other logit is masked to -inf upstream, so voxbox computes just those
+  4097 rows instead of the 155,776-row vocabulary); sampling with repetition penalty over a window,
+  top-k, top-p, temperature and upstream's "RAS" fallback (a repeat among the last 4 tokens switches
+  to temperature 1.0 / top-p 0.9).
+* **fast loop** (``FastAR``): position 0 is the slow model's final hidden state, position 1 the
+  semantic code's embedding, then one residual codebook per position (greedy by default, as
+  sglang-omni does; ``fast_temperature`` > 0 samples).
+
+``DualARRunner`` owns the static buffers (KV caches, token/code inputs, history, outputs) so both
+steps read and write fixed addresses: on CUDA each slow-step bucket (attention span) and the whole
+fast loop are captured once as CUDA graphs and replayed per frame; on the CPU they run eagerly.
+Attention is ``scaled_dot_product_attention`` with explicit boolean masks over the static caches
+(no flash-attn), so the same code runs on CUDA, ROCm and CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import DualARConfig, TransformerConfig
+
+__all__ = ["DualARRunner", "FastAR", "SlowAR", "rope_table"]
+
+#: Width of the (static-shape) top-k used by the semantic sampler; per-call top_k <= this.
+TOPK_WIDTH = 64
+#: Repetition-penalty window (upstream ``ras_window`` / ``rep_history_len``).
+HISTORY = 16
+
+
+def rope_table(positions: int, head_dim: int, base: float) -> Tensor:
+    """(positions, head_dim/2, 2) cos/sin, rounded to bfloat16 as upstream's cache is, kept in fp32."""
+    inv = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32)[: head_dim // 2] / head_dim))
+    ang = torch.outer(torch.arange(positions, dtype=torch.float32), inv)
+    table = torch.stack([torch.cos(ang), torch.sin(ang)], dim=-1)
+    return table.to(torch.bfloat16).to(torch.float32)
+
+
+def apply_rope(x: Tensor, cs: Tensor) -> Tensor:
+    """Interleaved-pair rotation. x: (B, T, H, D); cs: (T, D/2, 2)."""
+    xf = x.float().unflatten(-1, (-1, 2))
+    c = cs[None, :, None, :, 0]
+    s = cs[None, :, None, :, 1]
+    a, b = xf[..., 0], xf[..., 1]
+    return torch.stack([a * c - b * s, b * c + a * s], dim=-1).flatten(-2).to(x.dtype)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        xf = x.float()
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (y * self.weight.float()).to(x.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, c: TransformerConfig) -> None:
+        super().__init__()
+        self.n_head, self.n_kv, self.head_dim = c.n_head, c.n_local_heads, c.head_dim
+        self.wqkv = nn.Linear(c.dim, (c.n_head + 2 * c.n_local_heads) * c.head_dim, bias=c.attention_qkv_bias)
+        self.wo = nn.Linear(c.n_head * c.head_dim, c.dim, bias=c.attention_o_bias)
+        self.qk_norm = c.attention_qk_norm
+        if self.qk_norm:
+            self.q_norm = RMSNorm(c.head_dim, c.norm_eps)
+            self.k_norm = RMSNorm(c.head_dim, c.norm_eps)
+
+    def forward(self, x: Tensor, cs: Tensor, pos: Tensor, cache: tuple[Tensor, Tensor], span: int, mask: Tensor) -> Tensor:
+        """x: (B, T, dim); pos: (T,) cache slots to write; attends cache[:, :, :span] under ``mask``
+        (bool, True = attend; (T, span) or broadcastable)."""
+        B, T, _ = x.shape
+        H, G, D = self.n_head, self.n_kv, self.head_dim
+        q, k, v = self.wqkv(x).split([H * D, G * D, G * D], dim=-1)
+        q, k, v = q.view(B, T, H, D), k.view(B, T, G, D), v.view(B, T, G, D)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = apply_rope(q, cs), apply_rope(k, cs)
+        kc, vc = cache
+        kc.index_copy_(2, pos, k.transpose(1, 2))
+        vc.index_copy_(2, pos, v.transpose(1, 2))
+        keys, vals = kc[:, :, :span], vc[:, :, :span]
+        if T == 1:
+            # GQA at one query position: each KV head's query heads act as that many query rows.
+            qg = q.view(B, G, H // G, D)
+            y = F.scaled_dot_product_attention(qg, keys, vals, attn_mask=mask.view(1, 1, 1, span))
+            y = y.reshape(B, 1, H * D)
+        else:
+            rep = H // G
+            y = F.scaled_dot_product_attention(
+                q.transpose(1, 2), keys.repeat_interleave(rep, 1), vals.repeat_interleave(rep, 1),
+                attn_mask=mask.view(1, 1, T, span))
+            y = y.transpose(1, 2).reshape(B, T, H * D)
+        return self.wo(y)
+
+
+class FeedForward(nn.Module):
+    """SwiGLU with the gate and up projections stored as one matrix (``w13`` = [w1; w3])."""
+
+    def __init__(self, c: TransformerConfig) -> None:
+        super().__init__()
+        self.inter = c.intermediate_size
+        self.w13 = nn.Linear(c.dim, 2 * c.intermediate_size, bias=False)
+        self.w2 = nn.Linear(c.intermediate_size, c.dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, up = self.w13(x).split(self.inter, dim=-1)
+        return self.w2(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, c: TransformerConfig) -> None:
+        super().__init__()
+        self.attention = Attention(c)
+        self.feed_forward = FeedForward(c)
+        self.attention_norm = RMSNorm(c.dim, c.norm_eps)
+        self.ffn_norm = RMSNorm(c.dim, c.norm_eps)
+
+    def forward(self, x: Tensor, cs: Tensor, pos: Tensor, cache: tuple[Tensor, Tensor], span: int, mask: Tensor) -> Tensor:
+        h = x + self.attention(self.attention_norm(x), cs, pos, cache, span, mask)
+        return h + self.feed_forward(self.ffn_norm(h))
+
+
+class SlowAR(nn.Module):
+    """The text/semantic transformer (checkpoint prefix ``text_model.model.``)."""
+
+    def __init__(self, c: TransformerConfig) -> None:
+        super().__init__()
+        self.config = c
+        self.embeddings = nn.Embedding(c.vocab_size, c.dim)
+        self.layers = nn.ModuleList(Block(c) for _ in range(c.n_layer))
+        self.norm = RMSNorm(c.dim, c.norm_eps)
+        if not c.tie_word_embeddings:
+            self.output = nn.Linear(c.dim, c.vocab_size, bias=False)
+
+    def head_weight(self) -> Tensor:
+        return self.embeddings.weight if self.config.tie_word_embeddings else self.output.weight
+
+
+class FastAR(nn.Module):
+    """The codebook transformer (checkpoint prefix ``audio_decoder.``)."""
+
+    def __init__(self, c: TransformerConfig) -> None:
+        super().__init__()
+        assert c.num_codebooks and c.text_dim
+        self.config = c
+        self.project_in = nn.Linear(c.text_dim, c.dim) if c.text_dim != c.dim else nn.Identity()
+        self.codebook_embeddings = nn.Embedding(c.vocab_size * c.num_codebooks, c.text_dim)
+        self.embeddings = nn.Embedding(c.vocab_size, c.dim)
+        self.layers = nn.ModuleList(Block(c) for _ in range(c.n_layer))
+        self.norm = RMSNorm(c.dim, c.norm_eps)
+        self.output = nn.Linear(c.dim, c.vocab_size, bias=False)
+
+
+def _sample(logits: Tensor, temperature: Tensor, top_p: Tensor, top_k: Tensor, width: int) -> Tensor:
+    """One draw from 1-D ``logits`` (fp32) with upstream's order: top-k, top-p on the untempered
+    distribution (the first candidate always kept), then temperature. ``temperature <= 0`` is
+    greedy. All options are 0-d tensors, so the function is graph-capturable. Returns a 0-d index."""
+    vals, idx = torch.topk(logits, width)
+    ar = torch.arange(width, device=logits.device)
+    vals = vals.masked_fill(ar >= top_k, float("-inf"))
+    cum = torch.cumsum(torch.softmax(vals, dim=-1), dim=-1)
+    drop = (cum > top_p) & (ar > 0)
+    vals = vals.masked_fill(drop, float("-inf"))
+    probs = torch.softmax(vals / temperature.clamp(min=1e-5), dim=-1)
+    noise = torch.empty_like(probs).exponential_()
+    pick = torch.argmax(probs / noise)  # exponential race == multinomial draw
+    pick = torch.where(temperature > 0, pick, torch.zeros_like(pick))
+    return idx[pick]
+
+
+class DualARRunner:
+    """Static-buffer decoding of one utterance at a time (batch 1)."""
+
+    def __init__(self, cfg: DualARConfig, slow: SlowAR, fast: FastAR, *, device: torch.device,
+                 max_context: int, max_frames: int, cuda_graphs: bool = True,
+                 buckets: Iterable[int] | None = None) -> None:
+        self.cfg = cfg
+        self.slow, self.fast = slow.eval(), fast.eval()
+        self.device = device
+        self.slow_dtype = slow.embeddings.weight.dtype
+        self.fast_dtype = fast.embeddings.weight.dtype
+        tc, fc = cfg.text, cfg.fast
+        self.max_context = int(max_context)
+        self.max_frames = int(max_frames)
+        self.V = cfg.codebook_size
+        self.ncb = cfg.num_codebooks
+        self.eos = self.V  # index of <|im_end|> in the reduced head
+        dev = device
+        with torch.no_grad():
+            w = slow.head_weight()
+            s0, s1 = cfg.semantic_start_token_id, cfg.semantic_end_token_id
+            # Reduced head: the semantic rows then the <|im_end|> row.
+            self.head = torch.cat([w[s0 : s1 + 1], w[cfg.eos_token_id : cfg.eos_token_id + 1]]).contiguous()
+        self.rope_slow = rope_table(self.max_context, tc.head_dim, tc.rope_base).to(dev)
+        self.rope_fast = rope_table(self.ncb, fc.head_dim, fc.rope_base).to(dev)
+        self.cb_offsets = (torch.arange(self.ncb, device=dev) * self.V)
+        self.vq_scale = 1.0 / math.sqrt(self.ncb + 1)
+        self.slow_cache = [
+            (torch.zeros(1, tc.n_local_heads, self.max_context, tc.head_dim, device=dev, dtype=self.slow_dtype),
+             torch.zeros(1, tc.n_local_heads, self.max_context, tc.head_dim, device=dev, dtype=self.slow_dtype))
+            for _ in range(tc.n_layer)]
+        self.fast_cache = [
+            (torch.zeros(1, fc.n_local_heads, self.ncb, fc.head_dim, device=dev, dtype=self.fast_dtype),
+             torch.zeros(1, fc.n_local_heads, self.ncb, fc.head_dim, device=dev, dtype=self.fast_dtype))
+            for _ in range(fc.n_layer)]
+        L = torch.long
+        self.tok = torch.zeros(1, dtype=L, device=dev)  # reduced index of the last semantic token
+        self.vq = torch.zeros(self.ncb, dtype=L, device=dev)  # the last frame's codes
+        self.pos = torch.zeros(1, dtype=L, device=dev)  # slow cache slot of the next input
+        self.frame = torch.zeros(1, dtype=L, device=dev)  # frames made so far
+        self.hidden = torch.zeros(tc.dim, dtype=self.slow_dtype, device=dev)
+        self.history = torch.zeros(HISTORY, dtype=L, device=dev)
+        self.hist_count = torch.zeros((), dtype=L, device=dev)
+        self.sem_out = torch.zeros(self.max_frames, dtype=L, device=dev)
+        self.codes_out = torch.zeros(self.max_frames, self.ncb, dtype=L, device=dev)
+        f32 = torch.float32
+        self.opts = {name: torch.zeros((), dtype=f32, device=dev) for name in
+                     ("temperature", "top_p", "rep_penalty", "ras_temperature", "ras_top_p", "fast_temperature", "fast_top_p")}
+        self.top_k = torch.zeros((), dtype=L, device=dev)
+        self.min_frames = torch.zeros((), dtype=L, device=dev)
+        self.bias = torch.zeros(self.V + 1, dtype=f32, device=dev)
+        self._fast_masks = [torch.arange(self.ncb, device=dev) <= i for i in range(self.ncb)]
+        self._fast_pos = [torch.tensor([i], dtype=L, device=dev) for i in range(self.ncb)]
+        self._arange_ctx = torch.arange(self.max_context, device=dev)
+        self._width = min(TOPK_WIDTH, self.V + 1)
+        self._fast_width = min(TOPK_WIDTH, self.V)
+        self._fast_topk = torch.tensor(self._fast_width, dtype=L, device=dev)
+        if buckets is None:
+            buckets, b = [], 256
+            while b < self.max_context:
+                buckets.append(b)
+                b *= 2
+            buckets.append(self.max_context)
+        self.buckets = sorted({min(int(b), self.max_context) for b in buckets})
+        self.use_graphs = bool(cuda_graphs) and dev.type == "cuda"
+        self._graphs: dict[str, torch.cuda.CUDAGraph] = {}
+        self._pool = None
+
+    # ------------------------------------------------------------------ options
+    def set_options(self, *, temperature: float, top_p: float, top_k: int, repetition_penalty: float,
+                    ras_temperature: float, ras_top_p: float, fast_temperature: float, fast_top_p: float,
+                    min_frames: int, bias: dict[int, float]) -> None:
+        vals = dict(temperature=temperature, top_p=top_p, rep_penalty=repetition_penalty,
+                    ras_temperature=ras_temperature, ras_top_p=ras_top_p, fast_temperature=fast_temperature,
+                    fast_top_p=fast_top_p)
+        for k, v in vals.items():
+            self.opts[k].fill_(float(v))
+        self.top_k.fill_(int(min(top_k, self._width)))
+        self.min_frames.fill_(int(min_frames))
+        self.bias.zero_()
+        for idx, b in bias.items():
+            self.bias[idx] = float(b)
+
+    # ------------------------------------------------------------------ pieces
+    def _run_slow_layers(self, x: Tensor, cs: Tensor, pos: Tensor, span: int, mask: Tensor) -> Tensor:
+        for layer, cache in zip(self.slow.layers, self.slow_cache):
+            x = layer(x, cs, pos, cache, span, mask)
+        return self.slow.norm(x)
+
+    def _select(self, h: Tensor) -> None:
+        """Head + sampler on the final hidden state ``h`` (dim,); writes tok/hidden/history/sem_out."""
+        o = self.opts
+        logits = F.linear(h, self.head).float() + self.bias
+        ban = torch.where(self.frame < self.min_frames, float("-inf"), 0.0)
+        logits[self.eos:] = logits[self.eos:] + ban
+        # repetition penalty over the last HISTORY tokens
+        valid = torch.arange(HISTORY, device=h.device) < self.hist_count
+        prev = self.history
+        scores = logits.gather(0, prev)
+        pen = torch.where(scores < 0, scores * o["rep_penalty"], scores / o["rep_penalty"])
+        logits = logits.scatter(0, prev, torch.where(valid, pen, scores))
+        # RAS: a repeat among the last four tokens -> fallback temperature / top-p
+        last = self.history[(self.hist_count - 1 - torch.arange(4, device=h.device)) % HISTORY]
+        srt = torch.sort(last).values
+        dup = ((srt[1:] == srt[:-1]).any()) & (self.hist_count >= 4)
+        temp = torch.where(dup, o["ras_temperature"], o["temperature"])
+        top_p = torch.where(dup, o["ras_top_p"], o["top_p"])
+        # greedy stays greedy under RAS
+        temp = torch.where(o["temperature"] > 0, temp, o["temperature"])
+        tok = _sample(logits, temp, top_p, self.top_k, self._width)
+        self.tok.copy_(tok.view(1))
+        self.hidden.copy_(h)
+        self.history.index_copy_(0, (self.hist_count % HISTORY).view(1), tok.view(1))
+        self.hist_count.add_(1)
+        self.sem_out.index_copy_(0, self.frame, tok.view(1))
+
+    def _slow_step(self, span: int) -> None:
+        s = self.slow
+        emb = s.embeddings(self.tok + self.cfg.semantic_start_token_id)  # (1, dim)
+        vq = self.fast.codebook_embeddings(self.vq + self.cb_offsets).sum(0).to(emb.dtype)
+        x = ((emb + vq) * self.vq_scale).view(1, 1, -1)
+        cs = self.rope_slow.index_select(0, self.pos)
+        mask = self._arange_ctx[:span] <= self.pos
+        h = self._run_slow_layers(x, cs, self.pos, span, mask)
+        self.pos.add_(1)
+        self._select(h.view(-1))
+
+    def _fast_loop(self) -> None:
+        f = self.fast
+        x = f.project_in(self.hidden.to(self.fast_dtype)).view(1, 1, -1)
+        codes = []
+        sem = torch.where(self.tok >= self.V, torch.zeros_like(self.tok), self.tok)  # EOS -> code 0
+        for i in range(self.ncb):
+            cs = self.rope_fast[i : i + 1]
+            for layer, cache in zip(f.layers, self.fast_cache):
+                x = layer(x, cs, self._fast_pos[i], cache, self.ncb, self._fast_masks[i])
+            if i == 0:
+                code = sem
+            else:
+                logits = f.output(f.norm(x)).view(-1).float()
+                code = _sample(logits, self.opts["fast_temperature"], self.opts["fast_top_p"],
+                               self._fast_topk, self._fast_width).view(1)
+            codes.append(code)
+            if i + 1 < self.ncb:
+                x = f.embeddings(code).view(1, 1, -1)
+        frame_codes = torch.cat(codes)
+        self.vq.copy_(frame_codes)
+        self.codes_out.index_copy_(0, self.frame, frame_codes.view(1, -1))
+        self.frame.add_(1)
+
+    # ------------------------------------------------------------------ public
+    @torch.no_grad()
+    def prefill(self, ids: Tensor, vq_mask: Tensor, vq_codes: Tensor | None) -> None:
+        """Run the prompt (ids (T,), vq_mask (T,) bool, vq_codes (ncb, n_vq)) and make frame 0."""
+        T = int(ids.shape[0])
+        if T > self.max_context:
+            raise ValueError(f"prompt of {T} tokens exceeds the context ({self.max_context})")
+        dev = self.device
+        ids = ids.to(dev)
+        x = self.slow.embeddings(ids)
+        if vq_codes is not None and vq_codes.numel():
+            m = vq_mask.to(dev)
+            cb = self.fast.codebook_embeddings(vq_codes.to(dev).T + self.cb_offsets).sum(1).to(x.dtype)
+            x = x.clone()
+            x[m] = (x[m] + cb) * self.vq_scale
+        pos = torch.arange(T, device=dev)
+        mask = pos[None, :] <= pos[:, None]
+        self.frame.zero_()
+        self.hist_count.zero_()
+        self.history.zero_()
+        self.vq.zero_()
+        h = self._run_slow_layers(x[None], self.rope_slow[:T], pos, T, mask)
+        self.pos.fill_(T)
+        self._select(h[0, -1])
+        self._fast_loop()
+        self.prompt_len = T
+
+    def bucket_for(self, frame: int) -> int:
+        need = self.prompt_len + frame  # slot prompt_len + frame - 1 is written, so span must exceed it
+        for b in self.buckets:
+            if b >= need:
+                return b
+        raise ValueError(f"context {need} exceeds the cache ({self.max_context})")
+
+    @torch.no_grad()
+    def step(self, frame: int) -> None:
+        """Make frame ``frame`` (>= 1): one slow step then the fast loop."""
+        span = self.bucket_for(frame)
+        if self.use_graphs:
+            self._graph(f"slow{span}", lambda: self._slow_step(span)).replay()
+            self._graph("fast", self._fast_loop).replay()
+        else:
+            self._slow_step(span)
+            self._fast_loop()
+
+    def _graph(self, name: str, fn) -> "torch.cuda.CUDAGraph":
+        g = self._graphs.get(name)
+        if g is not None:
+            return g
+        # State the graph mutates (counters) is saved and restored around warm-up and capture.
+        saved = [t.clone() for t in (self.pos, self.frame, self.hist_count, self.history, self.tok, self.vq,
+                                     self.hidden, self.sem_out, self.codes_out)]
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                fn()
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        g = torch.cuda.CUDAGraph()
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        with torch.cuda.graph(g, pool=self._pool):
+            fn()
+        for t, s in zip((self.pos, self.frame, self.hist_count, self.history, self.tok, self.vq, self.hidden,
+                         self.sem_out, self.codes_out), saved):
+            t.copy_(s)
+        self._graphs[name] = g
+        return g
+
+    def capture_all(self) -> None:
+        """Capture every bucket's slow graph and the fast graph now (load-time warm-up)."""
+        if not self.use_graphs:
+            return
+        for b in self.buckets:
+            self._graph(f"slow{b}", lambda b=b: self._slow_step(b))
+        self._graph("fast", self._fast_loop)
