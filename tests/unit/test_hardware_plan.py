@@ -183,3 +183,13 @@ def test_resolve_device():
     comp = ComponentSpec("dit", params=10**9, devices=("cpu", "cuda"), dtypes=("bfloat16", "float16"), backend="torch")
     dev, dt, why = resolve_device("auto", "echo-tts", comp, machine=machine("strix-halo-gfx1151"))
     assert (dev, dt) == ("cuda", "float16") and "gfx1151-bf16-gemm-hang" in why
+
+
+def test_pins_from_flags_and_settings():
+    from voxbox.hardware.plan import pins_from
+
+    assert pins_from("auto", None) == {}
+    pins = pins_from("cuda", "float16", {"autoencoder": "cpu"})
+    assert pins == {"device": "cuda", "dtype": "float16", "components": {"autoencoder": {"device": "cpu"}}}
+    plan = plan_engine("echo-tts", ECHO, machine("rtx5090-sm120"), pins=pins)
+    assert plan["autoencoder"].device == "cpu" and plan["dit"].dtype == "float16"

@@ -338,10 +338,11 @@ def _torch(drivers: dict[str, str | None]) -> tuple[BackendInfo, list[GPUInfo]]:
             for i in range(n):
                 p = torch.cuda.get_device_properties(i)
                 free = None
-                try:
-                    free, _total = torch.cuda.mem_get_info(i)
-                except Exception:
-                    pass
+                if hip or not _nvml_available():  # NVML reads free memory without a CUDA context
+                    try:
+                        free, _total = torch.cuda.mem_get_info(i)
+                    except Exception:
+                        pass
                 gcn = getattr(p, "gcnArchName", None) if hip else None
                 arch = (gcn.split(":")[0] if gcn else None) if hip else f"sm_{p.major}{p.minor}"
                 integrated = bool(getattr(p, "is_integrated", False))
@@ -359,6 +360,15 @@ def _torch(drivers: dict[str, str | None]) -> tuple[BackendInfo, list[GPUInfo]]:
     details["threads"] = torch.get_num_threads()
     return BackendInfo("torch", installed=True, version=str(torch.__version__), build=build,
                        details=details, error=error), gpus
+
+
+def _nvml_available() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("pynvml") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _nvidia_driver(drivers: dict[str, str | None], gpus: list[GPUInfo]) -> None:
@@ -399,8 +409,8 @@ def _nvidia_driver(drivers: dict[str, str | None], gpus: list[GPUInfo]) -> None:
     nv_torch = [g for g in gpus if g.vendor == "nvidia"]
     for i, (name, total, free) in enumerate(rows):
         if i < len(nv_torch):
-            if free is not None:  # NVML's free memory needs no CUDA context: prefer it
-                nv_torch[i].free_memory = nv_torch[i].free_memory if nv_torch[i].free_memory is not None else free
+            if nv_torch[i].free_memory is None:
+                nv_torch[i].free_memory = free
             continue
         gpus.append(GPUInfo(index=len(gpus), vendor="nvidia", name=name, total_memory=total, free_memory=free,
                             torch_visible=False, source="nvml"))

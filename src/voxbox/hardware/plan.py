@@ -31,6 +31,7 @@ __all__ = [
     "default_device_for",
     "plan_asr",
     "plan_engine",
+    "pins_from",
     "plan_machine",
     "resolve_device",
 ]
@@ -490,6 +491,20 @@ def _pinned(engine: str, spec: ComponentSpec, machine: MachineInfo, opts: list[_
 # public API
 # ------------------------------------------------------------------------------------------------
 
+def pins_from(device: str | None = None, dtype: str | None = None,
+              components: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Pins from CLI flags (``--device``, ``--dtype``) and per-component settings
+    (``{"autoencoder": "cpu"}`` or ``{"dit": {"device": "cuda", "dtype": "float16"}}``); "auto" means unpinned."""
+    pins: dict[str, Any] = {}
+    if device not in (None, "", "auto"):
+        pins["device"] = device
+    if dtype not in (None, "", "auto"):
+        pins["dtype"] = dtype
+    if components:
+        pins["components"] = {k: ({"device": v} if isinstance(v, str) else dict(v)) for k, v in components.items()}
+    return pins
+
+
 def _probe_list(probes: Iterable[ProbeResult] | Mapping[Any, ProbeResult] | None) -> list[ProbeResult]:
     if probes is None:
         return []
@@ -668,6 +683,14 @@ def default_device_for(backend: str, machine: MachineInfo | None = None, *, prob
     be = ENGINE_BACKENDS.get(backend, backend)
     if be == "onnxruntime":
         return "cpu", "float32"
+    if machine is None and be == "ctranslate2":
+        try:  # fast path: no CUDA device for CT2 means no detection (and no torch import) needed
+            import ctranslate2
+
+            if ctranslate2.get_cuda_device_count() == 0:
+                return "cpu", "int8"
+        except Exception:
+            return "cpu", "int8"
     if machine is None:
         from voxbox.hardware.detect import detect
 
