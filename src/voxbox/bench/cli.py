@@ -196,7 +196,7 @@ def bench_compare(
         table.add_row(r["target"], label, f(r["a_total_s"]), f(r["b_total_s"]),
                       f"[{color}]{f(ch, '{:+.1f}%')}[/{color}]", f(r["a_rtf"], "{:.4f}"), f(r["b_rtf"], "{:.4f}"),
                       f(r["a_wer"]), f(r["b_wer"]))
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
     if not rows:
         print("no rows in common", file=sys.stderr)
 

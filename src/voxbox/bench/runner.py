@@ -250,6 +250,8 @@ def run_job(job: dict[str, Any], emit: Emit | None = None) -> dict[str, Any]:
     peaks = mem.stop()
     record["peak_rss_bytes"] = peaks["process_max_rss_bytes"] if job.get("isolated") else peaks["peak_rss_bytes"]
     record["peak_gpu_bytes"] = peaks["peak_gpu_bytes"]
+    if getattr(target, "child_peak_rss", None):  # a command-line peer: its process's peak, not ours
+        record["peak_rss_bytes"] = int(target.child_peak_rss)
     record["device"], record["dtype"], record["threads"] = target.device, target.dtype, target.threads
     record["compile_s"] = target.compile_s
     record["extra"] = {k: v for k, v in target.extra.items() if isinstance(v, (str, int, float, bool, type(None)))}

@@ -10,6 +10,7 @@ from typing import Any, Callable
 import numpy as np
 
 from voxbox.bench.metrics import library_versions, machine_description
+from voxbox.bench.peers import applies_to
 from voxbox.bench.report import build_report
 from voxbox.bench.runner import run_job, run_job_isolated, target_id
 from voxbox.bench.scenarios import materialize_clips
@@ -144,7 +145,7 @@ def run_suite(
             vox = run(vox_job)
             results.append(vox)
             vrec = vox["target"]
-            peer_names = t.get("peers", []) if peers is None else peers
+            peer_names = t.get("peers", []) if peers is None else [p for p in peers if applies_to(p, t["engine"])]
             for p in peer_names:
                 p_settings = dict(t_settings)
                 p_settings["voxbox"] = {"device": vrec.get("device"), "dtype": vrec.get("dtype"),

@@ -1,7 +1,8 @@
 """Peers: what users would otherwise run, measured beside voxbox in the same run.
 
 A peer is only measured if its software is installed; otherwise its row says "not installed"
-(never a made-up number). ``PEERS`` maps a peer name to ``module:Class`` (imported lazily).
+(never a made-up number). ``PEERS`` maps a peer name to ``module:Class`` (imported lazily);
+``PEER_OF`` says which voxbox engine each peer is compared with.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["PEERS", "peer_class"]
+__all__ = ["PEERS", "PEER_OF", "applies_to", "peer_class"]
 
 PEERS: dict[str, str] = {
     "faster-whisper-raw": "voxbox.bench.peers.whisper:FasterWhisperRaw",
@@ -20,6 +21,22 @@ PEERS: dict[str, str] = {
     "hibari-cli": "voxbox.bench.peers.tts:HibariCli",
     "hibari-upstream": "voxbox.bench.peers.tts:HibariUpstream",
 }
+
+PEER_OF: dict[str, str] = {
+    "faster-whisper-raw": "faster-whisper",
+    "openai-whisper": "faster-whisper",
+    "whisper.cpp": "faster-whisper",
+    "piper-cli": "piper",
+    "piper-upstream": "piper",
+    "hibari-cli": "hibari",
+    "hibari-upstream": "hibari",
+    "echo-tts-upstream": "echo-tts",
+}
+
+
+def applies_to(peer: str, engine: str) -> bool:
+    """Whether ``peer`` is compared with voxbox ``engine`` (unknown peers apply everywhere, to be reported)."""
+    return PEER_OF.get(peer, engine) == engine
 
 
 def peer_class(name: str) -> Any:

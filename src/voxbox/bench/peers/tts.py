@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -64,6 +65,9 @@ class _CliTarget(Target):
         proc = subprocess.run(self.argv(out), input=str(item).encode(), stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, env=env, check=False)
         total = self.now() - t0
+        # the command's own peak memory (the bench worker itself only waits for it)
+        self.child_peak_rss = max(getattr(self, "child_peak_rss", 0),
+                                  resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
         if proc.returncode != 0 or not out.exists():
             tail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
             raise RuntimeError(f"{self.command} exited {proc.returncode}: {tail[0]}")
