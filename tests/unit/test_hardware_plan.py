@@ -173,6 +173,10 @@ def test_default_device_for_bundled_engines():
     assert default_device_for("faster-whisper", machine("rtx5090-sm120"), probe=False) == ("cpu", "int8")
     assert default_device_for("faster-whisper", machine("cpu-2core")) == ("cpu", "int8")
     assert default_device_for("torch-whisper", machine("strix-halo-gfx1151")) == ("cuda", "float16")
+    # ONNX Runtime engines (onnx-whisper) follow the providers ORT really has
+    assert default_device_for("onnxruntime", machine("rtx5090-sm120")) == ("cuda", "float32")
+    assert default_device_for("onnx-whisper", machine("radeon-7800xt-gfx1101")) == ("cpu", "float32")
+    assert default_device_for("piper", machine("rtx5090-sm120")) == ("cpu", "float32")
 
 
 def test_resolve_device():

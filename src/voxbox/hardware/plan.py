@@ -58,6 +58,9 @@ REFERENCE_COMPONENTS: dict[str, list[ComponentSpec]] = {
     "torch-whisper": [ComponentSpec("whisper", params=39_000_000, devices=("cpu", "cuda", "rocm"),
                                     dtypes=("float16", "bfloat16", "float32"), backend="torch",
                                     kind="transformer", overhead_bytes=500 * 2**20)],
+    "onnx-whisper": [ComponentSpec("whisper", params=39_000_000, devices=("cpu", "cuda", "rocm"),
+                                   dtypes=("float32",), backend="onnxruntime", kind="transformer",
+                                   overhead_bytes=300 * 2**20)],
     "piper": [ComponentSpec("vits", params=16_000_000, devices=("cpu",), dtypes=("float32",),
                             backend="onnxruntime", kind="vocoder", overhead_bytes=200 * 2**20)],
     "hibari": [ComponentSpec("model", params=4_000_000, devices=("cpu",), dtypes=("float32",),
@@ -681,8 +684,8 @@ def default_device_for(backend: str, machine: MachineInfo | None = None, *, prob
     the planner's choice for a generic transformer component.
     """
     be = ENGINE_BACKENDS.get(backend, backend)
-    if be == "onnxruntime":
-        return "cpu", "float32"
+    if backend in ("piper", "hibari"):
+        return "cpu", "float32"  # tiny voices, far faster than real time on one core
     if machine is None and be == "ctranslate2":
         try:  # fast path: no CUDA device for CT2 means no detection (and no torch import) needed
             import ctranslate2
@@ -702,7 +705,8 @@ def default_device_for(backend: str, machine: MachineInfo | None = None, *, prob
             if verdict is not None and verdict.usable:
                 return "cuda", "float16"
         return "cpu", "int8"
-    comps = REFERENCE_COMPONENTS.get(backend) or REFERENCE_COMPONENTS["torch-whisper"]
+    default = "onnx-whisper" if be == "onnxruntime" else "torch-whisper"
+    comps = REFERENCE_COMPONENTS.get(backend) or REFERENCE_COMPONENTS[default]
     plan = plan_engine(backend, comps, machine=machine, probes=_cached_probes(machine))
     return plan.main.device or "cpu", plan.main.dtype or "float32"
 
