@@ -235,7 +235,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += ["", "RTF = compute time / audio seconds (lower is faster); x realtime = 1 / RTF. "
               "\"time vs voxbox\" = this row's median time / the voxbox row's median time in the same run "
               "(above 1: voxbox is faster). WER is on normalised text"
-              + (" (TTS: round trip through the default ASR engine)." if task == "tts" else "."), ""]
+              + (" (TTS: round trip through the default ASR engine)."
+                 if any((r.get("quality") or {}).get("method", "").startswith("round-trip") for r in report["rows"])
+                 else "."), ""]
     return "\n".join(lines)
 
 
