@@ -209,3 +209,31 @@ def test_base_multilingual(beckett, tmp_path, monkeypatch):
     with pytest.raises(BadInputError):
         engine.transcribe(beckett, language="zz")
     engine.close()
+
+
+def test_cuda_that_fails_real_work_falls_back(monkeypatch):
+    """CT2 can count a CUDA device yet fail at the first matrix product (e.g. no libcublas.so.12).
+
+    Pretend the cheap pre-check passed; the real warm-up inference then fails (there is no usable
+    GPU here): "auto" must fall back to CPU int8 and say why, an explicit "cuda" must raise.
+    """
+    from voxbox.engines.asr import faster_whisper as fw
+    from voxbox.errors import DeviceError
+
+    ok, _ = fw._cuda_precheck()
+    if ok:
+        pytest.skip("a CUDA device is really usable here")
+    monkeypatch.setattr(fw, "_cuda_verdict", None)
+    monkeypatch.setattr(fw, "_cuda_precheck", lambda: (True, "pretend: 1 CUDA device"))
+    with pytest.raises(DeviceError):
+        load_engine("faster-whisper", device="cuda")
+    assert fw.cuda_usable()[0] is False  # the failed real inference now wins
+    monkeypatch.setattr(fw, "_cuda_verdict", None)
+    engine = load_engine("faster-whisper", device="auto")
+    assert engine.info.device == "cpu" and engine.info.dtype == "int8"
+    assert "fallback" in engine.info.extra["device_reason"].lower()
+    engine.close()
+
+
+def test_warm_up_runs_on_cpu(asr):
+    assert asr.warm_up() > 0

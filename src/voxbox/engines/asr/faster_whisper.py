@@ -77,12 +77,24 @@ def _import_backend() -> tuple[Any, Any]:
 
 # --- device -----------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=1)
-def cuda_usable() -> tuple[bool, str]:
-    """(usable, reason): a CUDA device is visible to CTranslate2 *and* a tiny real round trip works.
+#: Verdict of the last real CUDA inference (a warm-up encode + decode at load), for the process.
+_cuda_verdict: tuple[bool, str] | None = None
 
-    Cached for the process; cheap (one 32-byte host->device->host copy).
+
+def cuda_usable() -> tuple[bool, str]:
+    """(usable, reason): a CUDA device is visible to CTranslate2 *and* real work on it succeeded.
+
+    Before any model ran on CUDA this is the cheap pre-check (device count + a 32-byte
+    host->device->host copy, cached); once a load has run the real warm-up (an encoder pass and one
+    decoder step, where a missing cuBLAS shows up), its verdict wins for the rest of the process.
     """
+    if _cuda_verdict is not None and not _cuda_verdict[0]:
+        return _cuda_verdict
+    return _cuda_precheck()
+
+
+@functools.lru_cache(maxsize=1)
+def _cuda_precheck() -> tuple[bool, str]:
     try:
         ctranslate2, _ = _import_backend()
         n = ctranslate2.get_cuda_device_count()
@@ -446,6 +458,23 @@ class FasterWhisperEngine:
             )
             index += 1
 
+    def warm_up(self) -> float:
+        """One real encoder pass and one decoder step on the loaded device; returns seconds.
+
+        On CUDA this is where a missing or mismatched cuBLAS/cuDNN shows up (counting devices and
+        copying memory work without them), so ``load`` runs it before trusting the device.
+        """
+        from faster_whisper.tokenizer import Tokenizer
+
+        ct2 = self._ct2
+        t0 = time.perf_counter()
+        n_mels = int(getattr(self.model.model, "n_mels", 80) or 80)
+        feats = ct2.StorageView.from_array(np.zeros((1, n_mels, 3000), dtype=np.float32))
+        enc = self.model.model.encode(feats, to_cpu=False)
+        tok = Tokenizer(self.model.hf_tokenizer, self.multilingual, task="transcribe", language="en")
+        self.model.model.generate(enc, [list(tok.sot_sequence) + [tok.no_timestamps]], max_length=3, beam_size=1)
+        return time.perf_counter() - t0
+
     def components(self) -> list[ComponentSpec]:
         size = 0
         try:
@@ -491,5 +520,33 @@ def load(model: str | None = None, *, device: str = "auto", dtype: str | None = 
     if options:
         raise BadInputError(f"unknown faster-whisper load option(s): {', '.join(sorted(options))}",
                             param=sorted(options)[0])
-    return FasterWhisperEngine(model_id, model_dir, device=dev, device_index=index, compute_type=compute,
-                               cpu_threads=cpu_threads, num_workers=num_workers)
+    auto = (device or "auto").lower() == "auto"
+    if dev != "cuda":
+        engine = FasterWhisperEngine(model_id, model_dir, device=dev, device_index=index, compute_type=compute,
+                                     cpu_threads=cpu_threads, num_workers=num_workers)
+        if auto:
+            engine.info.extra["device_reason"] = f"CPU: {cuda_usable()[1]}"
+        return engine
+    global _cuda_verdict
+    try:
+        engine = FasterWhisperEngine(model_id, model_dir, device=dev, device_index=index, compute_type=compute,
+                                     cpu_threads=cpu_threads, num_workers=num_workers)
+        try:
+            engine.warm_up()
+        except Exception:
+            engine.close()
+            raise
+    except (DeviceError, ModelLoadError, RuntimeError) as exc:
+        why = " ".join(str(exc).split())
+        _cuda_verdict = (False, f"CUDA warm-up inference failed: {why}")
+        if not auto:
+            raise DeviceError(f"faster-whisper on CUDA failed a real inference: {why}") from exc
+        cpu_compute = dtype if dtype in ("int8", "int8_float32", "float32") else "int8"
+        engine = FasterWhisperEngine(model_id, model_dir, device="cpu", device_index=0, compute_type=cpu_compute,
+                                     cpu_threads=cpu_threads or (os.cpu_count() or 0),
+                                     num_workers=num_workers)
+        engine.info.extra["device_reason"] = f"CPU fallback: {_cuda_verdict[1]}"
+        return engine
+    _cuda_verdict = (True, "a warm-up encode and decode ran on CUDA")
+    engine.info.extra["device_reason"] = f"CUDA {compute}: {_cuda_verdict[1]}"
+    return engine
