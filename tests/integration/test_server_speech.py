@@ -19,7 +19,9 @@ LONG = " ".join(f"This is sentence number {i} of a longer paragraph for streamin
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = RunningServer(make_settings(tmp_path_factory.mktemp("speech"))).start()
+    settings = make_settings(tmp_path_factory.mktemp("speech"),
+                             models={"preload_defaults": False, "preload": ["tts-1", "tts-1-hd"]})
+    srv = RunningServer(settings).start()
     yield srv
     srv.stop()
 
