@@ -50,6 +50,7 @@ def test_transcribe_text(spoken):
     assert wer(TEXT, proc.stdout) <= 0.10, proc.stdout
 
 
+@pytest.mark.slow
 def test_speak_piper_stdin_mp3_then_verbose_json(tmp_path):
     mp3 = tmp_path / "p.mp3"
     proc = run("speak", "-", "-o", str(mp3), "--engine", "piper", "--voice", "onyx", "--speed", "1.1",
@@ -64,6 +65,7 @@ def test_speak_piper_stdin_mp3_then_verbose_json(tmp_path):
     assert wer("Piper reads this from standard input.", body["text"]) <= 0.2
 
 
+@pytest.mark.slow
 def test_transcribe_several_files_to_dir_srt_vtt(spoken, moonshine_assets, tmp_path):
     out = tmp_path / "subs"
     proc = run("transcribe", str(spoken), str(moonshine_assets / "beckett.wav"), "-f", "srt", "-o", str(out))

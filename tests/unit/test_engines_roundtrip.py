@@ -32,6 +32,7 @@ def test_normalisation():
     assert normalize_text("In 2024, 1,250 well-known people") == "in 2024 1250 well known people"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine_name", ["hibari", "piper"])
 def test_tts_asr_round_trip(engine_name, asr):
     tts = load_engine(engine_name)
