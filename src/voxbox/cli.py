@@ -235,6 +235,7 @@ def transcribe(
     for path in files:
         t0 = time.perf_counter()
         audio = decode(str(path), sample_rate=rate)
+        decode_s = time.perf_counter() - t0
         segments, info = asr.transcribe(audio, language=language, prompt=prompt, word_timestamps=word_timestamps,
                                         task=task, **options)
         collected = []
@@ -261,7 +262,7 @@ def transcribe(
             dest.write_text(body, encoding="utf-8")
             console.print(f"wrote {dest} ({info.duration:.1f} s of audio in {wall:.2f} s)")
         if timings:
-            _print_timings(console, f"{path.name} stages", info.timings.as_dict(), wall)
+            _print_timings(console, f"{path.name} stages", {"decode_audio": decode_s, **info.timings.as_dict()}, wall)
     asr.close()
 
 
