@@ -497,6 +497,12 @@ class FasterWhisperEngine:
             self.model = None
 
 
+def _default_cpu_threads() -> int:
+    """All usable cores up to 8 (CTranslate2 gains little beyond that for one stream)."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(n, 8))
+
+
 def load(model: str | None = None, *, device: str = "auto", dtype: str | None = None,
          **options: Any) -> FasterWhisperEngine:
     """Load faster-whisper.
@@ -514,7 +520,7 @@ def load(model: str | None = None, *, device: str = "auto", dtype: str | None = 
     cpu_threads = options.pop("cpu_threads", None)
     cpu_threads = int(threads if threads is not None else (cpu_threads if cpu_threads is not None else 0))
     if cpu_threads == 0 and dev == "cpu":
-        cpu_threads = os.cpu_count() or 0
+        cpu_threads = _default_cpu_threads()
     num_workers = _check_int("num_workers", options.pop("num_workers", 1))
     options.pop("cache_dir", None)
     if options:
@@ -543,7 +549,7 @@ def load(model: str | None = None, *, device: str = "auto", dtype: str | None = 
             raise DeviceError(f"faster-whisper on CUDA failed a real inference: {why}") from exc
         cpu_compute = dtype if dtype in ("int8", "int8_float32", "float32") else "int8"
         engine = FasterWhisperEngine(model_id, model_dir, device="cpu", device_index=0, compute_type=cpu_compute,
-                                     cpu_threads=cpu_threads or (os.cpu_count() or 0),
+                                     cpu_threads=cpu_threads or _default_cpu_threads(),
                                      num_workers=num_workers)
         engine.info.extra["device_reason"] = f"CPU fallback: {_cuda_verdict[1]}"
         return engine
