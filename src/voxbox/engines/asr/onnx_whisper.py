@@ -1,0 +1,446 @@
+"""onnx-whisper: a Whisper exported by ``voxbox convert --to onnx`` on ONNX Runtime.
+
+The model directory holds ``encoder.onnx`` (features -> every decoder layer's cross-attention K/V),
+``decoder.onnx`` (tokens + explicit past K/V -> last-token logits + present K/V), ``tokenizer.json``
+and ``voxbox_onnx.json`` (dimensions, special ids, suppression lists); see
+:mod:`voxbox.convert.onnx_export`.
+
+Decoding is greedy (temperature 0) with openai-whisper's rules: blank and non-speech suppression,
+paired, monotonic timestamp tokens, 30-second windows advanced to the last complete timestamp.
+Language detection runs the decoder on ``<|startoftranscript|>`` over the language tokens of the
+first window.
+
+Execution provider: ``device="auto"`` takes the first of CUDA, ROCm, MIGraphX that this
+onnxruntime build offers, else CPU; ``cuda``/``rocm``/``migraphx``/``cpu`` ask for one and fail
+with :class:`DeviceError` if it is missing or ONNX Runtime silently falls back. The choice is
+reported in ``EngineInfo.device`` and ``EngineInfo.extra["execution_provider"]``.
+
+Stage timings: ``resample`` (only for non-16 kHz input), ``features`` (numpy log-mel), ``encode``
+(encoder graph), ``decode`` (decoder graph steps, language detection and detokenisation).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from voxbox.engines.asr import whisper_common as wc
+from voxbox.errors import (
+    BadInputError,
+    DeviceError,
+    EngineUnavailableError,
+    ModelLoadError,
+    ModelNotFoundError,
+    UnsupportedOperationError,
+)
+from voxbox.types import Audio, ComponentSpec, EngineInfo, Segment, StageTimings, TranscriptionInfo
+
+__all__ = ["OnnxWhisperEngine", "load", "models", "pick_providers", "PROVIDERS"]
+
+INSTALL_HINT = "pip install 'voxbox[onnx]'"
+
+#: device kind -> ONNX Runtime execution provider, in "auto" preference order.
+PROVIDERS: dict[str, str] = {
+    "cuda": "CUDAExecutionProvider",
+    "rocm": "ROCMExecutionProvider",
+    "migraphx": "MIGraphXExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+
+_OPTIONS = {"temperature", "without_timestamps", "max_new_tokens", "suppress_blank", "suppress_tokens",
+            "initial_prompt", "beam_size"}
+
+
+def _ort():
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise EngineUnavailableError(f"onnx-whisper needs onnxruntime ({exc})", install_hint=INSTALL_HINT) from None
+    return ort
+
+
+def pick_providers(device: str = "auto", available: list[str] | None = None) -> tuple[str, int, list[str]]:
+    """(device kind, device index, provider list for InferenceSession) for ``device``.
+
+    This is the engine's one device seam: when a hardware planner decides the device it passes
+    ``device="cuda:0"`` (or ``rocm``/``migraphx``/``cpu``) here.
+    """
+    avail = list(available if available is not None else _ort().get_available_providers())
+    dev = (device or "auto").strip().lower()
+    kind, _, idx = dev.partition(":")
+    index = int(idx) if idx.isdigit() else 0
+    if kind == "auto":
+        for k in ("cuda", "rocm", "migraphx"):
+            if PROVIDERS[k] in avail:
+                kind = k
+                break
+        else:
+            kind = "cpu"
+    if kind == "gpu":
+        kind = next((k for k in ("cuda", "rocm", "migraphx") if PROVIDERS[k] in avail), "")
+        if not kind:
+            raise DeviceError(f"no GPU execution provider in this onnxruntime build (available: {', '.join(avail)})")
+    if kind not in PROVIDERS:
+        raise BadInputError(f"unknown device {device!r} for onnx-whisper; use auto, cpu, cuda[:N], rocm[:N] or migraphx[:N]",
+                            param="device")
+    if PROVIDERS[kind] not in avail:
+        raise DeviceError(
+            f"onnxruntime here has no {PROVIDERS[kind]} (available: {', '.join(avail)}); "
+            f"install onnxruntime-gpu (CUDA) or onnxruntime-rocm / onnxruntime-migraphx (AMD)"
+        )
+    if kind == "cpu":
+        return "cpu", 0, ["CPUExecutionProvider"]
+    return kind, index, [(PROVIDERS[kind], {"device_id": index}), "CPUExecutionProvider"]
+
+
+def _resolve_device(device: str) -> str:
+    """Let the hardware planner decide ``auto`` when it exists; otherwise keep the request."""
+    if device not in (None, "", "auto"):
+        return device
+    try:
+        from voxbox.hardware.plan import resolve_device  # type: ignore[attr-defined]
+    except ImportError:
+        return "auto"
+    try:
+        chosen = resolve_device("auto", backend="onnxruntime")
+    except TypeError:
+        chosen = resolve_device("auto")
+    except Exception:  # noqa: BLE001 - the planner is advisory here; ORT's providers decide
+        return "auto"
+    return str(chosen or "auto")
+
+
+def _tokenizer_cls():
+    from voxbox.engines.asr.torch_whisper.tokenizer import WhisperTokenizer
+
+    return WhisperTokenizer
+
+
+class OnnxWhisperEngine:
+    def __init__(self, model_dir: Path, *, device: str = "auto", threads: int = 0) -> None:
+        ort = _ort()
+        self.model_dir = model_dir
+        cfg_path = model_dir / "voxbox_onnx.json"
+        for name in ("encoder.onnx", "decoder.onnx", "tokenizer.json", "voxbox_onnx.json"):
+            if not (model_dir / name).is_file():
+                raise ModelNotFoundError(
+                    f"{model_dir} is not an onnx-whisper model: {name} is missing (make one with `voxbox convert SRC OUT --to onnx`)",
+                    param="model",
+                )
+        try:
+            self.cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"could not read {cfg_path}: {exc}") from exc
+        kind, index, providers = pick_providers(_resolve_device(device))
+        so = ort.SessionOptions()
+        if threads:
+            so.intra_op_num_threads = int(threads)
+        so.log_severity_level = 3
+        try:
+            self.encoder = ort.InferenceSession(str(model_dir / "encoder.onnx"), so, providers=providers)
+            self.decoder = ort.InferenceSession(str(model_dir / "decoder.onnx"), so, providers=providers)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+            msg = " ".join(str(exc).split())
+            if kind != "cpu":
+                raise DeviceError(f"onnx-whisper could not start on {PROVIDERS[kind]}: {msg}") from exc
+            raise ModelLoadError(f"could not load ONNX graphs from {model_dir}: {msg}") from exc
+        used = self.decoder.get_providers()[0]
+        if used != PROVIDERS[kind]:
+            raise DeviceError(f"onnxruntime fell back to {used} although {PROVIDERS[kind]} was requested")
+        self.provider = used
+        try:
+            self.tok = _tokenizer_cls().from_dir(model_dir, vocab_size=int(self.cfg["vocab_size"]))
+        except (ValueError, OSError, KeyError) as exc:
+            raise ModelLoadError(f"could not load the tokenizer in {model_dir}: {exc}") from exc
+        gen = self.cfg.get("generation", {})
+        self.multilingual = bool(gen.get("is_multilingual", int(self.cfg["vocab_size"]) >= 51865))
+        lang_to_id = gen.get("lang_to_id") or {}
+        if lang_to_id:
+            self.language_ids = {k.strip("<|>"): int(v) for k, v in lang_to_id.items()}
+        else:
+            self.language_ids = dict(self.tok.language_ids)
+        if not self.multilingual:
+            self.language_ids = {"en": self.tok.language_ids.get("en", -1)}
+        self.n_layers = int(self.cfg["n_layers"])
+        self.n_heads = int(self.cfg["n_heads"])
+        self.head_dim = int(self.cfg["head_dim"])
+        self.n_mels = int(self.cfg["n_mels"])
+        self.n_ctx = int(self.cfg.get("max_target_positions", 448))
+        self.vocab_size = int(self.cfg["vocab_size"])
+        suppress = gen.get("suppress_tokens")
+        self.default_suppress = [int(t) for t in suppress] if suppress is not None else [-1]
+        self.begin_suppress = [int(t) for t in (gen.get("begin_suppress_tokens") or [220, self.tok.eot])]
+        self.max_initial_timestamp_index = gen.get("max_initial_timestamp_index", 50)
+        self._lock = threading.Lock()
+        self.info = EngineInfo(
+            name="onnx-whisper",
+            task="asr",
+            model=str(model_dir),
+            device=kind if kind == "cpu" else f"{kind}:{index}",
+            dtype=str(self.cfg.get("dtype", "float32")),
+            sample_rate=wc.SAMPLE_RATE,
+            languages=tuple(self.language_ids),
+            supports_translation=self.multilingual,
+            supports_word_timestamps=False,
+            max_concurrency=1,
+            extra={"execution_provider": used, "providers": self.decoder.get_providers(),
+                   "model_dir": str(model_dir), "threads": int(threads)},
+        )
+
+    # -- low level ----------------------------------------------------------------------------
+    def encode(self, mel_window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n_mels, 3000) or (batch, n_mels, 3000) log-mel -> cross K/V for the decoder."""
+        x = mel_window if mel_window.ndim == 3 else mel_window[None]
+        k, v = self.encoder.run(None, {"input_features": np.ascontiguousarray(x, dtype=np.float32)})
+        return k, v
+
+    def _empty_past(self, batch: int = 1) -> np.ndarray:
+        return np.zeros((self.n_layers, batch, self.n_heads, 0, self.head_dim), np.float32)
+
+    def step(self, ids: list[int] | np.ndarray, past: tuple[np.ndarray, np.ndarray] | None,
+             cross: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """Run the decoder on ``ids`` after ``past``: (last-token logits [batch, vocab], new past)."""
+        arr = np.asarray(ids, dtype=np.int64)
+        if arr.ndim == 1:
+            arr = arr[None]
+        if past is None:
+            past = (self._empty_past(arr.shape[0]), self._empty_past(arr.shape[0]))
+        logits, pk, pv = self.decoder.run(None, {"input_ids": arr, "past_k": past[0], "past_v": past[1],
+                                                 "cross_k": cross[0], "cross_v": cross[1]})
+        return logits, (pk, pv)
+
+    def suppress_list(self, suppress_tokens: list[int] | None) -> list[int]:
+        ids = list(self.default_suppress if suppress_tokens is None else suppress_tokens)
+        if -1 in ids:
+            ids = [t for t in ids if t >= 0] + list(self.tok.non_speech_tokens)
+        ids += [self.tok.translate, self.tok.transcribe, self.tok.sot, self.tok.sot_prev]
+        if self.tok.sot_lm is not None:
+            ids.append(self.tok.sot_lm)
+        if self.tok.no_speech is not None:
+            ids.append(self.tok.no_speech)
+        return sorted({t for t in ids if 0 <= t < self.vocab_size})
+
+    def greedy(self, cross: tuple[np.ndarray, np.ndarray], prompt: list[int], *, max_new_tokens: int,
+               timestamps: bool, suppress_tokens: list[int] | None, suppress_blank: bool = True,
+               apply_suppress: bool = True) -> tuple[list[int], float]:
+        """Greedy decoding of one window. Returns (generated tokens without eot, sum of log-probs).
+
+        ``apply_suppress=False`` decodes the raw argmax (no suppression, no timestamp rules): the
+        tests compare that with transformers' ``generate`` on random models.
+        """
+        eot = self.tok.eot
+        suppress = np.array(self.suppress_list(suppress_tokens), dtype=np.int64) if apply_suppress else None
+        begin = np.array([t for t in self.begin_suppress if 0 <= t < self.vocab_size], dtype=np.int64)
+        out: list[int] = []
+        total_lp = 0.0
+        logits, past = self.step(prompt, None, cross)
+        max_new = max(0, min(max_new_tokens, self.n_ctx - len(prompt)))
+        for _ in range(max_new):
+            row = logits[0].astype(np.float32).copy()
+            if apply_suppress:
+                if suppress_blank and not out and begin.size:
+                    row[begin] = -np.inf
+                if suppress.size:
+                    row[suppress] = -np.inf
+                if timestamps:
+                    wc.apply_timestamp_rules(row, out, eot=eot, no_timestamps=self.tok.no_timestamps,
+                                             timestamp_begin=self.tok.timestamp_begin,
+                                             max_initial_timestamp_index=self.max_initial_timestamp_index)
+                else:
+                    row[self.tok.timestamp_begin:] = -np.inf
+            nxt = int(np.argmax(row))
+            total_lp += float(wc.log_softmax(row)[nxt])
+            if nxt == eot:
+                break
+            out.append(nxt)
+            if len(prompt) + len(out) >= self.n_ctx:
+                break
+            logits, past = self.step([nxt], past, cross)
+        return out, total_lp
+
+    def detect_language(self, cross: tuple[np.ndarray, np.ndarray]) -> tuple[str, float, dict[str, float]]:
+        if not self.multilingual:
+            return "en", 1.0, {"en": 1.0}
+        logits, _ = self.step([self.tok.sot], None, cross)
+        codes = list(self.language_ids)
+        ids = np.array([self.language_ids[c] for c in codes])
+        lp = wc.log_softmax(logits[0][ids])
+        probs = np.exp(lp)
+        best = int(np.argmax(probs))
+        return codes[best], float(probs[best]), {c: float(p) for c, p in zip(codes, probs)}
+
+    def sot_sequence(self, language: str, task: str, timestamps: bool) -> list[int]:
+        seq = [self.tok.sot]
+        if self.multilingual:
+            seq += [self.language_ids[language], self.tok.translate if task == "translate" else self.tok.transcribe]
+        if not timestamps:
+            seq.append(self.tok.no_timestamps)
+        return seq
+
+    # -- API ------------------------------------------------------------------------------------
+    def _language(self, language: Any) -> str | None:
+        if language is None or language == "":
+            return None
+        if not isinstance(language, str):
+            raise BadInputError("language must be a string such as 'en'", param="language")
+        code = language.strip().lower().replace("_", "-").split("-")[0]
+        if code not in self.language_ids:
+            if not self.multilingual and code in self.tok.language_ids:
+                raise UnsupportedOperationError(
+                    f"model {self.info.model!r} is English-only; it cannot transcribe language {code!r}", param="language")
+            raise BadInputError(f"unknown language code {language!r} (use an ISO-639-1 code such as 'en')",
+                                param="language")
+        return code
+
+    def transcribe(self, audio: Audio, language: str | None = None, prompt: str | None = None,
+                   word_timestamps: bool = False, task: str = "transcribe",
+                   **options: Any) -> tuple[Iterator[Segment], TranscriptionInfo]:
+        if not isinstance(audio, Audio):
+            raise BadInputError("audio must be a voxbox Audio", param="file")
+        if audio.duration <= 0:
+            raise BadInputError("audio is empty", param="file")
+        if task not in ("transcribe", "translate"):
+            raise BadInputError(f"task must be 'transcribe' or 'translate', got {task!r}", param="task")
+        if task == "translate" and not self.multilingual:
+            raise UnsupportedOperationError(f"model {self.info.model!r} is English-only and cannot translate",
+                                            param="task")
+        if word_timestamps:
+            raise UnsupportedOperationError("onnx-whisper does not produce word timestamps (use faster-whisper)",
+                                            param="word_timestamps")
+        lang = self._language(language)
+        if prompt is not None and not isinstance(prompt, str):
+            raise BadInputError("prompt must be a string", param="prompt")
+        opts = dict(options)
+        unknown = sorted(k for k in opts if k not in _OPTIONS)
+        if unknown:
+            raise BadInputError(f"unknown onnx-whisper option(s): {', '.join(unknown)}", param=unknown[0])
+        temperature = opts.get("temperature")
+        temps = temperature if isinstance(temperature, (list, tuple)) else [temperature]
+        if any(t not in (None, 0, 0.0) for t in temps[:1]):
+            raise UnsupportedOperationError("onnx-whisper decodes greedily (temperature 0) only", param="temperature")
+        if opts.get("beam_size") not in (None, 1):
+            raise UnsupportedOperationError("onnx-whisper decodes greedily (beam_size 1) only", param="beam_size")
+        prompt = prompt or opts.get("initial_prompt")
+        timestamps = not bool(opts.get("without_timestamps", False))
+        max_new = int(opts.get("max_new_tokens") or self.n_ctx // 2)
+        if max_new < 1:
+            raise BadInputError("max_new_tokens must be at least 1", param="max_new_tokens")
+        suppress_tokens = opts.get("suppress_tokens")
+        if suppress_tokens is not None:
+            if isinstance(suppress_tokens, str):
+                suppress_tokens = [int(t) for t in suppress_tokens.split(",") if t.strip()]
+            suppress_tokens = [int(t) for t in suppress_tokens]
+        suppress_blank = bool(opts.get("suppress_blank", True))
+
+        timings = StageTimings()
+        samples = audio.samples
+        if audio.sample_rate != wc.SAMPLE_RATE:
+            from voxbox.audio.resample import resample
+
+            with timings.measure("resample"):
+                samples = resample(samples, audio.sample_rate, wc.SAMPLE_RATE)
+        duration = len(samples) / wc.SAMPLE_RATE
+        with timings.measure("features"):
+            mel = wc.log_mel(samples, self.n_mels, padding=wc.CHUNK_SAMPLES)
+        content_frames = mel.shape[-1] - wc.CHUNK_FRAMES
+        with self._lock:
+            with timings.measure("encode"):
+                first = self.encode(wc.pad_or_trim(mel[:, : wc.CHUNK_FRAMES]))
+            if lang is None:
+                with timings.measure("decode"):
+                    lang, lang_prob, _ = self.detect_language(first)
+            else:
+                lang_prob = 1.0
+        prompt_ids: list[int] = []
+        if prompt and prompt.strip():
+            prompt_ids = [self.tok.sot_prev] + self.tok.encode(" " + prompt.strip())[-(self.n_ctx // 2 - 1):]
+        full_prompt = prompt_ids + self.sot_sequence(lang, task, timestamps)
+        info = TranscriptionInfo(
+            language=lang, language_probability=lang_prob, duration=duration, task=task,  # type: ignore[arg-type]
+            options={"model": self.info.model, "beam_size": 1, "temperature": [0.0], "without_timestamps": not timestamps,
+                     "device": self.info.device, "execution_provider": self.provider, "dtype": self.info.dtype},
+            timings=timings,
+        )
+        return self._segments(mel, content_frames, first, full_prompt, timings, timestamps=timestamps,
+                              max_new=max_new, suppress_tokens=suppress_tokens, suppress_blank=suppress_blank), info
+
+    def _segments(self, mel: np.ndarray, content_frames: int, first: tuple[np.ndarray, np.ndarray],
+                  prompt: list[int], timings: StageTimings, *, timestamps: bool, max_new: int,
+                  suppress_tokens: list[int] | None, suppress_blank: bool) -> Iterator[Segment]:
+        seek = 0
+        index = 0
+        cross: tuple[np.ndarray, np.ndarray] | None = first
+        while seek < content_frames:
+            window_frames = min(wc.CHUNK_FRAMES, content_frames - seek)
+            with self._lock:
+                if cross is None:
+                    with timings.measure("encode"):
+                        cross = self.encode(wc.pad_or_trim(mel[:, seek : seek + wc.CHUNK_FRAMES]))
+                with timings.measure("decode"):
+                    tokens, sum_lp = self.greedy(cross, prompt, max_new_tokens=max_new, timestamps=timestamps,
+                                                 suppress_tokens=suppress_tokens, suppress_blank=suppress_blank)
+            cross = None
+            offset = seek * wc.FRAME_SECONDS
+            window_seconds = window_frames * wc.FRAME_SECONDS
+            if timestamps:
+                pieces, advance = wc.split_segments(tokens, self.tok.timestamp_begin, offset, window_seconds, window_frames)
+            else:
+                pieces, advance = [(offset, offset + window_seconds, tokens)], window_frames
+            avg_lp = sum_lp / (len(tokens) + 1)
+            with timings.measure("decode"):
+                decoded = [(s, e, toks, self.tok.decode(toks)) for s, e, toks in pieces]
+            for start, end, toks, text in decoded:
+                if not text.strip():
+                    continue
+                yield Segment(id=index, start=round(start, 3), end=round(max(end, start), 3), text=text,
+                              tokens=toks, avg_logprob=avg_lp, temperature=0.0)
+                index += 1
+            seek += advance
+
+    def components(self) -> list[ComponentSpec]:
+        devices = ("cpu", "cuda", "rocm")
+        params = int(self.cfg.get("params", 0))
+        dtype = self.info.dtype or "float32"
+        return [
+            ComponentSpec(name="encoder", params=params // 2, devices=devices, dtypes=(dtype,), backend="onnxruntime",
+                          kind="transformer"),
+            ComponentSpec(name="decoder", params=params - params // 2, devices=devices, dtypes=(dtype,),
+                          backend="onnxruntime", kind="transformer", overhead_bytes=64 << 20),
+        ]
+
+    def close(self) -> None:
+        self.encoder = None  # type: ignore[assignment]
+        self.decoder = None  # type: ignore[assignment]
+
+
+def models() -> list[str]:
+    return []
+
+
+def load(model: str | None = None, *, device: str = "auto", dtype: str | None = None, **options: Any) -> OnnxWhisperEngine:
+    """Load an ONNX Whisper directory made by ``voxbox convert SRC OUT --to onnx``.
+
+    ``device``: auto, cpu, cuda[:N], rocm[:N], migraphx[:N]. ``dtype`` must match the export
+    (float32 or int8; it is fixed at conversion time). Options: ``threads`` (intra-op threads).
+    """
+    _ort()
+    if not model:
+        raise ModelNotFoundError("onnx-whisper needs a model directory (make one with `voxbox convert SRC OUT --to onnx`)",
+                                 param="model")
+    model_dir = Path(model).expanduser()
+    if not model_dir.is_dir():
+        raise ModelNotFoundError(f"onnx-whisper model directory {model_dir} does not exist", param="model")
+    threads = int(options.pop("threads", 0) or options.pop("cpu_threads", 0) or 0)
+    options.pop("cache_dir", None)
+    if options:
+        raise BadInputError(f"unknown onnx-whisper load option(s): {', '.join(sorted(options))}", param=sorted(options)[0])
+    engine = OnnxWhisperEngine(model_dir, device=device, threads=threads or (os.cpu_count() or 0))
+    if dtype not in (None, "auto", engine.info.dtype):
+        raise BadInputError(f"{model_dir} was exported as {engine.info.dtype}; dtype {dtype!r} needs another "
+                            "`voxbox convert` (--quantize int8 for int8)", param="dtype")
+    return engine
