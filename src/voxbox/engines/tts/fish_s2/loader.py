@@ -237,13 +237,13 @@ def load_codec(files: ModelFiles, cfg: CodecConfig, *, device: torch.device, dty
             raise ValueError(f"codec.pth: {k} has shape {tuple(t.shape)}, codec config says {tuple(ref.shape)}")
         picked[k] = t.to(device=device, dtype=dtype)
     codec.load_state_dict(picked, strict=True, assign=True)
-    return codec.eval()
+    return codec.eval().requires_grad_(False)
 
 
 def random_codec(cfg: CodecConfig, *, device: torch.device, dtype: torch.dtype, seed: int = 0) -> Codec:
     with torch.device(device):
         codec = Codec(cfg).to(dtype)
-    return init_random_(codec, seed).eval()
+    return init_random_(codec, seed).eval().requires_grad_(False)
 
 
 # ---------------------------------------------------------------------- writing (tests, benches)

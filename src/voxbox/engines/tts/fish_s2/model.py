@@ -191,6 +191,8 @@ class DualARRunner:
                  buckets: Iterable[int] | None = None) -> None:
         self.cfg = cfg
         self.slow, self.fast = slow.eval(), fast.eval()
+        for p in (*slow.parameters(), *fast.parameters()):
+            p.requires_grad_(False)
         self.device = device
         self.slow_dtype = slow.embeddings.weight.dtype
         self.fast_dtype = fast.embeddings.weight.dtype
@@ -402,6 +404,7 @@ class DualARRunner:
         self._graphs[name] = g
         return g
 
+    @torch.no_grad()
     def capture_all(self) -> None:
         """Capture every bucket's slow graph and the fast graph now (load-time warm-up)."""
         if not self.use_graphs:
