@@ -140,3 +140,23 @@ def test_openai_and_ggml_conversion_of_bundled_weights(tmp_path: Path, monkeypat
         if name == "decoder.token_embedding.weight":
             assert shape == (384, 51864) and ftype == 1
     assert off == len(raw) and set(names) == set(sd)
+
+
+def test_missing_recordings_skip_their_clips(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A fresh install without moonshine-voice still benchmarks the TTS-made clips, and says what it skipped."""
+    from voxbox.bench import scenarios as sc
+    from voxbox.errors import BadInputError
+
+    def missing() -> Path:
+        raise sc.ClipUnavailable("recordings from moonshine-voice are not installed")
+
+    monkeypatch.setattr(sc, "moonshine_assets", missing)
+    monkeypatch.setenv("VOXBOX_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(sc, "_tts_clip", lambda engine, model, text, cache: np.zeros(16000, np.float32))
+    skipped: dict[str, str] = {}
+    clips = sc.materialize_clips(load_scenarios(quick=True), skipped=skipped)
+    assert [c.name for c in clips] == ["tts_short"] and "moonshine-voice" in skipped["beckett"]
+    with pytest.raises(sc.ClipUnavailable):
+        sc.materialize_clips(load_scenarios(quick=True))
+    with pytest.raises(BadInputError):
+        sc.materialize_clips(load_scenarios(quick=True), ["beckett"], skipped={})

@@ -106,6 +106,8 @@ def _run(task: str, *, quick: bool, scenarios: Optional[Path], out: Optional[Pat
     paths = write_outputs(report, out_dir, charts=charts)
     print(render_markdown(report))
     print("written: " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
+    if charts and "rtf_png" not in paths:
+        print("charts skipped: matplotlib is not installed (pip install 'voxbox[bench]')", file=sys.stderr)
 
 
 _QUICK = typer.Option(False, "--quick", help="One-minute smoke run: one short item, one run, fewer peers.")

@@ -106,7 +106,9 @@ def run_http(task: str, scen: dict[str, Any], *, url: str, out_dir: Path, models
         all_texts = scen.get("tts", {}).get("texts", {})
         items = [{"scenario": n, "text": " ".join(all_texts[n].split())} for n in (texts or list(all_texts))]
     else:
-        items = [{"scenario": c.name, "clip": c, "wav": _wav_bytes(c.samples)} for c in materialize_clips(scen, clips)]
+        skipped: dict[str, str] = {}
+        items = [{"scenario": c.name, "clip": c, "wav": _wav_bytes(c.samples)}
+                 for c in materialize_clips(scen, clips, skipped=skipped)]
 
     client = httpx.Client(timeout=timeout, limits=httpx.Limits(max_connections=max(levels) + 2,
                                                                 max_keepalive_connections=max(levels) + 2))
@@ -222,6 +224,7 @@ def run_http(task: str, scen: dict[str, Any], *, url: str, out_dir: Path, models
         settings["texts"] = {i["scenario"]: i["text"] for i in items}
     else:
         settings["decoding"] = scen.get("asr", {}).get("settings", {})
+        settings["clips_skipped"] = skipped
     report = build_report(task=task, mode="http", results=results, settings=settings, machine=machine,
                           libraries=library_versions(), quick=quick, command=command)
     report["url"] = url

@@ -181,6 +181,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     if task == "asr" and report["settings"].get("decoding"):
         d = report["settings"]["decoding"]
         lines += ["Decoding (voxbox and every peer): " + ", ".join(f"{k}={v}" for k, v in d.items()), ""]
+    for name, why in (report["settings"].get("clips_skipped") or {}).items():
+        lines += [f"Clip `{name}` skipped: {why}", ""]
     lines += ["### Targets", "",
               "| target | status | device | dtype | threads | cold load s | first call s | peak RSS |",
               "|---|---|---|---|---|---|---|---|"]

@@ -20,7 +20,7 @@ import yaml
 
 from voxbox.errors import BadInputError
 
-__all__ = ["Clip", "DEFAULT_FILE", "clip_cache_dir", "load_scenarios", "materialize_clips", "merge"]
+__all__ = ["Clip", "ClipUnavailable", "DEFAULT_FILE", "clip_cache_dir", "load_scenarios", "materialize_clips", "merge"]
 
 DEFAULT_FILE = Path(__file__).with_name("scenarios.yaml")
 ASR_RATE = 16000
@@ -112,10 +112,14 @@ def clip_cache_dir() -> Path:
     return p
 
 
+class ClipUnavailable(BadInputError):
+    """A clip's source is not on this machine (e.g. moonshine-voice not installed)."""
+
+
 def moonshine_assets() -> Path:
     spec = importlib.util.find_spec("moonshine_voice")
     if spec is None or not spec.submodule_search_locations:
-        raise BadInputError("the ASR scenarios use recordings from moonshine-voice: pip install moonshine-voice")
+        raise ClipUnavailable("recordings from moonshine-voice are not installed: pip install 'voxbox[bench]'")
     return Path(list(spec.submodule_search_locations)[0]) / "assets"
 
 
@@ -163,8 +167,13 @@ def materialize_clips(
     scen: dict[str, Any],
     names: list[str] | None = None,
     progress: Callable[[str], None] | None = None,
+    skipped: dict[str, str] | None = None,
 ) -> list[Clip]:
-    """Build the ASR clips named in the scenarios (all of them by default), in file order."""
+    """Build the ASR clips named in the scenarios (all of them by default), in file order.
+
+    With ``skipped`` (a dict), clips whose source is not installed are left out and their reason
+    recorded there instead of failing the whole run.
+    """
     asr = scen.get("asr", {})
     clips_cfg: dict[str, Any] = asr.get("clips", {})
     texts: dict[str, str] = scen.get("tts", {}).get("texts", {})
@@ -219,4 +228,14 @@ def materialize_clips(
         built[name] = clip
         return clip
 
-    return [build(n) for n in wanted]
+    out = []
+    for n in wanted:
+        try:
+            out.append(build(n))
+        except ClipUnavailable as exc:
+            if skipped is None:
+                raise
+            skipped[n] = str(exc)
+    if not out:
+        raise BadInputError("no ASR clip could be built: " + "; ".join(f"{k}: {v}" for k, v in (skipped or {}).items()))
+    return out

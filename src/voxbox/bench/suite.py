@@ -102,9 +102,12 @@ def run_suite(
             common = {"audio_dir": str(out_dir / "audio"), "round_trip": section.get("round_trip")}
         else:
             on_event("clips", {"event": "stage", "description": "preparing ASR clips"})
-            clip_objs = materialize_clips(scen, clips)
+            skipped: dict[str, str] = {}
+            clip_objs = materialize_clips(scen, clips, skipped=skipped)
+            for name, why in skipped.items():
+                on_event("clips", {"event": "stage", "description": f"clip {name} skipped: {why}"})
             decoding = dict(section.get("settings", {}))
-            settings.update({"decoding": decoding,
+            settings.update({"decoding": decoding, "clips_skipped": skipped,
                              "clips": {c.name: {"seconds": round(c.seconds, 3), "source": c.source,
                                                 "reference": c.reference is not None} for c in clip_objs}})
             clip_items = []
