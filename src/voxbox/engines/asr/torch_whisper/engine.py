@@ -187,9 +187,8 @@ class TorchWhisperEngine:
         if word_timestamps:
             raise UnsupportedOperationError("torch-whisper has no word timestamps yet", param="timestamp_granularities")
         if language is not None:
-            if not isinstance(language, str) or language.lower() not in self.tokenizer.language_ids:
-                if not (language == "en" and not self.tokenizer.multilingual):
-                    raise BadInputError(f"unsupported language {language!r}", param="language")
+            if not isinstance(language, str) or language not in self.tokenizer.languages:
+                raise BadInputError(f"unsupported language {language!r} for this model", param="language")
         unknown = set(options) - _option_names()
         if unknown:
             raise BadInputError(f"unknown option(s) for torch-whisper: {', '.join(sorted(unknown))}", param=sorted(unknown)[0])

@@ -42,7 +42,8 @@ class WhisperTokenizer:
             t = tokenizer.id_to_token(i)
             if t and t.startswith("<|") and t.endswith("|>"):
                 self.language_ids[t[2:-2]] = i
-        self.multilingual = len(self.language_ids) > 1
+        # English-only (.en) vocabularies still hold language tokens; openai-whisper's rule is the size
+        self.multilingual = self.vocab_size >= 51865 and len(self.language_ids) > 1
 
     @classmethod
     def from_dir(cls, path: str | Path, vocab_size: int | None = None) -> "WhisperTokenizer":
@@ -50,7 +51,7 @@ class WhisperTokenizer:
 
     @cached_property
     def languages(self) -> tuple[str, ...]:
-        return tuple(self.language_ids)
+        return tuple(self.language_ids) if self.multilingual else ("en",)
 
     def encode(self, text: str) -> list[int]:
         return self.tok.encode(text, add_special_tokens=False).ids
