@@ -109,15 +109,18 @@ def parse_placement(device: Any = "auto", dtype: Any = None,
 
 def load(model: str | Path | None = None, *, device: Any = "auto", dtype: Any = None,
          placement: Mapping[str, Any] | None = None, weights: str = "checkpoint", max_context: int = 4096,
-         max_frames: int = 2048, cuda_graphs: bool = True, capture: bool = True, seed: int = 0,
-         **options: Any) -> FishS2Engine:
+         max_frames: int = 2048, cuda_graphs: bool = True, capture: bool = True, compile: bool | None = None,
+         seed: int = 0, **options: Any) -> FishS2Engine:
     """Load S2-Pro from ``model``, a directory in the upstream layout (see ``loader``).
 
     ``weights="random"`` builds random weights at the checkpoint's shapes (benchmarks: timing does
     not depend on weight values once the frame count is fixed). ``max_context`` sizes the slow KV
     cache (prompt + frames); ``max_frames`` caps one call. ``cuda_graphs``: capture the slow step
     (one graph per attention span: 256, 512, ... ``max_context``) and the fast loop on CUDA;
-    ``capture``: do it at load time rather than on first use. Options: ``max_voices`` (code
+    ``capture``: do it at load time rather than on first use. ``compile`` (default: on CUDA):
+    ``torch.compile`` the elementwise pieces of a decode step (norms, q/k norm + RoPE, SwiGLU,
+    sampler) so each is one kernel inside the graphs; if compiling fails the eager ops are used
+    and ``info.extra["compile_error"]`` says why. Options: ``max_voices`` (code
     LRU), ``first_window``, ``window``, ``context_frames``, ``eos_check``.
     """
     import torch
@@ -159,7 +162,8 @@ def load(model: str | Path | None = None, *, device: Any = "auto", dtype: Any = 
               "fast_ar": sum(p.numel() for p in fast.parameters()),
               "codec": sum(p.numel() for p in codec.parameters())}
     runner = DualARRunner(cfg, slow, fast, device=ar_dev, max_context=max_context,
-                          max_frames=min(int(max_frames), max_context - 1), cuda_graphs=cuda_graphs)
+                          max_frames=min(int(max_frames), max_context - 1), cuda_graphs=cuda_graphs,
+                          compile=(ar_dev.type == "cuda") if compile is None else bool(compile))
     if ar_dev.type == "cuda":
         # The full vocabulary's output rows are not needed once the reduced head exists.
         torch.cuda.empty_cache()

@@ -104,7 +104,8 @@ class FishS2Engine:
             sample_rate=codec.sample_rate, voices=(), default_voice=None, languages=(), supports_cloning=True,
             max_concurrency=1,
             extra={"placement": {k: (str(d), str(t).replace("torch.", "")) for k, (d, t) in self.placement.items()},
-                   "cuda_graphs": runner.use_graphs, "frame_rate": codec.config.frame_rate,
+                   "cuda_graphs": runner.use_graphs, "compiled_ops": runner.ops.compiled,
+                   "compile_error": runner.compile_error, "frame_rate": codec.config.frame_rate,
                    "max_frames": runner.max_frames, "max_context": runner.max_context,
                    "random_weights": bool(random_weights)},
         )

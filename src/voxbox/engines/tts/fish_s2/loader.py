@@ -276,7 +276,7 @@ def write_checkpoint(model_dir: str | Path, cfg: DualARConfig, codec_cfg: CodecC
     # Embeddings at unit scale, as trained token embeddings are far larger than 0.02.
     with torch.no_grad():
         g = torch.Generator().manual_seed(seed + 2)
-        slow.embeddings.weight.normal_(0, 1.0, generator=g)
+        slow.embeddings.weight.normal_(0, 0.15, generator=g)  # logits of a few units: varied samples
         fast.codebook_embeddings.weight.normal_(0, 1.0, generator=g)
         fast.embeddings.weight.normal_(0, 1.0, generator=g)
     state = export_dual_ar_state(slow, fast)

@@ -57,6 +57,70 @@ def apply_rope(x: Tensor, cs: Tensor) -> Tensor:
     return torch.stack([a * c - b * s, b * c + a * s], dim=-1).flatten(-2).to(x.dtype)
 
 
+def _rms(x: Tensor, w: Tensor, eps: float) -> Tensor:
+    xf = x.float()
+    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps) * w.float()).to(x.dtype)
+
+
+def _add_rms(x: Tensor, d: Tensor, w: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    h = x + d
+    return h, _rms(h, w, eps)
+
+
+def _qk_rope(qk: Tensor, w: Tensor | None, cs: Tensor, eps: float) -> Tensor:
+    """Per-head RMSNorm (when ``w``, one row per head) then RoPE, for q and k heads at once."""
+    if w is not None:
+        qk = _rms(qk, w, eps)
+    return apply_rope(qk, cs)
+
+
+def _swiglu(h: Tensor, inter: int) -> Tensor:
+    gate, up = h.split(inter, dim=-1)
+    return F.silu(gate) * up
+
+
+def _sample(logits: Tensor, temperature: Tensor, top_p: Tensor, top_k: Tensor, noise: Tensor) -> Tensor:
+    """One draw from 1-D ``logits`` (fp32) with upstream's order: top-k, top-p on the untempered
+    distribution (the first candidate always kept), then temperature. ``temperature <= 0`` is
+    greedy. ``noise`` (width,) is Exp(1) noise: argmax(p / noise) is a multinomial draw (drawn by
+    the caller so RNG stays outside compiled code). Options are 0-d tensors (graph-capturable).
+    Returns a (1,) index into ``logits``."""
+    width = noise.shape[0]
+    vals, idx = torch.topk(logits, width)
+    ar = torch.arange(width, device=logits.device)
+    vals = vals.masked_fill(ar >= top_k, float("-inf"))
+    cum = torch.cumsum(torch.softmax(vals, dim=-1), dim=-1)
+    drop = (cum > top_p) & (ar > 0)
+    vals = vals.masked_fill(drop, float("-inf"))
+    probs = torch.softmax(vals / temperature.clamp(min=1e-5), dim=-1)
+    pick = torch.argmax(probs / noise).view(1)
+    pick = torch.where(temperature > 0, pick, torch.zeros_like(pick))
+    return idx.gather(0, pick)
+
+
+class _Ops:
+    """The elementwise pieces of a decoder layer. On CUDA they are swapped for ``torch.compile``d
+    versions (each fuses into one kernel) for one-position steps; prefill stays eager."""
+
+    def __init__(self, compiled: bool) -> None:
+        self.rms, self.add_rms, self.qk_rope, self.swiglu, self.sample = _rms, _add_rms, _qk_rope, _swiglu, _sample
+        self.compiled = False
+        if compiled:
+            self.compile()
+
+    def compile(self) -> None:
+        import torch._dynamo
+
+        torch._dynamo.config.cache_size_limit = max(64, torch._dynamo.config.cache_size_limit)
+        c = lambda f: torch.compile(f, dynamic=False, fullgraph=True)  # noqa: E731
+        self.rms, self.add_rms, self.qk_rope, self.swiglu = c(_rms), c(_add_rms), c(_qk_rope), c(_swiglu)
+        self.sample = c(_sample)
+        self.compiled = True
+
+
+EAGER = _Ops(False)
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
@@ -64,39 +128,50 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        xf = x.float()
-        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (y * self.weight.float()).to(x.dtype)
+        return _rms(x, self.weight, self.eps)
 
 
 class Attention(nn.Module):
     def __init__(self, c: TransformerConfig) -> None:
         super().__init__()
         self.n_head, self.n_kv, self.head_dim = c.n_head, c.n_local_heads, c.head_dim
+        self.eps = c.norm_eps
         self.wqkv = nn.Linear(c.dim, (c.n_head + 2 * c.n_local_heads) * c.head_dim, bias=c.attention_qkv_bias)
         self.wo = nn.Linear(c.n_head * c.head_dim, c.dim, bias=c.attention_o_bias)
         self.qk_norm = c.attention_qk_norm
         if self.qk_norm:
             self.q_norm = RMSNorm(c.head_dim, c.norm_eps)
             self.k_norm = RMSNorm(c.head_dim, c.norm_eps)
+        self._qk_w: Tensor | None = None
 
-    def forward(self, x: Tensor, cs: Tensor, pos: Tensor, cache: tuple[Tensor, Tensor], span: int, mask: Tensor) -> Tensor:
+    def qk_weight(self) -> Tensor | None:
+        """q_norm's weight for each q head stacked over k_norm's for each k head (cached)."""
+        if not self.qk_norm:
+            return None
+        w = self._qk_w
+        if w is None or w.device != self.q_norm.weight.device or w.dtype != self.q_norm.weight.dtype:
+            H, G, D = self.n_head, self.n_kv, self.head_dim
+            w = torch.cat([self.q_norm.weight.detach().expand(H, D), self.k_norm.weight.detach().expand(G, D)]).contiguous()
+            self._qk_w = w
+        return w
+
+    def forward(self, x: Tensor, cs: Tensor, pos: Tensor, cache: tuple[Tensor, Tensor], span: int, mask: Tensor,
+                ops: _Ops = EAGER) -> Tensor:
         """x: (B, T, dim); pos: (T,) cache slots to write; attends cache[:, :, :span] under ``mask``
         (bool, True = attend; (T, span) or broadcastable)."""
         B, T, _ = x.shape
         H, G, D = self.n_head, self.n_kv, self.head_dim
-        q, k, v = self.wqkv(x).split([H * D, G * D, G * D], dim=-1)
-        q, k, v = q.view(B, T, H, D), k.view(B, T, G, D), v.view(B, T, G, D)
-        if self.qk_norm:
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k = apply_rope(q, cs), apply_rope(k, cs)
+        qkv = self.wqkv(x)
+        qk = ops.qk_rope(qkv[..., : (H + G) * D].view(B, T, H + G, D), self.qk_weight(), cs, self.eps)
+        q, k = qk[:, :, :H], qk[:, :, H:]
+        v = qkv[..., (H + G) * D :].view(B, T, G, D)
         kc, vc = cache
         kc.index_copy_(2, pos, k.transpose(1, 2))
         vc.index_copy_(2, pos, v.transpose(1, 2))
         keys, vals = kc[:, :, :span], vc[:, :, :span]
         if T == 1:
             # GQA at one query position: each KV head's query heads act as that many query rows.
-            qg = q.view(B, G, H // G, D)
+            qg = q.reshape(B, G, H // G, D)
             y = F.scaled_dot_product_attention(qg, keys, vals, attn_mask=mask.view(1, 1, 1, span))
             y = y.reshape(B, 1, H * D)
         else:
@@ -117,9 +192,8 @@ class FeedForward(nn.Module):
         self.w13 = nn.Linear(c.dim, 2 * c.intermediate_size, bias=False)
         self.w2 = nn.Linear(c.intermediate_size, c.dim, bias=False)
 
-    def forward(self, x: Tensor) -> Tensor:
-        gate, up = self.w13(x).split(self.inter, dim=-1)
-        return self.w2(F.silu(gate) * up)
+    def forward(self, x: Tensor, ops: _Ops = EAGER) -> Tensor:
+        return self.w2(ops.swiglu(self.w13(x), self.inter))
 
 
 class Block(nn.Module):
@@ -129,10 +203,13 @@ class Block(nn.Module):
         self.feed_forward = FeedForward(c)
         self.attention_norm = RMSNorm(c.dim, c.norm_eps)
         self.ffn_norm = RMSNorm(c.dim, c.norm_eps)
+        self.eps = c.norm_eps
 
-    def forward(self, x: Tensor, cs: Tensor, pos: Tensor, cache: tuple[Tensor, Tensor], span: int, mask: Tensor) -> Tensor:
-        h = x + self.attention(self.attention_norm(x), cs, pos, cache, span, mask)
-        return h + self.feed_forward(self.ffn_norm(h))
+    def forward(self, x: Tensor, cs: Tensor, pos: Tensor, cache: tuple[Tensor, Tensor], span: int, mask: Tensor,
+                ops: _Ops = EAGER) -> Tensor:
+        a = self.attention(ops.rms(x, self.attention_norm.weight, self.eps), cs, pos, cache, span, mask, ops)
+        h, n = ops.add_rms(x, a, self.ffn_norm.weight, self.eps)
+        return h + self.feed_forward(n, ops)
 
 
 class SlowAR(nn.Module):
@@ -166,28 +243,11 @@ class FastAR(nn.Module):
         self.output = nn.Linear(c.dim, c.vocab_size, bias=False)
 
 
-def _sample(logits: Tensor, temperature: Tensor, top_p: Tensor, top_k: Tensor, width: int) -> Tensor:
-    """One draw from 1-D ``logits`` (fp32) with upstream's order: top-k, top-p on the untempered
-    distribution (the first candidate always kept), then temperature. ``temperature <= 0`` is
-    greedy. All options are 0-d tensors, so the function is graph-capturable. Returns a 0-d index."""
-    vals, idx = torch.topk(logits, width)
-    ar = torch.arange(width, device=logits.device)
-    vals = vals.masked_fill(ar >= top_k, float("-inf"))
-    cum = torch.cumsum(torch.softmax(vals, dim=-1), dim=-1)
-    drop = (cum > top_p) & (ar > 0)
-    vals = vals.masked_fill(drop, float("-inf"))
-    probs = torch.softmax(vals / temperature.clamp(min=1e-5), dim=-1)
-    noise = torch.empty_like(probs).exponential_()
-    pick = torch.argmax(probs / noise)  # exponential race == multinomial draw
-    pick = torch.where(temperature > 0, pick, torch.zeros_like(pick))
-    return idx[pick]
-
-
 class DualARRunner:
     """Static-buffer decoding of one utterance at a time (batch 1)."""
 
     def __init__(self, cfg: DualARConfig, slow: SlowAR, fast: FastAR, *, device: torch.device,
-                 max_context: int, max_frames: int, cuda_graphs: bool = True,
+                 max_context: int, max_frames: int, cuda_graphs: bool = True, compile: bool = False,
                  buckets: Iterable[int] | None = None) -> None:
         self.cfg = cfg
         self.slow, self.fast = slow.eval(), fast.eval()
@@ -250,6 +310,8 @@ class DualARRunner:
             buckets.append(self.max_context)
         self.buckets = sorted({min(int(b), self.max_context) for b in buckets})
         self.use_graphs = bool(cuda_graphs) and dev.type == "cuda"
+        self.ops = _Ops(bool(compile))
+        self.compile_error: str | None = None
         self._graphs: dict[str, torch.cuda.CUDAGraph] = {}
         self._pool = None
 
@@ -270,9 +332,10 @@ class DualARRunner:
 
     # ------------------------------------------------------------------ pieces
     def _run_slow_layers(self, x: Tensor, cs: Tensor, pos: Tensor, span: int, mask: Tensor) -> Tensor:
+        ops = self.ops if x.shape[1] == 1 else EAGER
         for layer, cache in zip(self.slow.layers, self.slow_cache):
-            x = layer(x, cs, pos, cache, span, mask)
-        return self.slow.norm(x)
+            x = layer(x, cs, pos, cache, span, mask, ops)
+        return ops.rms(x, self.slow.norm.weight, self.cfg.text.norm_eps)
 
     def _select(self, h: Tensor) -> None:
         """Head + sampler on the final hidden state ``h`` (dim,); writes tok/hidden/history/sem_out."""
@@ -294,12 +357,13 @@ class DualARRunner:
         top_p = torch.where(dup, o["ras_top_p"], o["top_p"])
         # greedy stays greedy under RAS
         temp = torch.where(o["temperature"] > 0, temp, o["temperature"])
-        tok = _sample(logits, temp, top_p, self.top_k, self._width)
-        self.tok.copy_(tok.view(1))
+        noise = torch.empty(self._width, device=h.device).exponential_()
+        tok = self.ops.sample(logits, temp, top_p, self.top_k, noise)
+        self.tok.copy_(tok)
         self.hidden.copy_(h)
-        self.history.index_copy_(0, (self.hist_count % HISTORY).view(1), tok.view(1))
+        self.history.index_copy_(0, (self.hist_count % HISTORY).view(1), tok)
         self.hist_count.add_(1)
-        self.sem_out.index_copy_(0, self.frame, tok.view(1))
+        self.sem_out.index_copy_(0, self.frame, tok)
 
     def _slow_step(self, span: int) -> None:
         s = self.slow
@@ -313,20 +377,21 @@ class DualARRunner:
         self._select(h.view(-1))
 
     def _fast_loop(self) -> None:
-        f = self.fast
+        f, ops = self.fast, self.ops
+        eps = self.cfg.fast.norm_eps
         x = f.project_in(self.hidden.to(self.fast_dtype)).view(1, 1, -1)
         codes = []
         sem = torch.where(self.tok >= self.V, torch.zeros_like(self.tok), self.tok)  # EOS -> code 0
         for i in range(self.ncb):
             cs = self.rope_fast[i : i + 1]
             for layer, cache in zip(f.layers, self.fast_cache):
-                x = layer(x, cs, self._fast_pos[i], cache, self.ncb, self._fast_masks[i])
+                x = layer(x, cs, self._fast_pos[i], cache, self.ncb, self._fast_masks[i], ops)
             if i == 0:
                 code = sem
             else:
-                logits = f.output(f.norm(x)).view(-1).float()
-                code = _sample(logits, self.opts["fast_temperature"], self.opts["fast_top_p"],
-                               self._fast_topk, self._fast_width).view(1)
+                logits = f.output(ops.rms(x, f.norm.weight, eps)).view(-1).float()
+                noise = torch.empty(self._fast_width, device=logits.device).exponential_()
+                code = ops.sample(logits, self.opts["fast_temperature"], self.opts["fast_top_p"], self._fast_topk, noise)
             codes.append(code)
             if i + 1 < self.ncb:
                 x = f.embeddings(code).view(1, 1, -1)
@@ -389,9 +454,18 @@ class DualARRunner:
                                      self.hidden, self.sem_out, self.codes_out)]
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(stream):
-            for _ in range(2):
-                fn()
+        try:
+            with torch.cuda.stream(stream):
+                for _ in range(2):
+                    fn()
+        except Exception as exc:  # a compiled op that fails here falls back to the eager ops
+            if not self.ops.compiled:
+                raise
+            self.compile_error = f"{type(exc).__name__}: {exc}"[:500]
+            self.ops = _Ops(False)
+            with torch.cuda.stream(stream):
+                for _ in range(2):
+                    fn()
         torch.cuda.current_stream(self.device).wait_stream(stream)
         g = torch.cuda.CUDAGraph()
         if self._pool is None:
