@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import concurrent.futures
+import threading
 import json
 import logging
 import time
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from fastapi import APIRouter, Request
 
@@ -55,93 +55,147 @@ def _sse(event: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n"
 
 
-class SpeechJob:
-    """One synthesis: the engine's stream, the encoder, the slot, and what they measured."""
+#: Chunks the producer may synthesize ahead of what has been sent. A disconnect stops generation
+#: after the chunk in progress (SpeechStream.close()); the look-ahead only bounds buffered audio.
+_LOOKAHEAD = 2
 
-    def __init__(self, state: ServerState, work: Work, stream: Any, encoder: Any, timing: ServerTiming,
-                 text: str, sse: bool) -> None:
+
+class SpeechJob:
+    """One synthesis, produced in a worker thread and consumed by the response on the event loop.
+
+    The producer owns the engine's stream: it creates it (so the engine's own validation errors
+    surface before the response starts), steps it chunk by chunk, encodes, and hands bytes to the
+    loop through an asyncio queue without waiting for the loop between chunks. ``finish()`` (end,
+    disconnect, timeout, shutdown) sets a stop flag; the producer closes the stream after the
+    chunk in progress and the slot is freed on the loop.
+    """
+
+    def __init__(self, state: ServerState, work: Work, make_stream: Callable[[], Any], make_encoder: Callable[[int], Any],
+                 timing: ServerTiming, text: str, sse: bool) -> None:
         self.state = state
         self.work = work
-        self.stream = stream
-        self.encoder = encoder
+        self._make_stream = make_stream
+        self._make_encoder = make_encoder
         self.timing = timing
         self.text = text
         self.sse = sse
         self.loop = asyncio.get_running_loop()
-        self.pending: concurrent.futures.Future[Any] | None = None
+        self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self._stop = threading.Event()
+        self._ahead = threading.Semaphore(_LOOKAHEAD)
+        self.stream: Any = None
         self.engine_seconds = 0.0
         self.encode_seconds = 0.0
         self.audio_seconds = 0.0
         self.chunks = 0
-        self.completed = False
-        self.finished = False
+        self.completed = False  # the engine's stream ran to its end
+        self.finished = False  # finish() was called
+        self.streaming = False  # the response body has started
+        self._released = False
 
     # -- worker-thread side --------------------------------------------------------------------
-    def _step(self) -> tuple[bytes, bool]:
-        """Next chunk -> encoded bytes (b"" while a codec buffers). Returns (bytes, done)."""
-        t0 = time.perf_counter()
+    def _post(self, kind: str, value: Any = None) -> None:
         try:
-            chunk = next(self.stream)
-        except StopIteration:
-            chunk = None
-        t1 = time.perf_counter()
-        self.engine_seconds += t1 - t0
-        if chunk is None:
-            data = self.encoder.close()
-            done = True
-        else:
-            self.chunks += 1
-            self.audio_seconds += len(chunk.samples) / chunk.sample_rate
-            data = self.encoder.feed(chunk.samples)
-            done = False
-        self.encode_seconds += time.perf_counter() - t1
-        return data or b"", done
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, (kind, value))
+        except RuntimeError:  # the loop is gone (hard shutdown): nobody is listening
+            pass
+
+    def _produce(self) -> None:
+        encoder = None
+        try:
+            self.stream = self._make_stream()
+            encoder = self._make_encoder(self.stream.sample_rate)
+            while not self._stop.is_set():
+                while not self._ahead.acquire(timeout=0.25):
+                    if self._stop.is_set():
+                        return
+                if self._stop.is_set():
+                    return
+                t0 = time.perf_counter()
+                try:
+                    chunk = next(self.stream)
+                except StopIteration:
+                    chunk = None
+                t1 = time.perf_counter()
+                self.engine_seconds += t1 - t0
+                if chunk is None:
+                    data = encoder.close()
+                else:
+                    self.chunks += 1
+                    self.audio_seconds += len(chunk.samples) / chunk.sample_rate
+                    data = encoder.feed(chunk.samples)
+                self.encode_seconds += time.perf_counter() - t1
+                if chunk is None:
+                    self.completed = True
+                    self._post("data", (data or b"", True))
+                    return
+                self._post("data", (data or b"", False))
+        except BaseException as exc:  # noqa: BLE001 - handed to the loop, raised there
+            self._post("error", exc)
+        finally:
+            if self.stream is not None and not self.completed:
+                try:
+                    self.stream.close()  # stops the engine's generator
+                except Exception:  # noqa: BLE001
+                    log.exception("closing a speech stream failed")
+            if encoder is not None and not self.completed:
+                try:
+                    encoder.abort()
+                except Exception:  # noqa: BLE001
+                    pass
+            self._post("closed")
 
     # -- event-loop side -----------------------------------------------------------------------
-    async def step(self, timeout: float | None = None) -> tuple[bytes, bool]:
-        self.pending = self.state.executor.submit(self._step)
-        fut = asyncio.wrap_future(self.pending, loop=self.loop)
-        if timeout is None:
-            result = await fut
-        else:
-            try:
-                result = await asyncio.wait_for(asyncio.shield(fut), timeout)
-            except asyncio.TimeoutError:
-                raise VoxboxTimeoutError(f"speech did not start within {timeout:.0f} s") from None
-        self.pending = None
-        return result
+    def start(self) -> None:
+        self.state.executor.submit(self._produce)
+
+    async def _next(self, timeout: float | None = None) -> tuple[bytes, bool]:
+        while True:
+            if timeout is None:
+                kind, value = await self.queue.get()
+            else:
+                try:
+                    kind, value = await asyncio.wait_for(self.queue.get(), timeout)
+                except asyncio.TimeoutError:
+                    raise VoxboxTimeoutError(f"speech did not start within {timeout:.1f} s") from None
+            if kind == "data":
+                self._ahead.release()
+                return value
+            if kind == "error":
+                raise value
+            if kind == "closed":
+                self._release()
+                return b"", True
 
     async def prime(self) -> bytes:
-        """Run until the first encoded bytes exist (time to first audio)."""
+        """Wait for the first encoded bytes (time to first audio)."""
         out = b""
         while not out:
-            out, done = await self.step(timeout=max(0.001, self.work.remaining()))
+            out, done = await self._next(timeout=max(0.001, self.work.remaining()))
             if done:
-                self.completed = True
                 break
         return out
 
     def _record_stages(self) -> None:
-        for stage, seconds in self.stream.timings.as_dict().items():
-            self.timing.set(stage, seconds)
+        if self.stream is not None:
+            for stage, seconds in self.stream.timings.as_dict().items():
+                self.timing.set(stage, seconds)
         self.timing.set("encode", self.encode_seconds)
 
     async def body(self, first: bytes) -> AsyncIterator[bytes]:
         try:
-            if self.sse:
-                if first:
-                    yield _sse({"type": "speech.audio.delta", "audio": base64.b64encode(first).decode()})
-            elif first:
-                yield first
-            while not self.completed:
+            if first:
+                yield self._frame(first)
+            self.streaming = True
+            while True:
                 if time.monotonic() > self.work.deadline:
                     log.warning("speech stream hit the request timeout; stopping")
                     break
-                data, done = await self.step()
-                if done:
-                    self.completed = True
+                data, done = await self._next()
                 if data:
-                    yield _sse({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()}) if self.sse else data
+                    yield self._frame(data)
+                if done:
+                    break
             if self.sse and self.completed:
                 stages = self.timing.as_dict()
                 stages.update(self.stream.timings.as_dict())  # totals replace the first-chunk snapshot
@@ -159,36 +213,41 @@ class SpeechJob:
         finally:
             self.finish()
 
+    def _frame(self, data: bytes) -> bytes:
+        if self.sse:
+            return _sse({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
+        return data
+
     def finish(self) -> None:
-        """Idempotent: stop generation (after any in-flight step) and free the slot."""
+        """Idempotent: stop generation after the chunk in progress; the slot is freed once the
+        producer has closed the engine's stream."""
         if self.finished:
             return
         self.finished = True
-        pending = self.pending
-        if pending is not None and not pending.done():
-            pending.add_done_callback(lambda _f: self.loop.call_soon_threadsafe(self._finalize))
-        else:
-            self._finalize()
+        self._stop.set()
+        self._ahead.release()  # wake a producer waiting for look-ahead room
+        if self.streaming and not self.completed:
+            self.state.metrics.cancelled.labels(self.work.label).inc()
+            log.info("speech stream stopped early after %d chunk(s)", self.chunks)
+        # Drain the queue in the background until the producer says "closed".
+        if not self._released:
+            self.loop.create_task(self._drain())
 
-    def _finalize(self) -> None:
-        try:
-            self.stream.close()
-        except Exception:  # noqa: BLE001 - the engine failed to stop; the slot must still be freed
-            log.exception("closing a speech stream failed")
-        if not self.completed:
-            try:
-                self.encoder.abort()
-            except Exception:  # noqa: BLE001
-                pass
+    async def _drain(self) -> None:
+        while not self._released:
+            kind, _value = await self.queue.get()
+            if kind == "closed":
+                self._release()
+
+    def _release(self) -> None:
+        if self._released:
+            return
+        self._released = True
         self.work.release()
         m = self.state.metrics
-        label = self.work.label
         if self.audio_seconds > 0:
-            m.audio_produced.labels(label).inc(self.audio_seconds)
-            m.rtf.labels(label).observe(self.engine_seconds / self.audio_seconds)
-        if not self.completed:
-            m.cancelled.labels(label).inc()
-            log.info("speech stream stopped early after %d chunk(s)", self.chunks)
+            m.audio_produced.labels(self.work.label).inc(self.audio_seconds)
+            m.rtf.labels(self.work.label).observe(self.engine_seconds / self.audio_seconds)
 
 
 async def _resolve_voice(state: ServerState, work: Work, name: str, timing: ServerTiming) -> Any:
@@ -237,11 +296,15 @@ async def create_speech(req: SpeechRequest, request: Request) -> ManagedStream:
     try:
         voice = await _resolve_voice(state, work, req.voice_name, timing)
         engine = work.engine
-        stream = await state.run(lambda: engine.stream(text, voice=voice, speed=speed))
         # OpenAI's pcm is 24 kHz 16-bit mono; clients assume that rate.
         out_rate = _PCM_RATE if req.response_format == "pcm" else None
-        encoder = StreamEncoder(req.response_format, stream.sample_rate, output_rate=out_rate)
-        job = SpeechJob(state, work, stream, encoder, timing, text, req.stream_format == "sse")
+        job = SpeechJob(
+            state, work,
+            make_stream=lambda: engine.stream(text, voice=voice, speed=speed),
+            make_encoder=lambda rate: StreamEncoder(req.response_format, rate, output_rate=out_rate),
+            timing=timing, text=text, sse=req.stream_format == "sse",
+        )
+        job.start()
         first = await job.prime()
     except BaseException:
         if job is not None:
