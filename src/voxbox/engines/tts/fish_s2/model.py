@@ -402,19 +402,27 @@ class DualARRunner:
 
     # ------------------------------------------------------------------ public
     @torch.no_grad()
+    def prompt_embeddings(self, ids: Tensor, vq_mask: Tensor, vq_codes: Tensor | None) -> Tensor:
+        """Token embeddings of the prompt (T, dim); at reference-code positions (``vq_mask``) the
+        semantic token's embedding plus the sum of the frame's codebook embeddings, scaled by
+        1/sqrt(num_codebooks + 1). vq_codes: (num_codebooks, n) for the n masked positions."""
+        dev = self.device
+        x = self.slow.embeddings(ids.to(dev))
+        if vq_codes is not None and vq_codes.numel():
+            m = vq_mask.to(dev)
+            cb = self.fast.codebook_embeddings(vq_codes.to(dev).long().T + self.cb_offsets).sum(1).to(x.dtype)
+            x = x.clone()
+            x[m] = (x[m] + cb) * self.vq_scale
+        return x
+
+    @torch.no_grad()
     def prefill(self, ids: Tensor, vq_mask: Tensor, vq_codes: Tensor | None) -> None:
         """Run the prompt (ids (T,), vq_mask (T,) bool, vq_codes (ncb, n_vq)) and make frame 0."""
         T = int(ids.shape[0])
         if T > self.max_context:
             raise ValueError(f"prompt of {T} tokens exceeds the context ({self.max_context})")
         dev = self.device
-        ids = ids.to(dev)
-        x = self.slow.embeddings(ids)
-        if vq_codes is not None and vq_codes.numel():
-            m = vq_mask.to(dev)
-            cb = self.fast.codebook_embeddings(vq_codes.to(dev).T + self.cb_offsets).sum(1).to(x.dtype)
-            x = x.clone()
-            x[m] = (x[m] + cb) * self.vq_scale
+        x = self.prompt_embeddings(ids, vq_mask, vq_codes)
         pos = torch.arange(T, device=dev)
         mask = pos[None, :] <= pos[:, None]
         self.frame.zero_()
