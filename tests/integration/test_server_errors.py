@@ -25,7 +25,8 @@ KEY = "sk-test-key-123"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    settings = make_settings(tmp_path_factory.mktemp("errors"), api_key=KEY, max_upload_bytes=10 * 1024 * 1024)
+    settings = make_settings(tmp_path_factory.mktemp("errors"), api_key=KEY, max_upload_bytes=10 * 1024 * 1024,
+                             max_audio_seconds=30)
     srv = RunningServer(settings).start()
     yield srv
     srv.stop()
@@ -91,6 +92,13 @@ def test_upload_over_limit_413(server, auth):
     big = _wav() + os.urandom(50 * 1024 * 1024)
     r = _transcribe(server, auth, big)
     _error(r, 413, code="upload_too_large")
+    _still_serving(server, auth)
+
+
+def test_decoded_audio_over_limit_413(server, auth, moonshine_assets):
+    data = (moonshine_assets / "two_cities.wav").read_bytes()  # 44 s, 4 MB: under the byte limit
+    assert len(data) < 10 * 1024 * 1024
+    _error(_transcribe(server, auth, data), 413, code="audio_too_long")
     _still_serving(server, auth)
 
 

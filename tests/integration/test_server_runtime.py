@@ -290,3 +290,28 @@ def test_ready_is_503_until_defaults_loaded(tmp_path):
         assert httpx.get(srv.url + "/health").status_code == 200
     finally:
         srv.stop()
+
+
+def test_settings_env_nested_dotenv_and_flags(tmp_path, monkeypatch):
+    from voxbox.server.cli import build_settings
+    from voxbox.server.settings import ServerSettings
+
+    for k in list(__import__("os").environ):
+        if k.startswith("VOXBOX_"):
+            monkeypatch.delenv(k)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("VOXBOX_PORT=9123\nVOXBOX_ADMISSION__QUEUE_SIZE=7\nVOXBOX_MODELS__TTS=tts-1-hd\n")
+    monkeypatch.setenv("VOXBOX_MODELS__TTL", "-1")
+    monkeypatch.setenv("VOXBOX_MODELS__PRELOAD", '["piper"]')
+    monkeypatch.setenv("VOXBOX_API_KEY", "sk-secret")
+    s = ServerSettings()
+    assert s.host == "127.0.0.1" and s.port == 9123
+    assert s.admission.queue_size == 7 and s.models.ttl == -1 and s.models.preload == ["piper"]
+    assert s.models.tts == "tts-1-hd" and s.models.asr == "whisper-1"
+    assert s.api_key_value() == "sk-secret" and "sk-secret" not in repr(s) and "sk-secret" not in str(s.model_dump())
+    monkeypatch.setenv("VOXBOX_PORT", "9200")  # the environment beats .env
+    assert ServerSettings().port == 9200
+    # flags beat both, and a nested flag keeps the other nested values
+    f = build_settings(port=9300, queue_size=2, max_upload_mb=10, no_preload=True)
+    assert f.port == 9300 and f.admission.queue_size == 2 and f.max_upload_bytes == 10 * 1024 * 1024
+    assert f.models.preload_defaults is False and f.models.ttl == -1 and f.models.tts == "tts-1-hd"

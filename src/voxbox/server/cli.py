@@ -13,12 +13,12 @@ from typing import Any, Optional
 
 import typer
 
-__all__ = ["register", "serve"]
+__all__ = ["build_settings", "register", "serve"]
 
 
 def serve(
     host: Optional[str] = typer.Option(None, help="Address to bind (default 127.0.0.1; VOXBOX_HOST)."),
-    port: Optional[int] = typer.Option(None, help="Port (default 8000; 0 picks a free one; VOXBOX_PORT)."),
+    port: Optional[int] = typer.Option(None, help="Port (default 8000; VOXBOX_PORT)."),
     tts_model: Optional[str] = typer.Option(None, "--tts-model", help="Default speech model (tts-1 = hibari)."),
     asr_model: Optional[str] = typer.Option(None, "--asr-model", help="Default transcription model (whisper-1)."),
     preload: Optional[list[str]] = typer.Option(None, "--preload", help="Extra model to load at start-up (repeat)."),
@@ -41,6 +41,57 @@ def serve(
     import uvicorn
 
     from voxbox.server.app import create_app
+
+    settings = build_settings(
+        host=host, port=port, tts_model=tts_model, asr_model=asr_model, preload=preload, no_preload=no_preload,
+        ttl=ttl, concurrency=concurrency, queue_size=queue_size, timeout=timeout, max_upload_mb=max_upload_mb,
+        api_key=api_key, data_dir=data_dir, voice_cache=voice_cache, device=device, grace=grace, log_level=log_level,
+    )
+
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=settings.shutdown_grace,
+        lifespan="on",
+        access_log=settings.log_level.lower() == "debug",
+    )
+    server = uvicorn.Server(config)
+    # uvicorn re-raises the signal that stopped it once it has shut down; with the default
+    # handlers that kills the process (exit 143). A graceful drain is a clean exit: swallow it.
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if not server.started:
+        raise typer.Exit(1)
+
+
+def build_settings(
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    tts_model: str | None = None,
+    asr_model: str | None = None,
+    preload: list[str] | None = None,
+    no_preload: bool = False,
+    ttl: float | None = None,
+    concurrency: int | None = None,
+    queue_size: int | None = None,
+    timeout: float | None = None,
+    max_upload_mb: float | None = None,
+    api_key: str | None = None,
+    data_dir: Path | None = None,
+    voice_cache: int | None = None,
+    device: str | None = None,
+    grace: float | None = None,
+    log_level: str | None = None,
+) -> Any:
+    """ServerSettings from env/.env with the given flags on top (None = not given)."""
     from voxbox.server.settings import ServerSettings
 
     overrides: dict[str, Any] = {}
@@ -64,29 +115,7 @@ def serve(
     if voice_cache is not None:
         nested["voices"]["cache_size"] = voice_cache
     overrides.update({k: v for k, v in nested.items() if v})
-    settings = ServerSettings(**overrides)
-
-    app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=settings.shutdown_grace,
-        lifespan="on",
-        access_log=settings.log_level.lower() == "debug",
-    )
-    server = uvicorn.Server(config)
-    # uvicorn re-raises the signal that stopped it once it has shut down; with the default
-    # handlers that kills the process (exit 143). A graceful drain is a clean exit: swallow it.
-    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        server.run()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if not server.started:
-        raise typer.Exit(1)
+    return ServerSettings(**overrides)
 
 
 def register(app: typer.Typer) -> None:

@@ -109,11 +109,13 @@ def to_response(exc: BaseException) -> JSONResponse:
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     if isinstance(exc, AuthenticationError):
         headers["WWW-Authenticate"] = "Bearer"
-    if status >= 500:
+    if isinstance(exc, NotReadyError):
+        log.debug("not ready: %s", exc)  # expected while starting or draining
+    elif status >= 500:
         if isinstance(exc, VoxboxError):
             log.error("%s: %s", type(exc).__name__, exc)
         else:
-            log.exception("unhandled error", exc_info=exc)
+            log.error("unhandled error", exc_info=exc)
     return JSONResponse(error_body(exc), status_code=status, headers=headers)
 
 
