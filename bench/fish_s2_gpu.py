@@ -80,6 +80,7 @@ def main() -> int:
     ap.add_argument("--max-context", type=int, default=2048)
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--no-graphs", action="store_true")
+    ap.add_argument("--no-check", action="store_true", help="skip the graphs-vs-eager check")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -103,6 +104,29 @@ def main() -> int:
         if cuda:
             torch.cuda.synchronize(dev)
 
+    if cuda and not args.no_check:
+        # graphs (+ compiled ops) against plain eager on a tiny fp32 model: greedy codes must agree
+        with tempfile.TemporaryDirectory() as tmp:
+            build_dir(Path(tmp), tiny=True)
+            check = {}
+            codes = {}
+            for label, kw in (("eager", dict(cuda_graphs=False, compile=False)),
+                              ("graphs", dict(cuda_graphs=True, compile=False)),
+                              ("graphs+compile", dict(cuda_graphs=True, compile=True))):
+                eng = load(tmp, device=str(dev), dtype="float32", weights="random", max_context=512, max_frames=64, **kw)
+                st = eng.stream("The old lighthouse keeper climbed the stairs.", temperature=0, max_frames=40,
+                                min_frames=40)
+                list(st)
+                codes[label] = st.details["codes"]
+                check[label + "_compile_error"] = eng.runner.compile_error
+                eng.close()
+            for label in ("graphs", "graphs+compile"):
+                same = (codes[label] == codes["eager"]).all(0)
+                first_diff = int((~same).nonzero()[0, 0]) if (~same).any() else None
+                check[label] = {"equal_frames": int(same.sum()), "frames": int(same.numel()), "first_diff": first_diff}
+            result["graph_check"] = check
+            print(json.dumps(check), flush=True)
+
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         build_dir(root, args.tiny)
@@ -115,6 +139,8 @@ def main() -> int:
         result["load_and_capture_s"] = time.perf_counter() - t0
         result["placement"] = engine.info.extra["placement"]
         result["cuda_graphs"] = engine.info.extra["cuda_graphs"]
+        result["compiled_ops"] = engine.info.extra["compiled_ops"]
+        result["compile_error"] = engine.info.extra["compile_error"]
         result["params"] = {c.name: c.params for c in engine.components()}
         sr = engine.codec.sample_rate
         rng = np.random.default_rng(0)
@@ -129,7 +155,8 @@ def main() -> int:
         result["voice_cache"] = {"hits": engine.voice_cache_hits, "misses": engine.voice_cache_misses}
         result["reference_frames"] = int(voice.data["codes"].shape[1])
         # warm-up (graphs are captured at load; this warms the codec and allocator)
-        engine.synthesize("Hello.", voice=voice, max_frames=40, min_frames=40, seed=0)
+        warm = min(40, args.frames)
+        engine.synthesize("Hello.", voice=voice, max_frames=warm, min_frames=warm, seed=0)
         sync()
         if cuda:
             torch.cuda.reset_peak_memory_stats(dev)

@@ -116,7 +116,7 @@ def load(model: str | Path | None = None, *, device: Any = "auto", dtype: Any = 
     ``weights="random"`` builds random weights at the checkpoint's shapes (benchmarks: timing does
     not depend on weight values once the frame count is fixed). ``max_context`` sizes the slow KV
     cache (prompt + frames); ``max_frames`` caps one call. ``cuda_graphs``: capture the slow step
-    (one graph per attention span: 256, 512, ... ``max_context``) and the fast loop on CUDA;
+    (one graph per attention span: 256, 512, 768, ... ``max_context``) and the fast loop on CUDA;
     ``capture``: do it at load time rather than on first use. ``compile`` (default: on CUDA):
     ``torch.compile`` the elementwise pieces of a decode step (norms, q/k norm + RoPE, SwiGLU,
     sampler) so each is one kernel inside the graphs; if compiling fails the eager ops are used

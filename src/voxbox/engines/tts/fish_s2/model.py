@@ -302,12 +302,8 @@ class DualARRunner:
         self._width = min(TOPK_WIDTH, self.V + 1)
         self._fast_width = min(TOPK_WIDTH, self.V)
         self._fast_topk = torch.tensor(self._fast_width, dtype=L, device=dev)
-        if buckets is None:
-            buckets, b = [], 256
-            while b < self.max_context:
-                buckets.append(b)
-                b *= 2
-            buckets.append(self.max_context)
+        if buckets is None:  # attention spans: every 256 positions, so a step reads < 256 idle slots
+            buckets = list(range(256, self.max_context, 256)) + [self.max_context]
         self.buckets = sorted({min(int(b), self.max_context) for b in buckets})
         self.use_graphs = bool(cuda_graphs) and dev.type == "cuda"
         self.ops = _Ops(bool(compile))
