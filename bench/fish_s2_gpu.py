@@ -100,6 +100,9 @@ def main() -> int:
                     "text_chars": len(TEXT), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                     "command": "python bench/fish_s2_gpu.py " + " ".join(sys.argv[1:])}
 
+    def dump() -> None:  # partial results survive a time-out
+        (out / "fish_s2_gpu.json").write_text(json.dumps(result, indent=1, default=str))
+
     def sync() -> None:
         if cuda:
             torch.cuda.synchronize(dev)
@@ -126,6 +129,7 @@ def main() -> int:
                 check[label] = {"equal_frames": int(same.sum()), "frames": int(same.numel()), "first_diff": first_diff}
             result["graph_check"] = check
             print(json.dumps(check), flush=True)
+            dump()
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -154,6 +158,8 @@ def main() -> int:
         result["voice_encode_cached_s"] = time.perf_counter() - t0
         result["voice_cache"] = {"hits": engine.voice_cache_hits, "misses": engine.voice_cache_misses}
         result["reference_frames"] = int(voice.data["codes"].shape[1])
+        print(json.dumps({k: result[k] for k in ("load_and_capture_s", "compiled_ops", "compile_error", "params")}), flush=True)
+        dump()
         # warm-up (graphs are captured at load; this warms the codec and allocator)
         warm = min(40, args.frames)
         engine.synthesize("Hello.", voice=voice, max_frames=warm, min_frames=warm, seed=0)
@@ -184,6 +190,8 @@ def main() -> int:
                          "stages_sum_s": sum(st.values()), "codec_share": st.get("codec", 0.0) / wall,
                          "finish_reason": stream.details["finish_reason"]})
             print(json.dumps(runs[-1]), flush=True)
+            result["runs"] = runs
+            dump()
         result["runs"] = runs
         best = min(runs, key=lambda r: r["wall_s"])
         med = sorted(runs, key=lambda r: r["wall_s"])[len(runs) // 2]
