@@ -104,3 +104,19 @@ def test_audio_consumed_metric(server, client, speech_wav):
     before = server.metric("voxbox_audio_consumed_seconds_total", model="faster-whisper")
     client.audio.transcriptions.create(model="whisper-1", file=("a.wav", speech_wav), response_format="text")
     assert server.metric("voxbox_audio_consumed_seconds_total", model="faster-whisper") > before + 1
+
+
+def test_translation_with_multilingual_model(server, speech_wav):
+    """``base`` is multilingual: /translations runs Whisper's translate task (English stays English)."""
+    r = httpx.post(server.url + "/v1/audio/translations", timeout=180,
+                   files={"file": ("a.wav", speech_wav, "audio/wav")},
+                   data={"model": "faster-whisper:base", "response_format": "verbose_json"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    validate("CreateTranslationResponseVerboseJson", body)
+    assert body["language"] == "english" and "fox" in body["text"].lower()
+    r = httpx.post(server.url + "/v1/audio/translations", timeout=180,
+                   files={"file": ("a.wav", speech_wav, "audio/wav")}, data={"model": "faster-whisper:base"})
+    validate("CreateTranslationResponseJson", r.json())
+    listed = {m["id"] for m in httpx.get(server.url + "/v1/models").json()["data"]}
+    assert "faster-whisper:base" in listed  # loaded models are listed under their full id
