@@ -125,8 +125,17 @@ def pick_device(device: str = "auto", dtype: str | None = None) -> tuple[str, in
         except ValueError:
             raise BadInputError(f"bad device {device}:{idx!r}", param="device") from None
     if device == "auto":
-        ok, _ = cuda_usable()
-        device = "cuda" if ok else "cpu"
+        # The hardware planner decides first: it knows cached probe verdicts and quirks (e.g. the
+        # PyPI CT2 wheel on a CUDA 13 machine counts a GPU, then fails at the first GEMM). With no
+        # verdict yet, a cheap check plus the real warm-up in load() is the in-process probe.
+        from voxbox.hardware.plan import resolve_device
+
+        planned, planned_dtype, _ = resolve_device(None, "faster-whisper")
+        if planned.startswith("cuda"):
+            device, dtype = "cuda", dtype or planned_dtype
+        else:
+            ok, _ = cuda_usable()
+            device = "cuda" if ok else "cpu"
     elif device == "cuda":
         ok, why = cuda_usable()
         if not ok:
