@@ -81,6 +81,8 @@ def pick_providers(device: str = "auto", available: list[str] | None = None) -> 
                 break
         else:
             kind = "cpu"
+    if kind == "rocm" and PROVIDERS["rocm"] not in avail and PROVIDERS["migraphx"] in avail:
+        kind = "migraphx"  # onnxruntime >= 1.23 drives AMD GPUs through MIGraphX only
     if kind == "gpu":
         kind = next((k for k in ("cuda", "rocm", "migraphx") if PROVIDERS[k] in avail), "")
         if not kind:
@@ -98,21 +100,23 @@ def pick_providers(device: str = "auto", available: list[str] | None = None) -> 
     return kind, index, [(PROVIDERS[kind], {"device_id": index}), "CPUExecutionProvider"]
 
 
-def _resolve_device(device: str) -> str:
-    """Let the hardware planner decide ``auto`` when it exists; otherwise keep the request."""
+def _resolve_device(device: str, params: int) -> tuple[str, str]:
+    """(device, reason): an explicit device is kept; ``auto`` asks the hardware planner
+    (:func:`voxbox.hardware.plan.resolve_device`), which knows which GPUs ONNX Runtime's providers
+    can drive; without the planner, ``auto`` stays ``auto`` (first GPU provider, else CPU)."""
     if device not in (None, "", "auto"):
-        return device
+        return device, f"device {device} was requested explicitly"
     try:
-        from voxbox.hardware.plan import resolve_device  # type: ignore[attr-defined]
+        from voxbox.hardware.plan import resolve_device
     except ImportError:
-        return "auto"
+        return "auto", "no hardware planner; first available execution provider"
+    comp = ComponentSpec("whisper", params=params, devices=("cpu", "cuda", "rocm"), dtypes=("float32",),
+                         backend="onnxruntime", kind="transformer", overhead_bytes=300 << 20)
     try:
-        chosen = resolve_device("auto", backend="onnxruntime")
-    except TypeError:
-        chosen = resolve_device("auto")
-    except Exception:  # noqa: BLE001 - the planner is advisory here; ORT's providers decide
-        return "auto"
-    return str(chosen or "auto")
+        dev, _dtype, reason = resolve_device("auto", "onnx-whisper", comp)
+    except Exception as exc:  # noqa: BLE001 - the planner is advisory; ORT's providers decide
+        return "auto", f"planner failed ({type(exc).__name__}); first available execution provider"
+    return str(dev or "auto"), str(reason)
 
 
 def _tokenizer_cls():
@@ -136,7 +140,15 @@ class OnnxWhisperEngine:
             self.cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"could not read {cfg_path}: {exc}") from exc
-        kind, index, providers = pick_providers(_resolve_device(device))
+        requested, reason = _resolve_device(device, int(self.cfg.get("params", 0)))
+        try:
+            kind, index, providers = pick_providers(requested)
+        except DeviceError:
+            if device not in (None, "", "auto"):
+                raise
+            # the planner chose a GPU this onnxruntime build cannot drive: take what it can
+            kind, index, providers = pick_providers("auto")
+            reason += f"; {requested} has no execution provider here, using {providers[0] if isinstance(providers[0], str) else providers[0][0]}"
         so = ort.SessionOptions()
         if threads:
             so.intra_op_num_threads = int(threads)
@@ -189,7 +201,7 @@ class OnnxWhisperEngine:
             supports_word_timestamps=False,
             max_concurrency=1,
             extra={"execution_provider": used, "providers": self.decoder.get_providers(),
-                   "model_dir": str(model_dir), "threads": int(threads)},
+                   "model_dir": str(model_dir), "threads": int(threads), "device_reason": reason},
         )
 
     # -- low level ----------------------------------------------------------------------------
