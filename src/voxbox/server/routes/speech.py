@@ -277,8 +277,7 @@ async def _resolve_voice(state: ServerState, work: Work, name: str, timing: Serv
     t0 = time.perf_counter()
     enc, where = await state.run(state.voices.encoding, stored, info.name, str(info.model), encode)
     timing.set("voice", time.perf_counter() - t0)
-    state.metrics.voice_cache.labels("hit" if where in ("memory", "disk") else "miss").inc()
-    state.metrics.voice_cache.labels(where).inc()
+    state.metrics.voice_cache.labels(where).inc()  # memory | disk (hits) or miss (encoded now)
     return enc
 
 
