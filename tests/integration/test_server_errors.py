@@ -151,6 +151,14 @@ def test_wrong_types_400(server, auth, patch, param):
     _still_serving(server, auth)
 
 
+def test_huge_json_body_413(server, auth):
+    body = b'{"model": "tts-1", "voice": "alloy", "input": "' + b"a" * (2 * 1024 * 1024) + b'"}'
+    r = httpx.post(server.url + "/v1/audio/speech", headers={**auth, "content-type": "application/json"},
+                   content=body, timeout=30)
+    _error(r, 413)
+    _still_serving(server, auth)
+
+
 def test_not_json_400(server, auth):
     r = httpx.post(server.url + "/v1/audio/speech", headers={**auth, "content-type": "application/json"},
                    content=b"{not json")

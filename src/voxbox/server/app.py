@@ -22,7 +22,7 @@ from typing import Any, AsyncIterator, Callable
 from fastapi import Depends, FastAPI
 
 from voxbox.server.errors import install_error_handlers
-from voxbox.server.middleware import TimingMiddleware
+from voxbox.server.middleware import JsonBodyLimitMiddleware, TimingMiddleware
 from voxbox.server.routes.common import require_api_key
 from voxbox.server.settings import ServerSettings
 from voxbox.server.state import ServerState
@@ -30,6 +30,9 @@ from voxbox.server.state import ServerState
 __all__ = ["create_app"]
 
 log = logging.getLogger("voxbox.server")
+
+#: Largest JSON body accepted (speech requests carry at most 4096 characters of text).
+_JSON_BODY_LIMIT = 1024 * 1024
 
 
 def _default_resolve(model_id: str | None, task: Any) -> tuple[str, str | None]:
@@ -129,6 +132,7 @@ def create_app(
     )
     app.state.voxbox = state
     install_error_handlers(app)
+    app.add_middleware(JsonBodyLimitMiddleware, limit=_JSON_BODY_LIMIT)
     app.add_middleware(TimingMiddleware, metrics=state.metrics)
 
     from voxbox.server.routes import health, models, speech, transcriptions, voices
