@@ -169,8 +169,8 @@ def test_generate_frames_and_timings(engine):
     fl = engine.codec.frame_length
     assert sum(len(c.samples) for c in chunks) == 10 * fl
     assert [c.index for c in chunks] == list(range(len(chunks)))
-    assert len(chunks) >= 2  # first window (8) then the rest
-    assert len(chunks[0].samples) == 8 * fl
+    assert len(chunks) >= 2  # first window (4) then the rest
+    assert len(chunks[0].samples) == 4 * fl
     st = stream.timings.as_dict()
     assert set(st) == {"prefill", "decode", "codec"}
     assert sum(st.values()) <= wall + 1e-3

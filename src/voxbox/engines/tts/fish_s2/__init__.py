@@ -20,7 +20,7 @@ Per-call options: ``temperature`` (0.8), ``top_p`` (0.8), ``top_k`` (30, at most
 used when the last 4 frames repeat a token), ``fast_temperature`` (0 = greedy codebooks, as
 sglang-omni) and ``fast_top_p``, ``max_frames``, ``min_frames`` (no ``<|im_end|>`` before),
 ``logit_bias`` ({token id: bias}, semantic tokens and ``<|im_end|>`` only), ``seed``,
-``first_window``/``window`` (frames per streamed chunk: 8 then 32), ``context_frames`` (left
+``first_window``/``window`` (frames per streamed chunk: 4 then 32), ``context_frames`` (left
 context each window is decoded with: 48), ``speaker``.
 
 Generation stops at ``<|im_end|>`` (checked every ``eos_check`` frames; frames after it are

@@ -80,7 +80,7 @@ class FishS2Engine:
 
     def __init__(self, cfg: DualARConfig, runner: DualARRunner, codec: Codec, tokenizer: Any, *, model_id: str,
                  placement: dict[str, tuple[torch.device, torch.dtype]], params: dict[str, int],
-                 max_voices: int = 32, first_window: int = 8, window: int = 32, context_frames: int = 48,
+                 max_voices: int = 32, first_window: int = 4, window: int = 32, context_frames: int = 48,
                  eos_check: int = 4, random_weights: bool = False) -> None:
         self.cfg = cfg
         self.runner = runner

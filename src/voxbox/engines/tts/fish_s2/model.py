@@ -296,7 +296,8 @@ class DualARRunner:
         self.top_k = torch.zeros((), dtype=L, device=dev)
         self.min_frames = torch.zeros((), dtype=L, device=dev)
         self.bias = torch.zeros(self.V + 1, dtype=f32, device=dev)
-        self._fast_masks = [torch.arange(self.ncb, device=dev) <= i for i in range(self.ncb)]
+        self._fast_masks = [torch.zeros(self.ncb, dtype=self.fast_dtype, device=dev).masked_fill(
+            torch.arange(self.ncb, device=dev) > i, float("-inf")) for i in range(self.ncb)]
         self._fast_pos = [torch.tensor([i], dtype=L, device=dev) for i in range(self.ncb)]
         self._arange_ctx = torch.arange(self.max_context, device=dev)
         self._width = min(TOPK_WIDTH, self.V + 1)
@@ -306,6 +307,14 @@ class DualARRunner:
             buckets = list(range(256, self.max_context, 256)) + [self.max_context]
         self.buckets = sorted({min(int(b), self.max_context) for b in buckets})
         self.use_graphs = bool(cuda_graphs) and dev.type == "cuda"
+        # prefill graphs: prompts padded to one of these lengths (longer prompts run eagerly)
+        self.prefill_buckets = [b for b in (128, 256, 384, 512, 768, 1024, 1536, 2048) if b <= self.max_context]
+        if self.use_graphs and self.prefill_buckets:
+            pmax = self.prefill_buckets[-1]
+            self._px = torch.zeros(pmax, tc.dim, dtype=self.slow_dtype, device=dev)
+            self._plast = torch.zeros(1, dtype=L, device=dev)
+            self._parange = torch.arange(pmax, device=dev)
+            self._pmask = self._parange[None, :] <= self._parange[:, None]
         self.ops = _Ops(bool(compile))
         self.compile_error: str | None = None
         self._graphs: dict[str, torch.cuda.CUDAGraph] = {}
@@ -367,7 +376,9 @@ class DualARRunner:
         vq = self.fast.codebook_embeddings(self.vq + self.cb_offsets).sum(0).to(emb.dtype)
         x = ((emb + vq) * self.vq_scale).view(1, 1, -1)
         cs = self.rope_slow.index_select(0, self.pos)
-        mask = self._arange_ctx[:span] <= self.pos
+        # additive mask, built once per step for all layers
+        mask = torch.zeros(span, dtype=self.slow_dtype, device=self.device).masked_fill(
+            self._arange_ctx[:span] > self.pos, float("-inf"))
         h = self._run_slow_layers(x, cs, self.pos, span, mask)
         self.pos.add_(1)
         self._select(h.view(-1))
@@ -413,23 +424,40 @@ class DualARRunner:
 
     @torch.no_grad()
     def prefill(self, ids: Tensor, vq_mask: Tensor, vq_codes: Tensor | None) -> None:
-        """Run the prompt (ids (T,), vq_mask (T,) bool, vq_codes (ncb, n_vq)) and make frame 0."""
+        """Run the prompt (ids (T,), vq_mask (T,) bool, vq_codes (ncb, n_vq)) and make frame 0.
+
+        With graphs, the prompt is padded to a prefill bucket and replayed from a captured graph:
+        padded rows are zeros, later than every real row (causal mask), and the cache slots they
+        write are overwritten by decode steps before any step attends to them."""
         T = int(ids.shape[0])
         if T > self.max_context:
             raise ValueError(f"prompt of {T} tokens exceeds the context ({self.max_context})")
-        dev = self.device
         x = self.prompt_embeddings(ids, vq_mask, vq_codes)
-        pos = torch.arange(T, device=dev)
-        mask = pos[None, :] <= pos[:, None]
         self.frame.zero_()
         self.hist_count.zero_()
         self.history.zero_()
         self.vq.zero_()
-        h = self._run_slow_layers(x[None], self.rope_slow[:T], pos, T, mask)
+        tb = next((b for b in self.prefill_buckets if b >= T), None) if self.use_graphs else None
+        if tb is None:
+            pos = torch.arange(T, device=self.device)
+            h = self._run_slow_layers(x[None], self.rope_slow[:T], pos, T, pos[None, :] <= pos[:, None])
+            self._select(h[0, -1])
+        else:
+            self._px[:T].copy_(x)
+            self._px[T:tb].zero_()
+            self._plast.fill_(T - 1)
+            self._graph(f"prefill{tb}", lambda: self._prefill_body(tb)).replay()
         self.pos.fill_(T)
-        self._select(h[0, -1])
-        self._fast_loop()
+        if self.use_graphs:
+            self._graph("fast", self._fast_loop).replay()
+        else:
+            self._fast_loop()
         self.prompt_len = T
+
+    def _prefill_body(self, tb: int) -> None:
+        pos = self._parange[:tb]
+        h = self._run_slow_layers(self._px[:tb][None], self.rope_slow[:tb], pos, tb, self._pmask[:tb, :tb].contiguous())
+        self._select(h[0].index_select(0, self._plast).view(-1))
 
     def bucket_for(self, frame: int) -> int:
         need = self.prompt_len + frame  # slot prompt_len + frame - 1 is written, so span must exceed it
@@ -490,3 +518,5 @@ class DualARRunner:
         for b in self.buckets:
             self._graph(f"slow{b}", lambda b=b: self._slow_step(b))
         self._graph("fast", self._fast_loop)
+        for b in self.prefill_buckets:
+            self._graph(f"prefill{b}", lambda b=b: self._prefill_body(b))
