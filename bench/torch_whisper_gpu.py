@@ -1,0 +1,181 @@
+"""torch-whisper vs transformers generate on one GPU: same random weights, fp16, forced tokens.
+
+Run from the repository root (voxbox's own dependencies need not be installed; only torch,
+transformers, tokenizers)::
+
+    OUT=/tmp/out python bench/torch_whisper_gpu.py [--tokenizer PATH/tokenizer.json]
+
+For large-v3 and base shapes: ``WhisperForConditionalGeneration.generate`` (SDPA, 100 forced new
+tokens per 30 s window, like /work/shared/gpu/upstream_baselines.py) and torch-whisper's runner on
+the very same weight tensors (built on the meta device, assigned), 100 forced tokens (EOS
+suppressed). Reports per-token latency at batch 1, achieved GB/s against HBM bandwidth, throughput
+at batch 16/64 in audio seconds per second, and CUDA-graph capture (warm-up) time separately.
+Writes ``$OUT/torch_whisper_gpu.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+import torch  # noqa: E402
+
+from voxbox.engines.asr.torch_whisper.decoding import Rules, Runner  # noqa: E402
+from voxbox.engines.asr.torch_whisper.model import Whisper, WhisperDims, load_weights  # noqa: E402
+from voxbox.engines.asr.torch_whisper.tokenizer import WhisperTokenizer  # noqa: E402
+
+SHAPES = {
+    "large-v3": dict(d_model=1280, encoder_layers=32, decoder_layers=32, encoder_attention_heads=20,
+                     decoder_attention_heads=20, encoder_ffn_dim=5120, decoder_ffn_dim=5120,
+                     num_mel_bins=128, vocab_size=51866),
+    "base": dict(d_model=512, encoder_layers=6, decoder_layers=6, encoder_attention_heads=8,
+                 decoder_attention_heads=8, encoder_ffn_dim=2048, decoder_ffn_dim=2048,
+                 num_mel_bins=80, vocab_size=51865),
+}
+NTOK = 100
+HBM_GBPS = {"H200": 4800.0, "H100": 3350.0}
+
+
+def sync() -> None:
+    torch.cuda.synchronize()
+
+
+def timed(fn, repeat: int = 3) -> tuple[float, list[float]]:
+    times = []
+    for _ in range(repeat):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return min(times), times
+
+
+def step_bytes(model: Whisper, batch: int, kv_len: float) -> float:
+    """Bytes one decode step must read: decoder weights (not the cross K/V projections, used once
+    per window; one positional row), the output projection (tied embedding), cross K/V and the
+    attended self-attention cache."""
+    d = model.dims
+    el = model.decoder.embed_tokens.weight.element_size()
+    w = 0
+    for name, p in model.decoder.named_parameters():
+        if "encoder_attn.k_proj" in name or "encoder_attn.v_proj" in name or "embed_positions" in name:
+            continue
+        w += p.numel() * el
+    kv = batch * d.decoder_layers * 2 * (d.max_source_positions + kv_len) * d.d_model * el
+    return w + kv
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tokenizer", default=str(ROOT / ".gpu/tw/tokenizer.json"))
+    ap.add_argument("--shapes", default="base,large-v3")
+    ap.add_argument("--batches", default="1,16,64")
+    args = ap.parse_args()
+    out_dir = Path(os.environ.get("OUT", "/tmp"))
+    name = torch.cuda.get_device_name(0)
+    hbm = next((v for k, v in HBM_GBPS.items() if k in name), None)
+    res: dict = {"device": name, "torch": torch.__version__, "hbm_gbps": hbm, "tokens_per_window": NTOK,
+                 "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "shapes": {}}
+    import transformers
+
+    res["transformers"] = transformers.__version__
+    tok = WhisperTokenizer.from_dir(Path(args.tokenizer).parent, 51865)
+    batches = [int(b) for b in args.batches.split(",")]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for shape in args.shapes.split(","):
+        try:
+            res["shapes"][shape] = run_shape(shape, tok, batches, hbm)
+        except Exception as exc:  # keep the other shape's figures
+            import traceback
+
+            traceback.print_exc()
+            res["shapes"][shape] = {"error": repr(exc)[:1000]}
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        (out_dir / "torch_whisper_gpu.json").write_text(json.dumps(res, indent=1))
+    print(json.dumps(res, indent=1))
+
+
+def run_shape(shape: str, tok: WhisperTokenizer, batches: list[int], hbm: float | None) -> dict:
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    kw = SHAPES[shape]
+    cfg = WhisperConfig(**kw, max_target_positions=448, max_source_positions=1500)
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        hf = WhisperForConditionalGeneration(cfg)
+    hf = hf.to(torch.float16).eval()
+    hf.config.attn_implementation = "sdpa"
+    dims = WhisperDims.from_config(cfg.to_dict())
+    with torch.device("meta"):
+        ours = Whisper(dims)
+    load_weights(ours, dict(hf.state_dict()), torch.float16, torch.device("cuda"))  # same tensors
+    ours.eval()
+    runner = Runner(ours, tok, use_graphs=True)
+    forced = Rules(suppress=(tok.eot,), begin_suppress=(), timestamps=False)
+    prompt = tok.sot_sequence("en", "transcribe", timestamps=False)
+    r: dict = {"params": sum(p.numel() for p in ours.parameters())}
+    for bs in batches:
+        feats = torch.randn(bs, kw["num_mel_bins"], 3000, device="cuda", dtype=torch.float16)
+        row: dict = {}
+        gen = dict(max_new_tokens=NTOK, min_new_tokens=NTOK, do_sample=False, num_beams=1)
+        with torch.inference_mode():
+            hf.generate(feats, **gen)  # warm-up
+            hf_s, hf_all = timed(lambda: hf.generate(feats, **gen), repeat=2 if bs == 1 else 1)
+        row["hf_generate_s"] = round(hf_s, 4)
+        row["hf_ms_per_token"] = round(hf_s / NTOK * 1e3, 3)
+        row["hf_x_realtime"] = round(30 * bs / hf_s, 1)
+        torch.cuda.empty_cache()
+        with torch.inference_mode():
+            cap0 = runner.capture_seconds
+            sync()
+            t0 = time.perf_counter()
+            first = runner.decode(runner.encode(feats), prompt, forced, NTOK)  # captures graphs
+            sync()
+            row["tw_first_call_s"] = round(time.perf_counter() - t0, 3)
+            row["tw_graph_capture_s"] = round(runner.capture_seconds - cap0, 3)
+            assert all(len(x.tokens) == NTOK for x in first), [len(x.tokens) for x in first]
+            enc_s, _ = timed(lambda: runner.encode(feats))
+            enc = runner.encode(feats)
+            dec_s, _ = timed(lambda: runner.decode(enc, prompt, forced, NTOK), repeat=3)
+            tot_s, _ = timed(lambda: runner.decode(runner.encode(feats), prompt, forced, NTOK), repeat=3)
+            if bs == 1:  # graphs must not change results: compare with eager on the same input
+                runner.use_graphs = False
+                eager = runner.decode(enc, prompt, forced, NTOK)
+                runner.use_graphs = True
+                graphed = runner.decode(enc, prompt, forced, NTOK)
+                row["graph_tokens_match_eager"] = eager[0].tokens == graphed[0].tokens
+                runner.use_graphs = False
+                eager_s, _ = timed(lambda: runner.decode(enc, prompt, forced, NTOK), repeat=1)
+                runner.use_graphs = True
+                row["tw_eager_decode_ms_per_token"] = round(eager_s / NTOK * 1e3, 3)
+        avg_kv = (len(prompt) + NTOK / 2)
+        row.update({
+            "tw_total_s": round(tot_s, 4), "tw_encode_s": round(enc_s, 4), "tw_decode_s": round(dec_s, 4),
+            "tw_ms_per_token": round(tot_s / NTOK * 1e3, 3),
+            "tw_decode_ms_per_token": round(dec_s / NTOK * 1e3, 3),
+            "tw_x_realtime": round(30 * bs / tot_s, 1),
+            "speedup_vs_generate": round(hf_s / tot_s, 2),
+        })
+        gbytes = step_bytes(ours, bs, 64 * ((avg_kv // 64) + 1)) / 1e9
+        row["decode_step_gb"] = round(gbytes, 3)
+        row["tw_decode_gbps"] = round(gbytes / (dec_s / NTOK), 1)
+        if hbm:
+            row["tw_hbm_fraction"] = round(row["tw_decode_gbps"] / hbm, 3)
+        row["peak_mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        r[f"bs{bs}"] = row
+        print(shape, bs, json.dumps(row), flush=True)
+    runner.clear()
+    return r
+
+
+if __name__ == "__main__":
+    main()
