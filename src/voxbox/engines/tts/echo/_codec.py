@@ -1,0 +1,96 @@
+"""Latent <-> audio: PCA, Fish S1-DAC encode for reference clips, streamed decode, end of speech.
+
+Every part of Fish S1-DAC that voxbox runs is causal (causal convolutions, causal transposed
+convolutions, window-limited causal attention), which gives two exact shortcuts:
+
+* decode only the latent up to the end of speech instead of all 640 positions and cropping
+  afterwards (upstream's ``crop_audio_to_flattening_point``);
+* stream: the quantizer's post-transformer and upsampler (cheap, but with a receptive field as
+  long as the clip) run once over the whole latent; the convolutional decoder (the expensive part,
+  1536 channels down to 96 at 44.1 kHz) then runs chunk by chunk with ``DECODE_CONTEXT`` latent
+  frames of left context, more than its receptive field (about 19 upsampled frames = 4.7 latent
+  frames), so the concatenated chunks equal one full decode up to float rounding.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from ._load import PCA
+
+__all__ = ["DECODE_CONTEXT", "HOP", "SAMPLE_RATE", "chunk_bounds", "decode_chunks", "encode_latent", "speech_end"]
+
+SAMPLE_RATE = 44100
+HOP = 2048  # audio samples per latent frame
+UPSAMPLE = 4  # quantizer upsampling: decoder frames per latent frame
+DECODE_CONTEXT = 8  # latent frames of left context per decoder chunk
+MAX_SPEAKER_FRAMES = 6400  # upstream MAX_SPEAKER_LATENT_LENGTH
+ENCODE_CHUNK = 640 * HOP  # upstream encodes reference audio in independent 640-frame chunks
+
+
+def speech_end(latent: torch.Tensor, window: int = 20, std_threshold: float = 0.05, target: float = 0.0) -> int:
+    """Upstream ``find_flattening_point`` on a (frames, channels) latent, vectorised (one sync).
+
+    The first frame i where the window latent[i:i+20] (zero-padded past the end) has std < 0.05
+    and |mean - 0| < 0.1; the frame count when none does.
+    """
+    n = latent.shape[0]
+    padded = torch.cat([latent, latent.new_zeros((window, *latent.shape[1:]))])
+    win = padded.unfold(0, window, 1)[:n]  # (n, channels, window)
+    flat = win.reshape(n, -1)
+    ok = (flat.std(dim=1) < std_threshold) & ((flat.mean(dim=1) - target).abs() < 0.1)
+    idx = torch.nonzero(ok)
+    return int(idx[0, 0].item()) if idx.numel() else n
+
+
+def chunk_bounds(frames: int, first: int, largest: int) -> list[tuple[int, int]]:
+    """Latent frame ranges for streamed decoding: a small first chunk, then doubling."""
+    out, start, size = [], 0, max(1, first)
+    while start < frames:
+        end = min(frames, start + size)
+        out.append((start, end))
+        start, size = end, min(max(largest, 1), size * 2)
+    return out
+
+
+@torch.inference_mode()
+def decode_chunks(ae: torch.nn.Module, pca: PCA, latent: torch.Tensor, bounds: list[tuple[int, int]]) -> Iterator[torch.Tensor]:
+    """Yield float32 CPU audio for each latent range in ``bounds`` (contiguous from 0).
+
+    latent: (1, frames, channels) float32 on the autoencoder's device.
+    """
+    dtype = next(ae.parameters()).dtype
+    z = (latent / pca.scale) @ pca.components + pca.mean  # upstream ae_decode
+    z = z.transpose(1, 2).to(dtype)
+    z = ae.quantizer.upsample(ae.quantizer.post_module(z))  # (1, ae_latent, frames * 4)
+    samples_per_frame = HOP // UPSAMPLE
+    for a, b in bounds:
+        lo = max(0, a - DECODE_CONTEXT) * UPSAMPLE
+        audio = ae.decoder(z[..., lo:b * UPSAMPLE])
+        yield audio[0, 0, (a * UPSAMPLE - lo) * samples_per_frame:].float().cpu()
+
+
+@torch.inference_mode()
+def encode_latent(ae: torch.nn.Module, pca: PCA, audio: torch.Tensor, patch: int) -> torch.Tensor:
+    """Upstream ``get_speaker_latent_and_mask`` for one clip: (frames, channels) float32.
+
+    audio: (samples,) float32 at 44.1 kHz on the autoencoder's device. Frames are floor(samples /
+    2048), at most 6400, cut to a multiple of the speaker patch size. Each 640-frame chunk is
+    encoded on its own as upstream does; the last one is padded only to whole frames, not to 640
+    (the encoder is causal, so padding further would not change the kept frames).
+    """
+    dtype = next(ae.parameters()).dtype
+    audio = audio[: MAX_SPEAKER_FRAMES * HOP]
+    keep = (audio.shape[0] // HOP) // patch * patch
+    parts = []
+    for start in range(0, keep * HOP, ENCODE_CHUNK):
+        chunk = audio[start:start + ENCODE_CHUNK]
+        chunk = F.pad(chunk, (0, (-chunk.shape[0]) % HOP))
+        zq = ae.encode_zq(chunk.view(1, 1, -1).to(dtype)).float()  # (1, ae_latent, frames)
+        parts.append(((zq.transpose(1, 2) - pca.mean) @ pca.components.T) * pca.scale)
+    if not parts:
+        return torch.zeros((0, pca.components.shape[0]))
+    return torch.cat(parts, dim=1)[0, :keep].float().cpu()

@@ -1,0 +1,320 @@
+"""The ``echo-tts`` engine object: components, per-call options, streaming synthesis, voice cache."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from voxbox.engines.base import EncodedVoice, SpeechStream, validate_speed, validate_text
+from voxbox.errors import BadInputError, UnsupportedOperationError, VoiceNotFoundError
+from voxbox.types import Audio, AudioChunk, ComponentSpec, EngineInfo, StageTimings
+
+from ._codec import HOP, SAMPLE_RATE, chunk_bounds, decode_chunks, encode_latent, speech_end
+from ._dit import DiTRunner, SamplerParams, padded_len
+from ._load import PCA, ModelFiles, load_autoencoder, load_dit, load_pca
+from ._upstream import upstream_model, upstream_presets
+
+__all__ = ["EchoEngine", "PRESETS", "SEQ_BUCKETS", "sequence_bucket", "tokenize"]
+
+ENGINE = "echo-tts"
+#: Latent lengths the sampler runs at (positions; 2048 samples each, 640 = 29.7 s = upstream's fixed length).
+SEQ_BUCKETS = (160, 320, 480, 640)
+MAX_SEQ = 640
+#: Speech-rate estimate for choosing the bucket: deliberately slow (read English is ~15 chars/s),
+#: so the speech fits; the unused tail is silence that the end-of-speech trim removes.
+CHARS_PER_SECOND = 12.0
+FRAMES_PER_SECOND = SAMPLE_RATE / HOP
+MAX_TEXT_TOKENS = 768  # upstream MAX_TEXT_LENGTH
+TEXT_BUCKET = 128
+SPEAKER_BUCKET = 16  # speaker tokens (patches of 4 latent frames)
+MAX_REFERENCE_SECONDS = 300  # upstream load_audio max_duration
+
+#: Per-call sampler presets. "default" is upstream ``EchoTTS.synthesize``'s defaults; the
+#: upstream ``sampler_presets.json`` entries are added by name at load time.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": dict(steps=40, cfg_scale_text=3.0, cfg_scale_speaker=8.0, cfg_min_t=0.5, cfg_max_t=1.0,
+                    truncation_factor=0.8, rescale_k=None, rescale_sigma=None),
+}
+PRESETS["balanced"] = {**PRESETS["default"], "steps": 20}
+PRESETS["fast"] = {**PRESETS["default"], "steps": 10}
+_SAMPLER_KEYS = ("steps", "cfg_scale_text", "cfg_scale_speaker", "cfg_min_t", "cfg_max_t", "truncation_factor", "rescale_k", "rescale_sigma")
+_CALL_KEYS = frozenset(_SAMPLER_KEYS + ("preset", "seed", "sequence_length", "chunk_frames", "max_chunk_frames", "trim"))
+
+
+def tokenize(text: str) -> list[int]:
+    """Upstream ``tokenizer_encode(normalize=True, append_bos=True)``: UTF-8 bytes after BOS 0."""
+    for a, b in (("…", "..."), ("’", "'"), ("“", '"'), ("”", '"'), ("\n", " "), (":", ","), (";", ","), ("—", ", ")):
+        text = text.replace(a, b)
+    if not text.startswith(("[", "(")) and "S1" not in text and "S2" not in text:
+        text = "[S1] " + text
+    return [0, *text.encode("utf-8")]
+
+
+def sequence_bucket(text: str) -> int:
+    """Smallest latent length in SEQ_BUCKETS expected to hold ``text`` spoken (640 at most)."""
+    need = len(text) / CHARS_PER_SECOND * FRAMES_PER_SECOND
+    return next((b for b in SEQ_BUCKETS if b >= need), MAX_SEQ)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass(frozen=True)
+class _Call:
+    text: str
+    tokens: list[int]
+    voice: EncodedVoice | Audio | None
+    seq: int
+    params: SamplerParams
+    chunk_frames: int
+    max_chunk_frames: int
+    trim: bool
+
+
+class EchoEngine:
+    """Echo-TTS with per-component placement, batched guidance, graph-captured steps and streamed decode.
+
+    Built by ``load()``; ``placement`` maps each component (``text_encoder``, ``speaker_encoder``,
+    ``dit``, ``autoencoder``) to its (device, dtype).
+    """
+
+    def __init__(self, files: ModelFiles, model_id: str, placement: dict[str, tuple[torch.device, torch.dtype]], *,
+                 preset: str = "default", cuda_graphs: bool = True, compile: bool = False, max_voices: int = 32,
+                 max_shapes: int = 4, chunk_frames: int = 16, max_chunk_frames: int = 128) -> None:
+        self.placement = dict(placement)
+        self.model_id = model_id
+        model, cfg = load_dit(files.dit, placement)
+        self.config = cfg
+        self.text_encoder, self.text_norm = model.text_encoder, model.text_norm
+        self.speaker_encoder, self.speaker_norm = model.speaker_encoder, model.speaker_norm
+        dit_dev, dit_dt = placement["dit"]
+        self._params = {
+            "text_encoder": sum(p.numel() for m in (model.text_encoder, model.text_norm) for p in m.parameters()),
+            "speaker_encoder": sum(p.numel() for m in (model.speaker_encoder, model.speaker_norm) for p in m.parameters()),
+        }
+        self._params["dit"] = sum(p.numel() for p in model.parameters()) - self._params["text_encoder"] - self._params["speaker_encoder"]
+        self.dit = DiTRunner(model, upstream_model().get_timestep_embedding, device=dit_dev, dtype=dit_dt,
+                             norm_eps=cfg["norm_eps"], cuda_graphs=cuda_graphs, compile=compile, max_shapes=max_shapes)
+        del model
+        ae_dev, ae_dt = placement["autoencoder"]
+        self.ae = load_autoencoder(files, ae_dev, ae_dt)
+        self.pca: PCA = load_pca(files.pca, ae_dev)
+        self._params["autoencoder"] = sum(p.numel() for p in self.ae.parameters())
+        self.presets = {**upstream_presets(), **PRESETS}
+        if preset not in self.presets:
+            raise BadInputError(f"unknown echo-tts preset {preset!r}; known: {', '.join(sorted(self.presets))}", param="preset")
+        self.default_preset = preset
+        self.chunk_frames, self.max_chunk_frames = int(chunk_frames), int(max_chunk_frames)
+        self._voices: OrderedDict[str, EncodedVoice] = OrderedDict()
+        self._max_voices = max(1, int(max_voices))
+        self.voice_cache_hits = 0
+        self.voice_cache_misses = 0
+        self._lock = threading.RLock()
+        self.info = EngineInfo(
+            name=ENGINE, task="tts", model=model_id, device=str(dit_dev), dtype=str(dit_dt).replace("torch.", ""),
+            sample_rate=SAMPLE_RATE, voices=(), default_voice=None, languages=("en",), supports_cloning=True,
+            max_concurrency=1,
+            extra={"placement": {k: (str(d), str(t).replace("torch.", "")) for k, (d, t) in self.placement.items()},
+                   "presets": sorted(self.presets), "sequence_buckets": list(SEQ_BUCKETS),
+                   "cuda_graphs": self.dit.use_graphs, "compile": bool(compile)},
+        )
+
+    # ------------------------------------------------------------------ planner
+    def components(self) -> list[ComponentSpec]:
+        torch_dtypes = ("bfloat16", "float16", "float32")
+        kinds = {"text_encoder": "transformer", "speaker_encoder": "transformer", "dit": "transformer", "autoencoder": "conv"}
+        return [
+            ComponentSpec(name=name, params=int(self._params[name]), devices=("cuda", "rocm", "cpu"),
+                          dtypes=torch_dtypes if name != "autoencoder" else ("float32", "bfloat16", "float16"),
+                          backend="torch", kind=kinds[name])
+            for name in ("text_encoder", "speaker_encoder", "dit", "autoencoder")
+        ]
+
+    # ------------------------------------------------------------------ voices
+    def encode_voice(self, audio: Audio, transcript: str | None = None) -> EncodedVoice:
+        """Reference clip -> speaker latent, cached by the SHA-256 of the clip (rate + float32 samples)."""
+        if not isinstance(audio, Audio):
+            raise BadInputError("reference voice must be an Audio clip", param="voice")
+        digest = hashlib.sha256(np.int64(audio.sample_rate).tobytes() + np.ascontiguousarray(audio.samples, np.float32).tobytes()).hexdigest()
+        with self._lock:
+            hit = self._voices.get(digest)
+            if hit is not None:
+                self._voices.move_to_end(digest)
+                self.voice_cache_hits += 1
+                return hit
+        self.voice_cache_misses += 1
+        samples = audio.samples[: int(MAX_REFERENCE_SECONDS * audio.sample_rate)]
+        if audio.sample_rate != SAMPLE_RATE:
+            from voxbox.audio.resample import resample  # PyAV (libswresample); imported only when needed
+
+            samples = resample(samples, audio.sample_rate, SAMPLE_RATE)
+        patch = self.dit.speaker_patch_size
+        if len(samples) < HOP * patch:
+            raise BadInputError(f"reference clip is too short ({len(samples) / SAMPLE_RATE:.2f} s)", param="voice")
+        x = torch.from_numpy(np.ascontiguousarray(samples, np.float32))
+        x = x / max(float(x.abs().max()), 1.0)  # upstream load_audio: scale down only if it clips
+        ae_dev = self.placement["autoencoder"][0]
+        latent = encode_latent(self.ae, self.pca, x.to(ae_dev), patch)
+        voice = EncodedVoice((ENGINE, self.model_id, digest), {"latent": latent}, transcript, nbytes=latent.numel() * 4)
+        with self._lock:
+            self._voices[digest] = voice
+            while len(self._voices) > self._max_voices:
+                self._voices.popitem(last=False)
+        return voice
+
+    # ------------------------------------------------------------------ options
+    def _parse(self, text: Any, voice: Any, speed: Any, options: dict[str, Any]) -> _Call:
+        text = validate_text(text)
+        if validate_speed(speed) != 1.0:
+            raise UnsupportedOperationError("echo-tts has no speed control (speed must be 1.0)", param="speed")
+        unknown = set(options) - _CALL_KEYS
+        if unknown:
+            raise BadInputError(f"unknown echo-tts option(s): {', '.join(sorted(unknown))}", param=sorted(unknown)[0])
+        tokens = tokenize(text)
+        if len(tokens) > MAX_TEXT_TOKENS:
+            raise BadInputError(f"echo-tts speaks at most {MAX_TEXT_TOKENS} bytes of text per call "
+                                f"(about 30 s of speech); got {len(tokens)}", param="input")
+        if isinstance(voice, str):
+            cached = self._voices.get(voice)
+            if cached is None:
+                raise VoiceNotFoundError(f"echo-tts has no voice {voice!r}; pass a reference clip encoded with encode_voice()", param="voice")
+            voice = cached
+        elif isinstance(voice, EncodedVoice):
+            if voice.key[0] != ENGINE or not isinstance(voice.data, dict) or "latent" not in voice.data:
+                raise BadInputError(f"voice {voice.key!r} was encoded by another engine", param="voice")
+        elif voice is not None and not isinstance(voice, Audio):
+            raise BadInputError("voice must be None, a cached voice id, an EncodedVoice or an Audio clip", param="voice")
+        preset_name = options.get("preset") or self.default_preset
+        if preset_name not in self.presets:
+            raise BadInputError(f"unknown echo-tts preset {preset_name!r}; known: {', '.join(sorted(self.presets))}", param="preset")
+        merged = {**PRESETS["default"], **self.presets[preset_name]}
+        merged.update({k: options[k] for k in _SAMPLER_KEYS if options.get(k) is not None})
+        try:
+            steps = int(merged["steps"])
+            floats = {k: (None if merged[k] is None else float(merged[k])) for k in _SAMPLER_KEYS if k != "steps"}
+            seed = int(options.get("seed") or 0)
+        except (TypeError, ValueError) as exc:
+            raise BadInputError(f"bad echo-tts sampler option: {exc}", param="options") from None
+        if not 1 <= steps <= 200:
+            raise BadInputError(f"steps must be between 1 and 200, got {steps}", param="steps")
+        for k in ("cfg_scale_text", "cfg_scale_speaker", "cfg_min_t", "cfg_max_t"):
+            if floats[k] is None or not math.isfinite(floats[k]):
+                raise BadInputError(f"{k} must be a finite number", param=k)
+        params = SamplerParams(steps=steps, seed=seed, **floats)  # type: ignore[arg-type]
+        seq = options.get("sequence_length")
+        if seq is None:
+            seq = sequence_bucket(text)
+        else:
+            try:
+                seq = int(seq)
+            except (TypeError, ValueError):
+                raise BadInputError(f"sequence_length must be an integer, got {seq!r}", param="sequence_length") from None
+            if not 16 <= seq <= MAX_SEQ or seq % 16:
+                raise BadInputError(f"sequence_length must be a multiple of 16 in [16, {MAX_SEQ}], got {seq}", param="sequence_length")
+        first = int(options.get("chunk_frames") or self.chunk_frames)
+        largest = int(options.get("max_chunk_frames") or self.max_chunk_frames)
+        if first < 1 or largest < 1:
+            raise BadInputError("chunk_frames and max_chunk_frames must be positive", param="chunk_frames")
+        trim = options.get("trim")
+        return _Call(text, tokens, voice, seq, params, first, max(first, largest), True if trim is None else bool(trim))
+
+    # ------------------------------------------------------------------ synthesis
+    def stream(self, text: str, voice: str | EncodedVoice | Audio | None = None, speed: float | None = None, **options: Any) -> SpeechStream:
+        """Validate, then return a lazy stream: sampling runs on the first ``next()``, then the latent
+        is decoded chunk by chunk. ``stream.details`` fills with the bucket and speech length."""
+        call = self._parse(text, voice, speed, options)
+        details: dict[str, Any] = {}
+        stream = SpeechStream(lambda timings: self._generate(call, timings, details), SAMPLE_RATE)
+        stream.details = details  # type: ignore[attr-defined]
+        return stream
+
+    def synthesize(self, text: str, voice: str | EncodedVoice | Audio | None = None, speed: float | None = None, **options: Any) -> Audio:
+        return self.stream(text, voice, speed, **options).collect()
+
+    @torch.inference_mode()
+    def _latent(self, call: _Call, timings: StageTimings) -> torch.Tensor:
+        """Text and speaker conditioning, then the sampler: (1, seq, latent) float32 on the DiT device."""
+        dit_dev, dit_dt = self.placement["dit"]
+        # text: encoder on its device, one move of its output to the DiT
+        with timings.measure("text_encode"):
+            tdev, tdt = self.placement["text_encoder"]
+            n = len(call.tokens)
+            tlen = min(padded_len(n, TEXT_BUCKET, TEXT_BUCKET), MAX_TEXT_TOKENS)
+            ids = torch.zeros((1, tlen), dtype=torch.int32)
+            ids[0, :n] = torch.tensor(call.tokens, dtype=torch.int32)
+            mask = torch.zeros((1, tlen), dtype=torch.bool)
+            mask[0, :n] = True
+            state = self.text_norm(self.text_encoder(ids.to(tdev), mask.to(tdev)))
+            text_kv = self.dit.context_kv(state.to(device=dit_dev, dtype=dit_dt), self.dit.w_ctx_text)
+            _sync(dit_dev)
+        # speaker: reference latent (cached) -> speaker encoder -> DiT keys/values
+        with timings.measure("speaker_encode"):
+            voice = call.voice
+            patch = self.dit.speaker_patch_size
+            if voice is None:
+                spk_kv, spk_valid, spk_len = None, 0, SPEAKER_BUCKET
+            else:
+                latent = voice.data["latent"]
+                spk_valid = latent.shape[0] // patch
+                spk_len = padded_len(spk_valid, SPEAKER_BUCKET, SPEAKER_BUCKET)
+                sdev, sdt = self.placement["speaker_encoder"]
+                lat = torch.zeros((1, spk_len * patch, latent.shape[1]), dtype=torch.float32)
+                lat[0, :latent.shape[0] // patch * patch] = latent[: latent.shape[0] // patch * patch]
+                sstate = self.speaker_norm(self.speaker_encoder(lat.to(device=sdev, dtype=sdt)))
+                spk_kv = self.dit.context_kv(sstate.to(device=dit_dev, dtype=dit_dt), self.dit.w_ctx_spk)
+            _sync(dit_dev)
+        with timings.measure("sample"):
+            latent = self.dit.sample(call.seq, text_kv, len(call.tokens), spk_kv, spk_valid, spk_len, call.params)
+            _sync(dit_dev)
+        return latent
+
+    def _generate(self, call: _Call, timings: StageTimings, details: dict[str, Any]) -> Iterator[AudioChunk]:
+        if isinstance(call.voice, Audio):  # a raw clip: encode (or hit the cache) before taking the lock
+            with timings.measure("speaker_encode"):
+                call = replace(call, voice=self.encode_voice(call.voice))
+        with self._lock:
+            latent = self._latent(call, timings)
+        t0 = time.perf_counter()
+        frames = speech_end(latent[0]) if call.trim else latent.shape[1]
+        details.update(sequence_length=call.seq, speech_frames=frames, steps=call.params.steps)
+        ae_dev = self.placement["autoencoder"][0]
+        latent = latent[:, :frames].to(ae_dev)
+        timings.add("decode", time.perf_counter() - t0)
+        if frames == 0:
+            return
+        pieces = decode_chunks(self.ae, self.pca, latent, chunk_bounds(frames, call.chunk_frames, call.max_chunk_frames))
+        index = 0
+        while True:
+            t0 = time.perf_counter()
+            audio = next(pieces, None)  # .cpu() inside syncs the device
+            timings.add("decode", time.perf_counter() - t0)
+            if audio is None:
+                return
+            yield AudioChunk(audio.numpy(), SAMPLE_RATE, index=index, text=call.text if index == 0 else None)
+            index += 1
+
+    def warmup(self, texts: tuple[str, ...] = ("Hello there.",), **options: Any) -> float:
+        """Run one short synthesis per text (seconds taken): captures the DiT graphs of those texts'
+        buckets and warms the decoder, so the first real call pays neither."""
+        t0 = time.perf_counter()
+        for text in texts:
+            self.synthesize(text, **{"steps": 2, **options})
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        self.dit = None  # type: ignore[assignment]
+        self.ae = None  # type: ignore[assignment]
+        self.text_encoder = self.speaker_encoder = None  # type: ignore[assignment]
+        self._voices.clear()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
