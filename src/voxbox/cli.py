@@ -106,7 +106,7 @@ def speak(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file ('-' for stdout). Default: speech.<format>."),
     fmt: Optional[str] = typer.Option(None, "--format", "-f", help="wav, mp3, flac, opus, aac or pcm (default: from -o's suffix, else wav)."),
     engine: Optional[str] = typer.Option(None, "--engine", "-e", help="TTS engine (default hibari; see `voxbox engines`)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model id or path for the engine."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", "--model-dir", help="Model id or path (a local model directory) for the engine."),
     voice: Optional[str] = typer.Option(None, "--voice", "-v", help="Voice name (engine voices or OpenAI names like alloy)."),
     speed: Optional[float] = typer.Option(None, "--speed", help="0.25 to 4.0 (1.0 = normal)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
