@@ -34,15 +34,14 @@ import torch  # noqa: E402
 
 TEXTS = {
     "short": "The quick brown fox jumps over the lazy dog near the river bank.",
-    "medium": ("It was a bright cold day in April, and the clocks were striking thirteen. Winston Smith, "
-               "his chin nuzzled into his breast, slipped quickly through the glass doors of Victory Mansions."),
+    "medium": ("It was a bright cold day in April, and the clocks were striking thirteen. Winston Smith, his chin "
+               "nuzzled into his breast in an effort to escape the vile wind, slipped quickly through the glass doors."),
     "long": ("It was a bright cold day in April, and the clocks were striking thirteen. Winston Smith, his chin "
              "nuzzled into his breast in an effort to escape the vile wind, slipped quickly through the glass doors "
              "of Victory Mansions, though not quickly enough to prevent a swirl of gritty dust from entering along "
              "with him. The hallway smelt of boiled cabbage and old rag mats. At one end of it a coloured poster, "
              "too large for indoor display, had been tacked to the wall. It depicted simply an enormous face, more "
-             "than a metre wide: the face of a man of about forty-five, with a heavy black moustache and ruggedly "
-             "handsome features."),
+             "than a metre wide: the face of a man of about forty-five."),
 }
 STEPS = (10, 40)
 RES: dict = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__,
