@@ -256,6 +256,38 @@ def main() -> int:
                 sync()
                 result[label] = (time.perf_counter() - t0) * 1000
             del codes
+        if cuda:
+            # what one bf16 GEMV (batch 1) reaches on this GPU for the layer shapes, in a graph
+            probe = {}
+            t = cfg.text
+            shapes = {"wqkv": (t.dim, (t.n_head + 2 * t.n_local_heads) * t.head_dim), "wo": (t.n_head * t.head_dim, t.dim),
+                      "w13": (t.dim, 2 * t.intermediate_size), "w2": (t.intermediate_size, t.dim)}
+            for name, (k, n) in shapes.items():
+                w = torch.randn(n, k, device=dev, dtype=torch.bfloat16)
+                x = torch.randn(1, k, device=dev, dtype=torch.bfloat16)
+                g = torch.cuda.CUDAGraph()
+                torch.nn.functional.linear(x, w)
+                sync()
+                with torch.cuda.graph(g):
+                    for _ in range(20):
+                        torch.nn.functional.linear(x, w)
+                g.replay()
+                sync()
+                e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                e0.record()
+                for _ in range(10):
+                    g.replay()
+                e1.record()
+                sync()
+                us = e0.elapsed_time(e1) * 1000 / 200
+                probe[name] = {"us": us, "GBps": w.numel() * 2 / (us / 1e6) / 1e9}
+                del w, g
+            layer_us = sum(v["us"] for v in probe.values())
+            probe["one_layer_gemv_us"] = layer_us
+            probe["slow_step_gemv_only_ms"] = layer_us * t.n_layer / 1000
+            probe["fast_loop_gemv_only_ms"] = layer_us * cfg.fast.n_layer * cfg.num_codebooks / 1000
+            result["gemv_probe"] = probe
+            dump()
         result["targets"] = {"rtf<=0.25": med["rtf"] <= 0.25, "first_audio<=0.150s": med["first_audio_s"] <= 0.150,
                              "codec_share<=0.15": med["codec_share"] <= 0.15}
     (out / "fish_s2_gpu.json").write_text(json.dumps(result, indent=1, default=str))

@@ -285,3 +285,19 @@ def test_bad_inputs_fail_early(engine):
         engine.stream("Hello.", voice="nope")
     with pytest.raises(BadInputError):
         engine.encode_voice(Audio(np.zeros(4, np.float32), 44100))
+
+
+def test_clip_voice_encoded_inside_the_stream(engine):
+    clip = _ref(0.06, seed=11)
+    m0 = engine.voice_cache_misses
+    stream = engine.stream("With a clip.", voice=clip, max_frames=3, seed=0)
+    assert engine.voice_cache_misses == m0  # nothing encoded before iteration
+    t0 = time.perf_counter()
+    list(stream)
+    wall = time.perf_counter() - t0
+    st = stream.timings.as_dict()
+    assert set(st) == {"voice_encode", "prefill", "decode", "codec"}
+    assert sum(st.values()) <= wall + 1e-3
+    assert engine.voice_cache_misses == m0 + 1
+    frames = -(-len(clip) // engine.codec.frame_length)
+    assert stream.details["prompt_tokens"] == len(engine.build_prompt("With a clip.", torch.zeros(4, frames), None)[0])

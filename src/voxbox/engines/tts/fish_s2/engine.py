@@ -59,10 +59,11 @@ class SpeechOptions:
 @dataclass(frozen=True)
 class _Call:
     text: str
-    ids: torch.Tensor
-    vq_mask: torch.Tensor
+    ids: torch.Tensor | None  # None while a reference clip still has to be encoded (in the stream)
+    vq_mask: torch.Tensor | None
     vq_codes: torch.Tensor | None
     opts: SpeechOptions
+    clip: Audio | None = None
 
 
 def _sync(device: torch.device) -> None:
@@ -168,9 +169,7 @@ class FishS2Engine:
             raise BadInputError("reference voice must be an Audio clip", param="voice")
         if transcript is not None and not isinstance(transcript, str):
             raise BadInputError("transcript must be a string", param="transcript")
-        if audio.duration > MAX_REFERENCE_SECONDS:
-            raise BadInputError(f"reference clip lasts {audio.duration:.1f} s; the limit is {MAX_REFERENCE_SECONDS:g} s",
-                                param="voice")
+        self._check_clip(audio)
         digest = hashlib.sha256(np.int64(audio.sample_rate).tobytes()
                                 + np.ascontiguousarray(audio.samples, np.float32).tobytes()).hexdigest()
         with self._voice_lock:
@@ -184,8 +183,6 @@ class FishS2Engine:
                 from voxbox.audio.resample import resample  # PyAV; imported only when needed
 
                 samples = resample(samples, audio.sample_rate, self.codec.sample_rate)
-            if len(samples) < self.codec.frame_length:
-                raise BadInputError(f"reference clip is too short ({audio.duration:.3f} s)", param="voice")
             x = torch.from_numpy(np.clip(np.ascontiguousarray(samples, np.float32), -1.0, 1.0))
             codes = self.codec.encode(x).cpu()
             with self._voice_lock:
@@ -248,11 +245,22 @@ class FishS2Engine:
         return SpeechOptions(top_k=top_k, max_frames=max_frames, min_frames=min_frames, seed=seed, bias=bias,
                              first_window=first, window=window, context_frames=ctx, speaker=speaker, **floats)
 
+    def _check_clip(self, audio: Audio) -> int:
+        """Validate a reference clip; returns the number of code frames it will encode to."""
+        if audio.duration > MAX_REFERENCE_SECONDS:
+            raise BadInputError(f"reference clip lasts {audio.duration:.1f} s; the limit is {MAX_REFERENCE_SECONDS:g} s",
+                                param="voice")
+        n = math.ceil(audio.duration * self.codec.sample_rate)
+        if n < self.codec.frame_length:
+            raise BadInputError(f"reference clip is too short ({audio.duration:.3f} s)", param="voice")
+        return math.ceil(n / self.codec.frame_length)
+
     def _parse(self, text: Any, voice: Any, speed: Any, options: dict[str, Any]) -> _Call:
         text = validate_text(text)
         if validate_speed(speed) != 1.0:
             raise UnsupportedOperationError("fish-s2 has no speed control (speed must be 1.0)", param="speed")
         opts = self._options(options)
+        clip = None
         if isinstance(voice, str):
             with self._voice_lock:
                 codes = self._voices.get(voice)
@@ -261,7 +269,7 @@ class FishS2Engine:
                                          param="voice")
             voice = EncodedVoice((ENGINE, self.model_id, voice), {"codes": codes}, None)
         elif isinstance(voice, Audio):
-            voice = self.encode_voice(voice)
+            clip, voice = voice, None  # encoded inside the stream, timed as "voice_encode"
         elif isinstance(voice, EncodedVoice):
             if voice.key[0] != ENGINE or not isinstance(voice.data, dict) or "codes" not in voice.data:
                 raise BadInputError(f"voice {voice.key!r} was encoded by another engine", param="voice")
@@ -275,7 +283,12 @@ class FishS2Engine:
             if codes.ndim != 2 or codes.shape[0] != self.cfg.num_codebooks:
                 raise BadInputError(f"voice codes have shape {tuple(codes.shape)}; this model needs "
                                     f"({self.cfg.num_codebooks}, frames)", param="voice")
-        ids, mask = self.build_prompt(text, codes, transcript, opts.speaker)
+        if clip is not None:
+            n_ref = self._check_clip(clip)
+            ids, mask = self.build_prompt(text, torch.zeros(self.cfg.num_codebooks, n_ref, dtype=torch.long), None,
+                                          opts.speaker)
+        else:
+            ids, mask = self.build_prompt(text, codes, transcript, opts.speaker)
         need = ids.shape[0] + opts.max_frames
         if need > self.runner.max_context:
             room = self.runner.max_context - ids.shape[0]
@@ -283,6 +296,8 @@ class FishS2Engine:
                 raise BadInputError(f"prompt of {ids.shape[0]} tokens (text + reference) exceeds the context of "
                                     f"{self.runner.max_context}", param="input")
             opts = SpeechOptions(**{**opts.__dict__, "max_frames": min(opts.max_frames, room)})
+        if clip is not None:
+            return _Call(text, None, None, None, opts, clip)
         return _Call(text, ids, mask, codes, opts)
 
     # ------------------------------------------------------------------ synthesis
@@ -311,6 +326,11 @@ class FishS2Engine:
         ar_dev = self.placement["slow_ar"][0]
         codec_dev = self.placement["codec"][0]
         start = time.perf_counter()
+        if call.clip is not None:
+            with timings.measure("voice_encode"):
+                voice = self.encode_voice(call.clip)
+                ids, mask = self.build_prompt(call.text, voice.data["codes"], None, o.speaker)
+                call = _Call(call.text, ids, mask, voice.data["codes"], o)
         with timings.measure("prefill"):
             if o.seed is not None:
                 torch.manual_seed(o.seed)
