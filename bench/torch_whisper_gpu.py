@@ -118,7 +118,7 @@ def run_shape(shape: str, tok: WhisperTokenizer, batches: list[int], hbm: float 
     with torch.device("meta"):
         ours = Whisper(dims)
     load_weights(ours, dict(hf.state_dict()), torch.float16, torch.device("cuda"))  # same tensors
-    ours.eval()
+    ours.eval().fuse_for_decoding()
     runner = Runner(ours, tok, use_graphs=True)
     forced = Rules(suppress=(tok.eot,), begin_suppress=(), timestamps=False)
     prompt = tok.sot_sequence("en", "transcribe", timestamps=False)

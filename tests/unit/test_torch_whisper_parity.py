@@ -147,3 +147,20 @@ def test_language_detection_matches(models):
         probs = engine.runner.detect_language(engine.runner.encode(feats))
     ours = [engine.tokenizer.language_ids[max(p, key=p.get)] for p in probs]
     assert ours == ref
+
+
+def test_fused_decoding_layout_gives_same_tokens(models):
+    """The GPU layout (one Q/K/V GEMM, query scale folded into the weights) decodes the same."""
+    import copy
+
+    hf, engine = models[True]
+    feats = _features(2, seed=7)
+    ref = _ours(engine, feats, True, "en")
+    fused = copy.copy(engine)
+    fused.model = copy.deepcopy(engine.model)
+    fused.model.fuse_for_decoding()
+    from voxbox.engines.asr.torch_whisper.decoding import Runner
+
+    fused.runner = Runner(fused.model, engine.tokenizer, use_graphs=False)
+    assert fused.model.decoder.layers[0].self_attn.q_proj is None
+    assert _ours(fused, feats, True, "en") == ref

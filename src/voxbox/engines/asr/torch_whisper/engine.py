@@ -403,6 +403,8 @@ def load(model: str | None = None, *, device: str = "auto", dtype: str | None = 
         raise BadInputError(f"unknown torch-whisper option(s): {', '.join(sorted(unknown))}")
     defaults = replace(TranscribeOptions(), **options)
     m, tok, gen = load_checkpoint(model, dev, tdtype)
+    if dev.type == "cuda":
+        m.fuse_for_decoding()  # fewer kernels per step; the CPU keeps transformers' exact op order
     info = EngineInfo(
         name="torch-whisper", task="asr", model=str(model), device=str(dev), dtype=str(tdtype).replace("torch.", ""),
         sample_rate=SAMPLE_RATE, languages=tok.languages, supports_translation=tok.multilingual,

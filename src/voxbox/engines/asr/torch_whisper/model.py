@@ -138,26 +138,25 @@ class Encoder(nn.Module):
 
 @dataclass
 class KVCache:
-    """Static decoder buffers for ``batch`` rows: self-attention K/V up to ``max_len`` positions and
-    the window's cross-attention K/V. Shapes (layers, batch, heads, len, head_dim)."""
+    """Static decoder buffers for ``batch`` rows: self-attention K and V stacked, shape
+    (layers, 2, batch, heads, max_len, head_dim), and the window's cross-attention K/V,
+    (layers, batch, heads, source_len, head_dim)."""
 
-    self_k: torch.Tensor
-    self_v: torch.Tensor
+    self_kv: torch.Tensor
     cross_k: torch.Tensor
     cross_v: torch.Tensor
 
     @property
     def batch(self) -> int:
-        return self.self_k.shape[1]
+        return self.self_kv.shape[2]
 
     @property
     def max_len(self) -> int:
-        return self.self_k.shape[3]
+        return self.self_kv.shape[4]
 
     def reorder(self, index: torch.Tensor) -> None:
         """Beam search: row i takes row ``index[i]``'s self-attention history (in place)."""
-        self.self_k.copy_(self.self_k.index_select(1, index))
-        self.self_v.copy_(self.self_v.index_select(1, index))
+        self.self_kv.copy_(self.self_kv.index_select(2, index))
 
 
 class DecoderLayer(nn.Module):
@@ -171,6 +170,24 @@ class DecoderLayer(nn.Module):
         self.fc2 = nn.Linear(ffn, d)
         self.final_layer_norm = nn.LayerNorm(d)
         self.act = act
+        # set by Whisper.fuse_for_decoding(): (weight, bias) with the query scale folded in
+        self.fused_qkv: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.fused_cross_q: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def self_qkv(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(q (B, H, T, Dh), stacked k/v (2, B, H, T, Dh)) for self-attention."""
+        attn = self.self_attn
+        if self.fused_qkv is None:
+            k, v = attn.keys_values(h)
+            return attn.query(h), torch.stack((k, v))
+        b, t, _ = h.shape
+        qkv = F.linear(h, *self.fused_qkv).view(b, t, 3, attn.heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+        return qkv[0], qkv[1:]
+
+    def cross_query(self, h: torch.Tensor) -> torch.Tensor:
+        if self.fused_cross_q is None:
+            return self.encoder_attn.query(h)
+        return self.encoder_attn.split(F.linear(h, *self.fused_cross_q))
 
 
 class Decoder(nn.Module):
@@ -205,18 +222,15 @@ class Decoder(nn.Module):
         mask = torch.arange(kv_len, device=tokens.device)[None, :] <= q_pos  # (T, kv_len)
         for i, layer in enumerate(self.layers):
             h = layer.self_attn_layer_norm(x)
-            attn = layer.self_attn
-            k, v = attn.keys_values(h)
-            cache.self_k[i].index_copy_(2, idx, k)
-            cache.self_v[i].index_copy_(2, idx, v)
+            q, kv = layer.self_qkv(h)
+            cache.self_kv[i].index_copy_(3, idx, kv)
             o = F.scaled_dot_product_attention(
-                attn.query(h), cache.self_k[i, :, :, :kv_len], cache.self_v[i, :, :, :kv_len], attn_mask=mask, scale=1.0
+                q, cache.self_kv[i, 0, :, :, :kv_len], cache.self_kv[i, 1, :, :, :kv_len], attn_mask=mask, scale=1.0
             )
-            x = x + attn.out_proj(attn.merge(o))
+            x = x + layer.self_attn.out_proj(layer.self_attn.merge(o))
             h = layer.encoder_attn_layer_norm(x)
-            cross = layer.encoder_attn
-            o = F.scaled_dot_product_attention(cross.query(h), cache.cross_k[i], cache.cross_v[i], scale=1.0)
-            x = x + cross.out_proj(cross.merge(o))
+            o = F.scaled_dot_product_attention(layer.cross_query(h), cache.cross_k[i], cache.cross_v[i], scale=1.0)
+            x = x + layer.encoder_attn.out_proj(layer.encoder_attn.merge(o))
             x = x + layer.fc2(layer.act(layer.fc1(layer.final_layer_norm(x))))
         return self.layer_norm(x)
 
@@ -253,10 +267,26 @@ class Whisper(nn.Module):
         dtype = dtype or p.dtype
         max_len = max_len or d.max_target_positions
         hd = d.d_model // d.decoder_heads
-        shape_self = (d.decoder_layers, batch, d.decoder_heads, max_len, hd)
+        shape_self = (d.decoder_layers, 2, batch, d.decoder_heads, max_len, hd)
         shape_cross = (d.decoder_layers, batch, d.decoder_heads, d.max_source_positions, hd)
         z = lambda s: torch.zeros(s, device=device, dtype=dtype)  # noqa: E731
-        return KVCache(z(shape_self), z(shape_self), z(shape_cross), z(shape_cross))
+        return KVCache(z(shape_self), z(shape_cross), z(shape_cross))
+
+    @torch.no_grad()
+    def fuse_for_decoding(self) -> None:
+        """Fewer kernels per decode step (GPU): one Q/K/V GEMM for self-attention and the query
+        scale folded into the weights. Replaces the decoder's self-attention Q/K/V and
+        cross-attention Q projections (their memory is released unless shared elsewhere)."""
+        for layer in self.decoder.layers:
+            a, c = layer.self_attn, layer.encoder_attn
+            if layer.fused_qkv is None:
+                w = torch.cat([a.q_proj.weight * a.scaling, a.k_proj.weight, a.v_proj.weight])
+                b = torch.cat([a.q_proj.bias * a.scaling, torch.zeros_like(a.v_proj.bias), a.v_proj.bias])
+                layer.fused_qkv = (w, b)
+                a.q_proj = a.k_proj = a.v_proj = None
+            if layer.fused_cross_q is None:
+                layer.fused_cross_q = (c.q_proj.weight * c.scaling, c.q_proj.bias * c.scaling)
+                c.q_proj = None
 
     def set_cross(self, cache: KVCache, enc: torch.Tensor) -> None:
         """Fill the cross-attention K/V for encoder output ``enc`` (cache.batch rows)."""
