@@ -191,7 +191,15 @@ class SpeechJob:
                 if time.monotonic() > self.work.deadline:
                     log.warning("speech stream hit the request timeout; stopping")
                     break
-                data, done = await self._next()
+                try:
+                    data, done = await self._next()
+                except Exception as exc:  # the engine failed mid-stream: the status is already sent
+                    from voxbox.server.errors import error_body
+
+                    log.error("speech stream failed after %d chunk(s): %s", self.chunks, exc, exc_info=exc)
+                    if self.sse:
+                        yield _sse({"type": "error", **error_body(exc)})
+                    return
                 if data:
                     yield self._frame(data)
                 if done:
