@@ -79,6 +79,7 @@ class ServerState:
         self.draining = False
         self.startup_error: str | None = None
         self.created = int(time.time())
+        self._background: set[asyncio.Task[Any]] = set()
 
     # -- hooks ---------------------------------------------------------------------------------
     def _on_load(self, model: LoadedModel) -> None:
@@ -97,6 +98,14 @@ class ServerState:
             self.metrics.running.labels(label).set(gate.running)
 
     # -- work ----------------------------------------------------------------------------------
+    def spawn(self, coro: Any) -> "asyncio.Task[Any]":
+        """Run ``coro`` in the background, keeping a reference until it ends (the loop keeps only
+        weak ones)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking ``fn(*args)`` in the worker pool."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)

@@ -239,7 +239,7 @@ class SpeechJob:
             log.info("speech stream stopped early after %d chunk(s)", self.chunks)
         # Drain the queue in the background until the producer says "closed".
         if not self._released:
-            self.loop.create_task(self._drain())
+            self.state.spawn(self._drain())
 
     async def _drain(self) -> None:
         while not self._released:
