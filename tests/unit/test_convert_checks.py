@@ -79,7 +79,7 @@ def test_check_args_ok(to, q, expect):
     ("tflite", None, 0.05, "unknown target"),
     ("ct2", "int4", 0.05, "unknown quantization 'int4' for --to ct2"),
     ("onnx", "float16", 0.05, "unknown quantization 'float16' for --to onnx"),
-    ("ct2", None, 2.0, "--max-wer"),
+    ("ct2", None, -0.1, "--max-wer"),
 ])
 def test_check_args_errors(to, q, max_wer, words):
     with pytest.raises(BadInputError, match=words.replace("*", r"\*")):

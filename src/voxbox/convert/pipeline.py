@@ -49,9 +49,22 @@ def check_args(to: str, quantization: str | None, max_wer: float) -> tuple[str, 
         if q not in ONNX_CHOICES:
             raise BadInputError(f"unknown quantization {quantization!r} for --to onnx; use --quantize int8 "
                                 "(or float32, the default)", param="quantization")
-    if not (0.0 <= max_wer <= 1.0) or max_wer != max_wer:
-        raise BadInputError(f"--max-wer must be between 0 and 1, got {max_wer}", param="max_wer")
+    if not max_wer >= 0.0:  # also rejects NaN; WER can exceed 1 (insertions), so no upper bound
+        raise BadInputError(f"--max-wer must be 0 or more, got {max_wer}", param="max_wer")
     return target, q
+
+
+def _quiet_transformers() -> None:
+    """One-line CLI output: no transformers progress bars or advisory warnings while converting."""
+    import os
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 def _convert_onnx(ckpt, out: Path, quantization: str) -> dict[str, Any]:
@@ -91,6 +104,7 @@ def run_convert(src: Path, out: Path, *, to: str, quantization: str | None = Non
     files = ckpt.files_for_hash()
     digest = checkpoint_sha256(ckpt.path, files)
     log(f"converting to {target} ({q})")
+    _quiet_transformers()
     t0 = time.perf_counter()
     extra: dict[str, Any] = {}
     try:

@@ -27,8 +27,13 @@ def bundled_tokenizer_dir(multilingual: bool) -> Path | None:
 
 
 def make_tiny_whisper(out: str | Path, *, multilingual: bool = False, seed: int = 0, d_model: int = 64,
-                      layers: int = 2, heads: int = 2, preprocessor: bool = True) -> Path:
-    """Save a random Whisper (transformers ``save_pretrained``) with a real Whisper tokenizer in ``out``."""
+                      layers: int = 2, heads: int = 2, preprocessor: bool = True,
+                      max_target_positions: int = 448) -> Path:
+    """Save a random Whisper (transformers ``save_pretrained``) with a real Whisper tokenizer in ``out``.
+
+    A random model never says end-of-text, so every window decodes ``max_target_positions // 2``
+    tokens; a small ``max_target_positions`` keeps end-to-end runs quick.
+    """
     import torch
     from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration, WhisperTokenizer
 
@@ -47,7 +52,7 @@ def make_tiny_whisper(out: str | Path, *, multilingual: bool = False, seed: int 
         vocab_size=vocab, num_mel_bins=80, encoder_layers=layers, decoder_layers=layers,
         encoder_attention_heads=heads, decoder_attention_heads=heads, d_model=d_model,
         encoder_ffn_dim=2 * d_model, decoder_ffn_dim=2 * d_model, max_source_positions=1500,
-        max_target_positions=448, init_std=0.2, decoder_start_token_id=sot, eos_token_id=eot, pad_token_id=eot, bos_token_id=eot,
+        max_target_positions=max_target_positions, init_std=0.2, decoder_start_token_id=sot, eos_token_id=eot, pad_token_id=eot, bos_token_id=eot,
     )
     torch.manual_seed(seed)
     # init_std 0.2 (not 0.02): the default init decodes one token forever whatever the audio; a
@@ -57,7 +62,8 @@ def make_tiny_whisper(out: str | Path, *, multilingual: bool = False, seed: int 
         decoder_start_token_id=sot, eos_token_id=eot, pad_token_id=eot, bos_token_id=eot,
         no_timestamps_token_id=nts, prev_sot_token_id=added["<|startofprev|>"], is_multilingual=multilingual,
         suppress_tokens=list(ct2["suppress_ids"]), begin_suppress_tokens=list(ct2["suppress_ids_begin"]),
-        max_initial_timestamp_index=50, alignment_heads=[[layers - 1, h] for h in range(heads)], max_length=448,
+        max_initial_timestamp_index=50, alignment_heads=[[layers - 1, h] for h in range(heads)],
+        max_length=max_target_positions,
     )
     if multilingual:
         translate = added["<|translate|>"]

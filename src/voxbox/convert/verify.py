@@ -138,7 +138,19 @@ def _engine_runner(engine: Any, options: dict[str, Any]) -> Callable[[Audio], st
     return run
 
 
-def _source_runner(src: Path, device: str) -> tuple[Callable[[Audio], str], str, str, str, Callable[[], None]]:
+def _window_limit(src: Path) -> dict[str, Any]:
+    """``max_new_tokens`` for models with fewer than Whisper's 448 decoder positions (tiny test models);
+    real checkpoints keep every engine's default (224 tokens per window)."""
+    import json
+
+    try:
+        n_ctx = int(json.loads((src / "config.json").read_text()).get("max_target_positions", 448))
+    except (OSError, ValueError):
+        return {}
+    return {"max_new_tokens": n_ctx // 2} if n_ctx < 448 else {}
+
+
+def _source_runner(src: Path, device: str, limit: dict[str, Any]) -> tuple[Callable[[Audio], str], str, str, str, Callable[[], None]]:
     """(transcribe fn, engine name, device, dtype, close) for the source checkpoint."""
     try:
         from voxbox.engines.asr.torch_whisper.engine import load as tw_load
@@ -146,11 +158,11 @@ def _source_runner(src: Path, device: str) -> tuple[Callable[[Audio], str], str,
         tw_load = None
     if tw_load is not None:
         engine = tw_load(str(src), device=device if device != "auto" else "cpu", dtype="float32", use_graphs=False)
-        return _engine_runner(engine, dict(_GREEDY)), "torch-whisper", engine.info.device, "float32", engine.close
-    return _hf_runner(src, device)
+        return _engine_runner(engine, dict(_GREEDY, **limit)), "torch-whisper", engine.info.device, "float32", engine.close
+    return _hf_runner(src, device, limit)
 
 
-def _hf_runner(src: Path, device: str):
+def _hf_runner(src: Path, device: str, limit: dict[str, Any]):
     """transformers ``generate`` (sequential long-form with timestamps) as the source reference."""
     import torch
 
@@ -171,7 +183,7 @@ def _hf_runner(src: Path, device: str):
         mel = wc.pad_or_trim(mel, max(frames, wc.CHUNK_FRAMES))
         feats = torch.from_numpy(mel[None]).to(dev)
         kwargs: dict[str, Any] = dict(return_timestamps=True, condition_on_prev_tokens=False, temperature=0.0,
-                                      do_sample=False, num_beams=1)
+                                      do_sample=False, num_beams=1, **limit)
         if frames > wc.CHUNK_FRAMES:
             kwargs["attention_mask"] = torch.ones(1, frames, dtype=torch.long, device=dev)
         if model.generation_config.is_multilingual if hasattr(model.generation_config, "is_multilingual") else False:
@@ -191,17 +203,17 @@ def _ct2_compute_type(quantization: str, device: str) -> str:
     return "int8" if quantization.startswith("int8") else "float32"
 
 
-def _target_runner(target: str, out: Path, quantization: str, device: str):
+def _target_runner(target: str, out: Path, quantization: str, device: str, limit: dict[str, Any]):
     from voxbox.engines import registry
 
     if target == "ct2":
         dtype = _ct2_compute_type(quantization, device)
         engine = registry.load_engine("faster-whisper", str(out), device=device if device != "auto" else "cpu",
                                       dtype=dtype)
-        opts = dict(_GREEDY, vad_filter=False)
+        opts = dict(_GREEDY, vad_filter=False, **limit)
         return _engine_runner(engine, opts), "faster-whisper", engine.info.device, engine.info.dtype, engine.close
     engine = registry.load_engine("onnx-whisper", str(out), device=device)
-    return _engine_runner(engine, {}), "onnx-whisper", engine.info.device, engine.info.dtype, engine.close
+    return _engine_runner(engine, dict(limit)), "onnx-whisper", engine.info.device, engine.info.dtype, engine.close
 
 
 def _load_audio(paths: list[Path]) -> list[Audio]:
@@ -233,7 +245,8 @@ def verify(src: Path, out: Path, *, target: str, quantization: str, audio_files:
     say = log or (lambda _m: None)
 
     say("verify: transcribing with the source checkpoint")
-    run, name, dev, dtype, close = _source_runner(src, device)
+    limit = _window_limit(src)
+    run, name, dev, dtype, close = _source_runner(src, device, limit)
     try:
         s_texts, s_secs = _run_side(run, audios)
     finally:
@@ -241,7 +254,7 @@ def verify(src: Path, out: Path, *, target: str, quantization: str, audio_files:
     source = SideResult(name, str(src), dev, dtype, s_texts, s_secs, total, source_size)
 
     say("verify: transcribing with the converted model")
-    run, name, dev, dtype, close = _target_runner(target, out, quantization, device)
+    run, name, dev, dtype, close = _target_runner(target, out, quantization, device, limit)
     try:
         t_texts, t_secs = _run_side(run, audios)
     finally:

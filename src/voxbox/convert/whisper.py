@@ -72,9 +72,7 @@ class WhisperCheckpoint:
 
     @property
     def is_multilingual(self) -> bool:
-        if "is_multilingual" in self.generation_config:
-            return bool(self.generation_config["is_multilingual"])
-        return self.vocab_size >= 51865
+        return self.vocab_size >= 51865  # as openai-whisper decides; English-only models have 51864
 
     def files_for_hash(self) -> list[Path]:
         names = {"config.json", "generation_config.json", "preprocessor_config.json"}

@@ -170,13 +170,13 @@ class OnnxWhisperEngine:
         except (ValueError, OSError, KeyError) as exc:
             raise ModelLoadError(f"could not load the tokenizer in {model_dir}: {exc}") from exc
         gen = self.cfg.get("generation", {})
-        self.multilingual = bool(gen.get("is_multilingual", int(self.cfg["vocab_size"]) >= 51865))
-        lang_to_id = gen.get("lang_to_id") or {}
-        if lang_to_id:
-            self.language_ids = {k.strip("<|>"): int(v) for k, v in lang_to_id.items()}
-        else:
+        # The vocabulary decides, as in openai-whisper: every English-only model has 51864 entries.
+        # (generation_config's is_multilingual / lang_to_id are not trusted: converted checkpoints
+        # sometimes carry a multilingual template.) Language ids are looked up by token content.
+        self.multilingual = int(self.cfg["vocab_size"]) >= 51865
+        if self.multilingual:
             self.language_ids = dict(self.tok.language_ids)
-        if not self.multilingual:
+        else:
             self.language_ids = {"en": self.tok.language_ids.get("en", -1)}
         self.n_layers = int(self.cfg["n_layers"])
         self.n_heads = int(self.cfg["n_heads"])
