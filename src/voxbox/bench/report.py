@@ -181,6 +181,16 @@ def render_markdown(report: dict[str, Any]) -> str:
     if task == "asr" and report["settings"].get("decoding"):
         d = report["settings"]["decoding"]
         lines += ["Decoding (voxbox and every peer): " + ", ".join(f"{k}={v}" for k, v in d.items()), ""]
+    present = {t["name"] for t in report["targets"] if t["status"] == "ok"}
+    for name, lim in (report["settings"].get("peer_limits") or {}).items():
+        if name not in present:
+            continue
+        what = []
+        if lim.get("items"):
+            what.append("only " + ", ".join(lim["items"]))
+        if lim.get("runs"):
+            what.append(f"at most {lim['runs']} run(s) each")
+        lines += [f"Peer `{name}` (slow on this machine): {'; '.join(what)}.", ""]
     for name, why in (report["settings"].get("clips_skipped") or {}).items():
         lines += [f"Clip `{name}` skipped: {why}", ""]
     lines += ["### Targets", "",

@@ -81,7 +81,7 @@ def run_suite(
 
     results: list[dict[str, Any]] = []
     settings: dict[str, Any] = {"runs": n_runs, "warmup": n_warm, "threads": threads, "device": device,
-                                "isolated": isolate}
+                                "isolated": isolate, "peer_limits": section.get("peer_limits") or {}}
 
     with tempfile.TemporaryDirectory(prefix="voxbox-bench-") as tmp:
         if task == "tts":
@@ -149,13 +149,21 @@ def run_suite(
             results.append(vox)
             vrec = vox["target"]
             peer_names = t.get("peers", []) if peers is None else [p for p in peers if applies_to(p, t["engine"])]
+            limits = section.get("peer_limits") or {}
             for p in peer_names:
+                items = items_for(t)
+                lim = limits.get(p) or {}
+                if lim.get("items"):
+                    items = [i for i in items if i["scenario"] in lim["items"]] or items
+                if lim.get("runs") and runs is None:
+                    for i in items:
+                        i["runs"] = min(i["runs"], int(lim["runs"]))
                 p_settings = dict(t_settings)
                 p_settings["voxbox"] = {"device": vrec.get("device"), "dtype": vrec.get("dtype"),
                                         "threads": vrec.get("threads"), **(vrec.get("extra") or {})}
                 job = {"target": {"task": task, "kind": "peer", "name": p, "model": model, "threads": threads,
                                   "settings": p_settings, "peer_of": vrec["id"]},
-                       "items": items_for(t), "warmup": n_warm, **common}
+                       "items": items, "warmup": n_warm, **common}
                 results.append(run(job))
 
     machine = machine_description()
