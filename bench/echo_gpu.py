@@ -144,6 +144,42 @@ def voxbox_section(root: Path, runs: int, label: str, texts=TEXTS, steps_list=ST
     return out
 
 
+def decode_bench(root: Path, runs: int, frames: int = 640) -> dict:
+    """The autoencoder alone on a random 640-frame latent: one call vs the streamed chunks, fp32 vs
+    bf16, and each Snake implementation (upstream TorchScript, torch.compile, eager)."""
+    import copy
+
+    from voxbox.engines.tts import echo
+    from voxbox.engines.tts.echo._codec import chunk_bounds, decode_chunks
+    from voxbox.engines.tts.echo._load import set_snake
+
+    engine = echo.load(root, device="cuda")
+    ae32 = engine.ae
+    ae16 = copy.deepcopy(ae32).to(torch.bfloat16)
+    lat = torch.randn((1, frames, 80), device=engine.placement["autoencoder"][0]) * 0.8
+    out: dict = {}
+    for dt_name, ae in (("fp32", ae32), ("bf16", ae16)):
+        for mode in ("script", "compile", "eager"):
+            set_snake(ae, mode)
+            for label, bounds in (("one_call", [(0, frames)]), ("streamed", chunk_bounds(frames, 16, 128))):
+                t0 = time.perf_counter()
+                for _ in range(3):  # warm-up (TorchScript profiling runs, compile)
+                    list(decode_chunks(ae, engine.pca, lat, bounds))
+                sync()
+                warm = time.perf_counter() - t0
+                times = []
+                for _ in range(runs):
+                    sync()
+                    t0 = time.perf_counter()
+                    list(decode_chunks(ae, engine.pca, lat, bounds))
+                    sync()
+                    times.append(time.perf_counter() - t0)
+                out[f"{dt_name}_{mode}_{label}"] = {"s": stats(times), "warmup_s": round(warm, 2)}
+                print("decode", dt_name, mode, label, out[f"{dt_name}_{mode}_{label}"], flush=True)
+    engine.close()
+    return out
+
+
 def guarded(name: str, fn, *a, **kw) -> None:
     try:
         RES[name] = fn(*a, **kw)
@@ -162,6 +198,7 @@ def main() -> None:
     ap.add_argument("--skip-upstream", action="store_true")
     ap.add_argument("--skip-compile", action="store_true")
     ap.add_argument("--budget-s", type=float, default=480.0, help="skip optional sections past this many seconds")
+    ap.add_argument("--second", action="store_true", help="follow-up run: no upstream/hybrid; decode study; compiled DiT + compiled snake")
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False  # as upstream runs (cuDNN convs keep TF32, torch's default)
     root = Path(args.root)
@@ -169,9 +206,18 @@ def main() -> None:
     from voxbox.engines.tts.echo._random import write_random_model
 
     t0 = time.time()
-    write_random_model(root, "real", device="cuda", hub_layout=True)
+    if not (root / "jordand" / "fish-s1-dac-min" / "pytorch_model.safetensors").exists():
+        write_random_model(root, "real", device="cuda", hub_layout=True)
     RES["write_weights_s"] = round(time.time() - t0, 1)
     save()
+    if args.second:
+        guarded("voxbox", voxbox_section, root, args.runs, "gpu", device="cuda")
+        guarded("decode", decode_bench, root, args.runs)
+        guarded("voxbox_compiled", voxbox_section, root, args.runs, "compiled", texts={"long": TEXTS["long"], "short": TEXTS["short"]},
+                steps_list=(10, 40), device="cuda", compile=True, snake="compile")
+        save()
+        print(json.dumps(RES, indent=1))
+        return
     if not args.skip_upstream:
         guarded("upstream_eager", upstream, root, args.runs, False)
         if args.upstream_compile:

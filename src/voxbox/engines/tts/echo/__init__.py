@@ -104,13 +104,19 @@ def load(model: str | Path | None = None, *, device: str | None = "auto", dtype:
          ae_path: str = "fish-s1-dac-min", pca_file: str = "pca_state.safetensors", **options: Any) -> EchoEngine:
     """Load Echo-TTS from ``model`` (a directory in the upstream layout; see ``_load``).
 
-    Options: ``preset`` (the default per-call preset), ``cuda_graphs`` (default true; CUDA only),
+    Options: ``threads`` (CPU threads for torch), ``preset`` (the default per-call preset), ``cuda_graphs`` (default true; CUDA only),
     ``compile`` (torch.compile the DiT block before graph capture; default false), ``max_voices``
     (speaker-latent LRU size), ``max_shapes`` (DiT buckets kept captured), ``chunk_frames``,
-    ``max_chunk_frames``.
+    ``max_chunk_frames``, ``snake`` (the decoder's activation: ``script`` = upstream's TorchScript,
+    the GPU default; ``compile``; ``eager``, the CPU default).
     """
     from ._load import resolve_files
 
+    threads = options.pop("threads", None)
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
     if model is None:
         raise ModelNotFoundError("echo-tts needs a local model directory (--model-dir DIR) in the upstream layout", param="model")
     files = resolve_files(model, echo_path=echo_path, ae_path=ae_path, pca_file=pca_file)

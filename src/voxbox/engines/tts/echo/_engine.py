@@ -8,6 +8,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -90,7 +91,7 @@ class EchoEngine:
 
     def __init__(self, files: ModelFiles, model_id: str, placement: dict[str, tuple[torch.device, torch.dtype]], *,
                  preset: str = "default", cuda_graphs: bool = True, compile: bool = False, max_voices: int = 32,
-                 max_shapes: int = 4, chunk_frames: int = 16, max_chunk_frames: int = 128) -> None:
+                 max_shapes: int = 4, chunk_frames: int = 16, max_chunk_frames: int = 128, snake: str | None = None) -> None:
         self.placement = dict(placement)
         self.model_id = model_id
         model, cfg = load_dit(files.dit, placement)
@@ -107,7 +108,7 @@ class EchoEngine:
                              norm_eps=cfg["norm_eps"], cuda_graphs=cuda_graphs, compile=compile, max_shapes=max_shapes)
         del model
         ae_dev, ae_dt = placement["autoencoder"]
-        self.ae = load_autoencoder(files, ae_dev, ae_dt)
+        self.ae = load_autoencoder(files, ae_dev, ae_dt, snake)
         self.pca: PCA = load_pca(files.pca, ae_dev)
         self._params["autoencoder"] = sum(p.numel() for p in self.ae.parameters())
         self.presets = {**upstream_presets(), **PRESETS}
@@ -186,9 +187,15 @@ class EchoEngine:
                                 f"(about 30 s of speech); got {len(tokens)}", param="input")
         if isinstance(voice, str):
             cached = self._voices.get(voice)
-            if cached is None:
-                raise VoiceNotFoundError(f"echo-tts has no voice {voice!r}; pass a reference clip encoded with encode_voice()", param="voice")
-            voice = cached
+            if cached is not None:
+                voice = cached
+            elif Path(voice).expanduser().is_file():  # a reference clip on disk (the CLI's --voice)
+                from voxbox.audio.decode import decode
+
+                voice = decode(Path(voice).expanduser(), sample_rate=SAMPLE_RATE, max_duration=2 * MAX_REFERENCE_SECONDS)
+            else:
+                raise VoiceNotFoundError(f"echo-tts has no voice {voice!r}; give a reference clip (file or Audio) "
+                                         "or an EncodedVoice from encode_voice()", param="voice")
         elif isinstance(voice, EncodedVoice):
             if voice.key[0] != ENGINE or not isinstance(voice.data, dict) or "latent" not in voice.data:
                 raise BadInputError(f"voice {voice.key!r} was encoded by another engine", param="voice")

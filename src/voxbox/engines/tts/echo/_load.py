@@ -33,7 +33,7 @@ from ._upstream import upstream_autoencoder, upstream_model
 
 __all__ = [
     "AE_CONFIG_FILE", "COMPONENT_PREFIXES", "ModelFiles", "PCA", "build_dac", "dit_config", "load_autoencoder",
-    "load_dit", "load_pca", "resolve_files",
+    "load_dit", "load_pca", "resolve_files", "set_snake", "snake_function",
 ]
 
 AE_CONFIG_FILE = "voxbox_ae_config.json"
@@ -190,23 +190,55 @@ def build_dac(cfg: dict[str, Any] | None) -> torch.nn.Module:
     )
 
 
-class _Snake(torch.nn.Module):
-    """Upstream ``Snake1d`` (x + sin^2(alpha x) / alpha) in plain eager ops.
+def _snake_eager(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    return x + (alpha + 1e-9).reciprocal() * torch.sin(alpha * x).pow(2)
 
-    Upstream's version calls a ``@torch.jit.script`` function; the TorchScript profiling executor
-    re-specialises it for every new input length (slow on the CPU, opaque to torch.compile and to
-    CUDA graph capture). Same math, same parameter.
+
+_SNAKE_COMPILED: list = []
+
+
+def snake_function(mode: str):
+    """The Snake activation (x + sin^2(alpha x) / alpha) as run by the decoder.
+
+    ``"script"``: upstream's ``@torch.jit.script`` function (fused into one kernel by TorchScript's
+    GPU fuser after a few profiling runs per shape); ``"compile"``: the same math through
+    ``torch.compile(dynamic=True)``, one Triton kernel for every length (a few seconds to compile,
+    once); ``"eager"``: plain ops, five passes over the activations (the CPU choice: TorchScript's
+    profiling executor re-specialises for every new length there and fuses nothing).
     """
+    if mode == "script":
+        return upstream_autoencoder().snake
+    if mode == "compile":
+        if not _SNAKE_COMPILED:
+            _SNAKE_COMPILED.append(torch.compile(_snake_eager, dynamic=True))
+        return _SNAKE_COMPILED[0]
+    if mode == "eager":
+        return _snake_eager
+    raise ValueError(f"snake must be 'script', 'compile' or 'eager', got {mode!r}")
 
-    def __init__(self, alpha: torch.nn.Parameter) -> None:
+
+class _Snake(torch.nn.Module):
+    """Upstream ``Snake1d`` with a choice of implementation (``snake_function``); same parameter."""
+
+    def __init__(self, alpha: torch.nn.Parameter, mode: str) -> None:
         super().__init__()
         self.alpha = alpha
+        self.mode = mode
+        self.fn = snake_function(mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + (self.alpha + 1e-9).reciprocal() * torch.sin(self.alpha * x).pow(2)
+        return self.fn(x, self.alpha)
 
 
-def load_autoencoder(files: ModelFiles, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+def set_snake(ae: torch.nn.Module, mode: str) -> None:
+    """Switch every Snake activation of a loaded autoencoder to ``mode``."""
+    fn = snake_function(mode)
+    for mod in ae.modules():
+        if isinstance(mod, _Snake):
+            mod.mode, mod.fn = mode, fn
+
+
+def load_autoencoder(files: ModelFiles, device: torch.device, dtype: torch.dtype, snake: str | None = None) -> torch.nn.Module:
     """Fish S1-DAC on one device/dtype, weight norm folded into plain weights once.
 
     The attention-mask buffers (``causal_mask``, up to 16384^2 booleans) are never read by the
@@ -237,10 +269,11 @@ def load_autoencoder(files: ModelFiles, device: torch.device, dtype: torch.dtype
             mod.causal_mask = torch.ones((1, 1), dtype=torch.bool, device=device)
         if parametrize.is_parametrized(mod, "weight"):
             parametrize.remove_parametrizations(mod, "weight", leave_parametrized=True)
+    snake = snake or ("script" if device.type == "cuda" else "eager")
     for parent in list(ae.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, ua.Snake1d):
-                setattr(parent, name, _Snake(child.alpha))
+                setattr(parent, name, _Snake(child.alpha, snake))
     ae = ae.to(dtype=dtype) if dtype != torch.float32 else ae
     for mod in ae.modules():  # rotary tables stay in upstream's bfloat16
         if isinstance(mod, ua.Transformer):
