@@ -283,6 +283,31 @@ def main() -> int:
                 probe[name] = {"us": us, "GBps": w.numel() * 2 / (us / 1e6) / 1e9}
                 del w, g
             layer_us = sum(v["us"] for v in probe.values())
+            # decode attention at span 768 (one KV head group = 4 query rows), SDPA vs plain matmuls
+            G, Dh, span = t.n_local_heads, t.head_dim, 768
+            qg = torch.randn(1, G, t.n_head // G, Dh, device=dev, dtype=torch.bfloat16)
+            kk = torch.randn(1, G, span, Dh, device=dev, dtype=torch.bfloat16)
+            vv = torch.randn(1, G, span, Dh, device=dev, dtype=torch.bfloat16)
+            mk = torch.zeros(1, 1, 1, span, device=dev, dtype=torch.bfloat16)
+            F_ = torch.nn.functional
+            attn = {"sdpa_additive_mask": lambda: F_.scaled_dot_product_attention(qg, kk, vv, attn_mask=mk),
+                    "matmul_softmax": lambda: torch.softmax((qg @ kk.transpose(-1, -2)).float() * Dh ** -0.5 + mk, -1).to(qg.dtype) @ vv}
+            for name, fn in attn.items():
+                fn()
+                sync()
+                g = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(g):
+                    for _ in range(20):
+                        fn()
+                g.replay()
+                sync()
+                e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                e0.record()
+                for _ in range(10):
+                    g.replay()
+                e1.record()
+                sync()
+                probe["attn_" + name + "_us"] = e0.elapsed_time(e1) * 1000 / 200
             probe["one_layer_gemv_us"] = layer_us
             probe["slow_step_gemv_only_ms"] = layer_us * t.n_layer / 1000
             probe["fast_loop_gemv_only_ms"] = layer_us * cfg.fast.n_layer * cfg.num_codebooks / 1000

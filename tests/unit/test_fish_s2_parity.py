@@ -29,7 +29,7 @@ torch = pytest.importorskip("torch")
 
 from voxbox.engines.tts.fish_s2.config import DualARConfig, TransformerConfig  # noqa: E402
 from voxbox.engines.tts.fish_s2.loader import _to_voxbox  # noqa: E402
-from voxbox.engines.tts.fish_s2.model import DualARRunner, FastAR, SlowAR, apply_rope, rope_table  # noqa: E402
+from voxbox.engines.tts.fish_s2.model import DualARRunner, FastAR, SlowAR, apply_rope, rope_table, run_layers  # noqa: E402
 
 _PKG = "sglang_omni.models.fishaudio_s2_pro.fish_speech.models.text2semantic"
 
@@ -88,17 +88,15 @@ def _fast_pair(upstream, **over):
 
 def _run_mine(mine: FastAR, cfg: TransformerConfig, first: torch.Tensor, codes: list[int]) -> list[torch.Tensor]:
     n = cfg.num_codebooks
-    caches = [(torch.zeros(1, cfg.n_local_heads, n, cfg.head_dim), torch.zeros(1, cfg.n_local_heads, n, cfg.head_dim))
-              for _ in range(cfg.n_layer)]
+    caches = [torch.zeros(2, 1, cfg.n_local_heads, n, cfg.head_dim) for _ in range(cfg.n_layer)]
     table = rope_table(n, cfg.head_dim, cfg.rope_base)
     x = mine.project_in(first)
     outs = []
     for i in range(n):
         pos = torch.tensor([i])
         mask = torch.arange(n) <= i
-        for layer, cache in zip(mine.layers, caches):
-            x = layer(x, table[i : i + 1], pos, cache, n, mask)
-        outs.append(mine.output(mine.norm(x)))
+        h = run_layers(mine.layers, caches, x, table[i : i + 1], pos, n, mask, mine.norm.weight, cfg.norm_eps)
+        outs.append(mine.output(h))
         if i + 1 < n:
             x = mine.embeddings(torch.tensor([[codes[i]]]))
     return outs

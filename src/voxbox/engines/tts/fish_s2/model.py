@@ -74,6 +74,14 @@ def _qk_rope(qk: Tensor, w: Tensor | None, cs: Tensor, eps: float) -> Tensor:
     return apply_rope(qk, cs)
 
 
+def _qkv_prep(qkv: Tensor, w: Tensor | None, cs: Tensor, eps: float, H: int, G: int, D: int) -> tuple[Tensor, Tensor]:
+    """Fused QKV output (B, T, (H+2G)D) -> q (B, T, H, D) and the new cache entries k|v (2, B, G, T, D)."""
+    B, T = qkv.shape[0], qkv.shape[1]
+    qk = _qk_rope(qkv[..., : (H + G) * D].view(B, T, H + G, D), w, cs, eps)
+    v = qkv[..., (H + G) * D :].view(B, T, G, D)
+    return qk[:, :, :H], torch.stack([qk[:, :, H:], v]).transpose(2, 3)
+
+
 def _swiglu(h: Tensor, inter: int) -> Tensor:
     gate, up = h.split(inter, dim=-1)
     return F.silu(gate) * up
@@ -103,7 +111,7 @@ class _Ops:
     versions (each fuses into one kernel) for one-position steps; prefill stays eager."""
 
     def __init__(self, compiled: bool) -> None:
-        self.rms, self.add_rms, self.qk_rope, self.swiglu, self.sample = _rms, _add_rms, _qk_rope, _swiglu, _sample
+        self.rms, self.add_rms, self.qkv_prep, self.swiglu, self.sample = _rms, _add_rms, _qkv_prep, _swiglu, _sample
         self.compiled = False
         if compiled:
             self.compile()
@@ -113,7 +121,7 @@ class _Ops:
 
         torch._dynamo.config.cache_size_limit = max(64, torch._dynamo.config.cache_size_limit)
         c = lambda f: torch.compile(f, dynamic=False, fullgraph=True)  # noqa: E731
-        self.rms, self.add_rms, self.qk_rope, self.swiglu = c(_rms), c(_add_rms), c(_qk_rope), c(_swiglu)
+        self.rms, self.add_rms, self.qkv_prep, self.swiglu = c(_rms), c(_add_rms), c(_qkv_prep), c(_swiglu)
         self.sample = c(_sample)
         self.compiled = True
 
@@ -155,20 +163,16 @@ class Attention(nn.Module):
             self._qk_w = w
         return w
 
-    def forward(self, x: Tensor, cs: Tensor, pos: Tensor, cache: tuple[Tensor, Tensor], span: int, mask: Tensor,
+    def forward(self, x: Tensor, cs: Tensor, pos: Tensor, cache: Tensor, span: int, mask: Tensor,
                 ops: _Ops = EAGER) -> Tensor:
-        """x: (B, T, dim); pos: (T,) cache slots to write; attends cache[:, :, :span] under ``mask``
-        (bool, True = attend; (T, span) or broadcastable)."""
+        """x: (B, T, dim); cache: (2, B, n_kv, S, head_dim) keys|values; pos: (T,) slots to write;
+        attends cache[..., :span, :] under ``mask`` (bool True = attend, or additive; (T, span)
+        or broadcastable)."""
         B, T, _ = x.shape
         H, G, D = self.n_head, self.n_kv, self.head_dim
-        qkv = self.wqkv(x)
-        qk = ops.qk_rope(qkv[..., : (H + G) * D].view(B, T, H + G, D), self.qk_weight(), cs, self.eps)
-        q, k = qk[:, :, :H], qk[:, :, H:]
-        v = qkv[..., (H + G) * D :].view(B, T, G, D)
-        kc, vc = cache
-        kc.index_copy_(2, pos, k.transpose(1, 2))
-        vc.index_copy_(2, pos, v.transpose(1, 2))
-        keys, vals = kc[:, :, :span], vc[:, :, :span]
+        q, kv = ops.qkv_prep(self.wqkv(x), self.qk_weight(), cs, self.eps, H, G, D)
+        cache.index_copy_(3, pos, kv)
+        keys, vals = cache[0, :, :, :span], cache[1, :, :, :span]
         if T == 1:
             # GQA at one query position: each KV head's query heads act as that many query rows.
             qg = q.reshape(B, G, H // G, D)
@@ -205,11 +209,28 @@ class Block(nn.Module):
         self.ffn_norm = RMSNorm(c.dim, c.norm_eps)
         self.eps = c.norm_eps
 
-    def forward(self, x: Tensor, cs: Tensor, pos: Tensor, cache: tuple[Tensor, Tensor], span: int, mask: Tensor,
-                ops: _Ops = EAGER) -> Tensor:
-        a = self.attention(ops.rms(x, self.attention_norm.weight, self.eps), cs, pos, cache, span, mask, ops)
+    def forward(self, x: Tensor, delta: Tensor | None, cs: Tensor, pos: Tensor, cache: Tensor, span: int,
+                mask: Tensor, ops: _Ops = EAGER) -> tuple[Tensor, Tensor]:
+        """Residual stream ``x`` plus the previous layer's pending ``delta`` (None for the first
+        layer) -> (x', delta'): the layer's output is x' + delta', added by the next norm."""
+        if delta is None:
+            n = ops.rms(x, self.attention_norm.weight, self.eps)
+        else:
+            x, n = ops.add_rms(x, delta, self.attention_norm.weight, self.eps)
+        a = self.attention(n, cs, pos, cache, span, mask, ops)
         h, n = ops.add_rms(x, a, self.ffn_norm.weight, self.eps)
-        return h + self.feed_forward(n, ops)
+        return h, self.feed_forward(n, ops)
+
+
+def run_layers(layers: Iterable[Block], caches: Iterable[Tensor], x: Tensor, cs: Tensor, pos: Tensor, span: int,
+               mask: Tensor, norm_w: Tensor, eps: float, ops: _Ops = EAGER) -> Tensor:
+    """A stack of blocks over static caches, then the final RMSNorm."""
+    d = None
+    for layer, cache in zip(layers, caches):
+        x, d = layer(x, d, cs, pos, cache, span, mask, ops)
+    if d is None:
+        return ops.rms(x, norm_w, eps)
+    return ops.add_rms(x, d, norm_w, eps)[1]
 
 
 class SlowAR(nn.Module):
@@ -272,14 +293,10 @@ class DualARRunner:
         self.rope_fast = rope_table(self.ncb, fc.head_dim, fc.rope_base).to(dev)
         self.cb_offsets = (torch.arange(self.ncb, device=dev) * self.V)
         self.vq_scale = 1.0 / math.sqrt(self.ncb + 1)
-        self.slow_cache = [
-            (torch.zeros(1, tc.n_local_heads, self.max_context, tc.head_dim, device=dev, dtype=self.slow_dtype),
-             torch.zeros(1, tc.n_local_heads, self.max_context, tc.head_dim, device=dev, dtype=self.slow_dtype))
-            for _ in range(tc.n_layer)]
-        self.fast_cache = [
-            (torch.zeros(1, fc.n_local_heads, self.ncb, fc.head_dim, device=dev, dtype=self.fast_dtype),
-             torch.zeros(1, fc.n_local_heads, self.ncb, fc.head_dim, device=dev, dtype=self.fast_dtype))
-            for _ in range(fc.n_layer)]
+        self.slow_cache = [torch.zeros(2, 1, tc.n_local_heads, self.max_context, tc.head_dim, device=dev,
+                                       dtype=self.slow_dtype) for _ in range(tc.n_layer)]
+        self.fast_cache = [torch.zeros(2, 1, fc.n_local_heads, self.ncb, fc.head_dim, device=dev, dtype=self.fast_dtype)
+                           for _ in range(fc.n_layer)]
         L = torch.long
         self.tok = torch.zeros(1, dtype=L, device=dev)  # reduced index of the last semantic token
         self.vq = torch.zeros(self.ncb, dtype=L, device=dev)  # the last frame's codes
@@ -338,9 +355,8 @@ class DualARRunner:
     # ------------------------------------------------------------------ pieces
     def _run_slow_layers(self, x: Tensor, cs: Tensor, pos: Tensor, span: int, mask: Tensor) -> Tensor:
         ops = self.ops if x.shape[1] == 1 else EAGER
-        for layer, cache in zip(self.slow.layers, self.slow_cache):
-            x = layer(x, cs, pos, cache, span, mask, ops)
-        return ops.rms(x, self.slow.norm.weight, self.cfg.text.norm_eps)
+        return run_layers(self.slow.layers, self.slow_cache, x, cs, pos, span, mask, self.slow.norm.weight,
+                          self.cfg.text.norm_eps, ops)
 
     def _select(self, h: Tensor) -> None:
         """Head + sampler on the final hidden state ``h`` (dim,); writes tok/hidden/history/sem_out."""
@@ -391,12 +407,14 @@ class DualARRunner:
         sem = torch.where(self.tok >= self.V, torch.zeros_like(self.tok), self.tok)  # EOS -> code 0
         for i in range(self.ncb):
             cs = self.rope_fast[i : i + 1]
-            for layer, cache in zip(f.layers, self.fast_cache):
-                x = layer(x, cs, self._fast_pos[i], cache, self.ncb, self._fast_masks[i], ops)
             if i == 0:
+                run_layers(f.layers, self.fast_cache, x, cs, self._fast_pos[i], self.ncb, self._fast_masks[i],
+                           f.norm.weight, eps, ops)  # fills the caches; its output is not used
                 code = sem
             else:
-                logits = f.output(ops.rms(x, f.norm.weight, eps)).view(-1).float()
+                n = run_layers(f.layers, self.fast_cache, x, cs, self._fast_pos[i], self.ncb, self._fast_masks[i],
+                               f.norm.weight, eps, ops)
+                logits = f.output(n).view(-1).float()
                 noise = torch.empty(self._fast_width, device=logits.device).exponential_()
                 code = ops.sample(logits, self.opts["fast_temperature"], self.opts["fast_top_p"], self._fast_topk, noise)
             codes.append(code)
