@@ -107,8 +107,8 @@ def load(model: str | Path | None = None, *, device: str | None = "auto", dtype:
     Options: ``threads`` (CPU threads for torch), ``preset`` (the default per-call preset), ``cuda_graphs`` (default true; CUDA only),
     ``compile`` (torch.compile the DiT block before graph capture; default false), ``max_voices``
     (speaker-latent LRU size), ``max_shapes`` (DiT buckets kept captured), ``chunk_frames``,
-    ``max_chunk_frames``, ``snake`` (the decoder's activation: ``script`` = upstream's TorchScript,
-    the GPU default; ``compile``; ``eager``, the CPU default).
+    ``max_chunk_frames``, ``snake`` (the decoder's activation: ``eager``, the default; ``script`` =
+    upstream's TorchScript; ``compile``).
     """
     from ._load import resolve_files
 
