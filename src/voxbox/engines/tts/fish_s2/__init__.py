@@ -24,7 +24,16 @@ sglang-omni) and ``fast_top_p``, ``max_frames``, ``min_frames`` (no ``<|im_end|>
 context each window is decoded with: 48), ``speaker``.
 
 Generation stops at ``<|im_end|>`` (checked every ``eos_check`` frames; frames after it are
-discarded) or at ``max_frames``.
+discarded) or at ``max_frames``. ``first_audio_s`` in ``stream.details`` is a point in time
+(from the first ``next()`` to the first chunk), not a stage: the stages never overlap and add
+up to at most the call's wall time. One call runs at a time per engine (static buffers): a
+stream holds the engine until it is exhausted or closed.
+
+Streaming decodes each window of codes with ``context_frames`` of left context. The codec is
+causal, so this equals the whole-utterance decode whenever the context covers the codec's
+receptive field (the CPU tests check that on a tiny codec); S2-Pro's codec transformer sees
+128 frames per layer, so with the default 48 the streamed audio is a close approximation
+rather than bit-identical (sglang-omni streams with 20 frames of overlap plus a crossfade).
 """
 
 from __future__ import annotations

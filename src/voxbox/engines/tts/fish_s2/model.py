@@ -15,10 +15,14 @@ sglang-omni S2-Pro port); no code from either. One audio frame is made in two st
   sglang-omni does; ``fast_temperature`` > 0 samples).
 
 ``DualARRunner`` owns the static buffers (KV caches, token/code inputs, history, outputs) so both
-steps read and write fixed addresses: on CUDA each slow-step bucket (attention span) and the whole
-fast loop are captured once as CUDA graphs and replayed per frame; on the CPU they run eagerly.
-Attention is ``scaled_dot_product_attention`` with explicit boolean masks over the static caches
-(no flash-attn), so the same code runs on CUDA, ROCm and CPU.
+steps read and write fixed addresses: on CUDA each slow-step bucket (attention span, every 256
+positions), the whole fast loop and the prompt (padded to a prefill bucket) are captured once as
+CUDA graphs and replayed; on the CPU they run eagerly. Frame counters live on the device, so the
+host never waits on a frame except to look for ``<|im_end|>`` every few frames. Attention is
+``scaled_dot_product_attention`` with explicit masks (boolean for the prompt, additive and built
+once per step for decoding) over the static caches (no flash-attn), so the same code runs on
+CUDA, ROCm and CPU. The elementwise parts of a step (norms, q/k norm + RoPE + cache entry,
+SwiGLU, sampler) are small pure functions that ``torch.compile`` fuses on CUDA (``_Ops``).
 """
 
 from __future__ import annotations
