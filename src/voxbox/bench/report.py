@@ -181,6 +181,10 @@ def render_markdown(report: dict[str, Any]) -> str:
     if task == "asr" and report["settings"].get("decoding"):
         d = report["settings"]["decoding"]
         lines += ["Decoding (voxbox and every peer): " + ", ".join(f"{k}={v}" for k, v in d.items()), ""]
+    inter = [t["id"] for t in report["targets"] if (t.get("extra") or {}).get("interleaved")]
+    if inter:
+        lines += ["Interleaved (each in its own process, measured runs alternating run by run so load changes hit "
+                  "both alike): " + ", ".join(f"`{i}`" for i in inter) + ".", ""]
     present = {t["name"] for t in report["targets"] if t["status"] == "ok"}
     for name, lim in (report["settings"].get("peer_limits") or {}).items():
         if name not in present:

@@ -31,7 +31,7 @@ from voxbox.bench.metrics import PeakMemory, cer, clock, wer
 from voxbox.bench.peers import peer_class
 from voxbox.bench.peers.base import NotInstalled, RunResult, Target
 
-__all__ = ["VoxboxASR", "VoxboxTTS", "make_target", "run_job", "run_job_isolated", "target_id"]
+__all__ = ["VoxboxASR", "VoxboxTTS", "make_target", "run_job", "run_job_isolated", "run_jobs_interleaved", "target_id"]
 
 PROGRESS_MARK = "@@voxbox-bench@@ "
 Emit = Callable[[dict[str, Any]], None]
@@ -166,8 +166,13 @@ def _load_item(item: dict[str, Any]) -> Any:
     return item["text"]
 
 
-def run_job(job: dict[str, Any], emit: Emit | None = None) -> dict[str, Any]:
-    """Measure one target over the job's items. Never raises for the target's own failures."""
+def run_job(job: dict[str, Any], emit: Emit | None = None, turn: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Measure one target over the job's items. Never raises for the target's own failures.
+
+    ``turn``, when given, is called before every measured run and blocks until this target may
+    run (interleaved jobs: the parent alternates runs between processes); an ``ready`` event is
+    emitted once warm-up is over and a ``turn_done`` event after each measured run.
+    """
     emit = emit or (lambda e: None)
     spec = job["target"]
     task = spec["task"]
@@ -222,6 +227,9 @@ def run_job(job: dict[str, Any], emit: Emit | None = None) -> dict[str, Any]:
             mem.stop()
             return finish("error", f"warm-up failed: {type(exc).__name__}: {' '.join(str(exc).split())}")
 
+    if turn is not None:
+        emit({"event": "ready", "device": target.device, "dtype": target.dtype, "threads": target.threads,
+              "extra": {k: v for k, v in target.extra.items() if isinstance(v, (str, int, float, bool))}})
     last_outputs: list[RunResult | None] = []
     for item in items:
         payload = _load_item(item)
@@ -230,12 +238,19 @@ def run_job(job: dict[str, Any], emit: Emit | None = None) -> dict[str, Any]:
                                "audio_path": None, "text_chars": len(item["text"]) if item.get("text") else None}
         last: RunResult | None = None
         for _ in range(int(item["runs"])):
+            if turn is not None:
+                turn()
+            if row["status"] != "ok":  # keep taking turns so the interleaving stays in step
+                emit({"event": "turn_done"})
+                continue
             try:
                 r = target.run(payload, **_call_options(item))
             except Exception as exc:  # noqa: BLE001
                 row["status"], row["error"] = "error", f"{type(exc).__name__}: {' '.join(str(exc).split())}"
                 emit({"event": "advance"})
-                break
+                if turn is not None:
+                    emit({"event": "turn_done"})
+                continue
             row["runs"].append({
                 "total_s": r.total_s, "audio_s": r.audio_s,
                 "rtf": r.total_s / r.audio_s if r.audio_s > 0 else None,
@@ -244,6 +259,8 @@ def run_job(job: dict[str, Any], emit: Emit | None = None) -> dict[str, Any]:
             })
             last = r
             emit({"event": "advance"})
+            if turn is not None:
+                emit({"event": "turn_done"})
         rows.append(row)
         last_outputs.append(last)
 
@@ -255,6 +272,8 @@ def run_job(job: dict[str, Any], emit: Emit | None = None) -> dict[str, Any]:
     record["device"], record["dtype"], record["threads"] = target.device, target.dtype, target.threads
     record["compile_s"] = target.compile_s
     record["extra"] = {k: v for k, v in target.extra.items() if isinstance(v, (str, int, float, bool, type(None)))}
+    if turn is not None:
+        record["extra"]["interleaved"] = True
     target.close()
 
     # quality and saved audio, after the clocks and memory peaks
@@ -309,46 +328,132 @@ def _quality(job: dict[str, Any], task: str, items: list[dict[str, Any]], rows: 
 # one job, in a child process
 
 
+def _error_result(job: dict[str, Any], reason: str) -> dict[str, Any]:
+    spec = job["target"]
+    return {"target": {
+        "id": target_id(spec["name"], spec.get("model"), spec.get("kind", "voxbox")), "name": spec["name"],
+        "kind": spec.get("kind", "voxbox"), "task": spec["task"], "model": spec.get("model"),
+        "peer_of": spec.get("peer_of"), "status": "error", "reason": reason,
+        "device": None, "dtype": None, "threads": None, "load_s": None, "first_call_s": None, "compile_s": None,
+        "warmup_calls": 0, "peak_rss_bytes": None, "peak_gpu_bytes": None, "extra": {},
+    }, "rows": []}
+
+
+class _Worker:
+    """One job in a child process; its progress events go to ``emit``, control events to a queue."""
+
+    CONTROL = ("ready", "turn_done")
+
+    def __init__(self, job: dict[str, Any], emit: Emit, log_path: Path | None, interleaved: bool) -> None:
+        import queue
+        import threading
+
+        self.job = job
+        self.emit = emit
+        self.log_path = log_path
+        self.dead = False
+        self.tmp = tempfile.TemporaryDirectory(prefix="voxbox-bench-job-")
+        self.job_path = Path(self.tmp.name) / "job.json"
+        self.result_path = Path(self.tmp.name) / "result.json"
+        self.job_path.write_text(json.dumps({**job, "isolated": True, "interleaved": interleaved}), encoding="utf-8")
+        self.log = open(log_path, "wb") if log_path else None
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "voxbox.bench.runner", str(self.job_path), str(self.result_path)],
+            stdin=subprocess.PIPE if interleaved else subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=self.log or subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.control: "queue.Queue[dict[str, Any] | None]" = queue.Queue()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            line = raw.decode(errors="replace")
+            if line.startswith(PROGRESS_MARK):
+                try:
+                    event = json.loads(line[len(PROGRESS_MARK):])
+                except json.JSONDecodeError:
+                    continue
+                if event.get("event") in self.CONTROL:
+                    self.control.put(event)
+                else:
+                    self.emit(event)
+            elif self.log:
+                self.log.write(raw)
+        self.control.put(None)
+
+    def wait_for(self, kind: str) -> dict[str, Any] | None:
+        while not self.dead:
+            event = self.control.get()
+            if event is None:
+                self.dead = True
+            elif event.get("event") == kind:
+                return event
+        return None
+
+    def go(self) -> None:
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(b"go\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            self.dead = True
+
+    def finish(self, timeout: float | None = None) -> dict[str, Any]:
+        if self.proc.stdin:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+        rc = self.proc.wait(timeout=timeout)
+        self.reader.join(timeout=5)
+        if self.log:
+            self.log.close()
+        try:
+            if self.result_path.exists():
+                return json.loads(self.result_path.read_text(encoding="utf-8"))
+            tail = ""
+            if self.log_path and self.log_path.exists():
+                lines = self.log_path.read_text(errors="replace").strip().splitlines()
+                tail = lines[-1] if lines else ""
+            return _error_result(self.job, f"bench worker exited with code {rc}" + (f": {tail}" if tail else ""))
+        finally:
+            self.tmp.cleanup()
+
+
 def run_job_isolated(job: dict[str, Any], emit: Emit | None = None, log_path: Path | None = None,
                      timeout: float | None = None) -> dict[str, Any]:
     """``run_job`` in a fresh ``python -m voxbox.bench.runner`` process; progress comes back as events."""
-    emit = emit or (lambda e: None)
-    with tempfile.TemporaryDirectory(prefix="voxbox-bench-job-") as tmp:
-        job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
-        job_path.write_text(json.dumps({**job, "isolated": True}), encoding="utf-8")
-        log = open(log_path, "wb") if log_path else subprocess.DEVNULL
-        try:
-            proc = subprocess.Popen([sys.executable, "-m", "voxbox.bench.runner", str(job_path), str(result_path)],
-                                    stdout=subprocess.PIPE, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-            assert proc.stdout is not None
-            for raw in proc.stdout:
-                line = raw.decode(errors="replace")
-                if line.startswith(PROGRESS_MARK):
-                    try:
-                        emit(json.loads(line[len(PROGRESS_MARK):]))
-                    except json.JSONDecodeError:
-                        pass
-                elif log_path:
-                    log.write(raw)  # type: ignore[union-attr]
-            rc = proc.wait(timeout=timeout)
-        finally:
-            if log_path:
-                log.close()  # type: ignore[union-attr]
-        if result_path.exists():
-            return json.loads(result_path.read_text(encoding="utf-8"))
-        tail = ""
-        if log_path and log_path.exists():
-            lines = log_path.read_text(errors="replace").strip().splitlines()
-            tail = lines[-1] if lines else ""
-        spec = job["target"]
-        return {"target": {
-            "id": target_id(spec["name"], spec.get("model"), spec.get("kind", "voxbox")), "name": spec["name"],
-            "kind": spec.get("kind", "voxbox"), "task": spec["task"], "model": spec.get("model"),
-            "peer_of": spec.get("peer_of"), "status": "error",
-            "reason": f"bench worker exited with code {rc}" + (f": {tail}" if tail else ""),
-            "device": None, "dtype": None, "threads": None, "load_s": None, "first_call_s": None, "compile_s": None,
-            "warmup_calls": 0, "peak_rss_bytes": None, "peak_gpu_bytes": None, "extra": {},
-        }, "rows": []}
+    return _Worker(job, emit or (lambda e: None), log_path, interleaved=False).finish(timeout)
+
+
+def run_jobs_interleaved(
+    first: tuple[dict[str, Any], Emit, Path | None],
+    others: Callable[[dict[str, Any]], list[tuple[dict[str, Any], Emit, Path | None]]],
+) -> list[dict[str, Any]]:
+    """Jobs over the same items, each in its own process, taking turns run by run.
+
+    ``first`` (voxbox) loads and warms up alone; ``others(ready)`` then builds the other jobs
+    from what it reported (device, dtype, threads, model directory), and each loads and warms up
+    in turn, so cold loads do not contend. Measured runs then alternate A, B, A, B ... so a
+    change in machine load between minutes hits every target alike. Used to compare voxbox
+    with the library it wraps.
+    """
+    job, emit, log_path = first
+    lead = _Worker(job, emit, log_path, interleaved=True)
+    ready = lead.wait_for("ready") or {}
+    workers = [lead]
+    for job, emit, log_path in others(ready):
+        w = _Worker(job, emit, log_path, interleaved=True)
+        w.wait_for("ready")  # None: it failed or is not installed; finish() reports why
+        workers.append(w)
+    turns = [sum(int(i["runs"]) for i in w.job["items"]) for w in workers]
+    for k in range(max(turns, default=0)):
+        for w, n in zip(workers, turns):
+            if not w.dead and k < n:
+                w.go()
+                w.wait_for("turn_done")
+    return [w.finish() for w in workers]
 
 
 def _worker_main(argv: list[str]) -> int:
@@ -359,8 +464,14 @@ def _worker_main(argv: list[str]) -> int:
         sys.stdout.write(PROGRESS_MARK + json.dumps(event) + "\n")
         sys.stdout.flush()
 
+    turn = None
+    if job.get("interleaved"):
+        def turn() -> None:
+            if not sys.stdin.readline():  # parent gone: stop
+                raise SystemExit(1)
+
     try:
-        result = run_job(job, emit)
+        result = run_job(job, emit, turn)
     except Exception:  # noqa: BLE001 - last resort: the parent reports it
         traceback.print_exc()
         return 1

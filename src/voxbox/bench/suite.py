@@ -10,9 +10,9 @@ from typing import Any, Callable
 import numpy as np
 
 from voxbox.bench.metrics import library_versions, machine_description
-from voxbox.bench.peers import applies_to
+from voxbox.bench.peers import applies_to, peer_class
 from voxbox.bench.report import build_report
-from voxbox.bench.runner import run_job, run_job_isolated, target_id
+from voxbox.bench.runner import run_job, run_job_isolated, run_jobs_interleaved, target_id
 from voxbox.bench.scenarios import materialize_clips
 
 __all__ = ["run_suite"]
@@ -67,6 +67,7 @@ def run_suite(
 ) -> dict[str, Any]:
     """Run the in-process benchmark of ``task`` ("tts" or "asr") and return the report dict."""
     on_event = on_event or (lambda tid, e: None)
+    peer_override = peers
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     defaults = scen.get("defaults", {})
@@ -124,19 +125,20 @@ def run_suite(
             common = {"audio_dir": None, "round_trip": None}
 
         def run(job: dict[str, Any]) -> dict[str, Any]:
+            emit, log_path = emitter(job)
+            return run_job_isolated(job, emit, log_path=log_path) if isolate else run_job(job, emit)
+
+        def emitter(job: dict[str, Any]) -> tuple[Any, Path]:
             tid = target_id(job["target"]["name"], job["target"].get("model"), job["target"]["kind"])
+            on_event(tid, {"event": "queued", "total": sum(i["runs"] for i in job["items"]) + job["warmup"]})
+            return (lambda e: on_event(tid, e)), logs / f"{tid.replace('/', '_').replace(':', '_')}.log"
 
-            def emit(e: dict[str, Any]) -> None:
-                on_event(tid, e)
-
-            emit({"event": "queued", "total": sum(i["runs"] for i in job["items"]) + job["warmup"]})
-            if isolate:
-                res = run_job_isolated(job, emit, log_path=logs / f"{tid.replace('/', '_').replace(':', '_')}.log")
-            else:
-                res = run_job(job, emit)
-            emit({"event": "done", "status": res["target"]["status"], "reason": res["target"]["reason"]})
+        def done(res: dict[str, Any]) -> dict[str, Any]:
+            t = res["target"]
+            on_event(t["id"], {"event": "done", "status": t["status"], "reason": t["reason"]})
             return res
 
+        limits = section.get("peer_limits") or {}
         for t in targets:
             model = t.get("model")
             t_settings: dict[str, Any] = {"device": device} if device else {}
@@ -145,12 +147,11 @@ def run_suite(
             vox_job = {"target": {"task": task, "kind": "voxbox", "name": t["engine"], "model": model,
                                   "threads": threads, "settings": t_settings},
                        "items": items_for(t), "warmup": n_warm, **common}
-            vox = run(vox_job)
-            results.append(vox)
-            vrec = vox["target"]
-            peer_names = t.get("peers", []) if peers is None else [p for p in peers if applies_to(p, t["engine"])]
-            limits = section.get("peer_limits") or {}
-            for p in peer_names:
+            vox_id = target_id(t["engine"], model, "voxbox")
+            peer_names = t.get("peers", []) if peer_override is None else [
+                p for p in peer_override if applies_to(p, t["engine"])]
+
+            def peer_job(p: str, vinfo: dict[str, Any]) -> dict[str, Any]:
                 items = items_for(t)
                 lim = limits.get(p) or {}
                 if lim.get("items"):
@@ -159,12 +160,30 @@ def run_suite(
                     for i in items:
                         i["runs"] = min(i["runs"], int(lim["runs"]))
                 p_settings = dict(t_settings)
-                p_settings["voxbox"] = {"device": vrec.get("device"), "dtype": vrec.get("dtype"),
-                                        "threads": vrec.get("threads"), **(vrec.get("extra") or {})}
-                job = {"target": {"task": task, "kind": "peer", "name": p, "model": model, "threads": threads,
-                                  "settings": p_settings, "peer_of": vrec["id"]},
-                       "items": items, "warmup": n_warm, **common}
-                results.append(run(job))
+                p_settings["voxbox"] = {"device": vinfo.get("device"), "dtype": vinfo.get("dtype"),
+                                        "threads": vinfo.get("threads"), **(vinfo.get("extra") or {})}
+                return {"target": {"task": task, "kind": "peer", "name": p, "model": model, "threads": threads,
+                                   "settings": p_settings, "peer_of": vox_id},
+                        "items": items, "warmup": n_warm, **common}
+
+            # peers that measure voxbox's own overhead take turns with voxbox, run by run
+            paired = [p for p in peer_names if isolate and getattr(peer_class(p), "interleave_with_voxbox", False)]
+            if paired:
+                def others(ready: dict[str, Any]) -> list[tuple[dict[str, Any], Any, Path]]:
+                    jobs = [peer_job(p, ready) for p in paired]
+                    return [(j, *emitter(j)) for j in jobs]
+
+                group = run_jobs_interleaved((vox_job, *emitter(vox_job)), others)
+                results.extend(done(r) for r in group)
+                vrec = group[0]["target"]
+            else:
+                vox = done(run(vox_job))
+                results.append(vox)
+                vrec = vox["target"]
+            for p in peer_names:
+                if p in paired:
+                    continue
+                results.append(done(run(peer_job(p, vrec))))
 
     machine = machine_description()
     machine["load_average_start"] = load_avg_start

@@ -112,6 +112,7 @@ class PiperUpstream(Target):
     """piper-tts's ``PiperVoice`` directly: ``synthesize()`` yields one chunk per sentence."""
 
     task = "tts"
+    interleave_with_voxbox = True  # measures voxbox's overhead: runs alternate with voxbox's
     requires = ("piper", "onnxruntime")
     install_hint = "pip install piper-tts"
 
@@ -143,6 +144,7 @@ class HibariUpstream(Target):
     """hibari's ``Hibari.stream()`` directly (its own sentence splitting and G2P)."""
 
     task = "tts"
+    interleave_with_voxbox = True  # measures voxbox's overhead: runs alternate with voxbox's
     requires = ("hibari",)
     install_hint = "pip install hibari-tts"
 

@@ -54,6 +54,7 @@ class _WhisperPeer(Target):
 
 
 class FasterWhisperRaw(_WhisperPeer):
+    interleave_with_voxbox = True  # measures voxbox's overhead: runs alternate with voxbox's
     requires = ("faster_whisper", "ctranslate2")
     install_hint = "pip install faster-whisper"
 
