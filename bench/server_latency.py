@@ -153,13 +153,15 @@ def main() -> None:
     results["loadavg"] = {"before": load_before, "after": os.getloadavg()}
 
     print(f"text: {args.text!r} ({len(args.text)} chars); {args.runs} runs after {args.warmup} warm-ups; medians\n")
-    print("| engine | audio s | direct TTFA ms | server TTFA ms | direct total ms | server total ms | overhead (paired median) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| engine | audio s | direct TTFA ms | server TTFA ms | direct total ms | server total ms "
+          "| overhead ms | overhead (paired median) | overhead (of medians) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for model, r in results["engines"].items():
         d, s = r["direct"], r["server"]
+        dm, sm = d["total_s"]["median"], s["total_s"]["median"]
         print(f"| {model} | {r['audio_s']:.2f} | {d['ttfa_s']['median'] * 1000:.1f} | {s['ttfa_s']['median'] * 1000:.1f} | "
-              f"{d['total_s']['median'] * 1000:.1f} | {s['total_s']['median'] * 1000:.1f} | "
-              f"{r['overhead_fraction']['median_paired'] * 100:+.1f}% |")
+              f"{dm * 1000:.1f} | {sm * 1000:.1f} | {(sm - dm) * 1000:+.1f} | "
+              f"{r['overhead_fraction']['median_paired'] * 100:+.1f}% | {r['overhead_fraction']['of_medians'] * 100:+.1f}% |")
     print(f"\nload average during the run: {results['loadavg']}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
