@@ -301,3 +301,18 @@ def test_clip_voice_encoded_inside_the_stream(engine):
     assert engine.voice_cache_misses == m0 + 1
     frames = -(-len(clip) // engine.codec.frame_length)
     assert stream.details["prompt_tokens"] == len(engine.build_prompt("With a clip.", torch.zeros(4, frames), None)[0])
+
+
+def test_cli_speak_with_model_dir(tiny, tmp_path):
+    import subprocess
+    import sys
+    import wave
+
+    out = tmp_path / "fish.wav"
+    proc = subprocess.run([sys.executable, "-m", "voxbox.cli", "speak", "Hello there.", "--engine", "fish-s2",
+                           "--model-dir", str(tiny[0]), "--device", "cpu", "-o", str(out), "--timings"],
+                          capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert "prefill" in proc.stderr and "codec" in proc.stderr
+    with wave.open(str(out)) as w:
+        assert w.getframerate() == 44100 and w.getnframes() > 0
