@@ -313,24 +313,32 @@ def write_charts(report: dict[str, Any], out_dir: Path) -> list[Path]:
         for k in r["summary"]["stages"]:
             if k not in stage_names:
                 stage_names.append(k)
-    fig, ax = plt.subplots(figsize=(9, max(3.0, 0.35 * len(bars) + 1.5)))
+    fig, ax = plt.subplots(figsize=(9, max(3.5, 0.35 * len(bars) + 2.5)))
     left = [0.0] * len(bars)
-    for k in stage_names + ["other / untimed"]:
+    totals = [r["summary"]["total_s"]["median"] for _, r in bars]
+    for k in stage_names + ["other (untimed by the engine)", "whole call (no stage timings)"]:
         vals = []
-        for _, r in bars:
+        for (_, r), tot in zip(bars, totals):
             s = r["summary"]
-            if k == "other / untimed":
-                vals.append(max(0.0, s["total_s"]["median"] - sum(v or 0.0 for v in s["stages"].values())))
+            rest = max(0.0, tot - sum(v or 0.0 for v in s["stages"].values()))
+            if k.startswith("other"):
+                v = rest if s["stages"] else 0.0
+            elif k.startswith("whole"):
+                v = 0.0 if s["stages"] else rest
             else:
-                vals.append(s["stages"].get(k) or 0.0)
+                v = s["stages"].get(k) or 0.0
+            vals.append(100.0 * v / tot if tot > 0 else 0.0)
         ax.barh(range(len(bars)), vals, left=left, label=k)
         left = [a + b for a, b in zip(left, vals)]
+    for i, tot in enumerate(totals):
+        ax.text(101, i, f"{tot:.2f} s", va="center", fontsize=7)
+    ax.set_xlim(0, 115)
     ax.set_yticks(range(len(bars)))
     ax.set_yticklabels([b[0] for b in bars], fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("seconds (median run)")
+    ax.set_xlabel("% of the call's time (median run); total seconds at the right")
     ax.set_title(f"voxbox bench {report['task']}: time split by stage")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.45, -0.12 - 0.6 / max(3, len(bars))), ncol=3)
     fig.tight_layout()
     p = out_dir / "stages.png"
     fig.savefig(p, dpi=110)
