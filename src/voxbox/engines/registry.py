@@ -82,7 +82,7 @@ register(EngineSpec(
     aliases=("echo-tts",),
 ))
 register(EngineSpec(
-    name="fish-s2", task="tts", module="voxbox.engines.tts.fish_s2", requires=("torch", "safetensors"),
+    name="fish-s2", task="tts", module="voxbox.engines.tts.fish_s2", requires=("torch", "safetensors", "tokenizers"),
     install_hint="pip install 'voxbox[torch]'",
     description="Fish Audio S2-Pro dual-AR TTS with cached reference codes (local weights directory)",
     aliases=("fish-s2",),
