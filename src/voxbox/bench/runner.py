@@ -136,10 +136,7 @@ def make_target(spec: dict[str, Any]) -> Target:
     if kind == "voxbox":
         return (VoxboxTTS if task == "tts" else VoxboxASR)(*args)
     cls = peer_class(spec["name"])
-    if cls is None:
-        t = _Missing(*args)
-        return t
-    return cls(*args)
+    return (cls or _Missing)(*args)
 
 
 # --------------------------------------------------------------------------------------------
@@ -456,6 +453,12 @@ def run_jobs_interleaved(
     return [w.finish() for w in workers]
 
 
+def _stdin_turn() -> None:
+    """Block until the parent says "go" (interleaved jobs); stop if the parent has gone."""
+    if not sys.stdin.readline():
+        raise SystemExit(1)
+
+
 def _worker_main(argv: list[str]) -> int:
     job_path, result_path = argv
     job = json.loads(Path(job_path).read_text(encoding="utf-8"))
@@ -464,14 +467,8 @@ def _worker_main(argv: list[str]) -> int:
         sys.stdout.write(PROGRESS_MARK + json.dumps(event) + "\n")
         sys.stdout.flush()
 
-    turn = None
-    if job.get("interleaved"):
-        def turn() -> None:
-            if not sys.stdin.readline():  # parent gone: stop
-                raise SystemExit(1)
-
     try:
-        result = run_job(job, emit, turn)
+        result = run_job(job, emit, _stdin_turn if job.get("interleaved") else None)
     except Exception:  # noqa: BLE001 - last resort: the parent reports it
         traceback.print_exc()
         return 1

@@ -89,6 +89,3 @@ class Target:
     def now(self) -> float:
         self.sync()
         return clock()
-
-    def describe(self) -> dict[str, Any]:
-        return {"device": self.device, "dtype": self.dtype, "threads": self.threads, **self.extra}
