@@ -160,3 +160,17 @@ def test_missing_recordings_skip_their_clips(monkeypatch: pytest.MonkeyPatch, tm
         sc.materialize_clips(load_scenarios(quick=True))
     with pytest.raises(BadInputError):
         sc.materialize_clips(load_scenarios(quick=True), ["beckett"], skipped={})
+
+
+def test_steps_axis_rows(tmp_path: Path) -> None:
+    """A target marked `steps: true` gets one row per step count, each called with steps=N.
+
+    hibari has no steps option, so each row must report the engine's own error (not a number)."""
+    scen = load_scenarios(quick=True)
+    scen["tts"]["targets"] = [{"engine": "hibari", "steps": True}]
+    scen["tts"]["round_trip"] = None
+    report = run_suite("tts", scen, out_dir=tmp_path / "out", steps=[2, 4], runs=1, warmup=0, isolate=False)
+    rows = [r for r in report["rows"] if r["target"] == "voxbox/hibari"]
+    assert sorted(r["steps"] for r in rows) == [2, 4]
+    assert all(r["status"] == "error" and "steps" in r["error"] and not r["runs"] for r in rows)
+    validate_report(report)
