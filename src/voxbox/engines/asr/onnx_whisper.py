@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -406,11 +407,13 @@ class OnnxWhisperEngine:
             avg_lp = sum_lp / (len(tokens) + 1)
             with timings.measure("decode"):
                 decoded = [(s, e, toks, self.tok.decode(toks)) for s, e, toks in pieces]
+                window_text = self.tok.decode(tokens).encode("utf-8")
+                ratio = len(window_text) / len(zlib.compress(window_text)) if window_text else 0.0
             for start, end, toks, text in decoded:
                 if not text.strip():
                     continue
                 yield Segment(id=index, start=round(start, 3), end=round(max(end, start), 3), text=text,
-                              tokens=toks, avg_logprob=avg_lp, temperature=0.0)
+                              tokens=toks, avg_logprob=avg_lp, compression_ratio=ratio, temperature=0.0)
                 index += 1
             seek += advance
 
