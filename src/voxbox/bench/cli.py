@@ -77,7 +77,7 @@ class _Progress:
 def _run(task: str, *, quick: bool, scenarios: Optional[Path], out: Optional[Path], engine: Optional[str],
          model: Optional[str], peers: Optional[str], no_peers: bool, runs: Optional[int], warmup: Optional[int],
          threads: Optional[int], device: Optional[str], steps: Optional[str], items: Optional[str], url: Optional[str],
-         concurrency: Optional[str], isolate: bool, charts: bool) -> None:
+         concurrency: Optional[str], isolate: bool, charts: bool, target_timeout: Optional[float] = None) -> None:
     from voxbox.bench.report import render_markdown, write_outputs
     from voxbox.bench.scenarios import load_scenarios
     from voxbox.bench.suite import default_out_dir
@@ -102,7 +102,8 @@ def _run(task: str, *, quick: bool, scenarios: Optional[Path], out: Optional[Pat
                                peers=[] if no_peers else _csv(peers), runs=runs, warmup=warmup, threads=threads,
                                device=device, steps=_ints(steps, "steps"),
                                texts=item_list if task == "tts" else None, clips=item_list if task == "asr" else None,
-                               isolate=isolate, quick=quick, command=command, on_event=progress)
+                               isolate=isolate, quick=quick, command=command, on_event=progress,
+                               target_timeout=target_timeout)
     paths = write_outputs(report, out_dir, charts=charts)
     print(render_markdown(report))
     print("written: " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
@@ -123,6 +124,7 @@ _URL = typer.Option(None, "--url", help="Benchmark a running voxbox/OpenAI-compa
 _CONC = typer.Option(None, "--concurrency", help="With --url: comma-separated concurrency levels (default 1,4,16).")
 _ISO = typer.Option(True, "--isolate/--no-isolate", help="Run each target in its own process (default) or in this one.")
 _CHARTS = typer.Option(True, "--charts/--no-charts", help="Write PNG charts (needs matplotlib).")
+_TTO = typer.Option(None, "--target-timeout", min=1, help="Stop a (non-interleaved) target after this many seconds and report it as an error.")
 
 
 @bench_app.command("tts")
@@ -135,12 +137,12 @@ def bench_tts(
     peers: Optional[str] = _PEERS, no_peers: bool = _NOPEERS, runs: Optional[int] = _RUNS, warmup: Optional[int] = _WARM,
     threads: Optional[int] = _THREADS, device: Optional[str] = _DEVICE, scenarios: Optional[Path] = _SCEN,
     out: Optional[Path] = _OUT, url: Optional[str] = _URL, concurrency: Optional[str] = _CONC, isolate: bool = _ISO,
-    charts: bool = _CHARTS,
+    charts: bool = _CHARTS, target_timeout: Optional[float] = _TTO,
 ) -> None:
     """Benchmark text-to-speech: RTF, time to first audio, stages, memory, round-trip WER."""
     _run("tts", quick=quick, scenarios=scenarios, out=out, engine=engine, model=model, peers=peers, no_peers=no_peers,
          runs=runs, warmup=warmup, threads=threads, device=device, steps=steps, items=texts, url=url,
-         concurrency=concurrency, isolate=isolate, charts=charts)
+         concurrency=concurrency, isolate=isolate, charts=charts, target_timeout=target_timeout)
 
 
 @bench_app.command("asr")
@@ -152,12 +154,12 @@ def bench_asr(
     peers: Optional[str] = _PEERS, no_peers: bool = _NOPEERS, runs: Optional[int] = _RUNS, warmup: Optional[int] = _WARM,
     threads: Optional[int] = _THREADS, device: Optional[str] = _DEVICE, scenarios: Optional[Path] = _SCEN,
     out: Optional[Path] = _OUT, url: Optional[str] = _URL, concurrency: Optional[str] = _CONC, isolate: bool = _ISO,
-    charts: bool = _CHARTS,
+    charts: bool = _CHARTS, target_timeout: Optional[float] = _TTO,
 ) -> None:
     """Benchmark speech-to-text: RTF, x realtime, stages, memory, WER/CER against references."""
     _run("asr", quick=quick, scenarios=scenarios, out=out, engine=engine, model=model, peers=peers, no_peers=no_peers,
          runs=runs, warmup=warmup, threads=threads, device=device, steps=None, items=clips, url=url,
-         concurrency=concurrency, isolate=isolate, charts=charts)
+         concurrency=concurrency, isolate=isolate, charts=charts, target_timeout=target_timeout)
 
 
 @bench_app.command("compare")

@@ -402,7 +402,16 @@ class _Worker:
                 self.proc.stdin.close()
             except OSError:
                 pass
-        rc = self.proc.wait(timeout=timeout)
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            self.reader.join(timeout=5)
+            if self.log:
+                self.log.close()
+            self.tmp.cleanup()
+            return _error_result(self.job, f"timed out after {timeout:.0f} s (target timeout); no rows kept")
         self.reader.join(timeout=5)
         if self.log:
             self.log.close()

@@ -64,8 +64,13 @@ def run_suite(
     quick: bool = False,
     command: str | None = None,
     on_event: OnEvent | None = None,
+    target_timeout: float | None = None,
 ) -> dict[str, Any]:
-    """Run the in-process benchmark of ``task`` ("tts" or "asr") and return the report dict."""
+    """Run the in-process benchmark of ``task`` ("tts" or "asr") and return the report dict.
+
+    ``target_timeout``: seconds one isolated, non-interleaved target may take before it is
+    stopped and reported as an error (None: no limit).
+    """
     on_event = on_event or (lambda tid, e: None)
     peer_override = peers
     out_dir = Path(out_dir)
@@ -126,7 +131,9 @@ def run_suite(
 
         def run(job: dict[str, Any]) -> dict[str, Any]:
             emit, log_path = emitter(job)
-            return run_job_isolated(job, emit, log_path=log_path) if isolate else run_job(job, emit)
+            if isolate:
+                return run_job_isolated(job, emit, log_path=log_path, timeout=target_timeout)
+            return run_job(job, emit)
 
         def emitter(job: dict[str, Any]) -> tuple[Any, Path]:
             tid = target_id(job["target"]["name"], job["target"].get("model"), job["target"]["kind"])
