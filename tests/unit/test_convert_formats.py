@@ -244,3 +244,37 @@ def test_pick_providers():
         pick_providers("cuda", cpu)
     with pytest.raises(BadInputError):
         pick_providers("tpu", cpu)
+
+
+def test_external_data_layout_for_big_graphs(converted, onnx_engine, tmp_path, monkeypatch):
+    """Graphs over protobuf's 2 GiB keep their weights in one ``<graph>.onnx.data`` file; forced
+    here with a 1-byte threshold, the tiny model must decode exactly as the inline export."""
+    if converted["multilingual"]:
+        pytest.skip("one vocabulary is enough for the file layout")
+    from voxbox.convert import onnx_export
+    from voxbox.engines.registry import load_engine
+
+    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 1)
+    out = tmp_path / "ext"
+    info = onnx_export.export_onnx(converted["src"], out)
+    names = {p.name for p in out.iterdir()}
+    assert names == {"encoder.onnx", "encoder.onnx.data", "decoder.onnx", "decoder.onnx.data"}
+    assert (out / "decoder.onnx").stat().st_size < 1_000_000 < (out / "decoder.onnx.data").stat().st_size
+    for f in converted["onnx"].iterdir():
+        if not f.name.endswith(".onnx"):
+            (out / f.name).write_bytes(f.read_bytes())
+    eng = load_engine("onnx-whisper", str(out), device="cpu")
+    audio = _noise(5)
+    a, _ = eng.transcribe(audio, language="en", max_new_tokens=10)
+    b, _ = onnx_engine.transcribe(audio, language="en", max_new_tokens=10)
+    assert [s.tokens for s in a] == [s.tokens for s in b]
+    q = tmp_path / "ext8"
+    q.mkdir()
+    onnx_export.quantize_onnx_dir(out, q)
+    assert any(p.name != "encoder.onnx" and p.name != "decoder.onnx" for p in q.iterdir())  # external data
+    for f in converted["onnx"].iterdir():
+        if not f.name.endswith(".onnx"):
+            (q / f.name).write_bytes(f.read_bytes())
+    segs, _ = load_engine("onnx-whisper", str(q), device="cpu").transcribe(audio, language="en", max_new_tokens=6)
+    list(segs)
+    assert info["n_layers"] == 2

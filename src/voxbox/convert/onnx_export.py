@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -160,8 +161,11 @@ def export_onnx(src: Path, out: Path) -> dict[str, Any]:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cross_k, cross_v = encoder(feats)
+        tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+        (tmp / "enc").mkdir()
+        (tmp / "dec").mkdir()
         torch.onnx.export(
-            encoder, (feats,), str(out / "encoder.onnx"),
+            encoder, (feats,), str(tmp / "enc" / "encoder.onnx"),
             dynamo=False, opset_version=OPSET,
             input_names=["input_features"], output_names=["cross_k", "cross_v"],
             dynamic_axes={"input_features": {0: "batch"}, "cross_k": {1: "batch"}, "cross_v": {1: "batch"}},
@@ -169,7 +173,7 @@ def export_onnx(src: Path, out: Path) -> dict[str, Any]:
         ids = torch.full((1, 2), int(cfg.decoder_start_token_id or 0), dtype=torch.int64)
         past = torch.zeros(n_layers, 1, n_heads, 3, head_dim, dtype=torch.float32)
         torch.onnx.export(
-            decoder, (ids, past, past.clone(), cross_k, cross_v), str(out / "decoder.onnx"),
+            decoder, (ids, past, past.clone(), cross_k, cross_v), str(tmp / "dec" / "decoder.onnx"),
             dynamo=False, opset_version=OPSET,
             input_names=["input_ids", "past_k", "past_v", "cross_k", "cross_v"],
             output_names=["logits", "present_k", "present_v"],
@@ -184,8 +188,12 @@ def export_onnx(src: Path, out: Path) -> dict[str, Any]:
                 "present_v": {1: "batch", 3: "total"},
             },
         )
-    _merge_external_data(out)
-    _tie_output_projection(out / "decoder.onnx", cfg.d_model, cfg.vocab_size)
+    try:
+        _finalize_graph(tmp / "enc" / "encoder.onnx", out / "encoder.onnx")
+        _finalize_graph(tmp / "dec" / "decoder.onnx", out / "decoder.onnx",
+                        tie=(cfg.d_model, cfg.vocab_size))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return {
         "n_layers": n_layers,
         "n_heads": n_heads,
@@ -199,56 +207,74 @@ def export_onnx(src: Path, out: Path) -> dict[str, Any]:
     }
 
 
-def _tie_output_projection(path: Path, d_model: int, vocab: int) -> None:
+#: Graphs whose weights exceed this are saved with one external ``<graph>.onnx.data`` file
+#: (protobuf cannot hold 2 GiB); smaller graphs are a single self-contained file.
+EXTERNAL_DATA_BYTES = 1_900_000_000
+
+
+def graph_bytes(path: Path) -> int:
+    """Size of an ONNX graph including the external data files it references."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    m = onnx.load(str(path), load_external_data=False)
+    files = {ExternalDataInfo(t).location for t in m.graph.initializer if uses_external_data(t)}
+    return path.stat().st_size + sum((path.parent / f).stat().st_size for f in files if (path.parent / f).is_file())
+
+
+def save_graph(model: Any, path: Path, nbytes: int) -> None:
+    """Save ``model`` to ``path``, weights inline or (when big) in ``path.name + ".data"``."""
+    import onnx
+
+    data = path.parent / (path.name + ".data")
+    if data.exists():
+        data.unlink()
+    if nbytes >= EXTERNAL_DATA_BYTES:
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data.name, size_threshold=1024)
+    else:
+        onnx.save_model(model, str(path))
+
+
+def _finalize_graph(src: Path, dst: Path, tie: tuple[int, int] | None = None) -> None:
+    """Load an exported graph (with any per-tensor external files), optionally tie the output
+    projection, and save it to ``dst`` in voxbox's layout (see :func:`save_graph`)."""
+    import onnx
+
+    nbytes = graph_bytes(src)
+    m = onnx.load(str(src), load_external_data=True)
+    if tie is not None:
+        nbytes -= _tie_output_projection(m, *tie)
+    save_graph(m, dst, nbytes)
+
+
+def _tie_output_projection(m: Any, d_model: int, vocab: int) -> int:
     """Constant folding stores the output projection twice (embedding + its transpose): use one.
 
     The ``MatMul(x, W^T)`` that makes the logits becomes ``Gemm(x, W, transB=1)`` on the embedding
-    initializer, halving the size of the vocabulary-sized weights on disk and in memory.
+    initializer, halving the vocabulary-sized weights on disk and in memory. Returns bytes saved.
     """
-    import onnx
+    import numpy as np
     from onnx import helper, numpy_helper
 
-    if path.stat().st_size >= 2_000_000_000:
-        return  # external-data graphs keep the folded copy; correctness is the same
-    m = onnx.load(str(path))
     inits = {i.name: i for i in m.graph.initializer}
     emb = next((i for i in m.graph.initializer if list(i.dims) == [vocab, d_model]), None)
     if emb is None:
-        return
+        return 0
     for idx, node in enumerate(m.graph.node):
         if node.op_type != "MatMul" or node.input[1] not in inits:
             continue
         w = inits[node.input[1]]
         if list(w.dims) != [d_model, vocab]:
             continue
-        import numpy as np
-
         if not np.array_equal(numpy_helper.to_array(w).T, numpy_helper.to_array(emb)):
-            return
+            return 0
         gemm = helper.make_node("Gemm", [node.input[0], emb.name], list(node.output), name=node.name + "_tied", transB=1)
         m.graph.node.remove(node)
         m.graph.node.insert(idx, gemm)
         m.graph.initializer.remove(w)
-        onnx.save_model(m, str(path))
-        return
-
-
-def _merge_external_data(out: Path) -> None:
-    """Keep each graph in a single file when it fits under protobuf's 2 GiB limit."""
-    import onnx
-
-    for name in ("encoder.onnx", "decoder.onnx"):
-        p = out / name
-        extra = [f for f in out.iterdir() if f.name.startswith(name) and f.name != name]
-        if not extra:
-            continue
-        size = sum(f.stat().st_size for f in extra) + p.stat().st_size
-        if size >= 2_000_000_000:
-            continue
-        m = onnx.load(str(p), load_external_data=True)
-        for f in extra:
-            f.unlink()
-        onnx.save_model(m, str(p), save_as_external_data=False)
+        return d_model * vocab * 4
+    return 0
 
 
 def _untie_for_quantization(src: Path, dst: Path) -> Path:
@@ -261,7 +287,7 @@ def _untie_for_quantization(src: Path, dst: Path) -> Path:
     import onnx
     from onnx import numpy_helper
 
-    m = onnx.load(str(src))
+    m = onnx.load(str(src), load_external_data=True)
     inits = {i.name: i for i in m.graph.initializer}
     gather_inputs = {n.input[0] for n in m.graph.node if n.op_type == "Gather"}
     changed = False
@@ -274,7 +300,7 @@ def _untie_for_quantization(src: Path, dst: Path) -> Path:
             changed = True
     if not changed:
         return src
-    onnx.save_model(m, str(dst))
+    save_graph(m, dst, graph_bytes(src))
     return dst
 
 
@@ -294,10 +320,12 @@ def quantize_onnx_dir(src: Path, dst: Path) -> None:
         with tempfile.TemporaryDirectory(prefix="voxbox-quant-") as tmp:
             for name in ("encoder.onnx", "decoder.onnx"):
                 model_in = _untie_for_quantization(src / name, Path(tmp) / name)
+                big = graph_bytes(model_in) // 4 >= EXTERNAL_DATA_BYTES  # int8 weights: a quarter
                 try:
                     quantize_dynamic(
                         str(model_in), str(dst / name),
                         weight_type=QuantType.QInt8,
+                        use_external_data_format=big,
                         op_types_to_quantize=["MatMul", "Gemm", "Gather"],
                         extra_options={"MatMulConstBOnly": True},
                     )
