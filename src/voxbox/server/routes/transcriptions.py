@@ -129,9 +129,11 @@ async def _handle(request: Request, task: str) -> Response:
     state = state_of(request)
     timing = timing_of(request)
     form = await read_form(request, state.settings.max_upload_bytes)
-    req = _parse(form, task)
-    data, _filename = await form_file(form, "file")
-    await form.close()
+    try:
+        req = _parse(form, task)
+        data, _filename = await form_file(form, "file")
+    finally:
+        await form.close()  # spooled upload files
     audio = await _decode(state, data, timing)
     del data
     work = await state.acquire(req.model, "asr", timing)

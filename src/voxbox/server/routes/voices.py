@@ -8,7 +8,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse
 
-from voxbox.errors import BadInputError
+from voxbox.audio.decode import decode
+from voxbox.errors import AudioDecodeError, BadInputError
 from voxbox.runtime.voices import validate_voice_name
 from voxbox.server.middleware import timing_of
 from voxbox.server.routes.common import form_file, form_str, read_form, state_of
@@ -54,15 +55,14 @@ async def list_voices(request: Request, model: str | None = None) -> dict[str, A
 async def create_voice(request: Request) -> JSONResponse:
     state = state_of(request)
     form = await read_form(request, state.settings.max_upload_bytes)
-    name = validate_voice_name(form_str(form, "name", required=True))
-    if name.lower() in OPENAI_VOICES:
-        raise BadInputError(f"{name!r} is an OpenAI voice name; choose another name", param="name")
-    transcript = form_str(form, "transcript")
-    data, _ = await form_file(form, "file")
-    await form.close()
-    from voxbox.audio.decode import decode
-
-    from voxbox.errors import AudioDecodeError
+    try:
+        name = validate_voice_name(form_str(form, "name", required=True))
+        if name.lower() in OPENAI_VOICES:
+            raise BadInputError(f"{name!r} is an OpenAI voice name; choose another name", param="name")
+        transcript = form_str(form, "transcript")
+        data, _ = await form_file(form, "file")
+    finally:
+        await form.close()  # spooled upload files
 
     if not data:
         raise AudioDecodeError("the uploaded reference clip is empty", param="file")
