@@ -134,6 +134,9 @@ class TorchWhisperEngine:
     # ------------------------------------------------------------------ protocol
     def components(self) -> list[ComponentSpec]:
         params = sum(p.numel() for p in self.model.parameters())
+        for layer in self.model.decoder.layers:  # fused GPU layout keeps these outside parameters()
+            for pair in (layer.fused_qkv, layer.fused_cross_q):
+                params += sum(t.numel() for t in pair) if pair is not None else 0
         return [ComponentSpec(name="whisper", params=params, devices=("cpu", "cuda", "rocm"),
                               dtypes=("float16", "bfloat16", "float32"), backend="torch", kind="transformer")]
 
