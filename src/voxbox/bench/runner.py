@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from voxbox.bench.metrics import PeakMemory, cer, clock, wer
+from voxbox.bench.metrics import PeakMemory, cer, wer
 from voxbox.bench.peers import peer_class
 from voxbox.bench.peers.base import NotInstalled, RunResult, Target
 
