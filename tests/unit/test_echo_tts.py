@@ -165,3 +165,18 @@ def test_sampler_matches_upstream(model_dir, monkeypatch):
 
     ours = eng._latent(call, StageTimings())
     torch.testing.assert_close(ours, ref, atol=2e-4, rtol=1e-4)
+
+
+def test_fused_decoder_walk_matches_upstream_forward(engine):
+    # _fastdec.decode (padding written by Snake, strided crop, padding=0 convs) == upstream's Decoder.forward
+    from voxbox.engines.tts.echo import _fastdec
+
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn((1, engine.ae.decoder.model[0].conv.in_channels, 24), generator=gen)
+    with torch.inference_mode():
+        ref = engine.ae.decoder(z)
+        fast = _fastdec.decode(engine.ae.decoder, z, use_triton=False)
+        padded = _fastdec.snake_pad(z, torch.full((1, z.shape[1], 1), 0.7), 5, use_triton=False)
+    assert fast.shape == ref.shape and ref.abs().max() > 0
+    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-6)
+    assert padded.shape[-1] == z.shape[-1] + 5 and (padded[..., :5] == 0).all()

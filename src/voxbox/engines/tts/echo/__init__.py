@@ -107,8 +107,9 @@ def load(model: str | Path | None = None, *, device: str | None = "auto", dtype:
     Options: ``threads`` (CPU threads for torch), ``preset`` (the default per-call preset), ``cuda_graphs`` (default true; CUDA only),
     ``compile`` (torch.compile the DiT block before graph capture; default false), ``max_voices``
     (speaker-latent LRU size), ``max_shapes`` (DiT buckets kept captured), ``chunk_frames``,
-    ``max_chunk_frames``, ``snake`` (the decoder's activation: ``eager``, the default; ``script`` =
-    upstream's TorchScript; ``compile``).
+    ``max_chunk_frames``, ``snake`` (how the decoder runs Snake: ``auto``, the default = the fused
+    walk of ``_fastdec``, Triton on CUDA, torch elsewhere; ``triton``; ``torch``; or upstream's
+    module forward with ``script`` = upstream's TorchScript, ``compile`` or ``eager``).
     """
     from ._load import resolve_files
 

@@ -19,9 +19,10 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
+from . import _fastdec
 from ._load import PCA
 
-__all__ = ["DECODE_CONTEXT", "HOP", "SAMPLE_RATE", "chunk_bounds", "decode_chunks", "encode_latent", "speech_end"]
+__all__ = ["DECODE_CONTEXT", "HOP", "SAMPLE_RATE", "chunk_bounds", "decode_chunks", "encode_latent", "run_decoder", "speech_end"]
 
 SAMPLE_RATE = 44100
 HOP = 2048  # audio samples per latent frame
@@ -56,6 +57,15 @@ def chunk_bounds(frames: int, first: int, largest: int) -> list[tuple[int, int]]
     return out
 
 
+def run_decoder(ae: torch.nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """The autoencoder's decoder on (1, ae_latent, frames * 4): the fused walk (``_fastdec``) for
+    Snake modes "auto"/"triton"/"torch", upstream's module forward for "script"/"compile"/"eager"."""
+    mode = getattr(ae, "voxbox_snake", "auto")
+    if mode in ("auto", "triton", "torch"):
+        return _fastdec.decode(ae.decoder, z, use_triton=mode != "torch")
+    return ae.decoder(z)
+
+
 @torch.inference_mode()
 def decode_chunks(ae: torch.nn.Module, pca: PCA, latent: torch.Tensor, bounds: list[tuple[int, int]]) -> Iterator[torch.Tensor]:
     """Yield float32 CPU audio for each latent range in ``bounds`` (contiguous from 0).
@@ -69,7 +79,7 @@ def decode_chunks(ae: torch.nn.Module, pca: PCA, latent: torch.Tensor, bounds: l
     samples_per_frame = HOP // UPSAMPLE
     for a, b in bounds:
         lo = max(0, a - DECODE_CONTEXT) * UPSAMPLE
-        audio = ae.decoder(z[..., lo:b * UPSAMPLE])
+        audio = run_decoder(ae, z[..., lo:b * UPSAMPLE])
         yield audio[0, 0, (a * UPSAMPLE - lo) * samples_per_frame:].float().cpu()
 
 

@@ -198,16 +198,18 @@ _SNAKE_COMPILED: list = []
 
 
 def snake_function(mode: str):
-    """The Snake activation (x + sin^2(alpha x) / alpha) as run by the decoder.
+    """The Snake activation (x + sin^2(alpha x) / alpha) as run by the autoencoder's modules.
 
-    ``"script"``: upstream's ``@torch.jit.script`` function (fused into one kernel by TorchScript's
-    GPU fuser after a few profiling runs per shape); ``"compile"``: the same math through
-    ``torch.compile(dynamic=True)``, one Triton kernel for every length (a few seconds to compile,
-    once); ``"eager"``: plain ops, five passes over the activations (the default; on the CPU
-    TorchScript's profiling executor re-specialises for every new length and fuses nothing, and
-    on the GPU the other two are not yet measured in the streamed pipeline: ``bench/echo_gpu.py
-    --second`` does that).
+    The decoder normally does not call these modules: modes ``"auto"`` (the default), ``"triton"``
+    and ``"torch"`` decode through ``_fastdec.decode`` (one fused Triton kernel per Snake, with the
+    following convolution's causal padding written in place, on CUDA; plain torch ops elsewhere or
+    for ``"torch"``), and the modules keep the eager function (the encoder still uses them). The
+    other modes run upstream's module forward, for comparison: ``"script"`` is upstream's
+    ``@torch.jit.script`` function; ``"compile"`` the same math through ``torch.compile``;
+    ``"eager"`` plain ops (five passes over the activations).
     """
+    if mode in ("auto", "triton", "torch"):
+        return _snake_eager
     if mode == "script":
         return upstream_autoencoder().snake
     if mode == "compile":
@@ -216,7 +218,7 @@ def snake_function(mode: str):
         return _SNAKE_COMPILED[0]
     if mode == "eager":
         return _snake_eager
-    raise ValueError(f"snake must be 'script', 'compile' or 'eager', got {mode!r}")
+    raise ValueError(f"snake must be one of auto, triton, torch, script, compile, eager; got {mode!r}")
 
 
 class _Snake(torch.nn.Module):
@@ -235,6 +237,7 @@ class _Snake(torch.nn.Module):
 def set_snake(ae: torch.nn.Module, mode: str) -> None:
     """Switch every Snake activation of a loaded autoencoder to ``mode``."""
     fn = snake_function(mode)
+    ae.voxbox_snake = mode  # read by _codec.run_decoder
     for mod in ae.modules():
         if isinstance(mod, _Snake):
             mod.mode, mod.fn = mode, fn
@@ -271,12 +274,13 @@ def load_autoencoder(files: ModelFiles, device: torch.device, dtype: torch.dtype
             mod.causal_mask = torch.ones((1, 1), dtype=torch.bool, device=device)
         if parametrize.is_parametrized(mod, "weight"):
             parametrize.remove_parametrizations(mod, "weight", leave_parametrized=True)
-    snake = snake or "eager"  # what the H200 benchmark measured; "script"/"compile" are opt-in (see snake_function)
+    snake = snake or "auto"  # fused decoder walk (see snake_function and _fastdec)
     for parent in list(ae.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, ua.Snake1d):
                 setattr(parent, name, _Snake(child.alpha, snake))
     ae = ae.to(dtype=dtype) if dtype != torch.float32 else ae
+    ae.voxbox_snake = snake
     for mod in ae.modules():  # rotary tables stay in upstream's bfloat16
         if isinstance(mod, ua.Transformer):
             mod.freqs_cis = mod.freqs_cis.to(torch.bfloat16)
