@@ -144,38 +144,92 @@ def voxbox_section(root: Path, runs: int, label: str, texts=TEXTS, steps_list=ST
     return out
 
 
+def _time(fn, runs: int, warm: int = 3) -> dict:
+    t0 = time.perf_counter()
+    for _ in range(warm):
+        fn()
+    sync()
+    warm_s = time.perf_counter() - t0
+    times = []
+    for _ in range(runs):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return {"s": stats(times), "warmup_s": round(warm_s, 2)}
+
+
 def decode_bench(root: Path, runs: int, frames: int = 640) -> dict:
-    """The autoencoder alone on a random 640-frame latent: one call vs the streamed chunks, fp32 vs
-    bf16, and each Snake implementation (upstream TorchScript, torch.compile, eager)."""
+    """The autoencoder alone on a random 640-frame latent: fp32 vs bf16; upstream's module forward
+    (TorchScript / eager Snake) vs the fused walk (torch / Triton Snake); one call vs streamed
+    chunks; cudnn.benchmark; a CUDA graph of the one-call walk; the top kernels of one decode."""
     import copy
 
     from voxbox.engines.tts import echo
-    from voxbox.engines.tts.echo._codec import chunk_bounds, decode_chunks
+    from voxbox.engines.tts.echo._codec import chunk_bounds, decode_chunks, run_decoder
     from voxbox.engines.tts.echo._load import set_snake
 
     engine = echo.load(root, device="cuda")
     ae32 = engine.ae
     ae16 = copy.deepcopy(ae32).to(torch.bfloat16)
-    lat = torch.randn((1, frames, 80), device=engine.placement["autoencoder"][0]) * 0.8
+    lat = torch.randn((1, frames, 80), device="cuda") * 0.8
     out: dict = {}
+    plans = {"one_call": [(0, frames)], "streamed_16_128": chunk_bounds(frames, 16, 128),
+             "streamed_16_256": chunk_bounds(frames, 16, 256), "streamed_16_640": chunk_bounds(frames, 16, 640)}
+    ref = {}
     for dt_name, ae in (("fp32", ae32), ("bf16", ae16)):
-        for mode in ("script", "compile", "eager"):
+        for mode in ("script", "eager", "torch", "triton"):
             set_snake(ae, mode)
-            for label, bounds in (("one_call", [(0, frames)]), ("streamed", chunk_bounds(frames, 16, 128))):
-                t0 = time.perf_counter()
-                for _ in range(3):  # warm-up (TorchScript profiling runs, compile)
-                    list(decode_chunks(ae, engine.pca, lat, bounds))
+            for label, bounds in plans.items():
+                if label != "one_call" and mode in ("script", "eager", "torch") and label != "streamed_16_128":
+                    continue
+                key = f"{dt_name}_{mode}_{label}"
+                out[key] = _time(lambda: list(decode_chunks(ae, engine.pca, lat, bounds)), runs)
+                if label == "one_call":
+                    a = torch.cat(list(decode_chunks(ae, engine.pca, lat, bounds)))
+                    ref.setdefault("fp32", a) if dt_name == "fp32" else None
+                    out[key]["max_abs_vs_fp32_first"] = round(float((a - ref["fp32"]).abs().max()), 6)
+                print("decode", key, out[key], flush=True)
+    # cudnn.benchmark on the fused Triton walk
+    torch.backends.cudnn.benchmark = True
+    for dt_name, ae in (("fp32", ae32), ("bf16", ae16)):
+        set_snake(ae, "triton")
+        for label in ("one_call", "streamed_16_256"):
+            key = f"{dt_name}_triton_{label}_cudnn_benchmark"
+            out[key] = _time(lambda: list(decode_chunks(ae, engine.pca, lat, plans[label])), runs)
+            print("decode", key, out[key], flush=True)
+    torch.backends.cudnn.benchmark = False
+    # decoder alone, one call, fused walk: eager launches vs a CUDA graph; channels-last is n/a for 1-d
+    for dt_name, ae in (("fp32", ae32), ("bf16", ae16)):
+        z = torch.randn((1, ae.decoder.model[0].conv.in_channels, frames * 4), device="cuda", dtype=next(ae.parameters()).dtype)
+        with torch.inference_mode():
+            out[f"{dt_name}_decoder_only_triton"] = _time(lambda: run_decoder(ae, z), runs)
+            try:
+                s = torch.cuda.Stream()
+                s.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(s):
+                    run_decoder(ae, z)
+                torch.cuda.current_stream().wait_stream(s)
+                g = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(g):
+                    run_decoder(ae, z)
+                out[f"{dt_name}_decoder_only_triton_graph"] = _time(g.replay, runs)
+                del g
+            except Exception as exc:
+                out[f"{dt_name}_decoder_only_triton_graph"] = {"error": repr(exc)[:300]}
+        print("decode", dt_name, out[f"{dt_name}_decoder_only_triton"], out[f"{dt_name}_decoder_only_triton_graph"], flush=True)
+        try:
+            from torch.profiler import ProfilerActivity, profile
+
+            with torch.inference_mode(), profile(activities=[ProfilerActivity.CUDA]) as prof:
+                run_decoder(ae, z)
                 sync()
-                warm = time.perf_counter() - t0
-                times = []
-                for _ in range(runs):
-                    sync()
-                    t0 = time.perf_counter()
-                    list(decode_chunks(ae, engine.pca, lat, bounds))
-                    sync()
-                    times.append(time.perf_counter() - t0)
-                out[f"{dt_name}_{mode}_{label}"] = {"s": stats(times), "warmup_s": round(warm, 2)}
-                print("decode", dt_name, mode, label, out[f"{dt_name}_{mode}_{label}"], flush=True)
+            table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=70)
+            out[f"{dt_name}_profile"] = table.splitlines()
+            print(table, flush=True)
+        except Exception as exc:
+            out[f"{dt_name}_profile"] = repr(exc)[:300]
     engine.close()
     return out
 
@@ -199,6 +253,7 @@ def main() -> None:
     ap.add_argument("--skip-compile", action="store_true")
     ap.add_argument("--budget-s", type=float, default=480.0, help="skip optional sections past this many seconds")
     ap.add_argument("--second", action="store_true", help="follow-up run: no upstream/hybrid; decode study; compiled DiT + compiled snake")
+    ap.add_argument("--decode-only", action="store_true", help="only the autoencoder decode study")
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False  # as upstream runs (cuDNN convs keep TF32, torch's default)
     root = Path(args.root)
@@ -210,6 +265,10 @@ def main() -> None:
         write_random_model(root, "real", device="cuda", hub_layout=True)
     RES["write_weights_s"] = round(time.time() - t0, 1)
     save()
+    if args.decode_only:
+        guarded("decode", decode_bench, root, args.runs)
+        print(json.dumps(RES, indent=1))
+        return
     if args.second:
         guarded("voxbox", voxbox_section, root, args.runs, "gpu", device="cuda")
         guarded("decode", decode_bench, root, args.runs)
