@@ -213,3 +213,14 @@ def test_real_tiny_en_to_onnx_int8_verifies(real_tiny_en_hf, moonshine_assets, t
     assert code == 0, err
     v = json.loads((out / "voxbox_manifest.json").read_text())["verification"]
     assert v["passed"] and "fail better" in v["target"]["texts"][0].lower()
+
+
+@pytest.mark.slow
+def test_transformers_reference_when_torch_whisper_is_missing(real_tiny_en_hf, moonshine_assets):
+    """The verification's fallback source (transformers generate, long-form with timestamps)."""
+    from voxbox.convert import verify as V
+
+    run, name, *_ = V._hf_runner(real_tiny_en_hf, "cpu", {})
+    (audio,) = V._load_audio([moonshine_assets / "beckett.wav"])
+    assert name == "transformers"
+    assert V.wer(["Ever tried. Ever failed. No matter. Try again. Fail again. Fail better."], [run(audio)]) == 0.0

@@ -170,6 +170,14 @@ def _hf_runner(src: Path, device: str, limit: dict[str, Any]):
     from voxbox.engines.asr import whisper_common as wc
 
     model = load_hf_whisper(src)
+    # English-only models have 51864 entries; a converted checkpoint may still carry a multilingual
+    # generation config, which would make generate() prompt an .en model with language tokens
+    multilingual = model.config.vocab_size >= 51865
+    model.generation_config.is_multilingual = multilingual
+    if not multilingual:
+        for key in ("lang_to_id", "task_to_id"):
+            if hasattr(model.generation_config, key):
+                delattr(model.generation_config, key)
     dev = torch.device("cuda" if device.startswith("cuda") and torch.cuda.is_available() else "cpu")
     model.to(dev)
     from tokenizers import Tokenizer
@@ -186,7 +194,7 @@ def _hf_runner(src: Path, device: str, limit: dict[str, Any]):
                                       do_sample=False, num_beams=1, **limit)
         if frames > wc.CHUNK_FRAMES:
             kwargs["attention_mask"] = torch.ones(1, frames, dtype=torch.long, device=dev)
-        if model.generation_config.is_multilingual if hasattr(model.generation_config, "is_multilingual") else False:
+        if multilingual:
             kwargs["task"] = "transcribe"
         with torch.no_grad():
             out = model.generate(input_features=feats, **kwargs)
