@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from voxbox.engines.asr.torch_whisper.fast import FastStep
 from voxbox.engines.asr.torch_whisper.model import KVCache, Whisper
 from voxbox.engines.asr.torch_whisper.tokenizer import WhisperTokenizer
 
@@ -93,7 +94,11 @@ class _RuleTensors:
 class Runner:
     """Owns decode buffers and graphs for one model on one device."""
 
-    def __init__(self, model: Whisper, tokenizer: WhisperTokenizer, use_graphs: bool | None = None):
+    def __init__(self, model: Whisper, tokenizer: WhisperTokenizer, use_graphs: bool | None = None,
+                 fast: bool | None = None, compile: bool | None = None, compile_options: dict | None = None):
+        """``fast``: single-token steps through :class:`FastStep` (default: on CUDA once
+        ``fuse_for_decoding()`` ran); ``compile``: torch.compile those steps (default: when
+        :func:`compile_available`), falling back to eager if compilation fails."""
         self.model = model
         self.tok = tokenizer
         p = model.decoder.embed_tokens.weight
@@ -107,8 +112,17 @@ class Runner:
         self._states: dict[int, _State] = {}
         self._rules: dict[Rules, _RuleTensors] = {}
         self._pool = None
-        self.capture_seconds = 0.0  # total CUDA graph capture time (warm-up), for reporting
+        self.capture_seconds = 0.0  # total CUDA graph capture time (warm-up, compilation excluded), for reporting
         self.check_every = 4 if self.device.type == "cuda" else 1
+        fused = all(layer.fused_qkv is not None and layer.fused_cross_q is not None for layer in model.decoder.layers)
+        if fast is None:
+            fast = self.device.type == "cuda" and fused
+        self.fast = FastStep(model, compile=compile, options=compile_options) if fast else None
+
+    @property
+    def compile_seconds(self) -> float:
+        """Time spent compiling the decode step (first calls of the compiled functions), for reporting."""
+        return self.fast.compile_seconds if self.fast is not None else 0.0
 
     # ----------------------------------------------------------------- buffers
     def clear(self) -> None:
@@ -196,7 +210,10 @@ class Runner:
 
     def _forward_step(self, st: _State, kv_len: int, rt: _RuleTensors) -> torch.Tensor:
         tok = st.tokens.index_select(1, st.pos)
-        h = self.model.decoder(tok, st.pos, st.cache, kv_len)
+        if self.fast is not None:
+            h = self.fast(tok, st.pos, st.cache, kv_len)
+        else:
+            h = self.model.decoder(tok, st.pos, st.cache, kv_len)
         return self._apply_rules(st, self.model.logits(h[:, -1]), rt)
 
     def _greedy_step(self, st: _State, kv_len: int, rt: _RuleTensors) -> None:
@@ -223,6 +240,7 @@ class Runner:
     def _capture(self, st: _State, fn) -> "torch.cuda.CUDAGraph":
         torch.cuda.synchronize()
         t0 = time.perf_counter()
+        c0 = self.compile_seconds
         saved = (st.pos.clone(), st.sum_lp.clone(), st.tokens.clone())
         s = torch.cuda.Stream()
         s.wait_stream(torch.cuda.current_stream())
@@ -236,7 +254,7 @@ class Runner:
         with torch.cuda.graph(g, pool=self._pool):
             fn()
         torch.cuda.synchronize()
-        self.capture_seconds += time.perf_counter() - t0
+        self.capture_seconds += time.perf_counter() - t0 - (self.compile_seconds - c0)  # compilation counted apart
         return g
 
     # ----------------------------------------------------------------- decode
