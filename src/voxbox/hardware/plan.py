@@ -23,6 +23,7 @@ from voxbox.hardware.quirks import EnvVar, Quirk, env_recipe, load_quirks, match
 from voxbox.types import ComponentSpec
 
 __all__ = [
+    "auto_placement",
     "Placement",
     "Plan",
     "MachinePlan",
@@ -65,6 +66,18 @@ REFERENCE_COMPONENTS: dict[str, list[ComponentSpec]] = {
                             backend="onnxruntime", kind="vocoder", overhead_bytes=200 * 2**20)],
     "hibari": [ComponentSpec("model", params=4_000_000, devices=("cpu",), dtypes=("float32",),
                              backend="onnxruntime", kind="vocoder", overhead_bytes=100 * 2**20)],
+    # Fish Audio S2-Pro sizes (approximate): 4B slow AR, 0.4B fast AR, DAC-style codec.
+    "fish-s2": [
+        ComponentSpec("slow_ar", params=4_000_000_000, devices=("cpu", "cuda", "rocm"),
+                      dtypes=("bfloat16", "float16", "float32"), backend="torch", kind="transformer",
+                      overhead_bytes=2 * GiB),
+        ComponentSpec("fast_ar", params=400_000_000, devices=("cpu", "cuda", "rocm"),
+                      dtypes=("bfloat16", "float16", "float32"), backend="torch", kind="transformer",
+                      overhead_bytes=256 * 2**20),
+        ComponentSpec("codec", params=200_000_000, devices=("cpu", "cuda", "rocm"),
+                      dtypes=("float32", "bfloat16", "float16"), backend="torch", kind="codec",
+                      overhead_bytes=1 * GiB),
+    ],
     # Echo-TTS-like sizes (approximate): text encoder, 2.4B diffusion transformer, conv autoencoder.
     "echo-tts": [
         ComponentSpec("text_encoder", params=120_000_000, devices=("cpu", "cuda", "rocm"),
@@ -747,3 +760,23 @@ def resolve_device(requested: str | None, backend: str, component: ComponentSpec
     else:
         why = "the planner's choice for this machine."
     return dev, dt, f"{backend} on {dev} in {dt}: {why}"
+
+
+def auto_placement(engine_name: str, components: list[ComponentSpec] | None = None,
+                   machine: MachineInfo | None = None) -> Plan:
+    """The plan a torch engine follows when asked for device "auto".
+
+    Detection (cached per process), the on-disk probe verdicts from ``voxbox doctor --probe`` and the
+    quirks table decide; no probe is run here, so loading stays fast. Components the plan could not
+    place (too big for any device) fall back to the CPU in float32 with that reason kept.
+    """
+    if machine is None:
+        from voxbox.hardware.detect import detect
+
+        machine = detect()
+    plan = plan_engine(engine_name, components, machine=machine, probes=_cached_probes(machine))
+    for p in plan.placements:
+        if not p.placed:
+            p.device, p.dtype = "cpu", "float32"
+            p.reason = f"{p.reason} Falling back to the CPU in float32."
+    return plan
