@@ -41,6 +41,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+from voxbox.engines.placement import resolve_placement
 from voxbox.errors import BadInputError, ModelLoadError, ModelNotFoundError
 
 from .config import S2_CODEC, S2_PRO_CONFIG, CodecConfig, DualARConfig, load_codec_config, load_dual_ar_config
@@ -49,67 +50,19 @@ from .engine import DEFAULTS, FishS2Engine
 __all__ = ["COMPONENTS", "DEFAULTS", "FishS2Engine", "S2_CODEC", "S2_PRO_CONFIG", "load", "parse_placement"]
 
 COMPONENTS = ("slow_ar", "fast_ar", "codec")
-_DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16", "half": "float16",
-           "float32": "float32", "fp32": "float32", "float": "float32"}
-
-
-def _device(name: Any) -> Any:
-    import torch
-
-    if isinstance(name, torch.device):
-        return name
-    if name in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name in ("rocm", "hip"):
-        name = "cuda"
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, TypeError) as exc:
-        raise BadInputError(f"bad device {name!r}: {exc}", param="device") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BadInputError(f"device {name!r} asked for, but torch sees no CUDA/ROCm GPU", param="device")
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", torch.cuda.current_device())
-    return dev
-
-
-def _dtype(name: Any) -> Any:
-    import torch
-
-    if isinstance(name, torch.dtype):
-        return name
-    key = _DTYPES.get(str(name).replace("torch.", "").lower())
-    if key is None:
-        raise BadInputError(f"bad dtype {name!r}; use bfloat16, float16 or float32", param="dtype")
-    return getattr(torch, key)
+_CONV = frozenset({"codec"})
 
 
 def parse_placement(device: Any = "auto", dtype: Any = None,
                     placement: Mapping[str, Any] | None = None) -> dict[str, tuple[Any, Any]]:
-    """(device, dtype) per component. Defaults: all on ``device``; on a GPU the transformers in
-    bfloat16 (``dtype`` overrides) and the codec in float32; on the CPU everything float32.
-    ``placement`` pins components as ``"cuda:float16"``, ``"cpu"``, ``(dev, dtype)`` or a dict."""
-    base = _device(device)
-    out: dict[str, tuple[Any, Any]] = {}
-    for comp in COMPONENTS:
-        if base.type == "cpu":
-            dt = dtype if (dtype and comp != "codec") else "float32"
-        else:
-            dt = "float32" if comp == "codec" else (dtype or "bfloat16")
-        out[comp] = (base, _dtype(dt))
-    for comp, spec in (placement or {}).items():
-        if comp not in COMPONENTS:
-            raise BadInputError(f"unknown fish-s2 component {comp!r}; components: {', '.join(COMPONENTS)}", param="placement")
-        if isinstance(spec, Mapping):
-            dev_name, dt_name = spec.get("device"), spec.get("dtype")
-        elif isinstance(spec, (tuple, list)):
-            dev_name, dt_name = (list(spec) + [None])[:2]
-        else:
-            head, _, tail = str(spec).rpartition(":")
-            dev_name, dt_name = (head, tail) if head and tail.lower() in _DTYPES else (str(spec), None)
-        dev = _device(dev_name) if dev_name else out[comp][0]
-        default = "float32" if (dev.type == "cpu" or comp == "codec") else "bfloat16"
-        out[comp] = (dev, _dtype(dt_name or default))
+    """(device, dtype) per component (see :mod:`voxbox.engines.placement`): "auto" asks the hardware
+    planner; an explicit device puts all there (transformers bfloat16 on a GPU unless ``dtype``,
+    codec float32); ``placement`` pins components as ``"cuda:float16"``, ``"cpu"``, ``(dev, dtype)``
+    or a dict."""
+    placed = resolve_placement("fish-s2", COMPONENTS, conv=_CONV, device=device, dtype=dtype, placement=placement)
+    out = {comp: (p.device, p.dtype) for comp, p in placed.items()}
+    if out["slow_ar"][0] != out["fast_ar"][0] and not (placement and "fast_ar" in placement):
+        out["fast_ar"] = (out["slow_ar"][0], out["fast_ar"][1])  # the small one follows the big one
     if out["slow_ar"][0] != out["fast_ar"][0]:
         raise BadInputError("fish-s2: slow_ar and fast_ar must share a device (they exchange state every frame); "
                             "their dtypes may differ", param="placement")
