@@ -80,6 +80,11 @@ def main() -> None:
     ap.add_argument("--tokenizer", default=str(ROOT / ".gpu/tw/tokenizer.json"))
     ap.add_argument("--shapes", default="base,large-v3")
     ap.add_argument("--batches", default="1,16,64")
+    ap.add_argument("--variants", action="store_true",
+                    help="only compare decode-step variants (plain / fast eager / compiled) at large-v3 batch 1")
+    ap.add_argument("--compile-options", default="",
+                    help="Inductor options for the compiled step, e.g. coordinate_descent_tuning=1")
+    ap.add_argument("--self-attn", default="sdpa", choices=["sdpa", "math"])
     args = ap.parse_args()
     out_dir = Path(os.environ.get("OUT", "/tmp"))
     name = torch.cuda.get_device_name(0)
@@ -90,11 +95,19 @@ def main() -> None:
 
     res["transformers"] = transformers.__version__
     tok = WhisperTokenizer.from_dir(Path(args.tokenizer).parent, 51865)
+    if args.variants:
+        res["variants"] = variants(tok)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "torch_whisper_variants.json").write_text(json.dumps(res, indent=1))
+        print(json.dumps(res, indent=1))
+        return
+    opts = {k: _opt(v) for k, v in (kv.split("=") for kv in args.compile_options.split(",") if kv)}
+    res["step"] = {"compile_options": opts, "self_attn": args.self_attn}
     batches = [int(b) for b in args.batches.split(",")]
     out_dir.mkdir(parents=True, exist_ok=True)
     for shape in args.shapes.split(","):
         try:
-            res["shapes"][shape] = run_shape(shape, tok, batches, hbm)
+            res["shapes"][shape] = run_shape(shape, tok, batches, hbm, opts, args.self_attn)
         except Exception as exc:  # keep the other shape's figures
             import traceback
 
@@ -106,7 +119,68 @@ def main() -> None:
     print(json.dumps(res, indent=1))
 
 
-def run_shape(shape: str, tok: WhisperTokenizer, batches: list[int], hbm: float | None) -> dict:
+def _opt(v: str):
+    return int(v) if v.isdigit() else v
+
+
+def variants(tok: WhisperTokenizer) -> dict:
+    """Decode ms/token at large-v3 shape, batch 1, for the step variants (random fp16 weights)."""
+    cfg = {**SHAPES["large-v3"], "max_target_positions": 448, "max_source_positions": 1500}
+    from transformers import WhisperConfig
+
+    dims = WhisperDims.from_config(WhisperConfig(**cfg).to_dict())
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = Whisper(dims).half().eval()
+    model.fuse_for_decoding()
+    forced = Rules(suppress=(tok.eot,), begin_suppress=(), timestamps=False)
+    prompt = tok.sot_sequence("en", "transcribe", timestamps=False)
+    feats = torch.randn(1, 128, 3000, device="cuda", dtype=torch.float16)
+    cdt = {"coordinate_descent_tuning": True}
+    todo = [("plain", dict(fast=False)), ("fast_eager", dict(fast=True, compile=False)),
+            ("compiled", dict(fast=True, compile=True)),
+            ("compiled_cdt", dict(fast=True, compile=True, compile_options=cdt)),
+            ("compiled_cdt_math", dict(fast=True, compile=True, compile_options=cdt, self_attn="math"))]
+    out: dict = {}
+    ref = None
+    t_start = time.perf_counter()
+    with torch.inference_mode():
+        enc = model.encoder(feats)
+        for name, kw in todo:
+            if time.perf_counter() - t_start > 240:
+                out[name] = "skipped (time)"
+                continue
+            try:
+                runner = Runner(model, tok, use_graphs=True, **kw)
+                sync()
+                t0 = time.perf_counter()
+                first = runner.decode(enc, prompt, forced, NTOK)
+                sync()
+                row = {"first_call_s": round(time.perf_counter() - t0, 2), "compile_s": round(runner.compile_seconds, 2),
+                       "capture_s": round(runner.capture_seconds, 3),
+                       "compiled": bool(runner.fast and runner.fast.compiled),
+                       "compile_error": runner.fast.compile_error if runner.fast else None}
+                dec_s, _ = timed(lambda: runner.decode(enc, prompt, forced, NTOK), repeat=5)
+                row["decode_ms_per_token"] = round(dec_s / NTOK * 1e3, 3)
+                runner.use_graphs = False
+                eager = runner.decode(enc, prompt, forced, NTOK)
+                row["graph_tokens_match_eager"] = eager[0].tokens == first[0].tokens
+                if ref is None:
+                    ref = first[0].tokens
+                row["tokens_agree_with_plain"] = sum(a == b for a, b in zip(ref, first[0].tokens)) / NTOK
+                runner.clear()
+            except Exception as exc:  # noqa: BLE001
+                import traceback
+
+                traceback.print_exc()
+                row = {"error": repr(exc)[:500]}
+            out[name] = row
+            print(name, json.dumps(row), flush=True)
+    return out
+
+
+def run_shape(shape: str, tok: WhisperTokenizer, batches: list[int], hbm: float | None, opts: dict | None = None,
+              self_attn: str = "sdpa") -> dict:
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
     kw = SHAPES[shape]
@@ -121,7 +195,7 @@ def run_shape(shape: str, tok: WhisperTokenizer, batches: list[int], hbm: float 
         ours = Whisper(dims)
     load_weights(ours, dict(hf.state_dict()), torch.float16, torch.device("cuda"))  # same tensors
     ours.eval().fuse_for_decoding()
-    runner = Runner(ours, tok, use_graphs=True)
+    runner = Runner(ours, tok, use_graphs=True, compile_options=opts or None, self_attn=self_attn)
     forced = Rules(suppress=(tok.eot,), begin_suppress=(), timestamps=False)
     prompt = tok.sot_sequence("en", "transcribe", timestamps=False)
     r: dict = {"params": sum(p.numel() for p in ours.parameters())}
@@ -137,13 +211,17 @@ def run_shape(shape: str, tok: WhisperTokenizer, batches: list[int], hbm: float 
         row["hf_x_realtime"] = round(30 * bs / hf_s, 1)
         torch.cuda.empty_cache()
         with torch.inference_mode():
-            cap0 = runner.capture_seconds
+            cap0, comp0 = runner.capture_seconds, runner.compile_seconds
             sync()
             t0 = time.perf_counter()
             first = runner.decode(runner.encode(feats), prompt, forced, NTOK)  # captures graphs
             sync()
             row["tw_first_call_s"] = round(time.perf_counter() - t0, 3)
             row["tw_graph_capture_s"] = round(runner.capture_seconds - cap0, 3)
+            row["tw_compile_s"] = round(runner.compile_seconds - comp0, 3)
+            row["tw_step_compiled"] = bool(runner.fast is not None and runner.fast.compiled)
+            if runner.fast is not None and runner.fast.compile_error:
+                row["tw_compile_error"] = runner.fast.compile_error
             assert all(len(x.tokens) == NTOK for x in first), [len(x.tokens) for x in first]
             enc_s, _ = timed(lambda: runner.encode(feats))
             enc = runner.encode(feats)

@@ -47,10 +47,13 @@ def test_fast_step_decodes_like_decoder_forward(timestamps):
         st = fast._state(2)
         h_fast = fast.fast(st.tokens[:, 5:6], torch.tensor([5]), st.cache, 64)
         h_ref = model.decoder(st.tokens[:, 5:6], torch.tensor([5]), st.cache, 64)
+        math = Runner(model, tok, use_graphs=False, fast=True, compile=False, self_attn="math")
+        h_math = math.fast(st.tokens[:, 5:6], torch.tensor([5]), st.cache, 64)
     assert [r.tokens for r in a] == [r.tokens for r in b]
     assert len(set(a[0].tokens)) > 3  # not a degenerate repeat of one token
     assert [r.sum_logprob for r in a] == pytest.approx([r.sum_logprob for r in b], rel=1e-5)
     torch.testing.assert_close(h_fast, h_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(h_math, h_ref, rtol=1e-4, atol=1e-4)
 
 
 def test_fast_step_needs_fused_layout():

@@ -95,7 +95,8 @@ class Runner:
     """Owns decode buffers and graphs for one model on one device."""
 
     def __init__(self, model: Whisper, tokenizer: WhisperTokenizer, use_graphs: bool | None = None,
-                 fast: bool | None = None, compile: bool | None = None, compile_options: dict | None = None):
+                 fast: bool | None = None, compile: bool | None = None, compile_options: dict | None = None,
+                 self_attn: str = "sdpa"):
         """``fast``: single-token steps through :class:`FastStep` (default: on CUDA once
         ``fuse_for_decoding()`` ran); ``compile``: torch.compile those steps (default: when
         :func:`compile_available`), falling back to eager if compilation fails."""
@@ -117,7 +118,7 @@ class Runner:
         fused = all(layer.fused_qkv is not None and layer.fused_cross_q is not None for layer in model.decoder.layers)
         if fast is None:
             fast = self.device.type == "cuda" and fused
-        self.fast = FastStep(model, compile=compile, options=compile_options) if fast else None
+        self.fast = FastStep(model, compile=compile, options=compile_options, self_attn=self_attn) if fast else None
 
     @property
     def compile_seconds(self) -> float:

@@ -41,8 +41,15 @@ def compile_available(device: torch.device) -> bool:
     return hasattr(torch, "compile")
 
 
-def _functions(heads: int, eps: float, act_name: str):
+def _functions(heads: int, eps: float, act_name: str, self_attn: str = "sdpa"):
     act = _act(act_name)
+
+    def attend(q, k, v, mask):  # self-attention over the cache (one query per row)
+        if self_attn == "sdpa":
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
+        # plain matmul-softmax-matmul: Inductor fuses mask + softmax (and, at one query, the products)
+        w = torch.softmax(torch.matmul(q, k.transpose(-1, -2)).float() + mask, dim=-1)
+        return torch.matmul(w.to(v.dtype), v)
 
     def split(x: torch.Tensor) -> torch.Tensor:  # (B, T, d) -> (B, H, T, Dh)
         b, t, d = x.shape
@@ -70,8 +77,7 @@ def _functions(heads: int, eps: float, act_name: str):
 
     def body(x, q, k, v, mask, ck, cv, w):
         o_w, o_b, ln2_w, ln2_b, cq_w, cq_b, co_w, co_b, ln3_w, ln3_b, fc1_w, fc1_b, fc2_w, fc2_b = w
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
-        x = x + F.linear(merge(o), o_w, o_b)
+        x = x + F.linear(merge(attend(q, k, v, mask)), o_w, o_b)
         o = F.scaled_dot_product_attention(split(F.linear(ln(x, ln2_w, ln2_b), cq_w, cq_b)), ck, cv, scale=1.0)
         x = x + F.linear(merge(o), co_w, co_b)
         return x + F.linear(act(F.linear(ln(x, ln3_w, ln3_b), fc1_w, fc1_b)), fc2_w, fc2_b)
@@ -87,6 +93,15 @@ def _functions(heads: int, eps: float, act_name: str):
     return head, layer, last
 
 
+def _raise_recompile_limit(n: int = 64) -> None:
+    """Each (batch, attended length, model shape) may compile once; dynamo's default limit (8 per
+    function) would silently drop to eager after a few."""
+    cfg = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(cfg, name) and getattr(cfg, name) < n:
+            setattr(cfg, name, n)
+
+
 class FastStep:
     """Decoder forward for one new token per row at a device-tensor position (graph-safe).
 
@@ -95,14 +110,17 @@ class FastStep:
     functions (compilation), ``compiled`` whether they are in use.
     """
 
-    def __init__(self, model: Whisper, compile: bool | None = None, options: dict | None = None):
+    def __init__(self, model: Whisper, compile: bool | None = None, options: dict | None = None,
+                 self_attn: str = "sdpa"):
         dec = model.decoder
         layers = list(dec.layers)
         if any(layer.fused_qkv is None or layer.fused_cross_q is None for layer in layers):
             raise ValueError("FastStep needs Whisper.fuse_for_decoding() first")
         self.model = model
         eps = dec.layer_norm.eps
-        self._eager = _functions(model.dims.decoder_heads, eps, model.dims.activation)
+        if self_attn not in ("sdpa", "math"):
+            raise ValueError(f"self_attn must be 'sdpa' or 'math', not {self_attn!r}")
+        self._eager = _functions(model.dims.decoder_heads, eps, model.dims.activation, self_attn)
         self.weights = []
         for L in layers:
             self.weights.append((
@@ -124,6 +142,7 @@ class FastStep:
         if compile:
             try:
                 opts = dict(options or {})
+                _raise_recompile_limit()
                 self.fns = tuple(torch.compile(f, fullgraph=True, options=opts or None) for f in self._eager)
                 self.compiled = True
             except Exception as exc:  # noqa: BLE001 - any failure means: stay eager
@@ -146,7 +165,8 @@ class FastStep:
         t0 = time.perf_counter()
         try:  # first call for this shape: compiles (or re-checks guards); every write it makes is idempotent
             out = self._run(self.fns, tokens, pos, cache, kv_len)
-            torch.cuda.synchronize()
+            if out.is_cuda:
+                torch.cuda.synchronize()
         except Exception as exc:  # noqa: BLE001
             self._fail(exc)
             return self._run(self._eager, tokens, pos, cache, kv_len)
