@@ -180,6 +180,12 @@ class DiTRunner:
         self.out_norm = model.out_norm.weight.float()
         self.out_w, self.out_b = model.out_proj.weight.detach(), model.out_proj.bias.detach()
         self.use_graphs = bool(cuda_graphs) and device.type == "cuda"
+        if compile:  # one specialisation per (bucket, batch 1/3): more than dynamo's default 8 recompiles
+            import torch._dynamo as dynamo
+
+            for name in ("recompile_limit", "cache_size_limit"):
+                if hasattr(dynamo.config, name):
+                    setattr(dynamo.config, name, max(getattr(dynamo.config, name), 64))
         self._block = torch.compile(_block, dynamic=False) if compile else _block
         self._shapes: OrderedDict[tuple[int, int, int], _Shape] = OrderedDict()
         self._max_shapes = max(1, int(max_shapes))

@@ -9,7 +9,12 @@ modules with the same weights but:
 * Snake is one kernel (``_snake_kernel``: one read, one write; sin in fp32 whatever the storage
   dtype) that writes straight into a buffer already holding the convolution's left zero padding,
   so the pad copy disappears;
-* it reads strided rows, so the transposed convolution's right crop is a view, not a copy;
+* convolution biases are added inside the next fused kernel (Snake, or the residual add: one
+  ``_residual_kernel`` pass for x + y + bias) instead of PyTorch's separate broadcast pass after
+  each cuDNN convolution;
+* each transposed convolution (kernel 2s, stride s, then a right crop of s) runs as the
+  equivalent k=2 convolution to C_out * s channels followed by one interleaving copy that also
+  adds the bias: cuDNN's transposed-convolution (dgrad) kernels were the slowest in the profile;
 * convolutions are called with ``padding=0`` on those buffers (every decoder conv has stride 1,
   for which upstream's "extra" right padding is always 0).
 
@@ -22,19 +27,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["decode", "snake_pad", "triton_available"]
+__all__ = ["decode", "residual_add", "snake_pad", "triton_available"]
 
-_TRITON: list = []  # [kernel] once compiled, [None] when Triton is unusable
+_TRITON: dict = {}  # name -> kernel once compiled; {"ok": False} when Triton is unusable
 
 
-def _kernel():
+def _kernels() -> dict | None:
     if not _TRITON:
         try:
             import triton
             import triton.language as tl
 
             @triton.jit
-            def _snake_kernel(x_ptr, a_ptr, y_ptr, T, C, x_row_stride, y_row_stride, left, BLOCK: tl.constexpr):
+            def _snake_kernel(x_ptr, a_ptr, b_ptr, y_ptr, T, C, x_row_stride, y_row_stride, left,
+                              HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):
                 row = tl.program_id(0)
                 pid = tl.program_id(1)
                 a = tl.load(a_ptr + row % C).to(tl.float32)
@@ -43,54 +49,114 @@ def _kernel():
                 src = offs - left
                 inside = (src >= 0) & (src < T)
                 x = tl.load(x_ptr + row * x_row_stride + src, mask=inside, other=0.0).to(tl.float32)
+                if HAS_BIAS:
+                    x = x + tl.load(b_ptr + row % C).to(tl.float32)
                 s = tl.sin(a * x)
                 y = tl.where(inside, x + inv * s * s, 0.0)
                 tl.store(y_ptr + row * y_row_stride + offs, y.to(y_ptr.dtype.element_ty), mask=offs < T + left)
 
-            _TRITON.append(_snake_kernel)
+            @triton.jit
+            def _residual_kernel(x_ptr, y_ptr, b_ptr, o_ptr, T, C, x_row_stride, BLOCK: tl.constexpr):
+                row = tl.program_id(0)
+                offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+                m = offs < T
+                x = tl.load(x_ptr + row * x_row_stride + offs, mask=m, other=0.0).to(tl.float32)
+                y = tl.load(y_ptr + row * T + offs, mask=m, other=0.0).to(tl.float32)
+                o = x + y + tl.load(b_ptr + row % C).to(tl.float32)
+                tl.store(o_ptr + row * T + offs, o.to(o_ptr.dtype.element_ty), mask=m)
+
+            _TRITON.update(ok=True, snake=_snake_kernel, residual=_residual_kernel)
         except Exception:  # no triton, or a build without a usable GPU backend
-            _TRITON.append(None)
-    return _TRITON[0]
+            _TRITON.update(ok=False)
+    return _TRITON if _TRITON["ok"] else None
 
 
 def triton_available() -> bool:
-    return torch.cuda.is_available() and _kernel() is not None
+    return torch.cuda.is_available() and _kernels() is not None
 
 
 def _snake_torch(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     return x + (alpha + 1e-9).reciprocal() * torch.sin(alpha * x).pow(2)
 
 
-def snake_pad(x: torch.Tensor, alpha: torch.Tensor, left: int = 0, use_triton: bool = True) -> torch.Tensor:
-    """``F.pad(snake(x, alpha), (left, 0))`` for x (B, C, T) whose last dimension is contiguous."""
-    kern = _kernel() if (use_triton and x.is_cuda) else None
-    if kern is None or x.stride(-1) != 1 or (x.shape[0] > 1 and x.stride(0) != x.shape[1] * x.stride(1)):
+def _rows_ok(x: torch.Tensor) -> bool:
+    """(B, C, T) with contiguous time and rows laid out evenly (row r at r * stride(1))."""
+    return x.stride(-1) == 1 and (x.shape[0] == 1 or x.stride(0) == x.shape[1] * x.stride(1))
+
+
+BLOCK = 2048
+
+
+def snake_pad(x: torch.Tensor, alpha: torch.Tensor, left: int = 0, use_triton: bool = True,
+              bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.pad(snake(x + bias[:, None], alpha), (left, 0))`` for x (B, C, T)."""
+    k = _kernels() if (use_triton and x.is_cuda) else None
+    if k is None or not _rows_ok(x):
+        if bias is not None:
+            x = x + bias.view(1, -1, 1).to(x.dtype)
         y = _snake_torch(x, alpha.to(x.dtype))
         return F.pad(y, (left, 0)) if left else y
     B, C, T = x.shape
     y = torch.empty((B, C, T + left), device=x.device, dtype=x.dtype)
-    block = 2048
-    grid = (B * C, triton_cdiv(T + left, block))
-    kern[grid](x, alpha.reshape(-1).contiguous(), y, T, C, x.stride(1), T + left, left, BLOCK=block, num_warps=8)
+    grid = (B * C, -(-(T + left) // BLOCK))
+    k["snake"][grid](x, alpha.reshape(-1), alpha if bias is None else bias, y, T, C, x.stride(1), T + left, left,
+                     HAS_BIAS=bias is not None, BLOCK=BLOCK, num_warps=8)
     return y
 
 
-def triton_cdiv(a: int, b: int) -> int:
-    return -(-a // b)
+def residual_add(x: torch.Tensor, y: torch.Tensor, bias: torch.Tensor | None, use_triton: bool = True) -> torch.Tensor:
+    """``x[..., :T] + y + bias[:, None]`` with y (B, C, T) contiguous, x at least T long."""
+    T = y.shape[-1]
+    k = _kernels() if (use_triton and x.is_cuda) else None
+    if k is None or bias is None or not _rows_ok(x) or not y.is_contiguous():
+        out = x[..., :T] + y
+        return out + bias.view(1, -1, 1).to(out.dtype) if bias is not None else out
+    B, C, _ = y.shape
+    out = torch.empty_like(y)
+    k["residual"][(B * C, -(-T // BLOCK))](x, y, bias, out, T, C, x.stride(1), BLOCK=BLOCK, num_warps=8)
+    return out
 
 
-def _conv(conv_mod: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Upstream ``CausalConvNet`` minus its padding (``x`` arrives padded)."""
+def _conv(conv_mod: torch.nn.Module, x: torch.Tensor, bias: bool = True) -> torch.Tensor:
+    """Upstream ``CausalConvNet`` minus its padding (``x`` arrives padded); bias optional."""
     c = conv_mod.conv
-    return F.conv1d(x, c.weight, c.bias, c.stride, 0, c.dilation, c.groups)
+    return F.conv1d(x, c.weight, c.bias if bias else None, c.stride, 0, c.dilation, c.groups)
+
+
+def _as_conv2(tconv: torch.nn.Module) -> torch.Tensor:
+    """Upstream's causal transposed convolution (kernel 2s, stride s, right crop of s) as an
+    equivalent k=2 convolution to C_out * s channels: output sample t * s + r is
+    x[t] @ w[:, :, r] + x[t - 1] @ w[:, :, r + s]. Cached on the module; weight (C_out * s, C_in, 2)."""
+    w = tconv.conv.weight
+    cached = getattr(tconv, "_voxbox_conv2", None)
+    if cached is not None and cached.dtype == w.dtype and cached.device == w.device:
+        return cached
+    cin, cout, k = w.shape
+    s = tconv.stride
+    assert k == 2 * s, (k, s)
+    w2 = torch.stack([w[:, :, s:], w[:, :, :s]], dim=-1)  # (C_in, C_out, s, 2): tap 0 = x[t-1], tap 1 = x[t]
+    w2 = w2.permute(1, 2, 0, 3).reshape(cout * s, cin, 2).contiguous()
+    tconv._voxbox_conv2 = w2
+    return w2
+
+
+def _upsample(tconv: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """h: (B, C_in, 1 + T) with one zero of left padding -> (B, C_out, T * s) with bias."""
+    w2 = _as_conv2(tconv)
+    s = tconv.stride
+    y = F.conv1d(h, w2)  # (B, C_out * s, T)
+    B, _, T = y.shape
+    cout = w2.shape[0] // s
+    out = torch.empty((B, cout, T, s), device=y.device, dtype=y.dtype)
+    torch.add(y.view(B, cout, s, T).transpose(2, 3), tconv.conv.bias.view(1, cout, 1, 1).to(y.dtype), out=out)
+    return out.view(B, cout, T * s)
 
 
 def _residual(ru: torch.nn.Module, x: torch.Tensor, use_triton: bool) -> torch.Tensor:
     snake1, conv7, snake2, conv1 = ru.block
-    h = _conv(conv7, snake_pad(x, snake1.alpha, conv7.padding, use_triton))
-    y = _conv(conv1, snake_pad(h, snake2.alpha, conv1.padding, use_triton))
-    pad = x.shape[-1] - y.shape[-1]
-    return (x[..., :-pad] if pad > 0 else x) + y
+    h = _conv(conv7, snake_pad(x, snake1.alpha, conv7.padding, use_triton), bias=False)
+    y = _conv(conv1, snake_pad(h, snake2.alpha, conv1.padding, use_triton, bias=conv7.conv.bias), bias=False)
+    return residual_add(x, y, conv1.conv.bias, use_triton)
 
 
 def decode(decoder: torch.nn.Module, z: torch.Tensor, use_triton: bool = True) -> torch.Tensor:
@@ -100,11 +166,7 @@ def decode(decoder: torch.nn.Module, z: torch.Tensor, use_triton: bool = True) -
     x = _conv(first, F.pad(z, (first.padding, 0)))
     for blk in blocks:
         bsnake, tconv, *units = blk.block
-        h = snake_pad(x, bsnake.alpha, 0, use_triton)
-        c = tconv.conv
-        h = F.conv_transpose1d(h, c.weight, c.bias, c.stride, 0, 0, c.groups, c.dilation)
-        crop = tconv.kernel_size - tconv.stride  # upstream unpad1d: all of it on the right
-        x = h[..., : h.shape[-1] - crop] if crop else h
+        x = _upsample(tconv, snake_pad(x, bsnake.alpha, 1, use_triton))
         for ru in units:
             x = _residual(ru, x, use_triton)
     return torch.tanh(_conv(last, snake_pad(x, snake.alpha, last.padding, use_triton)))
