@@ -169,4 +169,21 @@ def decode(decoder: torch.nn.Module, z: torch.Tensor, use_triton: bool = True) -
         x = _upsample(tconv, snake_pad(x, bsnake.alpha, 1, use_triton))
         for ru in units:
             x = _residual(ru, x, use_triton)
-    return torch.tanh(_conv(last, snake_pad(x, snake.alpha, last.padding, use_triton)))
+    return torch.tanh(_to_mono(last, snake_pad(x, snake.alpha, last.padding, use_triton)))
+
+
+def _to_mono(conv_mod: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """The last convolution (C channels -> 1, kernel K, dilation 1) on padded h (B, C, T + K - 1):
+    one skinny GEMM (K, C) @ h reading h once, then the K shifted rows summed. cuDNN picked a slow
+    kernel for this shape (11 ms in bf16, 2.5 ms in fp32 on an H200, for ~1 ms of memory traffic)."""
+    c = conv_mod.conv
+    w = c.weight
+    if w.shape[0] != 1 or c.dilation[0] != 1 or c.groups != 1 or not h.is_cuda:
+        return _conv(conv_mod, h)
+    K = w.shape[-1]
+    T = h.shape[-1] - K + 1
+    p = torch.matmul(w[0].t().contiguous(), h).float()  # (B, K, T + K - 1)
+    y = p[:, 0, :T] + c.bias.float()
+    for k in range(1, K):
+        y = y + p[:, k, k:k + T]
+    return y.unsqueeze(1).to(h.dtype)
