@@ -85,6 +85,7 @@ def main() -> None:
     ap.add_argument("--compile-options", default="",
                     help="Inductor options for the compiled step, e.g. coordinate_descent_tuning=1")
     ap.add_argument("--self-attn", default="sdpa", choices=["sdpa", "math"])
+    ap.add_argument("--kv-outside", action="store_true", help="write the step's K/V eagerly, not in the compiled step")
     ap.add_argument("--from-variants", default="",
                     help="a --variants JSON: use its fastest compiled variant whose graph replay matches eager")
     args = ap.parse_args()
@@ -112,14 +113,15 @@ def main() -> None:
             best = min(ok, key=lambda k: ok[k]["decode_ms_per_token"])
             opts = {"coordinate_descent_tuning": 1} if "cdt" in best else {}
             args.self_attn = "math" if best.endswith("math") else "sdpa"
+            args.kv_outside = "kv_outside" in best
             res["variants"] = found
             res["variants_choice"] = best
-    res["step"] = {"compile_options": opts, "self_attn": args.self_attn}
+    res["step"] = {"compile_options": opts, "self_attn": args.self_attn, "kv_inside": not args.kv_outside}
     batches = [int(b) for b in args.batches.split(",")]
     out_dir.mkdir(parents=True, exist_ok=True)
     for shape in args.shapes.split(","):
         try:
-            res["shapes"][shape] = run_shape(shape, tok, batches, hbm, opts, args.self_attn)
+            res["shapes"][shape] = run_shape(shape, tok, batches, hbm, opts, args.self_attn, not args.kv_outside)
         except Exception as exc:  # keep the other shape's figures
             import traceback
 
@@ -151,8 +153,8 @@ def variants(tok: WhisperTokenizer) -> dict:
     cdt = {"coordinate_descent_tuning": True}
     todo = [("plain", dict(fast=False)), ("fast_eager", dict(fast=True, compile=False)),
             ("compiled", dict(fast=True, compile=True)),
-            ("compiled_cdt", dict(fast=True, compile=True, compile_options=cdt)),
-            ("compiled_cdt_math", dict(fast=True, compile=True, compile_options=cdt, self_attn="math"))]
+            ("compiled_kv_outside", dict(fast=True, compile=True, kv_inside=False)),
+            ("compiled_cdt", dict(fast=True, compile=True, compile_options=cdt))]
     out: dict = {}
     ref = None
     t_start = time.perf_counter()
@@ -192,7 +194,7 @@ def variants(tok: WhisperTokenizer) -> dict:
 
 
 def run_shape(shape: str, tok: WhisperTokenizer, batches: list[int], hbm: float | None, opts: dict | None = None,
-              self_attn: str = "sdpa") -> dict:
+              self_attn: str = "sdpa", kv_inside: bool = True) -> dict:
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
     kw = SHAPES[shape]
@@ -207,7 +209,8 @@ def run_shape(shape: str, tok: WhisperTokenizer, batches: list[int], hbm: float 
         ours = Whisper(dims)
     load_weights(ours, dict(hf.state_dict()), torch.float16, torch.device("cuda"))  # same tensors
     ours.eval().fuse_for_decoding()
-    runner = Runner(ours, tok, use_graphs=True, compile_options=opts or None, self_attn=self_attn)
+    runner = Runner(ours, tok, use_graphs=True, compile_options=opts or None, self_attn=self_attn, kv_inside=kv_inside)
+    plain = Runner(ours, tok, use_graphs=True, fast=False)  # the uncompiled PR-1 step, for token agreement
     forced = Rules(suppress=(tok.eot,), begin_suppress=(), timestamps=False)
     prompt = tok.sot_sequence("en", "transcribe", timestamps=False)
     r: dict = {"params": sum(p.numel() for p in ours.parameters())}
@@ -249,6 +252,11 @@ def run_shape(shape: str, tok: WhisperTokenizer, batches: list[int], hbm: float 
                 eager_s, _ = timed(lambda: runner.decode(enc, prompt, forced, NTOK), repeat=1)
                 runner.use_graphs = True
                 row["tw_eager_decode_ms_per_token"] = round(eager_s / NTOK * 1e3, 3)
+                ref = plain.decode(enc, prompt, forced, NTOK)[0].tokens  # compiled reductions reorder: near-ties may flip
+                row["tokens_agree_with_uncompiled"] = sum(a == b for a, b in zip(ref, graphed[0].tokens)) / NTOK
+                plain.clear()
+                if runner._tail_failed:
+                    row["tw_tail_compile_error"] = runner._tail_failed
         avg_kv = (len(prompt) + NTOK / 2)
         row.update({
             "tw_total_s": round(tot_s, 4), "tw_encode_s": round(enc_s, 4), "tw_decode_s": round(dec_s, 4),

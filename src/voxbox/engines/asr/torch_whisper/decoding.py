@@ -96,7 +96,7 @@ class Runner:
 
     def __init__(self, model: Whisper, tokenizer: WhisperTokenizer, use_graphs: bool | None = None,
                  fast: bool | None = None, compile: bool | None = None, compile_options: dict | None = None,
-                 self_attn: str = "sdpa"):
+                 self_attn: str = "sdpa", kv_inside: bool = True):
         """``fast``: single-token steps through :class:`FastStep` (default: on CUDA once
         ``fuse_for_decoding()`` ran); ``compile``: torch.compile those steps (default: when
         :func:`compile_available`), falling back to eager if compilation fails."""
@@ -118,7 +118,11 @@ class Runner:
         fused = all(layer.fused_qkv is not None and layer.fused_cross_q is not None for layer in model.decoder.layers)
         if fast is None:
             fast = self.device.type == "cuda" and fused
-        self.fast = FastStep(model, compile=compile, options=compile_options, self_attn=self_attn) if fast else None
+        self.fast = FastStep(model, compile=compile, options=compile_options, self_attn=self_attn,
+                                  kv_inside=kv_inside) if fast else None
+        self._tails: dict = {}
+        self._tail_seen: set = set()
+        self._tail_failed: str | None = None  # why the compiled logits/rules tail fell back to eager
 
     @property
     def compile_seconds(self) -> float:
@@ -211,17 +215,51 @@ class Runner:
 
     def _forward_step(self, st: _State, kv_len: int, rt: _RuleTensors) -> torch.Tensor:
         tok = st.tokens.index_select(1, st.pos)
-        if self.fast is not None:
-            h = self.fast(tok, st.pos, st.cache, kv_len)
-        else:
-            h = self.model.decoder(tok, st.pos, st.cache, kv_len)
+        h = self.model.decoder(tok, st.pos, st.cache, kv_len)
         return self._apply_rules(st, self.model.logits(h[:, -1]), rt)
 
+    def _greedy_tail(self, st: _State, h: torch.Tensor, rt: _RuleTensors) -> None:
+        logits = self._apply_rules(st, self.model.logits(h[:, -1]), rt)
+        self._advance(st, logits, logits.argmax(-1))
+
+    def _logits_tail(self, st: _State, h: torch.Tensor, rt: _RuleTensors) -> None:
+        st.logits.copy_(self._apply_rules(st, self.model.logits(h[:, -1]), rt))
+
+    def _fast_step(self, st: _State, kv_len: int, rt: _RuleTensors, kind: str) -> None:
+        """FastStep decoder, then logits + rules (+ argmax and append), compiled alongside it."""
+        h = self.fast(st.tokens.index_select(1, st.pos), st.pos, st.cache, kv_len)
+        eager = self._greedy_tail if kind == "greedy" else self._logits_tail
+        if not self.fast.compiled or self._tail_failed:
+            eager(st, h, rt)
+            return
+        fn = self._tails.get(kind)
+        if fn is None:
+            fn = self._tails[kind] = torch.compile(eager, fullgraph=True, options=self.fast.options or None)
+        key = (kind, st.batch, kv_len, rt.rules)
+        if key in self._tail_seen:
+            fn(st, h, rt)
+            return
+        t0 = time.perf_counter()
+        try:  # compiles: nothing is written before the compiled code runs
+            fn(st, h, rt)
+            if h.is_cuda:
+                torch.cuda.synchronize()
+        except Exception as exc:  # noqa: BLE001 - stay eager
+            self._tail_failed = f"{type(exc).__name__}: {exc}"[:500]
+            eager(st, h, rt)
+            return
+        self.fast.compile_seconds += time.perf_counter() - t0
+        self._tail_seen.add(key)
+
     def _greedy_step(self, st: _State, kv_len: int, rt: _RuleTensors) -> None:
+        if self.fast is not None:
+            return self._fast_step(st, kv_len, rt, "greedy")
         logits = self._forward_step(st, kv_len, rt)
         self._advance(st, logits, logits.argmax(-1))
 
     def _logits_step(self, st: _State, kv_len: int, rt: _RuleTensors) -> None:
+        if self.fast is not None:
+            return self._fast_step(st, kv_len, rt, "logits")
         st.logits.copy_(self._forward_step(st, kv_len, rt))
 
     def _run(self, st: _State, kind: str, cur: int, rt: _RuleTensors) -> None:

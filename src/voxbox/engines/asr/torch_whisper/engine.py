@@ -115,11 +115,12 @@ class TorchWhisperEngine:
     """An :class:`~voxbox.engines.base.ASREngine` over a loaded model and tokenizer."""
 
     def __init__(self, model: Whisper, tokenizer: WhisperTokenizer, generation: dict, info: EngineInfo,
-                 use_graphs: bool | None = None, defaults: TranscribeOptions | None = None):
+                 use_graphs: bool | None = None, defaults: TranscribeOptions | None = None,
+                 compile: bool | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.info = info
-        self.runner = Runner(model, tokenizer, use_graphs=use_graphs)
+        self.runner = Runner(model, tokenizer, use_graphs=use_graphs, compile=compile)
         self.defaults = defaults or TranscribeOptions()
         tok = tokenizer
         suppress = gen_suppress = generation.get("suppress_tokens")
@@ -401,6 +402,7 @@ def load(model: str | None = None, *, device: str = "auto", dtype: str | None = 
     if dev.type == "cpu" and tdtype == torch.float16:
         raise BadInputError("float16 is not supported on the CPU; use float32 or bfloat16", param="dtype")
     use_graphs = options.pop("use_graphs", None)
+    compile_step = options.pop("compile", None)  # torch.compile the GPU decode step (default: CUDA + Triton)
     unknown = set(options) - _option_names()
     if unknown:
         raise BadInputError(f"unknown torch-whisper option(s): {', '.join(sorted(unknown))}")
@@ -414,4 +416,6 @@ def load(model: str | None = None, *, device: str = "auto", dtype: str | None = 
         supports_word_timestamps=False, max_concurrency=1,
         extra={"cuda_graphs": bool(use_graphs if use_graphs is not None else dev.type == "cuda")},
     )
-    return TorchWhisperEngine(m, tok, gen, info, use_graphs=use_graphs, defaults=defaults)
+    engine = TorchWhisperEngine(m, tok, gen, info, use_graphs=use_graphs, defaults=defaults, compile=compile_step)
+    engine.info.extra["compiled_step"] = bool(engine.runner.fast is not None and engine.runner.fast.compiled)
+    return engine

@@ -41,7 +41,7 @@ def compile_available(device: torch.device) -> bool:
     return hasattr(torch, "compile")
 
 
-def _functions(heads: int, eps: float, act_name: str, self_attn: str = "sdpa"):
+def _functions(heads: int, eps: float, act_name: str, self_attn: str = "sdpa", kv_inside: bool = False):
     act = _act(act_name)
 
     def attend(q, k, v, mask):  # self-attention over the cache (one query per row)
@@ -90,7 +90,27 @@ def _functions(heads: int, eps: float, act_name: str, self_attn: str = "sdpa"):
     def last(x, q, k, v, mask, ck, cv, w, ln_w, ln_b):
         return ln(body(x, q, k, v, mask, ck, cv, w), ln_w, ln_b)
 
-    return head, layer, last
+    if not kv_inside:
+        return head, layer, last
+
+    # the same, with the new token's K/V written into the layer's cache (2, B, H, max_len, Dh) inside
+    # the function: the write joins the Q/K/V bias kernel instead of being a kernel of its own
+    def head_w(tokens, pos, emb, pos_emb, cols, ln_w, ln_b, qkv_w, qkv_b, kvc):
+        x, mask, q, kv = head(tokens, pos, emb, pos_emb, cols, ln_w, ln_b, qkv_w, qkv_b)
+        kvc.index_copy_(3, pos, kv)
+        return x, mask, q
+
+    def layer_w(x, q, kvc, mask, ck, cv, w, ln_w, ln_b, qkv_w, qkv_b, kvc_next, pos):
+        n = mask.shape[-1]
+        x, q, kv = layer(x, q, kvc[0, :, :, :n], kvc[1, :, :, :n], mask, ck, cv, w, ln_w, ln_b, qkv_w, qkv_b)
+        kvc_next.index_copy_(3, pos, kv)
+        return x, q
+
+    def last_w(x, q, kvc, mask, ck, cv, w, ln_w, ln_b):
+        n = mask.shape[-1]
+        return last(x, q, kvc[0, :, :, :n], kvc[1, :, :, :n], mask, ck, cv, w, ln_w, ln_b)
+
+    return head_w, layer_w, last_w
 
 
 def _raise_recompile_limit(n: int = 64) -> None:
@@ -111,7 +131,7 @@ class FastStep:
     """
 
     def __init__(self, model: Whisper, compile: bool | None = None, options: dict | None = None,
-                 self_attn: str = "sdpa"):
+                 self_attn: str = "sdpa", kv_inside: bool = False):
         dec = model.decoder
         layers = list(dec.layers)
         if any(layer.fused_qkv is None or layer.fused_cross_q is None for layer in layers):
@@ -120,7 +140,8 @@ class FastStep:
         eps = dec.layer_norm.eps
         if self_attn not in ("sdpa", "math"):
             raise ValueError(f"self_attn must be 'sdpa' or 'math', not {self_attn!r}")
-        self._eager = _functions(model.dims.decoder_heads, eps, model.dims.activation, self_attn)
+        self.kv_inside = kv_inside
+        self._eager = _functions(model.dims.decoder_heads, eps, model.dims.activation, self_attn, kv_inside)
         self.weights = []
         for L in layers:
             self.weights.append((
@@ -139,9 +160,11 @@ class FastStep:
             compile = compile_available(p.device)
         self.fns = self._eager
         self.compiled = False
+        self.options: dict = {}
         if compile:
             try:
                 opts = dict(options or {})
+                self.options = opts
                 _raise_recompile_limit()
                 self.fns = tuple(torch.compile(f, fullgraph=True, options=opts or None) for f in self._eager)
                 self.compiled = True
@@ -178,6 +201,16 @@ class FastStep:
         head, layer, last = fns
         dec = self.model.decoder
         n = len(self.weights)
+        if self.kv_inside:
+            kvs = cache.self_kv
+            x, mask, q = head(tokens, pos, dec.embed_tokens.weight, dec.embed_positions.weight, self.cols[:kv_len],
+                              *self.qkv_in[0], kvs[0])
+            for i in range(n - 1):
+                x, q = layer(x, q, kvs[i], mask, cache.cross_k[i], cache.cross_v[i], self.weights[i],
+                             *self.qkv_in[i + 1], kvs[i + 1], pos)
+            i = n - 1
+            return last(x, q, kvs[i], mask, cache.cross_k[i], cache.cross_v[i], self.weights[i],
+                        dec.layer_norm.weight, dec.layer_norm.bias)
         x, mask, q, kv = head(tokens, pos, dec.embed_tokens.weight, dec.embed_positions.weight, self.cols[:kv_len],
                               *self.qkv_in[0])
         for i in range(n):
