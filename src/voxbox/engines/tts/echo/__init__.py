@@ -27,6 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+from voxbox.engines.placement import resolve_placement
 from voxbox.errors import BadInputError, ModelNotFoundError
 
 from ._engine import PRESETS, SEQ_BUCKETS, EchoEngine, sequence_bucket, tokenize
@@ -34,69 +35,19 @@ from ._engine import PRESETS, SEQ_BUCKETS, EchoEngine, sequence_bucket, tokenize
 __all__ = ["COMPONENTS", "EchoEngine", "PRESETS", "SEQ_BUCKETS", "load", "parse_placement", "sequence_bucket", "tokenize"]
 
 COMPONENTS = ("text_encoder", "speaker_encoder", "dit", "autoencoder")
-_DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16", "half": "float16",
-           "float32": "float32", "fp32": "float32", "float": "float32"}
-
-
-def _device(name: str | None) -> Any:
-    import torch
-
-    if name in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name in ("rocm", "hip"):  # ROCm torch exposes HIP devices as "cuda"
-        name = "cuda"
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, TypeError) as exc:
-        raise BadInputError(f"bad device {name!r}: {exc}", param="device") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BadInputError(f"device {name!r} asked for, but torch sees no CUDA/ROCm GPU", param="device")
-    return dev
-
-
-def _dtype(name: Any, default: str) -> Any:
-    import torch
-
-    if name is None:
-        name = default
-    if isinstance(name, torch.dtype):
-        return name
-    key = _DTYPES.get(str(name).replace("torch.", "").lower())
-    if key is None:
-        raise BadInputError(f"bad dtype {name!r}; use bfloat16, float16 or float32", param="dtype")
-    return getattr(torch, key)
+_CONV = frozenset({"autoencoder"})
 
 
 def parse_placement(device: str | None = "auto", dtype: str | None = None,
                     placement: Mapping[str, Any] | None = None) -> dict[str, tuple[Any, Any]]:
-    """(device, dtype) per component. Defaults: every component on ``device``; on a GPU the
-    transformers in bfloat16 and the autoencoder in float32 (upstream's choice), on the CPU all
-    float32; ``dtype`` overrides the transformers' dtype. ``placement`` pins components, each as
-    ``"cuda:float16"``, ``"cpu"``, ``("cpu", "float32")`` or ``{"device": ..., "dtype": ...}``."""
-    base = _device(device)
-    out: dict[str, tuple[Any, Any]] = {}
-    for comp in COMPONENTS:
-        on_gpu = base.type != "cpu"
-        default = ("float32" if comp == "autoencoder" else (dtype or "bfloat16")) if on_gpu else (dtype if comp != "autoencoder" and dtype else "float32")
-        out[comp] = (base, _dtype(default, "float32"))
-    for comp, spec in (placement or {}).items():
-        if comp not in COMPONENTS:
-            raise BadInputError(f"unknown echo-tts component {comp!r}; components: {', '.join(COMPONENTS)}", param="placement")
-        if isinstance(spec, Mapping):
-            dev_name, dt_name = spec.get("device"), spec.get("dtype")
-        elif isinstance(spec, (tuple, list)):
-            dev_name, dt_name = (list(spec) + [None])[:2]
-        else:
-            text = str(spec)
-            head, _, tail = text.rpartition(":")
-            if head and _DTYPES.get(tail.lower()):
-                dev_name, dt_name = head, tail
-            else:
-                dev_name, dt_name = text, None
-        dev = _device(dev_name) if dev_name else out[comp][0]
-        default = "float32" if dev.type == "cpu" else ("float32" if comp == "autoencoder" else "bfloat16")
-        out[comp] = (dev, _dtype(dt_name, default))
-    return out
+    """(device, dtype) per component (see :mod:`voxbox.engines.placement`): "auto" asks the hardware
+    planner (e.g. on a gfx1151 iGPU: DiT fp16 on the GPU, autoencoder on the CPU); an explicit device
+    puts every component there (transformers bfloat16 on a GPU unless ``dtype``, autoencoder float32,
+    upstream's choice); ``placement`` pins components as ``"cuda:float16"``, ``"cpu"``,
+    ``("cpu", "float32")`` or ``{"device": ..., "dtype": ...}``."""
+    placed = resolve_placement("echo-tts", COMPONENTS, conv=_CONV, device=device, dtype=dtype, placement=placement,
+                               follows={"speaker_encoder": "text_encoder"})
+    return {comp: (p.device, p.dtype) for comp, p in placed.items()}
 
 
 def load(model: str | Path | None = None, *, device: str | None = "auto", dtype: str | None = None,
