@@ -392,6 +392,15 @@ def load(model: str | None = None, *, device: str = "auto", dtype: str | None = 
     """
     if not model:
         raise ModelNotFoundError("torch-whisper needs --model PATH (an HF Whisper checkpoint directory)", param="model")
+    plan_reason = None
+    if device in (None, "", "auto"):
+        # The hardware planner: detection, cached probe verdicts and quirks (fp16 where bf16 hangs).
+        from voxbox.hardware.plan import auto_placement
+
+        placed = auto_placement("torch-whisper").main
+        device, plan_reason = placed.device or "cpu", placed.reason
+        if dtype is None and placed.dtype in _DTYPES and device != "cpu":
+            dtype = placed.dtype
     dev = _pick_device(device)
     if dtype is None:
         tdtype = torch.float16 if dev.type == "cuda" else torch.float32
@@ -418,4 +427,6 @@ def load(model: str | None = None, *, device: str = "auto", dtype: str | None = 
     )
     engine = TorchWhisperEngine(m, tok, gen, info, use_graphs=use_graphs, defaults=defaults, compile=compile_step)
     engine.info.extra["compiled_step"] = bool(engine.runner.fast is not None and engine.runner.fast.compiled)
+    if plan_reason:
+        engine.info.extra["device_reason"] = plan_reason
     return engine
