@@ -345,7 +345,12 @@ class TorchWhisperEngine:
         for b0 in range(0, len(starts), opts.batch_size):
             group = starts[b0 : b0 + opts.batch_size]
             with torch.inference_mode():
-                windows = torch.stack([mel[:, s : s + CHUNK_FRAMES] for s in group])
+                # a short last window is zero-padded log-mel, as in _sequential and the reference
+                # transcribe loops (openai-whisper, faster-whisper), not the log-mel of padded silence
+                windows = torch.stack([
+                    torch.nn.functional.pad(w, (0, CHUNK_FRAMES - w.shape[-1]))
+                    for w in (mel[:, s : min(s + CHUNK_FRAMES, content_frames)] for s in group)
+                ])
                 with timings.measure("encode"):
                     enc = self.runner.encode(windows)
                     self._sync()
