@@ -12,7 +12,6 @@ warm-up call), relative speed, and size on disk.
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,10 +19,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from voxbox.text import normalize_text, word_errors
 from voxbox.errors import BadInputError, VoxboxError
 from voxbox.types import Audio
 
-__all__ = ["VerificationFailedError", "VerifyReport", "default_verify_audio", "normalize_text", "verify", "wer"]
+__all__ = ["VerificationFailedError", "VerifyReport", "default_verify_audio", "verify", "wer"]
 
 SAMPLE_RATE = 16000
 
@@ -50,31 +50,14 @@ def default_verify_audio() -> list[Path]:
     return files
 
 
-_PUNCT = re.compile(r"[^\w\s']|_")
-
-
-def normalize_text(text: str) -> list[str]:
-    t = _PUNCT.sub(" ", text.lower())
-    return [w.strip("'") for w in t.split() if w.strip("'")]
-
-
-def _edits(ref: list[str], hyp: list[str]) -> int:
-    prev = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        cur = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
-        prev = cur
-    return prev[-1]
-
-
 def wer(refs: list[str], hyps: list[str]) -> float:
-    """Corpus word error rate of ``hyps`` against ``refs`` (0.0 when both are empty)."""
+    """Corpus word error rate of ``hyps`` against ``refs`` after voxbox's text normalisation
+    (0.0 when both are empty, 1.0 when only the reference is)."""
     edits = words = 0
     for r, h in zip(refs, hyps):
-        rw, hw = normalize_text(r), normalize_text(h)
-        edits += _edits(rw, hw)
-        words += len(rw)
+        e, n = word_errors(normalize_text(r), normalize_text(h))
+        edits += e
+        words += n
     if words == 0:
         return 0.0 if edits == 0 else 1.0
     return edits / words
