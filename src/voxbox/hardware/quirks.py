@@ -9,7 +9,7 @@ With ``partial=True`` conditions on fields the context leaves unset are skipped,
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Iterable
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from voxbox.engines.placement import resolve_placement
-from voxbox.errors import BadInputError, ModelNotFoundError
+from voxbox.errors import ModelNotFoundError
 
 from ._engine import PRESETS, SEQ_BUCKETS, EchoEngine, sequence_bucket, tokenize
 
