@@ -361,14 +361,19 @@ class OnnxWhisperEngine:
         with timings.measure("features"):
             mel = wc.log_mel(samples, self.n_mels, padding=wc.CHUNK_SAMPLES)
         content_frames = mel.shape[-1] - wc.CHUNK_FRAMES
-        with self._lock:
-            with timings.measure("encode"):
-                first = self.encode(wc.pad_or_trim(mel[:, : wc.CHUNK_FRAMES]))
-            if lang is None:
+        first: tuple[np.ndarray, np.ndarray] | None = None
+        lang_prob = 1.0
+        if lang is None:
+            # Detection sees the first 30 s of the padded log-mel, as the reference does.
+            with self._lock:
+                with timings.measure("encode"):
+                    first = self.encode(wc.pad_or_trim(mel[:, : wc.CHUNK_FRAMES]))
                 with timings.measure("decode"):
                     lang, lang_prob, _ = self.detect_language(first)
-            else:
-                lang_prob = 1.0
+            if content_frames < wc.CHUNK_FRAMES:
+                # decoding a short window uses the content's log-mel zero-padded to 30 s (as
+                # openai-whisper, faster-whisper and torch-whisper do), not the log-mel of padded silence
+                first = None
         prompt_ids: list[int] = []
         if prompt and prompt.strip():
             prompt_ids = [self.tok.sot_prev] + self.tok.encode(" " + prompt.strip())[-(self.n_ctx // 2 - 1):]
@@ -382,18 +387,19 @@ class OnnxWhisperEngine:
         return self._segments(mel, content_frames, first, full_prompt, timings, timestamps=timestamps,
                               max_new=max_new, suppress_tokens=suppress_tokens, suppress_blank=suppress_blank), info
 
-    def _segments(self, mel: np.ndarray, content_frames: int, first: tuple[np.ndarray, np.ndarray],
+    def _segments(self, mel: np.ndarray, content_frames: int, first: tuple[np.ndarray, np.ndarray] | None,
                   prompt: list[int], timings: StageTimings, *, timestamps: bool, max_new: int,
                   suppress_tokens: list[int] | None, suppress_blank: bool) -> Iterator[Segment]:
         seek = 0
         index = 0
+        audio_end = content_frames * wc.FRAME_SECONDS
         cross: tuple[np.ndarray, np.ndarray] | None = first
         while seek < content_frames:
             window_frames = min(wc.CHUNK_FRAMES, content_frames - seek)
             with self._lock:
                 if cross is None:
                     with timings.measure("encode"):
-                        cross = self.encode(wc.pad_or_trim(mel[:, seek : seek + wc.CHUNK_FRAMES]))
+                        cross = self.encode(wc.pad_or_trim(mel[:, seek : seek + window_frames]))
                 with timings.measure("decode"):
                     tokens, sum_lp = self.greedy(cross, prompt, max_new_tokens=max_new, timestamps=timestamps,
                                                  suppress_tokens=suppress_tokens, suppress_blank=suppress_blank)
@@ -412,6 +418,8 @@ class OnnxWhisperEngine:
             for start, end, toks, text in decoded:
                 if not text.strip():
                     continue
+                # a zero-padded last window can carry timestamps past the audio's end: clamp them
+                start, end = min(start, audio_end), min(end, audio_end)
                 yield Segment(id=index, start=round(start, 3), end=round(max(end, start), 3), text=text,
                               tokens=toks, avg_logprob=avg_lp, compression_ratio=ratio, temperature=0.0)
                 index += 1
