@@ -28,11 +28,12 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, runtime_checkabl
 
 import numpy as np
 
-from voxbox.errors import BadInputError
+from voxbox.errors import BadInputError, UnsupportedOperationError
 from voxbox.types import Audio, AudioChunk, ComponentSpec, EngineInfo, Segment, StageTimings, TranscriptionInfo
 
 __all__ = [
     "ASREngine",
+    "validate_asr_call",
     "EncodedVoice",
     "SpeechStream",
     "TTSEngine",
@@ -197,3 +198,17 @@ def validate_speed(speed: Any) -> float:
 def join_chunks(chunks: Iterable[AudioChunk], sample_rate: int) -> Audio:
     parts = [c.samples for c in chunks]
     return Audio(np.concatenate(parts) if parts else np.zeros(0, np.float32), sample_rate)
+
+
+def validate_asr_call(audio: Any, task: Any, *, multilingual: bool, model: str) -> None:
+    """Checks every ASR engine makes before returning its lazy segments."""
+    if not isinstance(audio, Audio):
+        raise BadInputError("audio must be a voxbox Audio", param="file")
+    if audio.duration <= 0:
+        raise BadInputError("audio is empty", param="file")
+    if task not in ("transcribe", "translate"):
+        raise BadInputError(f"task must be 'transcribe' or 'translate', got {task!r}", param="task")
+    if task == "translate" and not multilingual:
+        raise UnsupportedOperationError(
+            f"model {model!r} is English-only and cannot translate (use a multilingual model such as 'base')",
+            param="task")

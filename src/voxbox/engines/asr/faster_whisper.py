@@ -31,6 +31,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from voxbox.engines.base import validate_asr_call
 from voxbox.errors import (
     BadInputError,
     DeviceError,
@@ -342,18 +343,7 @@ class FasterWhisperEngine:
         task: str = "transcribe",
         **options: Any,
     ) -> tuple[Iterator[Segment], TranscriptionInfo]:
-        if not isinstance(audio, Audio):
-            raise BadInputError("audio must be a voxbox Audio", param="file")
-        if audio.duration <= 0:
-            raise BadInputError("audio is empty", param="file")
-        if task not in ("transcribe", "translate"):
-            raise BadInputError(f"task must be 'transcribe' or 'translate', got {task!r}", param="task")
-        if task == "translate" and not self.multilingual:
-            raise UnsupportedOperationError(
-                f"model {self.info.model!r} is English-only and cannot translate (use a multilingual model such as "
-                f"'base')",
-                param="task",
-            )
+        validate_asr_call(audio, task, multilingual=self.multilingual, model=self.info.model)
         lang = self._language(language)
         if prompt is not None and not isinstance(prompt, str):
             raise BadInputError("prompt must be a string", param="prompt")

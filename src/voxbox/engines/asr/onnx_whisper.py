@@ -31,6 +31,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from voxbox.engines.asr import whisper_common as wc
+from voxbox.engines.base import validate_asr_call
 from voxbox.errors import (
     BadInputError,
     DeviceError,
@@ -313,15 +314,7 @@ class OnnxWhisperEngine:
     def transcribe(self, audio: Audio, language: str | None = None, prompt: str | None = None,
                    word_timestamps: bool = False, task: str = "transcribe",
                    **options: Any) -> tuple[Iterator[Segment], TranscriptionInfo]:
-        if not isinstance(audio, Audio):
-            raise BadInputError("audio must be a voxbox Audio", param="file")
-        if audio.duration <= 0:
-            raise BadInputError("audio is empty", param="file")
-        if task not in ("transcribe", "translate"):
-            raise BadInputError(f"task must be 'transcribe' or 'translate', got {task!r}", param="task")
-        if task == "translate" and not self.multilingual:
-            raise UnsupportedOperationError(f"model {self.info.model!r} is English-only and cannot translate",
-                                            param="task")
+        validate_asr_call(audio, task, multilingual=self.multilingual, model=self.info.model)
         if word_timestamps:
             raise UnsupportedOperationError("onnx-whisper does not produce word timestamps (use faster-whisper)",
                                             param="word_timestamps")
