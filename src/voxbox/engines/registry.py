@@ -100,9 +100,10 @@ def get_spec(name: str) -> EngineSpec:
         raise ModelNotFoundError(f"unknown engine {name!r}; known engines: {known}", param="engine") from None
 
 
-def missing_requirements(spec: EngineSpec) -> list[str]:
+def missing_modules(*names: str) -> list[str]:
+    """The names among ``names`` that cannot be imported (checked without importing them)."""
     missing = []
-    for mod in spec.requires:
+    for mod in names:
         try:
             found = importlib.util.find_spec(mod) is not None
         except (ImportError, ValueError):
@@ -110,6 +111,10 @@ def missing_requirements(spec: EngineSpec) -> list[str]:
         if not found:
             missing.append(mod)
     return missing
+
+
+def missing_requirements(spec: EngineSpec) -> list[str]:
+    return missing_modules(*spec.requires)
 
 
 def available(spec: EngineSpec) -> tuple[bool, str]:

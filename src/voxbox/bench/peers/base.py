@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -18,16 +17,10 @@ class NotInstalled(Exception):
 
 
 def has_modules(*names: str) -> list[str]:
-    """The names among ``names`` that cannot be imported (checked without importing them)."""
-    missing = []
-    for n in names:
-        try:
-            ok = importlib.util.find_spec(n) is not None
-        except (ImportError, ValueError):
-            ok = False
-        if not ok:
-            missing.append(n)
-    return missing
+    """The names among ``names`` that cannot be imported (the registry's check, shared)."""
+    from voxbox.engines.registry import missing_modules
+
+    return missing_modules(*names)
 
 
 @dataclass
