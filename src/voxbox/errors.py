@@ -20,6 +20,8 @@ matching message strings. Backend exceptions are converted at the boundary with 
     │   └── ChecksumMismatchError
     ├── DeviceError                   500  the device failed, hung or is unusable
     ├── CapacityError                 429  admission queue full (``retry_after`` seconds)
+    ├── ServiceUnavailableError       503  cannot take the work now (model memory budget, draining)
+    ├── RequestCancelledError         499  the caller went away; work stopped (never sent to a client)
     └── VoxboxTimeoutError            504  work did not finish within its time limit
 """
 
@@ -36,6 +38,8 @@ __all__ = [
     "ModelLoadError",
     "ModelNotFoundError",
     "NotFoundError",
+    "RequestCancelledError",
+    "ServiceUnavailableError",
     "UnsupportedFormatError",
     "UnsupportedOperationError",
     "VoiceNotFoundError",
@@ -139,6 +143,19 @@ class CapacityError(VoxboxError):
     def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ServiceUnavailableError(VoxboxError):
+    """The work cannot be taken now (e.g. loading the model would pass the memory budget while
+    every loaded model is busy); retry later."""
+
+    code = "service_unavailable"
+
+
+class RequestCancelledError(VoxboxError):
+    """The caller cancelled (disconnected); the engine stopped at its next check."""
+
+    code = "cancelled"
 
 
 class VoxboxTimeoutError(VoxboxError):

@@ -16,6 +16,7 @@ import numpy as np
 __all__ = [
     "Audio",
     "AudioChunk",
+    "CancelToken",
     "ComponentSpec",
     "EngineInfo",
     "Segment",
@@ -64,9 +65,6 @@ class AudioChunk:
     @property
     def duration(self) -> float:
         return len(self.samples) / self.sample_rate
-
-    def as_audio(self) -> Audio:
-        return Audio(self.samples, self.sample_rate)
 
 
 @dataclass(frozen=True)
@@ -177,3 +175,55 @@ class EngineInfo:
     supports_word_timestamps: bool = False
     max_concurrency: int = 1  # how many calls may run at once on one loaded instance
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+class CancelToken:
+    """A thread-safe "stop now" flag shared by a caller and the engine doing its work.
+
+    The runtime sets it when the caller disconnects, a deadline passes or the server drains;
+    engines call :meth:`check` at least once per chunk (TTS) or window (ASR), and between decoder
+    steps of long windows, so the work (and its admission slot) ends within one window::
+
+        token = CancelToken()
+        token.cancel("client disconnected")
+        token.check()        # raises voxbox.errors.RequestCancelledError
+    """
+
+    __slots__ = ("_event", "reason", "_callbacks", "_lock")
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason: str | None = None
+        self._callbacks: list[Any] = []
+        self._lock = threading.Lock()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        with self._lock:
+            if self._event.is_set():
+                return
+            self.reason = reason
+            self._event.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for cb in callbacks:
+            cb()
+
+    def on_cancel(self, callback: Any) -> None:
+        """Call ``callback()`` once when cancelled (at once if already cancelled)."""
+        with self._lock:
+            if not self._event.is_set():
+                self._callbacks.append(callback)
+                return
+        callback()
+
+    def check(self) -> None:
+        if self._event.is_set():
+            from voxbox.errors import RequestCancelledError
+
+            raise RequestCancelledError(f"work stopped: {self.reason}")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._event.wait(timeout)

@@ -1,8 +1,11 @@
 """The engine seam: one Protocol per task, plus the small helpers every engine shares.
 
-An engine is a plain object built with load-time settings (model, device, dtype, threads); its
-methods take per-call keyword arguments (``None`` means "the model's default"). It knows nothing
-about HTTP.
+An engine is a plain object built with load-time settings (model, device, dtype, threads) by its
+spec's factory (:mod:`voxbox.engines.spec`); its methods take the common arguments plus the engine's
+typed Options dataclass (``None`` fields mean "the model's default") and a
+:class:`~voxbox.types.CancelToken` checked at least once per chunk or window. It knows nothing
+about HTTP: errors name the engine's own parameters (``text``, ``audio``, ``voice``...) and the
+fronts map them to their protocol's field names.
 
 TTS::
 
@@ -24,15 +27,27 @@ before any streaming starts.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Iterable, Iterator, Protocol, runtime_checkable
+from typing import Any, Callable, Iterator, Protocol, TypeVar, Union, runtime_checkable
 
 import numpy as np
 
 from voxbox.errors import BadInputError, UnsupportedOperationError
-from voxbox.types import Audio, AudioChunk, ComponentSpec, EngineInfo, Segment, StageTimings, TranscriptionInfo
+from voxbox.types import (
+    Audio,
+    AudioChunk,
+    CancelToken,
+    ComponentSpec,
+    EngineInfo,
+    Segment,
+    StageTimings,
+    TranscriptionInfo,
+)
 
 __all__ = [
     "ASREngine",
+    "Engine",
+    "VoiceArg",
+    "cancellable",
     "validate_asr_call",
     "EncodedVoice",
     "SpeechStream",
@@ -45,6 +60,7 @@ __all__ = [
 #: Longest text a single TTS call accepts (OpenAI's limit for /v1/audio/speech is 4096).
 MAX_TEXT_CHARS = 4096
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
+T = TypeVar("T")
 
 
 class EncodedVoice:
@@ -66,22 +82,31 @@ class EncodedVoice:
         return f"EncodedVoice(key={self.key!r})"
 
 
-class SpeechStream:
-    """Iterator of AudioChunks that carries the call's stage timings.
+VoiceArg = Union[str, EncodedVoice, Audio, None]
 
-    Engines build one from a generator function; ``close()`` stops generation (the server calls it
-    when a client disconnects, so work stops within one chunk).
+
+class SpeechStream:
+    """Iterator of AudioChunks that carries the call's stage timings and details.
+
+    Engines build one from a generator function ``gen_fn(timings)``. ``cancel`` is checked before
+    every chunk (engines also check it inside long chunks); ``close()`` stops generation. ``details``
+    is what the engine reports about the call beyond stage times (e.g. ``first_audio_s``,
+    ``frames``, ``finish_reason``); engines fill it while generating.
     """
 
-    def __init__(self, gen_fn: Callable[[StageTimings], Iterator[AudioChunk]], sample_rate: int):
+    def __init__(self, gen_fn: Callable[[StageTimings], Iterator[AudioChunk]], sample_rate: int, *,
+                 cancel: CancelToken | None = None, details: dict[str, Any] | None = None) -> None:
         self.timings = StageTimings()
         self.sample_rate = sample_rate
+        self.cancel = cancel if cancel is not None else CancelToken()
+        self.details: dict[str, Any] = details if details is not None else {}
         self._gen = gen_fn(self.timings)
 
     def __iter__(self) -> "SpeechStream":
         return self
 
     def __next__(self) -> AudioChunk:
+        self.cancel.check()
         return next(self._gen)
 
     def close(self) -> None:
@@ -94,21 +119,35 @@ class SpeechStream:
         return Audio(samples, self.sample_rate)
 
 
+def cancellable(segments: Iterator[T], cancel: CancelToken | None) -> Iterator[T]:
+    """``segments`` with ``cancel`` checked before each item (ASR engines wrap their lazy results)."""
+    if cancel is None:
+        yield from segments
+        return
+    it = iter(segments)
+    while True:
+        cancel.check()
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        yield item
+
+
 @runtime_checkable
 class TTSEngine(Protocol):
     info: EngineInfo
 
-    def stream(
-        self,
-        text: str,
-        voice: str | EncodedVoice | None = None,
-        speed: float | None = None,
-        **options: Any,
-    ) -> SpeechStream:
-        """Validate, then return a lazy stream of chunks (sentence by sentence at least)."""
+    def stream(self, text: str, voice: VoiceArg = None, speed: float | None = None, options: Any = None, *,
+               cancel: CancelToken | None = None, **kwargs: Any) -> SpeechStream:
+        """Validate, then return a lazy stream of chunks (sentence by sentence at least).
+
+        ``options`` is the engine's Options dataclass (or a mapping of its fields); ``kwargs`` are
+        more of its fields, for Python callers."""
         ...
 
-    def synthesize(self, text: str, voice: str | EncodedVoice | None = None, speed: float | None = None, **options: Any) -> Audio:
+    def synthesize(self, text: str, voice: VoiceArg = None, speed: float | None = None, options: Any = None,
+                   **kwargs: Any) -> Audio:
         """Whole utterance; built on ``stream``."""
         ...
 
@@ -117,7 +156,7 @@ class TTSEngine(Protocol):
         ...
 
     def components(self) -> list[ComponentSpec]:
-        """Parts the hardware planner places (may be a single component)."""
+        """Parts the hardware planner places, at the loaded model's real sizes."""
         ...
 
     def close(self) -> None:
@@ -129,15 +168,9 @@ class TTSEngine(Protocol):
 class ASREngine(Protocol):
     info: EngineInfo
 
-    def transcribe(
-        self,
-        audio: Audio,
-        language: str | None = None,
-        prompt: str | None = None,
-        word_timestamps: bool = False,
-        task: str = "transcribe",
-        **options: Any,
-    ) -> tuple[Iterator[Segment], TranscriptionInfo]:
+    def transcribe(self, audio: Audio, language: str | None = None, prompt: str | None = None,
+                   word_timestamps: bool = False, task: str = "transcribe", options: Any = None, *,
+                   cancel: CancelToken | None = None, **kwargs: Any) -> tuple[Iterator[Segment], TranscriptionInfo]:
         """Validate, then return (lazy segments, eager info). ``audio`` at any rate (engines resample)."""
         ...
 
@@ -146,6 +179,9 @@ class ASREngine(Protocol):
 
     def close(self) -> None:
         ...
+
+
+Engine = Union[TTSEngine, ASREngine]
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?;:\u3002\uff01\uff1f])[\"'\u201d\u2019)\]]*\s+")
@@ -172,14 +208,14 @@ def split_sentences(text: str, max_chars: int = 400) -> list[str]:
 
 def validate_text(text: Any, max_chars: int = MAX_TEXT_CHARS) -> str:
     if not isinstance(text, str):
-        raise BadInputError("input text must be a string", param="input")
+        raise BadInputError("input text must be a string", param="text")
     text = text.strip()
     if not text:
-        raise BadInputError("input text is empty", param="input")
+        raise BadInputError("input text is empty", param="text")
     if len(text) > max_chars:
-        raise BadInputError(f"input text is {len(text)} characters; the limit is {max_chars}", param="input")
+        raise BadInputError(f"input text is {len(text)} characters; the limit is {max_chars}", param="text")
     if not any(ch.isalnum() for ch in text):
-        raise BadInputError("input text has nothing speakable (no letters or digits)", param="input")
+        raise BadInputError("input text has nothing speakable (no letters or digits)", param="text")
     return text
 
 
@@ -195,17 +231,12 @@ def validate_speed(speed: Any) -> float:
     return value
 
 
-def join_chunks(chunks: Iterable[AudioChunk], sample_rate: int) -> Audio:
-    parts = [c.samples for c in chunks]
-    return Audio(np.concatenate(parts) if parts else np.zeros(0, np.float32), sample_rate)
-
-
 def validate_asr_call(audio: Any, task: Any, *, multilingual: bool, model: str) -> None:
     """Checks every ASR engine makes before returning its lazy segments."""
     if not isinstance(audio, Audio):
-        raise BadInputError("audio must be a voxbox Audio", param="file")
+        raise BadInputError("audio must be a voxbox Audio", param="audio")
     if audio.duration <= 0:
-        raise BadInputError("audio is empty", param="file")
+        raise BadInputError("audio is empty", param="audio")
     if task not in ("transcribe", "translate"):
         raise BadInputError(f"task must be 'transcribe' or 'translate', got {task!r}", param="task")
     if task == "translate" and not multilingual:

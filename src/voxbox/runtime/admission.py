@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import math
+import statistics
 import time
 from typing import Callable
 
@@ -58,7 +59,7 @@ class Admission:
         self.queue_size = max(0, int(queue_size))
         self.running = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-        self._service_ewma: float | None = None  # seconds a request holds its slot, smoothed
+        self._service: collections.deque[float] = collections.deque(maxlen=32)  # recent slot hold times
         self._on_change = on_change  # called whenever running/waiting change (metrics gauges)
 
     def _changed(self) -> None:
@@ -69,11 +70,24 @@ class Admission:
     def waiting(self) -> int:
         return sum(1 for w in self._waiters if not w.done())
 
+    def service_time(self) -> float | None:
+        """Median seconds a request held its slot, over the last 32 (None before any finished)."""
+        if not self._service:
+            return None
+        return float(statistics.median(self._service))
+
     def retry_after(self) -> float:
-        """Seconds until a slot is likely free: queue ahead x service time / concurrency."""
-        per = self._service_ewma if self._service_ewma is not None else 1.0
-        ahead = self.waiting + self.running
-        return max(1.0, math.ceil(per * ahead / self.max_concurrency))
+        """Seconds until a queue place is likely free, from observed service times.
+
+        The running requests are on average half done; the queue ahead drains ``max_concurrency``
+        at a time; a new request needs one waiter to leave the queue: ``median x (0.5 + waiting /
+        concurrency)`` rounded up, at least 1 s (HTTP's resolution).
+        """
+        per = self.service_time()
+        if per is None:
+            per = 1.0
+        est = per * (0.5 + self.waiting / self.max_concurrency)
+        return float(max(1, math.ceil(est)))
 
     async def acquire(self, timeout: float | None = None) -> Slot:
         t0 = time.perf_counter()
@@ -121,8 +135,7 @@ class Admission:
 
     def _release(self, held_seconds: float | None) -> None:
         if held_seconds is not None:
-            a = 0.3
-            self._service_ewma = held_seconds if self._service_ewma is None else (1 - a) * self._service_ewma + a * held_seconds
+            self._service.append(held_seconds)
         # Hand the slot straight to the first live waiter (FIFO), else free it.
         while self._waiters:
             fut = self._waiters.popleft()

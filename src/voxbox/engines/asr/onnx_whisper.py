@@ -25,13 +25,15 @@ import json
 import os
 import threading
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
 from voxbox.engines.asr import whisper_common as wc
-from voxbox.engines.base import validate_asr_call
+from voxbox.engines.base import cancellable, validate_asr_call
+from voxbox.engines.spec import Capabilities, EngineSpec, LoadRequest, Options, build_options
 from voxbox.errors import (
     BadInputError,
     DeviceError,
@@ -40,9 +42,9 @@ from voxbox.errors import (
     ModelNotFoundError,
     UnsupportedOperationError,
 )
-from voxbox.types import Audio, ComponentSpec, EngineInfo, Segment, StageTimings, TranscriptionInfo
+from voxbox.types import Audio, CancelToken, ComponentSpec, EngineInfo, Segment, StageTimings, TranscriptionInfo
 
-__all__ = ["OnnxWhisperEngine", "load", "models", "pick_providers", "PROVIDERS"]
+__all__ = ["OnnxWhisperEngine", "OnnxWhisperOptions", "PROVIDERS", "SPEC", "load", "models", "pick_providers"]
 
 INSTALL_HINT = "pip install 'voxbox[onnx]'"
 
@@ -54,8 +56,26 @@ PROVIDERS: dict[str, str] = {
     "cpu": "CPUExecutionProvider",
 }
 
-_OPTIONS = {"temperature", "without_timestamps", "max_new_tokens", "suppress_blank", "suppress_tokens",
-            "initial_prompt", "beam_size"}
+
+
+@dataclass(frozen=True)
+class OnnxWhisperOptions(Options):
+    """Per-call options. Decoding is greedy: ``temperature`` may only be 0 and ``beam_size`` 1."""
+
+    temperature: tuple[float, ...] | None = None
+    beam_size: int | None = None
+    without_timestamps: bool | None = None
+    max_new_tokens: int | None = None
+    suppress_blank: bool | None = None
+    suppress_tokens: tuple[int, ...] | None = None
+
+    def check(self) -> None:
+        if self.temperature and self.temperature[0] != 0:
+            raise UnsupportedOperationError("onnx-whisper decodes greedily (temperature 0) only", param="temperature")
+        if self.beam_size not in (None, 1):
+            raise UnsupportedOperationError("onnx-whisper decodes greedily (beam_size 1) only", param="beam_size")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise BadInputError("max_new_tokens must be at least 1", param="max_new_tokens")
 
 
 def _ort():
@@ -312,8 +332,8 @@ class OnnxWhisperEngine:
         return code
 
     def transcribe(self, audio: Audio, language: str | None = None, prompt: str | None = None,
-                   word_timestamps: bool = False, task: str = "transcribe",
-                   **options: Any) -> tuple[Iterator[Segment], TranscriptionInfo]:
+                   word_timestamps: bool = False, task: str = "transcribe", options: Any = None, *,
+                   cancel: CancelToken | None = None, **kwargs: Any) -> tuple[Iterator[Segment], TranscriptionInfo]:
         validate_asr_call(audio, task, multilingual=self.multilingual, model=self.info.model)
         if word_timestamps:
             raise UnsupportedOperationError("onnx-whisper does not produce word timestamps (use faster-whisper)",
@@ -321,27 +341,11 @@ class OnnxWhisperEngine:
         lang = self._language(language)
         if prompt is not None and not isinstance(prompt, str):
             raise BadInputError("prompt must be a string", param="prompt")
-        opts = dict(options)
-        unknown = sorted(k for k in opts if k not in _OPTIONS)
-        if unknown:
-            raise BadInputError(f"unknown onnx-whisper option(s): {', '.join(unknown)}", param=unknown[0])
-        temperature = opts.get("temperature")
-        temps = temperature if isinstance(temperature, (list, tuple)) else [temperature]
-        if any(t not in (None, 0, 0.0) for t in temps[:1]):
-            raise UnsupportedOperationError("onnx-whisper decodes greedily (temperature 0) only", param="temperature")
-        if opts.get("beam_size") not in (None, 1):
-            raise UnsupportedOperationError("onnx-whisper decodes greedily (beam_size 1) only", param="beam_size")
-        prompt = prompt or opts.get("initial_prompt")
-        timestamps = not bool(opts.get("without_timestamps", False))
-        max_new = int(opts.get("max_new_tokens") or self.n_ctx // 2)
-        if max_new < 1:
-            raise BadInputError("max_new_tokens must be at least 1", param="max_new_tokens")
-        suppress_tokens = opts.get("suppress_tokens")
-        if suppress_tokens is not None:
-            if isinstance(suppress_tokens, str):
-                suppress_tokens = [int(t) for t in suppress_tokens.split(",") if t.strip()]
-            suppress_tokens = [int(t) for t in suppress_tokens]
-        suppress_blank = bool(opts.get("suppress_blank", True))
+        opts = build_options(OnnxWhisperOptions, options, **kwargs)
+        timestamps = not opts.without_timestamps
+        max_new = opts.max_new_tokens or self.n_ctx // 2
+        suppress_tokens = list(opts.suppress_tokens) if opts.suppress_tokens is not None else None
+        suppress_blank = opts.suppress_blank is not False
 
         timings = StageTimings()
         samples = audio.samples
@@ -377,8 +381,9 @@ class OnnxWhisperEngine:
                      "device": self.info.device, "execution_provider": self.provider, "dtype": self.info.dtype},
             timings=timings,
         )
-        return self._segments(mel, content_frames, first, full_prompt, timings, timestamps=timestamps,
-                              max_new=max_new, suppress_tokens=suppress_tokens, suppress_blank=suppress_blank), info
+        segments = self._segments(mel, content_frames, first, full_prompt, timings, timestamps=timestamps,
+                                  max_new=max_new, suppress_tokens=suppress_tokens, suppress_blank=suppress_blank)
+        return cancellable(segments, cancel), info
 
     def _segments(self, mel: np.ndarray, content_frames: int, first: tuple[np.ndarray, np.ndarray] | None,
                   prompt: list[int], timings: StageTimings, *, timestamps: bool, max_new: int,
@@ -438,11 +443,12 @@ def models() -> list[str]:
     return []
 
 
-def load(model: str | None = None, *, device: str = "auto", dtype: str | None = None, **options: Any) -> OnnxWhisperEngine:
+def load(model: str | None = None, *, device: str = "auto", dtype: str | None = None,
+         threads: int | None = None) -> OnnxWhisperEngine:
     """Load an ONNX Whisper directory made by ``voxbox convert SRC OUT --to onnx``.
 
     ``device``: auto, cpu, cuda[:N], rocm[:N], migraphx[:N]. ``dtype`` must match the export
-    (float32 or int8; it is fixed at conversion time). Options: ``threads`` (intra-op threads).
+    (float32 or int8; it is fixed at conversion time). ``threads``: intra-op threads.
     """
     _ort()
     if not model:
@@ -451,12 +457,24 @@ def load(model: str | None = None, *, device: str = "auto", dtype: str | None = 
     model_dir = Path(model).expanduser()
     if not model_dir.is_dir():
         raise ModelNotFoundError(f"onnx-whisper model directory {model_dir} does not exist", param="model")
-    threads = int(options.pop("threads", 0) or options.pop("cpu_threads", 0) or 0)
-    options.pop("cache_dir", None)
-    if options:
-        raise BadInputError(f"unknown onnx-whisper load option(s): {', '.join(sorted(options))}", param=sorted(options)[0])
     engine = OnnxWhisperEngine(model_dir, device=device, threads=threads or (os.cpu_count() or 0))
     if dtype not in (None, "auto", engine.info.dtype):
         raise BadInputError(f"{model_dir} was exported as {engine.info.dtype}; dtype {dtype!r} needs another "
                             "`voxbox convert` (--quantize int8 for int8)", param="dtype")
     return engine
+
+
+def _factory(req: LoadRequest) -> OnnxWhisperEngine:
+    build_options(Options, req.options)  # no load options beyond the common ones
+    return load(req.model, device=req.device, dtype=req.dtype, threads=req.threads)
+
+
+SPEC: EngineSpec[OnnxWhisperEngine, OnnxWhisperOptions] = EngineSpec(
+    name="onnx-whisper", task="asr", factory=_factory, options=OnnxWhisperOptions,
+    description="Whisper exported to ONNX (voxbox convert) on ONNX Runtime execution providers",
+    requires=("onnxruntime", "tokenizers"), install_hint=INSTALL_HINT,
+    components=(ComponentSpec("whisper", params=39_000_000, devices=("cpu", "cuda", "rocm"), dtypes=("float32",),
+                              backend="onnxruntime", kind="transformer", overhead_bytes=300 * 2**20),),
+    capabilities=Capabilities(streaming=True, translate=True),
+    aliases=("onnx-whisper",),
+)

@@ -15,7 +15,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from voxbox.engines.base import EncodedVoice, SpeechStream, split_sentences, validate_speed, validate_text
+from dataclasses import dataclass
+
+from voxbox.engines.base import EncodedVoice, SpeechStream, VoiceArg, split_sentences, validate_speed, validate_text
+from voxbox.engines.spec import Capabilities, EngineSpec, LoadRequest, Options, build_options
 from voxbox.errors import (
     BadInputError,
     DeviceError,
@@ -24,9 +27,9 @@ from voxbox.errors import (
     UnsupportedOperationError,
     VoiceNotFoundError,
 )
-from voxbox.types import Audio, AudioChunk, ComponentSpec, EngineInfo, StageTimings
+from voxbox.types import Audio, AudioChunk, CancelToken, ComponentSpec, EngineInfo, StageTimings
 
-__all__ = ["HibariEngine", "OPENAI_VOICE_MAP", "load", "models", "voices"]
+__all__ = ["HibariEngine", "HibariLoadOptions", "HibariOptions", "OPENAI_VOICE_MAP", "SPEC", "load", "models", "voices"]
 
 SAMPLE_RATE = 24000
 DEFAULT_VOICE = "heart"
@@ -38,6 +41,20 @@ OPENAI_VOICE_MAP: dict[str, str] = {
         "alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse", "marin", "cedar",
     )
 }
+
+
+@dataclass(frozen=True)
+class HibariOptions(Options):
+    """Per-call options: ``seed`` for hibari's stochastic duration/noise (None = fresh randomness)."""
+
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class HibariLoadOptions(Options):
+    """Load-time options: ``voice`` (the default voice)."""
+
+    voice: str | None = None
 
 
 def _import_hibari() -> Any:
@@ -97,7 +114,7 @@ class HibariEngine:
         self._get(default)  # load (and verify) the default voice now, so errors surface at load time
 
     # -- voices ---------------------------------------------------------------------------------
-    def resolve_voice(self, voice: str | EncodedVoice | None) -> str:
+    def resolve_voice(self, voice: VoiceArg) -> str:
         if voice is None:
             return self.info.default_voice or DEFAULT_VOICE
         if isinstance(voice, EncodedVoice):
@@ -137,22 +154,13 @@ class HibariEngine:
             return tts
 
     # -- synthesis -------------------------------------------------------------------------------
-    def stream(
-        self,
-        text: str,
-        voice: str | EncodedVoice | None = None,
-        speed: float | None = None,
-        **options: Any,
-    ) -> SpeechStream:
+    def stream(self, text: str, voice: VoiceArg = None, speed: float | None = None, options: Any = None, *,
+               cancel: CancelToken | None = None, **kwargs: Any) -> SpeechStream:
         text = validate_text(text)
         speed_v = validate_speed(speed)
         name = self.resolve_voice(voice)
-        seed = options.pop("seed", None)
-        if seed is not None and not isinstance(seed, int):
-            raise BadInputError("seed must be an integer", param="seed")
-        options.pop("response_format", None)
-        if options:
-            raise BadInputError(f"unknown hibari option(s): {', '.join(sorted(options))}", param=sorted(options)[0])
+        opts = build_options(HibariOptions, options, **kwargs)
+        seed = opts.seed
         tts = self._get(name)
         sentences = split_sentences(text)
 
@@ -172,11 +180,11 @@ class HibariEngine:
                 yield AudioChunk(samples, SAMPLE_RATE, index=index, text=sent)
                 index += 1
 
-        return SpeechStream(gen, SAMPLE_RATE)
+        return SpeechStream(gen, SAMPLE_RATE, cancel=cancel)
 
-    def synthesize(self, text: str, voice: str | EncodedVoice | None = None, speed: float | None = None,
-                   **options: Any) -> Audio:
-        return self.stream(text, voice=voice, speed=speed, **options).collect()
+    def synthesize(self, text: str, voice: VoiceArg = None, speed: float | None = None, options: Any = None,
+                   **kwargs: Any) -> Audio:
+        return self.stream(text, voice, speed, options, **kwargs).collect()
 
     def encode_voice(self, audio: Audio, transcript: str | None = None) -> EncodedVoice:
         raise UnsupportedOperationError("hibari does not support voice cloning", param="voice")
@@ -199,14 +207,15 @@ class HibariEngine:
             self._g2p.clear()
 
 
-def load(model: str | None = None, *, device: str = "auto", dtype: str | None = None, **options: Any) -> HibariEngine:
+def load(model: str | None = None, *, device: str = "auto", dtype: str | None = None, threads: int | None = None,
+         voice: str | None = None) -> HibariEngine:
     """Load hibari. ``model``: None/"hibari" (bundled) or a path to a compatible ONNX file."""
     if device not in ("auto", "cpu"):
         raise DeviceError(f"hibari runs on CPU only (asked for device {device!r})")
     if dtype not in (None, "int8", "auto"):
         raise BadInputError(f"hibari ships int8 weights only (asked for dtype {dtype!r})", param="dtype")
     model_path = None
-    if model not in (None, "", "hibari", "tts-1"):
+    if model not in (None, "", "hibari"):
         p = Path(model).expanduser()
         if not p.is_file():
             from voxbox.errors import ModelNotFoundError
@@ -214,10 +223,21 @@ def load(model: str | None = None, *, device: str = "auto", dtype: str | None = 
             raise ModelNotFoundError(f"hibari model {model!r} not found (expected 'hibari' or a path to an .onnx file)",
                                      param="model")
         model_path = str(p)
-    threads = options.pop("threads", None) or 1
-    voice = options.pop("voice", None)
-    options.pop("cache_dir", None)
-    if options:
-        raise BadInputError(f"unknown hibari load option(s): {', '.join(sorted(options))}", param=sorted(options)[0])
-    engine = HibariEngine(threads=threads, voice=voice, model_path=model_path)
-    return engine
+    return HibariEngine(threads=threads or 1, voice=voice, model_path=model_path)
+
+
+def _factory(req: LoadRequest) -> HibariEngine:
+    opts = build_options(HibariLoadOptions, req.options)
+    return load(req.model, device=req.device, dtype=req.dtype, threads=req.threads, voice=opts.voice)
+
+
+SPEC: EngineSpec[HibariEngine, HibariOptions] = EngineSpec(
+    name="hibari", task="tts", factory=_factory, options=HibariOptions, load_options=HibariLoadOptions,
+    description="Tiny Kokoro-distilled English TTS (24 kHz), voices bundled in the wheel",
+    requires=("hibari", "onnxruntime"), install_hint="pip install hibari-tts",
+    components=(ComponentSpec("model", params=4_000_000, devices=("cpu",), dtypes=("int8",), backend="onnxruntime",
+                              kind="vocoder", overhead_bytes=100 * 2**20),),
+    capabilities=Capabilities(streaming=True, languages=("en",)),
+    default_model="hibari", aliases=("tts-1", "hibari"),
+    bundled_models=models, bundled_voices=voices,
+)

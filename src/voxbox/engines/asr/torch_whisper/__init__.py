@@ -8,13 +8,79 @@ imports no torch; ``load`` does.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["load"]
+from voxbox.engines.spec import Capabilities, EngineSpec, LoadRequest, Options, build_options
+from voxbox.errors import BadInputError
+from voxbox.types import ComponentSpec
+
+__all__ = ["SPEC", "TorchWhisperLoadOptions", "TorchWhisperOptions", "load"]
 
 
-def load(model: str | None = None, *, device: str = "auto", dtype: str | None = None, **options: Any):
+@dataclass(frozen=True)
+class TorchWhisperOptions(Options):
+    """Per-call options (``None`` = the engine's default, see ``engine.TranscribeOptions``)."""
+
+    beam_size: int | None = None
+    best_of: int | None = None
+    patience: float | None = None
+    length_penalty: float | None = None
+    temperature: tuple[float, ...] | None = None
+    compression_ratio_threshold: float | None = None
+    log_prob_threshold: float | None = None
+    no_speech_threshold: float | None = None
+    condition_on_previous_text: bool | None = None
+    without_timestamps: bool | None = None
+    max_new_tokens: int | None = None
+    batch_size: int | None = None
+    suppress_blank: bool | None = None
+    seed: int | None = None
+
+    def check(self) -> None:
+        for name in ("beam_size", "best_of", "batch_size"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise BadInputError(f"{name} must be >= 1, got {v}", param=name)
+        if self.temperature is not None and (not self.temperature or any(t < 0 for t in self.temperature)):
+            raise BadInputError("temperature must be >= 0", param="temperature")
+
+
+@dataclass(frozen=True)
+class TorchWhisperLoadOptions(Options):
+    """Load-time options: ``use_graphs`` (CUDA graphs; default on CUDA/ROCm), ``compile``
+    (torch.compile the GPU decode step; default CUDA + Triton), and per-call defaults."""
+
+    use_graphs: bool | None = None
+    compile: bool | None = None
+    batch_size: int | None = None
+    beam_size: int | None = None
+
+
+def load(model: str | None = None, *, device: str = "auto", dtype: str | None = None, **options: Any) -> Any:
     """Load an HF Whisper checkpoint directory; see :func:`voxbox.engines.asr.torch_whisper.engine.load`."""
     from voxbox.engines.asr.torch_whisper.engine import load as _load
 
     return _load(model, device=device, dtype=dtype, **options)
+
+
+def _factory(req: LoadRequest) -> Any:
+    opts = build_options(TorchWhisperLoadOptions, req.options)
+    if req.threads:
+        import torch
+
+        torch.set_num_threads(int(req.threads))
+    return load(req.model, device=req.device, dtype=req.dtype, **opts.given())
+
+
+SPEC: EngineSpec[Any, TorchWhisperOptions] = EngineSpec(
+    name="torch-whisper", task="asr", factory=_factory, options=TorchWhisperOptions,
+    load_options=TorchWhisperLoadOptions,
+    description="Whisper HF checkpoints in PyTorch with static KV cache and CUDA graphs (CUDA, ROCm, CPU)",
+    requires=("torch", "safetensors", "tokenizers"), install_hint="pip install 'voxbox[torch]'",
+    components=(ComponentSpec("whisper", params=39_000_000, devices=("cpu", "cuda", "rocm"),
+                              dtypes=("float16", "bfloat16", "float32"), backend="torch", kind="transformer",
+                              overhead_bytes=500 * 2**20),),
+    capabilities=Capabilities(streaming=True, translate=True),
+    aliases=("torch-whisper",),
+)

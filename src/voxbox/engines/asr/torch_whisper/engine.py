@@ -24,8 +24,10 @@ from voxbox.engines.asr.torch_whisper.decoding import Rules, Runner, WindowResul
 from voxbox.engines.asr.torch_whisper.features import CHUNK_FRAMES, CHUNK_SAMPLES, FRAME_SECONDS, SAMPLE_RATE, log_mel
 from voxbox.engines.asr.torch_whisper.model import Whisper, WhisperDims, load_weights
 from voxbox.engines.asr.torch_whisper.tokenizer import WhisperTokenizer
+from voxbox.engines.base import cancellable
+from voxbox.engines.spec import build_options
 from voxbox.errors import BadInputError, DeviceError, ModelLoadError, ModelNotFoundError, UnsupportedOperationError
-from voxbox.types import Audio, ComponentSpec, EngineInfo, Segment, StageTimings, TranscriptionInfo
+from voxbox.types import Audio, CancelToken, ComponentSpec, EngineInfo, Segment, StageTimings, TranscriptionInfo
 
 __all__ = ["TorchWhisperEngine", "TranscribeOptions", "load", "load_checkpoint"]
 
@@ -146,9 +148,12 @@ class TorchWhisperEngine:
         self.model = None  # type: ignore[assignment]
 
     def transcribe(self, audio: Audio, language: str | None = None, prompt: str | None = None,
-                   word_timestamps: bool = False, task: str = "transcribe", **options: Any
-                   ) -> tuple[Iterator[Segment], TranscriptionInfo]:
-        opts = self._validate(audio, language, word_timestamps, task, options)
+                   word_timestamps: bool = False, task: str = "transcribe", options: Any = None, *,
+                   cancel: CancelToken | None = None, **kwargs: Any) -> tuple[Iterator[Segment], TranscriptionInfo]:
+        from voxbox.engines.asr.torch_whisper import TorchWhisperOptions
+
+        given = build_options(TorchWhisperOptions, options, **kwargs).given()
+        opts = self._validate(audio, language, word_timestamps, task, given)
         timings = StageTimings()
         samples = audio.samples
         if audio.sample_rate != SAMPLE_RATE:
@@ -176,20 +181,20 @@ class TorchWhisperEngine:
                                  options={**asdict(opts), "prompt": prompt}, timings=timings)
         content_frames = mel.shape[-1] - CHUNK_FRAMES
         gen = self._batched if opts.batch_size > 1 else self._sequential
-        return gen(mel, content_frames, lang, task, prompt, opts, timings), info
+        return cancellable(gen(mel, content_frames, lang, task, prompt, opts, timings), cancel), info
 
     # ------------------------------------------------------------------ validation
     def _validate(self, audio, language, word_timestamps, task, options) -> TranscribeOptions:
         if not isinstance(audio, Audio):
-            raise BadInputError("audio must be a voxbox Audio", param="file")
+            raise BadInputError("audio must be a voxbox Audio", param="audio")
         if audio.samples.size == 0:
-            raise BadInputError("audio is empty", param="file")
+            raise BadInputError("audio is empty", param="audio")
         if task not in ("transcribe", "translate"):
             raise BadInputError(f"task must be 'transcribe' or 'translate', got {task!r}", param="task")
         if task == "translate" and not self.tokenizer.multilingual:
             raise UnsupportedOperationError("this model is English-only and cannot translate", param="task")
         if word_timestamps:
-            raise UnsupportedOperationError("torch-whisper has no word timestamps yet", param="timestamp_granularities")
+            raise UnsupportedOperationError("torch-whisper has no word timestamps yet", param="word_timestamps")
         if language is not None:
             if not isinstance(language, str) or language not in self.tokenizer.languages:
                 raise BadInputError(f"unsupported language {language!r} for this model", param="language")

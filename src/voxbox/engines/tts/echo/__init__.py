@@ -24,15 +24,69 @@ fixed length), ``chunk_frames``/``max_chunk_frames`` (streamed decode chunk size
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from voxbox.engines.placement import resolve_placement
-from voxbox.errors import ModelNotFoundError
+from voxbox.engines.spec import Capabilities, EngineSpec, LoadRequest, Options, build_options
+from voxbox.errors import BadInputError, ModelNotFoundError
+from voxbox.types import ComponentSpec
 
-from ._engine import PRESETS, SEQ_BUCKETS, EchoEngine, sequence_bucket, tokenize
+__all__ = ["COMPONENTS", "EchoEngine", "EchoLoadOptions", "EchoOptions", "PRESETS", "SEQ_BUCKETS", "SPEC", "load",
+           "parse_placement", "sequence_bucket", "tokenize"]
 
-__all__ = ["COMPONENTS", "EchoEngine", "PRESETS", "SEQ_BUCKETS", "load", "parse_placement", "sequence_bucket", "tokenize"]
+#: Heavy names (torch) re-exported lazily from ``_engine``.
+_LAZY = ("EchoEngine", "PRESETS", "SEQ_BUCKETS", "sequence_bucket", "tokenize")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from . import _engine
+
+        return getattr(_engine, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@dataclass(frozen=True)
+class EchoOptions(Options):
+    """Per-call options (``None`` = the preset's value); see the module docstring."""
+
+    preset: str | None = None
+    steps: int | None = None
+    cfg_scale_text: float | None = None
+    cfg_scale_speaker: float | None = None
+    cfg_min_t: float | None = None
+    cfg_max_t: float | None = None
+    truncation_factor: float | None = None
+    rescale_k: float | None = None
+    rescale_sigma: float | None = None
+    seed: int | None = None
+    sequence_length: int | None = None
+    chunk_frames: int | None = None
+    max_chunk_frames: int | None = None
+    trim: bool | None = None
+
+    def check(self) -> None:
+        if self.steps is not None and not 1 <= self.steps <= 200:
+            raise BadInputError(f"steps must be between 1 and 200, got {self.steps}", param="steps")
+
+
+@dataclass(frozen=True)
+class EchoLoadOptions(Options):
+    """Load-time options of :func:`load` beyond model/device/dtype/placement."""
+
+    preset: str | None = None
+    cuda_graphs: bool | None = None
+    compile: bool | None = None
+    max_voices: int | None = None
+    max_shapes: int | None = None
+    chunk_frames: int | None = None
+    max_chunk_frames: int | None = None
+    snake: str | None = None
+    echo_path: str | None = None
+    ae_path: str | None = None
+    pca_file: str | None = None
 
 COMPONENTS = ("text_encoder", "speaker_encoder", "dit", "autoencoder")
 _CONV = frozenset({"autoencoder"})
@@ -52,7 +106,7 @@ def parse_placement(device: str | None = "auto", dtype: str | None = None,
 
 def load(model: str | Path | None = None, *, device: str | None = "auto", dtype: str | None = None,
          placement: Mapping[str, Any] | None = None, echo_path: str = "echo-tts-base",
-         ae_path: str = "fish-s1-dac-min", pca_file: str = "pca_state.safetensors", **options: Any) -> EchoEngine:
+         ae_path: str = "fish-s1-dac-min", pca_file: str = "pca_state.safetensors", **options: Any) -> Any:
     """Load Echo-TTS from ``model`` (a directory in the upstream layout; see ``_load``).
 
     Options: ``threads`` (CPU threads for torch), ``preset`` (the default per-call preset), ``cuda_graphs`` (default true; CUDA only),
@@ -62,6 +116,7 @@ def load(model: str | Path | None = None, *, device: str | None = "auto", dtype:
     walk of ``_fastdec``, Triton on CUDA, torch elsewhere; ``triton``; ``torch``; or upstream's
     module forward with ``script`` = upstream's TorchScript, ``compile`` or ``eager``).
     """
+    from ._engine import EchoEngine
     from ._load import resolve_files
 
     threads = options.pop("threads", None)
@@ -73,3 +128,32 @@ def load(model: str | Path | None = None, *, device: str | None = "auto", dtype:
         raise ModelNotFoundError("echo-tts needs a local model directory (--model-dir DIR) in the upstream layout", param="model")
     files = resolve_files(model, echo_path=echo_path, ae_path=ae_path, pca_file=pca_file)
     return EchoEngine(files, str(Path(model).expanduser().resolve()), parse_placement(device, dtype, placement), **options)
+
+
+def _factory(req: LoadRequest) -> Any:
+    opts = build_options(EchoLoadOptions, req.options).given()
+    if req.threads:
+        opts["threads"] = req.threads
+    return load(req.model, device=req.device, dtype=req.dtype, placement=req.placement, **opts)
+
+
+_TORCH_DTYPES = ("bfloat16", "float16", "float32")
+SPEC: EngineSpec[Any, EchoOptions] = EngineSpec(
+    name="echo-tts", task="tts", factory=_factory, options=EchoOptions, load_options=EchoLoadOptions,
+    description="Echo-TTS diffusion TTS with voice cloning (local weights directory)",
+    requires=("torch", "safetensors", "echo_tts"), install_hint="pip install 'voxbox[echo]'",
+    # Echo-TTS-like sizes (approximate): text encoder, 2.4B diffusion transformer, conv autoencoder.
+    components=(
+        ComponentSpec("text_encoder", params=120_000_000, devices=("cpu", "cuda", "rocm"), dtypes=_TORCH_DTYPES,
+                      backend="torch", kind="transformer", overhead_bytes=256 * 2**20),
+        ComponentSpec("speaker_encoder", params=120_000_000, devices=("cpu", "cuda", "rocm"), dtypes=_TORCH_DTYPES,
+                      backend="torch", kind="transformer", overhead_bytes=128 * 2**20),
+        ComponentSpec("dit", params=2_400_000_000, devices=("cpu", "cuda", "rocm"), dtypes=_TORCH_DTYPES,
+                      backend="torch", kind="transformer", overhead_bytes=2 * 2**30),
+        ComponentSpec("autoencoder", params=110_000_000, devices=("cpu", "cuda", "rocm"),
+                      dtypes=("float32", "bfloat16", "float16"), backend="torch", kind="autoencoder",
+                      overhead_bytes=1 * 2**30),
+    ),
+    capabilities=Capabilities(streaming=True, cloning=True, languages=("en",)),
+    aliases=("echo-tts",),
+)

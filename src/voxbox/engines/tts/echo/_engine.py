@@ -14,9 +14,10 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from voxbox.engines.base import EncodedVoice, SpeechStream, validate_speed, validate_text
+from voxbox.engines.base import EncodedVoice, SpeechStream, VoiceArg, validate_speed, validate_text
+from voxbox.engines.spec import build_options
 from voxbox.errors import BadInputError, UnsupportedOperationError, VoiceNotFoundError
-from voxbox.types import Audio, AudioChunk, ComponentSpec, EngineInfo, StageTimings
+from voxbox.types import Audio, AudioChunk, CancelToken, ComponentSpec, EngineInfo, StageTimings
 
 from ._codec import HOP, SAMPLE_RATE, chunk_bounds, decode_chunks, encode_latent, speech_end
 from ._dit import DiTRunner, SamplerParams, padded_len
@@ -47,7 +48,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 PRESETS["balanced"] = {**PRESETS["default"], "steps": 20}
 PRESETS["fast"] = {**PRESETS["default"], "steps": 10}
 _SAMPLER_KEYS = ("steps", "cfg_scale_text", "cfg_scale_speaker", "cfg_min_t", "cfg_max_t", "truncation_factor", "rescale_k", "rescale_sigma")
-_CALL_KEYS = frozenset(_SAMPLER_KEYS + ("preset", "seed", "sequence_length", "chunk_frames", "max_chunk_frames", "trim"))
 
 
 def tokenize(text: str) -> list[int]:
@@ -191,13 +191,10 @@ class EchoEngine:
         text = validate_text(text)
         if validate_speed(speed) != 1.0:
             raise UnsupportedOperationError("echo-tts has no speed control (speed must be 1.0)", param="speed")
-        unknown = set(options) - _CALL_KEYS
-        if unknown:
-            raise BadInputError(f"unknown echo-tts option(s): {', '.join(sorted(unknown))}", param=sorted(unknown)[0])
         tokens = tokenize(text)
         if len(tokens) > MAX_TEXT_TOKENS:
             raise BadInputError(f"echo-tts speaks at most {MAX_TEXT_TOKENS} bytes of text per call "
-                                f"(about 30 s of speech); got {len(tokens)}", param="input")
+                                f"(about 30 s of speech); got {len(tokens)}", param="text")
         if isinstance(voice, str):
             cached = self._voices.get(voice)
             if cached is not None:
@@ -249,20 +246,27 @@ class EchoEngine:
         return _Call(text, tokens, voice, seq, params, first, max(first, largest), True if trim is None else bool(trim))
 
     # ------------------------------------------------------------------ synthesis
-    def stream(self, text: str, voice: str | EncodedVoice | Audio | None = None, speed: float | None = None, **options: Any) -> SpeechStream:
+    def stream(self, text: str, voice: VoiceArg = None, speed: float | None = None, options: Any = None, *,
+               cancel: CancelToken | None = None, **kwargs: Any) -> SpeechStream:
         """Validate, then return a lazy stream: sampling runs on the first ``next()``, then the latent
         is decoded chunk by chunk. ``stream.details`` fills with the bucket and speech length."""
-        call = self._parse(text, voice, speed, options)
-        details: dict[str, Any] = {}
-        stream = SpeechStream(lambda timings: self._generate(call, timings, details), SAMPLE_RATE)
-        stream.details = details  # type: ignore[attr-defined]
-        return stream
+        from . import EchoOptions
 
-    def synthesize(self, text: str, voice: str | EncodedVoice | Audio | None = None, speed: float | None = None, **options: Any) -> Audio:
+        opts = build_options(EchoOptions, options, **kwargs)
+        call = self._parse(text, voice, speed, opts.given())
+        details: dict[str, Any] = {}
+        return SpeechStream(lambda timings: self._generate(call, timings, details), SAMPLE_RATE, cancel=cancel,
+                            details=details)
+
+    def synthesize(self, text: str, voice: VoiceArg = None, speed: float | None = None, options: Any = None,
+                   **kwargs: Any) -> Audio:
         """Non-streamed: the whole latent is decoded in one call unless ``chunk_frames`` is given."""
-        if options.get("chunk_frames") is None:
-            options["chunk_frames"] = MAX_SEQ
-        return self.stream(text, voice, speed, **options).collect()
+        from . import EchoOptions
+
+        opts = build_options(EchoOptions, options, **kwargs)
+        if opts.chunk_frames is None:
+            opts = replace(opts, chunk_frames=MAX_SEQ)
+        return self.stream(text, voice, speed, opts).collect()
 
     @torch.inference_mode()
     def _latent(self, call: _Call, timings: StageTimings) -> torch.Tensor:

@@ -38,16 +38,69 @@ rather than bit-identical (sglang-omni streams with 20 frames of overlap plus a 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from voxbox.engines.placement import resolve_placement
+from voxbox.engines.spec import Capabilities, EngineSpec, LoadRequest, Options, build_options
 from voxbox.errors import BadInputError, ModelLoadError, ModelNotFoundError
+from voxbox.types import ComponentSpec
 
 from .config import S2_CODEC, S2_PRO_CONFIG, CodecConfig, DualARConfig, load_codec_config, load_dual_ar_config
-from .engine import DEFAULTS, FishS2Engine
 
-__all__ = ["COMPONENTS", "DEFAULTS", "FishS2Engine", "S2_CODEC", "S2_PRO_CONFIG", "load", "parse_placement"]
+__all__ = ["COMPONENTS", "DEFAULTS", "FishLoadOptions", "FishOptions", "FishS2Engine", "S2_CODEC", "S2_PRO_CONFIG",
+           "SPEC", "load", "parse_placement"]
+
+_LAZY = ("DEFAULTS", "FishS2Engine")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from . import engine
+
+        return getattr(engine, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@dataclass(frozen=True)
+class FishOptions(Options):
+    """Per-call options (``None`` = sglang-omni's S2-Pro serving default); see the module docstring."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    repetition_penalty: float | None = None
+    ras_temperature: float | None = None
+    ras_top_p: float | None = None
+    fast_temperature: float | None = None
+    fast_top_p: float | None = None
+    max_frames: int | None = None
+    min_frames: int | None = None
+    seed: int | None = None
+    logit_bias: dict[int, float] | None = None
+    first_window: int | None = None
+    window: int | None = None
+    context_frames: int | None = None
+    speaker: int | None = None
+
+
+@dataclass(frozen=True)
+class FishLoadOptions(Options):
+    """Load-time options of :func:`load` beyond model/device/dtype/placement."""
+
+    weights: str | None = None
+    max_context: int | None = None
+    max_frames: int | None = None
+    cuda_graphs: bool | None = None
+    capture: bool | None = None
+    compile: bool | None = None
+    seed: int | None = None
+    max_voices: int | None = None
+    first_window: int | None = None
+    window: int | None = None
+    context_frames: int | None = None
+    eos_check: int | None = None
 
 COMPONENTS = ("slow_ar", "fast_ar", "codec")
 _CONV = frozenset({"codec"})
@@ -72,7 +125,7 @@ def parse_placement(device: Any = "auto", dtype: Any = None,
 def load(model: str | Path | None = None, *, device: Any = "auto", dtype: Any = None,
          placement: Mapping[str, Any] | None = None, weights: str = "checkpoint", max_context: int = 4096,
          max_frames: int = 2048, cuda_graphs: bool = True, capture: bool = True, compile: bool | None = None,
-         seed: int = 0, **options: Any) -> FishS2Engine:
+         seed: int = 0, **options: Any) -> Any:
     """Load S2-Pro from ``model``, a directory in the upstream layout (see ``loader``).
 
     ``weights="random"`` builds random weights at the checkpoint's shapes (benchmarks: timing does
@@ -88,6 +141,7 @@ def load(model: str | Path | None = None, *, device: Any = "auto", dtype: Any = 
     import torch
 
     from . import loader
+    from .engine import FishS2Engine
     from .model import DualARRunner
 
     if model is None:
@@ -133,3 +187,32 @@ def load(model: str | Path | None = None, *, device: Any = "auto", dtype: Any = 
         runner.capture_all()
     return FishS2Engine(cfg, runner, codec, tokenizer, model_id=str(files.root), placement=place, params=params,
                         random_weights=weights == "random", **options)
+
+
+def _factory(req: LoadRequest) -> Any:
+    opts = build_options(FishLoadOptions, req.options).given()
+    if req.threads:
+        import torch
+
+        torch.set_num_threads(int(req.threads))
+    return load(req.model, device=req.device, dtype=req.dtype, placement=req.placement, **opts)
+
+
+_TORCH_DTYPES = ("bfloat16", "float16", "float32")
+SPEC: EngineSpec[Any, FishOptions] = EngineSpec(
+    name="fish-s2", task="tts", factory=_factory, options=FishOptions, load_options=FishLoadOptions,
+    description="Fish Audio S2-Pro dual-AR TTS with cached reference codes (local weights directory)",
+    requires=("torch", "safetensors", "tokenizers"), install_hint="pip install 'voxbox[torch]'",
+    # S2-Pro sizes (approximate): 4B slow AR, 0.4B fast AR, DAC-style codec.
+    components=(
+        ComponentSpec("slow_ar", params=4_000_000_000, devices=("cpu", "cuda", "rocm"), dtypes=_TORCH_DTYPES,
+                      backend="torch", kind="transformer", overhead_bytes=2 * 2**30),
+        ComponentSpec("fast_ar", params=400_000_000, devices=("cpu", "cuda", "rocm"), dtypes=_TORCH_DTYPES,
+                      backend="torch", kind="transformer", overhead_bytes=256 * 2**20),
+        ComponentSpec("codec", params=200_000_000, devices=("cpu", "cuda", "rocm"),
+                      dtypes=("float32", "bfloat16", "float16"), backend="torch", kind="codec",
+                      overhead_bytes=1 * 2**30),
+    ),
+    capabilities=Capabilities(streaming=True, cloning=True),
+    aliases=("fish-s2",),
+)

@@ -13,9 +13,10 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from voxbox.engines.base import EncodedVoice, SpeechStream, validate_speed, validate_text
+from voxbox.engines.base import EncodedVoice, SpeechStream, VoiceArg, validate_speed, validate_text
+from voxbox.engines.spec import build_options
 from voxbox.errors import BadInputError, UnsupportedOperationError, VoiceNotFoundError
-from voxbox.types import Audio, AudioChunk, ComponentSpec, EngineInfo, StageTimings
+from voxbox.types import Audio, AudioChunk, CancelToken, ComponentSpec, EngineInfo, StageTimings
 
 from .codec import Codec
 from .config import DualARConfig
@@ -197,9 +198,6 @@ class FishS2Engine:
 
     # ------------------------------------------------------------------ options
     def _options(self, options: dict[str, Any]) -> SpeechOptions:
-        unknown = set(options) - set(DEFAULTS)
-        if unknown:
-            raise BadInputError(f"unknown fish-s2 option(s): {', '.join(sorted(unknown))}", param=sorted(unknown)[0])
         o = {k: (options[k] if options.get(k) is not None else v) for k, v in DEFAULTS.items()}
         try:
             floats = {k: float(o[k]) for k in ("temperature", "top_p", "repetition_penalty", "ras_temperature",
@@ -294,28 +292,29 @@ class FishS2Engine:
             room = self.runner.max_context - ids.shape[0]
             if room < 1:
                 raise BadInputError(f"prompt of {ids.shape[0]} tokens (text + reference) exceeds the context of "
-                                    f"{self.runner.max_context}", param="input")
+                                    f"{self.runner.max_context}", param="text")
             opts = SpeechOptions(**{**opts.__dict__, "max_frames": min(opts.max_frames, room)})
         if clip is not None:
             return _Call(text, None, None, None, opts, clip)
         return _Call(text, ids, mask, codes, opts)
 
     # ------------------------------------------------------------------ synthesis
-    def stream(self, text: str, voice: str | EncodedVoice | Audio | None = None, speed: float | None = None,
-               **options: Any) -> SpeechStream:
+    def stream(self, text: str, voice: VoiceArg = None, speed: float | None = None, options: Any = None, *,
+               cancel: CancelToken | None = None, **kwargs: Any) -> SpeechStream:
         """Validate, then return a lazy stream. Generation starts at the first ``next()``; audio is
         decoded in windows (``first_window`` frames, then ``window``) while the AR loop goes on.
         ``stream.details`` gets ``first_audio_s`` (a point in time from the first ``next()``, not
         a stage), ``frames``, ``ms_per_frame``, ``finish_reason`` and the generated ``codes``."""
-        call = self._parse(text, voice, speed, options)
-        details: dict[str, Any] = {}
-        stream = SpeechStream(lambda timings: self._generate(call, timings, details), self.codec.sample_rate)
-        stream.details = details  # type: ignore[attr-defined]
-        return stream
+        from . import FishOptions
 
-    def synthesize(self, text: str, voice: str | EncodedVoice | Audio | None = None, speed: float | None = None,
-                   **options: Any) -> Audio:
-        return self.stream(text, voice, speed, **options).collect()
+        call = self._parse(text, voice, speed, build_options(FishOptions, options, **kwargs).given())
+        details: dict[str, Any] = {}
+        return SpeechStream(lambda timings: self._generate(call, timings, details), self.codec.sample_rate,
+                            cancel=cancel, details=details)
+
+    def synthesize(self, text: str, voice: VoiceArg = None, speed: float | None = None, options: Any = None,
+                   **kwargs: Any) -> Audio:
+        return self.stream(text, voice, speed, options, **kwargs).collect()
 
     def _generate(self, call: _Call, timings: StageTimings, details: dict[str, Any]) -> Iterator[AudioChunk]:
         with self._lock:
