@@ -68,6 +68,10 @@ def test_speak_piper_stdin_mp3_then_verbose_json(tmp_path):
 @pytest.mark.slow
 def test_transcribe_several_files_to_dir_srt_vtt(spoken, moonshine_assets, tmp_path):
     out = tmp_path / "subs"
+    # one rule for every output: voxbox never creates folders
+    proc = run("transcribe", str(spoken), str(moonshine_assets / "beckett.wav"), "-f", "srt", "-o", str(out))
+    assert "does not exist" in one_line_error(proc) and not out.exists()
+    out.mkdir()
     proc = run("transcribe", str(spoken), str(moonshine_assets / "beckett.wav"), "-f", "srt", "-o", str(out))
     assert proc.returncode == 0, proc.stderr
     srt = (out / "beckett.srt").read_text()
@@ -105,19 +109,77 @@ def test_engines_table_and_json():
         (("transcribe", "{beckett}", "--task", "translate"), "English-only"),
         (("transcribe", "{beckett}", "--language", "fr"), "English-only"),
         (("transcribe", "{beckett}", "--model", "large-v9"), "unknown"),
+        (("speak", "hello", "-o", "{tmp}/no/dir/x.wav"), "does not exist"),
+        (("speak", "hello", "-o", "{tmp}/x.mp3", "-f", "wav"), "--format"),
+        (("speak", "hello", "-o", "{tmp}/x.wav", "--threads", "0"), "--threads"),
+        (("transcribe", "{tmp}"), "directory"),
+        (("transcribe", "{tmp}/x.pcm"), "no such file"),
+        (("transcribe", "{rawpcm}"), "--input-rate"),
+        (("nosuchcommand",), "no such command"),
+        (("transcribe", "--bogus", "{beckett}"), "no such option"),
     ],
 )
 def test_bad_input_one_line(args, needle, tmp_path, moonshine_assets):
     garbage = tmp_path / "garbage.wav"
     garbage.write_bytes(b"this is not audio at all" * 10)
-    subs = {"tmp": str(tmp_path), "garbage": str(garbage), "beckett": str(moonshine_assets / "beckett.wav")}
+    rawpcm = tmp_path / "speech.pcm"
+    rawpcm.write_bytes(b"\x00\x01" * 8000)
+    subs = {"tmp": str(tmp_path), "garbage": str(garbage), "beckett": str(moonshine_assets / "beckett.wav"),
+            "rawpcm": str(rawpcm)}
     proc = run(*(a.format(**subs) for a in args))
     line = one_line_error(proc)
     assert needle.lower() in line.lower(), line
+    for leak in ("UsageError", "NoSuchOption", "BadParameter", "MissingParameter", "Exception"):
+        assert leak not in line, line  # no class names in user-facing errors
     assert not (tmp_path / "x.wav").exists()  # nothing half-written
 
 
-def test_debug_shows_traceback():
-    proc = run("--debug", "transcribe", "/no/such/file.wav")
+@pytest.mark.parametrize("where", ["first", "last"])
+def test_debug_shows_traceback(where):
+    args = ["transcribe", "/no/such/file.wav"]
+    proc = run(*(["--debug", *args] if where == "first" else [*args, "--debug"]))
     assert proc.returncode != 0
-    assert "Traceback" in proc.stderr
+    assert "Traceback" in proc.stderr and "BadInputError" in proc.stderr
+
+
+def test_version_and_fast_help():
+    proc = run("--version")
+    assert proc.returncode == 0 and proc.stdout.startswith("voxbox ")
+    # --help imports nothing heavy: no numpy, no audio stack, no engines
+    code = ("import sys; from voxbox.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('numpy', 'av', 'torch', 'onnxruntime', 'ctranslate2', 'fastapi') if m in sys.modules]\n"
+            "print('HEAVY', heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
+    assert "HEAVY []" in out, out
+
+
+def test_engines_table_shows_install_hints_verbatim(tmp_path):
+    """Rich must not eat [torch]-style text as markup."""
+    proc = run("engines")
+    assert proc.returncode == 0
+    rows = json.loads(run("engines", "--json").stdout)
+    hints = [r["reason"] for r in rows if "[" in r["reason"]]
+    for hint in hints:
+        assert hint.split("install with: ")[-1].split("'")[0] in proc.stdout.replace("\n", "")
+
+
+def test_pcm_round_trip_and_stdin(tmp_path):
+    """voxbox's own --format pcm output transcribes with --input-rate; '-' reads stdin."""
+    pcm = tmp_path / "hello.pcm"
+    assert run("speak", "Hello there, from raw samples.", "-o", str(pcm)).returncode == 0
+    proc = run("transcribe", str(pcm), "--input-rate", "24000")
+    assert proc.returncode == 0 and "hello there" in proc.stdout.lower(), proc.stderr
+    wav = tmp_path / "hello.wav"
+    assert run("speak", "Standard input works too.", "-o", str(wav)).returncode == 0
+    proc = subprocess.run([sys.executable, "-m", "voxbox.cli", "transcribe", "-"], input=wav.read_bytes(),
+                          capture_output=True, timeout=300)
+    assert proc.returncode == 0 and b"standard input" in proc.stdout.lower(), proc.stderr
+
+
+def test_several_files_json_to_stdout_is_one_json_document(spoken, moonshine_assets):
+    proc = run("transcribe", str(spoken), str(moonshine_assets / "beckett.wav"), "-f", "json")
+    assert proc.returncode == 0, proc.stderr
+    docs = json.loads(proc.stdout)
+    assert [d["file"] for d in docs] == [str(spoken), str(moonshine_assets / "beckett.wav")]
+    assert all(d["text"] for d in docs)

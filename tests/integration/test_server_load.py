@@ -64,9 +64,9 @@ def test_32_streams_and_8_transcriptions_with_a_small_queue(tmp_path):
                 assert abs(len(samples) / rate - ref_seconds) < 0.05
             else:
                 assert "fox" in json.loads(body)["text"].lower()
-        assert srv.metric("voxbox_rejected_total", model="hibari") >= 1
-        assert srv.metric("voxbox_queue_depth", model="hibari") == 0
-        assert srv.metric("voxbox_running_requests", model="hibari") == 0
+        assert srv.metric("voxbox_rejected_total", model="tts-1") >= 1
+        assert srv.metric("voxbox_queue_depth", model="tts-1") == 0
+        assert srv.metric("voxbox_running_requests", model="tts-1") == 0
         assert httpx.get(srv.url + "/health").status_code == 200
     finally:
         srv.stop()
@@ -95,9 +95,9 @@ def test_disconnect_frees_the_slot_and_stops_generation(tmp_path):
                 break
             time.sleep(0.05)
         assert r2.status_code == 200, "the disconnected stream kept its slot"
-        assert srv.metric("voxbox_cancelled_streams_total", model="hibari") == 1
+        assert srv.metric("voxbox_cancelled_streams_total", model="tts-1") == 1
         # generation stopped early: far less than the ~55 sentences (~3 min of audio) were made
-        produced = srv.metric("voxbox_audio_produced_seconds_total", model="hibari")
+        produced = srv.metric("voxbox_audio_produced_seconds_total", model="tts-1")
         assert produced < 90, produced
     finally:
         srv.stop()
@@ -173,9 +173,9 @@ def test_work_past_the_request_timeout_is_504(tmp_path, moonshine_assets):
         assert httpx.get(srv.url + "/health").status_code == 200
         # the timed-out work stops at its next segment and frees the slot
         deadline = time.monotonic() + 60
-        while srv.metric("voxbox_running_requests", model="faster-whisper") > 0 and time.monotonic() < deadline:
+        while srv.metric("voxbox_running_requests", model="whisper-1") > 0 and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert srv.metric("voxbox_running_requests", model="faster-whisper") == 0
+        assert srv.metric("voxbox_running_requests", model="whisper-1") == 0
         assert srv.state.admissions[("faster-whisper", None)].running == 0
     finally:
         srv.stop()

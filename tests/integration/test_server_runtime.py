@@ -18,10 +18,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from server_harness import RunningServer, make_settings, validate  # noqa: E402
 
 from voxbox.engines.base import EncodedVoice
-from voxbox.engines.registry import load_engine, resolve_model
+from voxbox.engines.registry import load_engine
 from voxbox.errors import CapacityError, VoiceNotFoundError, VoxboxTimeoutError
 from voxbox.runtime.admission import Admission
-from voxbox.runtime.models import ModelManager
+from voxbox.runtime import Catalog
+from voxbox.runtime.manager import ModelManager
 from voxbox.runtime.voices import EncodingCache, VoiceStore, sha256_bytes
 
 
@@ -138,13 +139,14 @@ def test_manager_loads_once_refcounts_and_ttl():
     async def main():
         loads = []
 
-        def loader(engine, model):
+        def loader(entry):
             loads.append(threading.get_ident())
-            return load_engine(engine, model)
+            return load_engine(entry.engine, entry.model)
 
-        mgr = ModelManager(resolve=resolve_model, loader=loader, ttl=0.3)
+        cat = Catalog.default()
+        mgr = ModelManager(loader=loader, ttl=0.3)
         mgr.start()
-        leases = await asyncio.gather(*[mgr.acquire(mid, "tts") for mid in ("tts-1", "hibari", "tts-1", "hibari")])
+        leases = await asyncio.gather(*[mgr.acquire(cat.resolve(mid)) for mid in ("tts-1", "hibari", "tts-1", "hibari")])
         assert len(loads) == 1  # four concurrent users, aliases included: one load
         model = leases[0].model
         assert model.refs == 4 and all(l.model is model for l in leases)
@@ -154,7 +156,7 @@ def test_manager_loads_once_refcounts_and_ttl():
         assert model.refs == 0
         await asyncio.sleep(0.8)
         assert mgr.loaded() == []  # idle past the TTL: unloaded
-        lease = await mgr.acquire("tts-1", "tts")  # loads again on next use
+        lease = await mgr.acquire(cat.resolve("tts-1"))  # loads again on next use
         assert len(loads) == 2
         await asyncio.sleep(0.8)
         assert len(mgr.loaded()) == 1  # in use: never unloaded
@@ -168,9 +170,9 @@ def test_manager_loads_once_refcounts_and_ttl():
 
 def test_manager_ttl_minus_one_never_unloads():
     async def main():
-        mgr = ModelManager(resolve=resolve_model, loader=lambda e, m: load_engine(e, m), ttl=-1)
+        mgr = ModelManager(loader=lambda e: load_engine(e.engine, e.model), ttl=-1)
         mgr.start()
-        lease = await mgr.acquire("tts-1", "tts")
+        lease = await mgr.acquire(Catalog.default().resolve("tts-1"))
         lease.release()
         lease.model.last_used -= 10_000
         assert mgr.reap_idle() == [] and len(mgr.loaded()) == 1
@@ -232,11 +234,11 @@ def test_models_routes_load_and_unload(server):
     with concurrent.futures.ThreadPoolExecutor(4) as ex:
         rs = list(ex.map(lambda _: httpx.post(server.url + "/v1/models/tts-1-hd/load", timeout=60), range(4)))
     assert all(r.status_code == 200 and r.json()["loaded"] for r in rs)
-    assert server.metric("voxbox_model_load_seconds_count", model="piper") == 1
-    assert server.metric("voxbox_model_loaded", model="piper") == 1
+    assert server.metric("voxbox_model_load_seconds_count", model="tts-1-hd") == 1
+    assert server.metric("voxbox_model_loaded", model="tts-1-hd") == 1
     d = httpx.delete(server.url + "/v1/models/tts-1-hd").json()
     validate("DeleteModelResponse", d)
-    assert d["deleted"] is True and server.metric("voxbox_model_loaded", model="piper") == 0
+    assert d["deleted"] is True and server.metric("voxbox_model_loaded", model="tts-1-hd") == 0
     assert httpx.get(server.url + "/v1/models/piper").json()["loaded"] is False
     assert httpx.delete(server.url + "/v1/models/not-a-model").status_code == 404
 
@@ -264,7 +266,7 @@ def test_health_stays_fast_while_engines_are_busy(server):
                 t0 = time.perf_counter()
                 assert c.get(server.url + "/health").status_code == 200
                 times.append(time.perf_counter() - t0)
-                busy += server.metric("voxbox_running_requests", model="hibari") >= 1
+                busy += server.metric("voxbox_running_requests", model="tts-1") >= 1
                 time.sleep(0.05)
         assert busy >= 10  # the engine really was working during most probes
         times.sort()
@@ -277,7 +279,8 @@ def test_health_stays_fast_while_engines_are_busy(server):
 
 
 def test_ready_is_503_until_defaults_loaded(tmp_path):
-    srv = RunningServer(make_settings(tmp_path, models={"asr": "faster-whisper:no-such-dir"}))
+    srv = RunningServer(make_settings(tmp_path, models={"asr": "broken",
+                                                        "local": {"broken": "faster-whisper:/no/such-dir"}}))
     srv.start(wait_ready=False)
     try:
         deadline = time.monotonic() + 60
@@ -286,7 +289,8 @@ def test_ready_is_503_until_defaults_loaded(tmp_path):
         r = httpx.get(srv.url + "/health/ready")
         assert r.status_code == 503
         validate("ErrorResponse", r.json())
-        assert "no-such-dir" in r.json()["error"]["message"]
+        message = r.json()["error"]["message"]
+        assert "broken" in message and "/no/such-dir" not in message  # no paths in public bodies
         assert httpx.get(srv.url + "/health").status_code == 200
     finally:
         srv.stop()

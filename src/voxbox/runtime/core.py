@@ -32,6 +32,7 @@ from voxbox.engines.spec import EngineSpec, LoadRequest
 from voxbox.errors import (
     CapacityError,
     RequestCancelledError,
+    ServiceUnavailableError,
     UnsupportedOperationError,
     VoxboxTimeoutError,
 )
@@ -61,6 +62,7 @@ class RuntimeConfig:
     """Load, admission and scheduling settings (the server maps its settings onto this)."""
 
     device: str = "auto"  # passed to every engine's factory
+    threads: int | None = None  # CPU threads per engine (None = the engine's default)
     ttl: float = 300.0  # idle seconds before a model is unloaded; -1 never
     max_loaded: int | None = 4  # models loaded at once; the least recently used idle one makes room
     memory_budget: int | None = None  # bytes of models loaded at once (estimated from components)
@@ -90,8 +92,10 @@ class Work:
     cancels any still running and the slot and lease are released when the last one has stopped.
     """
 
-    def __init__(self, entry: CatalogEntry, lease: Lease, slot: Slot, deadline: float, cancel: CancelToken) -> None:
+    def __init__(self, entry: CatalogEntry, lease: Lease, slot: Slot, deadline: float, cancel: CancelToken,
+                 on_release: Callable[["Work"], None] | None = None) -> None:
         self.entry = entry
+        self._on_release = on_release
         self.lease = lease
         self.slot = slot
         self.deadline = deadline
@@ -150,6 +154,8 @@ class Work:
         self._released = True
         self.slot.release()
         self.lease.release()
+        if self._on_release is not None:
+            self._on_release(self)
 
 
 class Runtime:
@@ -170,12 +176,14 @@ class Runtime:
         )
         self.admissions: dict[Key, Admission] = {}
         self.draining = False
+        self._works: set[Work] = set()  # admitted and not yet released
         self._background: set[asyncio.Task[Any]] = set()
 
     # -- loading -------------------------------------------------------------------------------------
     def _load_entry(self, entry: CatalogEntry) -> Any:
         spec = get_spec(entry.engine)
-        return spec.load(LoadRequest(model=entry.model, device=self.config.device, options=entry.load_options))
+        return spec.load(LoadRequest(model=entry.model, device=self.config.device, threads=self.config.threads,
+                                     options=entry.load_options))
 
     def _on_load(self, model: LoadedModel) -> None:
         if self.observer:
@@ -219,6 +227,8 @@ class Runtime:
                    timeout: float | None = None) -> Work:
         """Resolve, load, admit. The caller must ``close()`` the Work (see :meth:`acquire`)."""
         entry = name if isinstance(name, CatalogEntry) else self.catalog.resolve(name, task)
+        if self.draining:
+            raise ServiceUnavailableError("the server is shutting down; retry on another instance")
         deadline = time.monotonic() + (timeout if timeout is not None else self.config.request_timeout)
         lease = await self.manager.acquire(entry)
         gate = self.admission(lease.model)
@@ -235,7 +245,9 @@ class Runtime:
         except BaseException:
             lease.release()
             raise
-        return Work(entry, lease, slot, deadline, CancelToken())
+        work = Work(entry, lease, slot, deadline, CancelToken(), on_release=self._works.discard)
+        self._works.add(work)
+        return work
 
     @asynccontextmanager
     async def acquire(self, name: str | CatalogEntry, task: Task | None = None, *,
@@ -322,6 +334,28 @@ class Runtime:
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> None:
         self.manager.start()
+
+    @property
+    def busy(self) -> int:
+        """Works admitted and not yet released (running requests, streams until their end)."""
+        return len(self._works)
+
+    async def drain(self, grace: float) -> bool:
+        """Stop taking work (readiness fails) and wait up to ``grace`` seconds for admitted work to
+        end; then cancel what is left (engines stop at their next check). True if all ended in time."""
+        self.draining = True
+        deadline = time.monotonic() + max(0.0, grace)
+        while self._works and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if not self._works:
+            return True
+        log.warning("drain: cancelling %d request(s) still running after %.0f s", len(self._works), grace)
+        for work in list(self._works):
+            work.cancel.cancel("the server is shutting down")
+        end = time.monotonic() + 2.0
+        while self._works and time.monotonic() < end:
+            await asyncio.sleep(0.05)
+        return False
 
     async def close(self) -> None:
         self.draining = True

@@ -36,7 +36,7 @@ __all__ = ["EncodingCache", "StoredVoice", "VoiceStore", "sha256_bytes", "valida
 
 log = logging.getLogger("voxbox.runtime")
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 
 CacheKey = tuple[str, str, str]  # (engine, model, clip sha256)
 

@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from pydantic import BaseModel
 from starlette.responses import JSONResponse
 
 from voxbox.errors import (
@@ -27,13 +28,19 @@ from voxbox.errors import (
     EngineUnavailableError,
     ModelLoadError,
     NotFoundError,
+    RequestCancelledError,
+    ServiceUnavailableError,
     UnsupportedOperationError,
     VoxboxError,
     VoxboxTimeoutError,
 )
 
 __all__ = [
+    "ERROR_RESPONSES",
+    "ErrorResponse",
     "AuthenticationError",
+    "ForbiddenError",
+    "PARAM_NAMES",
     "NotReadyError",
     "UploadTooLargeError",
     "error_body",
@@ -51,6 +58,12 @@ class AuthenticationError(VoxboxError):
     code = "invalid_api_key"
 
 
+class ForbiddenError(VoxboxError):
+    """A browser request from an origin that is not allowed."""
+
+    code = "forbidden_origin"
+
+
 class NotReadyError(VoxboxError):
     """The server is starting or shutting down."""
 
@@ -66,11 +79,18 @@ class UploadTooLargeError(BadInputError):
 class MethodNotAllowedError(BadInputError):
     code = "method_not_allowed"
 
+    def __init__(self, message: str, *, allow: str | None = None) -> None:
+        super().__init__(message)
+        self.allow = allow
+
 
 #: class -> (HTTP status, OpenAI error type). The most specific class in an exception's MRO wins.
 STATUS_MAP: dict[type[BaseException], tuple[int, str]] = {
     AuthenticationError: (401, "invalid_request_error"),
+    ForbiddenError: (403, "invalid_request_error"),
     NotReadyError: (503, "server_error"),
+    ServiceUnavailableError: (503, "server_error"),
+    RequestCancelledError: (499, "invalid_request_error"),
     UploadTooLargeError: (413, "invalid_request_error"),
     MethodNotAllowedError: (405, "invalid_request_error"),
     AudioTooLongError: (413, "invalid_request_error"),
@@ -81,7 +101,7 @@ STATUS_MAP: dict[type[BaseException], tuple[int, str]] = {
     EngineUnavailableError: (400, "invalid_request_error"),
     CapacityError: (429, "rate_limit_exceeded"),
     VoxboxTimeoutError: (504, "timeout_error"),
-    ModelLoadError: (500, "server_error"),
+    ModelLoadError: (503, "server_error"),  # weights the operator configured could not be loaded
     DeviceError: (500, "server_error"),
     VoxboxError: (500, "server_error"),
 }
@@ -94,11 +114,16 @@ def status_for(exc: BaseException) -> tuple[int, str]:
     return 500, "server_error"
 
 
+#: Engine parameter names -> the OpenAI API's field names (engines never see HTTP names).
+PARAM_NAMES = {"text": "input", "audio": "file", "word_timestamps": "timestamp_granularities"}
+
+
 def error_body(exc: BaseException) -> dict[str, Any]:
     """The OpenAI error object for ``exc`` (unexpected exceptions get a generic message)."""
     _, etype = status_for(exc)
     if isinstance(exc, VoxboxError):
-        return {"error": {"message": str(exc), "type": etype, "param": exc.param, "code": exc.code}}
+        param = PARAM_NAMES.get(exc.param, exc.param) if exc.param else None
+        return {"error": {"message": str(exc), "type": etype, "param": param, "code": exc.code}}
     return {"error": {"message": "internal server error", "type": "server_error", "param": None, "code": "internal_error"}}
 
 
@@ -109,6 +134,8 @@ def to_response(exc: BaseException) -> JSONResponse:
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     if isinstance(exc, AuthenticationError):
         headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, MethodNotAllowedError) and exc.allow:
+        headers["Allow"] = exc.allow
     if isinstance(exc, NotReadyError):
         log.debug("not ready: %s", exc)  # expected while starting or draining
     elif status >= 500:
@@ -125,7 +152,9 @@ def from_validation_error(exc: RequestValidationError) -> BadInputError:
     if not errors:
         return BadInputError("invalid request")
     first = errors[0]
-    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+    if first.get("type") == "json_invalid":
+        return BadInputError("the request body is not valid JSON")
+    loc = [p for p in first.get("loc", ()) if isinstance(p, str) and p not in ("body", "query", "path", "header")]
     param = loc[0] if loc else None  # the top-level field (union members add type names after it)
     msg = first.get("msg", "invalid value")
     return BadInputError(f"{param}: {msg}" if param else msg, param=param)
@@ -135,7 +164,8 @@ def from_http_exception(exc: StarletteHTTPException) -> VoxboxError:
     if exc.status_code == 404:
         return NotFoundError(str(exc.detail) if exc.detail else "not found")
     if exc.status_code == 405:
-        return MethodNotAllowedError("method not allowed")
+        allow = (exc.headers or {}).get("Allow") or (exc.headers or {}).get("allow")
+        return MethodNotAllowedError("method not allowed" + (f"; allowed: {allow}" if allow else ""), allow=allow)
     if exc.status_code == 401:
         return AuthenticationError("invalid API key")
     if exc.status_code == 413:
@@ -161,3 +191,38 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         return to_response(exc)
+
+
+# --- the error contract in the OpenAPI document --------------------------------------------------------
+
+class _ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error body."""
+
+    error: _ErrorDetail
+
+
+#: Statuses any voxbox API route may answer with, declared on every route (``responses=``) so the
+#: OpenAPI document matches what the server does. Request validation is 400, never FastAPI's 422.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": desc}
+    for code, desc in (
+        (400, "Bad request: an invalid parameter or unusable input (param names it)"),
+        (401, "Missing or wrong API key"),
+        (403, "Cross-origin request from an origin that is not allowed"),
+        (404, "Unknown model or voice"),
+        (405, "Method not allowed (the Allow header lists the allowed ones)"),
+        (413, "Upload, body or decoded audio too large"),
+        (415, "Not decodable audio"),
+        (429, "Queue full for this model; retry after Retry-After seconds"),
+        (500, "Internal error"),
+        (503, "Not ready, draining, or the model cannot be loaded now"),
+        (504, "The request did not finish within the request timeout"),
+    )
+}

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["Metrics"]
+__all__ = ["Metrics", "MetricsObserver"]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 _RTF_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0)
@@ -37,3 +39,26 @@ class Metrics:
                                    ["result"], registry=r)
         self.cancelled = Counter("voxbox_cancelled_streams_total", "Streams stopped because the client went away.",
                                  ["model"], registry=r)
+
+
+class MetricsObserver:
+    """The runtime's :class:`~voxbox.runtime.Observer` hooks, recorded in :class:`Metrics`.
+
+    Every ``model`` label is a catalog name (never a client-chosen string or a path)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def model_loaded(self, model: Any) -> None:
+        self.metrics.loaded.labels(model.name).set(1)
+        self.metrics.load_time.labels(model.name).observe(model.load_seconds)
+
+    def model_unloaded(self, model: Any) -> None:
+        self.metrics.loaded.labels(model.name).set(0)
+
+    def queue_changed(self, label: str, waiting: int, running: int) -> None:
+        self.metrics.queue_depth.labels(label).set(waiting)
+        self.metrics.running.labels(label).set(running)
+
+    def rejected(self, label: str) -> None:
+        self.metrics.rejected.labels(label).inc()

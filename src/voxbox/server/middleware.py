@@ -10,7 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from voxbox.server.metrics import Metrics
 
-__all__ = ["JsonBodyLimitMiddleware", "ServerTiming", "TimingMiddleware", "timing_of"]
+__all__ = ["ServerTiming", "TimingMiddleware", "timing_of"]
 
 
 class ServerTiming:
@@ -101,38 +101,3 @@ class TimingMiddleware:
                 code = "500"
             self.metrics.requests.labels(label, scope.get("method", ""), code).inc()
             self.metrics.latency.labels(label).observe(timing.elapsed())
-
-
-class JsonBodyLimitMiddleware:
-    """Bound non-multipart request bodies (JSON): 413 past ``limit`` bytes, counted as they arrive.
-
-    Multipart uploads are bounded by their routes (``max_upload_bytes``), which drain the excess so
-    the client reads a clean 413; a JSON body this large is not a legitimate request.
-    """
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        if headers.get(b"content-type", b"").lower().startswith(b"multipart/"):
-            await self.app(scope, receive, send)
-            return
-        seen = 0
-
-        async def _receive() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    from starlette.exceptions import HTTPException
-
-                    raise HTTPException(413, f"request body is larger than {self.limit} bytes")
-            return message
-
-        await self.app(scope, _receive, send)

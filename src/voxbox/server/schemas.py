@@ -8,7 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stric
 
 __all__ = [
     "SPEECH_FORMATS",
+    "TRANSCRIPTION_FORM",
     "TRANSCRIPT_FORMATS",
+    "VOICE_FORM",
     "ModelObject",
     "SpeechRequest",
     "VoiceObject",
@@ -33,7 +35,8 @@ class SpeechRequest(BaseModel):
     model: StrictStr
     input: StrictStr = Field(max_length=4096)
     voice: StrictStr | VoiceRef
-    instructions: StrictStr | None = Field(default=None, max_length=4096)  # accepted, not used
+    #: A voice description for engines with voice design; other engines ignore it (OpenAI: a style hint).
+    instructions: StrictStr | None = Field(default=None, max_length=4096)
     response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] = "mp3"
     speed: StrictFloat | StrictInt = 1.0
     stream_format: Literal["audio", "sse"] = "audio"
@@ -53,6 +56,9 @@ class ModelObject(BaseModel):
     engine: str | None = None
     loaded: bool = False
     voices: list[str] | None = None
+    memory_bytes: int | None = None  # estimated, while loaded
+    running: int = 0  # requests holding a slot
+    waiting: int = 0  # requests queued
 
 
 class VoiceObject(BaseModel):
@@ -70,3 +76,27 @@ class VoiceObject(BaseModel):
 
 def list_body(items: list[Any]) -> dict[str, Any]:
     return {"object": "list", "data": items}
+
+
+def _form_body(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    """``openapi_extra`` publishing a multipart route's request body (the route parses it itself)."""
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "properties": properties, "required": required}}}}}
+
+
+TRANSCRIPTION_FORM = _form_body({
+    "file": {"type": "string", "format": "binary", "description": "Audio file (wav, mp3, flac, ogg, m4a, webm...)."},
+    "model": {"type": "string", "description": "A model name from GET /v1/models (e.g. whisper-1)."},
+    "language": {"type": "string", "description": "ISO-639-1 code of the spoken language."},
+    "prompt": {"type": "string", "maxLength": 4096},
+    "response_format": {"type": "string", "enum": list(TRANSCRIPT_FORMATS), "default": "json"},
+    "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+    "timestamp_granularities[]": {"type": "array", "items": {"type": "string", "enum": ["word", "segment"]}},
+    "stream": {"type": "boolean", "default": False},
+}, ["file", "model"])
+
+VOICE_FORM = _form_body({
+    "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
+    "file": {"type": "string", "format": "binary", "description": "Reference clip (at most 60 s by default)."},
+    "transcript": {"type": "string", "maxLength": 2000, "description": "What the clip says (helps cloning)."},
+}, ["name", "file"])

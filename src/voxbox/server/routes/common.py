@@ -1,88 +1,66 @@
-"""Helpers shared by the routes: state access, auth, bounded body reading, form fields, streams."""
+"""Helpers shared by the routes: state access, form fields, disconnect watching, SSE, streams."""
 
 from __future__ import annotations
 
-import hmac
+import asyncio
+import json
 import logging
-from typing import Any, Callable
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Callable
 
 from fastapi import Request
 from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from voxbox.errors import BadInputError
-from voxbox.server.errors import AuthenticationError, UploadTooLargeError
+from voxbox.errors import BadInputError, RequestCancelledError
 from voxbox.server.state import ServerState
 
 __all__ = [
     "ManagedStream",
+    "cancel_on_disconnect",
     "form_bool",
+    "form_file",
     "form_float",
     "form_str",
     "read_form",
-    "require_api_key",
+    "sse",
     "state_of",
 ]
 
 log = logging.getLogger("voxbox.server")
 
-#: After the limit is passed, keep reading (and discarding) up to this much more so the client gets
-#: a clean 413 rather than a reset connection; beyond it the connection is dropped.
-_DRAIN_MAX = 256 * 1024 * 1024
+#: Multipart limits: files and fields per request, bytes per non-file field.
+MAX_FILES, MAX_FIELDS, MAX_FIELD_BYTES = 4, 64, 64 * 1024
 
 
 def state_of(request: Request) -> ServerState:
-    return request.app.state.voxbox
+    return request.app.state.voxbox  # type: ignore[no-any-return]
 
 
-async def require_api_key(request: Request) -> None:
-    """Dependency on every route but health: ``Authorization: Bearer <key>`` when a key is set."""
-    expected = state_of(request).settings.api_key_value()
-    if expected is None:
-        return
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
-        raise AuthenticationError("invalid or missing API key (send Authorization: Bearer <key>)")
+def sse(event: dict[str, Any]) -> bytes:
+    """One server-sent event carrying ``event`` as JSON (the OpenAI streaming shape)."""
+    return b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n"
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, or UploadTooLargeError (413) when it is larger than ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    declared_n = int(declared) if declared and declared.isdigit() else None
-    if declared_n is not None and declared_n > limit + _DRAIN_MAX:
-        raise UploadTooLargeError(f"request body is {declared_n} bytes; the limit is {limit} bytes", param="file")
-    buf = bytearray()
-    total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            buf = bytearray()  # drop what we have; keep draining so the 413 reaches the client
-            if total > limit + _DRAIN_MAX:
-                break
-            continue
-        buf += chunk
-    if total > limit:
-        raise UploadTooLargeError(
-            f"request body is {declared_n or total} bytes; the limit is {limit} bytes", param="file"
-        )
-    return bytes(buf)
-
-
-async def read_form(request: Request, limit: int) -> FormData:
+async def read_form(request: Request) -> FormData:
+    """The multipart form (the guard middleware has bounded the body's size already)."""
     ctype = request.headers.get("content-type", "")
     if not ctype.lower().startswith("multipart/form-data"):
         raise BadInputError("expected a multipart/form-data body", param="file")
-    body = await read_body(request, limit)
-    request._body = body  # Request.form() parses the cached body
     try:
-        return await request.form(max_files=4, max_fields=64)
+        return await request.form(max_files=MAX_FILES, max_fields=MAX_FIELDS, max_part_size=MAX_FIELD_BYTES)
+    except HTTPException as exc:
+        if exc.status_code == 413:
+            raise
+        raise BadInputError(f"could not parse the multipart body: {exc.detail}") from None
     except Exception as exc:  # malformed multipart
-        raise BadInputError(f"could not parse the multipart body: {exc}") from exc
+        raise BadInputError(f"could not parse the multipart body: {' '.join(str(exc).split())[:200]}") from None
 
 
-def form_str(form: FormData, name: str, *, required: bool = False, default: str | None = None) -> str | None:
+def form_str(form: FormData, name: str, *, required: bool = False, default: str | None = None,
+             max_chars: int | None = None) -> str | None:
     value = form.get(name)
     if value is None or value == "":
         if required:
@@ -90,6 +68,8 @@ def form_str(form: FormData, name: str, *, required: bool = False, default: str 
         return default
     if not isinstance(value, str):
         raise BadInputError(f"field {name!r} must be text, not a file", param=name)
+    if max_chars is not None and len(value) > max_chars:
+        raise BadInputError(f"field {name!r} is {len(value)} characters; the limit is {max_chars}", param=name)
     return value
 
 
@@ -100,7 +80,7 @@ def form_float(form: FormData, name: str, default: float | None = None) -> float
     try:
         out = float(value)
     except ValueError:
-        raise BadInputError(f"field {name!r} must be a number, got {value!r}", param=name) from None
+        raise BadInputError(f"field {name!r} must be a number, got {value[:40]!r}", param=name) from None
     if out != out or out in (float("inf"), float("-inf")):
         raise BadInputError(f"field {name!r} must be a finite number", param=name)
     return out
@@ -115,7 +95,7 @@ def form_bool(form: FormData, name: str, default: bool = False) -> bool:
         return True
     if v in ("false", "0", "no", "off"):
         return False
-    raise BadInputError(f"field {name!r} must be true or false, got {value!r}", param=name)
+    raise BadInputError(f"field {name!r} must be true or false, got {value[:40]!r}", param=name)
 
 
 async def form_file(form: FormData, name: str = "file") -> tuple[bytes, str | None]:
@@ -126,6 +106,38 @@ async def form_file(form: FormData, name: str = "file") -> tuple[bytes, str | No
         raise BadInputError(f"field {name!r} must be a file upload", param=name)
     data = await value.read()
     return data, value.filename
+
+
+@asynccontextmanager
+async def cancel_on_disconnect(request: Request) -> AsyncIterator[None]:
+    """Cancel the route's task when the client disconnects (the body must be fully read first).
+
+    Waiting in an admission queue, a blocking engine call, a model load: all end at once for a
+    client that left; the runtime sets the work's cancel token so the engine stops too. The
+    cancellation surfaces as :class:`RequestCancelledError` (logged as 499, never an ERROR).
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    gone = asyncio.Event()
+
+    async def watch() -> None:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                gone.set()
+                task.cancel()
+                return
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        yield
+    except asyncio.CancelledError:
+        if gone.is_set():
+            task.uncancel()
+            raise RequestCancelledError("the client disconnected") from None
+        raise
+    finally:
+        watcher.cancel()
 
 
 class ManagedStream(StreamingResponse):
@@ -139,12 +151,14 @@ class ManagedStream(StreamingResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
+        except OSError:
+            pass  # the client went away: on_close cleans up
         finally:
             try:
                 aclose = getattr(self.body_iterator, "aclose", None)
                 if aclose is not None:
                     await aclose()
-            except BaseException:  # cancelled again during cleanup: on_close still runs
+            except BaseException:  # noqa: BLE001 - cancelled again during cleanup: on_close still runs
                 pass
             finally:
                 self._on_close()

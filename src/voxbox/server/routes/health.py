@@ -1,4 +1,4 @@
-"""GET /health (liveness), GET /health/ready (503 until default models are loaded), GET /metrics."""
+"""GET/HEAD /health (liveness), /health/ready (503 until ready, and while draining), GET /metrics."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
-from voxbox.server.errors import NotReadyError
+from voxbox.server.errors import ERROR_RESPONSES, NotReadyError
 from voxbox.server.routes.common import state_of
-from voxbox.server.state import model_label
 
 __all__ = ["health_router", "metrics_router"]
 
@@ -18,22 +17,25 @@ health_router = APIRouter()
 metrics_router = APIRouter()
 
 
-@health_router.get("/health")
+@health_router.api_route("/health", methods=["GET", "HEAD"], responses=ERROR_RESPONSES)
 async def health() -> dict[str, Any]:
+    """Liveness: the process answers."""
     return {"status": "ok"}
 
 
-@health_router.get("/health/ready")
+@health_router.api_route("/health/ready", methods=["GET", "HEAD"], responses=ERROR_RESPONSES)
 async def ready(request: Request) -> dict[str, Any]:
+    """Readiness: default models loaded and not draining (503 otherwise)."""
     state = state_of(request)
     if state.draining:
         raise NotReadyError("the server is shutting down")
     if not state.ready:
         detail = f": {state.startup_error}" if state.startup_error else ""
         raise NotReadyError(f"default models are still loading{detail}")
-    return {"status": "ready", "models": [model_label(m.key) for m in state.manager.loaded()]}
+    return {"status": "ready", "models": [m.name for m in state.runtime.manager.loaded()]}
 
 
-@metrics_router.get("/metrics")
+@metrics_router.get("/metrics", responses=ERROR_RESPONSES)
 async def metrics(request: Request) -> Response:
+    """Prometheus metrics."""
     return Response(generate_latest(state_of(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)

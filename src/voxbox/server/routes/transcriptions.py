@@ -1,29 +1,40 @@
-"""POST /v1/audio/transcriptions and /v1/audio/translations (multipart; JSON, text, subtitles, SSE)."""
+"""POST /v1/audio/transcriptions and /v1/audio/translations (multipart; JSON, text, subtitles, SSE).
+
+Order of work, cheapest refusal first: parse the form (the body is already bounded), resolve the
+model name (404), take an admission slot (429 costs nothing), then decode the upload inside the
+slot (bounded before decoding), then transcribe in a worker thread. A client that disconnects or
+a request that times out sets the work's cancel token: the engine stops at its next window and
+the slot is freed.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import threading
 import time
+from dataclasses import dataclass
 from typing import Any, AsyncIterator, Iterator
 
 from fastapi import APIRouter, Request
+from starlette.datastructures import FormData
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from voxbox.errors import AudioDecodeError, BadInputError, UnsupportedOperationError, VoxboxTimeoutError
+from voxbox.errors import AudioDecodeError, BadInputError, UnsupportedOperationError
+from voxbox.formats import format_transcript, transcript_dict
+from voxbox.runtime import Work
+from voxbox.server.errors import ERROR_RESPONSES
 from voxbox.server.middleware import ServerTiming, timing_of
 from voxbox.server.routes.common import (
     ManagedStream,
+    cancel_on_disconnect,
     form_bool,
     form_file,
     form_float,
     form_str,
     read_form,
+    sse,
     state_of,
 )
-from voxbox.server.schemas import TRANSCRIPT_FORMATS
-from voxbox.server.state import ServerState, Work
+from voxbox.server.schemas import TRANSCRIPT_FORMATS, TRANSCRIPTION_FORM
+from voxbox.server.state import ServerState
 from voxbox.types import Segment, TranscriptionInfo
 
 __all__ = ["router"]
@@ -32,15 +43,12 @@ router = APIRouter()
 
 #: Whisper's input rate: decoding straight to it avoids a second resample in the engine.
 _ASR_RATE = 16000
+_MAX_PROMPT_CHARS = 4096
 
-
-# --- formatting ----------------------------------------------------------------------------------------
 
 def format_response(segments: list[Segment], info: TranscriptionInfo, fmt: str, task: str,
                     granularities: set[str]) -> Response:
     """The OpenAI response for ``response_format`` (shapes from ``voxbox.formats``)."""
-    from voxbox.formats import format_transcript, transcript_dict
-
     if fmt in ("json", "verbose_json"):
         body = transcript_dict(segments, info, fmt, words="word" in granularities)
         if task == "translate":
@@ -51,25 +59,22 @@ def format_response(segments: list[Segment], info: TranscriptionInfo, fmt: str, 
     return PlainTextResponse(format_transcript(segments, info, fmt))
 
 
-# --- the route -----------------------------------------------------------------------------------------
-
+@dataclass
 class _Request:
-    def __init__(self, *, model: str, fmt: str, language: str | None, prompt: str | None,
-                 temperature: float | None, granularities: set[str], stream: bool) -> None:
-        self.model = model
-        self.fmt = fmt
-        self.language = language
-        self.prompt = prompt
-        self.temperature = temperature
-        self.granularities = granularities
-        self.stream = stream
+    model: str
+    fmt: str
+    language: str | None
+    prompt: str | None
+    temperature: float | None
+    granularities: set[str]
+    stream: bool
 
 
-def _parse(form: Any, task: str) -> _Request:
-    model = form_str(form, "model", required=True)
-    fmt = form_str(form, "response_format", default="json")
+def _parse(form: FormData, task: str) -> _Request:
+    model = form_str(form, "model", required=True, max_chars=256) or ""
+    fmt = form_str(form, "response_format", default="json") or "json"
     if fmt not in TRANSCRIPT_FORMATS:
-        raise BadInputError(f"response_format must be one of {', '.join(TRANSCRIPT_FORMATS)}, got {fmt!r}",
+        raise BadInputError(f"response_format must be one of {', '.join(TRANSCRIPT_FORMATS)}, got {fmt[:40]!r}",
                             param="response_format")
     temperature = form_float(form, "temperature")
     if temperature is not None and not 0.0 <= temperature <= 1.0:
@@ -78,45 +83,32 @@ def _parse(form: Any, task: str) -> _Request:
     for key in ("timestamp_granularities[]", "timestamp_granularities"):
         for value in form.getlist(key):
             if not isinstance(value, str) or value not in ("word", "segment"):
-                raise BadInputError(f"timestamp_granularities items must be 'word' or 'segment', got {value!r}",
+                raise BadInputError("timestamp_granularities items must be 'word' or 'segment'",
                                     param="timestamp_granularities")
             grans.add(value)
-    language = form_str(form, "language") if task == "transcribe" else None
-    return _Request(model=model or "", fmt=fmt or "json", language=language, prompt=form_str(form, "prompt"),
+    language = form_str(form, "language", max_chars=16) if task == "transcribe" else None
+    return _Request(model=model, fmt=fmt, language=language, prompt=form_str(form, "prompt", max_chars=_MAX_PROMPT_CHARS),
                     temperature=temperature, granularities=grans, stream=form_bool(form, "stream"))
-
-
-async def _decode(state: ServerState, data: bytes, timing: ServerTiming) -> Any:
-    from voxbox.audio.decode import decode
-
-    if not data:
-        raise AudioDecodeError("the uploaded file is empty", param="file")
-    t0 = time.perf_counter()
-    audio = await state.run(lambda: decode(data, sample_rate=_ASR_RATE, max_duration=state.settings.max_audio_seconds))
-    timing.set("decode_audio", time.perf_counter() - t0)
-    return audio
 
 
 def _start(work: Work, audio: Any, req: _Request, task: str) -> tuple[Iterator[Segment], TranscriptionInfo]:
     engine = work.engine
     if task == "translate" and not engine.info.supports_translation:
         raise UnsupportedOperationError(
-            f"model {work.label!r} cannot translate (it is English-only or has no translate task); "
+            f"model {work.entry.name!r} cannot translate (it is English-only or has no translate task); "
             f"use a multilingual model", param="model")
-    kwargs: dict[str, Any] = {}
+    values: dict[str, Any] = {}
     if req.temperature is not None:
-        kwargs["temperature"] = req.temperature
-    return engine.transcribe(audio, language=req.language, prompt=req.prompt,
-                             word_timestamps="word" in req.granularities, task=task, **kwargs)
+        values["temperature"] = req.temperature
+    options = work.spec.make_options(values)
+    return engine.transcribe(audio, req.language, req.prompt, "word" in req.granularities, task, options,  # type: ignore[no-any-return]
+                             cancel=work.cancel)
 
 
-def _collect(segments: Iterator[Segment], cancel: threading.Event) -> list[Segment]:
-    out = []
-    for seg in segments:
-        out.append(seg)
-        if cancel.is_set():
-            break
-    return out
+def _decode(data: bytes, max_seconds: float) -> Any:
+    from voxbox.audio.decode import decode
+
+    return decode(data, sample_rate=_ASR_RATE, max_duration=max_seconds)
 
 
 def _finish_metrics(state: ServerState, work: Work, info: TranscriptionInfo, engine_seconds: float) -> None:
@@ -127,110 +119,60 @@ def _finish_metrics(state: ServerState, work: Work, info: TranscriptionInfo, eng
 
 async def _handle(request: Request, task: str) -> Response:
     state = state_of(request)
+    rt = state.runtime
     timing = timing_of(request)
-    form = await read_form(request, state.settings.max_upload_bytes)
+    form = await read_form(request)
     try:
         req = _parse(form, task)
         data, _filename = await form_file(form, "file")
     finally:
         await form.close()  # spooled upload files
-    audio = await _decode(state, data, timing)
-    del data
-    work = await state.acquire(req.model, "asr", timing)
-    if req.stream:
-        return await _stream(state, work, audio, req, task, timing)
-    cancel = threading.Event()
-    try:
-        t0 = time.perf_counter()
-
-        def run() -> tuple[list[Segment], TranscriptionInfo]:
-            segments, info = _start(work, audio, req, task)
-            return _collect(segments, cancel), info
-
-        fut = asyncio.ensure_future(state.run(run))
+    if not data:
+        raise AudioDecodeError("the uploaded file is empty", param="file")
+    entry = rt.catalog.resolve(req.model, "asr")
+    async with cancel_on_disconnect(request):
+        work = await rt.open(entry)
+        timing.set("load", work.load_seconds)
+        timing.set("queue", work.queue_seconds)
         try:
-            segments, info = await asyncio.wait_for(asyncio.shield(fut), max(0.001, work.remaining()))
-        except asyncio.TimeoutError:
-            cancel.set()
-            fut.add_done_callback(lambda _f: work.release())
-            raise VoxboxTimeoutError("transcription did not finish within the request timeout") from None
+            t0 = time.perf_counter()
+            audio = await rt.call(work, _decode, data, state.settings.max_audio_seconds)
+            del data
+            timing.set("decode_audio", time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            segments, info = await rt.call(work, _start, work, audio, req, task)
+            if req.stream:
+                return _stream(state, work, segments, info, timing)
+            collected: list[Segment] = await rt.call(work, list, segments)
+            engine_seconds = time.perf_counter() - t0
         except BaseException:
-            if not fut.done():
-                cancel.set()
-                fut.add_done_callback(lambda _f: work.release())
+            work.close("failed")
             raise
-        engine_seconds = time.perf_counter() - t0
-        timing.update(info.timings.as_dict())
-        t1 = time.perf_counter()
-        response = format_response(segments, info, req.fmt, task, req.granularities)
-        timing.set("format", time.perf_counter() - t1)
-        _finish_metrics(state, work, info, engine_seconds)
-        return response
-    finally:
-        if not cancel.is_set():
-            work.release()
+    work.close()
+    timing.update(info.timings.as_dict())
+    t1 = time.perf_counter()
+    response = format_response(collected, info, req.fmt, task, req.granularities)
+    timing.set("format", time.perf_counter() - t1)
+    _finish_metrics(state, work, info, engine_seconds)
+    return response
 
 
-def _sse(event: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n"
-
-
-async def _stream(state: ServerState, work: Work, audio: Any, req: _Request, task: str,
-                  timing: ServerTiming) -> Response:
-    loop = asyncio.get_running_loop()
-    try:
-        segments, info = await state.run(_start, work, audio, req, task)
-    except BaseException:
-        work.release()
-        raise
-    it = iter(segments)
-    box: dict[str, Any] = {"pending": None, "finished": False, "engine": 0.0}
-
-    def step() -> Segment | None:
-        t0 = time.perf_counter()
-        try:
-            return next(it)
-        except StopIteration:
-            return None
-        finally:
-            box["engine"] += time.perf_counter() - t0
-
-    def finalize() -> None:
-        close = getattr(it, "close", None)
-        if close is not None:
-            try:
-                close()
-            except Exception:  # noqa: BLE001
-                pass
-        work.release()
-        _finish_metrics(state, work, info, box["engine"])
-
-    def finish() -> None:
-        if box["finished"]:
-            return
-        box["finished"] = True
-        pending = box["pending"]
-        if pending is not None and not pending.done():
-            pending.add_done_callback(lambda _f: loop.call_soon_threadsafe(finalize))
-        else:
-            finalize()
+def _stream(state: ServerState, work: Work, segments: Iterator[Segment], info: TranscriptionInfo,
+            timing: ServerTiming) -> Response:
+    items = state.runtime.iterate(work, lambda: segments)
+    t0 = time.perf_counter()
 
     async def body() -> AsyncIterator[bytes]:
         parts: list[str] = []
         try:
-            while time.monotonic() < work.deadline:
-                box["pending"] = state.executor.submit(step)
-                seg = await asyncio.wrap_future(box["pending"])
-                box["pending"] = None
-                if seg is None:
-                    break
+            async for seg in _until(items, work):
                 parts.append(seg.text)
-                yield _sse({"type": "transcript.text.delta", "delta": seg.text})
+                yield sse({"type": "transcript.text.delta", "delta": seg.text})
             stages = timing.as_dict()
             stages.update(info.timings.as_dict())
             timings = {k: round(v * 1000, 2) for k, v in stages.items()}
             timings["total"] = round(timing.elapsed() * 1000, 2)
-            yield _sse({
+            yield sse({
                 "type": "transcript.text.done",
                 "text": "".join(parts).strip(),
                 # voxbox extensions (the OpenAI schema allows extra properties):
@@ -239,17 +181,31 @@ async def _stream(state: ServerState, work: Work, audio: Any, req: _Request, tas
                 "timings_ms": timings,
             })
         finally:
-            finish()
+            await items.aclose()
+
+    def finish() -> None:
+        _finish_metrics(state, work, info, time.perf_counter() - t0)
+        work.close("the client went away")
 
     return ManagedStream(body(), on_close=finish, media_type="text/event-stream",
                          headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
-@router.post("/v1/audio/transcriptions")
+async def _until(items: Any, work: Work) -> AsyncIterator[Segment]:
+    while True:
+        try:
+            yield await items.next(timeout=work.remaining())
+        except StopAsyncIteration:
+            return
+
+
+@router.post("/v1/audio/transcriptions", responses=ERROR_RESPONSES, openapi_extra=TRANSCRIPTION_FORM)
 async def create_transcription(request: Request) -> Response:
+    """Transcribe audio into the input language (OpenAI ``createTranscription``)."""
     return await _handle(request, "transcribe")
 
 
-@router.post("/v1/audio/translations")
+@router.post("/v1/audio/translations", responses=ERROR_RESPONSES, openapi_extra=TRANSCRIPTION_FORM)
 async def create_translation(request: Request) -> Response:
+    """Translate audio into English (OpenAI ``createTranslation``)."""
     return await _handle(request, "translate")

@@ -8,15 +8,14 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse
 
-from voxbox.audio.decode import decode
 from voxbox.errors import AudioDecodeError, BadInputError
-from voxbox.runtime.voices import validate_voice_name
+from voxbox.runtime.voices import StoredVoice, validate_voice_name
+from voxbox.server.errors import ERROR_RESPONSES
 from voxbox.server.middleware import timing_of
 from voxbox.server.routes.common import form_file, form_str, read_form, state_of
-from voxbox.server.schemas import VoiceObject, list_body
-from voxbox.server.state import model_label
+from voxbox.server.schemas import VOICE_FORM, VoiceObject, list_body
 
-__all__ = ["router"]
+__all__ = ["OPENAI_VOICES", "router"]
 
 router = APIRouter()
 
@@ -26,40 +25,47 @@ OPENAI_VOICES = frozenset(
 )
 
 
-def _uploaded(v: Any) -> dict[str, Any]:
-    return VoiceObject(id=v.name, name=v.name, type="uploaded", sha256=v.sha256, transcript=v.transcript,
-                       created=v.created, bytes=v.bytes, duration=v.duration).model_dump(exclude_none=True)
+def _uploaded(v: StoredVoice, cloning_models: list[str]) -> dict[str, Any]:
+    return VoiceObject(id=v.name, name=v.name, type="uploaded", models=cloning_models, sha256=v.sha256,
+                       transcript=v.transcript, created=v.created, bytes=v.bytes,
+                       duration=v.duration).model_dump(exclude_none=True)
 
 
-@router.get("/v1/voices")
+@router.get("/v1/voices", responses=ERROR_RESPONSES)
 async def list_voices(request: Request, model: str | None = None) -> dict[str, Any]:
     """Built-in voices of loaded speech models (or of ``?model=``, loading it) and uploaded voices."""
     state = state_of(request)
+    rt = state.runtime
     builtin: dict[str, list[str]] = {}
-    models = [m for m in state.manager.loaded() if m.task == "tts"]
+    models = [m for m in rt.manager.loaded() if m.task == "tts"]
     if model is not None:
-        loaded = await state.manager.load(model, "tts")
-        models = [loaded]
+        models = [await rt.manager.load(rt.catalog.resolve(model, "tts"))]
     for m in models:
         info = m.engine.info
         names = list(info.voices) + sorted((info.extra or {}).get("openai_voices", {}) or {})
         for name in names:
-            builtin.setdefault(name, []).append(model_label(m.key))
+            builtin.setdefault(name, []).append(m.name)
     data = [VoiceObject(id=n, name=n, type="builtin", models=ms).model_dump(exclude_none=True)
             for n, ms in builtin.items()]
-    data += [_uploaded(v) for v in state.voices.list()]
+    from voxbox.engines.registry import get_spec
+
+    cloning = [e.name for e in rt.catalog.entries("tts") if get_spec(e.engine).capabilities.cloning]
+    data += [_uploaded(v, cloning) for v in state.voices.list()]
     return list_body(data)
 
 
-@router.post("/v1/voices", status_code=201)
+@router.post("/v1/voices", status_code=201, responses=ERROR_RESPONSES, openapi_extra=VOICE_FORM)
 async def create_voice(request: Request) -> JSONResponse:
+    """Upload a reference clip (+ transcript) under a name (voxbox extension)."""
+    from voxbox.audio.decode import decode
+
     state = state_of(request)
-    form = await read_form(request, state.settings.max_upload_bytes)
+    form = await read_form(request)
     try:
-        name = validate_voice_name(form_str(form, "name", required=True))
+        name = validate_voice_name(form_str(form, "name", required=True, max_chars=64))
         if name.lower() in OPENAI_VOICES:
             raise BadInputError(f"{name!r} is an OpenAI voice name; choose another name", param="name")
-        transcript = form_str(form, "transcript")
+        transcript = form_str(form, "transcript", max_chars=state.settings.voices.max_transcript_chars)
         data, _ = await form_file(form, "file")
     finally:
         await form.close()  # spooled upload files
@@ -67,14 +73,16 @@ async def create_voice(request: Request) -> JSONResponse:
     if not data:
         raise AudioDecodeError("the uploaded reference clip is empty", param="file")
     t0 = time.perf_counter()
-    audio = await state.run(lambda: decode(data, max_duration=state.settings.voices.max_clip_seconds))
+    max_clip = state.settings.voices.max_clip_seconds
+    audio = await state.runtime.run(lambda: decode(data, max_duration=max_clip))
     timing_of(request).set("decode_audio", time.perf_counter() - t0)
-    voice = await state.run(lambda: state.voices.add(name, data, transcript, duration=round(audio.duration, 3)))
-    return JSONResponse(_uploaded(voice), status_code=201)
+    voice = await state.runtime.run(lambda: state.voices.add(name, data, transcript, duration=round(audio.duration, 3)))
+    return JSONResponse(_uploaded(voice, []), status_code=201)
 
 
-@router.delete("/v1/voices/{name}")
+@router.delete("/v1/voices/{name}", responses=ERROR_RESPONSES)
 async def delete_voice(name: str, request: Request) -> dict[str, Any]:
+    """Delete an uploaded voice (voxbox extension)."""
     state = state_of(request)
-    voice = await state.run(state.voices.delete, name)
+    voice = await state.runtime.run(state.voices.delete, name)
     return {"id": voice.name, "object": "voice", "deleted": True}

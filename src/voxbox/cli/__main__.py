@@ -1,0 +1,3 @@
+from voxbox.cli import main
+
+main()
