@@ -221,6 +221,10 @@ class EngineSpec(Generic[E, O]):
     #: Voices usable without loading (TTS); cheap.
     bundled_voices: Callable[[], list[str]] | None = field(default=None, repr=False)
     load_options: type[Options] | None = None
+    #: Well-known folder names under the models directory (``$VOXBOX_MODELS_DIR``, default
+    #: ``<data dir>/models``): a folder ``<models dir>/<name>`` becomes the catalog model ``name``
+    #: of this engine (e.g. ``kokoro``), so weights the operator drops there are servable by name.
+    local_names: tuple[str, ...] = ()
 
     # -- availability ------------------------------------------------------------------------------
     def missing(self) -> list[str]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping
 
 from voxbox.engines.registry import ENGINES, get_spec
@@ -82,11 +83,16 @@ class Catalog:
             self.add(e)
 
     @classmethod
-    def default(cls, local: Mapping[str, Any] | None = None, *, bundled: bool = True) -> "Catalog":
-        """The bundled models installed here plus ``local`` (name -> ``ENGINE:PATH``)."""
+    def default(cls, local: Mapping[str, Any] | None = None, *, bundled: bool = True,
+                models_dir: Path | None = None) -> "Catalog":
+        """The bundled models installed here, the well-known folders under ``models_dir`` (see
+        ``EngineSpec.local_names``), then ``local`` (name -> ``ENGINE:PATH``), later ones winning."""
         cat = cls()
         if bundled:
             for e in bundled_entries():
+                cat.add(e)
+        if models_dir is not None:
+            for e in folder_entries(models_dir):
                 cat.add(e)
         for name, value in (local or {}).items():
             cat.add(parse_local(name, value))
@@ -126,6 +132,17 @@ class Catalog:
             if e.task == task:
                 return e
         raise ModelNotFoundError(f"no {task} model in the catalog", param="model")
+
+
+def folder_entries(models_dir: Path) -> list[CatalogEntry]:
+    """An entry for each ``<models_dir>/<name>`` folder that an engine declares in ``local_names``."""
+    out: list[CatalogEntry] = []
+    for spec in ENGINES.values():
+        for name in spec.local_names:
+            folder = models_dir / name
+            if folder.is_dir():
+                out.append(CatalogEntry(name=name, engine=spec.name, task=spec.task, model=str(folder), source="local"))
+    return out
 
 
 def bundled_entries() -> list[CatalogEntry]:

@@ -41,7 +41,7 @@ log = logging.getLogger("voxbox.server")
 def build_runtime(settings: ServerSettings, *, loader: Callable[[CatalogEntry], Any] | None = None,
                   observer: Any = None) -> Runtime:
     """The Runtime a server (or a Ray replica) runs: catalog and limits from the settings."""
-    catalog = Catalog.default(settings.models.local)
+    catalog = Catalog.default(settings.models.local, models_dir=settings.models.dir)
     budget = settings.models.memory_budget_gb
     config = RuntimeConfig(
         device=settings.models.device, ttl=settings.models.ttl, max_loaded=settings.models.max_loaded,

@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from voxbox.paths import data_dir as default_data_dir
+from voxbox.paths import models_dir as default_models_dir
 
 __all__ = ["AdmissionSettings", "CorsSettings", "ModelSettings", "ServerSettings", "VoiceSettings",
            "default_data_dir"]
@@ -41,6 +42,8 @@ class ModelSettings(BaseModel):
     #: The operator's own models: catalog name -> ``ENGINE:PATH`` (or {"engine", "path", "options"}).
     #: Clients can only ever name models; paths come from here or ``voxbox serve --model``.
     local: dict[str, Any] = Field(default_factory=dict)
+    #: Folder whose well-known subfolders (``kokoro``, ``parakeet-tdt-0.6b``...) are served by name.
+    dir: Path = Field(default_factory=default_models_dir)
     #: Load the default models at start-up (``/health/ready`` is 503 until they are loaded).
     preload_defaults: bool = True
     #: Extra models to load at start-up (catalog names, e.g. ``tts-1-hd``).
