@@ -104,7 +104,7 @@ def test_unknown_voice(tts):
 def test_bad_text_rejected_before_streaming(tts, text):
     with pytest.raises(BadInputError) as ei:
         tts.stream(text)
-    assert ei.value.param == "input"
+    assert ei.value.param == "text"
 
 
 @pytest.mark.parametrize("speed", [0.0, 0.1, 5, "fast", float("nan")])

@@ -45,10 +45,10 @@ class _VoxboxTarget(Target):
     kind = "voxbox"
 
     def check(self) -> None:
-        from voxbox.engines.registry import get_spec, missing_requirements
+        from voxbox.engines.registry import get_spec
 
         spec = get_spec(self.name)
-        missing = missing_requirements(spec)
+        missing = spec.missing()
         if missing:
             raise NotInstalled(f"not installed: missing {', '.join(missing)} ({spec.install_hint})")
         if spec.default_model is None and not self.model:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -78,58 +79,38 @@ def _field_types(cls: type) -> dict[str, Any]:
 
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:
-    """Light coercion of front-end values (form strings, JSON numbers) to a field's declared type."""
+    """Check a value against a field's declared type, widening only losslessly (an integral float to
+    ``int``, an ``int`` to ``float``, one scalar to a ``tuple[X, ...]``). Fronts parse their own
+    wire formats (form strings, JSON) before building options; engines get typed values."""
     if value is None or hint is None:
         return value
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
-        if len(inner) == 1:
-            return _coerce(name, value, inner[0])
-        return value
-    try:
-        if hint is bool:
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
-                return value.strip().lower() in ("true", "1", "yes", "on")
-            if isinstance(value, int) and value in (0, 1):
-                return bool(value)
-            raise ValueError
-        if hint is int:
-            if isinstance(value, bool):
-                raise ValueError
-            if isinstance(value, float):
-                if not value.is_integer():
-                    raise ValueError
-                return int(value)
-            return int(value)
-        if hint is float:
-            if isinstance(value, bool):
-                raise ValueError
-            out = float(value)
-            if out != out or out in (float("inf"), float("-inf")):
-                raise ValueError
-            return out
-        if hint is str:
-            if not isinstance(value, str):
-                raise ValueError
-            return value
-        if origin is tuple and isinstance(value, (list, tuple)):
-            elem = args[0] if args else None
-            return tuple(_coerce(name, v, elem) for v in value)
-        if origin is tuple and elem_type_ok(args, value):
-            return (_coerce(name, value, args[0]),)
-    except (TypeError, ValueError, OverflowError):
+        return _coerce(name, value, inner[0]) if len(inner) == 1 else value
+    ok = True
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        value = float(value) if ok else value
+    elif hint is str:
+        ok = isinstance(value, str)
+    elif origin is tuple:
+        elem = args[0] if args else None
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        return tuple(_coerce(name, v, elem) for v in items)
+    elif origin is dict:
+        ok = isinstance(value, dict)
+    if not ok:
         kind = getattr(hint, "__name__", str(hint))
-        raise BadInputError(f"{name} must be {kind_phrase(kind)}, got {value!r}", param=name) from None
+        raise BadInputError(f"{name} must be {kind_phrase(kind)}, got {value!r:.40}", param=name)
     return value
-
-
-def elem_type_ok(args: tuple[Any, ...], value: Any) -> bool:
-    """A scalar given where a ``tuple[X, ...]`` is declared (e.g. one temperature)."""
-    return bool(args) and len(args) == 2 and args[1] is Ellipsis and isinstance(value, (int, float, str))
 
 
 def kind_phrase(kind: str) -> str:

@@ -138,6 +138,8 @@ def to_response(exc: BaseException) -> JSONResponse:
         headers["Allow"] = exc.allow
     if isinstance(exc, NotReadyError):
         log.debug("not ready: %s", exc)  # expected while starting or draining
+    elif status in (503, 504):
+        log.warning("%d %s: %s", status, type(exc).__name__, exc)  # load or capacity, not a bug
     elif status >= 500:
         if isinstance(exc, VoxboxError):
             log.error("%s: %s", type(exc).__name__, exc)

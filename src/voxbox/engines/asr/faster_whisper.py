@@ -84,6 +84,12 @@ class FasterWhisperOptions(Options):
     language_detection_segments: int | None = None
     multilingual: bool | None = None
     log_progress: bool | None = None
+    suppress_tokens: tuple[int, ...] | None = None
+    prefix: str | None = None
+    clip_timestamps: str | None = None
+    vad_parameters: dict[str, Any] | None = None
+    prepend_punctuations: str | None = None
+    append_punctuations: str | None = None
 
     def check(self) -> None:
         for name in ("beam_size", "best_of", "batch_size"):
@@ -369,6 +375,8 @@ class FasterWhisperEngine:
         o = build_options(FasterWhisperOptions, options, **kwargs)
         opts = {k: v for k, v in o.given().items()
                 if k not in ("beam_size", "temperature", "vad_filter", "batch_size", "log_progress")}
+        if "suppress_tokens" in opts:
+            opts["suppress_tokens"] = list(opts["suppress_tokens"])
         beam_size = o.beam_size or 5
         temperatures = list(o.temperature) if o.temperature is not None else list(DEFAULT_TEMPERATURES)
         vad_filter = o.vad_filter

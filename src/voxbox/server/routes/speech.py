@@ -90,7 +90,7 @@ class _SpeechResponse:
         try:
             if first:
                 yield self.frame(first)
-            while True:
+            while not self.work.cancel.cancelled:  # cancelled: deadline or shutdown; end the body now
                 try:
                     data = await self.items.next(timeout=self.work.remaining())
                 except StopAsyncIteration:

@@ -192,7 +192,7 @@ def _stream(state: ServerState, work: Work, segments: Iterator[Segment], info: T
 
 
 async def _until(items: Any, work: Work) -> AsyncIterator[Segment]:
-    while True:
+    while not work.cancel.cancelled:
         try:
             yield await items.next(timeout=work.remaining())
         except StopAsyncIteration:
