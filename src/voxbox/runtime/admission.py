@@ -70,6 +70,10 @@ class Admission:
     def waiting(self) -> int:
         return sum(1 for w in self._waiters if not w.done())
 
+    def record_service(self, seconds: float) -> None:
+        """One request held its slot for ``seconds`` (feeds :meth:`retry_after`)."""
+        self._service.append(float(seconds))
+
     def service_time(self) -> float | None:
         """Median seconds a request held its slot, over the last 32 (None before any finished)."""
         if not self._service:
@@ -135,7 +139,7 @@ class Admission:
 
     def _release(self, held_seconds: float | None) -> None:
         if held_seconds is not None:
-            self._service.append(held_seconds)
+            self.record_service(held_seconds)
         # Hand the slot straight to the first live waiter (FIFO), else free it.
         while self._waiters:
             fut = self._waiters.popleft()

@@ -177,6 +177,19 @@ def from_http_exception(exc: StarletteHTTPException) -> VoxboxError:
     return VoxboxError(str(exc.detail))
 
 
+def _allowed_methods(request: Request) -> set[str]:
+    """Every method some route serves at this path (for ``Allow``)."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        route_methods = getattr(route, "methods", None)
+        if match != Match.NONE and route_methods:
+            methods |= set(route_methods)
+    return methods or {"GET"}
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(VoxboxError)
     async def _voxbox(request: Request, exc: VoxboxError) -> JSONResponse:
@@ -188,6 +201,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 405:  # Starlette lists only the first matching route's methods
+            allow = ", ".join(sorted(_allowed_methods(request)))
+            return to_response(MethodNotAllowedError(f"method not allowed; allowed: {allow}", allow=allow))
         return to_response(from_http_exception(exc))
 
     @app.exception_handler(Exception)

@@ -8,7 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stric
 
 __all__ = [
     "SPEECH_FORMATS",
+    "METRICS_RESPONSE",
+    "SPEECH_RESPONSE",
     "TRANSCRIPTION_FORM",
+    "TRANSCRIPTION_RESPONSE",
     "TRANSCRIPT_FORMATS",
     "VOICE_FORM",
     "ModelObject",
@@ -32,9 +35,9 @@ class SpeechRequest(BaseModel):
     # Unknown fields are ignored so newer SDKs keep working; known ones are strictly typed.
     model_config = ConfigDict(extra="ignore")
 
-    model: StrictStr
-    input: StrictStr = Field(max_length=4096)
-    voice: StrictStr | VoiceRef
+    model: StrictStr = Field(examples=["tts-1"], description="A speech model name from GET /v1/models.")
+    input: StrictStr = Field(max_length=4096, examples=["Hello from voxbox."])
+    voice: StrictStr | VoiceRef = Field(examples=["alloy"])
     #: A voice description for engines with voice design; other engines ignore it (OpenAI: a style hint).
     instructions: StrictStr | None = Field(default=None, max_length=4096)
     response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] = "mp3"
@@ -86,7 +89,7 @@ def _form_body(properties: dict[str, Any], required: list[str]) -> dict[str, Any
 
 TRANSCRIPTION_FORM = _form_body({
     "file": {"type": "string", "format": "binary", "description": "Audio file (wav, mp3, flac, ogg, m4a, webm...)."},
-    "model": {"type": "string", "description": "A model name from GET /v1/models (e.g. whisper-1)."},
+    "model": {"type": "string", "description": "A model name from GET /v1/models.", "example": "whisper-1"},
     "language": {"type": "string", "description": "ISO-639-1 code of the spoken language."},
     "prompt": {"type": "string", "maxLength": 4096},
     "response_format": {"type": "string", "enum": list(TRANSCRIPT_FORMATS), "default": "json"},
@@ -100,3 +103,25 @@ VOICE_FORM = _form_body({
     "file": {"type": "string", "format": "binary", "description": "Reference clip (at most 60 s by default)."},
     "transcript": {"type": "string", "maxLength": 2000, "description": "What the clip says (helps cloning)."},
 }, ["name", "file"])
+
+
+#: The success responses of the binary/text routes, for /openapi.json (FastAPI would say JSON).
+SPEECH_RESPONSE: dict[int | str, dict[str, Any]] = {200: {
+    "description": "Audio in the requested format (chunked as it is made), or server-sent events with "
+                   "stream_format=sse.",
+    "content": {mime: {"schema": {"type": "string", "format": "binary"}} for mime in (
+        "audio/mpeg", "audio/ogg", "audio/aac", "audio/flac", "audio/wav", "audio/pcm")}
+    | {"text/event-stream": {"schema": {"type": "string"}}},
+}}
+
+TRANSCRIPTION_RESPONSE: dict[int | str, dict[str, Any]] = {200: {
+    "description": "The transcript: JSON (json, verbose_json), text (text, srt, vtt), or server-sent events.",
+    "content": {"application/json": {"schema": {"type": "object"}},
+                "text/plain": {"schema": {"type": "string"}},
+                "text/event-stream": {"schema": {"type": "string"}}},
+}}
+
+METRICS_RESPONSE: dict[int | str, dict[str, Any]] = {200: {
+    "description": "Prometheus text exposition format.",
+    "content": {"text/plain": {"schema": {"type": "string"}}},
+}}

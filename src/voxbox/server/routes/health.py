@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from voxbox.server.errors import ERROR_RESPONSES, NotReadyError
 from voxbox.server.routes.common import state_of
+from voxbox.server.schemas import METRICS_RESPONSE
 
 __all__ = ["health_router", "metrics_router"]
 
@@ -17,13 +18,15 @@ health_router = APIRouter()
 metrics_router = APIRouter()
 
 
-@health_router.api_route("/health", methods=["GET", "HEAD"], responses=ERROR_RESPONSES)
+@health_router.head("/health", include_in_schema=False)
+@health_router.get("/health", responses=ERROR_RESPONSES)
 async def health() -> dict[str, Any]:
     """Liveness: the process answers."""
     return {"status": "ok"}
 
 
-@health_router.api_route("/health/ready", methods=["GET", "HEAD"], responses=ERROR_RESPONSES)
+@health_router.head("/health/ready", include_in_schema=False)
+@health_router.get("/health/ready", responses=ERROR_RESPONSES)
 async def ready(request: Request) -> dict[str, Any]:
     """Readiness: default models loaded and not draining (503 otherwise)."""
     state = state_of(request)
@@ -35,7 +38,8 @@ async def ready(request: Request) -> dict[str, Any]:
     return {"status": "ready", "models": [m.name for m in state.runtime.manager.loaded()]}
 
 
-@metrics_router.get("/metrics", responses=ERROR_RESPONSES)
+@metrics_router.get("/metrics", responses={**METRICS_RESPONSE, **ERROR_RESPONSES}, response_class=Response,
+                    status_code=200)
 async def metrics(request: Request) -> Response:
     """Prometheus metrics."""
     return Response(generate_latest(state_of(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -24,7 +24,7 @@ from voxbox.runtime.streams import ThreadedIterator
 from voxbox.server.errors import ERROR_RESPONSES, error_body
 from voxbox.server.middleware import ServerTiming, timing_of
 from voxbox.server.routes.common import ManagedStream, cancel_on_disconnect, sse, state_of
-from voxbox.server.schemas import SpeechRequest
+from voxbox.server.schemas import SPEECH_RESPONSE, SpeechRequest
 from voxbox.server.state import ServerState
 
 __all__ = ["router"]
@@ -148,7 +148,8 @@ def _speech_options(work: Work, req: SpeechRequest) -> Any:
     return work.spec.make_options(values)
 
 
-@router.post("/v1/audio/speech", responses=ERROR_RESPONSES)
+@router.post("/v1/audio/speech", responses={**SPEECH_RESPONSE, **ERROR_RESPONSES}, response_class=ManagedStream,
+             status_code=200)
 async def create_speech(req: SpeechRequest, request: Request) -> ManagedStream:
     """Generate audio from the input text (OpenAI ``createSpeech``)."""
     state = state_of(request)

@@ -33,7 +33,7 @@ from voxbox.server.routes.common import (
     sse,
     state_of,
 )
-from voxbox.server.schemas import TRANSCRIPT_FORMATS, TRANSCRIPTION_FORM
+from voxbox.server.schemas import TRANSCRIPT_FORMATS, TRANSCRIPTION_FORM, TRANSCRIPTION_RESPONSE
 from voxbox.server.state import ServerState
 from voxbox.types import Segment, TranscriptionInfo
 
@@ -199,13 +199,15 @@ async def _until(items: Any, work: Work) -> AsyncIterator[Segment]:
             return
 
 
-@router.post("/v1/audio/transcriptions", responses=ERROR_RESPONSES, openapi_extra=TRANSCRIPTION_FORM)
+@router.post("/v1/audio/transcriptions", responses={**TRANSCRIPTION_RESPONSE, **ERROR_RESPONSES},
+             openapi_extra=TRANSCRIPTION_FORM, response_class=Response, status_code=200)
 async def create_transcription(request: Request) -> Response:
     """Transcribe audio into the input language (OpenAI ``createTranscription``)."""
     return await _handle(request, "transcribe")
 
 
-@router.post("/v1/audio/translations", responses=ERROR_RESPONSES, openapi_extra=TRANSCRIPTION_FORM)
+@router.post("/v1/audio/translations", responses={**TRANSCRIPTION_RESPONSE, **ERROR_RESPONSES},
+             openapi_extra=TRANSCRIPTION_FORM, response_class=Response, status_code=200)
 async def create_translation(request: Request) -> Response:
     """Translate audio into English (OpenAI ``createTranslation``)."""
     return await _handle(request, "translate")
