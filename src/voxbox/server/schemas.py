@@ -105,20 +105,24 @@ VOICE_FORM = _form_body({
 }, ["name", "file"])
 
 
+#: One server-sent event (``data:`` carries a JSON object: speech.audio.delta/done, transcript.text.delta/done).
+_SSE_EVENT = {"type": "object", "properties": {"data": {"type": "string"}, "event": {"type": "string"},
+                                               "id": {"type": "string"}}}
+
 #: The success responses of the binary/text routes, for /openapi.json (FastAPI would say JSON).
 SPEECH_RESPONSE: dict[int | str, dict[str, Any]] = {200: {
     "description": "Audio in the requested format (chunked as it is made), or server-sent events with "
                    "stream_format=sse.",
     "content": {mime: {"schema": {"type": "string", "format": "binary"}} for mime in (
         "audio/mpeg", "audio/ogg", "audio/aac", "audio/flac", "audio/wav", "audio/pcm")}
-    | {"text/event-stream": {"schema": {"type": "string"}}},
+    | {"text/event-stream": {"schema": _SSE_EVENT}},
 }}
 
 TRANSCRIPTION_RESPONSE: dict[int | str, dict[str, Any]] = {200: {
     "description": "The transcript: JSON (json, verbose_json), text (text, srt, vtt), or server-sent events.",
     "content": {"application/json": {"schema": {"type": "object"}},
                 "text/plain": {"schema": {"type": "string"}},
-                "text/event-stream": {"schema": {"type": "string"}}},
+                "text/event-stream": {"schema": _SSE_EVENT}},
 }}
 
 METRICS_RESPONSE: dict[int | str, dict[str, Any]] = {200: {
