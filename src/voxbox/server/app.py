@@ -135,7 +135,7 @@ def create_app(
     app.add_middleware(JsonBodyLimitMiddleware, limit=_JSON_BODY_LIMIT)
     app.add_middleware(TimingMiddleware, metrics=state.metrics)
 
-    from voxbox.server.routes import health, models, speech, transcriptions, voices
+    from voxbox.server.routes import health, models, speech, transcriptions, ui, voices
 
     auth = [Depends(require_api_key)]
     app.include_router(health.health_router)
@@ -144,6 +144,7 @@ def create_app(
     app.include_router(transcriptions.router, dependencies=auth)
     app.include_router(models.router, dependencies=auth)
     app.include_router(voices.router, dependencies=auth)
+    app.include_router(ui.router)  # the web page (static, no auth) and its /v1 routes (auth inside)
     return app
 
 
