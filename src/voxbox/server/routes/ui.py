@@ -39,19 +39,11 @@ UI_DIR = Path(__file__).resolve().parent.parent / "ui"
 #: Same-origin only. ``blob:``/``data:`` for audio made in the page (recordings, streamed speech,
 #: chart images fetched with the key). ``connect-src 'self'`` covers same-origin ``ws:``/``wss:``
 #: (CSP Level 3) for the Realtime socket.
-CSP = "; ".join((
-    "default-src 'none'",
-    "script-src 'self'",
-    "style-src 'self'",
-    "img-src 'self' blob: data:",
-    "media-src 'self' blob: data:",
-    "connect-src 'self'",
-    "font-src 'self'",
-    "manifest-src 'self'",
-    "base-uri 'none'",
-    "form-action 'none'",
-    "frame-ancestors 'none'",
-))
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    "media-src 'self' blob: data:; connect-src 'self'; font-src 'self'; manifest-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 _UI_HEADERS = {
     "Content-Security-Policy": CSP,
@@ -191,7 +183,7 @@ def _server_info(request: Request) -> dict[str, Any]:
 
 def _process() -> dict[str, Any]:
     try:
-        import psutil
+        import psutil  # type: ignore[import-untyped]
 
         p = psutil.Process()
         return {"rss_bytes": p.memory_info().rss, "threads": p.num_threads()}

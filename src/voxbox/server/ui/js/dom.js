@@ -106,3 +106,15 @@ export function fillSelect(select, items, keep = true) {
   }
   if (keep && [...select.options].some((o) => o.value === before && !o.disabled)) select.value = before;
 }
+
+/** Give each body cell its column's name (data-label), so phones can show rows as cards. */
+export function labelCells(table) {
+  const names = [...table.querySelectorAll('thead th')].map((th) => th.textContent.trim());
+  for (const tr of table.querySelectorAll('tbody tr')) {
+    [...tr.children].forEach((cell, i) => {
+      if (names[i] && !cell.hasAttribute('colspan')) cell.dataset.label = names[i];
+    });
+  }
+  table.classList.add('cards');
+  return table;
+}

@@ -2,7 +2,7 @@
 // (GET /v1/bench/latest, charts from GET /v1/bench/chart fetched with the key).
 
 import {api} from './api.js';
-import {$, fmtBytes, fmtSeconds, h, showError} from './dom.js';
+import {$, fmtBytes, fmtSeconds, h, labelCells, showError} from './dom.js';
 
 const chartUrls = [];
 
@@ -33,9 +33,9 @@ function kv(pairs) {
 }
 
 function table(caption, head, rows, attrs = {}) {
-  return h('div', {class: 'scroll'}, h('table', attrs, h('caption', {class: 'sr-only'}, caption),
+  return h('div', {class: 'scroll'}, labelCells(h('table', attrs, h('caption', {class: 'sr-only'}, caption),
     h('thead', {}, h('tr', {}, head.map((c) => h('th', {scope: 'col'}, c)))),
-    h('tbody', {}, rows.map((r) => h('tr', {}, r.map((c, i) => (i === 0 ? h('th', {scope: 'row'}, c) : h('td', {}, c))))))));
+    h('tbody', {}, rows.map((r) => h('tr', {}, r.map((c, i) => (i === 0 ? h('th', {scope: 'row'}, c) : h('td', {}, c)))))))));
 }
 
 function renderDoctor(d) {

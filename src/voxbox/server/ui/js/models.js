@@ -2,7 +2,7 @@
 // the planned memory per engine and every engine with its install hint (GET /v1/doctor).
 
 import {api, parseMetrics} from './api.js';
-import {$, fmtBytes, h, showError} from './dom.js';
+import {$, fmtBytes, h, labelCells, showError} from './dom.js';
 
 const POLL_MS = 3000;
 let ctxRef = null;
@@ -81,6 +81,7 @@ function renderModels(models, metrics, doctor) {
       h('td', {class: 'num'}, queued === null ? '–' : String(queued)),
       h('td', {}, action)));
   }
+  labelCells($('#mo-table'));
 }
 
 function renderEngines(doctor) {
@@ -100,6 +101,7 @@ function renderEngines(doctor) {
       h('td', {}, status),
       h('td', {}, e.description, e.aliases.length ? h('div', {class: 'muted'}, `model ids: ${e.aliases.join(', ')}`) : null)));
   }
+  labelCells($('#mo-engines'));
 }
 
 async function act(m, method) {

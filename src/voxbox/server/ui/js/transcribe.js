@@ -2,7 +2,7 @@
 
 import {api, curl, parseServerTiming} from './api.js';
 import {Recorder, extensionFor} from './audio.js';
-import {$, downloadBlob, fillSelect, fmtMs, fmtSeconds, h, showError, stats, timingBars} from './dom.js';
+import {$, downloadBlob, fillSelect, fmtMs, fmtSeconds, h, labelCells, showError, stats, timingBars} from './dom.js';
 import * as live from './live.js';
 
 let file = null;     // {blob, name}
@@ -156,7 +156,7 @@ function render(out, payload) {
   } else {
     const rows = (payload.segments || []).map((s) => h('tr', {},
       h('td', {class: 'num'}, clock(s.start)), h('td', {class: 'num'}, clock(s.end)), h('td', {}, s.text.trim())));
-    box.append(h('div', {class: 'scroll'}, h('table', {id: 'tr-segments'},
+    box.append(h('div', {class: 'scroll'}, h('table', {id: 'tr-segments', class: 'segments'},
       h('caption', {class: 'sr-only'}, 'Segments with timestamps'),
       h('thead', {}, h('tr', {}, h('th', {scope: 'col'}, 'Start'), h('th', {scope: 'col'}, 'End'), h('th', {scope: 'col'}, 'Text'))),
       h('tbody', {}, rows))));

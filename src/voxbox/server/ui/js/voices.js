@@ -1,7 +1,7 @@
 // Voices: GET/POST /v1/voices, DELETE /v1/voices/{name}, GET /v1/voices/{name}/content.
 
 import {api} from './api.js';
-import {$, fmtSeconds, h, showError} from './dom.js';
+import {$, fmtSeconds, h, labelCells, showError} from './dom.js';
 
 const OPENAI_VOICES = new Set(['alloy', 'ash', 'ballad', 'coral', 'echo', 'fable', 'onyx', 'nova', 'sage', 'shimmer',
   'verse', 'marin', 'cedar']);
@@ -23,6 +23,7 @@ async function refresh() {
     const cloners = Object.values(engines).filter((e) => e.task === 'tts' && e.clones_voices);
     renderCloners(cloners);
     renderTable(list.data, cloners);
+    showError(errBox, null);
   } catch (e) {
     showError(errBox, e);
   }
@@ -71,6 +72,7 @@ function renderTable(voices, cloners) {
     tbody.append(h('tr', {}, h('th', {scope: 'row'}, 'OpenAI names'), h('td', {}, 'alias'), h('td', {class: 'num'}, '–'),
       h('td', {}, `${aliases.map((v) => v.name).join(', ')} — mapped by ${models} onto its own voices`), h('td')));
   }
+  labelCells($('#vo-table'));
 }
 
 function deleteButton(v) {
