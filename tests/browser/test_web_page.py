@@ -217,6 +217,9 @@ def test_machine_page_shows_the_cpu_plan_and_bench(browser, server, shots):
     assert page.locator("#ma-bench img").count() >= 4
     assert "voxbox/hibari" in page.inner_text("section[data-bench=tts]")
     page.screenshot(path=str(shots / "machine.png"))
+    page.evaluate("() => window.scrollTo(0, 0)")  # page coordinates = viewport ones: clip below the sticky header
+    page.screenshot(path=str(shots / "bench.png"), full_page=True,
+                    clip=page.locator("section[data-bench=tts]").bounding_box())
     page.screenshot(path=str(shots / "machine-full.png"), full_page=True)
     watch.check()
     context.close()
@@ -231,7 +234,12 @@ def test_phone_width_fits(browser, server, shots, name):
     assert overflow <= 1, f"{name} page is {overflow}px wider than a phone"
     assert page.locator(f"[data-nav={name}]").is_visible()
     assert _unlabelled_controls(page) == []
-    page.screenshot(path=str(shots / f"{name}-phone.png"))
+    if name == "speak":  # the main action works at phone width too
+        page.wait_for_selector("#speak-form[data-ready]")
+        page.click("#speak-go")
+        page.wait_for_selector("#speak-result[data-state=done]")
+        assert page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth") <= 1
+    page.screenshot(path=str(shots / f"{name}-phone.png"), full_page=name == "speak")
     watch.check()
     context.close()
 
