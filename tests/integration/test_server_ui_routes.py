@@ -84,26 +84,54 @@ def test_every_script_the_page_loads_exists(server):
             assert httpx.get(f"{server.url}/ui/js/{name}").status_code == 200, (js.name, name)
 
 
-def test_doctor_needs_the_key_and_hides_secrets(server, auth, monkeypatch):
+def test_doctor_needs_the_key(server, auth):
     assert httpx.get(server.url + "/v1/doctor").status_code == 401
-    monkeypatch.setenv("VOXBOX_API_KEY", KEY)
-    monkeypatch.setenv("VOXBOX_MODELS__TTL", "123")
     r = httpx.get(server.url + "/v1/doctor", headers=auth, timeout=60)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert KEY not in r.text
     assert body["machine"]["cpu"]["logical_cores"] >= 1
     assert body["probe_mode"] in ("cached", "none")  # HTTP never runs probes
     assert body["plans"]["faster-whisper"]["placements"][0]["reason"]
+    assert KEY not in r.text
+
+
+def test_server_info_engines_and_no_secrets(server, auth, monkeypatch):
+    assert httpx.get(server.url + "/v1/server").status_code == 401
+    monkeypatch.setenv("VOXBOX_API_KEY", KEY)
+    monkeypatch.setenv("VOXBOX_MODELS__TTL", "123")
+    r = httpx.get(server.url + "/v1/server", headers=auth)
+    assert r.status_code == 200, r.text
+    assert KEY not in r.text
+    body = r.json()
+    assert body["api_key_required"] is True
+    assert body["capabilities"]["realtime"] is False  # no Realtime route in this server yet
+    assert body["capabilities"]["translations"] is True
     engines = {e["name"]: e for e in body["engines"]}
     assert engines["hibari"]["available"] and engines["hibari"]["clones_voices"] is False
     assert engines["echo-tts"]["clones_voices"] is True
+    assert engines["faster-whisper"]["clones_voices"] is None  # not a speech engine
     assert all(e["install_hint"] for e in engines.values())
-    server_info = body["server"]
-    assert server_info["api_key_required"] is True
-    assert server_info["capabilities"]["realtime"] is False  # no Realtime route in this server yet
-    env = {e["name"]: e["value"] for e in server_info["voxbox_env"]}
+    env = {e["name"]: e["value"] for e in body["voxbox_env"]}
     assert env["VOXBOX_MODELS__TTL"] == "123" and env["VOXBOX_API_KEY"] == "(set, hidden)"
+    assert body["process"]["rss_bytes"] > 0
+
+
+def test_realtime_capability_follows_the_route(tmp_path):
+    """The page shows live captions only when the server has a Realtime websocket route."""
+    from fastapi import WebSocket
+    from fastapi.testclient import TestClient
+
+    from voxbox.server.app import create_app
+
+    app = create_app(make_settings(tmp_path, models={"preload_defaults": False}))
+    with TestClient(app) as client:
+        assert client.get("/v1/server").json()["capabilities"]["realtime"] is False
+
+        async def realtime(ws: WebSocket) -> None:
+            await ws.close()
+
+        app.add_api_websocket_route("/v1/realtime", realtime)
+        assert client.get("/v1/server").json()["capabilities"]["realtime"] is True
 
 
 def test_bench_latest_and_charts(server, auth):

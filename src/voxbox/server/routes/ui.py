@@ -7,10 +7,13 @@ API key from the browser's session storage, so it doubles as a live example of t
 Static files are served without authentication (they hold no data) under a strict
 Content-Security-Policy. The JSON routes added here need the key like every other ``/v1`` route:
 
-* ``GET /v1/doctor`` — the ``voxbox doctor`` report from detection and *cached* probe verdicts
-  (HTTP never runs a probe), plus the engine catalogue with install hints and what this server
-  offers (``capabilities``). No secrets: ``VOXBOX_*`` values whose name says key/token/secret are
-  masked.
+* ``GET /v1/server`` — what this server offers, cheaply (no hardware detection): version,
+  ``capabilities`` (e.g. whether the Realtime route exists), limits, default models, process
+  memory, the engine catalogue with availability and install hints, and the ``VOXBOX_*`` settings
+  in effect (values whose name says key/token/secret are masked).
+* ``GET /v1/doctor`` — the ``voxbox doctor`` report (as ``voxbox doctor --json``) from detection
+  and *cached* probe verdicts; HTTP never runs a probe. The first call detects the machine (about
+  2 s; imports torch when installed), later ones reuse it for ``_DOCTOR_TTL`` seconds.
 * ``GET /v1/bench/latest`` — the newest ``voxbox bench`` results per task from the configured
   results directory, and ``GET /v1/bench/chart?run=...&name=...`` for their PNG charts.
 * ``GET /v1/voices/{name}/content`` — an uploaded reference clip, so the page can play it.
@@ -101,7 +104,7 @@ async def ui_file(rel: str) -> FileResponse:
 
 
 # ------------------------------------------------------------------------------------------------
-# /v1/doctor
+# /v1/server and /v1/doctor
 # ------------------------------------------------------------------------------------------------
 
 _SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
@@ -158,19 +161,30 @@ def _voxbox_env() -> list[dict[str, str]]:
     return out
 
 
+def _has_route(app: Any, path: str, scope_type: str = "http", method: str = "GET") -> bool:
+    """Whether the app answers ``path`` (asked through the routes' own matching, so included
+    routers and websocket routes count)."""
+    from starlette.routing import Match
+
+    scope = {"type": scope_type, "path": path, "method": method, "root_path": "", "headers": [],
+             "query_string": b""}
+    return any(route.matches(scope)[0] == Match.FULL for route in app.router.routes)
+
+
 def _server_info(request: Request) -> dict[str, Any]:
     state = state_of(request)
     s = state.settings
-    paths = {getattr(r, "path", "") for r in request.app.routes}
+    app = request.app
     return {
+        "object": "server",
         "version": request.app.version,
         "api_key_required": s.api_key_value() is not None,
         "ready": bool(state.ready),
         "startup_error": state.startup_error,
         "capabilities": {
-            "realtime": "/v1/realtime" in paths,
-            "translations": "/v1/audio/translations" in paths,
-            "metrics": "/metrics" in paths,
+            "realtime": _has_route(app, "/v1/realtime", "websocket"),
+            "translations": _has_route(app, "/v1/audio/translations", method="POST"),
+            "metrics": _has_route(app, "/metrics"),
         },
         "defaults": {"tts": s.models.tts, "asr": s.models.asr, "device": s.models.device, "ttl": s.models.ttl},
         "limits": {"max_upload_bytes": s.max_upload_bytes, "max_audio_seconds": s.max_audio_seconds,
@@ -178,6 +192,7 @@ def _server_info(request: Request) -> dict[str, Any]:
                    "request_timeout": s.admission.request_timeout},
         "process": _process(),
         "voxbox_env": _voxbox_env(),
+        "engines": _engines(state),
     }
 
 
@@ -206,12 +221,14 @@ async def _doctor_report(request: Request) -> dict[str, Any]:
     return dict(cache["report"])
 
 
+@api.get("/v1/server")
+async def server(request: Request) -> dict[str, Any]:
+    return _server_info(request)
+
+
 @api.get("/v1/doctor")
 async def doctor(request: Request) -> dict[str, Any]:
-    report = await _doctor_report(request)
-    report["engines"] = _engines(state_of(request))
-    report["server"] = _server_info(request)
-    return report
+    return await _doctor_report(request)
 
 
 # ------------------------------------------------------------------------------------------------

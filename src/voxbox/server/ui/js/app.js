@@ -27,13 +27,17 @@ class Context {
 
   models() { return this.once('models', () => api('/v1/models').then((r) => r.data)); }
 
+  /** What the server offers (GET /v1/server): capabilities, limits, engines. Cheap. */
+  server() { return this.once('server', () => api('/v1/server')); }
+
+  /** The hardware report (GET /v1/doctor): the first call makes the server detect the machine. */
   doctor() { return this.once('doctor', () => api('/v1/doctor')); }
 
-  /** Engine name -> entry of the doctor's engine catalogue ({} when the report is unavailable). */
+  /** Engine name -> entry of the server's engine catalogue ({} when it is unavailable). */
   async engines() {
     try {
-      const d = await this.doctor();
-      return Object.fromEntries((d.engines || []).map((e) => [e.name, e]));
+      const s = await this.server();
+      return Object.fromEntries((s.engines || []).map((e) => [e.name, e]));
     } catch {
       return {};
     }
@@ -133,8 +137,8 @@ function main() {
   wireKey();
   window.addEventListener('hashchange', () => show(pageFromHash(), {focus: true}));
   watchReady();
-  api('/health').catch(() => {});
   show(pageFromHash());
+  ctx.server().then((s) => { $('#version').textContent = s.version || ''; }).catch(() => {});
 }
 
 main();

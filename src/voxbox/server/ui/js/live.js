@@ -1,7 +1,7 @@
 // Live captions over the Realtime websocket (OpenAI Realtime transcription events).
 //
-// The button stays hidden unless the server says it has the route (/v1/doctor ->
-// server.capabilities.realtime); servers without it show nothing rather than a broken button.
+// The button stays hidden unless the server says it has the route (GET /v1/server ->
+// capabilities.realtime); servers without it show nothing rather than a broken button.
 // Protocol: connect to /v1/realtime?intent=transcription (the key as an
 // `openai-insecure-api-key.<key>` subprotocol, as browsers cannot set headers on websockets), send
 // `transcription_session.update`, then `input_audio_buffer.append` with base64 pcm16 at 24 kHz;
@@ -20,8 +20,8 @@ export async function init() {
 export async function show(ctx) {
   let enabled = false;
   try {
-    const d = await ctx.doctor();
-    enabled = !!(d.server && d.server.capabilities && d.server.capabilities.realtime);
+    const s = await ctx.server();
+    enabled = !!(s.capabilities && s.capabilities.realtime);
   } catch { /* no report: no live mode */ }
   const supported = !!(navigator.mediaDevices && navigator.mediaDevices.getUserMedia && window.WebSocket);
   $('#tr-live').hidden = !(enabled && supported);

@@ -11,13 +11,14 @@ export async function init() {}
 export async function show(ctx) {
   const errBox = $('#ma-error');
   showError(errBox, null);
-  ctx.invalidate('doctor');
-  const [doctor, bench] = await Promise.allSettled([ctx.doctor(), api('/v1/bench/latest')]);
+  ctx.invalidate('doctor', 'server');
+  const [doctor, server, bench] = await Promise.allSettled([ctx.doctor(), ctx.server(), api('/v1/bench/latest')]);
   if (doctor.status === 'fulfilled') renderDoctor(doctor.value);
   else {
     $('#ma-doctor').textContent = '';
     showError(errBox, doctor.reason);
   }
+  if (server.status === 'fulfilled') renderServer($('#ma-doctor'), server.value);
   if (bench.status === 'fulfilled') await renderBench(bench.value.data);
   else {
     $('#ma-bench').textContent = '';
@@ -43,7 +44,6 @@ function renderDoctor(d) {
   box.textContent = '';
   const m = d.machine;
   const cpu = m.cpu || {};
-  $('#version').textContent = d.voxbox || '';
   const hw = kv([
     ['CPU', `${cpu.model} (${cpu.arch}), ${cpu.usable_cores} usable of ${cpu.logical_cores} logical cores`],
     ['CPU features', (cpu.features || []).join(', ') || 'none read'],
@@ -64,7 +64,6 @@ function renderDoctor(d) {
     Object.entries(m.backends || {}).map(([name, b]) => [name, b.installed ? b.version || '?' : '–', b.installed ? b.build || '?' : '–',
       b.installed ? backendSees(name, b) : h('span', {class: 'muted'}, 'not installed')])));
   renderPlan(box, d);
-  renderServer(box, d.server || {});
 }
 
 function backendSees(name, b) {

@@ -1,5 +1,6 @@
 // Models: the catalogue (GET /v1/models), load/unload, queue depth and running requests (/metrics),
-// the planned memory per engine and every engine with its install hint (GET /v1/doctor).
+// every engine with its install hint and the process memory (GET /v1/server), and the planned
+// memory per engine from the doctor's plan (GET /v1/doctor, fetched once, after the table).
 
 import {api, parseMetrics} from './api.js';
 import {$, fmtBytes, h, labelCells, showError} from './dom.js';
@@ -8,6 +9,8 @@ const POLL_MS = 3000;
 let ctxRef = null;
 let timer = null;
 let busy = false;
+let doctor = null; // the report, once it has come
+let last = {models: [], metrics: null};
 
 export async function init(ctx) {
   ctxRef = ctx;
@@ -22,20 +25,23 @@ export async function show() {
 
 export function hide() { clearInterval(timer); timer = null; }
 
-async function refresh(withDoctor) {
+async function refresh(full) {
   if (busy) return;
   busy = true;
   const errBox = $('#mo-error');
   try {
-    if (withDoctor) ctxRef.invalidate('doctor');
-    const [models, metrics, doctor] = await Promise.all([
+    const [models, metrics, server] = await Promise.all([
       api('/v1/models').then((r) => r.data),
       api('/metrics').then(parseMetrics).catch(() => null),
-      ctxRef.doctor().catch(() => null),
+      api('/v1/server').catch(() => null),
     ]);
-    renderModels(models, metrics, doctor);
-    renderEngines(doctor);
-    const rss = doctor && doctor.server && doctor.server.process ? doctor.server.process.rss_bytes : null;
+    last = {models, metrics};
+    renderModels(models, metrics);
+    if (full) renderEngines(server);
+    if (!doctor) {
+      ctxRef.doctor().then((d) => { doctor = d; renderModels(last.models, last.metrics); }).catch(() => {});
+    }
+    const rss = server && server.process ? server.process.rss_bytes : null;
     $('#mo-process').textContent = rss ? `Server process memory (RSS): ${fmtBytes(rss)}.` : '';
     $('#mo-state').textContent = `updated ${new Date().toLocaleTimeString()}`;
     showError(errBox, null);
@@ -52,7 +58,7 @@ function gauge(metrics, name, label) {
   return m ? m.value : 0;
 }
 
-function plannedBytes(doctor, engine) {
+function plannedBytes(engine) {
   const plan = doctor && doctor.plans ? doctor.plans[engine] : null;
   if (!plan) return null;
   const total = (plan.placements || []).reduce((n, p) => n + (p.bytes || 0), 0);
@@ -60,7 +66,7 @@ function plannedBytes(doctor, engine) {
   return total ? `${fmtBytes(total)}${where ? ` on ${where}` : ''}` : null;
 }
 
-function renderModels(models, metrics, doctor) {
+function renderModels(models, metrics) {
   const tbody = $('#mo-table tbody');
   tbody.textContent = '';
   for (const m of models) {
@@ -76,7 +82,7 @@ function renderModels(models, metrics, doctor) {
       h('td', {}, m.task || ''),
       h('td', {}, m.engine || ''),
       h('td', {class: m.loaded ? 'yes' : 'muted'}, m.loaded ? 'loaded' : 'not loaded'),
-      h('td', {}, plannedBytes(doctor, m.engine) || '–'),
+      h('td', {}, plannedBytes(m.engine) || '–'),
       h('td', {class: 'num'}, running === null ? '–' : String(running)),
       h('td', {class: 'num'}, queued === null ? '–' : String(queued)),
       h('td', {}, action)));
@@ -84,14 +90,14 @@ function renderModels(models, metrics, doctor) {
   labelCells($('#mo-table'));
 }
 
-function renderEngines(doctor) {
+function renderEngines(server) {
   const tbody = $('#mo-engines tbody');
   tbody.textContent = '';
-  if (!doctor || !doctor.engines) {
-    tbody.append(h('tr', {}, h('td', {colspan: 4, class: 'muted'}, 'The engine list needs GET /v1/doctor.')));
+  if (!server || !server.engines) {
+    tbody.append(h('tr', {}, h('td', {colspan: 4, class: 'muted'}, 'The engine list needs GET /v1/server.')));
     return;
   }
-  for (const e of doctor.engines) {
+  for (const e of server.engines) {
     const status = e.available
       ? h('span', {class: 'yes'}, e.bundled_model ? 'ready (bundled model)' : 'installed; needs local weights')
       : h('span', {}, h('span', {class: 'no'}, 'not installed'), h('br'), 'install: ', h('code', {}, e.install_hint));
