@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
 from typing import Any
 
-__all__ = ["API_KEY", "CHROMIUM_ARGS", "DESKTOP", "PHONE", "PageWatch", "new_page"]
+__all__ = ["API_KEY", "CHROMIUM_ARGS", "DESKTOP", "PHONE", "PageWatch", "chromium_path", "new_page"]
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
 API_KEY = "sk-browser-test-7f3a"
+
+
+def chromium_path() -> str | None:
+    """The system Chromium: $VOXBOX_CHROMIUM, Debian's /usr/bin/chromium, or one on PATH."""
+    for cand in (os.environ.get("VOXBOX_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
+                 shutil.which("chromium-browser")):
+        if cand and Path(cand).is_file():
+            return cand
+    return None
 
 
 class PageWatch:

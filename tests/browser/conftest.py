@@ -9,7 +9,6 @@ directory) or a temporary directory printed at the end of the run.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,16 +18,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from browser_harness import CHROMIUM_ARGS
+from browser_harness import CHROMIUM_ARGS, chromium_path
 from server_harness import REPO, RunningServer, make_settings
-
-
-def _chromium() -> str | None:
-    for cand in (os.environ.get("VOXBOX_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
-                 shutil.which("chromium-browser")):
-        if cand and Path(cand).is_file():
-            return cand
-    return None
 
 
 def _unavailable() -> str | None:
@@ -36,7 +27,7 @@ def _unavailable() -> str | None:
         import playwright.sync_api  # noqa: F401
     except ImportError:
         return "the playwright Python package is not installed (pip install playwright)"
-    if _chromium() is None:
+    if chromium_path() is None:
         return "no system Chromium (apt-get install chromium)"
     return None
 
@@ -51,7 +42,7 @@ def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+        b = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
         yield b
         b.close()
 

@@ -5,6 +5,7 @@ layout, labelled controls, and the API-key flow."""
 
 from __future__ import annotations
 
+import base64
 import re
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from browser_harness import API_KEY, PHONE, new_page
+from browser_harness import API_KEY, CHROMIUM_ARGS, PHONE, chromium_path, new_page
 from server_harness import RunningServer, decode_bytes, make_settings
 
 pytestmark = pytest.mark.browser
@@ -111,9 +112,18 @@ def test_transcribe_an_uploaded_recording(browser, server, shots, moonshine_asse
     assert re.match(r"0:\d\d\.\d\d", rows.first.locator("td").first.inner_text())
     page.screenshot(path=str(shots / "transcribe.png"))
 
+    # Dropping a file onto the drop zone transcribes it too (here as SRT).
     page.check("input[name=tr-out][value=srt]")
-    page.click("#tr-go")
+    data = base64.b64encode((moonshine_assets / "beckett.wav").read_bytes()).decode()
+    transfer = page.evaluate_handle("""(b64) => {
+      const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+      const dt = new DataTransfer();
+      dt.items.add(new File([bytes], 'dropped.wav', {type: 'audio/wav'}));
+      return dt;
+    }""", data)
+    page.dispatch_event("#tr-drop", "drop", {"dataTransfer": transfer})
     page.wait_for_selector("#tr-srt")
+    assert "dropped.wav" in page.inner_text("#tr-state")
     srt = page.inner_text("#tr-srt")
     assert "00:00:00,000 -->" in srt and "fail better" in _words(srt)
 
@@ -128,6 +138,29 @@ def test_transcribe_an_uploaded_recording(browser, server, shots, moonshine_asse
     assert _unlabelled_controls(page) == []
     watch.check()
     context.close()
+
+
+def test_record_from_the_microphone(browser, server, moonshine_assets):
+    """Chromium's fake microphone plays a human recording; the page records it and transcribes it."""
+    wav = moonshine_assets / "beckett.wav"
+    mic = browser.browser_type.launch(executable_path=chromium_path(), args=[
+        *CHROMIUM_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav}"])
+    try:
+        context, page, watch = new_page(mic)
+        _goto(page, server, "transcribe")
+        page.wait_for_selector("#tr-model option", state="attached")
+        page.click("#tr-record")
+        page.wait_for_function("() => /recording… [3-9]/.test(document.querySelector('#tr-rec-state').textContent)")
+        page.click("#tr-record")
+        page.wait_for_selector("#tr-result[data-state=done]")
+        assert re.match(r"recording\.(webm|ogg|m4a)", page.inner_text("#tr-state").removeprefix("done: "))
+        text = _words(page.inner_text("#tr-text"))
+        assert "ever tried" in text or "ever failed" in text, text
+        watch.check()
+        context.close()
+    finally:
+        mic.close()
 
 
 def test_voice_upload_list_play_delete(browser, server, shots, moonshine_assets):
