@@ -109,6 +109,7 @@ function wireKey() {
 }
 
 // -- readiness ---------------------------------------------------------------------------------
+/** The header pill: loading / ready / unreachable, from GET /health/ready (no key needed). */
 async function watchReady() {
   const pill = $('#server-status');
   for (;;) {
@@ -119,11 +120,14 @@ async function watchReady() {
       if (res.ok) {
         pill.textContent = 'ready';
         pill.className = 'pill ok';
-        return;
+        pill.title = '';
+        delay = 15000; // keep an eye on it: a stopped server shows up here
+      } else {
+        const msg = body.error ? body.error.message : '';
+        pill.textContent = /shutting down/.test(msg) ? 'shutting down' : 'loading models…';
+        pill.className = 'pill warn';
+        pill.title = msg;
       }
-      pill.textContent = 'loading models…';
-      pill.className = 'pill warn';
-      pill.title = body.error ? body.error.message : '';
     } catch {
       pill.textContent = 'server unreachable';
       pill.className = 'pill bad';
