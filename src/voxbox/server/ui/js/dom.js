@@ -60,7 +60,11 @@ export function timingBars(box, stages) {
   // Widths are set through the CSSOM (allowed under a strict style-src, unlike style="" attributes).
   for (const bar of box.querySelectorAll('.bar')) bar.style.width = `${Math.max(0.5, 100 * Number(bar.dataset.w))}%`;
   const total = stages.find((s) => s.name === 'total');
-  if (total) box.append(h('span', {class: 'stage'}, h('strong', {}, 'total')), h('span'), h('span', {class: 'ms'}, fmtMs(total.dur)));
+  // The header leaves with the first byte, so its total is the server's time to the first byte.
+  if (total) {
+    box.append(h('span', {class: 'stage', title: 'server time until the response started'}, h('strong', {}, 'total')),
+      h('span', {class: 'muted'}, 'until the response started'), h('span', {class: 'ms'}, fmtMs(total.dur)));
+  }
 }
 
 export function fmtMs(ms) {
