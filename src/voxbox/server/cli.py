@@ -74,6 +74,10 @@ def serve(
                             timeout_graceful_shutdown=3, lifespan="on",
                             access_log=settings.log_level.lower() == "debug")
     server = draining_server(config, grace=settings.shutdown_grace, runtime=app.state.voxbox.runtime)
+    shown = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    shown = f"[{shown}]" if ":" in shown else shown
+    if settings.port:
+        typer.echo(f"voxbox: web page at http://{shown}:{settings.port}/ (API at /v1)", err=True)
     # uvicorn re-raises the signal that stopped it once it has shut down; with the default
     # handlers that kills the process (exit 143). A graceful drain is a clean exit: swallow it.
     previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)}

@@ -107,6 +107,8 @@ class ServerSettings(BaseSettings):
     docs: bool = True
     #: Where uploaded voices and cached encodings live.
     data_dir: Path = Field(default_factory=default_data_dir)
+    #: Where the web page looks for ``voxbox bench`` results (default ``./bench-results``).
+    bench_dir: Path | None = None
     #: Largest request body accepted (uploads), bytes. OpenAI's limit is 25 MB.
     max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1)
     #: Largest JSON request body, bytes (speech requests carry at most 4096 characters of text).
