@@ -23,12 +23,13 @@ from pathlib import Path
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from voxbox.paths import data_dir
+
 __all__ = ["AdmissionSettings", "ModelSettings", "ServerSettings", "VoiceSettings", "default_data_dir"]
 
 
 def default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "voxbox"
+    return data_dir()
 
 
 class ModelSettings(BaseModel):

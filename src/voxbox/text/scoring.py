@@ -6,6 +6,7 @@ fillers ("um", "uh") removed; contractions expanded ("isn't" -> "is not"); title
 ("Dr." -> "doctor"); spelled-out numbers turned into digits ("Chapter two" and "Chapter 2" both
 become "chapter 2"; "$1,249.99" and "one thousand two hundred forty nine dollars and ninety nine
 cents" both become "$1249.99"); British spellings mapped to American; other punctuation dropped.
+It comes from the ``whisper-normalizer`` package (a dependency of voxbox).
 This is the normaliser behind published English WER numbers, so ours are comparable.
 
 ``wer`` is the corpus word error rate (total word edits / total reference words) of normalised
@@ -36,8 +37,12 @@ def _normalizer() -> Callable[[str], str]:
 
 
 def normalize_text(text: str) -> str:
-    """Whisper's English normalisation: the form WER and CER are computed on."""
-    return " ".join(_normalizer()(text).split())
+    """Whisper's English normalisation: the form WER and CER are computed on.
+
+    One addition: tokens left with no letter or digit are dropped (Whisper's normaliser keeps the
+    last "." of a trailing "...", which would count as a word).
+    """
+    return " ".join(w for w in _normalizer()(text).split() if any(ch.isalnum() for ch in w))
 
 
 def edit_distance(ref: Sequence[Any], hyp: Sequence[Any]) -> int:

@@ -15,7 +15,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from voxbox.engines.base import EncodedVoice, SpeechStream, split_sentences, validate_speed, validate_text
+from voxbox.audio.tempo import split_speed, time_stretch
+from voxbox.engines.base import EncodedVoice, SpeechStream, validate_speed, validate_text
 from voxbox.errors import (
     BadInputError,
     DeviceError,
@@ -24,12 +25,17 @@ from voxbox.errors import (
     UnsupportedOperationError,
     VoiceNotFoundError,
 )
+from voxbox.text import speech_sentences
 from voxbox.types import Audio, AudioChunk, ComponentSpec, EngineInfo, StageTimings
 
 __all__ = ["HibariEngine", "OPENAI_VOICE_MAP", "load", "models", "voices"]
 
 SAMPLE_RATE = 24000
 DEFAULT_VOICE = "heart"
+#: Speeds hibari's own duration control meets: slowing down is exact (0.25 -> 0.25x, 0.5 -> 0.50x),
+#: speeding up falls short (1.25 -> 1.16x, 2 -> 1.82x, 4 -> 2.29x), so speeds above 1 are
+#: time-stretched (voxbox.audio.tempo) from the voice's normal pace.
+NATIVE_SPEED_RANGE = (0.25, 1.0)
 
 #: OpenAI voice names -> hibari voices that are always available (the bundled one).
 OPENAI_VOICE_MAP: dict[str, str] = {
@@ -151,10 +157,14 @@ class HibariEngine:
         if seed is not None and not isinstance(seed, int):
             raise BadInputError("seed must be an integer", param="seed")
         options.pop("response_format", None)
+        normalize = options.pop("normalize", True)
+        if not isinstance(normalize, bool):
+            raise BadInputError("normalize must be true or false", param="normalize")
         if options:
             raise BadInputError(f"unknown hibari option(s): {', '.join(sorted(options))}", param=sorted(options)[0])
         tts = self._get(name)
-        sentences = split_sentences(text)
+        sentences = speech_sentences(text, language="en", normalize=normalize, engine="hibari")
+        speed_v, stretch = split_speed(speed_v, NATIVE_SPEED_RANGE)
 
         def gen(timings: StageTimings) -> Iterator[AudioChunk]:
             rng = np.random.default_rng(seed)
@@ -169,6 +179,9 @@ class HibariEngine:
                     samples = np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros(0, np.float32)
                 if samples.size == 0:
                     continue
+                if stretch != 1.0:
+                    with timings.measure("stretch"):
+                        samples = time_stretch(samples, SAMPLE_RATE, stretch)
                 yield AudioChunk(samples, SAMPLE_RATE, index=index, text=sent)
                 index += 1
 
