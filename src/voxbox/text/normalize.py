@@ -58,7 +58,7 @@ def _spoken_label(label: str, tld: bool = False) -> str:
     if label.isdigit():
         return N.cardinal(int(label)) if len(label) <= 4 else N.digits(label)
     low = label.lower()
-    if low == "www" or (tld and low in T.SPELLED_TLDS) or not re.search(r"[aeiouy]", low):
+    if low == "www" or len(low) == 1 or (tld and low in T.SPELLED_TLDS) or not re.search(r"[aeiouy]", low):
         return spell_letters(low)
     return re.sub(r"(?<=[a-z])(?=\d)|(?<=\d)(?=[a-z])", " ", low)
 
@@ -314,6 +314,10 @@ def _dotted_number(m: re.Match[str]) -> str:
     return " dot ".join(N.cardinal(int(g)) if len(g) < 4 else N.digits(g) for g in m.group(0).split("."))
 
 
+def _version(m: re.Match[str]) -> str:
+    return "version " + " point ".join(N.cardinal(int(g)) for g in m.group(1).split("."))
+
+
 def _decimal(m: re.Match[str]) -> str:
     return N.decimal(m.group(0))
 
@@ -340,8 +344,9 @@ def _rules() -> list[_Rule]:
     scale = r"(hundred|thousand|million|billion|trillion|bn|mn|[kKmMbBtT])\b"
     roman = r"((?=[IVXLCDM])M{0,3}(?:CM|CD|D?C{0,3})(?:XC|XL|L?X{0,3})(?:IX|IV|V?I{0,3}))"
     r: list[tuple[str, Callable[[re.Match[str]], str]] | tuple[str, Callable[[re.Match[str]], str], int]] = [
+        (r"(?<![\w~])[~≈]\s?(?=[\d$€£¥.])", lambda m: "about "),
         (r"(?<![\w.+-])([A-Za-z0-9][\w.+-]*)@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)", _email),
-        (r"(?<![\w@/.-])(?:(?:[a-zA-Z]+://|www\.)[^\s/]+|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.(?:com|org|net|edu|gov|"
+        (r"(?<![\w@/.-])(?:(?:[a-zA-Z]+://|www\.)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.(?:com|org|net|edu|gov|"
          r"io|ai|co|uk|de|fr|info|dev|app|us|eu|ca|au|me|tv|ly|gl|xyz|jp|nz|biz))(?::\d+)?"
          r"(?:/[^\s]*[^\s.,;:!?)\"'])?/?(?![\w@-])", _url),
         (r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b", _date_iso),
@@ -377,7 +382,9 @@ def _rules() -> list[_Rule]:
         (r"(?<![\w./])(\d{1,3})/(\d{1,3})(?![\w/]|\.\d)", _fraction),
         (r"(?<![\w.-])(\d{1,4})\s?[-–]\s?(\d{1,4})(?![\w-]|[.,]\d)", _range),
         (r"(?<![\w.,])(1[1-9]\d\d|20\d\d)(?![\w%]|[.,]\d)", _year),
+        (r"\b[vV](\d+(?:\.\d+)+)\b(?!\.\d)", _version),
         (r"(?<![\w.])\d+(?:\.\d+){2,}(?!\w|\.\d)", _dotted_number),
+        (r"(?<=\d)\s?[x×]\s?(?=\d)", lambda m: " times "),
         (r"(?<=[A-Za-z])-(?=\d)", lambda m: " "),
         (r"(?<=[A-Za-z])(?=\d)|(?<=\d)(?=[A-Za-z])", lambda m: " "),
         (r"(?<![\w.])-?\d+(?:,\d{3})+(?:\.\d+)?(?!\d)|(?<![\w.])-?\d*\.\d+(?!\d)|(?<![\w])-(?=\d+\b)\d+", _decimal),

@@ -37,6 +37,9 @@ DEFAULT_VOICE = "heart"
 #: time-stretched (voxbox.audio.tempo) from the voice's normal pace.
 NATIVE_SPEED_RANGE = (0.25, 1.0)
 
+VOICE_NOTE = ("hibari: the hibari-tts wheel ships one voice (heart); the OpenAI voice names all play it and "
+              "sound the same. Other hibari voices (emma, fenrir, fable, kore) work once they are in hibari's cache.")
+
 #: OpenAI voice names -> hibari voices that are always available (the bundled one).
 OPENAI_VOICE_MAP: dict[str, str] = {
     name: DEFAULT_VOICE
@@ -96,7 +99,7 @@ class HibariEngine:
             default_voice=DEFAULT_VOICE,
             languages=("en",),
             max_concurrency=1,
-            extra={"openai_voices": dict(OPENAI_VOICE_MAP), "threads": self._threads},
+            extra={"openai_voices": dict(OPENAI_VOICE_MAP), "threads": self._threads, "voice_note": VOICE_NOTE},
         )
         default = self.resolve_voice(voice)
         self.info = dataclasses.replace(self.info, default_voice=default)

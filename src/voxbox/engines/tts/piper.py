@@ -144,7 +144,9 @@ class PiperEngine:
             default_voice=names[0],
             languages=(str(config.espeak_voice).split("-")[0],),
             max_concurrency=2,  # ORT sessions are thread-safe; espeak is serialised by piper's lock
-            extra={"openai_voices": dict(self.openai_voice_map), "model_path": str(onnx_path)},
+            extra={"openai_voices": dict(self.openai_voice_map), "model_path": str(onnx_path),
+                   "voice_note": (f"piper {model_id}: {len(names)} speaker(s); the OpenAI voice names map to "
+                                  + ("it and sound the same." if len(names) == 1 else "its speakers in turn."))},
         )
         if voice is not None:
             self.info = dataclasses.replace(self.info, default_voice=self.resolve_voice(voice))
