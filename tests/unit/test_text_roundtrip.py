@@ -1,0 +1,55 @@
+"""Round trip through the English front-end: TTS -> faster-whisper -> WER after Whisper's English
+normaliser, on the 35 sentences of bench/tts_text_cases.yaml (numbers, money, dates, times, units,
+abbreviations, URLs, e-mail addresses). The reference is each sentence's expected spoken form."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from voxbox.engines.registry import load_engine
+from voxbox.text import normalize_for_speech, wer
+
+CASES = yaml.safe_load((Path(__file__).parents[2] / "bench" / "tts_text_cases.yaml").read_text(encoding="utf-8"))
+#: Corpus WER bounds with the normaliser on, from bench/tts_text_wer.py on cpu-2c (see BENCHMARKS.md)
+#: plus headroom; most of what remains is Whisper writing "3.30" for "three thirty" and voice errors.
+MAX_WER = {"hibari": 0.12, "piper": 0.16}
+
+
+def test_cases_cover_the_categories() -> None:
+    assert len(CASES) >= 30
+    text = " ".join(c["text"] for c in CASES)
+    for needle in ("$", "€", "£", "°C", "km", "@", "www.", "p.m.", "Dr.", "St.", "/", "%", "(415)", "1776", "21st"):
+        assert needle in text, needle
+
+
+def test_normalised_text_is_the_expected_spoken_form() -> None:
+    # round-trip WER hides misreadings Whisper rewrites as digits; check the text itself too
+    for c in CASES:
+        assert normalize_for_speech(c["text"]) == c["spoken"], c["text"]
+
+
+@pytest.fixture(scope="module")
+def asr():
+    try:
+        engine = load_engine("faster-whisper", "base")
+    except Exception:  # voxbox[base] not installed
+        engine = load_engine("faster-whisper", "tiny.en")
+    yield engine
+    engine.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine_name", ["hibari", "piper"])
+def test_round_trip_wer(engine_name: str, asr) -> None:
+    tts = load_engine(engine_name)
+    hyps = []
+    for c in CASES:
+        audio = tts.synthesize(c["text"], **({"seed": 0} if engine_name == "hibari" else {}))
+        segments, _ = asr.transcribe(audio, language="en", beam_size=5)
+        hyps.append("".join(s.text for s in segments))
+    tts.close()
+    score = wer([c["spoken"] for c in CASES], hyps)
+    assert score <= MAX_WER[engine_name], f"{engine_name}: WER {score:.3f}\n" + "\n".join(hyps)
