@@ -36,6 +36,7 @@ from typing import Any
 import yaml
 
 from voxbox.engines.registry import load_engine
+from voxbox.errors import VoxboxError
 from voxbox.text import normalize_for_speech
 from voxbox.text.scoring import normalize_text, wer, word_errors
 
@@ -67,7 +68,7 @@ def text_check(cases: list[dict[str, str]]) -> dict[str, Any]:
 def load_asr(name: str) -> Any:
     try:
         return load_engine("faster-whisper", name)
-    except Exception as exc:  # base is an optional extra
+    except VoxboxError as exc:  # base is an optional extra
         print(f"# {name} unavailable ({exc}); using tiny.en")
         return load_engine("faster-whisper", "tiny.en")
 

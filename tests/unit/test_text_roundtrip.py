@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from voxbox.engines.registry import load_engine
+from voxbox.errors import VoxboxError
 from voxbox.text import normalize_for_speech, wer
 
 CASES = yaml.safe_load((Path(__file__).parents[2] / "bench" / "tts_text_cases.yaml").read_text(encoding="utf-8"))
@@ -35,7 +36,7 @@ def test_normalised_text_is_the_expected_spoken_form() -> None:
 def asr():
     try:
         engine = load_engine("faster-whisper", "base")
-    except Exception:  # voxbox[base] not installed
+    except VoxboxError:  # voxbox[base] not installed
         engine = load_engine("faster-whisper", "tiny.en")
     yield engine
     engine.close()

@@ -6,8 +6,7 @@ import pytest
 
 from voxbox.bench import metrics
 from voxbox.convert import verify
-from voxbox.text import normalize_text, wer, word_errors
-from voxbox.text import scoring
+from voxbox.text import normalize_text, scoring, wer, word_errors
 
 
 def test_chapter_two_is_chapter_2_everywhere() -> None:

@@ -10,7 +10,9 @@ that range (4.0 = 2.0 x 2.0, 0.25 = 0.5 x 0.5), which keeps its WSOLA quality at
 
 from __future__ import annotations
 
+import itertools
 import math
+from fractions import Fraction
 
 import av
 import numpy as np
@@ -41,9 +43,9 @@ def time_stretch(samples: np.ndarray, sample_rate: int, factor: float) -> np.nda
         return x
     graph = av.filter.Graph()
     src = graph.add_abuffer(format="flt", sample_rate=int(sample_rate), layout="mono", channels=1,
-                            time_base=f"1/{int(sample_rate)}")
+                            time_base=Fraction(1, int(sample_rate)))
     chain = [src] + [graph.add("atempo", f"{s:.6f}") for s in atempo_stages(factor)] + [graph.add("abuffersink")]
-    for a, b in zip(chain, chain[1:]):
+    for a, b in itertools.pairwise(chain):
         a.link_to(b)
     graph.configure()
     out: list[np.ndarray] = []

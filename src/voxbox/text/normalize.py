@@ -18,7 +18,7 @@ for callers that pre-normalise their text.
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from voxbox.text import numbers as N
 from voxbox.text import tables as T
@@ -346,9 +346,9 @@ def _rules() -> list[_Rule]:
     r: list[tuple[str, Callable[[re.Match[str]], str]] | tuple[str, Callable[[re.Match[str]], str], int]] = [
         (r"(?<![\w~])[~≈]\s?(?=[\d$€£¥.])", lambda m: "about "),
         (r"(?<![\w.+-])([A-Za-z0-9][\w.+-]*)@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)", _email),
-        (r"(?<![\w@/.-])(?:(?:[a-zA-Z]+://|www\.)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.(?:com|org|net|edu|gov|"
+        ((r"(?<![\w@/.-])(?:(?:[a-zA-Z]+://|www\.)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.(?:com|org|net|edu|gov|"
          r"io|ai|co|uk|de|fr|info|dev|app|us|eu|ca|au|me|tv|ly|gl|xyz|jp|nz|biz))(?::\d+)?"
-         r"(?:/[^\s]*[^\s.,;:!?)\"'])?/?(?![\w@-])", _url),
+         r"(?:/[^\s]*[^\s.,;:!?)\"'])?/?(?![\w@-])"), _url),
         (r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b", _date_iso),
         (r"(?<![\d/])(\d{1,2})/(\d{1,2})/(\d{4}|\d{2})\b(?!/)", _date_slash),
         (rf"\b({months})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?\b(?![\d:%])(?:,?\s+(\d{{4}})\b)?", _month_day),

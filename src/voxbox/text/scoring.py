@@ -17,7 +17,8 @@ hallucinating model cannot dominate an average).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -36,9 +36,8 @@ def _ends_sentence(text: str, start: int, end: int) -> bool:
     if len(word) == 1 and word.isupper():  # an initial: "J. K. Rowling"
         return False
     letters = word.replace(".", "")
-    if "." in word and letters.isalpha() and letters.isupper() and len(letters) <= 4:
-        return False  # "U.S. Army", "U.K. government"
-    return True
+    # an upper-case dotted acronym runs on: "U.S. Army", "U.K. government"
+    return not ("." in word and letters.isalpha() and letters.isupper() and len(letters) <= 4)
 
 
 def split_sentences(text: str, max_chars: int = 400) -> list[str]:

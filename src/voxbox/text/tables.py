@@ -81,8 +81,11 @@ IDENTIFIER_CONTEXT = ("error", "code", "status", "http", "room", "flight", "gate
                       "line", "highway", "interstate", "track", "pin", "area")
 
 #: Top-level domains said letter by letter (the rest are said as words: "dot com", "dot org").
-SPELLED_TLDS = frozenset("io ai uk us tv fm eu jp cn ru nl de fr ca au ly gl me nz za in it es se no dk fi pl br "
-                         "mx ch at be kr hk sg tw".split())
+SPELLED_TLDS = frozenset((
+    "io", "ai", "uk", "us", "tv", "fm", "eu", "jp", "cn", "ru", "nl", "de", "fr", "ca", "au", "ly", "gl", "me",
+    "nz", "za", "in", "it", "es", "se", "no", "dk", "fi", "pl", "br", "mx", "ch", "at", "be", "kr", "hk", "sg",
+    "tw",
+))
 
 #: Symbols spoken as words when they stand between words or numbers.
 SYMBOLS = {"&": "and", "+": "plus", "=": "equals", "×": "times", "@": "at", "~": "about", "±": "plus or minus",
