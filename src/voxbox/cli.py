@@ -112,6 +112,8 @@ def speak(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the engine."),
     timings: bool = typer.Option(False, "--timings", help="Print per-stage timings to stderr."),
+    normalize: bool = typer.Option(True, "--normalize/--no-normalize",
+                                   help="Write out numbers, money, dates, units... before speaking (English hibari/piper)."),
 ) -> None:
     """Speak TEXT into an audio file, writing each sentence as soon as it is synthesized."""
     import time
@@ -139,7 +141,8 @@ def speak(
         raise BadInputError(f"{output} is a directory; give a file name with -o", param="output")
 
     tts = _load("tts", engine, model, device, threads)
-    stream = tts.stream(text, voice=voice, speed=speed)  # validates before any output is opened
+    extra = {} if normalize else {"normalize": False}
+    stream = tts.stream(text, voice=voice, speed=speed, **extra)  # validates before any output is opened
     encoder = StreamEncoder(fmt, stream.sample_rate)
     total = 0
     n_samples = 0

@@ -49,7 +49,7 @@ def test_round_trip_wer(engine_name: str, asr) -> None:
     hyps = []
     for c in CASES:
         audio = tts.synthesize(c["text"], **({"seed": 0} if engine_name == "hibari" else {}))
-        segments, _ = asr.transcribe(audio, language="en", beam_size=5)
+        segments, _ = asr.transcribe(audio, language="en", beam_size=1)  # greedy: half the time of beam 5
         hyps.append("".join(s.text for s in segments))
     tts.close()
     score = wer([c["spoken"] for c in CASES], hyps)
