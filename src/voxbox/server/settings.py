@@ -17,7 +17,6 @@ explicit arguments.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from pydantic import BaseModel, Field, SecretStr
