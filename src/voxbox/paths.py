@@ -1,13 +1,15 @@
-"""Where voxbox keeps files: one place that honours the XDG variables and voxbox's overrides.
+"""Where voxbox keeps files: one place that reads the environment for directories.
 
-* cache (re-creatable: joined weights, probe verdicts, compiled artefacts):
-  ``$VOXBOX_CACHE_DIR``, else ``$XDG_CACHE_HOME/voxbox``, else ``~/.cache/voxbox``;
-* models (the operator's weights, served by folder name): ``$VOXBOX_MODELS_DIR``, else
-  ``<data dir>/models``;
-* data (the operator's: uploaded voices and their encodings):
-  ``$VOXBOX_DATA_DIR``, else ``$XDG_DATA_HOME/voxbox``, else ``~/.local/share/voxbox``.
+* :func:`cache_dir` -- re-creatable files (concatenated model weights, probe verdicts, bench clips,
+  converted peer weights): ``$VOXBOX_CACHE_DIR``, else ``$XDG_CACHE_HOME/voxbox``, else
+  ``~/.cache/voxbox``.
+* :func:`data_dir` -- files users made and would miss (uploaded voices): ``$XDG_DATA_HOME/voxbox``,
+  else ``~/.local/share/voxbox`` (the server's ``VOXBOX_DATA_DIR`` setting overrides it at the edge).
+* :func:`models_dir` -- the operator's weights, served by folder name: ``$VOXBOX_MODELS_DIR``, else
+  ``<data dir>/models``.
 
-Read at the edge: libraries take the resulting paths as arguments.
+Neither function creates the directory; callers ``mkdir`` what they write into. Read at the edge:
+libraries take the resulting paths as arguments.
 """
 
 from __future__ import annotations
@@ -18,22 +20,27 @@ from pathlib import Path
 __all__ = ["cache_dir", "data_dir", "models_dir"]
 
 
+def _xdg(var: str, fallback: tuple[str, ...]) -> Path:
+    base = os.environ.get(var)
+    if base and os.path.isabs(os.path.expanduser(base)):  # the XDG spec: relative values are ignored
+        return Path(base).expanduser()
+    return Path.home().joinpath(*fallback)
+
+
 def cache_dir() -> Path:
-    d = os.environ.get("VOXBOX_CACHE_DIR")
-    if d:
-        return Path(d).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "voxbox"
+    """``$VOXBOX_CACHE_DIR``, else ``$XDG_CACHE_HOME/voxbox``, else ``~/.cache/voxbox``."""
+    override = os.environ.get("VOXBOX_CACHE_DIR")
+    if override:
+        return Path(override).expanduser()
+    return _xdg("XDG_CACHE_HOME", (".cache",)) / "voxbox"
 
 
 def data_dir() -> Path:
-    d = os.environ.get("VOXBOX_DATA_DIR")
-    if d:
-        return Path(d).expanduser()
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(base) / "voxbox"
+    """``$XDG_DATA_HOME/voxbox``, else ``~/.local/share/voxbox``."""
+    return _xdg("XDG_DATA_HOME", (".local", "share")) / "voxbox"
 
 
 def models_dir() -> Path:
-    d = os.environ.get("VOXBOX_MODELS_DIR")
-    return Path(d).expanduser() if d else data_dir() / "models"
+    """``$VOXBOX_MODELS_DIR``, else ``<data dir>/models``."""
+    override = os.environ.get("VOXBOX_MODELS_DIR")
+    return Path(override).expanduser() if override else data_dir() / "models"

@@ -203,6 +203,10 @@ def test_voices_upload_list_delete(server, moonshine_assets):
     listed = httpx.get(server.url + "/v1/voices").json()["data"]
     names = {(v["name"], v["type"]) for v in listed}
     assert ("narrator", "uploaded") in names and ("heart", "builtin") in names and ("alloy", "builtin") in names
+    # the OpenAI names say honestly which single bundled voice they play (issue #22 item 12)
+    alloy = next(v for v in listed if v["name"] == "alloy")
+    assert "heart" in alloy["alias_of"].values() and "sound the same" in alloy["note"]
+    assert "alias_of" not in next(v for v in listed if v["name"] == "heart")
     # hibari cannot clone: using the uploaded voice is a clear 400, not a silent fallback
     r = httpx.post(server.url + "/v1/audio/speech",
                    json={"model": "tts-1", "voice": "narrator", "input": "Hello.", "response_format": "wav"})

@@ -1,5 +1,5 @@
-"""Measurement helpers: clocks, summaries, text normalisation and error rates, memory peaks,
-machine and library descriptions. Pure Python + numpy + psutil; nothing here imports an engine.
+"""Measurement helpers: clocks, summaries, memory peaks, machine and library descriptions (error
+rates are re-exported from :mod:`voxbox.text.scoring`). Nothing here imports an engine.
 """
 
 from __future__ import annotations
@@ -7,15 +7,15 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
-import re
 import resource
 import sys
 import threading
 import time
-import unicodedata
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+
+from voxbox.text.scoring import cer, edit_distance, normalize_text, wer  # one implementation, re-exported
 
 __all__ = [
     "PeakMemory",
@@ -60,80 +60,6 @@ def percentiles(values: Sequence[float], qs: Sequence[int] = (50, 95, 99)) -> di
         return None
     arr = np.asarray(values, dtype=np.float64)
     return {f"p{q}": float(np.percentile(arr, q)) for q in qs}
-
-
-# --------------------------------------------------------------------------------------------
-# Text normalisation and error rates
-
-_NUMBER_WORDS = {
-    "0": "zero", "1": "one", "2": "two", "3": "three", "4": "four", "5": "five", "6": "six",
-    "7": "seven", "8": "eight", "9": "nine", "10": "ten", "11": "eleven", "12": "twelve",
-}
-_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'"})
-_DASHES = re.compile(r"[\u2010-\u2015\-/]+")
-_NON_WORD = re.compile(r"[^\w\s']+")
-_CONTRACTIONS = (
-    ("n't", " not"), ("'re", " are"), ("'ll", " will"), ("'ve", " have"), ("'m", " am"), ("'d", " would"),
-)
-
-
-def normalize_text(text: str) -> str:
-    """Lower-case, punctuation-free, single-spaced words: the form WER/CER are computed on.
-
-    Small and predictable on purpose (no spelling tables): NFKC, curly quotes folded, dashes and
-    slashes become spaces, common contractions expanded, other punctuation dropped, single
-    digits 0-12 spelled out so "2" and "two" agree.
-    """
-    t = unicodedata.normalize("NFKC", text).translate(_APOSTROPHES).lower()
-    t = _DASHES.sub(" ", t)
-    for short, long in _CONTRACTIONS:
-        t = t.replace(short, long)
-    t = _NON_WORD.sub(" ", t)
-    t = t.replace("'s ", "s ").replace("'", "")
-    words = [_NUMBER_WORDS.get(w, w) for w in t.split()]
-    return " ".join(words)
-
-
-def edit_distance(ref: Sequence[Any], hyp: Sequence[Any]) -> int:
-    """Levenshtein distance between two token sequences (vectorised one row at a time).
-
-    Row update: d[j] = min(prev[j] + 1, prev[j-1] + cost_j, d[j-1] + 1); the left-to-right
-    dependency is solved in closed form as ``j + cummin(a_k - k)``.
-    """
-    n, m = len(ref), len(hyp)
-    if n == 0:
-        return m
-    if m == 0:
-        return n
-    vocab: dict[Any, int] = {}
-    r = np.fromiter((vocab.setdefault(x, len(vocab)) for x in ref), dtype=np.int64, count=n)
-    h = np.fromiter((vocab.setdefault(x, len(vocab)) for x in hyp), dtype=np.int64, count=m)
-    idx = np.arange(m + 1, dtype=np.int64)
-    prev = idx.copy()
-    for i in range(1, n + 1):
-        a = np.empty(m + 1, dtype=np.int64)
-        a[0] = i
-        a[1:] = np.minimum(prev[1:] + 1, prev[:-1] + (h != r[i - 1]))
-        prev = idx + np.minimum.accumulate(a - idx)
-    return int(prev[m])
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    """Word error rate on normalised text, clipped to [0, 1] (an empty reference scores 0 or 1)."""
-    ref = normalize_text(reference).split()
-    hyp = normalize_text(hypothesis).split()
-    if not ref:
-        return 0.0 if not hyp else 1.0
-    return min(1.0, edit_distance(ref, hyp) / len(ref))
-
-
-def cer(reference: str, hypothesis: str) -> float:
-    """Character error rate on normalised text (spaces count), clipped to [0, 1]."""
-    ref = normalize_text(reference)
-    hyp = normalize_text(hypothesis)
-    if not ref:
-        return 0.0 if not hyp else 1.0
-    return min(1.0, edit_distance(ref, hyp) / len(ref))
 
 
 # --------------------------------------------------------------------------------------------

@@ -209,8 +209,8 @@ def run_http(task: str, scen: dict[str, Any], *, url: str, out_dir: Path, models
                     from voxbox.bench.metrics import cer, wer
 
                     row["hypothesis"] = item["_text"]
-                    row["quality"] = {"wer": wer(item["clip"].reference, item["_text"]),
-                                      "cer": cer(item["clip"].reference, item["_text"]), "method": "reference"}
+                    row["quality"] = {"wer": wer(item["clip"].reference, item["_text"], clip=True),
+                                      "cer": cer(item["clip"].reference, item["_text"], clip=True), "method": "reference"}
                 rows.append(row)
         results.append({"target": record, "rows": rows})
         on_event(tid, {"event": "done", "status": "ok", "reason": None})

@@ -293,7 +293,7 @@ def _quality(job: dict[str, Any], task: str, items: list[dict[str, Any]], rows: 
             row["hypothesis"] = out.text
             ref = item.get("reference")
             if ref:
-                row["quality"] = {"wer": wer(ref, out.text or ""), "cer": cer(ref, out.text or ""), "method": "reference"}
+                row["quality"] = {"wer": wer(ref, out.text or "", clip=True), "cer": cer(ref, out.text or "", clip=True), "method": "reference"}
             continue
         # TTS: keep the audio, then the round trip through the default ASR engine
         if audio_dir is not None and out.samples is not None:
@@ -315,7 +315,7 @@ def _quality(job: dict[str, Any], task: str, items: list[dict[str, Any]], rows: 
                                      temperature=0.0)
             hyp = " ".join(s.text.strip() for s in segs)
             row["hypothesis"] = hyp
-            row["quality"] = {"wer": wer(item["text"], hyp), "cer": cer(item["text"], hyp),
+            row["quality"] = {"wer": wer(item["text"], hyp, clip=True), "cer": cer(item["text"], hyp, clip=True),
                               "method": f"round-trip:{rt.get('engine', 'faster-whisper')}:{rt.get('model') or 'default'}"}
         except Exception as exc:  # noqa: BLE001
             row["quality"] = {"wer": None, "cer": None, "method": "round-trip", "error": f"{type(exc).__name__}: {exc}"}

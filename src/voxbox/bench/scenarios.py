@@ -104,10 +104,9 @@ class Clip:
 
 
 def clip_cache_dir() -> Path:
-    import os
+    from voxbox.paths import cache_dir
 
-    root = os.environ.get("VOXBOX_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "voxbox")
-    p = Path(root) / "bench" / "clips"
+    p = cache_dir() / "bench" / "clips"
     p.mkdir(parents=True, exist_ok=True)
     return p
 

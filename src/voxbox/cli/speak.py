@@ -59,6 +59,8 @@ def speak(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for the engine."),
     timings: bool = typer.Option(False, "--timings", help="Print per-stage timings to stderr."),
+    normalize: bool = typer.Option(True, "--normalize/--no-normalize",
+                                   help="Write out numbers, money, dates, units... before speaking (English hibari/piper)."),
 ) -> None:
     """Speak TEXT into an audio file, writing each sentence as soon as it is synthesized."""
     console = stderr_console()
@@ -73,7 +75,8 @@ def speak(
         check_output_file(output)
     entry = cli_entry("tts", engine, model)
     with cli_runtime(device, threads) as rt, rt.acquire(entry) as work:
-        stream = work.engine.stream(text, voice, speed, cancel=work.cancel)  # validates before any output
+        extra = {} if normalize else {"normalize": False}
+        stream = work.engine.stream(text, voice, speed, extra, cancel=work.cancel)  # validates before any output
         n_samples, total = _write(rt, work, stream, fmt, output, to_stdout, console)
         load = work.load_seconds
         name = work.engine.info.name

@@ -6,8 +6,8 @@ onnx-whisper engine (``--to onnx``). Both decode greedily (beam 1, temperature 0
 on previous text, no no-speech skipping) so the only difference left is the conversion itself.
 
 Reported: word error rate of the target against the source (corpus-level over all files, after
-lower-casing and dropping punctuation), wall time and real-time factor of each side (after one
-warm-up call), relative speed, and size on disk.
+Whisper's English normaliser, :mod:`voxbox.text.scoring`), wall time and real-time factor of each
+side (after one warm-up call), relative speed, and size on disk.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from voxbox.text import normalize_text, word_errors
+from voxbox.text.scoring import wer  # the one WER (Whisper's English normaliser); re-exported
 from voxbox.errors import BadInputError, VoxboxError
 from voxbox.types import Audio
 
@@ -48,19 +48,6 @@ def default_verify_audio() -> list[Path]:
         raise BadInputError(f"no verification audio in {assets}; pass --verify-audio FILE or --no-verify",
                             param="verify_audio")
     return files
-
-
-def wer(refs: list[str], hyps: list[str]) -> float:
-    """Corpus word error rate of ``hyps`` against ``refs`` after voxbox's text normalisation
-    (0.0 when both are empty, 1.0 when only the reference is)."""
-    edits = words = 0
-    for r, h in zip(refs, hyps):
-        e, n = word_errors(normalize_text(r), normalize_text(h))
-        edits += e
-        words += n
-    if words == 0:
-        return 0.0 if edits == 0 else 1.0
-    return edits / words
 
 
 @dataclass

@@ -26,12 +26,12 @@ before any streaming starts.
 
 from __future__ import annotations
 
-import re
 from typing import Any, Callable, Iterator, Protocol, TypeVar, Union, runtime_checkable
 
 import numpy as np
 
 from voxbox.errors import BadInputError, UnsupportedOperationError
+from voxbox.text.sentences import split_sentences  # re-exported: engines import it from here
 from voxbox.types import (
     Audio,
     AudioChunk,
@@ -182,28 +182,6 @@ class ASREngine(Protocol):
 
 
 Engine = Union[TTSEngine, ASREngine]
-
-
-_SENTENCE_END = re.compile(r"(?<=[.!?;:\u3002\uff01\uff1f])[\"'\u201d\u2019)\]]*\s+")
-
-
-def split_sentences(text: str, max_chars: int = 400) -> list[str]:
-    """Split text into sentences for streaming; long sentences are cut at commas or spaces."""
-    text = " ".join(text.split())
-    out: list[str] = []
-    for sent in _SENTENCE_END.split(text):
-        sent = sent.strip()
-        while len(sent) > max_chars:
-            cut = sent.rfind(", ", 0, max_chars)
-            if cut < max_chars // 3:
-                cut = sent.rfind(" ", 0, max_chars)
-            if cut <= 0:
-                cut = max_chars
-            out.append(sent[: cut + 1].strip())
-            sent = sent[cut + 1 :].strip()
-        if sent:
-            out.append(sent)
-    return out
 
 
 def validate_text(text: Any, max_chars: int = MAX_TEXT_CHARS) -> str:

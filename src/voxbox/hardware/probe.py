@@ -33,6 +33,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
+from voxbox.paths import cache_dir  # re-exported
+
 __all__ = ["ProbeCache", "ProbeResult", "ProbeSpec", "cache_dir", "run_probe", "run_probes"]
 
 Status = Literal["ok", "error", "hang", "slow", "silent_fallback", "skipped"]
@@ -243,14 +245,6 @@ def _judge(spec: ProbeSpec, child: dict[str, Any], wall: float, base: dict[str, 
 # ------------------------------------------------------------------------------------------------
 # cache
 # ------------------------------------------------------------------------------------------------
-
-def cache_dir() -> Path:
-    d = os.environ.get("VOXBOX_CACHE_DIR")
-    if d:
-        return Path(d)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "voxbox"
-
 
 class ProbeCache:
     """Probe verdicts on disk, one section per machine fingerprint (newest few kept)."""

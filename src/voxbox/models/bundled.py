@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from voxbox.errors import ChecksumMismatchError, EngineUnavailableError, ModelLoadError
+from voxbox.paths import cache_dir  # re-exported: callers import it from here
 
 __all__ = [
     "BUNDLES",
@@ -107,15 +108,6 @@ WHISPER_BASE_MODEL_BIN_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c
 _verified: dict[tuple[str, int, int, str], bool] = {}
 _verified_lock = threading.Lock()
 _concat_lock = threading.Lock()
-
-
-def cache_dir() -> Path:
-    """``$VOXBOX_CACHE_DIR``, else ``$XDG_CACHE_HOME/voxbox``, else ``~/.cache/voxbox``."""
-    d = os.environ.get("VOXBOX_CACHE_DIR")
-    if d:
-        return Path(d).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "voxbox"
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

@@ -70,6 +70,10 @@ class VoiceObject(BaseModel):
     name: str
     type: Literal["builtin", "uploaded"]
     models: list[str] = Field(default_factory=list)
+    #: For OpenAI voice names: the engine voice each model plays for it (model -> voice).
+    alias_of: dict[str, str] | None = None
+    #: What the engine says about its voices (e.g. that every OpenAI name sounds the same).
+    note: str | None = None
     sha256: str | None = None
     transcript: str | None = None
     created: int | None = None

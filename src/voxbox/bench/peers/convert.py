@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from voxbox.bench.peers.base import NotInstalled
+from voxbox.paths import cache_dir
 
 __all__ = ["ensure_ggml", "ensure_openai_checkpoint", "hf_state_dict_from_ct2", "hf_to_openai", "write_ggml"]
 
@@ -57,8 +58,7 @@ _HF_TO_OPENAI = (
 
 
 def _cache_root() -> Path:
-    root = os.environ.get("VOXBOX_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "voxbox")
-    p = Path(root) / "bench" / "peer-weights"
+    p = cache_dir() / "bench" / "peer-weights"
     p.mkdir(parents=True, exist_ok=True)
     return p
 

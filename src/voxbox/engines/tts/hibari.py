@@ -17,7 +17,8 @@ import numpy as np
 
 from dataclasses import dataclass
 
-from voxbox.engines.base import EncodedVoice, SpeechStream, VoiceArg, split_sentences, validate_speed, validate_text
+from voxbox.audio.tempo import split_speed, time_stretch
+from voxbox.engines.base import EncodedVoice, SpeechStream, VoiceArg, validate_speed, validate_text
 from voxbox.engines.spec import Capabilities, EngineSpec, LoadRequest, Options, build_options
 from voxbox.errors import (
     BadInputError,
@@ -27,12 +28,20 @@ from voxbox.errors import (
     UnsupportedOperationError,
     VoiceNotFoundError,
 )
+from voxbox.text import speech_sentences
 from voxbox.types import Audio, AudioChunk, CancelToken, ComponentSpec, EngineInfo, StageTimings
 
 __all__ = ["HibariEngine", "HibariLoadOptions", "HibariOptions", "OPENAI_VOICE_MAP", "SPEC", "load", "models", "voices"]
 
 SAMPLE_RATE = 24000
 DEFAULT_VOICE = "heart"
+#: Speeds hibari's own duration control meets: slowing down is exact (0.25 -> 0.25x, 0.5 -> 0.50x),
+#: speeding up falls short (1.25 -> 1.16x, 2 -> 1.82x, 4 -> 2.29x), so speeds above 1 are
+#: time-stretched (voxbox.audio.tempo) from the voice's normal pace.
+NATIVE_SPEED_RANGE = (0.25, 1.0)
+
+VOICE_NOTE = ("hibari: the hibari-tts wheel ships one voice (heart); the OpenAI voice names all play it and "
+              "sound the same. Other hibari voices (emma, fenrir, fable, kore) work once they are in hibari's cache.")
 
 #: OpenAI voice names -> hibari voices that are always available (the bundled one).
 OPENAI_VOICE_MAP: dict[str, str] = {
@@ -45,9 +54,11 @@ OPENAI_VOICE_MAP: dict[str, str] = {
 
 @dataclass(frozen=True)
 class HibariOptions(Options):
-    """Per-call options: ``seed`` for hibari's stochastic duration/noise (None = fresh randomness)."""
+    """Per-call options: ``seed`` for hibari's stochastic duration/noise (None = fresh randomness);
+    ``normalize`` runs voxbox's English text front-end (numbers, money, dates, URLs...) first."""
 
     seed: int | None = None
+    normalize: bool = True
 
 
 @dataclass(frozen=True)
@@ -107,7 +118,7 @@ class HibariEngine:
             default_voice=DEFAULT_VOICE,
             languages=("en",),
             max_concurrency=1,
-            extra={"openai_voices": dict(OPENAI_VOICE_MAP), "threads": self._threads},
+            extra={"openai_voices": dict(OPENAI_VOICE_MAP), "threads": self._threads, "voice_note": VOICE_NOTE},
         )
         default = self.resolve_voice(voice)
         self.info = dataclasses.replace(self.info, default_voice=default)
@@ -160,9 +171,10 @@ class HibariEngine:
         speed_v = validate_speed(speed)
         name = self.resolve_voice(voice)
         opts = build_options(HibariOptions, options, **kwargs)
-        seed = opts.seed
+        seed, normalize = opts.seed, opts.normalize
         tts = self._get(name)
-        sentences = split_sentences(text)
+        sentences = speech_sentences(text, language="en", normalize=normalize, engine="hibari")
+        speed_v, stretch = split_speed(speed_v, NATIVE_SPEED_RANGE)
 
         def gen(timings: StageTimings) -> Iterator[AudioChunk]:
             rng = np.random.default_rng(seed)
@@ -177,6 +189,9 @@ class HibariEngine:
                     samples = np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros(0, np.float32)
                 if samples.size == 0:
                     continue
+                if stretch != 1.0:
+                    with timings.measure("stretch"):
+                        samples = time_stretch(samples, SAMPLE_RATE, stretch)
                 yield AudioChunk(samples, SAMPLE_RATE, index=index, text=sent)
                 index += 1
 

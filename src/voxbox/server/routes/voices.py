@@ -36,17 +36,21 @@ async def list_voices(request: Request, model: str | None = None) -> dict[str, A
     """Built-in voices of loaded speech models (or of ``?model=``, loading it) and uploaded voices."""
     state = state_of(request)
     rt = state.runtime
-    builtin: dict[str, list[str]] = {}
+    builtin: dict[str, VoiceObject] = {}
     models = [m for m in rt.manager.loaded() if m.task == "tts"]
     if model is not None:
         models = [await rt.manager.load(rt.catalog.resolve(model, "tts"))]
     for m in models:
-        info = m.engine.info
-        names = list(info.voices) + sorted((info.extra or {}).get("openai_voices", {}) or {})
-        for name in names:
-            builtin.setdefault(name, []).append(m.name)
-    data = [VoiceObject(id=n, name=n, type="builtin", models=ms).model_dump(exclude_none=True)
-            for n, ms in builtin.items()]
+        info, label = m.engine.info, m.name
+        openai = (info.extra or {}).get("openai_voices", {}) or {}
+        for name in list(info.voices) + sorted(openai):
+            v = builtin.setdefault(name, VoiceObject(id=name, name=name, type="builtin"))
+            v.models.append(label)
+            if name in openai and openai[name] != name:
+                v.alias_of = {**(v.alias_of or {}), label: openai[name]}
+                note = (info.extra or {}).get("voice_note")
+                v.note = f"{v.note} {note}" if v.note and note else (note or v.note)
+    data = [v.model_dump(exclude_none=True) for v in builtin.values()]
     from voxbox.engines.registry import get_spec
 
     cloning = [e.name for e in rt.catalog.entries("tts") if get_spec(e.engine).capabilities.cloning]
