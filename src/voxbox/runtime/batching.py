@@ -1,0 +1,245 @@
+"""Batching across requests: one scheduler thread per loaded batchable model.
+
+An engine whose spec says ``capabilities.batchable`` exposes ``engine.batcher(config) ->
+Batcher``: the engine-specific part (static KV slots, prefill, one decoder step for every active
+sequence, diffusion steps of a bucket...). The runtime owns the policy (this module): which
+requests join, when a step runs, and what happens to callers who leave::
+
+    caller threads            scheduler thread (one per model)
+    engine.stream(...)  ──►   pending ──admit──► active sequences ──step──► outputs ──► caller queues
+      └ validates, then        (joins at the next step: continuous batching; an empty batch waits
+        submit() and read      up to window_ms for companions; finished and cancelled sequences
+        its queue              free their slot at once)
+
+Callers keep the engine's normal API: ``engine.stream()`` / ``engine.transcribe()`` validate as
+always, then hand the work to the scheduler and yield what it produces, so every front (CLI,
+HTTP, Realtime, Wyoming, Ray) gets batching without knowing it exists. The admission gate of a
+batched model admits ``max_batch`` requests at once (its capacity follows the batch capacity).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Generic, Iterator, Protocol, TypeVar
+
+from voxbox.errors import RequestCancelledError
+from voxbox.types import CancelToken
+
+__all__ = ["BatchConfig", "Batcher", "Scheduler", "SchedulerStats"]
+
+log = logging.getLogger("voxbox.runtime")
+R = TypeVar("R")
+O = TypeVar("O")
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    max_batch: int = 16  # sequences decoded together (slots)
+    window_ms: float = 5.0  # an empty batch waits this long for more requests before its first step
+
+
+class Batcher(Protocol[R, O]):
+    """The engine's side. Called from the scheduler thread only (no locking needed inside).
+
+    ``admit`` starts new sequences (encode/prefill them as one batch) and returns a handle per
+    request; ``step`` advances every active sequence once and returns ``(handle, outputs,
+    finished)`` for each sequence that produced output or finished; ``drop`` frees a sequence's
+    slot (finished or cancelled)."""
+
+    max_batch: int
+
+    def admit(self, requests: list[R]) -> list[Any]: ...
+
+    def step(self) -> list[tuple[Any, list[O], bool]]: ...
+
+    def drop(self, handle: Any) -> None: ...
+
+
+@dataclass
+class SchedulerStats:
+    steps: int = 0  # step() calls
+    admitted: int = 0  # requests admitted
+    joined_running: int = 0  # requests admitted while other sequences were mid-decode
+    max_active: int = 0  # the largest batch stepped
+    cancelled: int = 0
+    active: int = 0
+    pending: int = 0
+    batch_sizes: dict[int, int] = field(default_factory=dict)  # active sequences per step -> count
+
+
+class _Job(Generic[R]):
+    __slots__ = ("request", "cancel", "out", "handle", "done")
+
+    def __init__(self, request: R, cancel: CancelToken) -> None:
+        self.request = request
+        self.cancel = cancel
+        self.out: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.handle: Any = None
+        self.done = False
+
+
+_END = object()
+
+
+class _Failure:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class Scheduler(Generic[R, O]):
+    def __init__(self, batcher: Batcher[R, O], config: BatchConfig | None = None, *, name: str = "model") -> None:
+        self.batcher = batcher
+        self.config = config or BatchConfig(max_batch=batcher.max_batch)
+        self.name = name
+        self.stats = SchedulerStats()
+        self._pending: list[_Job[R]] = []
+        self._active: dict[int, _Job[R]] = {}  # id(handle) -> job
+        self._cond = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._loop, name=f"voxbox-batch-{name}", daemon=True)
+        self._thread.start()
+
+    @property
+    def max_batch(self) -> int:
+        return min(self.config.max_batch, self.batcher.max_batch)
+
+    # -- caller side ------------------------------------------------------------------------------------
+    def submit(self, request: R, cancel: CancelToken | None = None) -> Iterator[O]:
+        """Queue ``request``; iterate its outputs in the caller's thread. Closing the iterator (or
+        cancelling the token) frees the sequence's slot at the next step."""
+        job: _Job[R] = _Job(request, cancel or CancelToken())
+        with self._cond:
+            if self._stopped:
+                raise RequestCancelledError(f"model {self.name!r} was unloaded")
+            self._pending.append(job)
+            self._cond.notify_all()
+        return self._outputs(job)
+
+    def _outputs(self, job: _Job[R]) -> Iterator[O]:
+        try:
+            while True:
+                try:
+                    item = job.out.get(timeout=0.1)
+                except queue.Empty:
+                    job.cancel.check()
+                    continue
+                if item is _END:
+                    return
+                if isinstance(item, _Failure):
+                    raise item.exc
+                yield item
+        finally:
+            if not job.done:
+                job.cancel.cancel("the caller stopped reading")
+                with self._cond:
+                    self._cond.notify_all()
+
+    # -- scheduler thread -------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped and not self._pending and not self._active:
+                    self._cond.wait()
+                if self._stopped:
+                    self._fail_all(RequestCancelledError(f"model {self.name!r} was unloaded"))
+                    return
+                if self._pending and not self._active and self.config.window_ms > 0:
+                    # an empty batch: give companions a moment to arrive
+                    deadline = time.monotonic() + self.config.window_ms / 1000
+                    while len(self._pending) < self.max_batch and not self._stopped:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._cond.wait(left)
+                joining = self._take_pending()
+            self._reap_cancelled()
+            if joining:
+                self._admit(joining)
+            if self._active:
+                self._step()
+
+    def _take_pending(self) -> list[_Job[R]]:
+        free = self.max_batch - len(self._active)
+        live = [j for j in self._pending if not j.cancel.cancelled]
+        for j in self._pending:
+            if j.cancel.cancelled:
+                self._finish(j, RequestCancelledError(f"work stopped: {j.cancel.reason}"))
+                self.stats.cancelled += 1
+        taking, self._pending = live[:max(0, free)], live[max(0, free):]
+        self.stats.pending = len(self._pending)
+        return taking
+
+    def _admit(self, jobs: list[_Job[R]]) -> None:
+        running = bool(self._active)
+        try:
+            handles = self.batcher.admit([j.request for j in jobs])
+        except BaseException as exc:  # noqa: BLE001 - these requests fail; the others go on
+            log.warning("batch admit failed for %d request(s) of %s: %s", len(jobs), self.name, exc)
+            for j in jobs:
+                self._finish(j, exc)
+            return
+        for j, h in zip(jobs, handles):
+            j.handle = h
+            self._active[id(h)] = j
+        self.stats.admitted += len(jobs)
+        if running:
+            self.stats.joined_running += len(jobs)
+
+    def _step(self) -> None:
+        n = len(self._active)
+        self.stats.max_active = max(self.stats.max_active, n)
+        self.stats.batch_sizes[n] = self.stats.batch_sizes.get(n, 0) + 1
+        try:
+            results = self.batcher.step()
+        except BaseException as exc:  # noqa: BLE001 - a failed step fails the batch, not the server
+            log.error("batch step of %s failed: %s", self.name, exc)
+            for j in list(self._active.values()):
+                self._drop(j)
+                self._finish(j, exc)
+            return
+        self.stats.steps += 1
+        for handle, outputs, finished in results:
+            j = self._active.get(id(handle))
+            if j is None:
+                continue
+            for o in outputs:
+                j.out.put(o)
+            if finished:
+                self._drop(j)
+                self._finish(j, None)
+        self.stats.active = len(self._active)
+
+    def _reap_cancelled(self) -> None:
+        for j in [j for j in self._active.values() if j.cancel.cancelled]:
+            self._drop(j)
+            self._finish(j, RequestCancelledError(f"work stopped: {j.cancel.reason}"))
+            self.stats.cancelled += 1
+
+    def _drop(self, j: _Job[R]) -> None:
+        self._active.pop(id(j.handle), None)
+        try:
+            self.batcher.drop(j.handle)
+        except Exception:  # noqa: BLE001
+            log.exception("dropping a sequence of %s failed", self.name)
+
+    def _finish(self, j: _Job[R], exc: BaseException | None) -> None:
+        j.done = True
+        j.out.put(_END if exc is None else _Failure(exc))
+
+    def _fail_all(self, exc: BaseException) -> None:
+        for j in self._pending + list(self._active.values()):
+            self._finish(j, exc)
+        self._pending.clear()
+        self._active.clear()
+
+    def close(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        self._thread.join(timeout=5)
