@@ -101,12 +101,13 @@ def test_detect_without_torch_ct2_ort():
 def test_doctor_and_planner_without_backends():
     stdout = _run_without_backends('''
         import json
+        from voxbox.engines.placement import auto_device
+        from voxbox.engines.registry import ENGINES
         from voxbox.hardware.doctor import build_report
-        from voxbox.hardware.plan import resolve_device
-        r = build_report(probe=False)
+        r = build_report(ENGINES.values(), probe=False)
         print(json.dumps({"asr": r["asr_engine"], "warnings": r["warnings"],
                           "fw": r["plans"]["faster-whisper"]["placements"][0],
-                          "resolve": resolve_device(None, "faster-whisper")}))
+                          "resolve": auto_device("faster-whisper", ENGINES["faster-whisper"].components[0])}))
     ''')
     r = json.loads(stdout)
     assert r["asr"]["engine"] == "faster-whisper"

