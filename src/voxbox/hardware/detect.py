@@ -189,7 +189,8 @@ _CACHE: dict[str, MachineInfo] = {}
 _LOCK = threading.Lock()
 
 
-def detect(refresh: bool = False, backends: tuple[str, ...] = ("torch", "ctranslate2", "onnxruntime")) -> MachineInfo:
+def detect(refresh: bool = False,
+           backends: tuple[str, ...] = ("torch", "ctranslate2", "onnxruntime", "ggml")) -> MachineInfo:
     """Detect this machine (cached per process; ``refresh=True`` detects again)."""
     key = ",".join(backends)
     with _LOCK:
@@ -219,6 +220,10 @@ def _detect(backends: tuple[str, ...]) -> MachineInfo:
         found["ctranslate2"] = devices.ctranslate2_info()
     if "onnxruntime" in backends:
         found["onnxruntime"] = devices.onnxruntime_info()
+    if "ggml" in backends:
+        from voxbox.hardware.ggml import ggml_info
+
+        found["ggml"] = ggml_info()
 
     return MachineInfo(
         os=f"{platform.system()} {platform.release()}",
