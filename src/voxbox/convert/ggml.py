@@ -231,3 +231,54 @@ def bundled_ggml(name: str = "tiny.en") -> Path:
     if not out.is_file():
         ggml_from_ct2(ct2, out)
     return out
+
+
+#: bytes per block and elements per block of the ggml tensor types a whisper.cpp file may hold
+_GGML_TYPE_SIZES = {0: (4, 1), 1: (2, 1), 2: (18, 32), 3: (20, 32), 6: (22, 32), 7: (24, 32), 8: (34, 32),
+                    10: (84, 256), 11: (110, 256), 12: (144, 256), 13: (176, 256), 14: (210, 256), 30: (2, 1)}
+
+
+def check_ggml_file(path: str | Path) -> dict[str, int]:
+    """Walk a whisper.cpp ggml file's header, mel filters, vocabulary and tensor table without
+    reading the weights; raise ValueError on anything short or inconsistent. whisper.cpp itself
+    crashes (SIGSEGV) on a truncated file, so voxbox checks before handing one over."""
+    path = Path(path)
+    size = path.stat().st_size
+    keys = ("n_vocab", "n_audio_ctx", "n_audio_state", "n_audio_head", "n_audio_layer", "n_text_ctx",
+            "n_text_state", "n_text_head", "n_text_layer", "n_mels", "ftype")
+    with open(path, "rb") as f:
+        def ints(n: int) -> tuple[int, ...]:
+            raw = f.read(4 * n)
+            if len(raw) != 4 * n:
+                raise ValueError(f"{path.name} ends early (at byte {f.tell()} of {size})")
+            return struct.unpack(f"<{n}i", raw)
+
+        def skip(n: int) -> None:
+            if n < 0 or f.tell() + n > size:
+                raise ValueError(f"{path.name} ends early (needs {n} more bytes at byte {f.tell()} of {size})")
+            f.seek(n, os.SEEK_CUR)
+
+        if ints(1)[0] != GGML_MAGIC:
+            raise ValueError(f"{path.name} is not a whisper.cpp ggml model (wrong magic)")
+        hp = dict(zip(keys, ints(len(keys))))
+        n_mel, n_fft = ints(2)
+        skip(4 * n_mel * n_fft)
+        for _ in range(ints(1)[0]):
+            skip(ints(1)[0])
+        tensors = 0
+        while f.tell() < size:
+            n_dims, name_len, ttype = ints(3)
+            if not 0 < n_dims <= 4 or not 0 < name_len < 256 or ttype not in _GGML_TYPE_SIZES:
+                raise ValueError(f"{path.name}: bad tensor record at byte {f.tell() - 12} "
+                                 f"(dims {n_dims}, name length {name_len}, type {ttype})")
+            n = 1
+            for d in ints(n_dims):
+                n *= d
+            skip(name_len)
+            block_bytes, block = _GGML_TYPE_SIZES[ttype]
+            skip(n // block * block_bytes)
+            tensors += 1
+    if tensors == 0:
+        raise ValueError(f"{path.name} holds no tensors")
+    hp["tensors"] = tensors
+    return hp

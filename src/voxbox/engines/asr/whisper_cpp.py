@@ -90,6 +90,12 @@ def resolve_model_file(model: str | None) -> tuple[str, Path]:
                                  "tiny.en or base)", param="model")
     if not is_ggml_file(p):
         raise ModelLoadError(f"{p.name} is not a whisper.cpp ggml model (wrong magic)")
+    from voxbox.convert.ggml import check_ggml_file
+
+    try:
+        check_ggml_file(p)  # whisper.cpp crashes on a truncated file instead of failing
+    except (ValueError, OSError) as exc:
+        raise ModelLoadError(f"whisper.cpp could not load {p.name}: {exc}") from None
     return str(p), p
 
 
