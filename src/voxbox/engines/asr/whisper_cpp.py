@@ -262,7 +262,7 @@ class WhisperCppEngine:
                 text = pw.whisper_full_get_segment_text(c, i)
                 text = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
                 q.put((min(offset + pw.whisper_full_get_segment_t0(c, i) / 100.0, limit),
-                       min(offset + pw.whisper_full_get_segment_t1(c, i) / 100.0, limit), text.strip(),
+                       min(offset + pw.whisper_full_get_segment_t1(c, i) / 100.0, limit), text,
                        _words(pw, c, i, offset) if words else None))
 
         def work() -> None:
