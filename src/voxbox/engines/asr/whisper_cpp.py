@@ -53,6 +53,7 @@ class WhisperCppOptions(Options):
     no_speech_threshold: float | None = None
     vad_filter: bool | None = None  # skip non-speech (whisper.cpp's VAD with vad_model, else Silero via faster-whisper)
     max_segment_tokens: int | None = None
+    condition_on_previous_text: bool | None = None  # False by default (whisper.cpp's no_context)
 
     def check(self) -> None:
         for name in ("beam_size", "max_segment_tokens"):
@@ -225,6 +226,8 @@ class WhisperCppEngine:
             p["temperature_inc"] = o.temperature_increment
         if o.no_speech_threshold is not None:
             p["no_speech_thold"] = o.no_speech_threshold
+        if o.condition_on_previous_text is not None:
+            p["no_context"] = not o.condition_on_previous_text
         if o.max_segment_tokens is not None:
             p["max_tokens"] = o.max_segment_tokens
         if o.vad_filter and self.vad_model:
