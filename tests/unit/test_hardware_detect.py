@@ -63,7 +63,7 @@ def test_fixtures_load_and_round_trip(path):
 
 BLOCKER = textwrap.dedent('''
     import importlib.abc, sys
-    BLOCKED = {"torch", "ctranslate2", "onnxruntime", "pynvml"}
+    BLOCKED = {"torch", "ctranslate2", "onnxruntime", "pynvml", "pywhispercpp", "_pywhispercpp"}
     class Block(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
             if name.split(".")[0] in BLOCKED:

@@ -36,7 +36,7 @@ def test_doctor_json_no_probe(capsys):
     assert r["probe_mode"] == "none" and r["probes"] == []
     for key in ("machine", "fingerprint", "quirks", "asr_engine", "plans", "env", "warnings"):
         assert key in r
-    assert set(r["machine"]["backends"]) == {"torch", "ctranslate2", "onnxruntime"}
+    assert set(r["machine"]["backends"]) == {"torch", "ctranslate2", "onnxruntime", "ggml"}
     fw = r["plans"]["faster-whisper"]["placements"][0]
     assert fw["reason"] and fw["device"]
 

@@ -66,7 +66,7 @@ def hf_to_openai(hf: dict[str, np.ndarray]) -> tuple[dict[str, int], dict[str, n
     for key, value in hf.items():
         if key == "proj_out.weight":  # tied to the token embedding in openai-whisper
             continue
-        k = key[len("model."):] if key.startswith("model.") else key
+        k = key.removeprefix("model.")
         for h, o in _HF_TO_OPENAI:
             k = k.replace(h, o)
         sd[k] = value
@@ -159,9 +159,8 @@ def write_ggml(dims: dict[str, int], sd: dict[str, np.ndarray], tokens: list[byt
     tmp = out.with_name(out.name + ".tmp")
     with open(tmp, "wb") as f:
         f.write(struct.pack("i", GGML_MAGIC))
-        for key in ("n_vocab", "n_audio_ctx", "n_audio_state", "n_audio_head", "n_audio_layer", "n_text_ctx",
-                    "n_text_state", "n_text_head", "n_text_layer", "n_mels"):
-            f.write(struct.pack("i", int(dims[key])))
+        f.writelines(struct.pack("i", int(dims[key])) for key in ("n_vocab", "n_audio_ctx", "n_audio_state", "n_audio_head", "n_audio_layer", "n_text_ctx",
+                    "n_text_state", "n_text_head", "n_text_layer", "n_mels"))
         f.write(struct.pack("i", int(use_f16)))
         f.write(struct.pack("ii", *filters.shape))
         f.write(filters.astype("<f4").tobytes())

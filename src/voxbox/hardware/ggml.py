@@ -47,9 +47,9 @@ def parse_backends(system_info_text: str = "", library_names: list[str] | tuple[
         if canon:
             found.add(canon)
     for lib in library_names:
-        m = _LIB.search(lib)
-        if m and m.group(1).lower() in GPU_BACKENDS:
-            found.add(GPU_BACKENDS[m.group(1).lower()])
+        hit = _LIB.search(lib)
+        if hit and hit.group(1).lower() in GPU_BACKENDS:
+            found.add(GPU_BACKENDS[hit.group(1).lower()])
     return sorted(found)
 
 

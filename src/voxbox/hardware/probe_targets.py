@@ -11,6 +11,7 @@ import base64
 import os
 import time
 import zlib
+from pathlib import Path
 from typing import Any
 
 # A 64x64 MatMul + Relu ONNX model (opset 13), zlib + base64: no onnx package needed to probe ORT.
@@ -165,7 +166,7 @@ def _ggml_run(path: str, use_gpu: bool, gpu_device: int, samples: Any, tokens: i
         model = Model(path, redirect_whispercpp_logs_to=log.name, context_params={"use_gpu": use_gpu, "gpu_device": gpu_device},
                       n_threads=max(1, min(4, os.cpu_count() or 1)), print_progress=False, single_segment=True,
                       max_tokens=tokens, temperature_inc=0.0, no_timestamps=True, language="en")
-        backend = backend_in_use(open(log.name).read())
+        backend = backend_in_use(Path(log.name).read_text(errors="replace"))
     model.transcribe(samples)  # warm-up
     t0 = time.perf_counter()
     model.transcribe(samples)

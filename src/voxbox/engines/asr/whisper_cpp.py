@@ -25,16 +25,32 @@ import os
 import queue
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from voxbox.engines.base import cancellable, validate_asr_call
-from voxbox.engines.spec import Capabilities, EngineSpec, LoadRequest, Options, build_options
+from voxbox.engines.spec import (
+    Capabilities,
+    EngineSpec,
+    LoadRequest,
+    Options,
+    build_options,
+)
 from voxbox.errors import BadInputError, DeviceError, ModelLoadError, ModelNotFoundError
-from voxbox.types import Audio, CancelToken, ComponentSpec, EngineInfo, Segment, StageTimings, TranscriptionInfo, Word
+from voxbox.types import (
+    Audio,
+    CancelToken,
+    ComponentSpec,
+    EngineInfo,
+    Segment,
+    StageTimings,
+    TranscriptionInfo,
+    Word,
+)
 
 __all__ = ["SPEC", "WhisperCppEngine", "WhisperCppLoadOptions", "WhisperCppOptions", "load", "resolve_model_file"]
 
