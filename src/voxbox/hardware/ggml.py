@@ -32,7 +32,10 @@ _INFO = re.compile(r"(?:^|\|)\s*([A-Za-z]+)\s*:", re.MULTILINE)
 def _package_dirs() -> list[Path]:
     dirs: list[Path] = []
     for name in ("pywhispercpp", "_pywhispercpp"):
-        spec = importlib.util.find_spec(name)
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
         if spec is not None and spec.origin:
             base = Path(spec.origin).parent
             dirs += [base, base.parent / "pywhispercpp.libs"]
@@ -80,7 +83,11 @@ def backend_in_use(log_text: str) -> str:
 
 def ggml_info() -> BackendInfo:
     """Detection record for the ``ggml`` backend (whisper.cpp through pywhispercpp)."""
-    if importlib.util.find_spec("pywhispercpp") is None:
+    try:
+        found = importlib.util.find_spec("pywhispercpp") is not None
+    except (ImportError, ValueError) as exc:  # a broken or blocked install
+        return BackendInfo("ggml", installed=False, error=f"pywhispercpp cannot be imported: {exc}")
+    if not found:
         return BackendInfo("ggml", installed=False, error="pywhispercpp is not installed")
     from importlib.metadata import PackageNotFoundError, version
 
