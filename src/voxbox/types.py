@@ -155,6 +155,9 @@ class ComponentSpec:
     backend: str = "torch"  # "torch", "ctranslate2", "onnxruntime"
     kind: str = "transformer"  # "transformer", "conv", "vocoder", ... (quirks match on it)
     overhead_bytes: int = 0  # activations / KV caches beyond the weights
+    #: Device kinds the planner picks without being asked (None: any of ``devices``); a voice that is
+    #: faster than real time on one core declares ("cpu",) and goes to a GPU only when pinned there.
+    auto_devices: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

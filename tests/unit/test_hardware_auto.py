@@ -1,4 +1,4 @@
-"""auto_placement: what GPU engines follow for device "auto", from recorded machines."""
+"""auto_plan: what GPU engines follow for device "auto", from recorded machines."""
 
 from __future__ import annotations
 
@@ -6,14 +6,15 @@ from pathlib import Path
 
 import pytest
 
+from voxbox.engines.placement import auto_plan
+from voxbox.engines.registry import ENGINES
 from voxbox.hardware.detect import load_machine
-from voxbox.hardware.plan import auto_placement
 
 MACHINES = Path(__file__).resolve().parents[1] / "data" / "machines"
 
 
 def _placements(engine: str, machine: str) -> dict[str, tuple[str, str]]:
-    plan = auto_placement(engine, machine=load_machine(MACHINES / f"{machine}.json"))
+    plan = auto_plan(engine, ENGINES[engine].components, machine=load_machine(MACHINES / f"{machine}.json"))
     return {p.component: (p.device, p.dtype) for p in plan.placements}
 
 
@@ -37,6 +38,6 @@ def test_rtx5090_keeps_transformers_on_gpu_bf16() -> None:
 
 
 def test_reasons_are_sentences() -> None:
-    plan = auto_placement("echo-tts", machine=load_machine(MACHINES / "strix-halo-gfx1151.json"))
+    plan = auto_plan("echo-tts", ENGINES["echo-tts"].components, machine=load_machine(MACHINES / "strix-halo-gfx1151.json"))
     for p in plan.placements:
         assert p.reason and p.reason.endswith("."), p

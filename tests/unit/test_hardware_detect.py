@@ -63,7 +63,7 @@ def test_fixtures_load_and_round_trip(path):
 
 BLOCKER = textwrap.dedent('''
     import importlib.abc, sys
-    BLOCKED = {"torch", "ctranslate2", "onnxruntime", "pynvml"}
+    BLOCKED = {"torch", "ctranslate2", "onnxruntime", "pynvml", "pywhispercpp", "_pywhispercpp"}
     class Block(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
             if name.split(".")[0] in BLOCKED:
@@ -101,12 +101,13 @@ def test_detect_without_torch_ct2_ort():
 def test_doctor_and_planner_without_backends():
     stdout = _run_without_backends('''
         import json
+        from voxbox.engines.placement import auto_device
+        from voxbox.engines.registry import ENGINES
         from voxbox.hardware.doctor import build_report
-        from voxbox.hardware.plan import resolve_device
-        r = build_report(probe=False)
+        r = build_report(ENGINES.values(), probe=False)
         print(json.dumps({"asr": r["asr_engine"], "warnings": r["warnings"],
                           "fw": r["plans"]["faster-whisper"]["placements"][0],
-                          "resolve": resolve_device(None, "faster-whisper")}))
+                          "resolve": auto_device("faster-whisper", ENGINES["faster-whisper"].components[0])}))
     ''')
     r = json.loads(stdout)
     assert r["asr"]["engine"] == "faster-whisper"

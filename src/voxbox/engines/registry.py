@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, cast
 
-from voxbox.engines.asr import faster_whisper, onnx_whisper, torch_whisper
+from voxbox.engines.asr import faster_whisper, onnx_whisper, torch_whisper, whisper_cpp
 from voxbox.engines.base import ASREngine, Engine, TTSEngine
 from voxbox.engines.spec import EngineSpec, LoadRequest, missing_modules
 from voxbox.engines.tts import echo, fish_s2, hibari, piper
@@ -27,6 +27,7 @@ _BUILTIN: tuple[EngineSpec[Any, Any], ...] = (
     faster_whisper.SPEC,
     torch_whisper.SPEC,
     onnx_whisper.SPEC,
+    whisper_cpp.SPEC,
     echo.SPEC,
     fish_s2.SPEC,
 )

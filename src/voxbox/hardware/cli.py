@@ -2,28 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 
 def doctor(
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
-    probe: Optional[bool] = typer.Option(
+    probe: bool | None = typer.Option(
         None, "--probe/--no-probe",
         help="--probe runs real probes now (child processes with a watchdog) and caches them; "
              "--no-probe uses detection and quirks only. Default: use cached probe verdicts."),
-    machine: Optional[str] = typer.Option(
+    machine: str | None = typer.Option(
         None, "--machine", help="Plan for a recorded machine description, or replay a saved `doctor --json` report."),
     timeout: float = typer.Option(90.0, "--timeout", help="Watchdog seconds per probe."),
 ) -> None:
     """Check this machine: GPUs, what each backend sees, probes, the plan per engine, env vars, warnings."""
     import sys
 
+    from voxbox.engines.registry import ENGINES
     from voxbox.hardware.doctor import build_report, render_report, report_to_json
 
     progress = None if json_out else (lambda msg: print(f"... {msg}", file=sys.stderr, flush=True))
-    report = build_report(probe=probe, machine_path=machine, timeout_s=timeout, progress=progress)
+    report = build_report(ENGINES.values(), probe=probe, machine_path=machine, timeout_s=timeout, progress=progress)
     if json_out:
         print(report_to_json(report))
     else:

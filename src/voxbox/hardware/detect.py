@@ -9,13 +9,10 @@ exactly as from a live detection. ``detect()`` is cached in-process; ``refresh=T
 
 from __future__ import annotations
 
-import ctypes
-import glob
 import hashlib
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import threading
@@ -153,7 +150,7 @@ class MachineInfo:
         return json.dumps(self.to_dict(), indent=kw.pop("indent", 2), **kw)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "MachineInfo":
+    def from_dict(cls, d: dict[str, Any]) -> MachineInfo:
         d = dict(d)
         d.pop("_comment", None)
         cpu = CPUInfo(**d.pop("cpu"))
@@ -192,7 +189,8 @@ _CACHE: dict[str, MachineInfo] = {}
 _LOCK = threading.Lock()
 
 
-def detect(refresh: bool = False, backends: tuple[str, ...] = ("torch", "ctranslate2", "onnxruntime")) -> MachineInfo:
+def detect(refresh: bool = False,
+           backends: tuple[str, ...] = ("torch", "ctranslate2", "onnxruntime", "ggml")) -> MachineInfo:
     """Detect this machine (cached per process; ``refresh=True`` detects again)."""
     key = ",".join(backends)
     with _LOCK:
@@ -207,6 +205,7 @@ def detect(refresh: bool = False, backends: tuple[str, ...] = ("torch", "ctransl
 
 def _detect(backends: tuple[str, ...]) -> MachineInfo:
     from voxbox import __version__
+    from voxbox.hardware import devices
 
     ram_total, ram_avail = _ram()
     drivers: dict[str, str | None] = {}
@@ -214,13 +213,17 @@ def _detect(backends: tuple[str, ...]) -> MachineInfo:
     gpus: list[GPUInfo] = []
 
     if "torch" in backends:
-        found["torch"], gpus = _torch(drivers)
-    _nvidia_driver(drivers, gpus)
-    _amd_sysfs(drivers, gpus)
+        found["torch"], gpus = devices.torch_info(drivers)
+    devices.nvidia_gpus(drivers, gpus)
+    devices.amd_sysfs_gpus(drivers, gpus)
     if "ctranslate2" in backends:
-        found["ctranslate2"] = _ctranslate2()
+        found["ctranslate2"] = devices.ctranslate2_info()
     if "onnxruntime" in backends:
-        found["onnxruntime"] = _onnxruntime()
+        found["onnxruntime"] = devices.onnxruntime_info()
+    if "ggml" in backends:
+        from voxbox.hardware.ggml import ggml_info
+
+        found["ggml"] = ggml_info()
 
     return MachineInfo(
         os=f"{platform.system()} {platform.release()}",
@@ -241,7 +244,7 @@ def _ram() -> tuple[int, int]:
 
         vm = psutil.virtual_memory()
         return int(vm.total), int(vm.available)
-    except Exception:  # pragma: no cover - psutil is a dependency
+    except Exception:  # pragma: no cover - psutil is a dependency  # noqa: BLE001 - best-effort detection: a failing query is reported, never fatal
         try:
             pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
             avail = os.sysconf("SC_AVPHYS_PAGES")
@@ -267,9 +270,9 @@ def _cpu() -> CPUInfo:
             flags = set(v.split())
     if sys.platform == "darwin":  # pragma: no cover - not in CI
         try:
-            model = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True,
+            model = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, check=False,
                                    text=True, timeout=2).stdout.strip() or model
-        except Exception:
+        except Exception:  # noqa: BLE001, S110 - best-effort detection: a failing query is reported, never fatal
             pass
         if arch == "arm64":
             flags |= {"asimd"}
@@ -289,7 +292,7 @@ def _cpu() -> CPUInfo:
         import psutil
 
         physical = psutil.cpu_count(logical=False)
-    except Exception:
+    except Exception:  # noqa: BLE001, S110 - best-effort detection: a failing query is reported, never fatal
         pass
     return CPUInfo(model=model, arch=arch, physical_cores=physical, logical_cores=logical,
                    usable_cores=usable, features=features)
@@ -303,196 +306,3 @@ def _cgroup_cpus() -> int | None:
     except (OSError, ValueError):
         pass
     return None
-
-
-def _short_error(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
-
-
-def _torch(drivers: dict[str, str | None]) -> tuple[BackendInfo, list[GPUInfo]]:
-    try:
-        import torch
-    except Exception as exc:  # ImportError, or a broken install (missing .so)
-        return BackendInfo("torch", installed=False, error=_short_error(exc)), []
-    gpus: list[GPUInfo] = []
-    hip = getattr(torch.version, "hip", None)
-    cuda = getattr(torch.version, "cuda", None)
-    build = "rocm" if hip else "cuda" if cuda else "cpu"
-    details: dict[str, Any] = {"cuda_version": cuda, "hip_version": hip}
-    error = None
-    if build == "cpu" and getattr(torch.backends, "mps", None) is not None:
-        try:
-            if torch.backends.mps.is_available():
-                build = "mps"
-        except Exception:
-            pass
-    try:
-        if build in ("cuda", "rocm"):
-            details["arch_list"] = list(torch.cuda.get_arch_list())
-            n = torch.cuda.device_count()
-            details["device_count"] = n
-            if hip:
-                drivers["hip"] = str(hip)
-            if cuda:
-                drivers["cuda_runtime"] = str(cuda)
-            for i in range(n):
-                p = torch.cuda.get_device_properties(i)
-                free = None
-                if hip or not _nvml_available():  # NVML reads free memory without a CUDA context
-                    try:
-                        free, _total = torch.cuda.mem_get_info(i)
-                    except Exception:
-                        pass
-                gcn = getattr(p, "gcnArchName", None) if hip else None
-                arch = (gcn.split(":")[0] if gcn else None) if hip else f"sm_{p.major}{p.minor}"
-                integrated = bool(getattr(p, "is_integrated", False))
-                gpus.append(GPUInfo(
-                    index=i, vendor="amd" if hip else "nvidia", name=p.name, arch=arch,
-                    compute_capability=None if hip else f"{p.major}.{p.minor}",
-                    total_memory=int(p.total_memory), free_memory=None if free is None else int(free),
-                    unified_memory=integrated or (arch in AMD_APU_ARCHS),
-                    multiprocessors=getattr(p, "multi_processor_count", None),
-                ))
-        else:
-            details["device_count"] = 0
-    except Exception as exc:
-        error = _short_error(exc)
-    details["threads"] = torch.get_num_threads()
-    return BackendInfo("torch", installed=True, version=str(torch.__version__), build=build,
-                       details=details, error=error), gpus
-
-
-def _nvml_available() -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec("pynvml") is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def _nvidia_driver(drivers: dict[str, str | None], gpus: list[GPUInfo]) -> None:
-    """Driver versions (and GPUs torch cannot see) from NVML, falling back to nvidia-smi."""
-    if not (os.path.exists("/proc/driver/nvidia/version") or shutil.which("nvidia-smi")):
-        return
-    rows: list[tuple[str, int, int | None]] = []
-    try:
-        import pynvml  # nvidia-ml-py
-
-        pynvml.nvmlInit()
-        try:
-            drivers["nvidia"] = _s(pynvml.nvmlSystemGetDriverVersion())
-            v = pynvml.nvmlSystemGetCudaDriverVersion()
-            drivers["cuda_driver"] = f"{v // 1000}.{(v % 1000) // 10}"
-            for i in range(pynvml.nvmlDeviceGetCount()):
-                h = pynvml.nvmlDeviceGetHandleByIndex(i)
-                mem = pynvml.nvmlDeviceGetMemoryInfo(h)
-                rows.append((_s(pynvml.nvmlDeviceGetName(h)), int(mem.total), int(mem.free)))
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:
-        smi = shutil.which("nvidia-smi")
-        if smi:
-            try:
-                out = subprocess.run(
-                    [smi, "--query-gpu=name,memory.total,memory.free,driver_version", "--format=csv,noheader,nounits"],
-                    capture_output=True, text=True, timeout=10).stdout
-                for line in out.strip().splitlines():
-                    name, tot, free, drv = [x.strip() for x in line.split(",")]
-                    rows.append((name, int(float(tot)) * 1024**2, int(float(free)) * 1024**2))
-                    drivers["nvidia"] = drv
-                head = subprocess.run([smi], capture_output=True, text=True, timeout=10).stdout
-                if "CUDA Version:" in head:
-                    drivers["cuda_driver"] = head.split("CUDA Version:")[1].split()[0]
-            except Exception:
-                pass
-    nv_torch = [g for g in gpus if g.vendor == "nvidia"]
-    for i, (name, total, free) in enumerate(rows):
-        if i < len(nv_torch):
-            if nv_torch[i].free_memory is None:
-                nv_torch[i].free_memory = free
-            continue
-        gpus.append(GPUInfo(index=len(gpus), vendor="nvidia", name=name, total_memory=total, free_memory=free,
-                            torch_visible=False, source="nvml"))
-
-
-def _s(x: Any) -> str:
-    return x.decode() if isinstance(x, bytes) else str(x)
-
-
-def _amd_sysfs(drivers: dict[str, str | None], gpus: list[GPUInfo]) -> None:
-    """AMD GPUs from /sys (no ROCm needed) and the ROCm version from /opt/rocm."""
-    for f in ("/opt/rocm/.info/version", "/opt/rocm/.info/version-dev"):
-        try:
-            drivers["rocm"] = Path(f).read_text().strip()
-            break
-        except OSError:
-            continue
-    cards = sorted(glob.glob("/sys/class/drm/card[0-9]*/device/vendor"))
-    amd_torch = [g for g in gpus if g.vendor == "amd"]
-    n = 0
-    for vf in cards:
-        if "-" in vf.split("/")[4]:
-            continue  # connectors (card0-DP-1)
-        try:
-            if Path(vf).read_text().strip() != "0x1002":
-                continue
-            dev = Path(vf).parent
-            total = int((dev / "mem_info_vram_total").read_text())
-            used = int((dev / "mem_info_vram_used").read_text())
-        except (OSError, ValueError):
-            continue
-        if n < len(amd_torch):
-            n += 1
-            continue
-        n += 1
-        gpus.append(GPUInfo(index=len(gpus), vendor="amd", name=f"AMD GPU ({dev.name})", total_memory=total,
-                            free_memory=total - used, torch_visible=False, source="sysfs"))
-
-
-def _ctranslate2() -> BackendInfo:
-    try:
-        import ctranslate2
-    except Exception as exc:
-        return BackendInfo("ctranslate2", installed=False, error=_short_error(exc))
-    details: dict[str, Any] = {}
-    error = None
-    try:
-        details["cpu_compute_types"] = sorted(ctranslate2.get_supported_compute_types("cpu"))
-        n = ctranslate2.get_cuda_device_count()
-        details["cuda_device_count"] = n
-        details["cuda_compute_types"] = [sorted(ctranslate2.get_supported_compute_types("cuda", i)) for i in range(n)]
-        if n:
-            details["libcublas12"] = _can_load("libcublas.so.12")
-    except Exception as exc:
-        error = _short_error(exc)
-    return BackendInfo("ctranslate2", installed=True, version=getattr(ctranslate2, "__version__", None),
-                       build="cuda" if details.get("cuda_device_count") else "cpu", details=details, error=error)
-
-
-def _can_load(soname: str) -> bool:
-    if sys.platform != "linux":
-        return True
-    try:
-        ctypes.CDLL(soname)
-        return True
-    except OSError:
-        return False
-
-
-def _onnxruntime() -> BackendInfo:
-    try:
-        import onnxruntime as ort
-    except Exception as exc:
-        return BackendInfo("onnxruntime", installed=False, error=_short_error(exc))
-    details: dict[str, Any] = {}
-    error = None
-    try:
-        details["providers"] = list(ort.get_available_providers())
-        details["device"] = ort.get_device()
-    except Exception as exc:
-        error = _short_error(exc)
-    gpu = any(p in details.get("providers", []) for p in ("CUDAExecutionProvider", "ROCMExecutionProvider",
-                                                             "MIGraphXExecutionProvider", "TensorrtExecutionProvider"))
-    return BackendInfo("onnxruntime", installed=True, version=getattr(ort, "__version__", None),
-                       build="gpu" if gpu else "cpu", details=details, error=error)

@@ -1,6 +1,6 @@
 """Safe probes: a tiny real inference in a child process, with a watchdog and a memory guard.
 
-A probe runs ``module:function`` (see :mod:`voxbox.hardware.targets`) in a fresh Python child
+A probe runs ``module:function`` (see :mod:`voxbox.hardware.probe_targets`) in a fresh Python child
 (``subprocess``, own process group), so a hang, a segfault or a runaway allocation cannot take
 the caller with it. Verdicts:
 
@@ -28,10 +28,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 from voxbox.paths import cache_dir  # re-exported
 
@@ -95,7 +96,7 @@ class ProbeResult:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ProbeResult":
+    def from_dict(cls, d: dict[str, Any]) -> ProbeResult:
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -158,13 +159,13 @@ def _default_memory_limit() -> int:
         import psutil
 
         return int(psutil.virtual_memory().available * 0.9)
-    except Exception:  # pragma: no cover
+    except Exception:  # pragma: no cover  # noqa: BLE001 - no readable limit: no memory guard
         return 1 << 62
 
 
 def _execute(spec: ProbeSpec) -> ProbeResult:
-    base = dict(target=spec.target, device=spec.device, dtype=spec.dtype, engine=spec.engine,
-                component=spec.component, at=_now())
+    base: dict[str, Any] = {"target": spec.target, "device": spec.device, "dtype": spec.dtype,
+                            "engine": spec.engine, "component": spec.component, "at": _now()}
     limit = spec.memory_limit_bytes or _default_memory_limit()
     with tempfile.TemporaryDirectory(prefix="voxbox-probe-") as tmp:
         spec_path, result_path, log_path = (os.path.join(tmp, n) for n in ("spec.json", "result.json", "log.txt"))
@@ -190,8 +191,8 @@ def _execute(spec: ProbeSpec) -> ProbeResult:
                     seen = _tree(proc.pid) or seen
                     rss = _rss(seen)
                     if rss > limit:
-                        verdict = ("error", f"memory guard: the child used {rss / 2**20:.0f} MiB "
-                                            f"(limit {limit / 2**20:.0f} MiB); it was killed")
+                        verdict = ("error", (f"memory guard: the child used {rss / 2**20:.0f} MiB "
+                                             f"(limit {limit / 2**20:.0f} MiB); it was killed"))
                         break
                     next_mem = now + 0.1
                 time.sleep(0.02)

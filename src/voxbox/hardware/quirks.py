@@ -9,9 +9,10 @@ With ``partial=True`` conditions on fields the context leaves unset are skipped,
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Iterable
+from typing import Any
 
 from voxbox.hardware.detect import GPUInfo, MachineInfo
 

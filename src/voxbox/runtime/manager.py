@@ -41,7 +41,7 @@ Key = tuple[str, str | None]  # (engine name, model for its factory; None = its 
 
 def estimate_bytes(components: list[ComponentSpec] | tuple[ComponentSpec, ...]) -> int:
     """Memory a model needs: each component's params at its first (preferred) dtype plus overhead."""
-    from voxbox.hardware.plan import bytes_for
+    from voxbox.hardware.memory import bytes_for
 
     return sum(bytes_for(c, c.dtypes[0] if c.dtypes else "float32") for c in components)
 

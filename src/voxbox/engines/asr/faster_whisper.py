@@ -178,9 +178,9 @@ def pick_device(device: str = "auto", dtype: str | None = None) -> tuple[str, in
         # The hardware planner decides first: it knows cached probe verdicts and quirks (e.g. the
         # PyPI CT2 wheel on a CUDA 13 machine counts a GPU, then fails at the first GEMM). With no
         # verdict yet, a cheap check plus the real warm-up in load() is the in-process probe.
-        from voxbox.hardware.plan import resolve_device
+        from voxbox.engines.placement import auto_device
 
-        planned, planned_dtype, _ = resolve_device(None, "faster-whisper")
+        planned, planned_dtype, _ = auto_device("faster-whisper", SPEC.components[0])
         if planned.startswith("cuda"):
             device, dtype = "cuda", dtype or planned_dtype
         else:

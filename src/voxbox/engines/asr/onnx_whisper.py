@@ -124,18 +124,18 @@ def pick_providers(device: str = "auto", available: list[str] | None = None) -> 
 
 def _resolve_device(device: str, params: int) -> tuple[str, str]:
     """(device, reason): an explicit device is kept; ``auto`` asks the hardware planner
-    (:func:`voxbox.hardware.plan.resolve_device`), which knows which GPUs ONNX Runtime's providers
+    (:func:`voxbox.engines.placement.auto_device`), which knows which GPUs ONNX Runtime's providers
     can drive; without the planner, ``auto`` stays ``auto`` (first GPU provider, else CPU)."""
     if device not in (None, "", "auto"):
         return device, f"device {device} was requested explicitly"
     try:
-        from voxbox.hardware.plan import resolve_device
+        from voxbox.engines.placement import auto_device
     except ImportError:
         return "auto", "no hardware planner; first available execution provider"
     comp = ComponentSpec("whisper", params=params, devices=("cpu", "cuda", "rocm"), dtypes=("float32",),
                          backend="onnxruntime", kind="transformer", overhead_bytes=300 << 20)
     try:
-        dev, _dtype, reason = resolve_device("auto", "onnx-whisper", comp)
+        dev, _dtype, reason = auto_device("onnx-whisper", comp)
     except Exception as exc:  # noqa: BLE001 - the planner is advisory; ORT's providers decide
         return "auto", f"planner failed ({type(exc).__name__}); first available execution provider"
     return str(dev or "auto"), str(reason)

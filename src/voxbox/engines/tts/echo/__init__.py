@@ -89,7 +89,6 @@ class EchoLoadOptions(Options):
     pca_file: str | None = None
 
 COMPONENTS = ("text_encoder", "speaker_encoder", "dit", "autoencoder")
-_CONV = frozenset({"autoencoder"})
 
 
 def parse_placement(device: str | None = "auto", dtype: str | None = None,
@@ -99,7 +98,7 @@ def parse_placement(device: str | None = "auto", dtype: str | None = None,
     puts every component there (transformers bfloat16 on a GPU unless ``dtype``, autoencoder float32,
     upstream's choice); ``placement`` pins components as ``"cuda:float16"``, ``"cpu"``,
     ``("cpu", "float32")`` or ``{"device": ..., "dtype": ...}``."""
-    placed = resolve_placement("echo-tts", COMPONENTS, conv=_CONV, device=device, dtype=dtype, placement=placement,
+    placed = resolve_placement("echo-tts", SPEC.components, device=device, dtype=dtype, placement=placement,
                                follows={"speaker_encoder": "text_encoder"})
     return {comp: (p.device, p.dtype) for comp, p in placed.items()}
 

@@ -103,7 +103,6 @@ class FishLoadOptions(Options):
     eos_check: int | None = None
 
 COMPONENTS = ("slow_ar", "fast_ar", "codec")
-_CONV = frozenset({"codec"})
 
 
 def parse_placement(device: Any = "auto", dtype: Any = None,
@@ -112,7 +111,7 @@ def parse_placement(device: Any = "auto", dtype: Any = None,
     planner; an explicit device puts all there (transformers bfloat16 on a GPU unless ``dtype``,
     codec float32); ``placement`` pins components as ``"cuda:float16"``, ``"cpu"``, ``(dev, dtype)``
     or a dict."""
-    placed = resolve_placement("fish-s2", COMPONENTS, conv=_CONV, device=device, dtype=dtype, placement=placement)
+    placed = resolve_placement("fish-s2", SPEC.components, device=device, dtype=dtype, placement=placement)
     out = {comp: (p.device, p.dtype) for comp, p in placed.items()}
     if out["slow_ar"][0] != out["fast_ar"][0] and not (placement and "fast_ar" in placement):
         out["fast_ar"] = (out["slow_ar"][0], out["fast_ar"][1])  # the small one follows the big one

