@@ -177,6 +177,18 @@ def test_pcm_round_trip_and_stdin(tmp_path):
     assert proc.returncode == 0 and b"standard input" in proc.stdout.lower(), proc.stderr
 
 
+def test_speak_to_m4a_and_flac_files_have_real_containers(tmp_path):
+    import av
+
+    for suffix, muxer in (("m4a", "mp4"), ("flac", "flac")):
+        out = tmp_path / f"x.{suffix}"
+        proc = run("speak", "A short sentence for the file writer.", "-o", str(out))
+        assert proc.returncode == 0, proc.stderr
+        with av.open(str(out)) as c:
+            assert muxer in c.format.name
+            assert c.duration and c.duration > 500_000  # the length is known from the headers
+
+
 def test_several_files_json_to_stdout_is_one_json_document(spoken, moonshine_assets):
     proc = run("transcribe", str(spoken), str(moonshine_assets / "beckett.wav"), "-f", "json")
     assert proc.returncode == 0, proc.stderr

@@ -12,7 +12,12 @@ format      what is written                        MIME type         rate writte
 ``mp3``     MPEG audio layer III (libmp3lame)      ``audio/mpeg``    input rate if mp3 allows
 ``opus``    Ogg/Opus (libopus)                     ``audio/ogg``     8/12/16/24/48 kHz, else 48
 ``aac``     AAC-LC in ADTS frames                  ``audio/aac``     input rate if AAC allows
+``m4a``     AAC-LC in an MP4 container (files)     ``audio/mp4``     input rate if AAC allows
 ==========  =====================================  ================  ========================
+
+Writing to a file (``StreamEncoder(..., file=f)`` with a seekable ``f``) still encodes chunk by
+chunk, and at ``close()`` the muxer seeks back to finish its headers: WAV sizes, FLAC STREAMINFO
+totals and MD5, the mp3 Xing/LAME header, the MP4 ``moov`` index (``m4a`` exists only for files).
 
 Streaming specifics (what a client sees when concatenating the chunks):
 
@@ -34,7 +39,7 @@ from __future__ import annotations
 import io
 import struct
 from fractions import Fraction
-from typing import Iterable, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 import av
 import numpy as np
@@ -45,6 +50,7 @@ from voxbox.types import Audio
 
 __all__ = [
     "DEFAULT_BITRATES",
+    "FILE_FORMATS",
     "FORMATS",
     "MIME_TYPES",
     "StreamEncoder",
@@ -57,8 +63,12 @@ __all__ = [
 #: Output formats, as named by OpenAI's ``response_format``.
 FORMATS: tuple[str, ...] = ("wav", "pcm", "flac", "mp3", "opus", "aac")
 
+#: Formats a file can hold (the muxer seeks back at the end): the OpenAI formats plus MP4/M4A.
+FILE_FORMATS: tuple[str, ...] = (*FORMATS, "m4a")
+
 #: Content-Type for each output format.
 MIME_TYPES: dict[str, str] = {
+    "m4a": "audio/mp4",
     "wav": "audio/wav",
     "pcm": "audio/pcm",
     "flac": "audio/flac",
@@ -78,6 +88,7 @@ _AV_FORMATS: dict[str, tuple[str, str, str]] = {
     "mp3": ("mp3", "libmp3lame", "fltp"),
     "opus": ("ogg", "libopus", "flt"),
     "aac": ("adts", "aac", "fltp"),
+    "m4a": ("ipod", "aac", "fltp"),
 }
 #: Bitrates the encoders accept for mono (libopus rejects the rest); others clamp themselves.
 _BITRATE_LIMITS: dict[str, tuple[int, int]] = {"opus": (6_000, 256_000)}
@@ -112,11 +123,11 @@ def wav_header(sample_rate: int, n_samples: int | None = None, *, channels: int 
     )
 
 
-def _check_format(fmt: str) -> str:
+def _check_format(fmt: str, allowed: tuple[str, ...] = FORMATS) -> str:
     f = str(fmt).lower().strip() if isinstance(fmt, str) else fmt
-    if f not in FORMATS:
+    if f not in allowed:
         raise UnsupportedFormatError(
-            f"unsupported audio format {fmt!r}; choose one of: {', '.join(FORMATS)}", param=_PARAM
+            f"unsupported audio format {fmt!r}; choose one of: {', '.join(allowed)}", param=_PARAM
         )
     return f
 
@@ -135,7 +146,7 @@ def _codec_rate(fmt: str, rate: int) -> int:
     """The rate the codec will run at for an input at ``rate`` (nearest allowed rate above)."""
     if fmt == "opus":
         return rate if rate in _OPUS_RATES else 48000
-    if fmt in ("mp3", "aac"):
+    if fmt in ("mp3", "aac", "m4a"):
         codec = av.Codec(_AV_FORMATS[fmt][1], "w")
         allowed = sorted(codec.audio_rates or ())
         if not allowed or rate in allowed:
@@ -184,9 +195,11 @@ class StreamEncoder:
         *,
         bitrate: int | None = None,
         output_rate: int | None = None,
+        file: BinaryIO | None = None,
         _whole_file: bool = False,
     ) -> None:
-        self.fmt = _check_format(fmt)
+        self.fmt = _check_format(fmt, FILE_FORMATS if file is not None else FORMATS)
+        self._file = file
         if int(sample_rate) <= 0:
             raise BadInputError(f"sample rate must be positive, got {sample_rate}", param="sample_rate")
         if output_rate is not None and int(output_rate) <= 0:
@@ -214,13 +227,14 @@ class StreamEncoder:
             self._open_av()
         elif self.fmt == "wav" and not _whole_file:
             self._pending = wav_header(self.codec_rate, None)
+        self._file_start = file.tell() if file is not None else 0
 
     # -- PyAV muxer ----------------------------------------------------------------------------
     def _open_av(self) -> None:
         muxer, codec_name, sample_fmt = _AV_FORMATS[self.fmt]
         # Whole-file output goes to a seekable buffer so muxers can finish their headers (FLAC
         # STREAMINFO totals, the mp3 Xing/LAME gapless header); streams go to a one-way sink.
-        self._sink = io.BytesIO() if self._whole_file else _Sink()
+        self._sink = self._file if self._file is not None else io.BytesIO() if self._whole_file else _Sink()
         copts = {"flush_packets": "1", "metadata_header_padding": "0"}
         if self.fmt == "mp3":
             copts["id3v2_version"] = "0"
@@ -263,6 +277,9 @@ class StreamEncoder:
         out, self._pending = self._pending, b""
         if isinstance(self._sink, _Sink):
             out += self._sink.take()
+        if self._file is not None and out:
+            self._file.write(out)  # raw formats (wav, pcm) written to the file as they come
+            return b""
         return out
 
     # -- public --------------------------------------------------------------------------------
@@ -300,9 +317,19 @@ class StreamEncoder:
             finally:
                 self._container.close()
                 self._container = None
+            if self._file is not None:
+                return b""
             if isinstance(self._sink, io.BytesIO):
                 return self._sink.getvalue()
             return self._take()
+        if self._file is not None:
+            self._take()
+            if self.fmt == "wav":  # now the sizes are known: patch the streaming header
+                end = self._file.tell()
+                self._file.seek(self._file_start)
+                self._file.write(wav_header(self.codec_rate, self._n_samples))
+                self._file.seek(end)
+            return b""
         if self._whole_file:
             data = b"".join(self._pcm_parts)
             self._pcm_parts.clear()

@@ -12,40 +12,29 @@ import typer
 from voxbox.cli.common import check_output_file, cli_entry, cli_runtime, print_timings, stderr_console
 
 #: Output suffixes that name another format than their own.
-_SUFFIX_FORMATS = {"ogg": "opus", "m4a": "aac", "raw": "pcm"}
+_SUFFIX_FORMATS = {"ogg": "opus", "raw": "pcm", "mp4": "m4a"}
 
 
 def _format_for(output: Optional[Path], fmt: Optional[str], to_stdout: bool) -> str:
-    from voxbox.audio.encode import FORMATS
+    from voxbox.audio.encode import FILE_FORMATS, FORMATS
     from voxbox.errors import BadInputError
+
+    allowed = FORMATS if to_stdout else FILE_FORMATS  # m4a needs a seekable file
 
     suffix = output.suffix.lower().lstrip(".") if output is not None and not to_stdout else ""
     implied = _SUFFIX_FORMATS.get(suffix, suffix) or None
     if fmt is None:
         fmt = implied or "wav"
-        if fmt not in FORMATS:
-            raise BadInputError(f"cannot tell the audio format from {output}; pass --format ({', '.join(FORMATS)})",
+        if fmt not in allowed:
+            raise BadInputError(f"cannot tell the audio format from {output}; pass --format ({', '.join(allowed)})",
                                 param="format")
     fmt = fmt.lower()
-    if fmt not in FORMATS:
-        raise BadInputError(f"unsupported audio format {fmt!r}; choose one of: {', '.join(FORMATS)}", param="format")
-    if implied in FORMATS and implied != fmt:
+    if fmt not in allowed:
+        raise BadInputError(f"unsupported audio format {fmt!r}; choose one of: {', '.join(allowed)}", param="format")
+    if implied in FILE_FORMATS and implied != fmt:
         raise BadInputError(f"{output} says {implied} but --format is {fmt}; rename the file or drop --format",
                             param="format")
     return fmt
-
-
-def _patch_wav_sizes(path: Path, total_bytes: int) -> None:
-    """A streamed WAV has 'unknown length' sizes; a finished file gets the real ones."""
-    import struct
-
-    if total_bytes < 44:
-        return
-    with open(path, "r+b") as f:
-        f.seek(4)
-        f.write(struct.pack("<I", min(total_bytes - 8, 0xFFFFFFFF)))
-        f.seek(40)
-        f.write(struct.pack("<I", min(total_bytes - 44, 0xFFFFFFFF)))
 
 
 def speak(
@@ -94,10 +83,11 @@ def _write(rt: Any, work: Any, stream: Any, fmt: str, output: Path, to_stdout: b
 
     from voxbox.audio.encode import StreamEncoder
 
-    encoder = StreamEncoder(fmt, stream.sample_rate)
     n_samples = total = 0
     ok = False
-    out: Any = sys.stdout.buffer if to_stdout else open(output, "wb")
+    out: Any = sys.stdout.buffer if to_stdout else open(output, "w+b")
+    # to a file, the muxer seeks back at the end (WAV sizes, FLAC totals, mp3 LAME header, m4a index)
+    encoder = StreamEncoder(fmt, stream.sample_rate, file=None if to_stdout else out)
     try:
         with Progress(TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True,
                       disable=not console.is_terminal) as bar:
@@ -117,12 +107,12 @@ def _write(rt: Any, work: Any, stream: Any, fmt: str, output: Path, to_stdout: b
         out.flush()
         ok = True
     finally:
+        if not ok:
+            encoder.abort()
         if not to_stdout:
             out.close()
             if not ok:
                 output.unlink(missing_ok=True)
-    if fmt == "wav" and not to_stdout:
-        _patch_wav_sizes(output, total)
     return n_samples, total
 
 
