@@ -132,3 +132,25 @@ def test_compare_two_results(tts_run: tuple[Path, dict], tmp_path: Path) -> None
     (tmp_path / "b.json").write_text(json.dumps(b))
     proc = _bench(["compare", str(out / "results.json"), str(tmp_path / "b.json")])
     assert "+100.0%" in proc.stdout
+
+
+def test_compare_refuses_different_tasks_and_names_both_files(tts_run: tuple[Path, dict], asr_run: tuple[Path, dict],
+                                                             tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    tts_out, report = tts_run
+    asr_out, _ = asr_run
+    proc = subprocess.run([sys.executable, "-m", "voxbox.cli", "bench", "compare", str(tts_out / "results.json"),
+                           str(asr_out / "results.json")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "one task" in proc.stderr
+    same = tmp_path / "again" / "results.json"
+    same.parent.mkdir()
+    same.write_text(json.dumps(report))
+    proc = _bench(["compare", str(tts_out / "results.json"), str(same)])
+    assert str(same) in proc.stdout.replace("\n", "")  # the title tells the two results.json apart
+
+
+def test_quick_asr_is_one_clip(asr_run: tuple[Path, dict]) -> None:
+    _, report = asr_run
+    assert list(report["settings"]["clips"]) == ["beckett"]

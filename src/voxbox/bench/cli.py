@@ -185,8 +185,13 @@ def bench_compare(
         if not isinstance(doc, dict) or doc.get("tool") != "voxbox bench":
             raise BadInputError(f"{p} is not a voxbox bench result file")
         docs.append(doc)
+    if docs[0].get("task") != docs[1].get("task"):
+        raise BadInputError(f"{a} is a {docs[0].get('task')} run and {b} a {docs[1].get('task')} run; "
+                            "compare runs of one task")
     rows = compare_reports(docs[0], docs[1])
-    table = Table(title=f"{a.name} -> {b.name} ({docs[0].get('task')})")
+    title_a = str(a) if a.name == b.name else a.name
+    title_b = str(b) if a.name == b.name else b.name
+    table = Table(title=f"{title_a} -> {title_b} ({docs[0].get('task')})")
     for col in ("target", "scenario", "A total s", "B total s", "change", "A RTF", "B RTF", "A WER", "B WER"):
         table.add_column(col)
 
@@ -202,7 +207,7 @@ def bench_compare(
                       f(r["a_wer"]), f(r["b_wer"]))
     Console(width=None if sys.stdout.isatty() else 200).print(table)
     if not rows:
-        print("no rows in common", file=sys.stderr)
+        raise BadInputError("the two runs have no target and scenario in common")
 
 
 def register(app: typer.Typer) -> None:
