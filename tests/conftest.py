@@ -22,3 +22,4 @@ def moonshine_assets() -> Path:
     if p is None:
         pytest.fail("moonshine-voice is not installed (pip install -e '.[test]')")
     return p
+

@@ -205,9 +205,13 @@ def test_models_load_unload_and_engines(browser, server, shots, monkeypatch):
     from playwright.sync_api import expect
 
     from voxbox.engines import registry
+    from voxbox.engines.spec import EngineSpec, NoOptions
+
+    def _never(req):  # the backend is missing: the factory is never called
+        raise AssertionError("not installed")
 
     # An engine whose backend is not installed here: listed with why and how to install it.
-    missing = registry.EngineSpec(name="absent-tts", task="tts", module="voxbox_absent_backend",
+    missing = EngineSpec(name="absent-tts", task="tts", factory=_never, options=NoOptions,
                                   requires=("voxbox_absent_backend",), install_hint="pip install absent-backend",
                                   description="an optional engine that is not installed", default_model="x",
                                   aliases=("absent-tts",))

@@ -4,6 +4,7 @@ the HTTP contract (statuses, Allow, HEAD, JSON errors)."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sys
 import threading
@@ -36,6 +37,14 @@ def _no_path(body: dict) -> None:
     message = body["error"]["message"]
     for leak in ("/etc", "/proc", "/tmp", "site-packages", "Traceback", "No such file"):
         assert leak not in message, message
+
+
+def _run(coro):
+    """asyncio.run on a fresh loop in its own thread: immune to a loop another test library left running."""
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        return ex.submit(asyncio.run, coro).result()
 
 
 # --- 1. clients never choose a file path ------------------------------------------------------------------
@@ -227,7 +236,7 @@ def test_retry_after_follows_observed_service_times():
         assert gate.waiting == 0  # cancelled waiters left the queue at once
         slot.release()
 
-    asyncio.run(main())
+    _run(main())
 
 
 # --- 5. browsers and other hosts ------------------------------------------------------------------------------------

@@ -26,6 +26,14 @@ from voxbox.runtime.manager import ModelManager
 from voxbox.runtime.voices import EncodingCache, VoiceStore, sha256_bytes
 
 
+def _run(coro):
+    """asyncio.run on a fresh loop in its own thread: immune to a loop another test library left running."""
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        return ex.submit(asyncio.run, coro).result()
+
+
 # --- voice store and encoding cache -------------------------------------------------------------------
 
 def test_voice_store_is_content_addressed(tmp_path, moonshine_assets):
@@ -130,7 +138,7 @@ def test_admission_limits_queue_and_fifo():
         t.release()
         assert gate.running == 0
 
-    asyncio.run(main())
+    _run(main())
 
 
 # --- model manager ------------------------------------------------------------------------------------
@@ -165,7 +173,7 @@ def test_manager_loads_once_refcounts_and_ttl():
         assert mgr.loaded() == []
         await mgr.close()
 
-    asyncio.run(main())
+    _run(main())
 
 
 def test_manager_ttl_minus_one_never_unloads():
@@ -178,7 +186,7 @@ def test_manager_ttl_minus_one_never_unloads():
         assert mgr.reap_idle() == [] and len(mgr.loaded()) == 1
         await mgr.close()
 
-    asyncio.run(main())
+    _run(main())
 
 
 # --- through the server -------------------------------------------------------------------------------

@@ -216,7 +216,9 @@ async def _doctor_report(request: Request) -> dict[str, Any]:
         cache = app_state.voxbox_doctor = {"lock": asyncio.Lock(), "at": 0.0, "report": None}
     async with cache["lock"]:
         if cache["report"] is None or time.monotonic() - cache["at"] > _DOCTOR_TTL:
-            cache["report"] = await state_of(request).runtime.run(lambda: build_report(probe=None))
+            from voxbox.engines.registry import ENGINES
+
+            cache["report"] = await state_of(request).runtime.run(lambda: build_report(ENGINES.values(), probe=None))
             cache["at"] = time.monotonic()
     return dict(cache["report"])
 
