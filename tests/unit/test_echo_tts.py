@@ -180,3 +180,18 @@ def test_fused_decoder_walk_matches_upstream_forward(engine):
     assert fast.shape == ref.shape and ref.abs().max() > 0
     torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-6)
     assert padded.shape[-1] == z.shape[-1] + 5 and (padded[..., :5] == 0).all()
+
+
+def test_hostile_texts_refused_or_accepted_before_streaming(engine, hostile_texts):
+    """Text checks (shared rules + the byte tokenizer) run before the stream exists: any text is
+    either accepted or a BadInputError on "input", never another exception."""
+    accepted = []
+    for name, text in hostile_texts.items():
+        try:
+            stream = engine.stream(text)
+        except BadInputError as exc:
+            assert exc.param == "input", (name, exc)
+        else:
+            stream.close()
+            accepted.append(name)
+    assert "rtl" in accepted and "nul" not in accepted and "lone-surrogate" not in accepted

@@ -316,3 +316,18 @@ def test_cli_speak_with_model_dir(tiny, tmp_path):
     assert "prefill" in proc.stderr and "codec" in proc.stderr
     with wave.open(str(out)) as w:
         assert w.getframerate() == 44100 and w.getnframes() > 0
+
+
+def test_hostile_texts_refused_or_accepted_before_streaming(engine, hostile_texts):
+    """The prompt (tokenizer included) is built before the stream exists: any text is either
+    accepted or a BadInputError on "input", never another exception."""
+    accepted = []
+    for name, text in hostile_texts.items():
+        try:
+            stream = engine.stream(text, max_frames=2)
+        except BadInputError as exc:
+            assert exc.param == "input", (name, exc)
+        else:
+            stream.close()
+            accepted.append(name)
+    assert "rtl" in accepted and "nul" not in accepted and "lone-surrogate" not in accepted

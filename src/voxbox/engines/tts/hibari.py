@@ -15,7 +15,14 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from voxbox.engines.base import EncodedVoice, SpeechStream, split_sentences, validate_speed, validate_text
+from voxbox.engines.base import (
+    EncodedVoice,
+    SpeechStream,
+    sentence_errors,
+    split_sentences,
+    validate_speed,
+    validate_text,
+)
 from voxbox.errors import (
     BadInputError,
     DeviceError,
@@ -160,12 +167,13 @@ class HibariEngine:
             rng = np.random.default_rng(seed)
             index = 0
             for sent in sentences:
-                with timings.measure("phonemize"):
+                with timings.measure("phonemize"), sentence_errors("hibari", sent, "phonemize"):
                     phonemes = tts.phonemize(sent)
-                if not phonemes:
+                    ids = [tts.ids(ps) for ps in phonemes or ()]
+                if not ids:
                     continue
-                with timings.measure("synthesize"):
-                    parts = [tts.from_ids(tts.ids(ps), speed_v, rng) for ps in phonemes]
+                with timings.measure("synthesize"), sentence_errors("hibari", sent, "synthesize"):
+                    parts = [tts.from_ids(i, speed_v, rng) for i in ids]
                     samples = np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros(0, np.float32)
                 if samples.size == 0:
                     continue

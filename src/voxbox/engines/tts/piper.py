@@ -17,7 +17,14 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from voxbox.engines.base import EncodedVoice, SpeechStream, split_sentences, validate_speed, validate_text
+from voxbox.engines.base import (
+    EncodedVoice,
+    SpeechStream,
+    sentence_errors,
+    split_sentences,
+    validate_speed,
+    validate_text,
+)
 from voxbox.errors import (
     BadInputError,
     DeviceError,
@@ -190,12 +197,12 @@ class PiperEngine:
         def gen(timings: StageTimings) -> Iterator[AudioChunk]:
             index = 0
             for sent in sentences:
-                with timings.measure("phonemize"):
+                with timings.measure("phonemize"), sentence_errors("piper", sent, "phonemize"):
                     groups = [g for g in voice_obj.phonemize(sent) if g]
                     ids = [voice_obj.phonemes_to_ids(g) for g in groups]
                 if not ids:
                     continue
-                with timings.measure("synthesize"):
+                with timings.measure("synthesize"), sentence_errors("piper", sent, "synthesize"):
                     parts = []
                     for seq in ids:
                         audio = np.asarray(voice_obj.phoneme_ids_to_audio(seq, syn), dtype=np.float32).reshape(-1)
