@@ -195,3 +195,20 @@ def test_hostile_texts_refused_or_accepted_before_streaming(engine, hostile_text
             stream.close()
             accepted.append(name)
     assert "rtl" in accepted and "nul" not in accepted and "lone-surrogate" not in accepted
+
+
+@pytest.mark.parametrize("broken", ["echo-tts-base/pytorch_model.safetensors", "echo-tts-base/pca_state.safetensors",
+                                    "fish-s1-dac-min/pytorch_model.safetensors"])
+def test_corrupt_model_file_is_model_load_error(model_dir, tmp_path, broken):
+    import shutil
+
+    from voxbox.engines.registry import load_engine
+    from voxbox.errors import ModelLoadError
+
+    copy = tmp_path / "model"
+    shutil.copytree(model_dir, copy)
+    target = copy / broken
+    target.write_bytes(target.read_bytes()[:200])  # truncated: the header promises more than is there
+    with pytest.raises(ModelLoadError) as ei:
+        load_engine("echo-tts", str(copy), device="cpu")
+    assert broken.split("/")[-1] in str(ei.value) and "\n" not in str(ei.value)

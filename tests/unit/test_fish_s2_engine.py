@@ -331,3 +331,18 @@ def test_hostile_texts_refused_or_accepted_before_streaming(engine, hostile_text
             stream.close()
             accepted.append(name)
     assert "rtl" in accepted and "nul" not in accepted and "lone-surrogate" not in accepted
+
+
+@pytest.mark.parametrize("broken", ["tokenizer.json", "config.json", "codec.pth", "shard"])
+def test_corrupt_model_file_is_model_load_error(tiny, tmp_path, broken):
+    import shutil
+
+    from voxbox.errors import ModelLoadError
+
+    copy = tmp_path / "s2"
+    shutil.copytree(tiny[0], copy)
+    target = sorted(copy.glob("model*.safetensors"))[0] if broken == "shard" else copy / broken
+    target.write_bytes(target.read_bytes()[:100])
+    with pytest.raises(ModelLoadError) as ei:
+        fish_s2.load(copy, device="cpu")
+    assert "\n" not in str(ei.value)

@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, runtime_checkabl
 
 import numpy as np
 
-from voxbox.errors import BadInputError, UnsupportedOperationError, VoxboxError
+from voxbox.errors import BadInputError, ModelLoadError, UnsupportedOperationError, VoxboxError
 from voxbox.types import Audio, AudioChunk, ComponentSpec, EngineInfo, Segment, StageTimings, TranscriptionInfo
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "EncodedVoice",
     "SpeechStream",
     "TTSEngine",
+    "model_files",
     "sentence_errors",
     "split_sentences",
     "validate_speed",
@@ -226,6 +227,26 @@ def sentence_errors(engine: str, sentence: str, stage: str) -> Iterator[None]:
         log.warning("%s %s failed on %r: %s: %s", engine, stage, snippet, type(exc).__name__, exc)
         raise BadInputError(f"{engine} could not {stage} the sentence {snippet!r}; rephrase it (for example, write "
                             "very long numbers or unusual symbols as words)", param="input") from exc
+
+
+@contextlib.contextmanager
+def model_files(what: str) -> Iterator[None]:
+    """Convert what a backend raises while reading model files into ``ModelLoadError``.
+
+    Wrap the calls that parse weight/config/tokenizer files (safetensors, torch.load, ONNX
+    Runtime sessions, tokenizers, JSON): a corrupt or foreign file then reads "could not load
+    <what>: <reason>" instead of escaping as a ``SafetensorError`` or a bare ``Exception``.
+    voxbox errors pass through unchanged.
+    """
+    try:
+        yield
+    except VoxboxError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as exc:
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise ModelLoadError(f"could not load {what}: {reason}") from exc
 
 
 def validate_speed(speed: Any) -> float:

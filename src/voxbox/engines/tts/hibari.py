@@ -136,10 +136,13 @@ class HibariEngine:
             british = bool(self._hib.voices.VOICES[name]["british"])
             try:
                 tts = self._hib.Hibari(voice=name, model=path, threads=self._threads, g2p=self._g2p.get(british))
+                if self._model_path is not None:  # a local file: check it runs as a hibari model
+                    tts.from_ids(tts.ids(tts.phonemize("Check.")[0]), 1.0, np.random.default_rng(0))
                 if british not in self._g2p:
                     self._g2p[british] = tts.g2p
-            except Exception as exc:  # onnxruntime / file errors
-                raise ModelLoadError(f"could not load hibari voice {name!r} from {path}: {exc}") from exc
+            except Exception as exc:  # onnxruntime / file errors, or a model with other inputs
+                reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+                raise ModelLoadError(f"could not load hibari voice {name!r} from {path}: {reason}") from exc
             self._voices[name] = tts
             return tts
 

@@ -20,6 +20,7 @@ import numpy as np
 from voxbox.engines.base import (
     EncodedVoice,
     SpeechStream,
+    model_files,
     sentence_errors,
     split_sentences,
     validate_speed,
@@ -100,11 +101,12 @@ class PiperEngine:
                  voice: str | None = None) -> None:
         piper, ort = _import_piper()
         self._piper = piper
-        try:
+        with model_files(f"Piper config {config_path}"):
             with open(config_path, encoding="utf-8") as f:
-                config = piper.PiperConfig.from_dict(json.load(f))
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelLoadError(f"could not read Piper config {config_path}: {exc}") from exc
+                raw = json.load(f)
+            if not isinstance(raw, dict):
+                raise ModelLoadError(f"Piper config {config_path} is not a JSON object")
+            config = piper.PiperConfig.from_dict(raw)
         so = ort.SessionOptions()
         so.log_severity_level = 3
         if threads:
@@ -149,6 +151,16 @@ class PiperEngine:
         )
         if voice is not None:
             self.info = dataclasses.replace(self.info, default_voice=self.resolve_voice(voice))
+
+    def check_voice(self) -> None:
+        """Synthesize one word: a local .onnx that is not the voice its config describes (another
+        model, other symbols or speakers) fails here, at load, as ModelLoadError."""
+        with model_files(f"Piper voice {self._onnx_path} (it does not run as the voice its config describes)"):
+            groups = [g for g in self.voice.phonemize("Check.") if g]
+            syn = self._piper.SynthesisConfig(speaker_id=0 if self.voice.config.num_speakers > 1 else None)
+            audio = self.voice.phoneme_ids_to_audio(self.voice.phonemes_to_ids(groups[0]), syn)
+            if np.asarray(audio).size == 0:
+                raise ModelLoadError(f"Piper voice {self._onnx_path} produced no audio for a test word")
 
     def resolve_voice(self, voice: str | EncodedVoice | None) -> str:
         if voice is None:
@@ -259,5 +271,8 @@ def load(model: str | None = None, *, device: str = "auto", dtype: str | None = 
     options.pop("cache_dir", None)
     if options:
         raise BadInputError(f"unknown piper load option(s): {', '.join(sorted(options))}", param=sorted(options)[0])
-    model_id, onnx_path, cfg_path, _ = _resolve_model(model)
-    return PiperEngine(model_id, onnx_path, cfg_path, device=dev, threads=threads, voice=voice)
+    model_id, onnx_path, cfg_path, bundled = _resolve_model(model)
+    engine = PiperEngine(model_id, onnx_path, cfg_path, device=dev, threads=threads, voice=voice)
+    if not bundled:  # the bundled voice is SHA-256-verified; a local file is checked by running it
+        engine.check_voice()
+    return engine
