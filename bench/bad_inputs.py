@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import httpx
 
@@ -32,21 +33,10 @@ from fuzz_cases import ServeProcess, one_hz_wav, send_body, send_upload, speech_
 MB = 1024 * 1024
 
 
-def _warm_up(srv: ServeProcess, client: httpx.Client) -> None:
-    from fuzz_cases import wav_bytes
-
-    for model in ("tts-1", "tts-1-hd"):
-        r = client.post(srv.url + "/v1/audio/speech",
-                        json={"model": model, "input": "Warm up.", "voice": "alloy", "response_format": "pcm"})
-        r.raise_for_status()
-    r = client.post(srv.url + "/v1/audio/transcriptions", data={"model": "whisper-1"},
-                    files={"file": ("a.wav", wav_bytes(frames=8000), "audio/wav")})
-    r.raise_for_status()
-
-
-def _status(send: "callable") -> str:  # type: ignore[valid-type]
+def _status(send: Callable[[], Any]) -> str:
     try:
-        return str(send().status_code)
+        r = send()
+        return str(r[0] if isinstance(r, tuple) else r.status_code)
     except httpx.HTTPError as exc:
         return f"reset ({type(exc).__name__})"
 
@@ -56,7 +46,7 @@ def run_cases(srv: ServeProcess) -> dict:
     counts: dict[str, collections.Counter] = {k: collections.Counter() for k in ("transcriptions", "voices", "speech")}
     fives: list[str] = []
     with httpx.Client(timeout=120) as client:
-        _warm_up(srv, client)
+        srv.warm_up(client)
         time.sleep(1.0)
         rss0 = srv.rss()
         t0 = time.monotonic()

@@ -40,6 +40,7 @@ __all__ = [
     "SpeechStream",
     "TTSEngine",
     "model_files",
+    "release_freed_memory",
     "sentence_errors",
     "split_sentences",
     "validate_speed",
@@ -227,6 +228,34 @@ def sentence_errors(engine: str, sentence: str, stage: str) -> Iterator[None]:
         log.warning("%s %s failed on %r: %s: %s", engine, stage, snippet, type(exc).__name__, exc)
         raise BadInputError(f"{engine} could not {stage} the sentence {snippet!r}; rephrase it (for example, write "
                             "very long numbers or unusual symbols as words)", param="input") from exc
+
+
+_LIBC: Any = None
+
+
+def release_freed_memory() -> None:
+    """Give memory the process has freed back to the OS (glibc ``malloc_trim``; no-op elsewhere).
+
+    Engines whose backends allocate large, differently sized buffers per call (ONNX Runtime
+    without its arena, one call per sentence) call this after each call: glibc otherwise keeps
+    the freed pages of a fragmented heap, and a server's RSS ratchets up with every new sentence
+    length. Cost: well under a millisecond per call.
+    """
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = False
+        try:
+            import ctypes
+            import ctypes.util
+
+            name = ctypes.util.find_library("c")
+            lib = ctypes.CDLL(name) if name else None
+            if lib is not None and hasattr(lib, "malloc_trim"):
+                _LIBC = lib
+        except OSError:
+            pass
+    if _LIBC:
+        _LIBC.malloc_trim(0)
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ from voxbox.engines.base import (
     EncodedVoice,
     SpeechStream,
     model_files,
+    release_freed_memory,
     sentence_errors,
     split_sentences,
     validate_speed,
@@ -37,7 +38,7 @@ from voxbox.errors import (
 )
 from voxbox.types import Audio, AudioChunk, ComponentSpec, EngineInfo, StageTimings
 
-__all__ = ["OPENAI_VOICE_MAP", "PiperEngine", "load", "models", "voices"]
+__all__ = ["MAX_PHONEMES_PER_CALL", "OPENAI_VOICE_MAP", "PiperEngine", "load", "models", "split_phonemes", "voices"]
 
 DEFAULT_MODEL = "en_US-joe-medium"
 
@@ -47,6 +48,30 @@ _OPENAI_VOICES = (
 #: OpenAI voice names -> the bundled voice (joe is single-speaker). For a multi-speaker local
 #: voice, OpenAI names map to its speakers in order (see PiperEngine.openai_voice_map).
 OPENAI_VOICE_MAP: dict[str, str] = {name: "joe" for name in _OPENAI_VOICES}
+
+
+#: Most phonemes one ONNX call synthesizes (about 25 s of speech; a 400-character sentence fits).
+#: ONNX Runtime's arena keeps the peak of the largest call, so the bound is on memory as well as
+#: on latency: espeak reads an emoji or a Han character out as words, and without it one
+#: "sentence" of a few hundred of them became one call of minutes of audio and gigabytes of RSS.
+MAX_PHONEMES_PER_CALL = 400
+
+
+def split_phonemes(phonemes: list[str], limit: int = MAX_PHONEMES_PER_CALL) -> list[list[str]]:
+    """Cut one espeak phoneme group into pieces of at most ``limit`` phonemes, at word boundaries
+    (the " " phoneme) where there are any."""
+    if len(phonemes) <= limit:
+        return [phonemes]
+    out: list[list[str]] = []
+    start = 0
+    while len(phonemes) - start > limit:
+        cut = start + limit
+        space = max((i for i in range(start + limit // 2, cut) if phonemes[i] == " "), default=-1)
+        end = space + 1 if space > 0 else cut
+        out.append(phonemes[start:end])
+        start = end
+    out.append(phonemes[start:])
+    return [p for p in out if p]
 
 
 def _import_piper() -> Any:
@@ -98,7 +123,7 @@ def _resolve_model(model: str | None) -> tuple[str, Path, Path, bool]:
 
 class PiperEngine:
     def __init__(self, model_id: str, onnx_path: Path, config_path: Path, *, device: str, threads: int | None,
-                 voice: str | None = None) -> None:
+                 voice: str | None = None, mem_arena: bool = False) -> None:
         piper, ort = _import_piper()
         self._piper = piper
         with model_files(f"Piper config {config_path}"):
@@ -109,6 +134,13 @@ class PiperEngine:
             config = piper.PiperConfig.from_dict(raw)
         so = ort.SessionOptions()
         so.log_severity_level = 3
+        # Every sentence has another length, and VITS's internal shapes follow the predicted
+        # durations: ONNX Runtime's CPU arena fragments and keeps growing across calls (measured:
+        # 60 sentence lengths twice over, 572 -> 1081 MB; without the arena it stays flat once
+        # the largest call has run, and with release_freed_memory() after each call it stays at
+        # the model's size: 154 MB). Off by default for a long-running server; mem_arena=True
+        # brings it back.
+        so.enable_cpu_mem_arena = bool(mem_arena)
         if threads:
             so.intra_op_num_threads = int(threads)
             so.inter_op_num_threads = 1
@@ -206,27 +238,32 @@ class PiperEngine:
         voice_obj = self.voice
         sr = self.sample_rate
 
+        def synth(seq: list[int]) -> np.ndarray:
+            audio = np.asarray(voice_obj.phoneme_ids_to_audio(seq, syn), dtype=np.float32).reshape(-1)
+            peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+            # piper's default: normalise each phoneme group to full scale, then clip.
+            audio = audio / peak if peak > 1e-8 else np.zeros_like(audio)
+            return np.clip(audio, -1.0, 1.0).astype(np.float32)
+
         def gen(timings: StageTimings) -> Iterator[AudioChunk]:
             index = 0
             for sent in sentences:
                 with timings.measure("phonemize"), sentence_errors("piper", sent, "phonemize"):
-                    groups = [g for g in voice_obj.phonemize(sent) if g]
-                    ids = [voice_obj.phonemes_to_ids(g) for g in groups]
-                if not ids:
-                    continue
-                with timings.measure("synthesize"), sentence_errors("piper", sent, "synthesize"):
-                    parts = []
-                    for seq in ids:
-                        audio = np.asarray(voice_obj.phoneme_ids_to_audio(seq, syn), dtype=np.float32).reshape(-1)
-                        peak = float(np.max(np.abs(audio))) if audio.size else 0.0
-                        # piper's default: normalise each sentence to full scale, then clip.
-                        audio = audio / peak if peak > 1e-8 else np.zeros_like(audio)
-                        parts.append(np.clip(audio, -1.0, 1.0).astype(np.float32))
-                    samples = np.concatenate(parts)
-                if samples.size == 0:
-                    continue
-                yield AudioChunk(samples, sr, index=index, text=sent)
-                index += 1
+                    pieces = [p for g in voice_obj.phonemize(sent) if g for p in split_phonemes(g)]
+                    ids = [voice_obj.phonemes_to_ids(p) for p in pieces]
+                # one chunk per sentence; a sentence that phonemizes past one call's bound (a few
+                # hundred emoji read out by name...) streams piece by piece
+                batches = [ids] if sum(len(p) for p in pieces) <= MAX_PHONEMES_PER_CALL else [[i] for i in ids]
+                for batch in batches:
+                    if not batch:
+                        continue
+                    with timings.measure("synthesize"), sentence_errors("piper", sent, "synthesize"):
+                        samples = np.concatenate([synth(seq) for seq in batch])
+                        release_freed_memory()  # the session has no arena: hand its buffers back
+                    if samples.size == 0:
+                        continue
+                    yield AudioChunk(samples, sr, index=index, text=sent)
+                    index += 1
 
         return SpeechStream(gen, sr)
 
@@ -268,11 +305,12 @@ def load(model: str | None = None, *, device: str = "auto", dtype: str | None = 
         raise BadInputError(f"piper voices are float32 (asked for dtype {dtype!r})", param="dtype")
     threads = options.pop("threads", None)
     voice = options.pop("voice", None)
+    mem_arena = bool(options.pop("mem_arena", False))
     options.pop("cache_dir", None)
     if options:
         raise BadInputError(f"unknown piper load option(s): {', '.join(sorted(options))}", param=sorted(options)[0])
     model_id, onnx_path, cfg_path, bundled = _resolve_model(model)
-    engine = PiperEngine(model_id, onnx_path, cfg_path, device=dev, threads=threads, voice=voice)
+    engine = PiperEngine(model_id, onnx_path, cfg_path, device=dev, threads=threads, voice=voice, mem_arena=mem_arena)
     if not bundled:  # the bundled voice is SHA-256-verified; a local file is checked by running it
         engine.check_voice()
     return engine
