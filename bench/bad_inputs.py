@@ -22,13 +22,21 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
-from fuzz_cases import ServeProcess, one_hz_wav, send_body, send_upload, speech_cases, upload_cases  # noqa: E402
+from fuzz_cases import (  # noqa: E402
+    ServeProcess,
+    one_hz_wav,
+    send_body,
+    send_upload,
+    speech_cases,
+    upload_cases,
+)
 
 MB = 1024 * 1024
 
@@ -52,12 +60,12 @@ def run_cases(srv: ServeProcess) -> dict:
         t0 = time.monotonic()
         for i, case in enumerate(uploads):
             for route, key in (("/v1/audio/transcriptions", "transcriptions"), ("/v1/voices", "voices")):
-                st = _status(lambda: send_upload(client, srv.url, case, route, name=f"fz{i}"))
+                st = _status(lambda c=case, r=route, n=f"fz{i}": send_upload(client, srv.url, c, r, name=n))
                 counts[key][st] += 1
                 if not st.startswith("4") and not st.startswith("2"):
                     fives.append(f"{key}:{case.id}:{st}")
         for case in bodies:
-            st = _status(lambda: send_body(client, srv.url, case))
+            st = _status(lambda c=case: send_body(client, srv.url, c))
             counts["speech"][st] += 1
             if not st.startswith("4") and not st.startswith("2"):
                 fives.append(f"speech:{case.id}:{st}")

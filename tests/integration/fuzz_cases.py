@@ -179,7 +179,7 @@ def upload_cases() -> list[Upload]:
         cases.append(Upload(f"magic-{magic[:12].hex()}-random", magic + rng.bytes(2048), "x.bin"))
     # truncations: every offset of the WAV header, and into the data; first bytes of other formats
     wav = seeds["wav"]
-    for cut in list(range(0, 45)) + [46, 48, 100, 1000]:
+    for cut in list(range(45)) + [46, 48, 100, 1000]:
         cases.append(Upload(f"wav-cut-{cut}", wav[:cut] or b"\0"))
     for fmt in ("flac", "mp3", "opus", "aac"):
         data = seeds[fmt]
@@ -328,7 +328,7 @@ class ServeProcess:
         self.proc = subprocess.Popen([sys.executable, "-m", "voxbox.cli", "serve", "--port", str(self.port), *args],
                                      env=full_env, stdout=self._log, stderr=subprocess.STDOUT, cwd=data_dir)
 
-    def wait_ready(self, timeout: float = 180.0) -> "ServeProcess":
+    def wait_ready(self, timeout: float = 180.0) -> ServeProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -3,6 +3,7 @@ malformed WAV header is a voxbox 4xx error, never an AttributeError (part 3)."""
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import tracemalloc
 
@@ -11,7 +12,11 @@ import pytest
 
 from voxbox.audio.decode import decode, probe_duration
 from voxbox.audio.encode import encode
-from voxbox.audio.limits import COMPRESSED_SAMPLES_PER_BYTE, DecodeGuard, samples_per_byte
+from voxbox.audio.limits import (
+    COMPRESSED_SAMPLES_PER_BYTE,
+    DecodeGuard,
+    samples_per_byte,
+)
 from voxbox.errors import (
     AudioDecodeError,
     AudioTooLongError,
@@ -35,10 +40,8 @@ def wav(*, rate: int = 16000, channels: int = 1, bits: int = 16, tag: int = 1, f
 def numpy_peak(fn) -> int:
     """Peak bytes numpy (traced by tracemalloc) allocated while ``fn`` ran."""
     tracemalloc.start()
-    try:
+    with contextlib.suppress(Exception):  # the caller checks the exception separately
         fn()
-    except Exception:  # noqa: BLE001 - the caller checks the exception separately
-        pass
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return peak

@@ -43,19 +43,16 @@ def test_speed_overflow_is_bad_input():
 
 
 def test_sentence_errors_converts_backend_exceptions():
-    with pytest.raises(BadInputError) as ei:
-        with sentence_errors("demo", "1" * 80, "phonemize"):
-            [][1]
+    with pytest.raises(BadInputError) as ei, sentence_errors("demo", "1" * 80, "phonemize"):
+        raise IndexError("list index out of range")
     assert isinstance(ei.value.__cause__, IndexError)
     assert ei.value.param == "input" and "demo could not phonemize" in str(ei.value)
     assert "list index" not in str(ei.value)  # backend messages stay in the log
     assert len(str(ei.value)) < 220
-    with pytest.raises(ModelLoadError):  # voxbox errors pass through as they are
-        with sentence_errors("demo", "x", "synthesize"):
-            raise ModelLoadError("broken")
-    with pytest.raises(MemoryError):
-        with sentence_errors("demo", "x", "synthesize"):
-            raise MemoryError
+    with pytest.raises(ModelLoadError), sentence_errors("demo", "x", "synthesize"):  # voxbox errors pass through
+        raise ModelLoadError("broken")
+    with pytest.raises(MemoryError), sentence_errors("demo", "x", "synthesize"):
+        raise MemoryError
 
 
 # --------------------------------------------------------------------------------------------
@@ -108,4 +105,24 @@ def test_piper_nul_is_refused_before_espeak():
     with pytest.raises(BadInputError) as ei:
         engine.stream("hello\x00world")  # refused eagerly, not inside the stream
     assert "U+0000" in str(ei.value)
+    engine.close()
+
+
+def test_piper_phoneme_groups_are_cut_at_word_boundaries():
+    from voxbox.engines.tts.piper import split_phonemes
+
+    group = list("ab cd ef gh ij kl")
+    pieces = split_phonemes(group, 6)
+    assert [len(p) for p in pieces] == [6, 6, 5] and [x for p in pieces for x in p] == group
+    assert all(p[-1] == " " for p in pieces[:-1])  # cut after a word
+    assert split_phonemes(list("abcdefghijk"), 4) == [list("abcd"), list("efgh"), list("ijk")]  # no spaces: hard cut
+    assert split_phonemes(group, 100) == [group]
+
+
+def test_piper_sentence_of_emoji_streams_in_bounded_pieces():
+    """espeak reads each emoji out by name: one 'sentence' of 60 is several calls, not one huge one."""
+    engine = load_engine("piper")
+    chunks = list(engine.stream("a" + "\U0001F600" * 60))
+    assert len(chunks) >= 2 and {c.text for c in chunks} == {"a" + "\U0001F600" * 60}
+    assert max(c.duration for c in chunks) < 40
     engine.close()

@@ -79,6 +79,8 @@ def test_doctor_probe_then_cached_reuses_verdicts():
     assert again["probe_mode"] == "cached"
     assert len(again["probes"]) == len(r["probes"]) and all(p["cached"] for p in again["probes"])
     # the same verdicts, not new runs: each probe keeps the time it was run at
-    stamps = lambda rep: sorted((p["engine"], p["device"], p["target"], p["at"]) for p in rep["probes"])  # noqa: E731
+    def stamps(rep: dict) -> list:
+        return sorted((p["engine"], p["device"], p["target"], p["at"]) for p in rep["probes"])
+
     assert stamps(again) == stamps(r) and all(p["at"] for p in again["probes"])
     assert "ok (cached)" in _render(again)
