@@ -9,7 +9,8 @@ matching message strings. Backend exceptions are converted at the boundary with 
     VoxboxError
     ├── BadInputError                 400  bad parameter or unusable input (``param`` names it)
     │   ├── AudioDecodeError          415  bytes that are not decodable audio (garbage, empty, truncated)
-    │   │   └── UnsupportedFormatError 415 a container/codec voxbox cannot read or write
+    │   │   ├── UnsupportedFormatError 415 a container/codec voxbox cannot read or write
+    │   │   └── ImplausibleAudioError 400  a header that cannot be true (1 Hz rate; hours in a few KB)
     │   ├── AudioTooLongError         413  decoded audio longer than the configured bound
     │   └── UnsupportedOperationError 400  the engine cannot do this (e.g. translate, voice cloning)
     ├── NotFoundError                 404
@@ -35,6 +36,7 @@ __all__ = [
     "ChecksumMismatchError",
     "DeviceError",
     "EngineUnavailableError",
+    "ImplausibleAudioError",
     "ModelLoadError",
     "ModelNotFoundError",
     "NotFoundError",
@@ -79,6 +81,14 @@ class UnsupportedFormatError(AudioDecodeError):
     """A container or codec that voxbox cannot read, or an output format it cannot write."""
 
     code = "unsupported_format"
+
+
+class ImplausibleAudioError(AudioDecodeError):
+    """Headers or decoded output that cannot be true of a real recording: a sample rate outside
+    what voxbox accepts, or more audio than the input's bytes can hold for its codec. Refused
+    before (or while) decoding, so a tiny upload cannot expand into gigabytes."""
+
+    code = "implausible_audio"
 
 
 class AudioTooLongError(BadInputError):

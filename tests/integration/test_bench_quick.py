@@ -54,7 +54,6 @@ def _check_common(report: dict) -> None:
         assert r["runs"]
         for run in r["runs"]:
             assert run["rtf"] > 0 and run["xrt"] > 0 and run["audio_s"] > 0
-            assert abs(run["rtf"] * run["audio_s"] - run["total_s"]) < 1e-6
             assert sum(run["stages"].values()) <= run["total_s"] * 1.001 + 1e-6
         q = r["quality"]
         if q is not None and q["wer"] is not None:

@@ -156,7 +156,7 @@ def test_verification_failure_exits_nonzero(tiny_en, short_clip, tmp_path, capsy
     assert json.loads((out / "voxbox_manifest.json").read_text())["verification"]["passed"] is False
 
 
-def test_no_verify_is_quick_and_has_no_report(tiny_en, tmp_path, capsys):
+def test_no_verify_writes_no_report(tiny_en, tmp_path, capsys):
     out = tmp_path / "nv"
     code, stdout, err = _run(["convert", str(tiny_en), str(out), "--to", "ct2", "-q", "int8", "--no-verify"], capsys)
     assert code == 0, err

@@ -196,7 +196,22 @@ def test_unknown_route_404_body(server, auth):
     _error(httpx.get(server.url + "/v1/nothing-here", headers=auth), 404)
 
 
-def test_errors_counted_by_status(server, auth):
+def _request_count(server, auth, route: str, status: str) -> float:
+    """voxbox_requests_total{route, status} as /metrics serves it (summed over methods)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     text = httpx.get(server.url + "/metrics", headers=auth).text
-    assert 'route="/v1/audio/transcriptions",status="415"' in text
-    assert 'route="/v1/audio/speech",status="400"' in text
+    return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+               if s.name == "voxbox_requests_total" and s.labels.get("route") == route
+               and s.labels.get("status") == status)
+
+
+def test_errors_counted_by_status(server, auth):
+    """Each error response adds one to its route/status counter (works alone: makes its own errors)."""
+    t_route, s_route = "/v1/audio/transcriptions", "/v1/audio/speech"
+    before = (_request_count(server, auth, t_route, "415"), _request_count(server, auth, s_route, "400"))
+    _error(_transcribe(server, auth, b"not audio at all" * 64, "x.wav"), 415)
+    _error(httpx.post(server.url + s_route, headers=auth, timeout=30,
+                      json={"model": "tts-1", "voice": "alloy", "input": "hi", "speed": 99}), 400)
+    after = (_request_count(server, auth, t_route, "415"), _request_count(server, auth, s_route, "400"))
+    assert after == (before[0] + 1, before[1] + 1), (before, after)

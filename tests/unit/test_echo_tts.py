@@ -180,3 +180,35 @@ def test_fused_decoder_walk_matches_upstream_forward(engine):
     assert fast.shape == ref.shape and ref.abs().max() > 0
     torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-6)
     assert padded.shape[-1] == z.shape[-1] + 5 and (padded[..., :5] == 0).all()
+
+
+def test_hostile_texts_refused_or_accepted_before_streaming(engine, hostile_texts):
+    """Text checks (shared rules + the byte tokenizer) run before the stream exists: any text is
+    either accepted or a BadInputError on "input", never another exception."""
+    accepted = []
+    for name, text in hostile_texts.items():
+        try:
+            stream = engine.stream(text)
+        except BadInputError as exc:
+            assert exc.param == "text", (name, exc)
+        else:
+            stream.close()
+            accepted.append(name)
+    assert "rtl" in accepted and "nul" not in accepted and "lone-surrogate" not in accepted
+
+
+@pytest.mark.parametrize("broken", ["echo-tts-base/pytorch_model.safetensors", "echo-tts-base/pca_state.safetensors",
+                                    "fish-s1-dac-min/pytorch_model.safetensors"])
+def test_corrupt_model_file_is_model_load_error(model_dir, tmp_path, broken):
+    import shutil
+
+    from voxbox.engines.registry import load_engine
+    from voxbox.errors import ModelLoadError
+
+    copy = tmp_path / "model"
+    shutil.copytree(model_dir, copy)
+    target = copy / broken
+    target.write_bytes(target.read_bytes()[:200])  # truncated: the header promises more than is there
+    with pytest.raises(ModelLoadError) as ei:
+        load_engine("echo-tts", str(copy), device="cpu")
+    assert broken.split("/")[-1] in str(ei.value) and "\n" not in str(ei.value)

@@ -68,9 +68,15 @@ def test_stage_timings_sum_within_wall(tts):
 
 
 def test_synthesize_matches_stream_length(tts):
-    a = tts.synthesize("One sentence. Two sentences.", speed=1.0)
+    # deterministic settings, so the two calls must produce the same samples
+    opts = {"seed": 1} if tts.info.name == "hibari" else {"noise_scale": 0.0, "noise_w": 0.0}
+    text = "One sentence. Two sentences."
+    a = tts.synthesize(text, speed=1.0, **opts)
+    chunks = list(tts.stream(text, speed=1.0, **opts))
     assert isinstance(a, Audio) and a.sample_rate == tts.info.sample_rate
-    assert a.duration > 0.8
+    assert len(chunks) == 2 and a.duration > 0.8
+    assert len(a) == sum(len(c.samples) for c in chunks)
+    assert np.array_equal(a.samples, np.concatenate([c.samples for c in chunks]))
 
 
 def test_speed_changes_duration(tts):

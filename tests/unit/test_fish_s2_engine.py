@@ -316,3 +316,33 @@ def test_cli_speak_with_model_dir(tiny, tmp_path):
     assert "prefill" in proc.stderr and "codec" in proc.stderr
     with wave.open(str(out)) as w:
         assert w.getframerate() == 44100 and w.getnframes() > 0
+
+
+def test_hostile_texts_refused_or_accepted_before_streaming(engine, hostile_texts):
+    """The prompt (tokenizer included) is built before the stream exists: any text is either
+    accepted or a BadInputError on "input", never another exception."""
+    accepted = []
+    for name, text in hostile_texts.items():
+        try:
+            stream = engine.stream(text, max_frames=2)
+        except BadInputError as exc:
+            assert exc.param == "text", (name, exc)
+        else:
+            stream.close()
+            accepted.append(name)
+    assert "rtl" in accepted and "nul" not in accepted and "lone-surrogate" not in accepted
+
+
+@pytest.mark.parametrize("broken", ["tokenizer.json", "config.json", "codec.pth", "shard"])
+def test_corrupt_model_file_is_model_load_error(tiny, tmp_path, broken):
+    import shutil
+
+    from voxbox.errors import ModelLoadError
+
+    copy = tmp_path / "s2"
+    shutil.copytree(tiny[0], copy)
+    target = sorted(copy.glob("model*.safetensors"))[0] if broken == "shard" else copy / broken
+    target.write_bytes(target.read_bytes()[:100])
+    with pytest.raises(ModelLoadError) as ei:
+        fish_s2.load(copy, device="cpu")
+    assert "\n" not in str(ei.value)

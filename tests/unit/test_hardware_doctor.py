@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -70,16 +69,19 @@ def test_hard_quirks_are_not_probed():
         ("ctranslate2", "cuda", "float16"), ("torch", "cuda", "bfloat16"), ("torch", "cpu", "float32")}
 
 
-def test_doctor_probe_then_cached_is_instant():
+def test_doctor_probe_then_cached_reuses_verdicts():
     r = build_report(ENGINES.values(), probe=True, timeout_s=120)
     assert r["probe_mode"] == "run"
     got = {(p["engine"], p["device"]): p["status"] for p in r["probes"]}
     assert got[("torch", "cpu")] == "ok"
     assert got[("ctranslate2", "cpu")] == "ok"
     assert got[("onnxruntime", "cpu")] == "ok"
-    t0 = time.perf_counter()
     again = build_report(ENGINES.values())  # default: cached verdicts, no probing
-    assert time.perf_counter() - t0 < 5
     assert again["probe_mode"] == "cached"
     assert len(again["probes"]) == len(r["probes"]) and all(p["cached"] for p in again["probes"])
+    # the same verdicts, not new runs: each probe keeps the time it was run at
+    def stamps(rep: dict) -> list:
+        return sorted((p["engine"], p["device"], p["target"], p["at"]) for p in rep["probes"])
+
+    assert stamps(again) == stamps(r) and all(p["at"] for p in again["probes"])
     assert "ok (cached)" in _render(again)

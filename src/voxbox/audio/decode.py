@@ -2,10 +2,16 @@
 
 ``decode`` reads wav (8/16/24/32-bit int, 32/64-bit float), flac, mp3, ogg/vorbis, ogg/opus,
 m4a/aac, adts, webm/opus and whatever else the bundled libavformat knows, down-mixes to mono
-(channel mean) and resamples on the fly. Decoding is bounded while it runs: as soon as more than
-``max_duration`` seconds have been decoded it stops with ``AudioTooLongError``, so a tiny
-compressed file cannot expand into unbounded memory. Every failure becomes an
-``AudioDecodeError`` (one line, ``param="file"``) raised ``from`` the PyAV exception.
+(channel mean) and resamples on the fly.
+
+Memory is bounded by the input, not by what its header claims (``voxbox.audio.limits``): before
+decoding, the container header is checked — a sample rate outside 8–384 kHz or a declared length
+that the input's bytes cannot hold for its codec is refused (``ImplausibleAudioError``, HTTP 400),
+and a declared length over ``max_duration`` is refused (``AudioTooLongError``, 413). While
+decoding, output stops as soon as it passes ``max_duration`` seconds or what the bytes can hold.
+Decoded samples go into one growing array (no list of small chunks concatenated at the end), so
+the peak is about the output itself and freed memory goes back to the OS. Every other failure
+becomes an ``AudioDecodeError`` (one line, ``param="file"``) raised ``from`` the PyAV exception.
 
 Paths are opened by Python and handed to libavformat as a file object, so a "path" can never
 be interpreted as an ffmpeg protocol URL (``http:``, ``concat:``...).
@@ -21,8 +27,9 @@ from typing import BinaryIO, Iterator, Union
 import av
 import numpy as np
 
+from voxbox.audio.limits import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, DecodeGuard
 from voxbox.audio.resample import StreamResampler
-from voxbox.errors import AudioDecodeError, AudioTooLongError, UnsupportedFormatError
+from voxbox.errors import AudioDecodeError, UnsupportedFormatError
 from voxbox.types import Audio
 
 __all__ = ["DEFAULT_MAX_DURATION", "AudioSource", "decode", "probe_duration"]
@@ -97,6 +104,14 @@ def _input_file(source: AudioSource) -> Iterator[BinaryIO]:
     yield f
 
 
+def _input_size(f: BinaryIO) -> int:
+    """Bytes from the current position to the end (the position is kept)."""
+    pos = f.tell()
+    end = f.seek(0, io.SEEK_END)
+    f.seek(pos)
+    return max(0, end - pos)
+
+
 #: Only inputs this small get the raw ADTS/mp3 retry (libavformat probes longer ones reliably).
 _SNIFF_MAX_BYTES = 16384
 
@@ -126,9 +141,11 @@ _OPEN_ERRORS = (av.FFmpegError, ValueError, OSError, EOFError, UnicodeError)
 
 
 @contextlib.contextmanager
-def _open_container(source: AudioSource, fmt: str | None) -> Iterator[av.container.InputContainer]:
+def _open_container(source: AudioSource, fmt: str | None) -> Iterator[tuple[av.container.InputContainer, int]]:
+    """Yield the opened container and the input's size in bytes."""
     with _input_file(source) as f:
         start = f.tell()
+        nbytes = _input_size(f)
         try:
             container = av.open(f, mode="r", format=fmt, metadata_errors="ignore")
         except _OPEN_ERRORS as exc:
@@ -140,7 +157,7 @@ def _open_container(source: AudioSource, fmt: str | None) -> Iterator[av.contain
             except _OPEN_ERRORS:
                 raise _fail("not a recognised audio file", exc) from exc
         try:
-            yield container
+            yield container, nbytes
         finally:
             container.close()
 
@@ -150,11 +167,49 @@ def _audio_stream(container: av.container.InputContainer) -> av.audio.stream.Aud
     if not streams:
         raise _fail("no audio stream found in the input")
     stream = streams[0]
+    # libavformat leaves no codec context when it has no decoder for the stream (an unknown WAV
+    # format tag, 0 bits per sample, WAVE_FORMAT_EXTENSIBLE without its extension...).
     if stream.codec_context is None:
         raise UnsupportedFormatError(
-            f"audio codec {stream.codec.name if stream.codec else '?'} cannot be decoded here", param=_PARAM
-        )
+            "the audio codec is unknown or its format header is malformed (unsupported format tag, "
+            "bits per sample or channel layout)", param=_PARAM)
     return stream
+
+
+def _declared_duration(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> float | None:
+    """Seconds the headers declare (``None`` if they do not say)."""
+    if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None and container.duration > 0:
+        return float(container.duration / av.time_base)
+    return None
+
+
+
+
+class _SampleBuffer:
+    """Decoded output in one float32 array that grows in place (``ndarray.resize``: realloc, which
+    for big blocks is mremap). One large allocation instead of thousands of small chunks: no
+    concatenation doubling the peak at the end, and the memory is returned to the OS when freed.
+    ``capacity`` is reserved lazily (``np.empty`` touches no pages)."""
+
+    def __init__(self, capacity: int) -> None:
+        self._a = np.empty(max(1, capacity), np.float32)
+        self.size = 0
+
+    def append(self, x: np.ndarray) -> None:
+        if x.size == 0:
+            return
+        need = self.size + x.size
+        if need > self._a.size:
+            self._a.resize(max(need, self._a.size * 2), refcheck=False)
+        self._a[self.size : need] = x
+        self.size = need
+
+    def take(self) -> np.ndarray:
+        a, self._a = self._a, np.empty(0, np.float32)
+        a.resize(self.size, refcheck=False)
+        return a
 
 
 def _frame_to_mono(frame: av.AudioFrame) -> np.ndarray:
@@ -193,79 +248,79 @@ def decode(
     sample_rate: int | None = None,
     max_duration: float | None = DEFAULT_MAX_DURATION,
     format: str | None = None,  # noqa: A002 - mirrors av.open
+    min_source_rate: int = MIN_SAMPLE_RATE,
+    max_source_rate: int = MAX_SAMPLE_RATE,
 ) -> Audio:
     """Decode ``source`` (path, bytes or binary file object) to mono float32 ``Audio``.
 
     ``sample_rate``: resample to this rate (default: the file's own rate).
-    ``max_duration``: seconds; decoding stops with ``AudioTooLongError`` as soon as more than this
-    has been decoded (``None`` disables the bound).
+    ``max_duration``: seconds; a header declaring more is refused before decoding, and decoding
+    stops with ``AudioTooLongError`` as soon as more than this has been decoded (``None``
+    disables this bound; the bytes-vs-duration bound stays).
     ``format``: force a libavformat demuxer (e.g. ``"aac"`` for raw ADTS), normally probed.
+    ``min_source_rate``/``max_source_rate``: sample rates (Hz) accepted in the input.
 
     Raises ``AudioDecodeError`` for empty, truncated, garbage or non-audio input and for audio
-    that decodes to zero samples.
+    that decodes to zero samples; ``ImplausibleAudioError`` (a subclass) for headers or output
+    that cannot be true (rate out of range, more audio than the bytes can hold).
     """
     if sample_rate is not None and int(sample_rate) <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
     if max_duration is not None and max_duration <= 0:
         raise ValueError(f"max_duration must be positive, got {max_duration}")
 
-    with _open_container(source, format) as container:
+    with _open_container(source, format) as (container, nbytes):
         stream = _audio_stream(container)
+        cc = stream.codec_context
+        guard = DecodeGuard(nbytes=nbytes, max_duration=max_duration,
+                            min_rate=min_source_rate, max_rate=max_source_rate)
+        declared = _declared_duration(container, stream)
+        guard.check_header(cc.name, cc.sample_rate, cc.channels, declared)
         out_rate = int(sample_rate) if sample_rate else None
-        chunks: list[np.ndarray] = []
-        resampler: StreamResampler | None = None
-        decoded_seconds = 0.0
-        bad_packets = 0
-        got_audio = False
-        first_error: BaseException | None = None
-
-        def emit(x: np.ndarray, rate: int) -> None:
-            nonlocal resampler, out_rate
-            if out_rate is None:
-                out_rate = rate
-            if resampler is None or resampler.src_rate != rate:
-                if resampler is not None:  # the rate changed mid-stream
-                    chunks.append(resampler.flush())
-                resampler = StreamResampler(rate, out_rate)
-            y = resampler.push(x)
-            if y.size:
-                chunks.append(y)
-
-        try:
-            for packet in container.demux(stream):
-                try:
-                    frames = packet.decode()
-                except av.FFmpegError as exc:  # a corrupt packet: skip it, like ffmpeg does
-                    first_error = first_error or exc
-                    bad_packets += 1
-                    if not got_audio and bad_packets >= _MAX_LEADING_BAD_PACKETS:
-                        raise _fail("audio data could not be decoded", exc) from exc
-                    continue
-                for frame in frames:
-                    if frame.samples == 0 or not frame.sample_rate:
-                        continue
-                    got_audio = True
-                    decoded_seconds += frame.samples / frame.sample_rate
-                    if max_duration is not None and decoded_seconds > max_duration + 1e-9:  # float sum slack
-                        raise AudioTooLongError(
-                            f"audio is longer than the maximum of {max_duration:g} s", param=_PARAM
-                        )
-                    emit(_frame_to_mono(frame), int(frame.sample_rate))
-        except av.FFmpegError as exc:
-            raise _fail("audio data is corrupt or truncated", exc) from exc
-        except (ValueError, OSError, EOFError, MemoryError) as exc:
-            raise _fail("audio data could not be decoded", exc) from exc
-
-        if resampler is not None:
-            chunks.append(resampler.flush())
-        total = sum(c.size for c in chunks)
-        if total == 0 or out_rate is None:
+        out = _SampleBuffer(guard.output_capacity(declared, out_rate or cc.sample_rate or None))
+        out_rate, first_error = _decode_into(container, stream, guard, out, out_rate)
+        if out.size == 0 or out_rate is None:
             if first_error is not None:
                 raise _fail("no audio could be decoded from the input", first_error) from first_error
             raise _fail("no audio samples in the input (empty or truncated file)")
-        samples = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
-        del chunks
-        return Audio(samples, out_rate)
+        return Audio(out.take(), out_rate)
+
+
+def _decode_into(container: av.container.InputContainer, stream: av.audio.stream.AudioStream, guard: DecodeGuard,
+                 out: _SampleBuffer, out_rate: int | None) -> tuple[int | None, BaseException | None]:
+    """Demux and decode ``stream`` into ``out`` within ``guard``'s bounds, resampling to ``out_rate``
+    (``None``: the first frame's rate). Returns the output rate and the first packet error seen."""
+    resampler: StreamResampler | None = None
+    bad_packets = 0
+    first_error: BaseException | None = None
+    try:
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.FFmpegError as exc:  # a corrupt packet: skip it, like ffmpeg does
+                first_error = first_error or exc
+                bad_packets += 1
+                if guard.decoded_samples == 0 and bad_packets >= _MAX_LEADING_BAD_PACKETS:
+                    raise _fail("audio data could not be decoded", exc) from exc
+                continue
+            for frame in frames:
+                if frame.samples == 0 or not frame.sample_rate:
+                    continue
+                rate = int(frame.sample_rate)
+                guard.add(frame.samples, rate)  # raises before the frame is kept
+                out_rate = out_rate or rate
+                if resampler is None or resampler.src_rate != rate:
+                    if resampler is not None:  # the rate changed mid-stream
+                        out.append(resampler.flush())
+                    resampler = StreamResampler(rate, out_rate)
+                out.append(resampler.push(_frame_to_mono(frame)))
+    except av.FFmpegError as exc:
+        raise _fail("audio data is corrupt or truncated", exc) from exc
+    except (ValueError, OSError, EOFError, MemoryError) as exc:
+        raise _fail("audio data could not be decoded", exc) from exc
+    if resampler is not None:
+        out.append(resampler.flush())
+    return out_rate, first_error
 
 
 def probe_duration(source: AudioSource, *, format: str | None = None) -> float | None:  # noqa: A002
@@ -280,13 +335,8 @@ def probe_duration(source: AudioSource, *, format: str | None = None) -> float |
         with contextlib.suppress(Exception):
             pos = source.tell()  # type: ignore[union-attr]
     try:
-        with _open_container(source, format) as container:
-            stream = _audio_stream(container)
-            if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
-                return float(stream.duration * stream.time_base)
-            if container.duration is not None and container.duration > 0:
-                return container.duration / av.time_base
-            return None
+        with _open_container(source, format) as (container, _):
+            return _declared_duration(container, _audio_stream(container))
     finally:
         if pos is not None:
             with contextlib.suppress(Exception):

@@ -26,11 +26,14 @@ before any streaming starts.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import re
 from typing import Any, Callable, Iterator, Protocol, TypeVar, Union, runtime_checkable
 
 import numpy as np
 
-from voxbox.errors import BadInputError, UnsupportedOperationError
+from voxbox.errors import BadInputError, ModelLoadError, UnsupportedOperationError, VoxboxError
 from voxbox.text.sentences import split_sentences  # re-exported: engines import it from here
 from voxbox.types import (
     Audio,
@@ -52,13 +55,22 @@ __all__ = [
     "EncodedVoice",
     "SpeechStream",
     "TTSEngine",
+    "model_files",
+    "release_freed_memory",
+    "sentence_errors",
     "split_sentences",
     "validate_speed",
     "validate_text",
 ]
 
+log = logging.getLogger("voxbox.engines")
+
 #: Longest text a single TTS call accepts (OpenAI's limit for /v1/audio/speech is 4096).
 MAX_TEXT_CHARS = 4096
+#: Characters no TTS engine is given: C0/C1 control characters other than the line-breaking and
+#: spacing ones (tab, newline, vertical tab, form feed, carriage return, next line U+0085) and
+#: unpaired UTF-16 surrogates (not valid Unicode; they cannot even be encoded as UTF-8).
+_FORBIDDEN_CHARS = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\ud800-\udfff]")
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
 T = TypeVar("T")
 
@@ -185,6 +197,12 @@ Engine = Union[TTSEngine, ASREngine]
 
 
 def validate_text(text: Any, max_chars: int = MAX_TEXT_CHARS) -> str:
+    """The checks every TTS engine makes on its input text; returns it stripped.
+
+    Control characters (NUL, escape, DEL, C1...) and unpaired surrogates are refused with the
+    offending code point and position, for every engine alike: they are never speech, and some
+    backends crash on them (espeak-ng on NUL, UTF-8 encoders on surrogates).
+    """
     if not isinstance(text, str):
         raise BadInputError("input text must be a string", param="text")
     text = text.strip()
@@ -192,9 +210,87 @@ def validate_text(text: Any, max_chars: int = MAX_TEXT_CHARS) -> str:
         raise BadInputError("input text is empty", param="text")
     if len(text) > max_chars:
         raise BadInputError(f"input text is {len(text)} characters; the limit is {max_chars}", param="text")
+    bad = _FORBIDDEN_CHARS.search(text)
+    if bad is not None:
+        code = ord(bad.group())
+        if 0xD800 <= code <= 0xDFFF:
+            why = "an unpaired surrogate (not valid Unicode text)"
+        else:
+            why = "a control character (only tab, newline and carriage return are allowed)"
+        raise BadInputError(f"input text has U+{code:04X} at position {bad.start()}, {why}; remove it", param="text")
     if not any(ch.isalnum() for ch in text):
         raise BadInputError("input text has nothing speakable (no letters or digits)", param="text")
     return text
+
+
+@contextlib.contextmanager
+def sentence_errors(engine: str, sentence: str, stage: str) -> Iterator[None]:
+    """Convert what a backend raises on one sentence into ``BadInputError`` (``param="text"``).
+
+    Wrap every call into a TTS backend's text front-end or synthesis with it: an upstream bug
+    triggered by the text (hibari's G2P on a 37-digit number: ``IndexError``) becomes a clear 4xx
+    naming the sentence, raised ``from`` the original; voxbox errors pass through unchanged. The
+    exception type is logged, not put in the message (backend messages can hold paths).
+    """
+    try:
+        yield
+    except VoxboxError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as exc:
+        snippet = sentence if len(sentence) <= 60 else sentence[:57] + "..."
+        log.warning("%s %s failed on %r: %s: %s", engine, stage, snippet, type(exc).__name__, exc)
+        raise BadInputError(f"{engine} could not {stage} the sentence {snippet!r}; rephrase it (for example, write "
+                            "very long numbers or unusual symbols as words)", param="text") from exc
+
+
+_LIBC: Any = None
+
+
+def release_freed_memory() -> None:
+    """Give memory the process has freed back to the OS (glibc ``malloc_trim``; no-op elsewhere).
+
+    Engines whose backends allocate large, differently sized buffers per call (ONNX Runtime
+    without its arena, one call per sentence) call this after each call: glibc otherwise keeps
+    the freed pages of a fragmented heap, and a server's RSS ratchets up with every new sentence
+    length. Cost: well under a millisecond per call.
+    """
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = False
+        try:
+            import ctypes
+            import ctypes.util
+
+            name = ctypes.util.find_library("c")
+            lib = ctypes.CDLL(name) if name else None
+            if lib is not None and hasattr(lib, "malloc_trim"):
+                _LIBC = lib
+        except OSError:
+            pass
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+@contextlib.contextmanager
+def model_files(what: str) -> Iterator[None]:
+    """Convert what a backend raises while reading model files into ``ModelLoadError``.
+
+    Wrap the calls that parse weight/config/tokenizer files (safetensors, torch.load, ONNX
+    Runtime sessions, tokenizers, JSON): a corrupt or foreign file then reads "could not load
+    <what>: <reason>" instead of escaping as a ``SafetensorError`` or a bare ``Exception``.
+    voxbox errors pass through unchanged.
+    """
+    try:
+        yield
+    except VoxboxError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as exc:
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise ModelLoadError(f"could not load {what}: {reason}") from exc
 
 
 def validate_speed(speed: Any) -> float:
@@ -202,8 +298,10 @@ def validate_speed(speed: Any) -> float:
         return 1.0
     try:
         value = float(speed)
-    except (TypeError, ValueError):
-        raise BadInputError(f"speed must be a number, got {speed!r}", param="speed") from None
+    except (TypeError, ValueError, OverflowError):
+        shown = repr(speed) if len(repr(speed)) <= 40 else repr(speed)[:37] + "..."
+        raise BadInputError(f"speed must be a number between {MIN_SPEED} and {MAX_SPEED}, got {shown}",
+                            param="speed") from None
     if not (MIN_SPEED <= value <= MAX_SPEED) or value != value:
         raise BadInputError(f"speed must be between {MIN_SPEED} and {MAX_SPEED}, got {value}", param="speed")
     return value

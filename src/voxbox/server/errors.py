@@ -26,6 +26,7 @@ from voxbox.errors import (
     CapacityError,
     DeviceError,
     EngineUnavailableError,
+    ImplausibleAudioError,
     ModelLoadError,
     NotFoundError,
     RequestCancelledError,
@@ -94,6 +95,7 @@ STATUS_MAP: dict[type[BaseException], tuple[int, str]] = {
     UploadTooLargeError: (413, "invalid_request_error"),
     MethodNotAllowedError: (405, "invalid_request_error"),
     AudioTooLongError: (413, "invalid_request_error"),
+    ImplausibleAudioError: (400, "invalid_request_error"),  # a decodable header that cannot be true
     AudioDecodeError: (415, "invalid_request_error"),  # includes UnsupportedFormatError
     UnsupportedOperationError: (400, "invalid_request_error"),
     BadInputError: (400, "invalid_request_error"),

@@ -297,6 +297,16 @@ def _timed_model_class(faster_whisper: Any) -> Any:
 
 # --- validation -----------------------------------------------------------------------------------
 
+def _compute_type_supported(ct2: Any, device: str, compute_type: str) -> bool:
+    """Whether CTranslate2 lists ``compute_type`` for ``device`` ("auto"/"default" always are)."""
+    if compute_type in ("auto", "default"):
+        return True
+    try:
+        return compute_type in set(ct2.get_supported_compute_types(device))
+    except Exception:  # noqa: BLE001 - no such device: the type is not usable there
+        return False
+
+
 def _check_int(name: str, value: Any, lo: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise BadInputError(f"{name} must be an integer >= {lo}, got {value!r}", param=name)
@@ -315,13 +325,19 @@ class FasterWhisperEngine:
         try:
             self.model = cls(str(model_dir), device=device, device_index=device_index, compute_type=compute_type,
                              cpu_threads=cpu_threads, num_workers=num_workers, local_files_only=True)
-        except ValueError as exc:  # unsupported compute type on this device
-            raise BadInputError(f"faster-whisper cannot use dtype {compute_type!r} on {device}: {exc}",
-                                param="dtype") from exc
+        except ValueError as exc:
+            msg = " ".join(str(exc).split())
+            if not _compute_type_supported(self._ct2, device, compute_type):
+                raise BadInputError(f"faster-whisper cannot use dtype {compute_type!r} on {device}: {msg}",
+                                    param="dtype") from exc
+            raise ModelLoadError(f"could not load faster-whisper model {model_id!r} from {model_dir}: {msg}") from exc
         except RuntimeError as exc:
             msg = " ".join(str(exc).split())
             if device == "cuda":
                 raise DeviceError(f"faster-whisper could not load on CUDA: {msg}") from exc
+            raise ModelLoadError(f"could not load faster-whisper model {model_id!r} from {model_dir}: {msg}") from exc
+        except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception for a corrupt tokenizer.json
+            msg = " ".join(str(exc).split())[:300] or type(exc).__name__
             raise ModelLoadError(f"could not load faster-whisper model {model_id!r} from {model_dir}: {msg}") from exc
         self.multilingual = bool(self.model.model.is_multilingual)
         from faster_whisper.tokenizer import _LANGUAGE_CODES

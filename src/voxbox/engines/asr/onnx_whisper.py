@@ -162,6 +162,8 @@ class OnnxWhisperEngine:
             self.cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"could not read {cfg_path}: {exc}") from exc
+        if not isinstance(self.cfg, dict) or not isinstance(self.cfg.get("vocab_size"), int):
+            raise ModelLoadError(f"{cfg_path} is not an onnx-whisper config (no integer vocab_size)")
         requested, reason = _resolve_device(device, int(self.cfg.get("params", 0)))
         try:
             kind, index, providers = pick_providers(requested)
@@ -189,7 +191,7 @@ class OnnxWhisperEngine:
         self.provider = used
         try:
             self.tok = _tokenizer_cls().from_dir(model_dir, vocab_size=int(self.cfg["vocab_size"]))
-        except (ValueError, OSError, KeyError) as exc:
+        except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception for a corrupt file
             raise ModelLoadError(f"could not load the tokenizer in {model_dir}: {exc}") from exc
         gen = self.cfg.get("generation", {})
         # The vocabulary decides, as in openai-whisper: every English-only model has 51864 entries.

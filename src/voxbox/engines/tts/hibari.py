@@ -18,7 +18,14 @@ import numpy as np
 from dataclasses import dataclass
 
 from voxbox.audio.tempo import split_speed, time_stretch
-from voxbox.engines.base import EncodedVoice, SpeechStream, VoiceArg, validate_speed, validate_text
+from voxbox.engines.base import (
+    EncodedVoice,
+    SpeechStream,
+    VoiceArg,
+    sentence_errors,
+    validate_speed,
+    validate_text,
+)
 from voxbox.engines.spec import Capabilities, EngineSpec, LoadRequest, Options, build_options
 from voxbox.errors import (
     BadInputError,
@@ -157,10 +164,13 @@ class HibariEngine:
             british = bool(self._hib.voices.VOICES[name]["british"])
             try:
                 tts = self._hib.Hibari(voice=name, model=path, threads=self._threads, g2p=self._g2p.get(british))
+                if self._model_path is not None:  # a local file: check it runs as a hibari model
+                    tts.from_ids(tts.ids(tts.phonemize("Check.")[0]), 1.0, np.random.default_rng(0))
                 if british not in self._g2p:
                     self._g2p[british] = tts.g2p
-            except Exception as exc:  # onnxruntime / file errors
-                raise ModelLoadError(f"could not load hibari voice {name!r} from {path}: {exc}") from exc
+            except Exception as exc:  # onnxruntime / file errors, or a model with other inputs
+                reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+                raise ModelLoadError(f"could not load hibari voice {name!r} from {path}: {reason}") from exc
             self._voices[name] = tts
             return tts
 
@@ -180,12 +190,13 @@ class HibariEngine:
             rng = np.random.default_rng(seed)
             index = 0
             for sent in sentences:
-                with timings.measure("phonemize"):
+                with timings.measure("phonemize"), sentence_errors("hibari", sent, "phonemize"):
                     phonemes = tts.phonemize(sent)
-                if not phonemes:
+                    ids = [tts.ids(ps) for ps in phonemes or ()]
+                if not ids:
                     continue
-                with timings.measure("synthesize"):
-                    parts = [tts.from_ids(tts.ids(ps), speed_v, rng) for ps in phonemes]
+                with timings.measure("synthesize"), sentence_errors("hibari", sent, "synthesize"):
+                    parts = [tts.from_ids(i, speed_v, rng) for i in ids]
                     samples = np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros(0, np.float32)
                 if samples.size == 0:
                     continue

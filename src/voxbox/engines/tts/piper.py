@@ -19,7 +19,16 @@ from typing import Any, Iterator
 import numpy as np
 
 from voxbox.audio.tempo import split_speed, time_stretch
-from voxbox.engines.base import EncodedVoice, SpeechStream, VoiceArg, validate_speed, validate_text
+from voxbox.engines.base import (
+    EncodedVoice,
+    SpeechStream,
+    VoiceArg,
+    model_files,
+    release_freed_memory,
+    sentence_errors,
+    validate_speed,
+    validate_text,
+)
 from voxbox.engines.spec import Capabilities, EngineSpec, LoadRequest, Options, build_options
 from voxbox.errors import (
     BadInputError,
@@ -33,7 +42,8 @@ from voxbox.errors import (
 from voxbox.text import speech_sentences
 from voxbox.types import Audio, AudioChunk, CancelToken, ComponentSpec, EngineInfo, StageTimings
 
-__all__ = ["OPENAI_VOICE_MAP", "PiperEngine", "PiperLoadOptions", "PiperOptions", "SPEC", "load", "models", "voices"]
+__all__ = ["MAX_PHONEMES_PER_CALL", "OPENAI_VOICE_MAP", "PiperEngine", "PiperLoadOptions", "PiperOptions", "SPEC",
+           "load", "models", "split_phonemes", "voices"]
 
 DEFAULT_MODEL = "en_US-joe-medium"
 #: Piper's length_scale misses every speed it is asked for (measured on joe: about a quarter of the
@@ -66,9 +76,35 @@ class PiperOptions(Options):
 
 @dataclass(frozen=True)
 class PiperLoadOptions(Options):
-    """Load-time options: ``voice`` (the default speaker of a multi-speaker voice)."""
+    """Load-time options: ``voice`` (the default speaker of a multi-speaker voice); ``mem_arena``
+    (ONNX Runtime's CPU memory arena: faster, but keeps the peak of the largest call)."""
 
     voice: str | None = None
+    mem_arena: bool | None = None
+
+
+#: Most phonemes one ONNX call synthesizes (about 25 s of speech; a 400-character sentence fits).
+#: ONNX Runtime's arena keeps the peak of the largest call, so the bound is on memory as well as
+#: on latency: espeak reads an emoji or a Han character out as words, and without it one
+#: "sentence" of a few hundred of them became one call of minutes of audio and gigabytes of RSS.
+MAX_PHONEMES_PER_CALL = 400
+
+
+def split_phonemes(phonemes: list[str], limit: int = MAX_PHONEMES_PER_CALL) -> list[list[str]]:
+    """Cut one espeak phoneme group into pieces of at most ``limit`` phonemes, at word boundaries
+    (the " " phoneme) where there are any."""
+    if len(phonemes) <= limit:
+        return [phonemes]
+    out: list[list[str]] = []
+    start = 0
+    while len(phonemes) - start > limit:
+        cut = start + limit
+        space = max((i for i in range(start + limit // 2, cut) if phonemes[i] == " "), default=-1)
+        end = space + 1 if space > 0 else cut
+        out.append(phonemes[start:end])
+        start = end
+    out.append(phonemes[start:])
+    return [p for p in out if p]
 
 
 def _import_piper() -> Any:
@@ -120,16 +156,24 @@ def _resolve_model(model: str | None) -> tuple[str, Path, Path, bool]:
 
 class PiperEngine:
     def __init__(self, model_id: str, onnx_path: Path, config_path: Path, *, device: str, threads: int | None,
-                 voice: str | None = None) -> None:
+                 voice: str | None = None, mem_arena: bool = False) -> None:
         piper, ort = _import_piper()
         self._piper = piper
-        try:
+        with model_files(f"Piper config {config_path}"):
             with open(config_path, encoding="utf-8") as f:
-                config = piper.PiperConfig.from_dict(json.load(f))
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelLoadError(f"could not read Piper config {config_path}: {exc}") from exc
+                raw = json.load(f)
+            if not isinstance(raw, dict):
+                raise ModelLoadError(f"Piper config {config_path} is not a JSON object")
+            config = piper.PiperConfig.from_dict(raw)
         so = ort.SessionOptions()
         so.log_severity_level = 3
+        # Every sentence has another length, and VITS's internal shapes follow the predicted
+        # durations: ONNX Runtime's CPU arena fragments and keeps growing across calls (measured:
+        # 60 sentence lengths twice over, 572 -> 1081 MB; without the arena it stays flat once
+        # the largest call has run, and with release_freed_memory() after each call it stays at
+        # the model's size: 154 MB). Off by default for a long-running server; mem_arena=True
+        # brings it back.
+        so.enable_cpu_mem_arena = bool(mem_arena)
         if threads:
             so.intra_op_num_threads = int(threads)
             so.inter_op_num_threads = 1
@@ -175,6 +219,16 @@ class PiperEngine:
         if voice is not None:
             self.info = dataclasses.replace(self.info, default_voice=self.resolve_voice(voice))
 
+    def check_voice(self) -> None:
+        """Synthesize one word: a local .onnx that is not the voice its config describes (another
+        model, other symbols or speakers) fails here, at load, as ModelLoadError."""
+        with model_files(f"Piper voice {self._onnx_path} (it does not run as the voice its config describes)"):
+            groups = [g for g in self.voice.phonemize("Check.") if g]
+            syn = self._piper.SynthesisConfig(speaker_id=0 if self.voice.config.num_speakers > 1 else None)
+            audio = self.voice.phoneme_ids_to_audio(self.voice.phonemes_to_ids(groups[0]), syn)
+            if np.asarray(audio).size == 0:
+                raise ModelLoadError(f"Piper voice {self._onnx_path} produced no audio for a test word")
+
     def resolve_voice(self, voice: VoiceArg) -> str:
         if voice is None:
             return self.info.default_voice or next(iter(self._speakers))
@@ -214,30 +268,35 @@ class PiperEngine:
         voice_obj = self.voice
         sr = self.sample_rate
 
+        def synth(seq: list[int]) -> np.ndarray:
+            audio = np.asarray(voice_obj.phoneme_ids_to_audio(seq, syn), dtype=np.float32).reshape(-1)
+            peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+            # piper's default: normalise each phoneme group to full scale, then clip.
+            audio = audio / peak if peak > 1e-8 else np.zeros_like(audio)
+            return np.clip(audio, -1.0, 1.0).astype(np.float32)
+
         def gen(timings: StageTimings) -> Iterator[AudioChunk]:
             index = 0
             for sent in sentences:
-                with timings.measure("phonemize"):
-                    groups = [g for g in voice_obj.phonemize(sent) if g]
-                    ids = [voice_obj.phonemes_to_ids(g) for g in groups]
-                if not ids:
-                    continue
-                with timings.measure("synthesize"):
-                    parts = []
-                    for seq in ids:
-                        audio = np.asarray(voice_obj.phoneme_ids_to_audio(seq, syn), dtype=np.float32).reshape(-1)
-                        peak = float(np.max(np.abs(audio))) if audio.size else 0.0
-                        # piper's default: normalise each sentence to full scale, then clip.
-                        audio = audio / peak if peak > 1e-8 else np.zeros_like(audio)
-                        parts.append(np.clip(audio, -1.0, 1.0).astype(np.float32))
-                    samples = np.concatenate(parts)
-                if samples.size == 0:
-                    continue
-                if stretch != 1.0:
-                    with timings.measure("stretch"):
-                        samples = time_stretch(samples, sr, stretch)
-                yield AudioChunk(samples, sr, index=index, text=sent)
-                index += 1
+                with timings.measure("phonemize"), sentence_errors("piper", sent, "phonemize"):
+                    pieces = [p for g in voice_obj.phonemize(sent) if g for p in split_phonemes(g)]
+                    ids = [voice_obj.phonemes_to_ids(p) for p in pieces]
+                # one chunk per sentence; a sentence that phonemizes past one call's bound (a few
+                # hundred emoji read out by name...) streams piece by piece
+                batches = [ids] if sum(len(p) for p in pieces) <= MAX_PHONEMES_PER_CALL else [[i] for i in ids]
+                for batch in batches:
+                    if not batch:
+                        continue
+                    with timings.measure("synthesize"), sentence_errors("piper", sent, "synthesize"):
+                        samples = np.concatenate([synth(seq) for seq in batch])
+                        release_freed_memory()  # the session has no arena: hand its buffers back
+                    if samples.size == 0:
+                        continue
+                    if stretch != 1.0:
+                        with timings.measure("stretch"):
+                            samples = time_stretch(samples, sr, stretch)
+                    yield AudioChunk(samples, sr, index=index, text=sent)
+                    index += 1
 
         return SpeechStream(gen, sr, cancel=cancel)
 
@@ -261,7 +320,7 @@ class PiperEngine:
 
 
 def load(model: str | None = None, *, device: str = "auto", dtype: str | None = None, threads: int | None = None,
-         voice: str | None = None) -> PiperEngine:
+         voice: str | None = None, mem_arena: bool = False) -> PiperEngine:
     """Load a Piper voice: None / 'en_US-joe-medium' (bundled) or a path to a ``.onnx`` voice.
 
     ``device``: "auto" and "cpu" run on CPU (Piper is faster than real time there); "cuda" uses
@@ -282,13 +341,17 @@ def load(model: str | None = None, *, device: str = "auto", dtype: str | None = 
         raise BadInputError(f"piper runs on 'cpu' or 'cuda', not {device!r}", param="device")
     if dtype not in (None, "auto", "float32", "fp32"):
         raise BadInputError(f"piper voices are float32 (asked for dtype {dtype!r})", param="dtype")
-    model_id, onnx_path, cfg_path, _ = _resolve_model(model)
-    return PiperEngine(model_id, onnx_path, cfg_path, device=dev, threads=threads, voice=voice)
+    model_id, onnx_path, cfg_path, bundled = _resolve_model(model)
+    engine = PiperEngine(model_id, onnx_path, cfg_path, device=dev, threads=threads, voice=voice, mem_arena=mem_arena)
+    if not bundled:  # the bundled voice is SHA-256-verified; a local file is checked by running it
+        engine.check_voice()
+    return engine
 
 
 def _factory(req: LoadRequest) -> PiperEngine:
     opts = build_options(PiperLoadOptions, req.options)
-    return load(req.model, device=req.device, dtype=req.dtype, threads=req.threads, voice=opts.voice)
+    return load(req.model, device=req.device, dtype=req.dtype, threads=req.threads, voice=opts.voice,
+                mem_arena=bool(opts.mem_arena))
 
 
 SPEC: EngineSpec[PiperEngine, PiperOptions] = EngineSpec(

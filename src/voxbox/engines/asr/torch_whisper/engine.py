@@ -66,9 +66,14 @@ def compression_ratio(text: str) -> float:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         return {}
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"could not read {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{path} is not a JSON object")
+    return data
 
 
 def _load_state(directory: Path, device: torch.device) -> dict[str, torch.Tensor]:
@@ -104,7 +109,9 @@ def load_checkpoint(path: str | Path, device: torch.device, dtype: torch.dtype) 
             model = Whisper(dims)
         load_weights(model, _load_state(directory, device), dtype, device)
         tokenizer = WhisperTokenizer.from_dir(directory, dims.vocab_size)
-    except (KeyError, ValueError, RuntimeError, OSError) as exc:
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - safetensors/tokenizers raise their own types for corrupt files
         raise ModelLoadError(f"could not load Whisper checkpoint {directory}: {exc}") from exc
     gen = _read_json(directory / "generation_config.json")
     for key in ("suppress_tokens", "begin_suppress_tokens"):

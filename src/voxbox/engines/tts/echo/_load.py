@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from voxbox.engines.base import model_files
 from voxbox.errors import ModelLoadError, ModelNotFoundError
 
 from ._upstream import upstream_autoencoder, upstream_model
@@ -141,7 +142,7 @@ def load_dit(path: Path, placement: dict[str, tuple[torch.device, torch.dtype]])
         blk.attention.wk_latent = None
         blk.attention.wv_latent = None
     state: dict[str, torch.Tensor] = {}
-    with safe_open(str(path), framework="pt", device="cpu") as f:
+    with model_files(f"the Echo-TTS DiT {str(path)!r}"), safe_open(str(path), framework="pt", device="cpu") as f:
         for key in f.keys():
             if _BLOCKWISE.search(key):
                 continue
@@ -254,11 +255,12 @@ def load_autoencoder(files: ModelFiles, device: torch.device, dtype: torch.dtype
     from torch.nn.utils import parametrize
 
     ua = upstream_autoencoder()
-    cfg = json.loads(files.ae_config.read_text()) if files.ae_config else None
-    with torch.device("meta"):
-        ae = build_dac(cfg)
+    with model_files(f"the autoencoder config {str(files.ae_config)!r}"):
+        cfg = json.loads(files.ae_config.read_text()) if files.ae_config else None
+        with torch.device("meta"):
+            ae = build_dac(cfg)
     state: dict[str, torch.Tensor] = {}
-    with safe_open(str(files.ae), framework="pt", device="cpu") as f:
+    with model_files(f"the autoencoder {str(files.ae)!r}"), safe_open(str(files.ae), framework="pt", device="cpu") as f:
         for key in f.keys():
             if key.endswith(("causal_mask", "freqs_cis")):
                 continue
@@ -298,7 +300,8 @@ def load_pca(path: Path, device: torch.device) -> PCA:
     from safetensors.torch import load_file
 
     try:
-        t = load_file(str(path), device="cpu")
+        with model_files(f"the PCA state {str(path)!r}"):
+            t = load_file(str(path), device="cpu")
         return PCA(t["pca_components"].float().to(device), t["pca_mean"].float().to(device), float(t["latent_scale"].item()))
     except KeyError as exc:
         raise ModelLoadError(f"{str(path)!r} lacks {exc}") from exc

@@ -44,7 +44,7 @@ from typing import Any, Mapping
 
 from voxbox.engines.placement import resolve_placement
 from voxbox.engines.spec import Capabilities, EngineSpec, LoadRequest, Options, build_options
-from voxbox.errors import BadInputError, ModelLoadError, ModelNotFoundError
+from voxbox.errors import BadInputError, ModelLoadError, ModelNotFoundError, VoxboxError
 from voxbox.types import ComponentSpec
 
 from .config import S2_CODEC, S2_PRO_CONFIG, CodecConfig, DualARConfig, load_codec_config, load_dual_ar_config
@@ -152,8 +152,10 @@ def load(model: str | Path | None = None, *, device: Any = "auto", dtype: Any = 
         files = loader.resolve_files(model, need_weights=weights == "checkpoint")
         cfg: DualARConfig = load_dual_ar_config(files.config)
         codec_cfg: CodecConfig = load_codec_config(files.root)
-    except (FileNotFoundError, ValueError) as exc:
+    except FileNotFoundError as exc:
         raise ModelNotFoundError(f"fish-s2: {exc}", param="model") from exc
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # a config that does not parse
+        raise ModelLoadError(f"fish-s2: could not read the config in {model}: {exc}") from exc
     place = parse_placement(device, dtype, placement)
     (ar_dev, slow_dt), (_, fast_dt), (codec_dev, codec_dt) = place["slow_ar"], place["fast_ar"], place["codec"]
     if max_frames < 1 or max_context < 16:
@@ -163,7 +165,10 @@ def load(model: str | Path | None = None, *, device: Any = "auto", dtype: Any = 
         from tokenizers import Tokenizer
     except ImportError as exc:  # pragma: no cover
         raise ModelLoadError("fish-s2 needs the 'tokenizers' package") from exc
-    tokenizer = Tokenizer.from_file(str(files.tokenizer))
+    try:
+        tokenizer = Tokenizer.from_file(str(files.tokenizer))
+    except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception for a corrupt file
+        raise ModelLoadError(f"fish-s2: could not load {files.tokenizer}: {exc}") from exc
     try:
         if weights == "random":
             slow, fast = loader.random_dual_ar(cfg, device=ar_dev, slow_dtype=slow_dt, fast_dtype=fast_dt, seed=seed)
@@ -171,8 +176,12 @@ def load(model: str | Path | None = None, *, device: Any = "auto", dtype: Any = 
         else:
             slow, fast = loader.load_dual_ar(files, cfg, device=ar_dev, slow_dtype=slow_dt, fast_dtype=fast_dt)
             codec = loader.load_codec(files, codec_cfg, device=codec_dev, dtype=codec_dt)
-    except (KeyError, ValueError, OSError, RuntimeError) as exc:
+    except (KeyError, ValueError, OSError, RuntimeError, EOFError) as exc:
         raise ModelLoadError(f"fish-s2: could not load {files.root}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - safetensors / unpickling errors of a corrupt file
+        if isinstance(exc, VoxboxError):
+            raise
+        raise ModelLoadError(f"fish-s2: could not load {files.root}: {type(exc).__name__}: {exc}") from exc
     params = {"slow_ar": sum(p.numel() for p in slow.parameters()),
               "fast_ar": sum(p.numel() for p in fast.parameters()),
               "codec": sum(p.numel() for p in codec.parameters())}

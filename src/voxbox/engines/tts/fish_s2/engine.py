@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from voxbox.engines.base import EncodedVoice, SpeechStream, VoiceArg, validate_speed, validate_text
+from voxbox.engines.base import EncodedVoice, SpeechStream, VoiceArg, sentence_errors, validate_speed, validate_text
 from voxbox.engines.spec import build_options
 from voxbox.errors import BadInputError, UnsupportedOperationError, VoiceNotFoundError
 from voxbox.types import Audio, AudioChunk, CancelToken, ComponentSpec, EngineInfo, StageTimings
@@ -283,10 +283,12 @@ class FishS2Engine:
                                     f"({self.cfg.num_codebooks}, frames)", param="voice")
         if clip is not None:
             n_ref = self._check_clip(clip)
-            ids, mask = self.build_prompt(text, torch.zeros(self.cfg.num_codebooks, n_ref, dtype=torch.long), None,
-                                          opts.speaker)
+            with sentence_errors(ENGINE, text, "tokenize"):
+                ids, mask = self.build_prompt(text, torch.zeros(self.cfg.num_codebooks, n_ref, dtype=torch.long), None,
+                                              opts.speaker)
         else:
-            ids, mask = self.build_prompt(text, codes, transcript, opts.speaker)
+            with sentence_errors(ENGINE, text, "tokenize"):
+                ids, mask = self.build_prompt(text, codes, transcript, opts.speaker)
         need = ids.shape[0] + opts.max_frames
         if need > self.runner.max_context:
             room = self.runner.max_context - ids.shape[0]
