@@ -71,6 +71,7 @@ class RuntimeConfig:
     request_timeout: float = 300.0  # seconds per request, queue wait included; then 504
     lookahead: int = 2  # items a streaming worker may run ahead of its consumer
     workers: int | None = None  # worker threads; None = min(64, 8 + 4 x CPUs)
+    hide_load_errors: bool = False  # True for servers: load failures reach clients without paths
 
 
 class Observer(Protocol):
@@ -172,7 +173,7 @@ class Runtime:
             loader=loader or self._load_entry, ttl=self.config.ttl, max_loaded=self.config.max_loaded,
             memory_budget=self.config.memory_budget, executor=self.executor,
             estimate=lambda e: estimate_bytes(get_spec(e.engine).components),
-            on_load=self._on_load, on_unload=self._on_unload,
+            on_load=self._on_load, on_unload=self._on_unload, hide_load_errors=self.config.hide_load_errors,
         )
         self.admissions: dict[Key, Admission] = {}
         self.draining = False

@@ -97,7 +97,9 @@ class ModelManager:
         estimate: Callable[[CatalogEntry], int] | None = None,
         on_load: Callable[[LoadedModel], None] | None = None,
         on_unload: Callable[[LoadedModel], None] | None = None,
+        hide_load_errors: bool = False,
     ) -> None:
+        self.hide_load_errors = hide_load_errors  # servers: clients get a generic message
         self._loader = loader
         self.ttl = ttl
         self.max_loaded = max_loaded
@@ -186,8 +188,12 @@ class ModelManager:
         log.info("loading model %s (engine %s)", entry.name, entry.engine)
         try:
             engine = await loop.run_in_executor(self._executor, self._loader, entry)
-        except VoxboxError:
-            raise
+        except VoxboxError as exc:
+            if not self.hide_load_errors:
+                raise
+            # the operator's paths and the backend's words stay in the log, not in a client's error body
+            log.error("loading model %s failed: %s: %s", entry.name, type(exc).__name__, exc)
+            raise ModelLoadError(f"could not load model {entry.name!r} (see the server log)") from exc
         except Exception as exc:  # backend failure: convert at the boundary; details stay in the log
             log.error("loading model %s failed: %s: %s", entry.name, type(exc).__name__, exc)
             raise ModelLoadError(f"could not load model {entry.name!r} (see the server log)") from exc

@@ -48,6 +48,7 @@ def build_runtime(settings: ServerSettings, *, loader: Callable[[CatalogEntry], 
         memory_budget=int(budget * 2**30) if budget is not None else None,
         max_concurrency=settings.admission.max_concurrency, queue_size=settings.admission.queue_size,
         request_timeout=settings.admission.request_timeout, workers=settings.admission.workers,
+        hide_load_errors=True,
     )
     voices = VoiceStore(settings.data_dir, cache_size=settings.voices.cache_size)
     return Runtime(catalog, config, loader=loader, voices=voices, observer=observer)
