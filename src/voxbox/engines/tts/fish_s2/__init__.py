@@ -212,6 +212,6 @@ SPEC: EngineSpec[Any, FishOptions] = EngineSpec(
                       dtypes=("float32", "bfloat16", "float16"), backend="torch", kind="codec",
                       overhead_bytes=1 * 2**30),
     ),
-    capabilities=Capabilities(streaming=True, cloning=True),
+    capabilities=Capabilities(streaming=True, cloning=True, batchable=True),
     aliases=("fish-s2",),
 )
