@@ -153,6 +153,6 @@ SPEC: EngineSpec[Any, EchoOptions] = EngineSpec(
                       dtypes=("float32", "bfloat16", "float16"), backend="torch", kind="autoencoder",
                       overhead_bytes=1 * 2**30),
     ),
-    capabilities=Capabilities(streaming=True, cloning=True, languages=("en",)),
+    capabilities=Capabilities(streaming=True, cloning=True, languages=("en",), batchable=True),
     aliases=("echo-tts",),
 )
