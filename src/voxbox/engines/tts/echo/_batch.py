@@ -249,7 +249,8 @@ class EchoBatcher:
             p, t, t_next = r.params, r.ts[r.i], r.ts[r.i + 1]
             v = out[j:j + 1]
             if guided[j]:
-                v = v + p.cfg_scale_text * (v - out[n + j:n + j + 1]) + p.cfg_scale_speaker * (v - out[2 * n + j:2 * n + j + 1])
+                v_nt, v_ns = out[n + j:n + j + 1], out[2 * n + j:2 * n + j + 1]
+                v = v + p.cfg_scale_text * (v - v_nt) + p.cfg_scale_speaker * (v - v_ns)
             if p.rescale_k is not None and p.rescale_sigma is not None and t < 1:
                 snr = (1 - t) ** 2 / (t ** 2)
                 ratio = (snr * p.rescale_sigma ** 2 + 1) / (snr * p.rescale_sigma ** 2 / p.rescale_k + 1)

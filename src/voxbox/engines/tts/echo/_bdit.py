@@ -49,7 +49,7 @@ class RowShape:
         self.k = torch.zeros((L, rows, self.ltot, H, Dh), device=dev, dtype=dt)
         self.v = torch.zeros_like(self.k)
         self.mask = torch.zeros((rows, 1, 1, self.ltot), device=dev, dtype=dt)
-        self.xin = torch.zeros((rows, seq, d.latent_size), device=dev, dtype=torch.float32)
+        self.xin = torch.zeros((rows, seq, int(d.latent_size)), device=dev, dtype=torch.float32)
         self.mod = torch.zeros((L, 2, 2, rows, 1, D), device=dev, dtype=torch.float32)
         self.gate = torch.zeros((L, 2, rows, 1, D), device=dev, dtype=dt)
         freqs = 1.0 / (10000.0 ** (torch.arange(0, Dh, 2)[: Dh // 2] / Dh))  # as _dit._Shape
@@ -124,7 +124,8 @@ class BatchedDiT:
         for i, (w_qkvg, w_o, qk_norm, w13, w2) in enumerate(d.layers):
             h = self._block(h, w_qkvg, w_o, qk_norm, w13, w2, shp.mod[i, :, :, :R], shp.gate[i, :, :R],
                             shp.k[i, :R], shp.v[i, :R], shp.mask[:R], shp.rope, d.eps)
-        h = (_rms(h, d.eps) * d.out_norm).to(d.dtype)
+        out_norm: Any = d.out_norm
+        h = (_rms(h, d.eps) * out_norm).to(d.dtype)
         return F.linear(h, d.out_w, d.out_b).float()
 
     def _capture(self, shp: RowShape, R: int) -> tuple[Any, torch.Tensor]:

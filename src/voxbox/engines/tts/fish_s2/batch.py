@@ -25,6 +25,7 @@ captured at start (``capture_all``) or on first use.
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from typing import Any, Callable
 
@@ -77,7 +78,8 @@ def sample_rows(logits: Tensor, temperature: Tensor, top_p: Tensor, top_k: Tenso
     return idx.gather(1, pick[:, None])[:, 0]
 
 
-def _qkv_prep_rows(qkv: Tensor, w: Tensor | None, cs: Tensor, eps: float, H: int, G: int, D: int) -> tuple[Tensor, Tensor]:
+def _qkv_prep_rows(qkv: Tensor, w: Tensor | None, cs: Tensor, eps: float, H: int, G: int,
+                   D: int) -> tuple[Tensor, Tensor]:
     """``model._qkv_prep`` for one position per row, each at its own rotary angle: qkv (B, 1, ...),
     cs (B, D/2, 2) -> q (B, 1, H, D) and the new cache entries k|v (2, B, G, 1, D)."""
     B = qkv.shape[0]
@@ -111,8 +113,8 @@ class BatchRunner:
 
     def __init__(self, base: DualARRunner, slots: int, *, span_step: int = 512, cuda_graphs: bool | None = None,
                  compile: bool | None = None, prefix_cache: int = 8) -> None:
-        self.base = b = base
-        cfg, tc, fc = base.cfg, base.cfg.text, base.cfg.fast
+        self.base = base
+        tc, fc = base.cfg.text, base.cfg.fast
         self.slots = S = max(1, int(slots))
         self.sizes = pow2_buckets(S)
         C = base.max_context
@@ -212,7 +214,8 @@ class BatchRunner:
         end = begin + n
         pos = torch.arange(begin, end, device=self.device)
         mask = self._ar_ctx[:end][None, :] <= pos[:, None]
-        run_layers(b.slow.layers, [c[:, row:row + 1] for c in self.slow_cache], x[None], b.rope_slow[begin:end], pos,
+        layers: Any = b.slow.layers
+        run_layers(layers, [c[:, row:row + 1] for c in self.slow_cache], x[None], b.rope_slow[begin:end], pos,
                    end, mask, b.slow.norm.weight, b.cfg.text.norm_eps, EAGER)
 
     @torch.no_grad()
@@ -259,7 +262,8 @@ class BatchRunner:
         idx = pos.view(1, B, 1, 1, 1).expand(2, B, G, 1, D)
         ops, eps = self.ops, tc.norm_eps
         d: Tensor | None = None
-        for layer, cache in zip(b.slow.layers, self.slow_cache):
+        layers: list[Any] = list(b.slow.layers)
+        for layer, cache in zip(layers, self.slow_cache):
             att = layer.attention
             if d is None:
                 n = ops.rms(x, layer.attention_norm.weight, eps)
@@ -306,13 +310,14 @@ class BatchRunner:
     def _fast_loop(self, B: int) -> None:
         b = self.base
         f, fc = b.fast, b.cfg.fast
+        layers: Any = f.layers
         x = f.project_in(self.hidden[:B].to(b.fast_dtype)).view(B, 1, -1)
         tok = self.tok[:B]
         caches = [c[:, :B] for c in self.fast_cache]
         fo, seed, frame = self.fopts[:B], self.iopts[:B, 2], self.frame[:B]
         codes = []
         for i in range(b.ncb):
-            n = run_layers(f.layers, caches, x, b.rope_fast[i:i + 1], b._fast_pos[i], b.ncb, b._fast_masks[i],
+            n = run_layers(layers, caches, x, b.rope_fast[i:i + 1], b._fast_pos[i], b.ncb, b._fast_masks[i],
                            f.norm.weight, fc.norm_eps, b.ops)
             if i == 0:
                 code = torch.where(tok >= b.V, torch.zeros_like(tok), tok)  # the end token -> code 0
@@ -369,5 +374,5 @@ class BatchRunner:
             return
         for B in self.sizes:
             for span in self.spans:
-                self._graph(("slow", B, span), lambda B=B, span=span: self._slow_step(B, span))
-            self._graph(("fast", B, 0), lambda B=B: self._fast_loop(B))
+                self._graph(("slow", B, span), functools.partial(self._slow_step, B, span))
+            self._graph(("fast", B, 0), functools.partial(self._fast_loop, B))

@@ -88,7 +88,8 @@ class FishBatcher:
             t0 = time.perf_counter()
             self.runner.capture_all()
             if self.runner.use_graphs:
-                log.info("fish-s2: captured %d batch graphs in %.1f s", len(self.runner._graphs), time.perf_counter() - t0)
+                log.info("fish-s2: captured %d batch graphs in %.1f s", len(self.runner._graphs),
+                         time.perf_counter() - t0)
 
     # ------------------------------------------------------------------ Batcher protocol
     def admit(self, requests: list[FishRequest]) -> list[_Seq]:
