@@ -27,9 +27,9 @@ from voxbox.types import Audio, CancelToken  # noqa: E402
 
 
 @contextmanager
-def batched(engine: Any, max_batch: int, window_ms: float = 150.0) -> Iterator[Scheduler]:
+def batched(engine: Any, max_batch: int, window_ms: float = 150.0, batcher: Any = None) -> Iterator[Scheduler]:
     cfg = BatchConfig(max_batch=max_batch, window_ms=window_ms)
-    sched: Scheduler = Scheduler(engine.batcher(cfg), cfg, name="test")
+    sched: Scheduler = Scheduler(batcher or engine.batcher(cfg), cfg, name="test")
     engine.use_scheduler(sched)
     try:
         yield sched
@@ -120,6 +120,15 @@ def test_fish_batched_equals_unbatched(fish):
         assert sum(g["timings"].values()) <= g["wall"] + 1e-3
         assert 0 < g["details"]["first_audio_s"] <= g["wall"]
     assert got[-1]["details"]["finish_reason"] == "eos" and len(got[-1]["audio"]) == 5 * fl
+    # at most 2 codec windows per step: windows wait in the queue, the audio is the same
+    from voxbox.engines.tts.fish_s2.batcher import FishBatcher
+
+    with batched(fish, max_batch=8, batcher=FishBatcher(fish, 8, codec_batch=2)) as sched:
+        slow = concurrently(fish, calls)
+        wait_idle(sched)
+    for r, g in zip(ref, slow):
+        assert torch.equal(g["details"]["codes"], r["details"]["codes"])
+        np.testing.assert_allclose(g["audio"], r["audio"], atol=5e-5)
 
 
 def test_fish_seeded_sampling_ignores_companions(fish):
