@@ -235,22 +235,25 @@ class EchoBatcher:
         """One Euler step for ``rows`` (one bucket), each at its own timestep (``DiTRunner.sample``)."""
         n = len(rows)
         guided = [r.params.cfg_min_t <= r.ts[r.i] <= r.params.cfg_max_t for r in rows]
-        reps = 3 if any(guided) else 1
-        layout = [(r, b) for b in range(reps) for r in rows]
-        self.bdit.set_layout(shp, layout, (tuple(r.serial for r in rows), reps))
+        g_rows = [r for r, g in zip(rows, guided) if g]
+        g = len(g_rows)
+        # [conditional: every request | no text: guided ones | no speaker: guided ones]
+        layout = [(r, 0) for r in rows] + [(r, 1) for r in g_rows] + [(r, 2) for r in g_rows]
+        self.bdit.set_layout(shp, layout, (tuple(r.serial for r in rows), tuple(guided)))
         used = len(layout)
-        shp.xin[:used] = torch.cat([r.x for r in rows]).repeat(reps, 1, 1)
-        mods = torch.stack([r.mods[r.i] for r in rows]).repeat(reps, 1, 1, 1, 1)
-        gates = torch.stack([r.gates[r.i] for r in rows]).repeat(reps, 1, 1, 1)
-        shp.mod[:, :, :, :used, 0] = mods.permute(1, 2, 3, 0, 4)
-        shp.gate[:, :, :used, 0] = gates.permute(1, 2, 0, 3)
+        members = rows + g_rows + g_rows
+        shp.xin[:used] = torch.cat([r.x for r in members])
+        shp.mod[:, :, :, :used, 0] = torch.stack([r.mods[r.i] for r in members]).permute(1, 2, 3, 0, 4)
+        shp.gate[:, :, :used, 0] = torch.stack([r.gates[r.i] for r in members]).permute(1, 2, 0, 3)
         out = self.bdit.forward(shp, used)
+        k = 0
         for j, r in enumerate(rows):
             p, t, t_next = r.params, r.ts[r.i], r.ts[r.i + 1]
             v = out[j:j + 1]
             if guided[j]:
-                v_nt, v_ns = out[n + j:n + j + 1], out[2 * n + j:2 * n + j + 1]
+                v_nt, v_ns = out[n + k:n + k + 1], out[n + g + k:n + g + k + 1]
                 v = v + p.cfg_scale_text * (v - v_nt) + p.cfg_scale_speaker * (v - v_ns)
+                k += 1
             if p.rescale_k is not None and p.rescale_sigma is not None and t < 1:
                 snr = (1 - t) ** 2 / (t ** 2)
                 ratio = (snr * p.rescale_sigma ** 2 + 1) / (snr * p.rescale_sigma ** 2 / p.rescale_k + 1)

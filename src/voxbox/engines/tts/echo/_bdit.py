@@ -5,9 +5,10 @@ as a batch of 3. ``BatchedDiT`` runs *rows*: each row is one (request, branch) p
 text/speaker keys and values, its own attention mask and its own timestep modulation, so requests
 at different diffusion steps share one forward (continuous batching of the sampler). Rows of one
 forward share the (sequence, text, speaker) bucket (``RowShape``); the rows are laid out
-``[conditional x n | no-text x n | no-speaker x n]`` when any request is inside its guidance
-interval, else ``[conditional x n]``, padded to a bucket of rows (1, 2, 4, ...). The per-row
-context keys/values are gathered into the shape's buffers only when that layout changes.
+``[conditional x n | no text x g | no speaker x g]`` for the g requests inside their guidance
+interval (``cfg_min_t <= t <= cfg_max_t``), padded to a bucket of rows (1, 2, 3, 4, 6, 8, 12...).
+The per-row context keys/values are gathered into the shape's buffers only when that layout
+changes.
 
 The block is upstream's math (``_dit._block``): the per-row modulations arrive as (2, 2, R, 1, D)
 and broadcast over positions exactly as the shared (2, 2, D) ones do. On CUDA each row bucket is
@@ -69,7 +70,8 @@ class BatchedDiT:
 
     def __init__(self, runner: DiTRunner, max_rows: int, *, compile: bool | None = None) -> None:
         self.d = runner
-        self.sizes = pow2_buckets(max_rows)
+        # row buckets a forward is padded to (a graph each): 1, 2, 3, 4, 6, 8, 12, 16, 24, ...
+        self.sizes = sorted({b for p in pow2_buckets(max_rows) for b in (p, p + p // 2) if b <= max_rows} | {max_rows})
         if runner._block is not _block if compile is None else compile:
             self._block = torch.compile(_block, dynamic=True)
             self.compiled = True
