@@ -10,8 +10,8 @@ its cache rows copied), so one step runs rows ``0..B-1`` for the smallest batch 
 * **slow step**: each row feeds its previous frame (semantic token + codebook embeddings), or
   for its first frame its prompt's last token; each row writes its key/value at its own position
   and attends its own cache up to that position (per-row additive mask over the bucket's span);
-* **fast loop**: every row at the same codebook position, so the single runner's layer code runs
-  unchanged on B rows;
+* **fast loop**: every row at the same codebook position, so the single runner's layer code
+  (``model.run_layers``) runs unchanged on B rows;
 * **sampling**: per-row temperature/top-p/top-k/RAS/penalty/bias; the random draw is a hash of
   (request seed, frame, codebook, candidate) rather than a generator, so a request samples the
   same codes whichever batch it shares (and a seeded request is reproducible under load).
@@ -25,6 +25,7 @@ captured at start (``capture_all``) or on first use.
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections import OrderedDict
 from typing import Any, Callable
@@ -35,7 +36,7 @@ from torch import Tensor
 
 from voxbox.engines.batched import bucket, pow2_buckets
 
-from .model import EAGER, HISTORY, DualARRunner, _add_rms, _rms, _swiglu, run_layers
+from .model import EAGER, HISTORY, DualARRunner, _add_rms, _qkv_prep, _rms, _swiglu, run_layers
 
 __all__ = ["BatchRunner", "hashed_noise", "sample_rows"]
 
@@ -95,17 +96,25 @@ def _qkv_prep_rows(qkv: Tensor, w: Tensor | None, cs: Tensor, eps: float, H: int
 
 
 class _RowOps:
-    """Elementwise pieces of a batched slow step; ``torch.compile``d (per bucket) on CUDA."""
+    """Elementwise pieces of a batched step; on CUDA ``torch.compile``d with a dynamic batch size
+    (one compile serves every bucket, besides the size-1 specialisation). ``qkv_prep`` gives each
+    row its own position (slow step), ``qkv_prep_shared`` one position for all rows (fast loop)."""
 
     def __init__(self, compiled: bool) -> None:
         self.rms, self.add_rms, self.swiglu = _rms, _add_rms, _swiglu
-        self.qkv_prep, self.sample = _qkv_prep_rows, sample_rows
+        self.qkv_prep, self.qkv_prep_shared, self.sample = _qkv_prep_rows, _qkv_prep, sample_rows
         self.compiled = False
         if compiled:
-            c = lambda f: torch.compile(f, dynamic=False, fullgraph=True)  # noqa: E731
+            c = lambda f: torch.compile(f, dynamic=True, fullgraph=True)  # noqa: E731
             self.rms, self.add_rms, self.swiglu = c(_rms), c(_add_rms), c(_swiglu)
-            self.qkv_prep, self.sample = c(_qkv_prep_rows), c(sample_rows)
+            self.qkv_prep, self.qkv_prep_shared, self.sample = c(_qkv_prep_rows), c(_qkv_prep), c(sample_rows)
             self.compiled = True
+
+    def shared(self) -> Any:
+        """The ops as ``model.run_layers`` wants them for the fast loop (one position for all rows)."""
+        view = copy.copy(self)
+        view.qkv_prep = self.qkv_prep_shared
+        return view
 
 
 class BatchRunner:
@@ -316,9 +325,10 @@ class BatchRunner:
         caches = [c[:, :B] for c in self.fast_cache]
         fo, seed, frame = self.fopts[:B], self.iopts[:B, 2], self.frame[:B]
         codes = []
+        ops = self.ops.shared()
         for i in range(b.ncb):
             n = run_layers(layers, caches, x, b.rope_fast[i:i + 1], b._fast_pos[i], b.ncb, b._fast_masks[i],
-                           f.norm.weight, fc.norm_eps, b.ops)
+                           f.norm.weight, fc.norm_eps, ops)
             if i == 0:
                 code = torch.where(tok >= b.V, torch.zeros_like(tok), tok)  # the end token -> code 0
             else:
