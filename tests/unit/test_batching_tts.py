@@ -159,6 +159,15 @@ def test_fish_voice_prefix_reused(fish):
     assert torch.equal(first["details"]["codes"], ref["details"]["codes"])
     other = run(fish, "Other cloned speech.", **kw)
     assert torch.equal(second["details"]["codes"], other["details"]["codes"])  # cached prefix == recomputed
+    # a new voice brought by three requests at once: its prefix is computed once, in one row
+    fresh = fish.encode_voice(Audio((0.2 * rng.standard_normal(2500)).astype(np.float32), 44100), "new words")
+    calls = [(t, fish_kw(fish, 5, voice=fresh)) for t in FISH_TEXTS[:3]]
+    ref3 = [run(fish, t, **kw3) for t, kw3 in calls]
+    with batched(fish, max_batch=4) as sched:
+        got = concurrently(fish, calls)
+    assert sorted(g["details"]["prefix_cache"] for g in got) == ["hit", "hit", "miss"]
+    for r, g in zip(ref3, got):
+        assert torch.equal(g["details"]["codes"], r["details"]["codes"])
 
 
 def test_fish_joins_running_batch(fish):

@@ -16,9 +16,11 @@ its cache rows copied), so one step runs rows ``0..B-1`` for the smallest batch 
   (request seed, frame, codebook, candidate) rather than a generator, so a request samples the
   same codes whichever batch it shares (and a seeded request is reproducible under load).
 
-Joining is a prefill into the new row's cache: the prompt minus its last token, eagerly; when the
-prompt starts with a cached voice prefix (system text, reference transcript and codes), that
-prefix's keys/values are copied from a small LRU instead of recomputed (a one-level radix cache).
+Joining is a prefill into the new rows' caches: the prompts minus their last token, eagerly, the
+requests admitted together as one right-padded forward; when a prompt starts with a cached voice
+prefix (system text, reference transcript and codes), that prefix's keys/values are copied from a
+small LRU instead of recomputed (a one-level radix cache; a new voice is computed once even when
+many requests bring it at once).
 On CUDA each (batch bucket, attention span) slow step and each bucket's fast loop is a CUDA graph,
 captured at start (``capture_all``) or on first use.
 """
@@ -28,6 +30,7 @@ from __future__ import annotations
 import copy
 import functools
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -38,7 +41,7 @@ from voxbox.engines.batched import bucket, pow2_buckets
 
 from .model import EAGER, HISTORY, DualARRunner, _add_rms, _qkv_prep, _rms, _swiglu, run_layers
 
-__all__ = ["BatchRunner", "hashed_noise", "sample_rows"]
+__all__ = ["OPTION_NAMES", "BatchRunner", "RowPrompt", "hashed_noise", "sample_rows"]
 
 
 def _signed(c: int) -> int:
@@ -93,6 +96,27 @@ def _qkv_prep_rows(qkv: Tensor, w: Tensor | None, cs: Tensor, eps: float, H: int
     qk = torch.stack([a * c - b * s, b * c + a * s], dim=-1).flatten(-2).to(qkv.dtype)
     v = qkv[..., (H + G) * D:].view(B, 1, G, D)
     return qk[:, :, :H], torch.stack([qk[:, :, H:], v]).transpose(2, 3)
+
+
+#: Per-row float options, in the order of ``BatchRunner.fopts``'s columns.
+OPTION_NAMES = ("temperature", "top_p", "repetition_penalty", "ras_temperature", "ras_top_p", "fast_temperature",
+                "fast_top_p")
+
+
+@dataclass
+class RowPrompt:
+    """What a row starts from: the prompt (and its cached-voice prefix) and the sampling options."""
+
+    ids: Tensor
+    vq_mask: Tensor
+    vq_codes: Tensor | None
+    opts: dict[str, float]
+    top_k: int
+    min_frames: int
+    seed: int
+    bias: dict[int, float]
+    prefix_len: int = 0
+    prefix_key: str | None = None
 
 
 class _RowOps:
@@ -171,61 +195,89 @@ class BatchRunner:
 
     # ------------------------------------------------------------------ joining and leaving
     @torch.no_grad()
-    def start(self, row: int, ids: Tensor, vq_mask: Tensor, vq_codes: Tensor | None, *, opts: dict[str, float],
-              top_k: int, min_frames: int, seed: int, bias: dict[int, float], prefix_len: int = 0,
-              prefix_key: str | None = None) -> int:
-        """Prefill ``row`` with a prompt (all but its last token, which the next step feeds) and
-        reset its state. Returns the number of prompt tokens computed (the rest came from the
-        prefix cache)."""
+    def start(self, row0: int, prompts: list[RowPrompt]) -> list[int]:
+        """Rows ``row0, row0 + 1, ...`` start ``prompts``: each row's cache gets its prompt but the
+        last token (which the next step feeds), from the prefix cache where it can, the rest as
+        one padded forward per run of rows that start at the same position. Returns the prompt
+        tokens computed per row."""
         b = self.base
-        T = int(ids.shape[0])
-        if T < 2 or T > b.max_context:
-            raise ValueError(f"prompt of {T} tokens does not fit the context ({b.max_context})")
-        x = b.prompt_embeddings(ids, vq_mask, vq_codes)
-        begin = 0
-        usable = prefix_key is not None and self._max_prefixes > 0 and 0 < prefix_len < T - 1
-        if usable:
-            kv = self._prefixes.get(prefix_key)  # type: ignore[arg-type]
-            if kv is not None:
-                self._prefixes.move_to_end(prefix_key)  # type: ignore[arg-type]
-                for cache, stored in zip(self.slow_cache, kv):
-                    cache[:, row, :, :prefix_len].copy_(stored)
-                begin = prefix_len
-                self.prefix_hits += 1
-            else:
-                self.prefix_misses += 1
-        self._prefill(row, x[begin:T - 1], begin)
-        if usable and begin == 0:
-            self._prefixes[prefix_key] = [c[:, row, :, :prefix_len].clone() for c in self.slow_cache]  # type: ignore[index]
-            while len(self._prefixes) > self._max_prefixes:
-                self._prefixes.popitem(last=False)
+        xs, begins, computed = [], [], []
+        for i, p in enumerate(prompts):
+            T = int(p.ids.shape[0])
+            if T < 2 or T > b.max_context:
+                raise ValueError(f"prompt of {T} tokens does not fit the context ({b.max_context})")
+            x = b.prompt_embeddings(p.ids, p.vq_mask, p.vq_codes)
+            begin, done = self._prefix(row0 + i, p, x), 0
+            if begin < 0:  # a new prefix: computed in this row once, then cached for the others
+                begin = done = p.prefix_len
+            xs.append(x)
+            begins.append(begin)
+            computed.append(T - 1 - begin + done)
+        i = 0
+        while i < len(prompts):  # runs of consecutive rows with one start position
+            j = i
+            while j < len(prompts) and begins[j] == begins[i]:
+                j += 1
+            self._prefill(row0 + i, [x[begins[i]:x.shape[0] - 1] for x in xs[i:j]], begins[i])
+            i = j
+        for i, (p, x) in enumerate(zip(prompts, xs)):
+            self._reset(row0 + i, p, x)
+        return computed
+
+    def _prefix(self, row: int, p: RowPrompt, x: Tensor) -> int:
+        """Fill ``row``'s cache with ``p``'s cached voice prefix: its length; 0 when the prompt has
+        no usable prefix; -1 when it was not cached and has just been computed (and cached)."""
+        key, n = p.prefix_key, p.prefix_len
+        if key is None or self._max_prefixes == 0 or not 0 < n < int(p.ids.shape[0]) - 1:
+            return 0
+        kv = self._prefixes.get(key)
+        if kv is not None:
+            self._prefixes.move_to_end(key)
+            for cache, stored in zip(self.slow_cache, kv):
+                cache[:, row, :, :n].copy_(stored)
+            self.prefix_hits += 1
+            return n
+        self.prefix_misses += 1
+        self._prefill(row, [x[:n]], 0)
+        self._prefixes[key] = [c[:, row, :, :n].clone() for c in self.slow_cache]
+        while len(self._prefixes) > self._max_prefixes:
+            self._prefixes.popitem(last=False)
+        return -1
+
+    def _prefill(self, row0: int, parts: list[Tensor], begin: int) -> None:
+        """Positions ``begin...`` of rows ``row0...`` from embeddings ``parts`` (right-padded to one
+        length: a padded position of a row is rewritten by that row's own step before it attends
+        to it)."""
+        n = max((int(x.shape[0]) for x in parts), default=0)
+        if n == 0:
+            return
+        b = self.base
+        x = torch.zeros(len(parts), n, parts[0].shape[-1], dtype=parts[0].dtype, device=self.device)
+        for i, part in enumerate(parts):
+            x[i, :part.shape[0]] = part
+        end = begin + n
+        pos = torch.arange(begin, end, device=self.device)
+        mask = self._ar_ctx[:end][None, :] <= pos[:, None]
+        layers: Any = b.slow.layers
+        run_layers(layers, [c[:, row0:row0 + len(parts)] for c in self.slow_cache], x, b.rope_slow[begin:end], pos,
+                   end, mask, b.slow.norm.weight, b.cfg.text.norm_eps, EAGER)
+
+    def _reset(self, row: int, p: RowPrompt, x: Tensor) -> None:
+        b = self.base
+        T = int(x.shape[0])
         self.x_first[row] = x[T - 1]
         self.first[row] = True
         self.active[row] = True
         self.pos[row] = T - 1
         for t in (self.frame, self.hist_count, self.tok, self.vq, self.history):
             t[row] = 0
-        names = ("temperature", "top_p", "repetition_penalty", "ras_temperature", "ras_top_p", "fast_temperature",
-                 "fast_top_p")
-        self.fopts[row] = torch.tensor([float(opts[k]) for k in names], dtype=torch.float32)
-        self.iopts[row] = torch.tensor([min(int(top_k), b._width), int(min_frames), int(seed)], dtype=torch.long)
+        self.fopts[row] = torch.tensor([float(p.opts[k]) for k in OPTION_NAMES], dtype=torch.float32)
+        self.iopts[row] = torch.tensor([min(int(p.top_k), b._width), int(p.min_frames), int(p.seed)],
+                                       dtype=torch.long)
         row_bias = torch.zeros(b.V + 1, dtype=torch.float32)
-        for idx, val in bias.items():
+        for idx, val in p.bias.items():
             row_bias[idx] = float(val)
         self.bias[row] = row_bias
-        return T - 1 - begin
-
-    def _prefill(self, row: int, x: Tensor, begin: int) -> None:
-        n = int(x.shape[0])
-        if n == 0:
-            return
-        b = self.base
-        end = begin + n
-        pos = torch.arange(begin, end, device=self.device)
-        mask = self._ar_ctx[:end][None, :] <= pos[:, None]
-        layers: Any = b.slow.layers
-        run_layers(layers, [c[:, row:row + 1] for c in self.slow_cache], x[None], b.rope_slow[begin:end], pos,
-                   end, mask, b.slow.norm.weight, b.cfg.text.norm_eps, EAGER)
 
     @torch.no_grad()
     def move(self, src: int, dst: int, length: int) -> None:

@@ -23,7 +23,7 @@ import torch
 from voxbox.engines.batched import Piece
 from voxbox.types import AudioChunk
 
-from .batch import BatchRunner
+from .batch import OPTION_NAMES, BatchRunner, RowPrompt
 
 __all__ = ["FishBatcher", "FishRequest"]
 
@@ -98,29 +98,26 @@ class FishBatcher:
     # ------------------------------------------------------------------ Batcher protocol
     def admit(self, requests: list[FishRequest]) -> list[_Seq]:
         t0 = time.perf_counter()
-        new: list[_Seq] = []
+        row0 = len(self.seqs)
+        new = [_Seq(req, row0 + i, self.ncb) for i, req in enumerate(requests)]
+        prompts = []
+        for req in requests:
+            c, o = req.call, req.call.opts
+            prompts.append(RowPrompt(c.ids, c.vq_mask, c.vq_codes, {k: getattr(o, k) for k in OPTION_NAMES}, o.top_k,
+                                     o.min_frames, req.seed, o.bias, c.prefix_len, req.prefix_key))
         try:
-            for req in requests:
-                seq = _Seq(req, len(self.seqs), self.ncb)
-                c, o = req.call, req.call.opts
-                computed = self.runner.start(
-                    seq.row, c.ids, c.vq_mask, c.vq_codes, top_k=o.top_k, min_frames=o.min_frames, seed=req.seed,
-                    bias=o.bias, prefix_len=c.prefix_len, prefix_key=req.prefix_key,
-                    opts={k: getattr(o, k) for k in ("temperature", "top_p", "repetition_penalty", "ras_temperature",
-                                                      "ras_top_p", "fast_temperature", "fast_top_p")})
-                seq.details["prefill_tokens"] = computed
-                if req.prefix_key is not None and c.prefix_len:
-                    seq.details["prefix_cache"] = "hit" if computed < seq.prompt_tokens - 1 else "miss"
-                self.seqs.append(seq)
-                new.append(seq)
+            computed = self.runner.start(row0, prompts)
             _sync(self.runner.device)
         except BaseException:
-            for seq in reversed(new):
+            for seq in new:
                 self.runner.release(seq.row)
-                self.seqs.pop()
             raise
+        self.seqs.extend(new)
         dt = time.perf_counter() - t0
-        for seq in new:
+        for seq, n in zip(new, computed):
+            seq.details["prefill_tokens"] = n
+            if seq.req.prefix_key is not None and seq.req.call.prefix_len:
+                seq.details["prefix_cache"] = "hit" if n < seq.prompt_tokens - 1 else "miss"
             seq.add("batch_wait", max(0.0, t0 - seq.req.submitted))
             seq.add("prefill", dt)
         return new
