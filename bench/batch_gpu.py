@@ -235,7 +235,7 @@ def bench_mode(name: str, entry: dict[str, Any], text: str, *, batching: bool, l
     return out
 
 
-def chart(name: str, modes: dict[str, Any], path: Path) -> None:
+def chart(name: str, modes: dict[str, Any], path: Path, where: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -256,7 +256,7 @@ def chart(name: str, modes: dict[str, Any], path: Path) -> None:
     ax.set_xlabel("aggregate throughput (audio seconds per second)")
     ax.set_ylabel("seconds")
     ax.set_yscale("log")
-    ax.set_title(f"{name}: latency vs throughput, one H200, voice cloning")
+    ax.set_title(f"{name}: latency vs throughput ({where}), voice cloning")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -311,7 +311,7 @@ def main() -> int:
                                         per_worker=per_worker, batch_max=args.batch_max, device=args.device,
                                         root=root, log=log, ref_seconds=ref_seconds)
                 dump()
-            chart(name, modes, out / f"batch_{name.split('-')[0]}.png")
+            chart(name, modes, out / f"batch_{name.split('-')[0]}.png", result.get("gpu") or args.device)
             result["engines"][name]["targets"] = targets(name, modes)
             dump()
     result["elapsed_s"] = time.perf_counter() - t_all
@@ -326,10 +326,12 @@ def targets(name: str, modes: dict[str, Any]) -> dict[str, Any]:
     off = {x["concurrency"]: x for x in modes.get("unbatched", {}).get("levels", [])}
     c = 16 if name == "fish-s2" else 8
     got = lv.get(c, {})
-    out: dict[str, Any] = {"concurrency": c, "x_of_c1": got.get("x_of_c1"), "p95_ttfa_s": got.get("ttfa_s", {}).get("p95"),
-                           "rtf_p50": got.get("rtf", {}).get("p50"),
-                           "vs_unbatched_same_c": (got["throughput_xrt"] / off[c]["throughput_xrt"])
-                           if got.get("throughput_xrt") and off.get(c, {}).get("throughput_xrt") else None}
+    ratio = None
+    if got.get("throughput_xrt") and off.get(c, {}).get("throughput_xrt"):
+        ratio = got["throughput_xrt"] / off[c]["throughput_xrt"]
+    out: dict[str, Any] = {"concurrency": c, "x_of_c1": got.get("x_of_c1"),
+                           "p95_ttfa_s": got.get("ttfa_s", {}).get("p95"), "rtf_p50": got.get("rtf", {}).get("p50"),
+                           "vs_unbatched_same_c": ratio}
     if name == "fish-s2":
         out["requests_per_s"] = got.get("requests_per_s")
         out["met"] = bool(out["x_of_c1"] and out["x_of_c1"] >= 8 and out["p95_ttfa_s"] is not None
