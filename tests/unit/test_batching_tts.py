@@ -77,17 +77,53 @@ def wait_idle(sched: Scheduler, timeout: float = 10.0) -> None:
 
 # ====================================================================== fish-s2
 @pytest.fixture(scope="module")
-def fish(tmp_path_factory):
+def fish_root(tmp_path_factory):
     from test_fish_s2_engine import build_tiny
-
-    from voxbox.engines.tts import fish_s2
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("fish_batch")
     build_tiny(root)
-    eng = fish_s2.load(root, device="cpu", max_voices=4)
+    return root
+
+
+@pytest.fixture(scope="module")
+def fish(fish_root):
+    from voxbox.engines.tts import fish_s2
+
+    eng = fish_s2.load(fish_root, device="cpu", max_voices=4)
     yield eng
     eng.close()
+
+
+@pytest.mark.parametrize("batching", [None, True])
+def test_runtime_attaches_a_scheduler(fish_root, batching):
+    """The runtime's one place: a batchable model gets a scheduler where batching is on (default:
+    CUDA only, so not here), its admission admits as many as the batch holds, unloading closes it."""
+    import asyncio
+
+    from voxbox.engines.tts import fish_s2
+    from voxbox.runtime import Catalog, Runtime, RuntimeConfig
+
+    async def go() -> tuple[Any, int, Any]:
+        rt = Runtime(Catalog.default({"tiny": f"fish-s2:{fish_root}"}),
+                     RuntimeConfig(batching=batching, batch_max=3, batch_window_ms=1.0),
+                     loader=lambda entry: fish_s2.load(entry.model, device="cpu"))
+        model = await rt.load("tiny")
+        sched = rt.schedulers.get(model.key)
+        n = rt.admission(model).max_concurrency
+        if sched is not None:
+            assert model.engine._scheduler is sched and model.engine.info.extra["batch_slots"] == 3
+            audio = model.engine.synthesize("Hello.", max_frames=3, logit_bias={model.engine.cfg.eos_token_id: -1e4})
+            assert len(audio.samples) == 3 * model.engine.codec.frame_length and sched.stats.admitted == 1
+        rt.unload("tiny")
+        await rt.close()
+        return sched, n, model.key
+
+    sched, n, key = asyncio.run(go())
+    if batching is None:
+        assert sched is None and n == 1  # CPU: one call at a time, as before
+    else:
+        assert sched is not None and n == 3 and sched._stopped and not sched._thread.is_alive()
 
 
 def fish_kw(eng: Any, frames: int, **kw: Any) -> dict[str, Any]:

@@ -148,6 +148,7 @@ class BatchedDiT:
                     self._forward(shp, R)
         torch.cuda.current_stream(dev).wait_stream(stream)
         g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g, pool=self._pool):
+        # thread_local: callers' threads may use the GPU meanwhile (voice encoding), which is no error
+        with torch.cuda.graph(g, pool=self._pool, capture_error_mode="thread_local"):
             out = self._forward(shp, R)
         return g, out

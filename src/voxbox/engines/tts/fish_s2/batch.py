@@ -422,7 +422,8 @@ class BatchRunner:
         g = torch.cuda.CUDAGraph()
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
-        with torch.cuda.graph(g, pool=self._pool):
+        # thread_local: callers' threads may use the GPU meanwhile (voice encoding), which is no error
+        with torch.cuda.graph(g, pool=self._pool, capture_error_mode="thread_local"):
             fn()
         for t, s in zip((*self._rows, self.out), saved):
             t.copy_(s)
