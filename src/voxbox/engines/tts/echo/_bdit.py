@@ -17,6 +17,7 @@ a CUDA graph (the block ``torch.compile``d once with dynamic shapes when the run
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Sequence
 
 import torch
@@ -142,6 +143,8 @@ class BatchedDiT:
             if not self.compiled:
                 raise
             self.compile_error = f"{type(exc).__name__}: {exc}"[:500]
+            logging.getLogger("voxbox.engines").warning("echo-tts batching: the compiled block failed, eager from now "
+                                                        "on: %s", self.compile_error)
             self._block, self.compiled = _block, False
             with torch.cuda.stream(stream):
                 for _ in range(2):

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -414,6 +415,8 @@ class BatchRunner:
             if not self.ops.compiled:
                 raise
             self.compile_error = f"{type(exc).__name__}: {exc}"[:500]
+            logging.getLogger("voxbox.engines").warning(
+                "fish-s2 batching: compiled ops failed, eager ops from now on: %s", self.compile_error)
             self.ops = _RowOps(False)
             with torch.cuda.stream(stream):
                 for _ in range(2):
