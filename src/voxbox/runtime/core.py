@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Iterator, Literal, Protocol, TypeVar
 
 from voxbox.engines.base import EncodedVoice
-from voxbox.engines.registry import get_spec
+from voxbox.engines.registry import ENGINES, get_spec
 from voxbox.engines.spec import EngineSpec, LoadRequest
 from voxbox.errors import (
     CapacityError,
@@ -202,7 +202,8 @@ class Runtime:
         go through one :class:`Scheduler` (``engine.use_scheduler``); the model's admission then
         admits as many requests as the batch has slots. A batcher that fails to build leaves the
         engine unbatched (logged), never unloaded."""
-        if not get_spec(entry.engine).capabilities.batchable or not hasattr(engine, "batcher"):
+        spec = ENGINES.get(entry.engine)
+        if spec is None or not spec.capabilities.batchable or not hasattr(engine, "batcher"):
             return
         on = self.config.batching
         if on is None:
