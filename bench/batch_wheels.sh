@@ -2,14 +2,12 @@
 # Wheels that `voxbox serve` (and echo-tts) need on the GPU machine's bare CUDA image (Python 3.12,
 # which has torch, numpy, httpx, typer, rich, matplotlib, safetensors, tokenizers, einops but not
 # FastAPI, pydantic, uvicorn or PyAV). Run here, in the repository root; it fills .whl/ (about
-# 45 MB, ignored by git). Then on the GPU machine, carry .whl and start the command with:
+# 38 MB; .gitignore has /.whl/). Then on the GPU machine, carry .whl and start the command with:
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
 #     --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit;
 # The versions are the ones the CI and the dev venv run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exclude="$(git rev-parse --git-common-dir)/info/exclude"
-grep -qx '/.whl/' "$exclude" 2>/dev/null || echo '/.whl/' >> "$exclude"
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl \
