@@ -5,7 +5,7 @@ from __future__ import annotations
 from voxbox.hardware.detect import GiB, MachineInfo
 from voxbox.types import ComponentSpec
 
-__all__ = ["BYTES_PER_ELEMENT", "MemoryBudget", "bytes_for", "headroom"]
+__all__ = ["BYTES_PER_ELEMENT", "MemoryBudget", "batch_slots", "bytes_for", "headroom"]
 
 BYTES_PER_ELEMENT: dict[str, float] = {
     "float64": 8, "float32": 4, "int8_float32": 1, "float16": 2, "bfloat16": 2, "int8_float16": 1,
@@ -23,6 +23,14 @@ def headroom(total: int) -> int:
     """Memory left untouched on a device: 10% of it, at least 1 GiB (0.5 GiB on small devices)."""
     floor = GiB if total >= 8 * GiB else GiB // 2
     return max(floor, int(total * 0.10))
+
+
+def batch_slots(per_slot: int, free: int, total: int, *, cap: int, share: float = 0.5) -> int:
+    """Sequences a loaded model may batch on a device: ``share`` of the memory free beyond the
+    headroom, divided by what one sequence needs (its KV cache, its latents), at most ``cap``
+    and at least 1. The other part stays for activations, graphs and other models."""
+    room = int((free - headroom(total)) * share)
+    return max(1, min(int(cap), room // max(1, int(per_slot))))
 
 
 class MemoryBudget:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Iterator, Literal, Protocol, TypeVar
 
 from voxbox.engines.base import EncodedVoice
-from voxbox.engines.registry import get_spec
+from voxbox.engines.registry import ENGINES, get_spec
 from voxbox.engines.spec import EngineSpec, LoadRequest
 from voxbox.errors import (
     CapacityError,
@@ -37,6 +37,7 @@ from voxbox.errors import (
     VoxboxTimeoutError,
 )
 from voxbox.runtime.admission import Admission, Slot
+from voxbox.runtime.batching import BatchConfig, Scheduler
 from voxbox.runtime.catalog import Catalog, CatalogEntry
 from voxbox.runtime.manager import Key, Lease, LoadedModel, ModelManager, estimate_bytes
 from voxbox.runtime.streams import ThreadedIterator
@@ -72,6 +73,9 @@ class RuntimeConfig:
     lookahead: int = 2  # items a streaming worker may run ahead of its consumer
     workers: int | None = None  # worker threads; None = min(64, 8 + 4 x CPUs)
     hide_load_errors: bool = False  # True for servers: load failures reach clients without paths
+    batching: bool | None = None  # batch batchable models across requests; None = on where they run on CUDA
+    batch_max: int | None = None  # sequences per batch (slots); None = 16, fewer if memory holds fewer
+    batch_window_ms: float = 5.0  # an idle model waits this long for companions before its first step
 
 
 class Observer(Protocol):
@@ -169,8 +173,10 @@ class Runtime:
         self.observer = observer
         self.executor = ThreadPoolExecutor(max_workers=self.config.workers or _default_workers(),
                                            thread_name_prefix="voxbox-work")
+        self._loader = loader or self._load_entry
+        self.schedulers: dict[Key, Scheduler[Any, Any]] = {}  # batched models' schedulers
         self.manager = ModelManager(
-            loader=loader or self._load_entry, ttl=self.config.ttl, max_loaded=self.config.max_loaded,
+            loader=self._load_and_batch, ttl=self.config.ttl, max_loaded=self.config.max_loaded,
             memory_budget=self.config.memory_budget, executor=self.executor,
             estimate=lambda e: estimate_bytes(get_spec(e.engine).components),
             on_load=self._on_load, on_unload=self._on_unload, hide_load_errors=self.config.hide_load_errors,
@@ -186,11 +192,45 @@ class Runtime:
         return spec.load(LoadRequest(model=entry.model, device=self.config.device, threads=self.config.threads,
                                      options=entry.load_options))
 
+    def _load_and_batch(self, entry: CatalogEntry) -> Any:
+        """Load (worker thread), then attach a batch scheduler where the engine can batch."""
+        engine = self._loader(entry)
+        self._attach_scheduler(entry, engine)
+        return engine
+
+    def _attach_scheduler(self, entry: CatalogEntry, engine: Any) -> None:
+        """If the spec says ``batchable`` and batching is on (default: on CUDA), the engine's calls
+        go through one :class:`Scheduler` (``engine.use_scheduler``); the model's admission then
+        admits as many requests as the batch has slots. A batcher that fails to build leaves the
+        engine unbatched (logged), never unloaded."""
+        spec = ENGINES.get(entry.engine)
+        if spec is None or not spec.capabilities.batchable or not hasattr(engine, "batcher"):
+            return
+        on = self.config.batching
+        if on is None:
+            on = str(getattr(getattr(engine, "info", None), "device", "")).startswith("cuda")
+        if not on:
+            return
+        cfg = BatchConfig(max_batch=self.config.batch_max or BatchConfig().max_batch,
+                          window_ms=self.config.batch_window_ms)
+        try:
+            scheduler: Scheduler[Any, Any] = Scheduler(engine.batcher(cfg), cfg, name=entry.name)
+        except Exception as exc:  # noqa: BLE001 - the model still serves, one call at a time
+            log.warning("batching %s is off: its batcher failed to start: %s: %s", entry.name, type(exc).__name__, exc)
+            return
+        engine.use_scheduler(scheduler)
+        self.schedulers[entry.key] = scheduler
+        log.info("batching %s across requests: up to %d at once, window %.1f ms", entry.name,
+                 scheduler.max_batch, cfg.window_ms)
+
     def _on_load(self, model: LoadedModel) -> None:
         if self.observer:
             self.observer.model_loaded(model)
 
     def _on_unload(self, model: LoadedModel) -> None:
+        scheduler = self.schedulers.pop(model.key, None)
+        if scheduler is not None:
+            scheduler.close()
         gate = self.admissions.get(model.key)
         if gate is not None and gate.running == 0 and gate.waiting == 0:
             del self.admissions[model.key]
@@ -212,6 +252,9 @@ class Runtime:
         gate = self.admissions.get(model.key)
         if gate is None:
             n = self.config.max_concurrency
+            scheduler = self.schedulers.get(model.key)
+            if n is None and scheduler is not None:
+                n = scheduler.max_batch  # admission capacity follows the batch capacity
             if n is None:
                 n = int(getattr(getattr(model.engine, "info", None), "max_concurrency", 1) or 1)
             label = model.name

@@ -11,6 +11,7 @@ flags of ``voxbox serve`` (which override both).
     VOXBOX_MODELS__TTL=600                                         # idle seconds before unload; -1 never
     VOXBOX_ADMISSION__MAX_CONCURRENCY=2                            # per model; default from the engine
     VOXBOX_ADMISSION__QUEUE_SIZE=16
+    VOXBOX_ADMISSION__BATCHING=true                                # batch across requests (default: on CUDA)
     VOXBOX_ALLOWED_HOSTS='["speech.lan", "192.168.1.20"]'          # Host header allowlist
     VOXBOX_CORS__ALLOW_ORIGINS='["http://localhost:3000"]'        # browsers on other origins
     VOXBOX_VOICES__PRELOAD='["narrator"]'
@@ -67,6 +68,13 @@ class AdmissionSettings(BaseModel):
     request_timeout: float = Field(default=300.0, gt=0)
     #: Worker threads for engine work and decoding; None = min(64, 8 + 4 x CPUs).
     workers: int | None = Field(default=None, ge=1)
+    #: Batch requests across clients for engines that can (fish-s2, echo-tts...): None = on where
+    #: the model runs on CUDA, off on the CPU. A batched model admits ``batch_max`` requests at once.
+    batching: bool | None = None
+    #: Sequences decoded together per model (slots); None = 16, fewer if GPU memory holds fewer.
+    batch_max: int | None = Field(default=None, ge=1)
+    #: Milliseconds an idle batched model waits for more requests before it starts a batch.
+    batch_window_ms: float = Field(default=5.0, ge=0, le=1000)
 
 
 class VoiceSettings(BaseModel):

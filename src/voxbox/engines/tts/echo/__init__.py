@@ -20,6 +20,12 @@ upstream's named presets), ``steps``, ``cfg_scale_text``, ``cfg_scale_speaker``,
 ``sequence_length`` (default: a bucket of 160/320/480/640 from the text length; 640 is upstream's
 fixed length), ``chunk_frames``/``max_chunk_frames`` (streamed decode chunk sizes, latent frames of
 2048 samples), ``trim`` (cut at the end of speech as upstream does; default true).
+
+When the runtime batches the model (``capabilities.batchable``; on by default on CUDA),
+``engine.batcher()`` (``_batch``, ``_bdit``) samples many calls together, each at its own
+diffusion step with its own guidance and voice (requests of one length bucket share a forward),
+and decodes the calls that finish on the same step as one batch; the audio equals the unbatched
+path's up to float rounding.
 """
 
 from __future__ import annotations
@@ -153,6 +159,6 @@ SPEC: EngineSpec[Any, EchoOptions] = EngineSpec(
                       dtypes=("float32", "bfloat16", "float16"), backend="torch", kind="autoencoder",
                       overhead_bytes=1 * 2**30),
     ),
-    capabilities=Capabilities(streaming=True, cloning=True, languages=("en",)),
+    capabilities=Capabilities(streaming=True, cloning=True, languages=("en",), batchable=True),
     aliases=("echo-tts",),
 )

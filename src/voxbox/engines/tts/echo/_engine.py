@@ -134,6 +134,7 @@ class EchoEngine:
         self.voice_cache_hits = 0
         self.voice_cache_misses = 0
         self._lock = threading.RLock()
+        self._scheduler: Any = None  # set by the runtime when it batches this model's calls
         self.info = EngineInfo(
             name=ENGINE, task="tts", model=model_id, device=str(dit_dev), dtype=str(dit_dt).replace("torch.", ""),
             sample_rate=SAMPLE_RATE, voices=(), default_voice=None, languages=("en",), supports_cloning=True,
@@ -255,8 +256,49 @@ class EchoEngine:
         opts = build_options(EchoOptions, options, **kwargs)
         call = self._parse(text, voice, speed, opts.given())
         details: dict[str, Any] = {}
-        return SpeechStream(lambda timings: self._generate(call, timings, details), SAMPLE_RATE, cancel=cancel,
+        token = cancel if cancel is not None else CancelToken()
+        sched = self._scheduler
+        if sched is not None:
+            return SpeechStream(lambda timings: self._generate_batched(sched, call, timings, details, token),
+                                SAMPLE_RATE, cancel=token, details=details)
+        return SpeechStream(lambda timings: self._generate(call, timings, details), SAMPLE_RATE, cancel=token,
                             details=details)
+
+    # ------------------------------------------------------------------ batching across requests
+    def batcher(self, config: Any) -> Any:
+        """The runtime's scheduler drives this (``voxbox.runtime.batching``): at most
+        ``config.max_batch`` requests sample together, fewer if the DiT's device holds fewer."""
+        from voxbox.hardware.memory import batch_slots
+
+        from ._batch import EchoBatcher
+
+        slots = int(config.max_batch)
+        dev = self.dit.device
+        if dev.type == "cuda":
+            free, total = torch.cuda.mem_get_info(dev)
+            slots = batch_slots(EchoBatcher.slot_bytes(self.dit), free, total, cap=slots)
+        return EchoBatcher(self, slots)
+
+    def use_scheduler(self, scheduler: Any) -> None:
+        """Route every ``stream()`` through ``scheduler`` (None: back to one call at a time)."""
+        self._scheduler = scheduler
+        if scheduler is not None:
+            self.info.extra["batch_slots"] = int(scheduler.max_batch)
+        else:
+            self.info.extra.pop("batch_slots", None)
+
+    def _generate_batched(self, sched: Any, call: _Call, timings: StageTimings, details: dict[str, Any],
+                          cancel: CancelToken) -> Iterator[AudioChunk]:
+        from voxbox.engines.batched import relay
+
+        from ._batch import EchoRequest
+
+        start = time.perf_counter()
+        if isinstance(call.voice, Audio):
+            with timings.measure("speaker_encode"):
+                call = replace(call, voice=self.encode_voice(call.voice))
+        yield from relay(sched.submit(EchoRequest(call, time.perf_counter()), cancel), timings, details,
+                         started=start)
 
     def synthesize(self, text: str, voice: VoiceArg = None, speed: float | None = None, options: Any = None,
                    **kwargs: Any) -> Audio:
@@ -341,6 +383,9 @@ class EchoEngine:
         return time.perf_counter() - t0
 
     def close(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.close()
+            self._scheduler = None
         self.dit = None  # type: ignore[assignment]
         self.ae = None  # type: ignore[assignment]
         self.text_encoder = self.speaker_encoder = None  # type: ignore[assignment]

@@ -26,8 +26,14 @@ context each window is decoded with: 48), ``speaker``.
 Generation stops at ``<|im_end|>`` (checked every ``eos_check`` frames; frames after it are
 discarded) or at ``max_frames``. ``first_audio_s`` in ``stream.details`` is a point in time
 (from the first ``next()`` to the first chunk), not a stage: the stages never overlap and add
-up to at most the call's wall time. One call runs at a time per engine (static buffers): a
-stream holds the engine until it is exhausted or closed.
+up to at most the call's wall time. On its own, one call runs at a time per engine (static
+buffers): a stream holds the engine until it is exhausted or closed. When the runtime batches the
+model (``capabilities.batchable``; on by default on CUDA), ``engine.batcher()`` (``batcher``,
+``batch``) decodes many calls together: each in its own row of a slotted KV cache, joining and
+leaving between frames, reference-voice prefixes reused, codec windows decoded together;
+``stream()`` then hands its call to the runtime's scheduler and the stages read ``batch_wait``,
+``prefill``, ``decode``, ``codec``. Seeded calls are reproducible there whatever shares the batch
+(the draw is a hash of seed and frame), but differ from the unbatched path's draws.
 
 Streaming decodes each window of codes with ``context_frames`` of left context. The codec is
 causal, so this equals the whole-utterance decode whenever the context covers the codec's
@@ -221,6 +227,6 @@ SPEC: EngineSpec[Any, FishOptions] = EngineSpec(
                       dtypes=("float32", "bfloat16", "float16"), backend="torch", kind="codec",
                       overhead_bytes=1 * 2**30),
     ),
-    capabilities=Capabilities(streaming=True, cloning=True),
+    capabilities=Capabilities(streaming=True, cloning=True, batchable=True),
     aliases=("fish-s2",),
 )

@@ -340,6 +340,14 @@ class Codec(nn.Module):
         return self.decoder(z.to(p.dtype))[0, 0].float()
 
     @torch.no_grad()
+    def decode_batch(self, codes: Tensor) -> Tensor:
+        """codes (B, 1 + n_codebooks, frames) -> audio (B, frames * frame_length) float32: one call for
+        B windows of one shape (the batched path); each row equals :meth:`decode` of it."""
+        p = next(self.parameters())
+        z = self.quantizer.decode(codes.to(p.device).long())
+        return self.decoder(z.to(p.dtype))[:, 0].float()
+
+    @torch.no_grad()
     def decode_window(self, codes: Tensor, keep: int) -> Tensor:
         """Decode ``codes`` (.., frames) and return the audio of its last ``keep`` frames only
         (the frames before them are left context)."""

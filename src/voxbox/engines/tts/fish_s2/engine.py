@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -65,6 +66,7 @@ class _Call:
     vq_codes: torch.Tensor | None
     opts: SpeechOptions
     clip: Audio | None = None
+    prefix_len: int = 0  # prompt tokens of the voice's system turn (0 without a voice)
 
 
 def _sync(device: torch.device) -> None:
@@ -83,7 +85,7 @@ class FishS2Engine:
     def __init__(self, cfg: DualARConfig, runner: DualARRunner, codec: Codec, tokenizer: Any, *, model_id: str,
                  placement: dict[str, tuple[torch.device, torch.dtype]], params: dict[str, int],
                  max_voices: int = 32, first_window: int = 4, window: int = 32, context_frames: int = 48,
-                 eos_check: int = 4, random_weights: bool = False) -> None:
+                 eos_check: int = 4, random_weights: bool = False, batch_capture: bool = True) -> None:
         self.cfg = cfg
         self.runner = runner
         self.codec = codec
@@ -99,6 +101,8 @@ class FishS2Engine:
         self.voice_cache_misses = 0
         self._lock = threading.Lock()
         self._voice_lock = threading.Lock()
+        self._scheduler: Any = None  # set by the runtime when it batches this model's calls
+        self._batch_capture = bool(batch_capture)
         self._special = {t: self._token_id(t) for t in (IM_START, IM_END, VOICE)}
         dev, dt = placement["slow_ar"]
         self.info = EngineInfo(
@@ -140,6 +144,13 @@ class FishS2Engine:
                      speaker: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Upstream's chat prompt: [system: reference transcript + codes], user: text, assistant: <|voice|>.
         Returns (ids, vq_mask); the reference codes' semantic row becomes <|semantic:i|> tokens."""
+        ids, mask, _ = self._prompt(text, codes, transcript, speaker)
+        return ids, mask
+
+    def _prompt(self, text: str, codes: torch.Tensor | None, transcript: str | None,
+                speaker: int = 0) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(ids, vq_mask, prefix length): the prefix is the system turn (reference transcript and
+        codes), the same for every call with one voice (batching reuses its keys/values)."""
         pieces: list[tuple[list[int], bool]] = []
 
         def add(s: str) -> None:
@@ -153,13 +164,14 @@ class FishS2Engine:
             add("\n\nSpeech:\n")
             pieces.append(((codes[0].long() + self.cfg.semantic_start_token_id).tolist(), True))
             add(f"{IM_END}\n")
+        prefix = sum(len(p) for p, _ in pieces)
         add(f"{IM_START}user\n")
         add(f"<|speaker:{speaker}|>{text}")
         add(f"{IM_END}\n")
         add(f"{IM_START}assistant\n{VOICE}")
         ids = [i for p, _ in pieces for i in p]
         mask = [m for p, m in pieces for _ in p]
-        return torch.tensor(ids, dtype=torch.long), torch.tensor(mask, dtype=torch.bool)
+        return torch.tensor(ids, dtype=torch.long), torch.tensor(mask, dtype=torch.bool), prefix
 
     # ------------------------------------------------------------------ voices
     def encode_voice(self, audio: Audio, transcript: str | None = None) -> EncodedVoice:
@@ -288,7 +300,7 @@ class FishS2Engine:
                                               opts.speaker)
         else:
             with sentence_errors(ENGINE, text, "tokenize"):
-                ids, mask = self.build_prompt(text, codes, transcript, opts.speaker)
+                ids, mask, prefix = self._prompt(text, codes, transcript, opts.speaker)
         need = ids.shape[0] + opts.max_frames
         if need > self.runner.max_context:
             room = self.runner.max_context - ids.shape[0]
@@ -298,7 +310,7 @@ class FishS2Engine:
             opts = SpeechOptions(**{**opts.__dict__, "max_frames": min(opts.max_frames, room)})
         if clip is not None:
             return _Call(text, None, None, None, opts, clip)
-        return _Call(text, ids, mask, codes, opts)
+        return _Call(text, ids, mask, codes, opts, prefix_len=prefix)
 
     # ------------------------------------------------------------------ synthesis
     def stream(self, text: str, voice: VoiceArg = None, speed: float | None = None, options: Any = None, *,
@@ -311,8 +323,13 @@ class FishS2Engine:
 
         call = self._parse(text, voice, speed, build_options(FishOptions, options, **kwargs).given())
         details: dict[str, Any] = {}
+        token = cancel if cancel is not None else CancelToken()
+        sched = self._scheduler
+        if sched is not None:
+            return SpeechStream(lambda timings: self._generate_batched(sched, call, timings, details, token),
+                                self.codec.sample_rate, cancel=token, details=details)
         return SpeechStream(lambda timings: self._generate(call, timings, details), self.codec.sample_rate,
-                            cancel=cancel, details=details)
+                            cancel=token, details=details)
 
     def synthesize(self, text: str, voice: VoiceArg = None, speed: float | None = None, options: Any = None,
                    **kwargs: Any) -> Audio:
@@ -321,6 +338,53 @@ class FishS2Engine:
     def _generate(self, call: _Call, timings: StageTimings, details: dict[str, Any]) -> Iterator[AudioChunk]:
         with self._lock:
             yield from self._generate_locked(call, timings, details)
+
+    # ------------------------------------------------------------------ batching across requests
+    def batcher(self, config: Any) -> Any:
+        """The runtime's scheduler drives this (``voxbox.runtime.batching``): rows for at most
+        ``config.max_batch`` utterances, fewer if the device's free memory holds fewer KV caches."""
+        from voxbox.hardware.memory import batch_slots
+
+        from .batch import BatchRunner
+        from .batcher import FishBatcher
+
+        slots = int(config.max_batch)
+        dev = self.runner.device
+        if dev.type == "cuda":
+            free, total = torch.cuda.mem_get_info(dev)
+            slots = batch_slots(BatchRunner.slot_bytes(self.runner), free, total, cap=slots)
+        return FishBatcher(self, slots, capture=self._batch_capture)
+
+    def use_scheduler(self, scheduler: Any) -> None:
+        """Route every ``stream()`` through ``scheduler`` (None: back to one call at a time)."""
+        self._scheduler = scheduler
+        if scheduler is not None:
+            self.info.extra["batch_slots"] = int(scheduler.max_batch)
+        else:
+            self.info.extra.pop("batch_slots", None)
+
+    def _generate_batched(self, sched: Any, call: _Call, timings: StageTimings, details: dict[str, Any],
+                          cancel: CancelToken) -> Iterator[AudioChunk]:
+        from voxbox.engines.batched import relay
+
+        from .batcher import FishRequest
+
+        start = time.perf_counter()
+        o = call.opts
+        if call.clip is not None:
+            with timings.measure("voice_encode"):
+                voice = self.encode_voice(call.clip)
+                ids, mask, prefix = self._prompt(call.text, voice.data["codes"], None, o.speaker)
+                call = _Call(call.text, ids, mask, voice.data["codes"], o, prefix_len=prefix)
+        key = None
+        if call.prefix_len and call.vq_codes is not None:
+            h = hashlib.sha256(call.ids[:call.prefix_len].numpy().tobytes())
+            h.update(np.ascontiguousarray(call.vq_codes.numpy()).tobytes())
+            key = h.hexdigest()
+        seed = o.seed if o.seed is not None else secrets.randbits(62)
+        details["prompt_tokens"] = int(call.ids.shape[0])
+        req = FishRequest(call, int(seed), key, time.perf_counter())
+        yield from relay(sched.submit(req, cancel), timings, details, started=start)
 
     def _generate_locked(self, call: _Call, timings: StageTimings, details: dict[str, Any]) -> Iterator[AudioChunk]:
         r, o = self.runner, call.opts
@@ -391,6 +455,9 @@ class FishS2Engine:
         return time.perf_counter() - t0
 
     def close(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.close()
+            self._scheduler = None
         self.runner = None  # type: ignore[assignment]
         self.codec = None  # type: ignore[assignment]
         self._voices.clear()

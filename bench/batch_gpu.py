@@ -1,0 +1,345 @@
+"""Batching across requests on one GPU: a real ``voxbox serve`` per engine, batching on and off, in one run.
+
+For each engine (fish-s2, echo-tts: random weights at the published shapes, written or built by
+this script) the server is started twice: with batching (``VOXBOX_ADMISSION__BATCHING=true``) and
+without (one call at a time, the engine's own ``max_concurrency``). A reference voice is uploaded
+(``POST /v1/voices``: voice cloning, as the published sglang-omni anchor), then clients stream
+``POST /v1/audio/speech`` (wav) from ``c`` threads for each concurrency level. Per level: requests,
+wall time, aggregate throughput (audio seconds per second, and x of c=1 in the same mode), request
+latency and time to first audio (p50/p95), per-request RTF (wall / audio). Output under ``--out``:
+``batch_gpu.json``, ``batch_<engine>.png`` (latency-throughput chart: batched vs unbatched, points
+labelled by c) and ``servers.log`` (the servers' own log lines: capture/compile times, errors).
+
+    python bench/batch_gpu.py --out $OUT                     # both engines; about 6-7 min on an H200
+    python bench/batch_gpu.py --tiny --device cpu --out /tmp/b --levels 1,2 --off-levels 1,2   # CPU smoke
+
+Timing does not depend on weight values once the lengths are fixed: fish-s2 stops at the load
+option ``max_frames`` (with random weights the end token is practically never drawn earlier; the
+audio actually returned is what is counted), echo-tts samples a fixed bucket with ``preset``.
+Warm-up requests (excluded) run before each mode's levels, with one round at each level when
+batching so every batch size's CUDA graphs exist before timing. Needs, besides torch: fastapi,
+starlette, pydantic(+core, -settings), uvicorn, python-multipart, python-dotenv, annotated-types,
+typing-inspection, av (PyAV), httpx, typer, rich, matplotlib, safetensors, tokenizers, einops and
+echo-tts (``bench/batch_wheels.sh`` downloads the ones a bare CUDA image lacks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import wave
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "src"))
+sys.path.insert(0, str(HERE))
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+
+FISH_TEXT = ("The old lighthouse keeper climbed the spiral stairs every evening, counting each of the steps "
+             "as his father had taught him.")
+ECHO_TEXT = "The old lighthouse keeper climbed the spiral stairs every evening, counting each step as he went."
+REF_TRANSCRIPT = "This is the reference speech."
+SAMPLE_RATE = 44100
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ref_wav(seconds: float) -> bytes:
+    rng = np.random.default_rng(0)
+    samples = np.clip(0.1 * rng.standard_normal(int(seconds * SAMPLE_RATE)), -1, 1)
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes((samples * 32767).astype("<i2").tobytes())
+    return buf.getvalue()
+
+
+def prepare(root: Path, engines: list[str], tiny: bool, device: str, fish_frames: int) -> dict[str, dict[str, Any]]:
+    """Model directories and the catalog entries (``models.local``) that serve them."""
+    out: dict[str, dict[str, Any]] = {}
+    if "fish-s2" in engines:
+        from fish_s2_gpu import build_dir  # the upstream-shaped config.json + stand-in tokenizer
+
+        d = root / "fish"
+        d.mkdir(parents=True, exist_ok=True)
+        build_dir(d, tiny)
+        out["fish-s2"] = {"engine": "fish-s2", "path": str(d),
+                          "options": {"weights": "random", "max_context": 512 if tiny else 1024,
+                                      "max_frames": fish_frames}}
+    if "echo-tts" in engines:
+        from voxbox.engines.tts.echo._random import write_random_model
+
+        t0 = time.perf_counter()
+        d = write_random_model(root / "echo", "tiny" if tiny else "real", device=device if device != "cpu" else "cpu")
+        print(f"echo-tts: random weights written in {time.perf_counter() - t0:.1f} s", flush=True)
+        out["echo-tts"] = {"engine": "echo-tts", "path": str(d), "options": {"preset": "fast"}}
+    return out
+
+
+class Server:
+    """``voxbox serve`` in a child process, one catalog model preloaded, batching on or off."""
+
+    def __init__(self, name: str, entry: dict[str, Any], *, batching: bool, batch_max: int, device: str,
+                 data_dir: Path, log: Any) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "VOXBOX_DATA_DIR": str(data_dir), "VOXBOX_MODELS__PRELOAD_DEFAULTS": "false",
+               "VOXBOX_MODELS__PRELOAD": json.dumps([name]), "VOXBOX_MODELS__LOCAL": json.dumps({name: entry}),
+               "VOXBOX_MODELS__TTS": name, "VOXBOX_MODELS__TTL": "-1", "VOXBOX_MODELS__DEVICE": device,
+               "VOXBOX_ADMISSION__BATCHING": "true" if batching else "false",
+               "VOXBOX_ADMISSION__BATCH_MAX": str(batch_max), "VOXBOX_ADMISSION__QUEUE_SIZE": "1024",
+               "VOXBOX_ADMISSION__REQUEST_TIMEOUT": "900", "PYTHONUNBUFFERED": "1"}
+        env.pop("VOXBOX_API_KEY", None)
+        env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent / "src"), env.get("PYTHONPATH", "")])
+        self.proc = subprocess.Popen([sys.executable, "-m", "voxbox.cli", "serve", "--port", str(self.port),
+                                      "--log-level", "info"], env=env, stdout=log, stderr=log)
+
+    def wait_ready(self, timeout: float) -> float:
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < timeout:
+            try:
+                if httpx.get(self.url + "/health/ready", timeout=2).status_code == 200:
+                    return time.perf_counter() - t0
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited during start-up (code {self.proc.returncode}); see servers.log")
+            time.sleep(0.25)
+        raise RuntimeError("server did not become ready in time; see servers.log")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def speak(client: httpx.Client, url: str, model: str, text: str) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    ttfa = None
+    parts = []
+    body = {"model": model, "input": text, "voice": "ref", "response_format": "wav"}
+    with client.stream("POST", url + "/v1/audio/speech", json=body) as resp:
+        for chunk in resp.iter_bytes():
+            if ttfa is None and chunk:
+                ttfa = time.perf_counter() - t0
+            parts.append(chunk)
+        status = resp.status_code
+    total = time.perf_counter() - t0
+    data = b"".join(parts)
+    if status != 200:
+        raise RuntimeError(f"HTTP {status}: {data[:300].decode(errors='replace')}")
+    at = data.find(b"data")
+    audio_s = (len(data) - (at + 8)) / 2 / SAMPLE_RATE if at >= 0 else 0.0
+    return {"total_s": total, "ttfa_s": ttfa, "audio_s": audio_s, "rtf": total / audio_s if audio_s else None}
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    return float(np.percentile(np.asarray(values), q)) if values else None
+
+
+def run_level(url: str, model: str, text: str, c: int, n: int) -> dict[str, Any]:
+    runs: list[dict[str, Any]] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    limits = httpx.Limits(max_connections=c + 4, max_keepalive_connections=c + 4)
+    with httpx.Client(timeout=900, limits=limits) as client:
+        def one(_: int) -> None:
+            try:
+                r = speak(client, url, model, text)
+                with lock:
+                    runs.append(r)
+            except Exception as exc:  # noqa: BLE001 - counted and reported
+                with lock:
+                    errors.append(str(exc)[:300])
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=c) as pool:
+            list(pool.map(one, range(n)))
+        wall = time.perf_counter() - t0
+    lat = [r["total_s"] for r in runs]
+    ttfa = [r["ttfa_s"] for r in runs if r["ttfa_s"] is not None]
+    rtf = [r["rtf"] for r in runs if r["rtf"] is not None]
+    audio = sum(r["audio_s"] for r in runs)
+    return {"concurrency": c, "requests": n, "failed": len(errors), "errors": errors[:3], "wall_s": wall,
+            "audio_s": audio, "throughput_xrt": audio / wall if wall > 0 else None,
+            "requests_per_s": len(runs) / wall if wall > 0 else None,
+            "latency_s": {"p50": _pct(lat, 50), "p95": _pct(lat, 95), "max": max(lat) if lat else None},
+            "ttfa_s": {"p50": _pct(ttfa, 50), "p95": _pct(ttfa, 95), "max": max(ttfa) if ttfa else None},
+            "rtf": {"p50": _pct(rtf, 50), "p95": _pct(rtf, 95)},
+            "audio_s_per_request": audio / len(runs) if runs else None}
+
+
+def bench_mode(name: str, entry: dict[str, Any], text: str, *, batching: bool, levels: list[int], per_worker: int,
+               batch_max: int, device: str, root: Path, log: Any, ref_seconds: float) -> dict[str, Any]:
+    tag = f"{name} batching={'on' if batching else 'off'}"
+    log.write(f"\n===== {tag} =====\n".encode())
+    log.flush()
+    srv = Server(name, entry, batching=batching, batch_max=batch_max, device=device,
+                 data_dir=root / f"data-{name}-{int(batching)}", log=log)
+    out: dict[str, Any] = {"batching": batching, "levels": []}
+    try:
+        out["ready_s"] = srv.wait_ready(900)
+        print(f"{tag}: ready in {out['ready_s']:.1f} s", flush=True)
+        r = httpx.post(srv.url + "/v1/voices", data={"name": "ref", "transcript": REF_TRANSCRIPT},
+                       files={"file": ("ref.wav", _ref_wav(ref_seconds), "audio/wav")}, timeout=120)
+        if r.status_code != 201:
+            raise RuntimeError(f"voice upload: HTTP {r.status_code}: {r.text[:300]}")
+        t0 = time.perf_counter()
+        run_level(srv.url, name, text, 1, 2)
+        if batching:  # every batch size's graphs (echo captures them on first use) before timing
+            for c in levels:
+                if c > 1:
+                    run_level(srv.url, name, text, c, c)
+        out["warmup_s"] = time.perf_counter() - t0
+        models = httpx.get(srv.url + "/v1/models", timeout=30).json()
+        out["model_info"] = next((m for m in models.get("data", []) if m.get("id") == name), None)
+        for c in levels:
+            row = run_level(srv.url, name, text, c, max(3, per_worker * c))
+            out["levels"].append(row)
+            print(f"{tag} c={c}: {row['throughput_xrt']:.3g} x real time, p95 latency "
+                  f"{row['latency_s']['p95']:.2f} s, p95 TTFA {row['ttfa_s']['p95']:.3f} s, failed {row['failed']}",
+                  flush=True)
+    except Exception as exc:  # noqa: BLE001 - partial results are kept
+        out["error"] = f"{type(exc).__name__}: {exc}"[:500]
+        print(f"{tag}: {out['error']}", flush=True)
+    finally:
+        srv.stop()
+    base = next((lv for lv in out["levels"] if lv["concurrency"] == 1), None)
+    for lv in out["levels"]:
+        if base and base["throughput_xrt"] and lv["throughput_xrt"]:
+            lv["x_of_c1"] = lv["throughput_xrt"] / base["throughput_xrt"]
+    return out
+
+
+def chart(name: str, modes: dict[str, Any], path: Path, where: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for key, marker, color in (("batched", "o", "tab:blue"), ("unbatched", "s", "tab:orange")):
+        levels = [lv for lv in modes.get(key, {}).get("levels", []) if lv["throughput_xrt"]]
+        if not levels:
+            continue
+        x = [lv["throughput_xrt"] for lv in levels]
+        y = [lv["latency_s"]["p95"] for lv in levels]
+        ax.plot(x, y, marker=marker, linestyle="-", color=color, label=f"{key}: p95 latency")
+        t = [lv["ttfa_s"]["p95"] for lv in levels]
+        ax.plot(x, t, marker=marker, linestyle=":", color=color, alpha=0.6, label=f"{key}: p95 time to first audio")
+        for lv, xi, yi in zip(levels, x, y):
+            ax.annotate(f"c={lv['concurrency']}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("aggregate throughput (audio seconds per second)")
+    ax.set_ylabel("seconds")
+    ax.set_yscale("log")
+    ax.set_title(f"{name}: latency vs throughput ({where}), voice cloning")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--engines", default="fish-s2,echo-tts")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--tiny", action="store_true", help="tiny random models (a CPU smoke test of the script)")
+    ap.add_argument("--levels", default=None, help="batched concurrency levels (default fish 1,4,16,64; echo 1,4,8,16)")
+    ap.add_argument("--off-levels", default=None, help="unbatched levels (default fish 1,4,16; echo 1,4,8)")
+    ap.add_argument("--per-worker", type=int, default=2, help="requests per client thread and level (batched)")
+    ap.add_argument("--batch-max", type=int, default=64)
+    ap.add_argument("--fish-frames", type=int, default=128, help="frames per fish-s2 request (21.5 per second)")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    defaults = {"fish-s2": ([1, 4, 16, 64], [1, 4, 16]), "echo-tts": ([1, 4, 8, 16], [1, 4, 8])}
+    result: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.node(),
+                              "command": "python bench/batch_gpu.py " + " ".join(sys.argv[1:]), "engines": {}}
+    try:
+        import torch
+
+        result["torch"] = torch.__version__
+        result["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:
+        pass
+
+    def dump() -> None:
+        (out / "batch_gpu.json").write_text(json.dumps(result, indent=1, default=str))
+
+    t_all = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp, open(out / "servers.log", "wb") as log:
+        root = Path(tmp)
+        entries = prepare(root, engines, args.tiny, args.device, args.fish_frames)
+        for name in engines:
+            on = [int(c) for c in args.levels.split(",")] if args.levels else defaults[name][0]
+            off = [int(c) for c in args.off_levels.split(",")] if args.off_levels else defaults[name][1]
+            text = FISH_TEXT if name == "fish-s2" else ECHO_TEXT
+            # a 10 s reference (the tiny fish codec makes 2756 frames a second: keep its prompt small)
+            ref_seconds = 10.0 if not args.tiny else (0.05 if name == "fish-s2" else 0.25)
+            modes: dict[str, Any] = {}
+            result["engines"][name] = {"catalog": entries[name], "text": text, "modes": modes}
+            for key, batching, levels, per_worker in (("batched", True, on, args.per_worker),
+                                                      ("unbatched", False, off, 1)):
+                modes[key] = bench_mode(name, entries[name], text, batching=batching, levels=levels,
+                                        per_worker=per_worker, batch_max=args.batch_max, device=args.device,
+                                        root=root, log=log, ref_seconds=ref_seconds)
+                dump()
+            chart(name, modes, out / f"batch_{name.split('-')[0]}.png", result.get("gpu") or args.device)
+            result["engines"][name]["targets"] = targets(name, modes)
+            dump()
+    result["elapsed_s"] = time.perf_counter() - t_all
+    dump()
+    print(json.dumps({n: e.get("targets") for n, e in result["engines"].items()}, indent=1))
+    return 0
+
+
+def targets(name: str, modes: dict[str, Any]) -> dict[str, Any]:
+    """The issue's bars: fish-s2 c=16 >= 8x c=1 with p95 TTFA <= 300 ms; echo-tts c=8 >= 3x c=1."""
+    lv = {x["concurrency"]: x for x in modes.get("batched", {}).get("levels", [])}
+    off = {x["concurrency"]: x for x in modes.get("unbatched", {}).get("levels", [])}
+    c = 16 if name == "fish-s2" else 8
+    got = lv.get(c, {})
+    ratio = None
+    if got.get("throughput_xrt") and off.get(c, {}).get("throughput_xrt"):
+        ratio = got["throughput_xrt"] / off[c]["throughput_xrt"]
+    out: dict[str, Any] = {"concurrency": c, "x_of_c1": got.get("x_of_c1"),
+                           "p95_ttfa_s": got.get("ttfa_s", {}).get("p95"), "rtf_p50": got.get("rtf", {}).get("p50"),
+                           "vs_unbatched_same_c": ratio}
+    if name == "fish-s2":
+        out["requests_per_s"] = got.get("requests_per_s")
+        out["met"] = bool(out["x_of_c1"] and out["x_of_c1"] >= 8 and out["p95_ttfa_s"] is not None
+                          and out["p95_ttfa_s"] <= 0.3)
+    else:
+        out["met"] = bool(out["x_of_c1"] and out["x_of_c1"] >= 3)
+    return out
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
