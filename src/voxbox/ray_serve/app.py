@@ -38,13 +38,15 @@ INGRESS_ONGOING = 1000
 
 
 def ingress_settings(settings: "ServerSettings", names: list[str]) -> "ServerSettings":
-    """The ingress keeps every remote model "loaded" (a handle and its EngineInfo), leaves
-    concurrency to the replicas' engines, and preloads only models that are deployed."""
+    """The ingress keeps every remote model "loaded" (a handle and its EngineInfo), admits what
+    the replicas can hold, and preloads only models that are deployed."""
     m = settings.models
     wanted = ([m.tts, m.asr] if m.preload_defaults else []) + list(m.preload)
     models = m.model_copy(update={"ttl": -1.0, "max_loaded": max(1, len(names)), "memory_budget_gb": None,
                                   "preload_defaults": False, "preload": [n for n in wanted if n in names]})
-    admission = settings.admission.model_copy(update={"max_concurrency": None})
+    # each model's gate admits what its replicas can hold (RemoteEngine.info.max_concurrency) and
+    # queues nothing: past that the ingress refuses at once (429), before decoding an upload
+    admission = settings.admission.model_copy(update={"max_concurrency": None, "queue_size": 0})
     return settings.model_copy(update={"models": models, "admission": admission})
 
 
@@ -60,8 +62,8 @@ class VoxboxIngress:
 
     def _load(self, entry: CatalogEntry) -> RemoteEngine:
         plan = self.plans[entry.key]
-        # what the replicas can hold at most, twice over, so Serve (not this admission) queues and refuses
-        capacity = 2 * (plan.max_replicas * plan.max_ongoing + plan.max_queued) + 1
+        # what the replicas can hold at most, running and queued in Serve
+        capacity = plan.max_replicas * plan.max_ongoing + plan.max_queued
         return RemoteEngine.connect(self.handles[plan.name], entry.name, concurrency=capacity,
                                     timeout=self.settings.admission.request_timeout)
 

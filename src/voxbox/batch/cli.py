@@ -1,0 +1,193 @@
+"""``voxbox batch transcribe`` and ``voxbox batch speak``: resumable batch jobs, in-process or on Ray Data.
+
+Ray runs the job when ``--ray`` (a local Ray instance) or ``--address`` (a cluster; also
+``RAY_ADDRESS``) is given; otherwise it runs in this process. Outputs and resume are the same.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+__all__ = ["batch_app", "register"]
+
+batch_app = typer.Typer(name="batch", help="Batch jobs: transcribe many files, synthesize a speech dataset "
+                        "(resumable; in-process or on Ray).", no_args_is_help=True)
+
+_RAY = typer.Option(False, "--ray", help="Run on Ray Data (a local Ray instance unless --address).")
+_ADDRESS = typer.Option(None, "--address", help="Run on this Ray cluster ('auto' or HOST:PORT; default $RAY_ADDRESS with --ray).")
+_ACTORS = typer.Option(None, "--actors", min=1, help="With Ray: engine workers (default: one per GPU, or the CPUs).")
+_ACTOR_CPUS = typer.Option(None, "--actor-cpus", min=0.01, help="With Ray: CPUs per worker (default 1; also its threads).")
+_ACTOR_GPUS = typer.Option(None, "--actor-gpus", min=0.0, help="With Ray: GPUs per worker (default from the plan; fractions share a GPU).")
+_BATCH = typer.Option(None, "--batch-size", min=1, help="Inputs a worker runs at once (default from the plan).")
+_DEVICE = typer.Option("auto", "--device", help="auto, cpu or cuda.")
+_THREADS = typer.Option(None, "--threads", min=1, help="CPU threads per engine.")
+
+
+def _use_ray(ray: bool, address: str | None) -> str | None:
+    """None: in-process; otherwise the address to pass to ray.init ('' = start a local instance)."""
+    if not ray and not address:
+        return None
+    from voxbox.ray_serve.cli import require_ray
+
+    require_ray("batch")
+    return address or os.environ.get("RAY_ADDRESS") or ""
+
+
+def _model_job(task: str, engine: str | None, model: str | None, device: str, threads: int | None,
+               batch: int | None) -> Any:
+    from voxbox.batch.work import ModelJob, batch_size_for
+    from voxbox.cli.common import cli_entry
+
+    entry = cli_entry(task, engine, model)  # type: ignore[arg-type]
+    return ModelJob(entry, device=device, threads=threads, concurrency=batch or batch_size_for(entry, device != "cpu"))
+
+
+def _run(console: Any, progress: Any, store: Any, body: Any) -> None:
+    """Run ``body()``; on Ctrl-C keep what was written and say how to continue."""
+    try:
+        with progress:
+            body()
+    except KeyboardInterrupt:
+        store.close()
+        console.print(f"interrupted: {progress.done} record(s) written this run; run the same command again "
+                      f"to process the rest", soft_wrap=True)
+        raise typer.Exit(130) from None
+    store.finish()
+    console.print(progress.summary(), soft_wrap=True)
+
+
+@batch_app.command("transcribe")
+def transcribe(
+    source: str = typer.Argument(..., metavar="INPUT", help="A folder, a glob ('data/**/*.flac') or a manifest "
+                                 "(.jsonl/.csv/.parquet with a path column)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output records: .jsonl or .parquet (resumed if it exists)."),
+    engine: Optional[str] = typer.Option(None, "--engine", "-e", help="ASR engine (default faster-whisper)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="whisper-1, engine:model, or a model directory."),
+    language: Optional[str] = typer.Option(None, "--language", "-l", help="Spoken language (default: detect)."),
+    task: str = typer.Option("transcribe", "--task", help="transcribe or translate."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="Initial prompt."),
+    word_timestamps: bool = typer.Option(False, "--word-timestamps", help="Words with times in each segment."),
+    beam_size: Optional[int] = typer.Option(None, "--beam-size", min=1, help="Beam size (engine default)."),
+    path_column: str = typer.Option("path", "--path-column", help="The manifest column naming the audio files."),
+    device: str = _DEVICE, threads: Optional[int] = _THREADS, batch_size: Optional[int] = _BATCH,
+    ray: bool = _RAY, address: Optional[str] = _ADDRESS, actors: Optional[int] = _ACTORS,
+    actor_cpus: Optional[float] = _ACTOR_CPUS, actor_gpus: Optional[float] = _ACTOR_GPUS,
+) -> None:
+    """Transcribe many audio files into one Parquet/JSONL file (text, segments, language, timings)."""
+    from voxbox.batch.inputs import audio_items
+    from voxbox.batch.progress import JobProgress
+    from voxbox.batch.store import ResultStore
+    from voxbox.batch.work import TranscribeJob
+    from voxbox.cli.common import stderr_console
+    from voxbox.errors import BadInputError
+
+    console = stderr_console()
+    if task not in ("transcribe", "translate"):
+        raise BadInputError(f"--task must be transcribe or translate, got {task!r}", param="task")
+    ray_address = _use_ray(ray, address)
+    items = audio_items(source, path_column=path_column)
+    store = ResultStore(out, "path")
+    done = store.done()
+    todo = [it for it in items if it.key not in done]
+    job = TranscribeJob(_model_job("asr", engine, model, device, threads, batch_size),
+                        {"beam_size": beam_size} if beam_size else {}, language, prompt, task, word_timestamps)
+    progress = JobProgress(console, len(todo), len(items) - len(todo), "transcribed")
+
+    def on_record(record: dict[str, Any]) -> None:
+        store.write(record)
+        progress.update(record)
+
+    def body() -> None:
+        if not todo:
+            return
+        if ray_address is None:
+            from voxbox.batch.local import transcribe_local
+
+            transcribe_local(todo, job, on_record)
+        else:
+            from voxbox.batch.ray_data import transcribe_ray
+
+            plan = transcribe_ray(todo, job, on_record, address=ray_address or None, actors=actors,
+                                  cpus=actor_cpus, gpus=actor_gpus, batch=batch_size)
+            console.print(f"ray: {plan.describe()}", soft_wrap=True)
+
+    _run(console, progress, store, body)
+
+
+@batch_app.command("speak")
+def speak(
+    manifest: Path = typer.Argument(..., metavar="MANIFEST", help="Rows with text (+ id, voice, reference, "
+                                    "reference_text): .jsonl, .csv or .parquet."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (created): audio files + manifest.jsonl."),
+    engine: Optional[str] = typer.Option(None, "--engine", "-e", help="TTS engine (default hibari)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="tts-1, engine:model, or a model directory."),
+    fmt: str = typer.Option("wav", "--format", "-f", help="wav, flac, mp3, opus, aac or pcm."),
+    speed: Optional[float] = typer.Option(None, "--speed", help="0.25 to 4.0."),
+    verify: bool = typer.Option(False, "--verify", help="Transcribe each file back and add a WER column."),
+    verify_model: str = typer.Option("whisper-1", "--verify-model", help="ASR model for --verify."),
+    device: str = _DEVICE, threads: Optional[int] = _THREADS, batch_size: Optional[int] = _BATCH,
+    ray: bool = _RAY, address: Optional[str] = _ADDRESS, actors: Optional[int] = _ACTORS,
+    actor_cpus: Optional[float] = _ACTOR_CPUS, actor_gpus: Optional[float] = _ACTOR_GPUS,
+) -> None:
+    """Synthesize a manifest of texts into audio files and a manifest (durations, WER with --verify)."""
+    from voxbox.audio.encode import FORMATS
+    from voxbox.batch.inputs import speak_items
+    from voxbox.batch.progress import JobProgress
+    from voxbox.batch.store import ResultStore
+    from voxbox.batch.work import SpeakJob, TranscribeJob
+    from voxbox.cli.common import stderr_console
+    from voxbox.errors import BadInputError
+
+    console = stderr_console()
+    fmt = fmt.lower()
+    if fmt not in FORMATS:
+        raise BadInputError(f"unsupported audio format {fmt!r}; choose one of: {', '.join(FORMATS)}", param="format")
+    if out.exists() and not out.is_dir():
+        raise BadInputError(f"--out {out} is a file; give a folder", param="out")
+    ray_address = _use_ray(ray, address)
+    items = speak_items(manifest)
+    if not (out.parent if str(out.parent) else Path(".")).is_dir():
+        raise BadInputError(f"cannot create {out}: folder {out.parent} does not exist", param="out")
+    out.mkdir(exist_ok=True)
+    store = ResultStore(out / "manifest.jsonl", "id")
+    done = {k for k in store.done() if (out / str(store.rows[k].get("file") or "")).is_file()}
+    todo = [it for it in items if it.id not in done]
+    job = SpeakJob(_model_job("tts", engine, model, device, threads, batch_size), speed=speed, fmt=fmt)
+    vjob = TranscribeJob(_model_job("asr", None, verify_model, device, threads, None)) if verify else None
+    progress = JobProgress(console, len(todo), len(items) - len(todo), "spoke")
+
+    def on_result(record: dict[str, Any], data: bytes | None) -> None:
+        if data is not None:
+            _write_atomic(out / record["file"], data)
+        store.write(record)
+        progress.update(record)
+
+    def body() -> None:
+        if not todo:
+            return
+        if ray_address is None:
+            from voxbox.batch.local import speak_local
+
+            speak_local(todo, job, vjob, on_result)
+        else:
+            from voxbox.batch.ray_data import speak_ray
+
+            plan = speak_ray(todo, job, vjob, on_result, address=ray_address or None, actors=actors,
+                             cpus=actor_cpus, gpus=actor_gpus, batch=batch_size)
+            console.print(f"ray: {plan.describe()}", soft_wrap=True)
+
+    _run(console, progress, store, body)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(batch_app, name="batch")
