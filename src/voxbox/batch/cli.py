@@ -158,7 +158,7 @@ def speak(
     todo = [it for it in items if it.id not in done]
     job = SpeakJob(_model_job("tts", engine, model, device, threads, batch_size), speed=speed, fmt=fmt)
     vjob = TranscribeJob(_model_job("asr", None, verify_model, device, threads, None)) if verify else None
-    progress = JobProgress(console, len(todo), len(items) - len(todo), "spoke")
+    progress = JobProgress(console, len(todo), len(items) - len(todo), "synthesized")
 
     def on_result(record: dict[str, Any], data: bytes | None) -> None:
         if data is not None:
