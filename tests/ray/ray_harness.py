@@ -3,7 +3,7 @@ small object store, token authentication with a token made for the run) and help
 commands against it and to find its worker processes.
 
 The cluster process is started in its own session; stopping it sends SIGTERM to that process
-group (the Ray processes this test run started, nothing else), then SIGKILL if it lingers.
+group (the Ray processes this test run started, nothing else), then SIGKILL to what lingers.
 """
 
 from __future__ import annotations
@@ -91,12 +91,22 @@ class LocalCluster:
         return out
 
     def stop(self) -> None:
+        import psutil
         import ray
 
         try:
             ray.shutdown()
         finally:
-            _stop_group(self.proc, 30.0)
+            try:
+                started = psutil.Process(self.proc.pid).children(recursive=True)
+            except psutil.Error:
+                started = []
+            _stop_group(self.proc, 10.0)
+            for p in started:  # anything of this cluster that left the process group
+                try:
+                    p.kill()
+                except psutil.Error:
+                    pass
             self.log.close()
             shutil.rmtree(self.temp, ignore_errors=True)
 
@@ -112,7 +122,7 @@ def _stop_group(proc: subprocess.Popen[Any], grace: float) -> None:
         except subprocess.TimeoutExpired:
             pass
     try:
-        os.killpg(proc.pid, signal.SIGKILL)  # what is left of this group (workers that ignored SIGTERM)
+        os.killpg(proc.pid, signal.SIGKILL)  # what is left of this group (processes slow to stop)
     except ProcessLookupError:
         pass
     if proc.poll() is None:

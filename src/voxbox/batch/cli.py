@@ -47,7 +47,13 @@ def _model_job(task: str, engine: str | None, model: str | None, device: str, th
 
 
 def _run(console: Any, progress: Any, store: Any, body: Any) -> None:
-    """Run ``body()``; on Ctrl-C keep what was written and say how to continue."""
+    """Run ``body()``; on Ctrl-C (or SIGTERM) keep what was written and say how to continue."""
+    import signal
+
+    def on_term(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
     try:
         with progress:
             body()
@@ -55,7 +61,9 @@ def _run(console: Any, progress: Any, store: Any, body: Any) -> None:
         store.close()
         console.print(f"interrupted: {progress.done} record(s) written this run; run the same command again "
                       f"to process the rest", soft_wrap=True)
-        raise typer.Exit(130) from None
+        raise SystemExit(130) from None  # (typer.Exit's code is dropped by voxbox.cli.main)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     store.finish()
     console.print(progress.summary(), soft_wrap=True)
 
@@ -88,9 +96,9 @@ def transcribe(
     console = stderr_console()
     if task not in ("transcribe", "translate"):
         raise BadInputError(f"--task must be transcribe or translate, got {task!r}", param="task")
+    store = ResultStore(out, "path")
     ray_address = _use_ray(ray, address)
     items = audio_items(source, path_column=path_column)
-    store = ResultStore(out, "path")
     done = store.done()
     todo = [it for it in items if it.key not in done]
     job = TranscribeJob(_model_job("asr", engine, model, device, threads, batch_size),

@@ -29,19 +29,22 @@ def _drain(futures: list["Future[Any]"], pool: ThreadPoolExecutor, on_done: Call
 
 def transcribe_local(items: list[AudioItem], job: TranscribeJob, on_record: Callable[[Record], None]) -> None:
     worker = Transcriber(job)
+    done = False
     try:
         pool = ThreadPoolExecutor(max_workers=job.model.concurrency + 1, thread_name_prefix="voxbox-batch")
         futures = [pool.submit(worker, item) for item in items]
         _drain(futures, pool, on_record)
         pool.shutdown(wait=True)
+        done = True
     finally:
-        worker.close()
+        worker.close(interrupted=not done)
 
 
 def speak_local(items: list[SpeakItem], job: SpeakJob, verify: TranscribeJob | None,
                 on_result: Callable[[Record, bytes | None], None]) -> None:
     speaker = Speaker(job)
     verifier = Transcriber(verify) if verify is not None else None
+    done = False
     try:
 
         def one(item: SpeakItem) -> tuple[Record, bytes | None]:
@@ -54,7 +57,8 @@ def speak_local(items: list[SpeakItem], job: SpeakJob, verify: TranscribeJob | N
         futures = [pool.submit(one, item) for item in items]
         _drain(futures, pool, lambda out: on_result(*out))
         pool.shutdown(wait=True)
+        done = True
     finally:
         if verifier is not None:
-            verifier.close()
-        speaker.close()
+            verifier.close(interrupted=not done)
+        speaker.close(interrupted=not done)

@@ -103,8 +103,13 @@ class _Worker:
         self.load_seconds = time.perf_counter() - t0
         self.info = model.engine.info
 
-    def close(self) -> None:
-        self.rt.__exit__(None, None, None)
+    def close(self, interrupted: bool = False) -> None:
+        """Unload. ``interrupted``: cancel what is still waiting or running (Ctrl-C) instead of
+        waiting for it."""
+        if interrupted:
+            self.rt.__exit__(KeyboardInterrupt, KeyboardInterrupt(), None)
+        else:
+            self.rt.__exit__(None, None, None)
 
 
 class Transcriber(_Worker):
