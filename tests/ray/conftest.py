@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import secrets
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import secrets
-
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ray_harness import LocalCluster  # noqa: E402
+from ray_harness import LocalCluster
 
 # Ray reads its authentication mode when it is imported: set it before anything imports ray. The
 # test cluster takes a token made for this run (never the user's ~/.ray/auth_token).

@@ -47,7 +47,7 @@ class LocalCluster:
         self.address = f"127.0.0.1:{self.port}"
         # short: Ray's unix socket paths live under it (about 100 characters at most)
         self.temp = Path(tempfile.mkdtemp(prefix="vxray", dir="/tmp"))
-        self.log = open(self.temp / "head.log", "wb")
+        self.log = open(self.temp / "head.log", "wb")  # noqa: SIM115 - the cluster's log, open while it runs
         ray_bin = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
         self.proc = subprocess.Popen(
             [ray_bin, "start", "--head", "--block", f"--num-cpus={cpus}", "--num-gpus=0",
@@ -69,7 +69,7 @@ class LocalCluster:
             try:
                 ray.init(address=self.address, log_to_driver=False, logging_level="ERROR")
                 return
-            except Exception:  # noqa: BLE001 - not up yet
+            except Exception:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(2)
@@ -132,7 +132,7 @@ def _stop_group(proc: subprocess.Popen[Any], grace: float) -> None:
 def voxbox(cluster: LocalCluster, *args: str, timeout: float = 300.0, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``voxbox ARGS`` to the end with the cluster's environment."""
     return subprocess.run([sys.executable, "-m", "voxbox.cli", *args], env=cluster.env, cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, check=False)
 
 
 class RayServer:
@@ -142,13 +142,13 @@ class RayServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = cluster.temp / f"serve-{self.port}.log"
-        self.log = open(self.log_path, "wb")
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 - the server's log, open while it runs
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "voxbox.cli", "serve", "--ray", "--address", cluster.address,
              "--port", str(self.port), *args],
             env=cluster.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
 
-    def wait_ready(self, timeout: float = 240.0) -> "RayServer":
+    def wait_ready(self, timeout: float = 240.0) -> RayServer:
         import httpx
 
         deadline = time.monotonic() + timeout

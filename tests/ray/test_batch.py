@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ray_harness import LocalCluster, ray_env  # noqa: E402
+from ray_harness import LocalCluster, ray_env
 
-from voxbox.text.scoring import wer  # noqa: E402
+from voxbox.text.scoring import wer
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +50,7 @@ COMPARED = ("text", "segments", "language", "duration", "error")
 
 def voxbox(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "voxbox.cli", *args], env=env or ray_env(), capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, check=False)
 
 
 def records(path: Path) -> dict[str, dict]:
@@ -121,7 +121,7 @@ def test_interrupted_then_resumed_processes_only_the_missing(corpus, local_out, 
     # Ctrl-C as in a terminal (a parent may have started this test with SIGINT ignored)
     proc = subprocess.Popen([sys.executable, "-m", "voxbox.cli", "batch", "transcribe", str(corpus), "--out", str(out)],
                             env=env, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
     deadline = time.monotonic() + 240
     while _lines(journal) < 6 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)

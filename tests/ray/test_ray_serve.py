@@ -16,8 +16,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from ray_harness import RayServer  # noqa: E402
-from server_harness import RunningServer, decode_bytes, make_settings, sse_events  # noqa: E402
+from ray_harness import RayServer
+from server_harness import RunningServer, decode_bytes, make_settings, sse_events
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +56,7 @@ def _close(a: np.ndarray, b: np.ndarray) -> None:
 
 
 def test_speech_chunked_same_as_plain(ray_server, plain):
-    args = dict(model="tts-1", voice="alloy", input=TEXT, response_format="wav")
+    args = {"model": "tts-1", "voice": "alloy", "input": TEXT, "response_format": "wav"}
     with ray_server.openai().audio.speech.with_streaming_response.create(**args) as r:
         assert r.headers["content-type"] == "audio/wav"
         assert "ttfa;dur=" in r.headers["server-timing"]

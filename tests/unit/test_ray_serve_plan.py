@@ -9,7 +9,12 @@ import pytest
 
 from voxbox.errors import BadInputError
 from voxbox.hardware.detect import load_machine
-from voxbox.ray_serve.config import RayServeOptions, gpu_share, parse_replicas, plan_deployments
+from voxbox.ray_serve.config import (
+    RayServeOptions,
+    gpu_share,
+    parse_replicas,
+    plan_deployments,
+)
 from voxbox.runtime import Catalog
 from voxbox.server.settings import ServerSettings
 

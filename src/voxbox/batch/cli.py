@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -73,17 +73,17 @@ def transcribe(
     source: str = typer.Argument(..., metavar="INPUT", help="A folder, a glob ('data/**/*.flac') or a manifest "
                                  "(.jsonl/.csv/.parquet with a path column)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output records: .jsonl or .parquet (resumed if it exists)."),
-    engine: Optional[str] = typer.Option(None, "--engine", "-e", help="ASR engine (default faster-whisper)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="whisper-1, engine:model, or a model directory."),
-    language: Optional[str] = typer.Option(None, "--language", "-l", help="Spoken language (default: detect)."),
+    engine: str | None = typer.Option(None, "--engine", "-e", help="ASR engine (default faster-whisper)."),
+    model: str | None = typer.Option(None, "--model", "-m", help="whisper-1, engine:model, or a model directory."),
+    language: str | None = typer.Option(None, "--language", "-l", help="Spoken language (default: detect)."),
     task: str = typer.Option("transcribe", "--task", help="transcribe or translate."),
-    prompt: Optional[str] = typer.Option(None, "--prompt", help="Initial prompt."),
+    prompt: str | None = typer.Option(None, "--prompt", help="Initial prompt."),
     word_timestamps: bool = typer.Option(False, "--word-timestamps", help="Words with times in each segment."),
-    beam_size: Optional[int] = typer.Option(None, "--beam-size", min=1, help="Beam size (engine default)."),
+    beam_size: int | None = typer.Option(None, "--beam-size", min=1, help="Beam size (engine default)."),
     path_column: str = typer.Option("path", "--path-column", help="The manifest column naming the audio files."),
-    device: str = _DEVICE, threads: Optional[int] = _THREADS, batch_size: Optional[int] = _BATCH,
-    ray: bool = _RAY, address: Optional[str] = _ADDRESS, actors: Optional[int] = _ACTORS,
-    actor_cpus: Optional[float] = _ACTOR_CPUS, actor_gpus: Optional[float] = _ACTOR_GPUS,
+    device: str = _DEVICE, threads: int | None = _THREADS, batch_size: int | None = _BATCH,
+    ray: bool = _RAY, address: str | None = _ADDRESS, actors: int | None = _ACTORS,
+    actor_cpus: float | None = _ACTOR_CPUS, actor_gpus: float | None = _ACTOR_GPUS,
 ) -> None:
     """Transcribe many audio files into one Parquet/JSONL file (text, segments, language, timings)."""
     from voxbox.batch.inputs import audio_items
@@ -131,15 +131,15 @@ def speak(
     manifest: Path = typer.Argument(..., metavar="MANIFEST", help="Rows with text (+ id, voice, reference, "
                                     "reference_text): .jsonl, .csv or .parquet."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (created): audio files + manifest.jsonl."),
-    engine: Optional[str] = typer.Option(None, "--engine", "-e", help="TTS engine (default hibari)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="tts-1, engine:model, or a model directory."),
+    engine: str | None = typer.Option(None, "--engine", "-e", help="TTS engine (default hibari)."),
+    model: str | None = typer.Option(None, "--model", "-m", help="tts-1, engine:model, or a model directory."),
     fmt: str = typer.Option("wav", "--format", "-f", help="wav, flac, mp3, opus, aac or pcm."),
-    speed: Optional[float] = typer.Option(None, "--speed", help="0.25 to 4.0."),
+    speed: float | None = typer.Option(None, "--speed", help="0.25 to 4.0."),
     verify: bool = typer.Option(False, "--verify", help="Transcribe each file back and add a WER column."),
     verify_model: str = typer.Option("whisper-1", "--verify-model", help="ASR model for --verify."),
-    device: str = _DEVICE, threads: Optional[int] = _THREADS, batch_size: Optional[int] = _BATCH,
-    ray: bool = _RAY, address: Optional[str] = _ADDRESS, actors: Optional[int] = _ACTORS,
-    actor_cpus: Optional[float] = _ACTOR_CPUS, actor_gpus: Optional[float] = _ACTOR_GPUS,
+    device: str = _DEVICE, threads: int | None = _THREADS, batch_size: int | None = _BATCH,
+    ray: bool = _RAY, address: str | None = _ADDRESS, actors: int | None = _ACTORS,
+    actor_cpus: float | None = _ACTOR_CPUS, actor_gpus: float | None = _ACTOR_GPUS,
 ) -> None:
     """Synthesize a manifest of texts into audio files and a manifest (durations, WER with --verify)."""
     from voxbox.audio.encode import FORMATS

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import glob
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,7 +69,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
             return [dict(r) for r in csv.DictReader(f)]
     if suffix == ".parquet":
         try:
-            import pyarrow.parquet as pq
+            import pyarrow.parquet as pq  # type: ignore[import-untyped]
         except ImportError:
             raise BadInputError("reading a Parquet manifest needs pyarrow (pip install pyarrow)", param="input") from None
         try:
@@ -148,4 +149,4 @@ def speak_items(path: Path) -> list[SpeakItem]:
 
 
 def _opt(v: Any) -> str | None:
-    return None if v is None or (isinstance(v, float) and v != v) or v == "" else str(v)
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) or v == "" else str(v)

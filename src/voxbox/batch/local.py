@@ -7,18 +7,25 @@ inputs at the engine at once (a batchable engine's scheduler batches them).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from typing import Any, Callable
+from typing import Any
 
 from voxbox.batch.inputs import AudioItem, SpeakItem
-from voxbox.batch.work import Speaker, SpeakJob, Transcriber, TranscribeJob, verify_record
+from voxbox.batch.work import (
+    Speaker,
+    SpeakJob,
+    TranscribeJob,
+    Transcriber,
+    verify_record,
+)
 
 __all__ = ["speak_local", "transcribe_local"]
 
 Record = dict[str, Any]
 
 
-def _drain(futures: list["Future[Any]"], pool: ThreadPoolExecutor, on_done: Callable[[Any], None]) -> None:
+def _drain(futures: list[Future[Any]], pool: ThreadPoolExecutor, on_done: Callable[[Any], None]) -> None:
     try:
         for fut in as_completed(futures):
             on_done(fut.result())

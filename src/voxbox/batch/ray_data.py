@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -31,8 +32,8 @@ from voxbox.batch.work import (
     ASR_RATE,
     Speaker,
     SpeakJob,
-    Transcriber,
     TranscribeJob,
+    Transcriber,
     batch_size_for,
     decode_file,
     verify_record,
@@ -162,7 +163,7 @@ def transcribe_ray(items: list[AudioItem], job: TranscribeJob, on_record: Callab
     job = replace(job, model=replace(job.model, device=plan.device, concurrency=plan.batch,
                                      threads=job.model.threads or max(1, math.ceil(plan.cpus))))
     rows = [{"key": it.key, "path": it.path, "extra": json.dumps(it.extra, default=str)} for it in items]
-    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 64)))
+    ds: Any = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 64)))
     ds = ds.map(_Decode(ASR_RATE, job.max_seconds), num_cpus=DECODE_CPUS)
     ds = ds.map_batches(_TranscribeActor, fn_constructor_kwargs={"job": job}, batch_size=plan.batch,
                         compute=_pool(plan.actors), num_cpus=plan.cpus, num_gpus=plan.gpus or None,
@@ -207,7 +208,7 @@ def speak_ray(items: list[SpeakItem], job: SpeakJob, verify: TranscribeJob | Non
     plan = plan_actors(job.model, device=job.model.device, reserve_cpus=reserve, **plan_kw)
     job = replace(job, model=replace(job.model, device=plan.device, concurrency=plan.batch,
                                      threads=job.model.threads or max(1, math.ceil(plan.cpus))))
-    ds = ray.data.from_items([{"item": json.dumps(asdict(it), default=str)} for it in items],
+    ds: Any = ray.data.from_items([{"item": json.dumps(asdict(it), default=str)} for it in items],
                              override_num_blocks=max(1, min(len(items), 64)))
     ds = ds.map_batches(_SpeakActor, fn_constructor_kwargs={"job": job}, batch_size=plan.batch,
                         compute=_pool(plan.actors), num_cpus=plan.cpus, num_gpus=plan.gpus or None, batch_format="numpy")

@@ -80,7 +80,7 @@ class ResultStore:
         self._replaced |= k in self.rows
         self.rows[k] = record
         if self._fh is None:
-            self._fh = open(self.journal, "a", encoding="utf-8")
+            self._fh = open(self.journal, "a", encoding="utf-8")  # noqa: SIM115 - appended to until close()
             if self.journal.stat().st_size > 0 and not _ends_with_newline(self.journal):
                 self._fh.write("\n")
         self._fh.write(json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=_plain) + "\n")
@@ -129,7 +129,7 @@ def _plain(value: Any) -> Any:
 
 def _pyarrow() -> Any:
     try:
-        import pyarrow
+        import pyarrow  # type: ignore[import-untyped]
     except ImportError:
         raise BadInputError("Parquet output needs pyarrow (pip install pyarrow), or use a .jsonl --out",
                             param="out") from None
@@ -137,7 +137,7 @@ def _pyarrow() -> Any:
 
 
 def _read_parquet(path: Path) -> list[dict[str, Any]]:
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
     try:
         return pq.read_table(path).to_pylist()  # type: ignore[no-any-return]
@@ -148,7 +148,7 @@ def _read_parquet(path: Path) -> list[dict[str, Any]]:
 
 def _write_parquet(path: Path, rows: list[dict[str, Any]]) -> None:
     pa = _pyarrow()
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
     columns: dict[str, list[Any]] = {}
     for r in rows:

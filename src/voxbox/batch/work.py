@@ -14,8 +14,17 @@ from typing import Any
 from voxbox.batch.inputs import AudioItem, SpeakItem
 from voxbox.runtime import Catalog, CatalogEntry, RuntimeConfig
 
-__all__ = ["ModelJob", "Speaker", "SpeakJob", "Transcriber", "TranscribeJob", "batch_size_for", "decode_file",
-           "error_text", "verify_record"]
+__all__ = [
+    "ModelJob",
+    "SpeakJob",
+    "Speaker",
+    "TranscribeJob",
+    "Transcriber",
+    "batch_size_for",
+    "decode_file",
+    "error_text",
+    "verify_record",
+]
 
 #: Whisper's input rate; engines that want another say so in their info (resampled in the engine).
 ASR_RATE = 16000

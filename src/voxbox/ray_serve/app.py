@@ -37,7 +37,7 @@ INGRESS = "ingress"
 INGRESS_ONGOING = 1000
 
 
-def ingress_settings(settings: "ServerSettings", names: list[str]) -> "ServerSettings":
+def ingress_settings(settings: ServerSettings, names: list[str]) -> ServerSettings:
     """The ingress keeps every remote model "loaded" (a handle and its EngineInfo), admits what
     the replicas can hold, and preloads only models that are deployed."""
     m = settings.models
@@ -54,7 +54,7 @@ def ingress_settings(settings: "ServerSettings", names: list[str]) -> "ServerSet
 class VoxboxIngress:
     """The HTTP front: ``create_app`` over a runtime whose engines are the model deployments."""
 
-    def __init__(self, settings: "ServerSettings", plans: list[ModelDeployment], handles: dict[str, Any]) -> None:
+    def __init__(self, settings: ServerSettings, plans: list[ModelDeployment], handles: dict[str, Any]) -> None:
         self.catalog = Catalog(e for p in plans for e in p.entries)
         self.settings = ingress_settings(settings, self.catalog.names())
         self.plans = {p.entry.key: p for p in plans}
@@ -75,7 +75,7 @@ class VoxboxIngress:
         return create_app(self.settings, loader=self._load, catalog=self.catalog)
 
 
-def replica_config(settings: "ServerSettings", plan: ModelDeployment) -> RuntimeConfig:
+def replica_config(settings: ServerSettings, plan: ModelDeployment) -> RuntimeConfig:
     """A replica's runtime: its one model always loaded; Serve never sends more than max_ongoing."""
     a = settings.admission
     return RuntimeConfig(device=plan.device, threads=plan.threads, ttl=-1.0, max_loaded=1, memory_budget=None,
@@ -83,16 +83,17 @@ def replica_config(settings: "ServerSettings", plan: ModelDeployment) -> Runtime
                          request_timeout=a.request_timeout, workers=a.workers)
 
 
-def build_application(settings: "ServerSettings", options: RayServeOptions,
-                      machine: "MachineInfo | None" = None) -> tuple[Any, list[ModelDeployment]]:
+def build_application(settings: ServerSettings, options: RayServeOptions,
+                      machine: MachineInfo | None = None) -> tuple[Any, list[ModelDeployment]]:
     """(the Serve application to ``serve.run``, the deployment plans)."""
     catalog = Catalog.default(settings.models.local, models_dir=settings.models.dir)
     plans = plan_deployments(catalog, settings, options, machine)
     handles: dict[str, Any] = {}
+    deployment: Any = serve.deployment  # (its overloads confuse type checkers)
     for plan in plans:
-        dep = serve.deployment(ModelReplica).options(**plan.serve_options())
+        dep = deployment(ModelReplica).options(**plan.serve_options())
         handles[plan.name] = dep.bind(plan.entry, replica_config(settings, plan))
-    ingress = serve.deployment(VoxboxIngress).options(
+    ingress = deployment(VoxboxIngress).options(
         name=INGRESS, num_replicas=options.ingress_replicas, max_ongoing_requests=INGRESS_ONGOING,
         ray_actor_options={"num_cpus": options.ingress_cpus}, health_check_timeout_s=60)
     return ingress.bind(settings, plans, handles), plans

@@ -58,15 +58,14 @@ def init_ray(address: str | None, **kwargs: Any) -> bool:
 
     if ray.is_initialized():
         return False
-    quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
     if address:
-        ray.init(address=address, **quiet, **kwargs)
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING, **kwargs)
         return False
-    ray.init(**quiet, **kwargs)
+    ray.init(log_to_driver=False, logging_level=logging.WARNING, **kwargs)
     return True
 
 
-def cluster_machine(device: str, timeout: float = 120.0) -> "MachineInfo | None":
+def cluster_machine(device: str, timeout: float = 120.0) -> MachineInfo | None:
     """The hardware the model replicas will run on: detected by a tiny task on a GPU node when the
     cluster has GPUs (the driver may be a CPU-only head node), else None (every replica on CPUs)."""
     import ray
@@ -89,7 +88,7 @@ def cluster_machine(device: str, timeout: float = 120.0) -> "MachineInfo | None"
         return detect()
 
 
-def serve_on_ray(settings: "ServerSettings", options: RayServeOptions) -> None:
+def serve_on_ray(settings: ServerSettings, options: RayServeOptions) -> None:
     """Deploy and block until SIGINT/SIGTERM."""
     require_ray("--ray")
     import ray

@@ -146,7 +146,7 @@ def deployment_name(entry: CatalogEntry) -> str:
     return "model-" + re.sub(r"[^A-Za-z0-9_.-]", "_", entry.name)
 
 
-def _wanted(catalog: Catalog, settings: "ServerSettings", deploy: tuple[str, ...]) -> list[CatalogEntry]:
+def _wanted(catalog: Catalog, settings: ServerSettings, deploy: tuple[str, ...]) -> list[CatalogEntry]:
     if deploy == ("all",):
         return catalog.entries()
     names = list(deploy) or [settings.models.tts, settings.models.asr, *settings.models.preload,
@@ -171,8 +171,8 @@ def gpu_share(need_bytes: int, total_bytes: int) -> float:
     return round(min(1.0, max(GPU_STEP, share)), 2)
 
 
-def _resources(entry: CatalogEntry, options: RayServeOptions, settings: "ServerSettings",
-               machine: "MachineInfo | None") -> tuple[float, float, str, str]:
+def _resources(entry: CatalogEntry, options: RayServeOptions, settings: ServerSettings,
+               machine: MachineInfo | None) -> tuple[float, float, str, str]:
     """(cpus, gpus, device, reason) for one replica of ``entry``."""
     from voxbox.engines.registry import get_spec
 
@@ -197,8 +197,8 @@ def _resources(entry: CatalogEntry, options: RayServeOptions, settings: "ServerS
                                  f"({need / 1e9:.1f} GB of {gpu.total_memory / 1e9:.0f} GB): {share:g} GPU per replica.")
 
 
-def plan_deployments(catalog: Catalog, settings: "ServerSettings", options: RayServeOptions,
-                     machine: "MachineInfo | None" = None) -> list[ModelDeployment]:
+def plan_deployments(catalog: Catalog, settings: ServerSettings, options: RayServeOptions,
+                     machine: MachineInfo | None = None) -> list[ModelDeployment]:
     """One deployment per distinct weights among the wanted catalog names (aliases share one)."""
     from voxbox.engines.registry import get_spec
 

@@ -22,10 +22,16 @@ import logging
 import math
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from voxbox.engines.base import EncodedVoice, SpeechStream
-from voxbox.errors import CapacityError, RequestCancelledError, ServiceUnavailableError, VoxboxError
+from voxbox.errors import (
+    CapacityError,
+    RequestCancelledError,
+    ServiceUnavailableError,
+    VoxboxError,
+)
 from voxbox.types import Audio, CancelToken, EngineInfo, StageTimings, TranscriptionInfo
 
 __all__ = ["RemoteEngine", "convert_error"]
@@ -37,7 +43,12 @@ RETRIES = 2
 
 
 def _dead_replica_errors() -> tuple[type[BaseException], ...]:
-    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, WorkerCrashedError
+    from ray.exceptions import (
+        ActorDiedError,
+        ActorUnavailableError,
+        RayActorError,
+        WorkerCrashedError,
+    )
     from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableError
 
     return (ActorDiedError, ActorUnavailableError, RayActorError, WorkerCrashedError, ReplicaUnavailableError,
@@ -94,7 +105,7 @@ class RemoteEngine:
         self.times = _ServiceTimes()
 
     @classmethod
-    def connect(cls, handle: Any, model: str, *, concurrency: int, timeout: float = 600.0) -> "RemoteEngine":
+    def connect(cls, handle: Any, model: str, *, concurrency: int, timeout: float = 600.0) -> RemoteEngine:
         """Blocking (a worker thread): wait for a replica and fetch its EngineInfo."""
         info = _unary(handle.engine_info, (), model, _ServiceTimes(), timeout=timeout)
         return cls(handle, model, info, concurrency=concurrency)

@@ -20,7 +20,8 @@ import collections
 import hashlib
 import logging
 import time
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from voxbox.engines.base import EncodedVoice
 from voxbox.runtime import Catalog, CatalogEntry, Runtime, RuntimeConfig, Work
@@ -38,7 +39,7 @@ class RemoteClip:
     """An uploaded reference clip as the ingress keeps it: the replica that speaks with it encodes
     it on its own device (and caches the encoding), so no device tensor crosses the network."""
 
-    __slots__ = ("samples", "sample_rate", "transcript", "sha256")
+    __slots__ = ("sample_rate", "samples", "sha256", "transcript")
 
     def __init__(self, audio: Audio, transcript: str | None) -> None:
         self.samples = audio.samples
@@ -57,7 +58,7 @@ class ModelReplica:
     """Deployed by :mod:`voxbox.ray_serve.app` as ``serve.deployment(ModelReplica)``; ``__init__`` is
     async so Serve routes nothing to the replica before its model is loaded."""
 
-    async def __init__(self, entry: CatalogEntry, config: RuntimeConfig) -> None:
+    async def __init__(self, entry: CatalogEntry, config: RuntimeConfig) -> None:  # type: ignore[misc]
         self.entry = entry
         self.runtime = Runtime(Catalog([entry]), config)
         self.runtime.start()
@@ -107,14 +108,15 @@ class ModelReplica:
         return EncodedVoice(key, clip, transcript, nbytes=int(clip.samples.nbytes))
 
     async def _voice(self, work: Work, clip: RemoteClip) -> EncodedVoice:
-        enc = self._voices.get(clip.sha256)
-        if enc is None:
-            audio = Audio(clip.samples, clip.sample_rate)
-            enc = await self.runtime.call(work, work.engine.encode_voice, audio, clip.transcript)
-            self._voices[clip.sha256] = enc
-            while len(self._voices) > VOICE_CACHE:
-                self._voices.popitem(last=False)
-        self._voices.move_to_end(clip.sha256)
+        cached = self._voices.get(clip.sha256)
+        if cached is not None:
+            self._voices.move_to_end(clip.sha256)
+            return cached
+        audio = Audio(clip.samples, clip.sample_rate)
+        enc: EncodedVoice = await self.runtime.call(work, work.engine.encode_voice, audio, clip.transcript)
+        self._voices[clip.sha256] = enc
+        while len(self._voices) > VOICE_CACHE:
+            self._voices.popitem(last=False)
         return enc
 
     # -- transcription ------------------------------------------------------------------------------
@@ -143,5 +145,5 @@ class ModelReplica:
     async def __del__(self) -> None:
         try:
             await self.runtime.close()
-        except Exception:  # noqa: BLE001 - the replica is going away either way
-            pass
+        except Exception as exc:  # noqa: BLE001 - the replica is going away either way
+            log.debug("closing the runtime of %s: %s", self.entry.name, exc)

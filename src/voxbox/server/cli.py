@@ -91,7 +91,9 @@ def serve(
     if ray:
         from voxbox.ray_serve.cli import ray_options, serve_on_ray
 
-        serve_on_ray(settings, ray_options(**ray_flags))
+        serve_on_ray(settings, ray_options(address=address, deploy=deploy, replicas=replicas,
+                                           target_ongoing=target_ongoing, max_ongoing=max_ongoing,
+                                           replica_gpus=replica_gpus, replica_cpus=replica_cpus))
         return
     import uvicorn
 
