@@ -41,7 +41,7 @@ def ray_env() -> dict[str, str]:
 
 
 class LocalCluster:
-    def __init__(self, cpus: int = 2, object_store_mb: int = 200) -> None:
+    def __init__(self, cpus: int = 2, object_store_mb: int = 200, gpus: int = 0) -> None:
         self.env = ray_env()
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -50,7 +50,7 @@ class LocalCluster:
         self.log = open(self.temp / "head.log", "wb")  # noqa: SIM115 - the cluster's log, open while it runs
         ray_bin = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
         self.proc = subprocess.Popen(
-            [ray_bin, "start", "--head", "--block", f"--num-cpus={cpus}", "--num-gpus=0",
+            [ray_bin, "start", "--head", "--block", f"--num-cpus={cpus}", f"--num-gpus={gpus}",
              f"--object-store-memory={object_store_mb * 2**20}", "--include-dashboard=false",
              "--node-ip-address=127.0.0.1", f"--port={self.port}", "--disable-usage-stats",
              f"--temp-dir={self.temp}"],

@@ -145,6 +145,7 @@ def test_interrupted_then_resumed_processes_only_the_missing(corpus, local_out, 
     assert {k: [final[k][c] for c in COMPARED] for k in want} == {k: [want[k][c] for c in COMPARED] for k in want}
 
 
+@pytest.mark.ray
 def test_ray_same_records_and_survives_a_killed_worker(cluster: LocalCluster, corpus, local_out, tmp_path):
     out = tmp_path / "ray.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "voxbox.cli", "batch", "transcribe", str(corpus), "--out", str(out),
@@ -166,6 +167,7 @@ def test_ray_same_records_and_survives_a_killed_worker(cluster: LocalCluster, co
     assert {k: [got[k][c] for c in COMPARED] for k in want} == {k: [want[k][c] for c in COMPARED] for k in want}
 
 
+@pytest.mark.ray
 def test_speak_with_verify_same_with_and_without_ray(cluster: LocalCluster, tmp_path):
     from voxbox.audio.decode import decode
 

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from ray_harness import RayServer
 from server_harness import RunningServer, decode_bytes, make_settings, sse_events
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 TEXT = "The quick brown fox jumps over the lazy dog. It was a bright cold day in April."
 

@@ -25,6 +25,20 @@ _ACTOR_GPUS = typer.Option(None, "--actor-gpus", min=0.0, help="With Ray: GPUs p
 _BATCH = typer.Option(None, "--batch-size", min=1, help="Inputs a worker runs at once (default from the plan).")
 _DEVICE = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 _THREADS = typer.Option(None, "--threads", min=1, help="CPU threads per engine.")
+_OPTION = typer.Option(None, "--option", help="An engine option NAME=VALUE (repeat; see `voxbox engines`).")
+
+
+def _options(pairs: list[str] | None, **given: Any) -> dict[str, Any]:
+    """--option NAME=VALUE pairs (the engine's Options check names and types at the first input)."""
+    from voxbox.errors import BadInputError
+
+    out = {k: v for k, v in given.items() if v is not None}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise BadInputError(f"--option takes NAME=VALUE, got {pair!r}", param="option")
+        out[name.strip()] = value
+    return out
 
 
 def _use_ray(ray: bool, address: str | None) -> str | None:
@@ -44,6 +58,13 @@ def _model_job(task: str, engine: str | None, model: str | None, device: str, th
 
     entry = cli_entry(task, engine, model)  # type: ignore[arg-type]
     return ModelJob(entry, device=device, threads=threads, concurrency=batch or batch_size_for(entry, device != "cpu"))
+
+
+def _check_options(entry: Any, values: dict[str, Any]) -> None:
+    """Unknown option names and bad values fail now, in one line, before any model loads."""
+    from voxbox.engines.registry import get_spec
+
+    get_spec(entry.engine).make_options(values)
 
 
 def _run(console: Any, progress: Any, store: Any, body: Any) -> None:
@@ -81,7 +102,7 @@ def transcribe(
     word_timestamps: bool = typer.Option(False, "--word-timestamps", help="Words with times in each segment."),
     beam_size: int | None = typer.Option(None, "--beam-size", min=1, help="Beam size (engine default)."),
     path_column: str = typer.Option("path", "--path-column", help="The manifest column naming the audio files."),
-    device: str = _DEVICE, threads: int | None = _THREADS, batch_size: int | None = _BATCH,
+    option: list[str] | None = _OPTION, device: str = _DEVICE, threads: int | None = _THREADS, batch_size: int | None = _BATCH,
     ray: bool = _RAY, address: str | None = _ADDRESS, actors: int | None = _ACTORS,
     actor_cpus: float | None = _ACTOR_CPUS, actor_gpus: float | None = _ACTOR_GPUS,
 ) -> None:
@@ -102,7 +123,8 @@ def transcribe(
     done = store.done()
     todo = [it for it in items if it.key not in done]
     job = TranscribeJob(_model_job("asr", engine, model, device, threads, batch_size),
-                        {"beam_size": beam_size} if beam_size else {}, language, prompt, task, word_timestamps)
+                        _options(option, beam_size=beam_size), language, prompt, task, word_timestamps)
+    _check_options(job.model.entry, job.options)
     progress = JobProgress(console, len(todo), len(items) - len(todo), "transcribed")
 
     def on_record(record: dict[str, Any]) -> None:
@@ -137,7 +159,7 @@ def speak(
     speed: float | None = typer.Option(None, "--speed", help="0.25 to 4.0."),
     verify: bool = typer.Option(False, "--verify", help="Transcribe each file back and add a WER column."),
     verify_model: str = typer.Option("whisper-1", "--verify-model", help="ASR model for --verify."),
-    device: str = _DEVICE, threads: int | None = _THREADS, batch_size: int | None = _BATCH,
+    option: list[str] | None = _OPTION, device: str = _DEVICE, threads: int | None = _THREADS, batch_size: int | None = _BATCH,
     ray: bool = _RAY, address: str | None = _ADDRESS, actors: int | None = _ACTORS,
     actor_cpus: float | None = _ACTOR_CPUS, actor_gpus: float | None = _ACTOR_GPUS,
 ) -> None:
@@ -164,7 +186,9 @@ def speak(
     store = ResultStore(out / "manifest.jsonl", "id")
     done = {k for k in store.done() if (out / str(store.rows[k].get("file") or "")).is_file()}
     todo = [it for it in items if it.id not in done]
-    job = SpeakJob(_model_job("tts", engine, model, device, threads, batch_size), speed=speed, fmt=fmt)
+    job = SpeakJob(_model_job("tts", engine, model, device, threads, batch_size), _options(option), speed=speed,
+                   fmt=fmt)
+    _check_options(job.model.entry, job.options)
     vjob = TranscribeJob(_model_job("asr", None, verify_model, device, threads, None)) if verify else None
     progress = JobProgress(console, len(todo), len(items) - len(todo), "synthesized")
 
