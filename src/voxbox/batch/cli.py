@@ -29,7 +29,10 @@ _OPTION = typer.Option(None, "--option", help="An engine option NAME=VALUE (repe
 
 
 def _options(pairs: list[str] | None, **given: Any) -> dict[str, Any]:
-    """--option NAME=VALUE pairs (the engine's Options check names and types at the first input)."""
+    """--option NAME=VALUE pairs; VALUE is JSON when it parses (5, 0.5, true, [0, 0.2]), else text.
+    The engine's Options dataclass checks names and types (see _check_options)."""
+    import json
+
     from voxbox.errors import BadInputError
 
     out = {k: v for k, v in given.items() if v is not None}
@@ -37,7 +40,10 @@ def _options(pairs: list[str] | None, **given: Any) -> dict[str, Any]:
         name, sep, value = pair.partition("=")
         if not sep or not name.strip():
             raise BadInputError(f"--option takes NAME=VALUE, got {pair!r}", param="option")
-        out[name.strip()] = value
+        try:
+            out[name.strip()] = json.loads(value)
+        except ValueError:
+            out[name.strip()] = value
     return out
 
 
