@@ -203,6 +203,9 @@ def test_speak_with_verify_same_with_and_without_ray(cluster: LocalCluster, tmp_
     (("batch", "transcribe", "{tmp}", "--out", "{tmp}/o.txt"), ".jsonl or .parquet"),
     (("batch", "speak", "{tmp}/none.jsonl", "--out", "{tmp}/d"), "no such manifest"),
     (("batch", "speak", "{tmp}/lines.jsonl", "--out", "{tmp}/d", "--format", "xyz"), "unsupported audio format"),
+    (("batch", "transcribe", "{tmp}", "--out", "{tmp}/o.jsonl", "--option", "bogus=1"), "unknown option(s) bogus"),
+    (("serve", "--address", "127.0.0.1:1"), "--address needs --ray"),
+    (("serve", "--ray", "--replicas", "3-1", "--port", "1"), "--replicas '3-1'"),
 ])
 def test_bad_input_is_one_line(tmp_path, args, needle):
     (tmp_path / "lines.jsonl").write_text('{"text": "hi"}\n')

@@ -124,13 +124,13 @@ def transcribe(
     if task not in ("transcribe", "translate"):
         raise BadInputError(f"--task must be transcribe or translate, got {task!r}", param="task")
     store = ResultStore(out, "path")
+    job = TranscribeJob(_model_job("asr", engine, model, device, threads, batch_size),
+                        _options(option, beam_size=beam_size), language, prompt, task, word_timestamps)
+    _check_options(job.model.entry, job.options)
     ray_address = _use_ray(ray, address)
     items = audio_items(source, path_column=path_column)
     done = store.done()
     todo = [it for it in items if it.key not in done]
-    job = TranscribeJob(_model_job("asr", engine, model, device, threads, batch_size),
-                        _options(option, beam_size=beam_size), language, prompt, task, word_timestamps)
-    _check_options(job.model.entry, job.options)
     progress = JobProgress(console, len(todo), len(items) - len(todo), "transcribed")
 
     def on_record(record: dict[str, Any]) -> None:
