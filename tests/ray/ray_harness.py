@@ -166,10 +166,10 @@ class RayServer:
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def openai(self) -> Any:
+    def openai(self, api_key: str = "not-needed") -> Any:
         from openai import OpenAI
 
-        return OpenAI(base_url=self.url + "/v1", api_key="not-needed", max_retries=0, timeout=120)
+        return OpenAI(base_url=self.url + "/v1", api_key=api_key, max_retries=0, timeout=120)
 
     def stop(self) -> int | None:
         if self.proc.poll() is None:

@@ -22,6 +22,8 @@ from server_harness import RunningServer, decode_bytes, make_settings, sse_event
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 TEXT = "The quick brown fox jumps over the lazy dog. It was a bright cold day in April."
+KEY = "sk-ray-test"
+AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +31,7 @@ def ray_server(cluster):
     # 0.3 CPU per model replica: the ingress (0.5) and two replicas of each model fit in 2 CPUs.
     # max-ongoing 1 and queue-size 1 (Serve's max_queued_requests) make a small flood overflow.
     srv = RayServer(cluster, "--replica-cpus", "0.3", "--max-ongoing", "1", "--queue-size", "1",
-                    "--replicas", "1-2")
+                    "--replicas", "1-2", "--api-key", KEY)
     try:
         yield srv.wait_ready()
     finally:
@@ -38,14 +40,14 @@ def ray_server(cluster):
 
 @pytest.fixture(scope="module")
 def plain(tmp_path_factory):
-    srv = RunningServer(make_settings(tmp_path_factory.mktemp("plain"))).start()
+    srv = RunningServer(make_settings(tmp_path_factory.mktemp("plain"), api_key=KEY)).start()
     yield srv
     srv.stop()
 
 
 @pytest.fixture(scope="module")
 def speech_wav(plain) -> bytes:
-    return plain.openai().audio.speech.create(model="tts-1", voice="alloy", input=TEXT, response_format="wav").content
+    return plain.openai(KEY).audio.speech.create(model="tts-1", voice="alloy", input=TEXT, response_format="wav").content
 
 
 def _close(a: np.ndarray, b: np.ndarray) -> None:
@@ -57,17 +59,17 @@ def _close(a: np.ndarray, b: np.ndarray) -> None:
 
 def test_speech_chunked_same_as_plain(ray_server, plain):
     args = {"model": "tts-1", "voice": "alloy", "input": TEXT, "response_format": "wav"}
-    with ray_server.openai().audio.speech.with_streaming_response.create(**args) as r:
+    with ray_server.openai(KEY).audio.speech.with_streaming_response.create(**args) as r:
         assert r.headers["content-type"] == "audio/wav"
         assert "ttfa;dur=" in r.headers["server-timing"]
         got = b"".join(r.iter_bytes())
-    want = plain.openai().audio.speech.create(**args).content
+    want = plain.openai(KEY).audio.speech.create(**args).content
     _close(decode_bytes(got, "wav")[0], decode_bytes(want, "wav")[0])
 
 
 def test_speech_sse_same_as_plain(ray_server, plain):
     def pcm(url: str) -> tuple[bytes, dict[str, Any]]:
-        with httpx.stream("POST", url + "/v1/audio/speech", timeout=120,
+        with httpx.stream("POST", url + "/v1/audio/speech", timeout=120, headers=AUTH,
                           json={"model": "tts-1", "voice": "alloy", "input": TEXT, "response_format": "pcm",
                                 "stream_format": "sse"}) as r:
             assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
@@ -84,17 +86,17 @@ def test_speech_sse_same_as_plain(ray_server, plain):
 
 
 def test_transcription_json_and_sse_same_as_plain(ray_server, plain, speech_wav):
-    got = ray_server.openai().audio.transcriptions.create(model="whisper-1", file=("a.wav", speech_wav))
-    want = plain.openai().audio.transcriptions.create(model="whisper-1", file=("a.wav", speech_wav))
+    got = ray_server.openai(KEY).audio.transcriptions.create(model="whisper-1", file=("a.wav", speech_wav))
+    want = plain.openai(KEY).audio.transcriptions.create(model="whisper-1", file=("a.wav", speech_wav))
     assert got.text == want.text and "fox" in got.text.lower()
-    events = list(ray_server.openai().audio.transcriptions.create(model="whisper-1", file=("a.wav", speech_wav),
+    events = list(ray_server.openai(KEY).audio.transcriptions.create(model="whisper-1", file=("a.wav", speech_wav),
                                                                   stream=True))
     assert [e.type for e in events][-1] == "transcript.text.done"
     assert events[-1].text == want.text
     assert "".join(e.delta for e in events[:-1]).strip() == want.text
-    verbose = ray_server.openai().audio.transcriptions.create(
+    verbose = ray_server.openai(KEY).audio.transcriptions.create(
         model="whisper-1", file=("a.wav", speech_wav), response_format="verbose_json", timestamp_granularities=["word"])
-    plain_verbose = plain.openai().audio.transcriptions.create(
+    plain_verbose = plain.openai(KEY).audio.transcriptions.create(
         model="whisper-1", file=("a.wav", speech_wav), response_format="verbose_json", timestamp_granularities=["word"])
     assert [(w.word, w.start, w.end) for w in verbose.words] == [(w.word, w.start, w.end) for w in plain_verbose.words]
 
@@ -106,14 +108,22 @@ def test_transcription_json_and_sse_same_as_plain(ray_server, plain, speech_wav)
     {"model": "whisper-1", "voice": "alloy", "input": "Hello."},   # not a speech model: 404
 ])
 def test_errors_same_as_plain(ray_server, plain, body):
-    got = httpx.post(ray_server.url + "/v1/audio/speech", json=body, timeout=60)
-    want = httpx.post(plain.url + "/v1/audio/speech", json=body, timeout=60)
+    got = httpx.post(ray_server.url + "/v1/audio/speech", json=body, timeout=60, headers=AUTH)
+    want = httpx.post(plain.url + "/v1/audio/speech", json=body, timeout=60, headers=AUTH)
     assert (got.status_code, got.json()) == (want.status_code, want.json())
     assert 400 <= got.status_code < 500
 
 
+def test_api_key_same_as_plain(ray_server, plain):
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        got = httpx.get(ray_server.url + "/v1/models", headers=headers, timeout=30)
+        want = httpx.get(plain.url + "/v1/models", headers=headers, timeout=30)
+        assert got.status_code == want.status_code == 401 and got.json() == want.json()
+    assert httpx.get(ray_server.url + "/health", timeout=30).status_code == 200  # health stays open
+
+
 def test_models_are_the_deployed_ones(ray_server):
-    ids = {m.id for m in ray_server.openai().models.list()}
+    ids = {m.id for m in ray_server.openai(KEY).models.list()}
     assert {"tts-1", "whisper-1"} <= ids and "tts-1-hd" not in ids  # only deployed models are offered
 
 
@@ -124,7 +134,7 @@ def test_flood_gets_429_with_retry_after(ray_server, moonshine_assets):
 
     def one() -> None:
         r = httpx.post(ray_server.url + "/v1/audio/transcriptions", files={"file": ("b.wav", data)},
-                       data={"model": "whisper-1"}, timeout=120)
+                       data={"model": "whisper-1"}, timeout=120, headers=AUTH)
         with lock:
             out.append(r)
 
@@ -153,7 +163,7 @@ def test_killed_replica_is_replaced_and_no_request_hangs(ray_server, cluster, mo
     def one() -> None:
         t0 = time.monotonic()
         r = httpx.post(ray_server.url + "/v1/audio/transcriptions", files={"file": ("t.wav", data)},
-                       data={"model": "whisper-1"}, timeout=180)
+                       data={"model": "whisper-1"}, timeout=180, headers=AUTH)
         results.append((r.status_code, r.json(), time.monotonic() - t0))
 
     threads = [threading.Thread(target=one) for _ in range(2)]
@@ -175,7 +185,7 @@ def test_killed_replica_is_replaced_and_no_request_hangs(ray_server, cluster, mo
     # Serve starts a new replica; requests succeed again
     deadline = time.monotonic() + 120
     while True:
-        r = httpx.post(ray_server.url + "/v1/audio/transcriptions", timeout=180,
+        r = httpx.post(ray_server.url + "/v1/audio/transcriptions", timeout=180, headers=AUTH,
                        files={"file": ("b.wav", (moonshine_assets / "beckett.wav").read_bytes())},
                        data={"model": "whisper-1"})
         if r.status_code == 200:
