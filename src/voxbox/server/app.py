@@ -39,9 +39,11 @@ log = logging.getLogger("voxbox.server")
 
 
 def build_runtime(settings: ServerSettings, *, loader: Callable[[CatalogEntry], Any] | None = None,
-                  observer: Any = None) -> Runtime:
-    """The Runtime a server (or a Ray replica) runs: catalog and limits from the settings."""
-    catalog = Catalog.default(settings.models.local, models_dir=settings.models.dir)
+                  observer: Any = None, catalog: Catalog | None = None) -> Runtime:
+    """The Runtime a server (or a Ray ingress) runs: catalog and limits from the settings (the Ray
+    ingress passes its own ``catalog``: the deployed models)."""
+    if catalog is None:
+        catalog = Catalog.default(settings.models.local, models_dir=settings.models.dir)
     budget = settings.models.memory_budget_gb
     config = RuntimeConfig(
         device=settings.models.device, ttl=settings.models.ttl, max_loaded=settings.models.max_loaded,
@@ -97,11 +99,12 @@ async def _preload_voice(state: ServerState, name: str) -> None:
 
 
 def create_app(settings: ServerSettings | None = None, *,
-               loader: Callable[[CatalogEntry], Any] | None = None) -> FastAPI:
-    """Build the app. ``loader(entry) -> engine`` defaults to the engine's spec factory."""
+               loader: Callable[[CatalogEntry], Any] | None = None, catalog: Catalog | None = None) -> FastAPI:
+    """Build the app. ``loader(entry) -> engine`` defaults to the engine's spec factory; ``catalog``
+    to the settings' (bundled, models dir, ``models.local``)."""
     settings = settings or ServerSettings()
     metrics = Metrics()
-    runtime = build_runtime(settings, loader=loader, observer=MetricsObserver(metrics))
+    runtime = build_runtime(settings, loader=loader, observer=MetricsObserver(metrics), catalog=catalog)
     for name in [settings.models.tts, settings.models.asr, *settings.models.preload]:
         if name not in runtime.catalog and (settings.models.preload_defaults or name in settings.models.preload):
             log.warning("model %r named in the settings is not in the catalog", name)

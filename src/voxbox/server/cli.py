@@ -55,12 +55,31 @@ def serve(
     device: Optional[str] = typer.Option(None, "--device", help="Engine device: auto, cpu, cuda..."),
     grace: Optional[float] = typer.Option(None, "--grace", help="Seconds to drain in-flight requests on SIGTERM."),
     log_level: Optional[str] = typer.Option(None, "--log-level", help="debug, info, warning, error."),
+    ray: bool = typer.Option(False, "--ray", help="Serve on Ray Serve: one deployment per model, replicas on "
+                             "the cluster's GPUs/CPUs (pip install 'voxbox[ray]'; see README 'Scaling out')."),
+    address: Optional[str] = typer.Option(None, "--address", help="With --ray: join this cluster ('auto' or "
+                                          "HOST:PORT); default: start a local Ray instance."),
+    deploy: Optional[list[str]] = typer.Option(None, "--deploy", help="With --ray: catalog model to deploy "
+                                               "(repeat; 'all'). Default: default, preloaded and --model models."),
+    replicas: Optional[str] = typer.Option(None, "--replicas", help="With --ray: replicas per model, N or "
+                                           "MIN-MAX (autoscaled on ongoing requests; 0-MAX scales to zero)."),
+    target_ongoing: Optional[float] = typer.Option(None, "--target-ongoing", help="With --ray: autoscaling "
+                                                   "target of ongoing requests per replica (default: the engine's concurrency)."),
+    max_ongoing: Optional[int] = typer.Option(None, "--max-ongoing", help="With --ray: requests a replica holds "
+                                              "at once (default 2x the engine's concurrency); --queue-size more wait."),
+    replica_gpus: Optional[float] = typer.Option(None, "--replica-gpus", help="With --ray: GPUs per model replica "
+                                                 "(fractions share a GPU; default from the hardware plan)."),
+    replica_cpus: Optional[float] = typer.Option(None, "--replica-cpus", help="With --ray: CPUs per model replica "
+                                                 "(default 1; also its engine threads)."),
 ) -> None:
     """Serve the OpenAI audio API (speech, transcriptions, translations, models, voices)."""
-    import uvicorn
+    ray_flags = {"address": address, "deploy": deploy, "replicas": replicas, "target_ongoing": target_ongoing,
+                 "max_ongoing": max_ongoing, "replica_gpus": replica_gpus, "replica_cpus": replica_cpus}
+    if not ray and any(v is not None for v in ray_flags.values()):
+        from voxbox.errors import BadInputError
 
-    from voxbox.server.app import create_app
-
+        given = next(k for k, v in ray_flags.items() if v is not None)
+        raise BadInputError(f"--{given.replace('_', '-')} needs --ray", param=given)
     settings = build_settings(
         host=host, port=port, model=model, tts_model=tts_model, asr_model=asr_model, preload=preload,
         no_preload=no_preload, ttl=ttl, max_loaded=max_loaded, concurrency=concurrency, queue_size=queue_size,
@@ -69,6 +88,17 @@ def serve(
         log_level=log_level,
     )
     configure_logging(settings.log_level)
+    if ray:
+        from voxbox.ray_serve.cli import ray_options, serve_on_ray
+
+        serve_on_ray(settings, ray_options(address=address, deploy=deploy, replicas=replicas,
+                                           target_ongoing=target_ongoing, max_ongoing=max_ongoing,
+                                           replica_gpus=replica_gpus, replica_cpus=replica_cpus))
+        return
+    import uvicorn
+
+    from voxbox.server.app import create_app
+
     app = create_app(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
                             timeout_graceful_shutdown=3, lifespan="on",
