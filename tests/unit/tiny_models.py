@@ -197,3 +197,44 @@ def parakeet_dir(root: Path, *, kind: str = "tdt", seed: int = 0, feats: int = 1
         _decoder_joint(root / "decoder_joint-model.onnx", dim, vocab, rng, durations=5 if kind == "tdt" else 0,
                        blank_bias=blank_bias)
     return root
+
+
+def kokoro_torch_dir(root: Path, *, seed: int = 0) -> Path:
+    """hexgrad/Kokoro-82M's PyTorch layout with random weights: config.json (a small PL-BERT; the
+    decoder's widths are fixed by upstream's code), kokoro-v1_0.pth (one state dict per submodule,
+    as upstream saves it) and voices/*.pt."""
+    import torch
+
+    from voxbox.engines.tts.kokoro._backends import upstream_kmodel
+
+    root.mkdir(parents=True, exist_ok=True)
+    cfg = json.loads((Path(__file__).parents[2] / "src/voxbox/engines/tts/kokoro/vocab_v1.json").read_text("utf-8"))
+    config = {
+        "istftnet": {"upsample_kernel_sizes": [20, 12], "upsample_rates": [10, 6], "gen_istft_hop_size": 5,
+                     "gen_istft_n_fft": 20, "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5], [1, 3, 5]],
+                     "resblock_kernel_sizes": [3, 7, 11], "upsample_initial_channel": 512},
+        "dim_in": 64, "dropout": 0.2, "hidden_dim": 512, "max_conv_dim": 512, "max_dur": 50, "multispeaker": True,
+        "n_layer": 1, "n_mels": 80, "n_token": 178, "style_dim": 128, "text_encoder_kernel_size": 5,
+        "plbert": {"hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64,
+                   "max_position_embeddings": 512, "num_hidden_layers": 1, "dropout": 0.1},
+        "vocab": cfg["vocab"],
+    }
+    (root / "config.json").write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
+    torch.manual_seed(seed)
+    kmodel = upstream_kmodel()
+    # build once with an empty checkpoint, then save its random weights the way upstream ships them
+    empty = root / "_empty.pth"
+    torch.save({}, empty)
+    model = kmodel(repo_id="hexgrad/Kokoro-82M", config=str(root / "config.json"), model=str(empty))
+    empty.unlink()
+    with torch.no_grad():  # about 3 frames (75 ms) per phoneme, like speech, instead of random lengths
+        lin = model.predictor.duration_proj.linear_layer
+        lin.weight.mul_(0.01)
+        lin.bias.fill_(-2.75)
+    torch.save({k: getattr(model, k).state_dict() for k in ("bert", "bert_encoder", "predictor", "text_encoder",
+                                                           "decoder")}, root / "kokoro-v1_0.pth")
+    (root / "voices").mkdir(exist_ok=True)
+    gen = torch.Generator().manual_seed(seed + 1)
+    for v in VOICES[:2]:
+        torch.save(torch.randn(510, 1, 256, generator=gen) * 0.5, root / "voices" / f"{v}.pt")
+    return root

@@ -151,6 +151,12 @@ def upstream_kmodel() -> Any:
         except ImportError as exc:
             raise EngineUnavailableError(f"kokoro's model modules could not be imported: {exc}",
                                          install_hint=TORCH_HINT) from exc
+        try:  # upstream's __init__ silences its loguru logger; do the same for the private copy
+            from loguru import logger
+
+            logger.disable(pkg_name)
+        except ImportError:
+            pass
         _UPSTREAM["KModel"] = model.KModel
         return model.KModel
 

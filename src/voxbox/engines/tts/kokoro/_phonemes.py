@@ -17,6 +17,7 @@ unchanged otherwise (espeak-ng still reads digits and common abbreviations itsel
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from typing import Any, Callable, Sequence
@@ -65,6 +66,13 @@ def normalize_hook(text: str, language: str) -> str:
     return out if isinstance(out, str) and out.strip() else text
 
 
+def _quiet_logger() -> logging.Logger:
+    """phonemizer logs a warning for every words-count mismatch; voxbox expects them (see word_spans)."""
+    log = logging.getLogger("voxbox.kokoro.phonemizer")
+    log.setLevel(logging.ERROR)
+    return log
+
+
 class Phonemizer:
     """espeak-ng through ``phonemizer``, one backend per language, calls serialised."""
 
@@ -88,7 +96,7 @@ class Phonemizer:
         if backend is None:
             try:
                 backend = self._backend_cls(language, preserve_punctuation=True, with_stress=True,
-                                            language_switch="remove-flags")
+                                            language_switch="remove-flags", logger=_quiet_logger())
             except RuntimeError as exc:
                 raise BadInputError(f"espeak-ng has no language {language!r}: {exc}", param="language") from exc
             self._backends[language] = backend
