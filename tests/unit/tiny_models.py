@@ -114,7 +114,7 @@ def _encoder(path: Path, feats: int, dim: int, rng: np.random.Generator, ctc_voc
     inits = [_init("Wc", rng.normal(0, 0.3, (dim, feats, 8)).astype(np.float32)),
              _init("bc", rng.normal(0, 0.1, (dim,)).astype(np.float32)),
              _const("one", 1, np.int64), _const("eight", 8, np.int64)]
-    nodes = [n("Conv", ["audio_signal", "Wc", "bc"], ["c"], strides=[8], kernel_shape=[8], auto_pad="SAME_UPPER"),
+    nodes = [n("Conv", ["audio_signal", "Wc", "bc"], ["c"], strides=[8], kernel_shape=[8], pads=[0, 7]),
              n("Tanh", ["c"], ["enc"]),
              n("Sub", ["length", "one"], ["l1"]), n("Div", ["l1", "eight"], ["l2"]),
              n("Add", ["l2", "one"], ["encoded_lengths"])]

@@ -124,10 +124,11 @@ def ctc_greedy(logprobs: np.ndarray, lengths: np.ndarray, blank: int) -> list[Hy
 
 
 def words_of(hyp: Hypothesis, vocab: Vocab, frame_s: float, offset_s: float = 0.0) -> list[Word]:
-    """Words from a hypothesis: a piece starting with ``▁`` opens a word; punctuation stays with its word."""
+    """Words from a hypothesis: a ``▁`` before a letter or digit opens a word; a ``▁`` before
+    punctuation is dropped (the mark joins the word before it, as SentencePiece text decoding does)."""
     words: list[Word] = []
-    text = ""
-    start = end = 0.0
+    text, start, end = "", 0.0, 0.0
+    space = False
     n = len(hyp.tokens)
     for k, (tok, frame) in enumerate(zip(hyp.tokens, hyp.frames)):
         if vocab.special(tok):
@@ -139,13 +140,17 @@ def words_of(hyp: Hypothesis, vocab: Vocab, frame_s: float, offset_s: float = 0.
         else:
             nxt = hyp.frames[k + 1] if k + 1 < n else frame + 1
             t1 = offset_s + max(frame + 1, nxt) * frame_s
-        if piece.startswith(SPACE) and text.strip():
-            words.append(Word(start=round(start, 3), end=round(end, 3), word=text.strip()))
-            text = ""
-        if not text.strip():
-            start = t0
-        text += piece.replace(SPACE, " ")
-        end = max(end, t1) if text.strip() else t1
-    if text.strip():
-        words.append(Word(start=round(start, 3), end=round(end, 3), word=text.strip()))
+        body = piece.replace(SPACE, "")
+        space = space or piece.startswith(SPACE)
+        if not body:
+            continue
+        if (space and (body[0].isalnum() or body[0] == "_")) or not text:
+            if text:
+                words.append(Word(start=round(start, 3), end=round(end, 3), word=text))
+            text, start, end = "", t0, t1
+        space = False
+        text += body
+        end = max(end, t1)
+    if text:
+        words.append(Word(start=round(start, 3), end=round(end, 3), word=text))
     return words
