@@ -3,17 +3,23 @@ RNN-T, CTC), batched decoding, windows for long audio, word timestamps, features
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-
 from tiny_models import parakeet_dir
+
 from voxbox.engines.asr.parakeet.decoding import Hypothesis, Vocab, words_of
 from voxbox.engines.asr.parakeet.features import log_mel
 from voxbox.engines.registry import load_asr
-from voxbox.errors import BadInputError, ModelNotFoundError, RequestCancelledError, UnsupportedOperationError
+from voxbox.errors import (
+    BadInputError,
+    ModelNotFoundError,
+    RequestCancelledError,
+    UnsupportedOperationError,
+)
 from voxbox.runtime.catalog import Catalog
 from voxbox.types import Audio, CancelToken
 
@@ -73,7 +79,7 @@ def test_long_audio_is_windowed_and_batched(tdt) -> None:
     assert [s.text for s in many] == [s.text for s in one]
     words = [w for s in many for w in (s.words or [])]
     assert words and words[-1].start > 36.0  # the last window (48-50 s) is transcribed too
-    assert all(a.start <= b.start for a, b in zip(words, words[1:]))
+    assert all(a.start <= b.start for a, b in itertools.pairwise(words))
     assert all(0 <= w.start < w.end <= 50.0 + FRAME * 5 for w in words)
     assert [s.id for s in many] == list(range(len(many)))
     assert set(info.timings.as_dict()) >= {"features", "encode", "decode"}

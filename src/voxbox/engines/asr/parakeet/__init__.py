@@ -19,11 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from voxbox.engines.spec import Capabilities, EngineSpec, LoadRequest, Options, build_options
+from voxbox.engines.spec import (
+    Capabilities,
+    EngineSpec,
+    LoadRequest,
+    Options,
+    build_options,
+)
 from voxbox.errors import BadInputError, ModelNotFoundError
 from voxbox.types import ComponentSpec
 
-__all__ = ["ParakeetLoadOptions", "ParakeetOptions", "SPEC", "load"]
+__all__ = ["SPEC", "ParakeetLoadOptions", "ParakeetOptions", "load"]
 
 INSTALL_HINT = "pip install 'voxbox[onnx]'"
 

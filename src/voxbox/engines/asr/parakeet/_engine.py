@@ -18,26 +18,42 @@ belongs to the window whose core holds its start); the windows go through the en
 batched greedy decoder ``batch_size`` at a time. TODO(vad): when ``voxbox.audio.vad`` exists, cut at
 speech pauses instead (see :func:`windows`).
 
-Stages: ``resample``, ``features`` (numpy log-mel), ``encode``, ``decode``.
+Stages: ``resample``, ``features`` (log-mel: numpy on the CPU, torch on a GPU when torch sees it),
+``encode``, ``decode``.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from voxbox.engines.base import cancellable, validate_asr_call
 from voxbox.engines.spec import build_options
-from voxbox.errors import DeviceError, EngineUnavailableError, ModelLoadError, ModelNotFoundError
-from voxbox.types import Audio, CancelToken, ComponentSpec, EngineInfo, Segment, StageTimings, TranscriptionInfo, Word
+from voxbox.errors import (
+    DeviceError,
+    EngineUnavailableError,
+    ModelLoadError,
+    ModelNotFoundError,
+)
+from voxbox.types import (
+    Audio,
+    CancelToken,
+    ComponentSpec,
+    EngineInfo,
+    Segment,
+    StageTimings,
+    TranscriptionInfo,
+    Word,
+)
 
 from . import ParakeetOptions
 from .decoding import Hypothesis, Vocab, ctc_greedy, transducer_greedy, words_of
-from .features import HOP, log_mel
+from .features import HOP, log_mel, log_mel_torch
 
 __all__ = ["ParakeetEngine", "find_files", "windows"]
 
@@ -92,7 +108,7 @@ def windows(n_samples: int, chunk: int, overlap: int) -> list[tuple[int, int, in
 class ParakeetEngine:
     def __init__(self, root: Path, *, device: str = "auto", threads: int = 0, quantization: str | None = None) -> None:
         try:
-            import onnxruntime as ort
+            import onnxruntime as ort  # type: ignore[import-untyped]
         except ImportError as exc:
             raise EngineUnavailableError(f"parakeet needs onnxruntime ({exc})", install_hint=INSTALL_HINT) from exc
         from voxbox.engines.asr.onnx_whisper import PROVIDERS, pick_providers
@@ -122,7 +138,7 @@ class ParakeetEngine:
             else:
                 self.encoder = ort.InferenceSession(str(files["encoder"]), so, providers=providers)
                 self.decoder = ort.InferenceSession(str(files["decoder_joint"]), so, providers=providers)
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+        except Exception as exc:
             msg = " ".join(str(exc).split())[:300]
             if kind != "cpu":
                 raise DeviceError(f"parakeet could not start on {PROVIDERS[kind]}: {msg}") from exc
@@ -132,6 +148,7 @@ class ParakeetEngine:
             raise DeviceError(f"onnxruntime fell back to {used} although {PROVIDERS[kind]} was requested")
         self._setup_decoder()
         self.device = kind if kind == "cpu" else f"{kind}:{index}"
+        self._torch_device = _torch_gpu(index) if kind != "cpu" else None
         self._lock = threading.Lock()
         size = sum(p.stat().st_size for k, p in files.items() if k in ("encoder", "decoder_joint", "ctc"))
         self.params = size // 4
@@ -211,7 +228,14 @@ class ParakeetEngine:
         for i, w in enumerate(waves):
             batch[i, : len(w)] = w
         with timings.measure("features"):
-            feats, flens = log_mel(batch, lens, self.n_mels)
+            if self._torch_device is not None:  # numpy features would cap a GPU's batch throughput
+                import torch
+
+                tf, tl = log_mel_torch(torch.from_numpy(batch).to(self._torch_device),
+                                       torch.from_numpy(lens).to(self._torch_device), self.n_mels)
+                feats, flens = tf.cpu().numpy(), tl.cpu().numpy()
+            else:
+                feats, flens = log_mel(batch, lens, self.n_mels)
         with self._lock:
             with timings.measure("encode"):
                 enc, elens = self.encode(feats, flens)
@@ -269,6 +293,15 @@ class ParakeetEngine:
         with self._lock:
             self.encoder = None  # type: ignore[assignment]
             self.decoder = None
+
+
+def _torch_gpu(index: int) -> Any:
+    """The torch device for GPU log-mel features, when torch sees a CUDA/ROCm GPU; else None."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.device("cuda", index) if torch.cuda.is_available() else None
 
 
 def _sentences(words: list[Word], max_words: int = 60) -> Iterator[list[Word]]:

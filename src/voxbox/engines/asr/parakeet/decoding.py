@@ -16,8 +16,9 @@ duration (TDT, at least one frame) or the next token's frame (RNN-T/CTC).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +45,7 @@ class Vocab:
         self.blank = next((i for i, t in pieces.items() if t == "<blk>"), self.size - 1)
 
     @classmethod
-    def from_file(cls, text: str) -> "Vocab":
+    def from_file(cls, text: str) -> Vocab:
         pieces: dict[int, str] = {}
         for line in text.splitlines():
             if not line.strip():

@@ -19,7 +19,7 @@ import numpy as np
 
 from voxbox.engines.asr.whisper_common import mel_filters
 
-__all__ = ["HOP", "N_FFT", "WIN", "log_mel", "log_mel_torch", "feature_lengths"]
+__all__ = ["HOP", "N_FFT", "WIN", "feature_lengths", "log_mel", "log_mel_torch"]
 
 N_FFT = 512
 WIN = 400

@@ -22,11 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from voxbox.engines.spec import Capabilities, EngineSpec, LoadRequest, Options, build_options
+from voxbox.engines.spec import (
+    Capabilities,
+    EngineSpec,
+    LoadRequest,
+    Options,
+    build_options,
+)
 from voxbox.errors import BadInputError, ModelNotFoundError
 from voxbox.types import ComponentSpec
 
-__all__ = ["KokoroLoadOptions", "KokoroOptions", "SPEC", "load"]
+__all__ = ["SPEC", "KokoroLoadOptions", "KokoroOptions", "load"]
 
 INSTALL_HINT = "pip install 'voxbox[kokoro]'"
 

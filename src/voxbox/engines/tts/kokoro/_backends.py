@@ -63,7 +63,7 @@ class OnnxKokoro:
 
     def __init__(self, path: Path, *, device: str = "auto", threads: int = 0) -> None:
         try:
-            import onnxruntime as ort
+            import onnxruntime as ort  # type: ignore[import-untyped]
         except ImportError as exc:
             raise EngineUnavailableError(f"kokoro (onnx) needs onnxruntime ({exc})", install_hint=ONNX_HINT) from exc
         from voxbox.engines.asr.onnx_whisper import PROVIDERS, pick_providers
@@ -76,7 +76,7 @@ class OnnxKokoro:
             so.inter_op_num_threads = 1
         try:
             self.session = ort.InferenceSession(str(path), so, providers=providers)
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+        except Exception as exc:
             msg = " ".join(str(exc).split())[:300]
             if kind != "cpu":
                 raise DeviceError(f"kokoro could not start on {PROVIDERS[kind]}: {msg}") from exc
@@ -139,7 +139,7 @@ def upstream_kmodel() -> Any:
             spec = None
         if spec is None or not spec.submodule_search_locations:
             raise EngineUnavailableError("kokoro (torch) needs the kokoro package", install_hint=TORCH_HINT)
-        root = Path(list(spec.submodule_search_locations)[0])
+        root = Path(next(iter(spec.submodule_search_locations)))
         pkg_name = f"{__name__.rsplit('.', 1)[0]}._upstream"
         pkg = types.ModuleType(pkg_name)
         pkg.__path__ = [str(root)]

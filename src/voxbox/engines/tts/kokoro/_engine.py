@@ -14,14 +14,30 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
-from voxbox.engines.base import EncodedVoice, SpeechStream, VoiceArg, split_sentences, validate_speed, validate_text
+from voxbox.engines.base import (
+    EncodedVoice,
+    SpeechStream,
+    VoiceArg,
+    split_sentences,
+    validate_speed,
+    validate_text,
+)
 from voxbox.engines.spec import build_options
 from voxbox.errors import BadInputError, UnsupportedOperationError
-from voxbox.types import Audio, AudioChunk, CancelToken, ComponentSpec, EngineInfo, StageTimings, Word
+from voxbox.types import (
+    Audio,
+    AudioChunk,
+    CancelToken,
+    ComponentSpec,
+    EngineInfo,
+    StageTimings,
+    Word,
+)
 
 from . import KokoroOptions
 from ._backends import OnnxKokoro, TorchKokoro, vocab_from
@@ -37,7 +53,7 @@ from ._phonemes import (
 )
 from ._voices import VoiceBank, style_row
 
-__all__ = ["KokoroEngine", "OPENAI_VOICES", "SAMPLE_RATE", "token_edges", "trim_silence"]
+__all__ = ["OPENAI_VOICES", "SAMPLE_RATE", "KokoroEngine", "token_edges", "trim_silence"]
 
 SAMPLE_RATE = 24000
 DEFAULT_VOICE = "af_heart"

@@ -20,7 +20,8 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -80,9 +81,9 @@ class Phonemizer:
         self.vocab = vocab
         self._backends: dict[str, Any] = {}
         try:
-            import espeakng_loader
-            from phonemizer.backend import EspeakBackend
-            from phonemizer.backend.espeak.wrapper import EspeakWrapper
+            import espeakng_loader  # type: ignore[import-untyped]
+            from phonemizer.backend import EspeakBackend  # type: ignore[import-untyped]
+            from phonemizer.backend.espeak.wrapper import EspeakWrapper  # type: ignore[import-untyped]
         except ImportError as exc:
             raise EngineUnavailableError(f"kokoro needs phonemizer and espeakng-loader ({exc})",
                                          install_hint=INSTALL_HINT) from exc

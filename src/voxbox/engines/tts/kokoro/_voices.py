@@ -72,7 +72,7 @@ def _read_one(path: Path) -> np.ndarray:
         return np.asarray(tensor.float().numpy(), dtype=np.float32)
     except ImportError as exc:
         raise ModelLoadError(f"voice {path.name} is a torch tensor; reading it needs torch ({exc})") from exc
-    except Exception as exc:  # noqa: BLE001 - torch/numpy raise many kinds
+    except Exception as exc:
         raise ModelLoadError(f"could not read Kokoro voice {path.name}: {exc}") from exc
 
 
