@@ -8,7 +8,7 @@ whole batch) and word timestamps from the predicted durations::
     engine = load("/models/parakeet-tdt-0.6b-v2", device="cuda")
     segments, info = engine.transcribe(audio, word_timestamps=True, batch_size=64)
 
-Per-call options (:class:`ParakeetOptions`): ``chunk_length`` (seconds per window, default 30),
+Per-call options (:class:`ParakeetOptions`): ``chunk_length`` (most seconds per window, default 60),
 ``chunk_overlap`` (seconds read on each side of a window, default 2), ``batch_size`` (windows per
 encoder/decoder batch; default 4 on the CPU, 32 on a GPU).
 """

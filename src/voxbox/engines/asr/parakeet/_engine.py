@@ -13,8 +13,8 @@ Model directory (onnx-asr's layout)::
 (``*.int8.onnx`` quantised variants are picked with ``quantization="int8"``; external-data
 ``.onnx.data`` files sit beside their graph.)
 
-Long audio is cut into windows (``chunk_length`` seconds with ``chunk_overlap`` on each side; a word
-belongs to the window whose core holds its start); the windows go through the encoder and the
+Long audio is cut into equal windows (at most ``chunk_length`` seconds, default 60, reading
+``chunk_overlap`` more on each side; a word belongs to the window whose core holds its start); the windows go through the encoder and the
 batched greedy decoder ``batch_size`` at a time. TODO(vad): when ``voxbox.audio.vad`` exists, cut at
 speech pauses instead (see :func:`windows`).
 
@@ -59,6 +59,7 @@ __all__ = ["ParakeetEngine", "find_files", "windows"]
 
 SAMPLE_RATE = 16000
 INSTALL_HINT = "pip install 'voxbox[onnx]'"
+DEFAULT_CHUNK_S = 60.0  # full attention over 60 s costs a few % over the feed-forward work
 SENTENCE_END = (".", "?", "!", "。", "？", "！")
 
 
@@ -93,16 +94,16 @@ def find_files(root: Path, quantization: str | None = None) -> dict[str, Path]:
 def windows(n_samples: int, chunk: int, overlap: int) -> list[tuple[int, int, int, int]]:
     """(read start, read end, keep start, keep end) sample ranges covering ``n_samples``.
 
-    Fixed windows: each keeps ``chunk`` samples and reads ``overlap`` more on each side.
+    Audio up to ``chunk`` samples is one window. Longer audio is cut into the fewest windows of
+    *equal* kept length not above ``chunk`` (so a batch of windows carries almost no padding), each
+    reading ``overlap`` more on either side for context.
     TODO(vad): a VAD front (``voxbox.audio.vad``) should place the cuts in pauses; then the overlap
     can go and words are never split."""
-    if n_samples <= chunk + overlap:
+    if n_samples <= chunk:
         return [(0, n_samples, 0, n_samples)]
-    out = []
-    for keep0 in range(0, n_samples, chunk):
-        keep1 = min(n_samples, keep0 + chunk)
-        out.append((max(0, keep0 - overlap), min(n_samples, keep1 + overlap), keep0, keep1))
-    return out
+    n = -(-n_samples // chunk)
+    bounds = [round(i * n_samples / n) for i in range(n + 1)]
+    return [(max(0, a - overlap), min(n_samples, b + overlap), a, b) for a, b in zip(bounds, bounds[1:])]
 
 
 class ParakeetEngine:
@@ -255,7 +256,7 @@ class ParakeetEngine:
 
             with timings.measure("resample"):
                 samples = resample(samples, audio.sample_rate, SAMPLE_RATE)
-        chunk = int((opts.chunk_length or 30.0) * SAMPLE_RATE)
+        chunk = int((opts.chunk_length or DEFAULT_CHUNK_S) * SAMPLE_RATE)
         overlap = int((opts.chunk_overlap if opts.chunk_overlap is not None else 2.0) * SAMPLE_RATE)
         batch = opts.batch_size or (4 if self.device == "cpu" else 32)
         lang = language or (self.info.languages[0] if len(self.info.languages) == 1 else None)
