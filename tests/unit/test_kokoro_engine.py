@@ -108,6 +108,25 @@ def test_streams_one_chunk_per_sentence_with_running_word_times(engine) -> None:
     assert set(stream.timings.as_dict()) >= {"phonemize", "synthesize", "align"}
 
 
+def test_two_workers_give_the_same_stream_in_order(model_dir: Path, engine) -> None:
+    two = load_tts("kokoro", str(model_dir), device="cpu", threads=1, workers=2)
+    assert two.info.extra["workers"] == 2
+    text = TEXT + " The quick brown fox jumps over the lazy dog. It is late."
+    ref = engine.stream(text)
+    ref_chunks = list(ref)
+    par = two.stream(text)
+    par_chunks = list(par)
+    assert [c.text for c in par_chunks] == [c.text for c in ref_chunks]
+    for a, b in zip(par_chunks, ref_chunks):
+        np.testing.assert_array_equal(a.samples, b.samples)
+    assert par.details["words"] == ref.details["words"]
+    # closing early leaves no work behind that breaks the next call
+    early = two.stream(text)
+    next(early)
+    early.close()
+    assert two.synthesize("Hello there.").duration > 0
+
+
 def test_long_sentence_is_cut_into_passes(engine) -> None:
     # digits read out make a short sentence longer than the model's 510-phoneme context
     long = "Call " + "7654321 or 1234567 or 9876543 or 3456789 or 8765432 or 2345678 or 5678901 or 4567890" + " today."

@@ -56,20 +56,24 @@ class KokoroOptions(Options):
 @dataclass(frozen=True)
 class KokoroLoadOptions(Options):
     """Load-time options: ``backend`` (onnx | torch; default: ONNX when the directory has a graph),
-    ``voice`` (the default voice), ``language`` (the default language)."""
+    ``voice`` (the default voice), ``language`` (the default language), ``workers`` (sentences
+    synthesised at once, one ONNX session each; default 1 on the CPU, 2 on a GPU)."""
 
     backend: str | None = None
     voice: str | None = None
     language: str | None = None
+    workers: int | None = None
 
     def check(self) -> None:
+        if self.workers is not None and not 1 <= self.workers <= 8:
+            raise BadInputError(f"workers must be between 1 and 8, got {self.workers}", param="workers")
         if self.backend not in (None, "auto", "onnx", "torch"):
             raise BadInputError(f"backend must be onnx or torch, got {self.backend!r}", param="backend")
 
 
 def load(model: str | Path | None = None, *, device: str = "auto", dtype: str | None = None,
          threads: int | None = None, backend: str | None = None, voice: str | None = None,
-         language: str | None = None) -> Any:
+         language: str | None = None, workers: int | None = None) -> Any:
     """Load Kokoro from ``model`` (a directory, or the .onnx/.pth inside one)."""
     from ._engine import KokoroEngine
     from ._files import find_files
@@ -81,13 +85,14 @@ def load(model: str | Path | None = None, *, device: str = "auto", dtype: str | 
         raise BadInputError(f"kokoro runs the weights it is given (float32 graph or checkpoint); dtype {dtype!r} "
                             "is not converted", param="dtype")
     files = find_files(str(model), backend)
-    return KokoroEngine(files, device=device or "auto", threads=int(threads or 0), voice=voice, language=language)
+    return KokoroEngine(files, device=device or "auto", threads=int(threads or 0), voice=voice, language=language,
+                        workers=workers)
 
 
 def _factory(req: LoadRequest) -> Any:
     opts = build_options(KokoroLoadOptions, req.options)
     return load(req.model, device=req.device, dtype=req.dtype, threads=req.threads, backend=opts.backend,
-                voice=opts.voice, language=opts.language)
+                voice=opts.voice, language=opts.language, workers=opts.workers)
 
 
 SPEC: EngineSpec[Any, KokoroOptions] = EngineSpec(

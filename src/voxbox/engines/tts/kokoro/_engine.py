@@ -13,8 +13,11 @@ the audio's length, give each phoneme's span and each word's span is its phoneme
 from __future__ import annotations
 
 import dataclasses
+import queue
 import threading
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -90,13 +93,21 @@ class KokoroEngine:
     """Kokoro-82M TTS over an :class:`OnnxKokoro` or :class:`TorchKokoro` backend."""
 
     def __init__(self, files: KokoroFiles, *, device: str = "auto", threads: int = 0, voice: str | None = None,
-                 language: str | None = None) -> None:
+                 language: str | None = None, workers: int | None = None) -> None:
         self.files = files
         if files.backend == "onnx":
             self.backend: OnnxKokoro | TorchKokoro = OnnxKokoro(files.model, device=device, threads=threads)
+            if workers is None:  # a GPU is launch-bound on Kokoro's many small kernels: two sentences overlap
+                workers = 1 if self.backend.device == "cpu" else 2
         else:
             assert files.config is not None
             self.backend = TorchKokoro(files.model, files.config, device=device, threads=threads)
+            workers = 1  # one module, one lock
+        self.workers = max(1, int(workers or 1))
+        self._pool: queue.SimpleQueue[OnnxKokoro | TorchKokoro] = queue.SimpleQueue()
+        self._pool.put(self.backend)
+        for _ in range(self.workers - 1):  # one session each, so their work runs side by side
+            self._pool.put(OnnxKokoro(files.model, device=device, threads=threads))
         self.vocab, vocab_src = vocab_from(files.config, self.backend.metadata)
         self.voices = VoiceBank(files.voices)
         self.phonemizer = Phonemizer(self.vocab)
@@ -111,7 +122,8 @@ class KokoroEngine:
             languages=("en", "en-gb", "es", "fr", "hi", "it", "ja", "pt", "zh"),
             supports_word_timestamps=self.backend.has_durations, max_concurrency=2,
             extra={"backend": files.backend, "execution_provider": self.backend.provider, "vocab": vocab_src,
-                   "model_file": files.model.name, "openai_voices": dict(self.openai_voices), "threads": threads},
+                   "model_file": files.model.name, "openai_voices": dict(self.openai_voices), "threads": threads,
+                   "workers": self.workers},
         )
         self.resolve_voice(default)  # a bad default voice fails at load time
         self.info = dataclasses.replace(self.info, default_voice=default)
@@ -153,32 +165,71 @@ class KokoroEngine:
             details["words"] = []
         token = cancel if cancel is not None else CancelToken()
 
+        def work(sent: str, timings: StageTimings) -> tuple[str, np.ndarray, list[Word]] | None:
+            token.check()
+            with timings.measure("phonemize"):
+                spoken = normalize_hook(sent, language) if opts.normalize is not False else sent
+                phonemes = self.phonemizer(spoken, language)
+            if not self.ids(phonemes):
+                return None
+            backend = self._pool.get()
+            try:
+                audio, words = self._sentence(backend, spoken, phonemes, pack, speed_v, bool(opts.trim), want_words,
+                                              language, timings, token)
+            finally:
+                self._pool.put(backend)
+            return phonemes, audio, words
+
         def gen(timings: StageTimings) -> Iterator[AudioChunk]:
             offset = 0
             index = 0
-            for sent in sentences:
-                with timings.measure("phonemize"):
-                    spoken = normalize_hook(sent, language) if opts.normalize is not False else sent
-                    phonemes = self.phonemizer(spoken, language)
-                if not self.ids(phonemes):
+            for sent, done in self._ordered(sentences, work, timings):
+                if done is None or done[1].size == 0:
                     continue
+                phonemes, audio, words = done
                 details["phonemes"].append(phonemes)
-                audio, words = self._sentence(spoken, phonemes, pack, speed_v, bool(opts.trim), want_words,
-                                              language, offset, timings, token)
-                if audio.size == 0:
-                    continue
                 if want_words:
-                    details["words"].extend(words)
+                    at = offset / SAMPLE_RATE
+                    details["words"].extend(Word(start=round(w.start + at, 3), end=round(w.end + at, 3), word=w.word)
+                                            for w in words)
                 offset += audio.size
                 yield AudioChunk(audio, SAMPLE_RATE, index=index, text=sent)
                 index += 1
 
         return SpeechStream(gen, SAMPLE_RATE, cancel=token, details=details)
 
-    def _sentence(self, text: str, phonemes: str, pack: np.ndarray, speed: float, trim: bool, want_words: bool,
-                  language: str, offset: int, timings: StageTimings,
+    def _ordered(self, sentences: list[str], work: Callable[[str, StageTimings], Any],
+                 timings: StageTimings) -> Iterator[tuple[str, Any]]:
+        """(sentence, work(sentence)) in order; with several workers the next sentences are already
+        being synthesised while one is consumed (their stage times then overlap)."""
+        if self.workers == 1 or len(sentences) == 1:
+            for sent in sentences:
+                yield sent, work(sent, timings)
+            return
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="kokoro")
+        pending: deque[tuple[str, Future[Any]]] = deque()
+        todo = iter(sentences)
+        try:
+            for sent in todo:
+                pending.append((sent, pool.submit(work, sent, timings)))
+                if len(pending) >= self.workers:
+                    break
+            while pending:
+                sent, fut = pending.popleft()
+                result = fut.result()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    pending.append((nxt, pool.submit(work, nxt, timings)))
+                yield sent, result
+        finally:
+            for _, fut in pending:
+                fut.cancel()
+            pool.shutdown(wait=False)
+
+    def _sentence(self, backend: OnnxKokoro | TorchKokoro, text: str, phonemes: str, pack: np.ndarray, speed: float,
+                  trim: bool, want_words: bool, language: str, timings: StageTimings,
                   cancel: CancelToken) -> tuple[np.ndarray, list[Word]]:
-        """One sentence (split into <= 510-phoneme passes) -> (audio, its words)."""
+        """One sentence (split into <= 510-phoneme passes) -> (audio, its words, seconds from its start)."""
         parts: list[np.ndarray] = []
         words: list[Word] = []
         spans: list[tuple[str, int, int]] = []
@@ -195,7 +246,7 @@ class KokoroEngine:
             if not ids:
                 continue
             with timings.measure("synthesize"):
-                audio, dur = self.backend.run(ids, style_row(pack, len(ids)), speed)
+                audio, dur = backend.run(ids, style_row(pack, len(ids)), speed)
             head = 0
             if trim:
                 audio, head = trim_silence(audio)
@@ -203,7 +254,7 @@ class KokoroEngine:
                 with timings.measure("align"):
                     edges = np.clip(token_edges(dur, audio.size + head) - head, 0, audio.size)
                     mine = [(w, a - start, b - start) for w, a, b in spans if start <= a < pos]
-                    at = (offset + sum(p.size for p in parts)) / SAMPLE_RATE
+                    at = sum(p.size for p in parts) / SAMPLE_RATE
                     words.extend(words_from_edges(mine, edges, SAMPLE_RATE, at))
             parts.append(audio.astype(np.float32, copy=False))
         audio = np.concatenate(parts) if parts else np.zeros(0, np.float32)
@@ -225,3 +276,5 @@ class KokoroEngine:
     def close(self) -> None:
         with self._lock:
             self.backend = None  # type: ignore[assignment]
+            while not self._pool.empty():
+                self._pool.get_nowait()
