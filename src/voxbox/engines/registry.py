@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any, Literal, cast
 
-from voxbox.engines.asr import faster_whisper, onnx_whisper, torch_whisper, whisper_cpp
+from voxbox.engines.asr import faster_whisper, onnx_whisper, parakeet, torch_whisper, whisper_cpp
 from voxbox.engines.base import ASREngine, Engine, TTSEngine
 from voxbox.engines.spec import EngineSpec, LoadRequest, missing_modules
-from voxbox.engines.tts import echo, fish_s2, hibari, piper
+from voxbox.engines.tts import echo, fish_s2, hibari, kokoro, piper
 from voxbox.errors import ModelNotFoundError
 
 __all__ = ["ENGINES", "available", "get_spec", "load_engine", "load_asr", "load_tts", "missing_modules",
@@ -30,6 +30,8 @@ _BUILTIN: tuple[EngineSpec[Any, Any], ...] = (
     whisper_cpp.SPEC,
     echo.SPEC,
     fish_s2.SPEC,
+    kokoro.SPEC,
+    parakeet.SPEC,
 )
 
 ENGINES: dict[str, EngineSpec[Any, Any]] = {}

@@ -50,10 +50,12 @@ def _mel_to_hz(m):
 
 
 @lru_cache(maxsize=4)
-def mel_filters(n_mels: int) -> np.ndarray:
-    """Slaney mel filterbank (librosa ``filters.mel(sr=16000, n_fft=400, norm="slaney")``), (n_mels, 201)."""
+def mel_filters(n_mels: int, n_fft: int = N_FFT) -> np.ndarray:
+    """Slaney mel filterbank (librosa ``filters.mel(sr=16000, n_fft=n_fft, norm="slaney")``), (n_mels, n_fft//2+1).
+
+    Whisper uses n_fft 400; NeMo's FastConformer front-end (Parakeet) the same bank at n_fft 512."""
     fmax = SAMPLE_RATE / 2.0
-    fft_freqs = np.linspace(0.0, fmax, N_FFT // 2 + 1)
+    fft_freqs = np.linspace(0.0, fmax, n_fft // 2 + 1)
     hz_pts = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(fmax), n_mels + 2))
     fdiff = np.diff(hz_pts)
     ramps = hz_pts[:, None] - fft_freqs[None, :]
