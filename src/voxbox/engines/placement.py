@@ -82,19 +82,21 @@ def _parse_pin(spec: Any) -> tuple[Any, Any]:
 
 def resolve_placement(engine: str, components: tuple[str, ...], *, conv: frozenset[str] | set[str],
                       device: Any = "auto", dtype: Any = None, placement: Mapping[str, Any] | None = None,
-                      follows: Mapping[str, str] | None = None) -> dict[str, Placement]:
+                      follows: Mapping[str, str] | None = None,
+                      specs: Any = None) -> dict[str, Placement]:
     """(device, dtype, reason) per component; see the module docstring for the rules.
 
     ``conv``: components that default to float32 on a GPU. ``follows``: components the planner
     does not know by name that take another's placement (e.g. echo's speaker encoder follows its
-    text encoder).
+    text encoder). ``specs``: the engine's ComponentSpecs for the planner (default: the planner's
+    reference list for ``engine``).
     """
     follows = dict(follows or {})
     out: dict[str, Placement] = {}
     if device in (None, "", "auto") and dtype is None:
         from voxbox.hardware.plan import auto_placement
 
-        plan = auto_placement(engine)
+        plan = auto_placement(engine, list(specs) if specs else None)
         planned = {p.component: p for p in plan.placements}
         for comp in components:
             p = planned.get(follows.get(comp, comp))
