@@ -144,7 +144,10 @@ def fold_weight_norm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             if key.endswith(g_suffix):
                 base = key[: -len(g_suffix)]
                 g, v = out.pop(key), out.pop(base + v_suffix)
-                norm = v.float().pow(2).sum(dim=tuple(range(1, v.ndim)), keepdim=True).sqrt()
+                # the norm runs over every dim where g is 1 (dim 0 kept for convs; HuBERT's
+                # positional conv keeps dim 2)
+                dims = tuple(d for d in range(v.ndim) if g.ndim == v.ndim and g.shape[d] == 1 and v.shape[d] != 1)
+                norm = v.float().pow(2).sum(dim=dims, keepdim=True).sqrt()
                 out[base + ".weight"] = (g.float() * v.float() / norm).to(v.dtype)
     return out
 
