@@ -24,15 +24,15 @@ pytest.importorskip("safetensors")
 if importlib.util.find_spec("omnivoice") is None:
     pytest.skip("omnivoice is not installed (pip install --no-deps omnivoice)", allow_module_level=True)
 
-from voxbox.engines.base import EncodedVoice, TTSEngine  # noqa: E402
-from voxbox.errors import (  # noqa: E402
+from voxbox.engines.base import EncodedVoice, TTSEngine
+from voxbox.errors import (
     BadInputError,
     ModelLoadError,
     ModelNotFoundError,
     RequestCancelledError,
     VoiceNotFoundError,
 )
-from voxbox.types import Audio, CancelToken  # noqa: E402
+from voxbox.types import Audio, CancelToken
 
 RATE = 16000
 TEXT = "Hello there. This is a test."

@@ -23,12 +23,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
-for _mod in ("omnivoice", "pydub", "soundfile"):
+for _mod in ("omnivoice", "pydub", "soundfile", "accelerate"):
     if importlib.util.find_spec(_mod) is None:
         pytest.skip(f"UPSTREAM PARITY NOT TESTED: {_mod} is not installed "
-                    "(pip install --no-deps omnivoice && pip install pydub soundfile)", allow_module_level=True)
+                    "(pip install --no-deps omnivoice && pip install pydub soundfile accelerate)", allow_module_level=True)
 
-from voxbox.types import Audio  # noqa: E402
+from voxbox.types import Audio
 
 RATE = 16000
 TEXT = "Hello there, a test."

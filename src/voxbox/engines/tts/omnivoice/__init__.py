@@ -29,16 +29,23 @@ estimate), ``denoise`` (true), ``postprocess`` (true: silence trimming), ``chunk
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from voxbox.engines.placement import resolve_placement
-from voxbox.engines.spec import Capabilities, EngineSpec, LoadRequest, Options, build_options
+from voxbox.engines.spec import (
+    Capabilities,
+    EngineSpec,
+    LoadRequest,
+    Options,
+    build_options,
+)
 from voxbox.errors import BadInputError, ModelNotFoundError
 from voxbox.types import ComponentSpec
 
-__all__ = ["COMPONENTS", "OmniVoiceEngine", "OmniVoiceLoadOptions", "OmniVoiceOptions", "SPEC", "load", "parse_placement"]
+__all__ = ["COMPONENTS", "SPEC", "OmniVoiceEngine", "OmniVoiceLoadOptions", "OmniVoiceOptions", "load", "parse_placement"]
 
 _LAZY = ("OmniVoiceEngine",)
 
@@ -163,7 +170,7 @@ def load(model: str | Path | None = None, *, device: str | None = "auto", dtype:
     codec_cfg = _load.codec_config(files)
     try:
         tokenizer = Tokenizer.from_file(str(files.tokenizer))
-    except Exception as exc:  # noqa: BLE001 - the tokenizers library raises plain Exceptions
+    except Exception as exc:
         from voxbox.errors import ModelLoadError
 
         raise ModelLoadError(f"cannot read {str(files.tokenizer)!r}: {exc}") from exc

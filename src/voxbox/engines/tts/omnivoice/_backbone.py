@@ -16,8 +16,9 @@ weight; rotary tables in float32 cast to the compute dtype).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +46,7 @@ class LMConfig:
     mask_id: int
 
     @classmethod
-    def from_json(cls, cfg: Mapping[str, Any]) -> "LMConfig":
+    def from_json(cls, cfg: Mapping[str, Any]) -> LMConfig:
         """From upstream's ``config.json`` (``OmniVoiceConfig`` with a qwen3 ``llm_config``)."""
         llm = cfg.get("llm_config")
         if not isinstance(llm, Mapping):
@@ -63,7 +64,7 @@ class LMConfig:
                 kv_heads=int(llm.get("num_key_value_heads") or heads),
                 head_dim=int(llm.get("head_dim") or hidden // heads), intermediate=int(llm["intermediate_size"]),
                 vocab=int(llm["vocab_size"]), eps=float(llm.get("rms_norm_eps", 1e-6)),
-                rope_theta=float(rope.get("rope_theta", llm.get("rope_theta", 1_000_000.0))),
+                rope_theta=float(rope.get("rope_theta") or llm.get("rope_theta") or 1_000_000.0),
                 attn_bias=bool(llm.get("attention_bias", False)), codebooks=int(cfg.get("num_audio_codebook", 8)),
                 audio_vocab=int(cfg.get("audio_vocab_size", 1025)), mask_id=int(cfg.get("audio_mask_id", 1024)),
             )
@@ -123,6 +124,9 @@ class Layer(nn.Module):
 
 class Backbone(nn.Module):
     """Embeddings, transformer layers and audio heads; ``hidden()`` over a packed token row."""
+
+    offsets: torch.Tensor
+    inv_freq: torch.Tensor
 
     def __init__(self, c: LMConfig) -> None:
         super().__init__()

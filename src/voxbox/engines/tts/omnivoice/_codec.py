@@ -20,14 +20,15 @@ names, so ``audio_tokenizer/model.safetensors`` loads as is.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Codec", "build_decoder", "build_encoder", "fold_weight_norm"]
+__all__ = ["Codec", "Decoder", "Encoder", "build_decoder", "build_encoder", "fold_weight_norm"]
 
 
 class _ResUnit(nn.Module):
@@ -76,6 +77,8 @@ class SemanticEncoder(nn.Module):
 
 
 class _Codebook(nn.Module):
+    embed: torch.Tensor
+
     def __init__(self, size: int, dim: int) -> None:
         super().__init__()
         self.register_buffer("embed", torch.zeros(size, dim))
@@ -104,34 +107,47 @@ class _RVQ(nn.Module):
         super().__init__()
         self.quantizers = nn.ModuleList(_Quantizer(cfg) for _ in range(cfg.num_quantizers))
 
-
-def build_decoder(cfg: Any) -> nn.Module:
-    """``fc2`` + ``quantizer`` + ``acoustic_decoder`` under one module (the decode path's parameters)."""
-    from transformers.models.dac.modeling_dac import DacDecoder
-
-    m = nn.Module()
-    m.quantizer = _RVQ(cfg)
-    m.fc2 = nn.Linear(cfg.hidden_size, cfg.acoustic_model_config.hidden_size)
-    m.acoustic_decoder = DacDecoder(cfg.acoustic_model_config)
-    for mod in m.acoustic_decoder.modules():  # Higgs' DAC: odd strides get output padding, no tanh
-        if isinstance(mod, nn.ConvTranspose1d):
-            mod.output_padding = (mod.stride[0] % 2,)
-    m.acoustic_decoder.tanh = nn.Identity()
-    return m
+    def levels(self, n: int) -> list[_Quantizer]:
+        return [q for q in list(self.quantizers)[:n] if isinstance(q, _Quantizer)]
 
 
-def build_encoder(cfg: Any) -> nn.Module:
+class Decoder(nn.Module):
+    """``quantizer`` + ``fc2`` + ``acoustic_decoder``: the decode path's parameters, upstream names."""
+
+    def __init__(self, cfg: Any) -> None:
+        from transformers.models.dac.modeling_dac import DacDecoder
+
+        super().__init__()
+        self.quantizer = _RVQ(cfg)
+        self.fc2 = nn.Linear(cfg.hidden_size, cfg.acoustic_model_config.hidden_size)
+        self.acoustic_decoder = DacDecoder(cfg.acoustic_model_config)
+        for mod in self.acoustic_decoder.modules():  # Higgs' DAC: odd strides get output padding, no tanh
+            if isinstance(mod, nn.ConvTranspose1d):
+                mod.output_padding = (mod.stride[0] % 2,)
+        setattr(self.acoustic_decoder, "tanh", nn.Identity())  # noqa: B010 - replaces a typed submodule
+
+
+class Encoder(nn.Module):
     """``semantic_model`` (HuBERT) + ``encoder_semantic`` + ``acoustic_encoder`` + ``fc`` + ``quantizer``."""
-    from transformers import HubertModel
-    from transformers.models.dac.modeling_dac import DacEncoder
 
-    m = nn.Module()
-    m.semantic_model = HubertModel(cfg.semantic_model_config)
-    m.encoder_semantic = SemanticEncoder(cfg)
-    m.acoustic_encoder = DacEncoder(cfg.acoustic_model_config)
-    m.fc = nn.Linear(cfg.hidden_size, cfg.hidden_size)
-    m.quantizer = _RVQ(cfg)
-    return m
+    def __init__(self, cfg: Any) -> None:
+        from transformers import HubertModel
+        from transformers.models.dac.modeling_dac import DacEncoder
+
+        super().__init__()
+        self.semantic_model = HubertModel(cfg.semantic_model_config)
+        self.encoder_semantic = SemanticEncoder(cfg)
+        self.acoustic_encoder = DacEncoder(cfg.acoustic_model_config)
+        self.fc = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.quantizer = _RVQ(cfg)
+
+
+def build_decoder(cfg: Any) -> Decoder:
+    return Decoder(cfg)
+
+
+def build_encoder(cfg: Any) -> Encoder:
+    return Encoder(cfg)
 
 
 def fold_weight_norm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -156,15 +172,16 @@ def conv_out_len(module: nn.Module, length: int) -> int:
     """Output length after every Conv1d inside ``module``, in definition order (upstream's rule)."""
     for m in module.modules():
         if isinstance(m, nn.Conv1d):
-            length = (length + 2 * m.padding[0] - m.dilation[0] * (m.kernel_size[0] - 1) - 1) // m.stride[0] + 1
+            pad = int(m.padding[0]) if isinstance(m.padding, tuple) else 0
+            length = (length + 2 * pad - m.dilation[0] * (m.kernel_size[0] - 1) - 1) // m.stride[0] + 1
     return length
 
 
 class Codec:
     """Decoder (always) and encoder (loaded for cloning) on their own devices and dtypes."""
 
-    def __init__(self, cfg: Any, decoder: nn.Module, decoder_place: tuple[torch.device, torch.dtype],
-                 encoder: nn.Module | None = None, encoder_place: tuple[torch.device, torch.dtype] | None = None) -> None:
+    def __init__(self, cfg: Any, decoder: Decoder, decoder_place: tuple[torch.device, torch.dtype],
+                 encoder: Encoder | None = None, encoder_place: tuple[torch.device, torch.dtype] | None = None) -> None:
         self.cfg = cfg
         self.decoder, self.encoder = decoder, encoder
         self.dec_device, self.dec_dtype = decoder_place
@@ -180,7 +197,7 @@ class Codec:
         m = self.decoder
         codes = codes.to(self.dec_device)
         q = None
-        for i, quantizer in enumerate(m.quantizer.quantizers[: codes.shape[0]]):
+        for i, quantizer in enumerate(m.quantizer.levels(codes.shape[0])):
             part = quantizer.decode(codes[i])
             q = part if q is None else q + part
         assert q is not None
@@ -226,7 +243,7 @@ class Codec:
         aco = m.acoustic_encoder(wav)
         emb = m.fc(torch.cat([aco, sem], dim=1)[0].t())  # (frames, hidden)
         codes, residual = [], emb
-        for quantizer in m.quantizer.quantizers[: self.num_quantizers]:
+        for quantizer in m.quantizer.levels(self.num_quantizers):
             idx = quantizer.encode(residual)
             residual = residual - quantizer.decode(idx)
             codes.append(idx)

@@ -7,17 +7,31 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
-from voxbox.engines.base import EncodedVoice, SpeechStream, VoiceArg, validate_speed, validate_text
+from voxbox.engines.base import (
+    EncodedVoice,
+    SpeechStream,
+    VoiceArg,
+    validate_speed,
+    validate_text,
+)
 from voxbox.engines.spec import build_options
 from voxbox.errors import BadInputError, VoiceNotFoundError
-from voxbox.types import Audio, AudioChunk, CancelToken, ComponentSpec, EngineInfo, StageTimings
+from voxbox.types import (
+    Audio,
+    AudioChunk,
+    CancelToken,
+    ComponentSpec,
+    EngineInfo,
+    StageTimings,
+)
 
 from . import _post, _text, _upstream
 from ._codec import Codec
@@ -149,7 +163,9 @@ class OmniVoiceEngine:
     def _encode_clip(self, audio: Audio) -> tuple[torch.Tensor, float]:
         wav = np.asarray(audio.samples, np.float32)
         if audio.sample_rate != self.sample_rate:
-            from voxbox.audio.resample import resample  # PyAV; upstream resamples with torchaudio
+            from voxbox.audio.resample import (
+                resample,  # PyAV; upstream resamples with torchaudio
+            )
 
             wav = resample(wav, audio.sample_rate, self.sample_rate).astype(np.float32)
         rms = float(np.sqrt(np.mean(wav[None] ** 2)))

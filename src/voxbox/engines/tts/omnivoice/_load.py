@@ -17,19 +17,28 @@ and each tensor is read once onto its component's device and dtype.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
 from voxbox.errors import ModelLoadError, ModelNotFoundError
 
 from ._backbone import Backbone, LMConfig, upstream_state
-from ._codec import build_decoder, build_encoder, fold_weight_norm
+from ._codec import Decoder, Encoder, build_decoder, build_encoder, fold_weight_norm
 
-__all__ = ["ModelFiles", "codec_config", "count_params", "load_backbone", "load_decoder", "load_encoder",
-           "lm_config", "resolve_files"]
+__all__ = [
+    "ModelFiles",
+    "codec_config",
+    "count_params",
+    "lm_config",
+    "load_backbone",
+    "load_decoder",
+    "load_encoder",
+    "resolve_files",
+]
 
 REQUIRED = ("config.json", "tokenizer.json", "audio_tokenizer/config.json", "audio_tokenizer/model.safetensors")
 DECODER_PREFIXES = ("quantizer.", "fc2.", "acoustic_decoder.")
@@ -95,7 +104,7 @@ def codec_config(files: ModelFiles) -> Any:
     raw = _json(files.codec_config)
     try:
         return HiggsAudioV2TokenizerConfig(**{k: v for k, v in raw.items() if k not in ("architectures", "transformers_version")})
-    except Exception as exc:  # noqa: BLE001 - strict dataclass validation errors of many kinds
+    except Exception as exc:
         raise ModelLoadError(f"{str(files.codec_config)!r} is not a Higgs audio tokenizer config: {exc}") from exc
 
 
@@ -108,7 +117,7 @@ def _headers(paths: Iterable[Path]) -> dict[str, tuple[tuple[int, ...], Path]]:
             with safe_open(str(path), framework="pt", device="cpu") as f:
                 for k in f.keys():
                     out[k] = (tuple(f.get_slice(k).get_shape()), path)
-        except Exception as exc:  # noqa: BLE001 - corrupt header, truncated file, not safetensors
+        except Exception as exc:
             raise ModelLoadError(f"cannot read {str(path)!r} (not a valid safetensors file: {exc})") from exc
     return out
 
@@ -125,7 +134,7 @@ def _read(names: Iterable[str], where: dict[str, tuple[tuple[int, ...], Path]]) 
             with safe_open(str(path), framework="pt", device="cpu") as f:
                 for k in keys:
                     out[k] = f.get_tensor(k)
-        except Exception as exc:  # noqa: BLE001 - data section truncated or corrupt
+        except Exception as exc:
             raise ModelLoadError(f"cannot read tensors from {str(path)!r}: {exc}") from exc
     return out
 
@@ -172,7 +181,7 @@ def load_backbone(files: ModelFiles, c: LMConfig, device: torch.device, dtype: t
 
 
 def _load_part(build: Any, cfg: Any, files: ModelFiles, prefixes: tuple[str, ...], device: torch.device,
-               dtype: torch.dtype, what: str) -> torch.nn.Module:
+               dtype: torch.dtype, what: str) -> Any:
     from torch.nn.utils import parametrize
 
     with torch.device("meta"):
@@ -203,11 +212,11 @@ def _load_part(build: Any, cfg: Any, files: ModelFiles, prefixes: tuple[str, ...
     return module.eval().requires_grad_(False)
 
 
-def load_decoder(files: ModelFiles, cfg: Any, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+def load_decoder(files: ModelFiles, cfg: Any, device: torch.device, dtype: torch.dtype) -> Decoder:
     return _load_part(build_decoder, cfg, files, DECODER_PREFIXES, device, dtype, "audio decoder")
 
 
-def load_encoder(files: ModelFiles, cfg: Any, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+def load_encoder(files: ModelFiles, cfg: Any, device: torch.device, dtype: torch.dtype) -> Encoder:
     return _load_part(build_encoder, cfg, files, ENCODER_PREFIXES, device, dtype, "audio encoder")
 
 

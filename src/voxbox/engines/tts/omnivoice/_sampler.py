@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -49,6 +50,19 @@ class Prompt:
     frames: int  # target length
 
 
+@dataclass
+class _Graph:
+    """A captured unmasking loop and its static buffers."""
+
+    row0: torch.Tensor
+    row: torch.Tensor
+    audio: torch.Tensor
+    rope: tuple[torch.Tensor, torch.Tensor]
+    tokens: torch.Tensor
+    noise: torch.Tensor
+    graph: Any = None
+
+
 def _gumbel(scores: torch.Tensor, temperature: float, u: torch.Tensor) -> torch.Tensor:
     return scores / temperature - torch.log(-torch.log(u + 1e-10) + 1e-10)
 
@@ -61,7 +75,7 @@ class Sampler:
         self.c = model.c
         self.use_graphs = bool(cuda_graphs) and device.type == "cuda"
         self.max_graphs = max(1, int(max_graphs))
-        self._graphs: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
+        self._graphs: OrderedDict[tuple[Any, ...], _Graph] = OrderedDict()
         self.graph_error: str | None = None
         self.layer_ids = torch.arange(self.c.codebooks, device=device).view(-1, 1)
 
@@ -148,34 +162,34 @@ class Sampler:
                 self._graphs.popitem(last=False)
         else:
             self._graphs.move_to_end(key)
-        g["row"].copy_(g["row0"])
-        g["tokens"].fill_(c.mask_id)
+        g.row.copy_(g.row0)
+        g.tokens.fill_(c.mask_id)
         if noise is not None:
-            g["noise"].copy_(noise)
-        g["graph"].replay()
-        return g["tokens"].clone()
+            g.noise.copy_(noise)
+        g.graph.replay()
+        return g.tokens.clone()
 
-    def _capture(self, prompt: Prompt, p: SampleParams, active: list[int]) -> dict[str, Any]:
+    def _capture(self, prompt: Prompt, p: SampleParams, active: list[int]) -> _Graph:
         c = self.c
         row0, audio, rope, n, t = self._inputs(prompt)
-        st = {"row0": row0, "row": row0.clone(), "audio": audio, "rope": rope,
-              "tokens": torch.full((c.codebooks, t), c.mask_id, dtype=torch.long, device=self.device),
-              "noise": torch.zeros((max(1, len(active)), c.codebooks, t), device=self.device)}
+        st = _Graph(row0=row0, row=row0.clone(), audio=audio, rope=rope,
+                    tokens=torch.full((c.codebooks, t), c.mask_id, dtype=torch.long, device=self.device),
+                    noise=torch.zeros((max(1, len(active)), c.codebooks, t), device=self.device))
 
         def loop() -> None:
             for i, k in enumerate(active):
-                u = st["noise"][i] if p.position_temperature > 0 else None
-                self._step(st["row"], st["tokens"], st["audio"], st["rope"], n, t, k, p, u, None)
+                u = st.noise[i] if p.position_temperature > 0 else None
+                self._step(st.row, st.tokens, st.audio, st.rope, n, t, k, p, u, None)
 
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
             loop()  # warm-up on the side stream (cuBLAS/cuDNN handles, allocator)
         torch.cuda.current_stream(self.device).wait_stream(side)
-        st["row"].copy_(st["row0"])
-        st["tokens"].fill_(c.mask_id)
+        st.row.copy_(st.row0)
+        st.tokens.fill_(c.mask_id)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             loop()
-        st["graph"] = graph
+        st.graph = graph
         return st
