@@ -226,3 +226,22 @@ def test_cli_speak_with_voice_description(model_dir, tmp_path):
     assert bad.returncode != 0 and len(lines) == 1 and "Traceback" not in bad.stderr
     wrong = _cli("speak", TEXT, "--voice-description", "female", "-o", str(tmp_path / "y.wav"))  # hibari: no design
     assert wrong.returncode != 0 and "voice_description" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+def test_planner_places_components_per_quirks():
+    """The spec's components through the planner: the seed's Strix Halo gets the backbone in fp16 on
+    the iGPU (bf16 GEMMs hang gfx1151) and the conv codec on the CPU (MIOpen workspace)."""
+    from pathlib import Path
+
+    from voxbox.engines.tts.omnivoice import SPEC
+    from voxbox.hardware.detect import load_machine
+    from voxbox.hardware.plan import plan_engine
+
+    data = Path(__file__).parents[1] / "data" / "machines"
+    plan = plan_engine("omnivoice", list(SPEC.components), load_machine(data / "strix-halo-gfx1151.json"))
+    bb, dec, enc = plan["backbone"], plan["decoder"], plan["encoder"]
+    assert (bb.device, bb.dtype) == ("cuda", "float16") and "gfx1151-bf16-gemm-hang" in bb.reason
+    assert dec.device == "cpu" and "gfx1151-miopen-conv" in dec.reason and enc.device == "cpu"
+    plan = plan_engine("omnivoice", list(SPEC.components), load_machine(data / "rtx5090-sm120.json"))
+    assert (plan["backbone"].device, plan["backbone"].dtype) == ("cuda", "bfloat16")
+    assert plan["decoder"].device == "cuda"
