@@ -114,6 +114,7 @@ class OmniVoiceLoadOptions(Options):
     first_window_frames: int | None = None
     context_frames: int | None = None
     load_encoder: bool | None = None
+    compile_decoder: bool | None = None
 
 
 COMPONENTS = ("backbone", "decoder", "encoder")
@@ -144,12 +145,13 @@ def parse_placement(device: str | None = "auto", dtype: str | None = None,
 def load(model: str | Path | None = None, *, device: str | None = "auto", dtype: str | None = None,
          placement: Mapping[str, Any] | None = None, threads: int | None = None, cuda_graphs: bool = True,
          max_graphs: int = 8, max_voices: int = 32, window_frames: int = 50, first_window_frames: int = 12,
-         context_frames: int = 16, load_encoder: bool = False) -> Any:
+         context_frames: int = 16, load_encoder: bool = False, compile_decoder: bool = False) -> Any:
     """Load OmniVoice from ``model`` (a directory in the upstream layout; see ``_load``).
 
     ``cuda_graphs`` captures the whole unmasking loop per (prompt, frames, steps) shape on CUDA
     (``max_graphs`` kept); ``load_encoder`` loads the reference-clip encoder now instead of on the
-    first clone; ``window_frames``/``first_window_frames``/``context_frames`` size the decoder windows.
+    first clone; ``window_frames``/``first_window_frames``/``context_frames`` size the decoder windows;
+    ``compile_decoder`` runs the DAC decoder through ``torch.compile`` (dynamic shapes; CUDA only).
     """
     import torch
     from tokenizers import Tokenizer
@@ -177,6 +179,8 @@ def load(model: str | Path | None = None, *, device: str | None = "auto", dtype:
     bdev, bdt = places["backbone"]
     backbone = _load.load_backbone(files, lm, bdev, bdt)
     decoder = _load.load_decoder(files, codec_cfg, *places["decoder"])
+    if compile_decoder and places["decoder"][0].type == "cuda":
+        decoder.acoustic_decoder = torch.compile(decoder.acoustic_decoder, dynamic=True)  # type: ignore[assignment]
     encoder = _load.load_encoder(files, codec_cfg, *places["encoder"]) if load_encoder else None
     codec = Codec(codec_cfg, decoder, places["decoder"], encoder, places["encoder"])
     sampler = Sampler(backbone, bdev, bdt, cuda_graphs=cuda_graphs, max_graphs=max_graphs)

@@ -162,6 +162,7 @@ class Sampler:
                 self._graphs.popitem(last=False)
         else:
             self._graphs.move_to_end(key)
+            g.row0.copy_(self._inputs(prompt)[0])  # same shape, this call's prompt tokens
         g.row.copy_(g.row0)
         g.tokens.fill_(c.mask_id)
         if noise is not None:
@@ -181,15 +182,19 @@ class Sampler:
                 u = st.noise[i] if p.position_temperature > 0 else None
                 self._step(st.row, st.tokens, st.audio, st.rope, n, t, k, p, u, None)
 
+        st.graph = self._record(loop)
+        st.row.copy_(st.row0)
+        st.tokens.fill_(c.mask_id)
+        return st
+
+    def _record(self, loop: Callable[[], None]) -> Any:
+        """Warm ``loop`` up on a side stream, then capture it in a CUDA graph (replayed per call)."""
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
-            loop()  # warm-up on the side stream (cuBLAS/cuDNN handles, allocator)
+            loop()  # warm-up: cuBLAS/cuDNN handles, allocator
         torch.cuda.current_stream(self.device).wait_stream(side)
-        st.row.copy_(st.row0)
-        st.tokens.fill_(c.mask_id)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             loop()
-        st.graph = graph
-        return st
+        return graph
