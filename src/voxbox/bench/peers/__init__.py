@@ -20,6 +20,7 @@ PEERS: dict[str, str] = {
     "piper-upstream": "voxbox.bench.peers.tts:PiperUpstream",
     "hibari-cli": "voxbox.bench.peers.tts:HibariCli",
     "hibari-upstream": "voxbox.bench.peers.tts:HibariUpstream",
+    "omnivoice-upstream": "voxbox.bench.peers.upstream_tts:OmniVoiceUpstream",
 }
 
 PEER_OF: dict[str, str] = {
@@ -31,6 +32,7 @@ PEER_OF: dict[str, str] = {
     "hibari-cli": "hibari",
     "hibari-upstream": "hibari",
     "echo-tts-upstream": "echo-tts",
+    "omnivoice-upstream": "omnivoice",
 }
 
 
