@@ -13,7 +13,7 @@ from typing import Any, Literal, cast
 from voxbox.engines.asr import faster_whisper, onnx_whisper, torch_whisper
 from voxbox.engines.base import ASREngine, Engine, TTSEngine
 from voxbox.engines.spec import EngineSpec, LoadRequest, missing_modules
-from voxbox.engines.tts import echo, fish_s2, hibari, omnivoice, piper
+from voxbox.engines.tts import echo, fish_s2, hibari, omnivoice, piper, voxcpm2
 from voxbox.errors import ModelNotFoundError
 
 __all__ = ["ENGINES", "available", "get_spec", "load_engine", "load_asr", "load_tts", "missing_modules",
@@ -30,6 +30,7 @@ _BUILTIN: tuple[EngineSpec[Any, Any], ...] = (
     echo.SPEC,
     fish_s2.SPEC,
     omnivoice.SPEC,
+    voxcpm2.SPEC,
 )
 
 ENGINES: dict[str, EngineSpec[Any, Any]] = {}
