@@ -169,22 +169,27 @@ class Runner:
             st["pos_b"].add_(1)
             st["pos_r"].add_(1)
 
+        saved = {k: v.clone() for k, v in st.items()}
         try:
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            saved = {k: v.clone() for k, v in st.items()}
-            with torch.cuda.stream(side):
-                step()  # warm-up (writes one cache slot past the prompt; the real run rewrites it)
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            for k, v in saved.items():
-                st[k].copy_(v)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                step()
+            graph = self._record(step)
         except Exception as exc:  # noqa: BLE001 - any capture problem: eager fallback
             raise _GraphFailed(f"{type(exc).__name__}: {exc}") from exc
+        for k, v in saved.items():  # the warm-up advanced the state (its cache slot is rewritten by the run)
+            st[k].copy_(v)
         st["graph"] = graph
         return st
+
+    def _record(self, step: Callable[[], None]) -> Any:
+        """Warm ``step`` up on a side stream, then capture it in a CUDA graph."""
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            step()
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            step()
+        return graph
 
     def _run_graph(self, s: _State, p: GenParams, gen: torch.Generator, max_len: int,
                    check: Callable[[], None] | None) -> Iterator[torch.Tensor]:
