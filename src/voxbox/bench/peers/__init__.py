@@ -21,6 +21,7 @@ PEERS: dict[str, str] = {
     "hibari-cli": "voxbox.bench.peers.tts:HibariCli",
     "hibari-upstream": "voxbox.bench.peers.tts:HibariUpstream",
     "omnivoice-upstream": "voxbox.bench.peers.upstream_tts:OmniVoiceUpstream",
+    "voxcpm2-upstream": "voxbox.bench.peers.upstream_tts:VoxCPM2Upstream",
 }
 
 PEER_OF: dict[str, str] = {
@@ -33,6 +34,7 @@ PEER_OF: dict[str, str] = {
     "hibari-upstream": "hibari",
     "echo-tts-upstream": "echo-tts",
     "omnivoice-upstream": "omnivoice",
+    "voxcpm2-upstream": "voxcpm2",
 }
 
 
