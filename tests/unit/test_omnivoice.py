@@ -38,6 +38,15 @@ RATE = 16000
 TEXT = "Hello there. This is a test."
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Toy-sized ops: one intra-op thread is faster (and fair to a shared 2-core box); restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     from voxbox.engines.tts.omnivoice._random import write_random_model
@@ -216,7 +225,7 @@ def test_cli_engines_lists_omnivoice():
 def test_cli_speak_with_voice_description(model_dir, tmp_path):
     out = tmp_path / "designed.wav"
     proc = _cli("speak", TEXT, "--engine", "omnivoice", "--model-dir", str(model_dir), "--device", "cpu",
-                "--voice-description", "male, british accent", "-o", str(out))
+                "--voice-description", "male, british accent", "--threads", "1", "-o", str(out))
     assert proc.returncode == 0, proc.stderr
     with wave.open(str(out)) as w:
         assert w.getframerate() == RATE and w.getnframes() > RATE // 10

@@ -38,6 +38,15 @@ def _resample_unused(*args, **kwargs):  # pragma: no cover - a reached call is a
     raise AssertionError("torchaudio.functional.resample reached: the tiny codec should need no resampling")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Toy-sized ops: one intra-op thread is faster (and fair to a shared 2-core box); restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     from voxbox.engines.tts.omnivoice._random import write_random_model

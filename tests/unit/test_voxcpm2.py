@@ -34,6 +34,15 @@ from voxbox.types import Audio, CancelToken  # noqa: E402
 TEXT = "Hello there. This is a test."
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Toy-sized ops: one intra-op thread is faster (and fair to a shared 2-core box); restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     from voxbox.engines.tts.voxcpm2._random import write_random_model
@@ -45,7 +54,7 @@ def model_dir(tmp_path_factory):
 def engine(model_dir):
     from voxbox.engines.registry import load_engine
 
-    return load_engine("voxcpm2", str(model_dir), device="cpu", threads=1)
+    return load_engine("voxcpm2", str(model_dir), device="cpu")
 
 
 def test_engine_surface(engine):
@@ -72,7 +81,7 @@ def test_synthesize_seeded_and_forced_length(engine):
 def test_hybrid_placement(model_dir):
     from voxbox.engines.tts import voxcpm2
 
-    eng = voxcpm2.load(model_dir, device="cpu", threads=1, placement={"lm": "cpu:bfloat16", "dit": "cpu:float32"})
+    eng = voxcpm2.load(model_dir, device="cpu", placement={"lm": "cpu:bfloat16", "dit": "cpu:float32"})
     assert eng.info.extra["placement"]["lm"] == ("cpu", "bfloat16")
     assert eng.net.base_lm.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
     assert next(eng.net.feat_decoder.parameters()).dtype == torch.float32

@@ -33,6 +33,15 @@ from voxbox.types import Audio  # noqa: E402
 TEXT = "Hello there, this is a test."
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Toy-sized ops: one intra-op thread is faster (and fair to a shared 2-core box); restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     from voxbox.engines.tts.voxcpm2._random import write_random_model
@@ -44,8 +53,6 @@ def model_dir(tmp_path_factory):
 def upstream(model_dir):
     import transformers  # noqa: F401 - its availability checks must run before the stand-ins exist
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     mp = pytest.MonkeyPatch()
     for name in ("torchaudio", "librosa"):
         mp.setitem(sys.modules, name, types.ModuleType(name))
@@ -55,7 +62,6 @@ def upstream(model_dir):
         yield model
     finally:
         mp.undo()
-        torch.set_num_threads(threads)
         for name in [m for m in sys.modules if m == "voxcpm" or m.startswith("voxcpm.")]:
             del sys.modules[name]
 
@@ -64,7 +70,7 @@ def upstream(model_dir):
 def engine(model_dir):
     from voxbox.engines.registry import load_engine
 
-    return load_engine("voxcpm2", str(model_dir), device="cpu", threads=1)
+    return load_engine("voxcpm2", str(model_dir), device="cpu")
 
 
 def _upstream(up, seed: int, cache=None, **kw):
