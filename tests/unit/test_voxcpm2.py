@@ -205,3 +205,30 @@ def test_cli_speak_and_engines(model_dir, tmp_path):
                           check=False)
     line = next(ln for ln in proc.stdout.splitlines() if "voxcpm2" in ln)
     assert proc.returncode == 0 and "missing" not in line
+
+
+def test_planner_places_components_per_quirks():
+    """The seed's Strix Halo: LM and DiT in fp16 on the iGPU (bf16 GEMMs hang gfx1151), the AudioVAE
+    on the CPU (MIOpen convolution workspace); an H200 keeps everything on the GPU in bf16."""
+    from pathlib import Path
+
+    from voxbox.engines.tts.voxcpm2 import SPEC
+    from voxbox.hardware.detect import load_machine
+    from voxbox.hardware.plan import plan_engine
+
+    data = Path(__file__).parents[1] / "data" / "machines"
+    plan = plan_engine("voxcpm2", list(SPEC.components), load_machine(data / "strix-halo-gfx1151.json"))
+    assert (plan["lm"].device, plan["lm"].dtype) == ("cuda", "float16") and plan["dit"].dtype == "float16"
+    assert plan["vae"].device == "cpu" and "gfx1151-miopen-conv" in plan["vae"].reason
+    plan = plan_engine("voxcpm2", list(SPEC.components), load_machine(data / "h200-cuda13.json"))
+    assert {(plan[c].device, plan[c].dtype) for c in ("lm", "dit")} == {("cuda", "bfloat16")}
+    assert plan["vae"].device == "cuda"
+
+
+def test_lm_and_dit_pins_must_share_a_device():
+    from voxbox.engines.tts import voxcpm2
+
+    places = voxcpm2.parse_placement("cpu", None, {"lm": "cpu:bfloat16"})
+    assert places["dit"][0].type == "cpu"
+    with pytest.raises(BadInputError, match="share a device"):
+        voxcpm2.parse_placement("cpu", None, {"lm": "cpu", "dit": "meta"})

@@ -102,7 +102,12 @@ def parse_placement(device: str | None = "auto", dtype: str | None = None,
                                specs=_SPEC_COMPONENTS)
     out = {comp: (p.device, p.dtype) for comp, p in placed.items()}
     if out["lm"][0] != out["dit"][0]:
-        raise BadInputError("voxcpm2's lm and dit run one step together and must share a device", param="placement")
+        if "dit" in (placement or {}) and "lm" in (placement or {}):
+            raise BadInputError("voxcpm2's lm and dit run one step together and must share a device",
+                                param="placement")
+        lead = "dit" if "dit" in (placement or {}) else "lm"  # the pinned one (or the LM) decides
+        other = "lm" if lead == "dit" else "dit"
+        out[other] = out[lead]
     return out
 
 

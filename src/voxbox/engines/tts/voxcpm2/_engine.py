@@ -49,7 +49,7 @@ class VoxCPM2Engine:
     AudioVAE decodes the latent to 48 kHz as the patches come. ``placement`` maps ``lm``, ``dit``
     (same device as ``lm``) and ``vae`` to (device, dtype)."""
 
-    def __init__(self, files: Files, model_id: str, net: Net, vae: torch.nn.Module, runner: Runner, tokenizer: Tokenizer,
+    def __init__(self, files: Files, model_id: str, net: Net, vae: Any, runner: Runner, tokenizer: Tokenizer,
                  placement: dict[str, tuple[torch.device, torch.dtype]], params: dict[str, int], *,
                  max_voices: int = 32, first_window: int = 2, window: int = 8) -> None:
         self.files, self.model_id = files, model_id

@@ -117,7 +117,7 @@ def build_net(cfg: dict[str, Any]) -> Net:
     return Net(cfg)
 
 
-def build_vae(cfg: dict[str, Any]) -> nn.Module:
+def build_vae(cfg: dict[str, Any]) -> Any:
     m = modules()
     vc = cfg.get("audio_vae_config")
     try:
@@ -154,7 +154,7 @@ def load_net(files: Files, cfg: dict[str, Any]) -> Net:
     return net.eval().requires_grad_(False)
 
 
-def load_vae(files: Files, cfg: dict[str, Any]) -> nn.Module:
+def load_vae(files: Files, cfg: dict[str, Any]) -> Any:
     """The AudioVAE in float32 on the CPU, weight norm folded into plain weights."""
     vae = build_vae(cfg)
     _assign(vae, _read_all(files.vae), "AudioVAE", "config.json audio_vae_config")
