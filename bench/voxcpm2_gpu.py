@@ -79,7 +79,7 @@ def main() -> int:
     ap.add_argument("--texts", default="short,medium,long")
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--no-upstream", action="store_true")
-    ap.add_argument("--no-compiled", action="store_true", help="skip upstream optimize=True (compile takes minutes)")
+    ap.add_argument("--no-compiled", action="store_true", help="skip the torch.compile variants (voxbox compile=True, upstream optimize=True)")
     ap.add_argument("--budget-s", type=float, default=540.0)
     ap.add_argument("--model-dir", default=None)
     args = ap.parse_args()
@@ -143,6 +143,18 @@ def main() -> int:
         torch.cuda.empty_cache()
     dump()
 
+    compiled = None
+    if cuda and not args.no_compiled:  # voxbox with torch.compile'd modules inside its step graph
+        try:
+            t0 = time.perf_counter()
+            compiled = voxcpm2.load(root, device=str(dev), dtype=dtype, compile=True)
+            compiled.synthesize(TEXTS["short"][0], timesteps=5, seed=3, min_len=4, max_len=4)
+            result["voxbox_compiled_load_and_compile_s"] = round(time.perf_counter() - t0, 1)
+        except Exception as exc:  # noqa: BLE001 - report, keep the main results
+            result["voxbox_compiled_error"] = f"{type(exc).__name__}: {exc}"[:500]
+            compiled = None
+    dump()
+
     cls = None if args.no_upstream else import_upstream(result)
     ups: dict[str, Any] = {}
     if cls is not None:
@@ -160,7 +172,8 @@ def main() -> int:
                 result[f"upstream_{label}_error"] = f"{type(exc).__name__}: {exc}"[:500]
     dump()
 
-    def run_voxbox(text: str, n: int, steps: int) -> dict[str, float]:
+    def run_voxbox(text: str, n: int, steps: int, eng: Any = None) -> dict[str, float]:
+        eng = eng or engine
         sync()
         if cuda:
             torch.cuda.reset_peak_memory_stats(dev)
@@ -168,7 +181,7 @@ def main() -> int:
         t0 = time.perf_counter()
         first = None
         samples = 0
-        stream = engine.stream(text, timesteps=steps, seed=1234, min_len=n, max_len=n)
+        stream = eng.stream(text, timesteps=steps, seed=1234, min_len=n, max_len=n)
         for chunk in stream:
             if first is None:
                 first = time.perf_counter() - t0
@@ -236,6 +249,9 @@ def main() -> int:
         for name in rows:
             if name.startswith("upstream") and not name.endswith("streaming"):
                 entry[f"speedup_vs_{name}"] = round(entry[name]["wall"]["median"] / v, 2)
+                if "voxbox_compiled" in entry:
+                    entry[f"speedup_compiled_vs_{name}"] = round(
+                        entry[name]["wall"]["median"] / entry["voxbox_compiled"]["wall"]["median"], 2)
         if "upstream_eager_streaming" in entry:
             entry["ttfa_speedup_vs_upstream_streaming"] = round(
                 entry["upstream_eager_streaming"]["ttfa"]["median"] / entry["voxbox"]["ttfa"]["median"], 2)
@@ -251,6 +267,8 @@ def main() -> int:
                 n = max(2, n // 10)
             sides: dict[str, Callable[[], dict[str, float]]] = {
                 "voxbox": lambda text=text, n=n, steps=steps: run_voxbox(text, n, steps)}
+            if compiled is not None:
+                sides["voxbox_compiled"] = lambda text=text, n=n, steps=steps: run_voxbox(text, n, steps, compiled)
             for label, model in ups.items():
                 sides[f"upstream_{label}"] = (lambda m=model, text=text, n=n, steps=steps:
                                               run_upstream(m, text, n, steps, False))

@@ -77,6 +77,7 @@ class VoxCPM2LoadOptions(Options):
     max_voices: int | None = None
     first_window_patches: int | None = None
     window_patches: int | None = None
+    compile: bool | None = None
 
 
 COMPONENTS = ("lm", "dit", "vae")
@@ -114,11 +115,13 @@ def parse_placement(device: str | None = "auto", dtype: str | None = None,
 def load(model: str | Path | None = None, *, device: str | None = "auto", dtype: str | None = None,
          placement: Mapping[str, Any] | None = None, threads: int | None = None, cuda_graphs: bool = True,
          check_every: int = 4, max_length: int | None = None, max_voices: int = 32, first_window_patches: int = 2,
-         window_patches: int = 8) -> Any:
+         window_patches: int = 8, compile: bool = False) -> Any:
     """Load VoxCPM2 from ``model`` (a directory in the upstream layout; see ``_model``).
 
     ``cuda_graphs`` replays one captured AR step on CUDA, reading the stop flag every
-    ``check_every`` steps; ``max_length`` sizes the KV caches (default: config.json's ``max_length``).
+    ``check_every`` steps; ``max_length`` sizes the KV caches (default: config.json's ``max_length``);
+    ``compile`` runs the DiT, the local encoder and both LM steps through ``torch.compile`` (CUDA only;
+    the compiled kernels are then captured in the step's graph).
     """
     import torch
 
@@ -144,7 +147,7 @@ def load(model: str | Path | None = None, *, device: str | None = "auto", dtype:
     net.feat_decoder.to(dtype=ddt)
     vae = vae.to(device=vdev, dtype=torch.float32)
     runner = Runner(net, ldev, ldt, ddt, max_length=int(max_length or cfg.get("max_length", 8192)),
-                    cuda_graphs=cuda_graphs, check_every=check_every)
+                    cuda_graphs=cuda_graphs, check_every=check_every, compile=compile)
     return VoxCPM2Engine(files, str(Path(model).expanduser().resolve()), net, vae, runner, tokenizer, places, params,
                          max_voices=max_voices, first_window=first_window_patches, window=window_patches)
 

@@ -58,7 +58,7 @@ class _State:
 
 class Runner:
     def __init__(self, net: Net, device: torch.device, lm_dtype: torch.dtype, dit_dtype: torch.dtype, *,
-                 max_length: int = 8192, cuda_graphs: bool = True, check_every: int = 4) -> None:
+                 max_length: int = 8192, cuda_graphs: bool = True, check_every: int = 4, compile: bool = False) -> None:
         self.net, self.device = net, device
         self.lm_dtype, self.dit_dtype = lm_dtype, dit_dtype
         self.max_length = int(max_length)
@@ -69,6 +69,13 @@ class Runner:
         self.check_every = max(1, int(check_every))
         self.graph_error: str | None = None
         self._graph: dict[tuple[int, float], Any] = {}
+        self.compiled = bool(compile) and device.type == "cuda"
+        self._encoder: Any = net.feat_encoder  # the step's (one patch); the prefill keeps the module
+        if self.compiled:  # Inductor-fused kernels, then captured in the step's CUDA graph
+            net.feat_decoder.estimator = torch.compile(net.feat_decoder.estimator, fullgraph=True, dynamic=False)
+            self._encoder = torch.compile(net.feat_encoder, fullgraph=True, dynamic=False)
+            net.base_lm.forward_step = torch.compile(net.base_lm.forward_step, fullgraph=True, dynamic=False)
+            net.residual_lm.forward_step = torch.compile(net.residual_lm.forward_step, fullgraph=True, dynamic=False)
 
     # ------------------------------------------------------------------ pieces
     def _patch(self, lm_hidden: torch.Tensor, res_hidden: torch.Tensor, prefix: torch.Tensor, z: torch.Tensor,
@@ -83,7 +90,7 @@ class Runner:
         return x.transpose(1, 2)
 
     def _embed(self, patch: torch.Tensor) -> torch.Tensor:
-        return self.net.enc_to_lm_proj(self.net.feat_encoder(patch.to(self.lm_dtype).unsqueeze(1)))[:, 0, :]
+        return self.net.enc_to_lm_proj(self._encoder(patch.to(self.lm_dtype).unsqueeze(1)))[:, 0, :]
 
     def _stop(self, lm_hidden: torch.Tensor) -> torch.Tensor:
         net = self.net
