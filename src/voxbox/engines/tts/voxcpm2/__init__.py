@@ -30,7 +30,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from voxbox.engines.placement import resolve_placement
-from voxbox.engines.spec import Capabilities, EngineSpec, LoadRequest, Options, build_options
+from voxbox.engines.spec import (
+    Capabilities,
+    EngineSpec,
+    LoadRequest,
+    Options,
+    build_options,
+)
 from voxbox.errors import BadInputError, ModelNotFoundError
 from voxbox.types import ComponentSpec
 

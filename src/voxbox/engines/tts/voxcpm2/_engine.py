@@ -15,10 +15,23 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from voxbox.engines.base import EncodedVoice, SpeechStream, VoiceArg, validate_speed, validate_text
+from voxbox.engines.base import (
+    EncodedVoice,
+    SpeechStream,
+    VoiceArg,
+    validate_speed,
+    validate_text,
+)
 from voxbox.engines.spec import build_options
 from voxbox.errors import BadInputError, UnsupportedOperationError, VoiceNotFoundError
-from voxbox.types import Audio, AudioChunk, CancelToken, ComponentSpec, EngineInfo, StageTimings
+from voxbox.types import (
+    Audio,
+    AudioChunk,
+    CancelToken,
+    ComponentSpec,
+    EngineInfo,
+    StageTimings,
+)
 
 from ._model import AUDIO_START, REF_END, REF_START, Files, Net, Tokenizer
 from ._runner import GenParams, Prompt, Runner
@@ -115,7 +128,9 @@ class VoxCPM2Engine:
     def _encode_clip(self, audio: Audio) -> torch.Tensor:
         wav = np.asarray(audio.samples, np.float32)
         if audio.sample_rate != self.encode_rate:
-            from voxbox.audio.resample import resample  # PyAV; upstream loads with librosa
+            from voxbox.audio.resample import (
+                resample,  # PyAV; upstream loads with librosa
+            )
 
             wav = resample(wav, audio.sample_rate, self.encode_rate).astype(np.float32)
         x = torch.from_numpy(np.ascontiguousarray(wav))[None]
