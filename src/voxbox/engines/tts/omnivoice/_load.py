@@ -97,10 +97,15 @@ def lm_config(files: ModelFiles) -> LMConfig:
 
 def codec_config(files: ModelFiles) -> Any:
     """transformers' ``HiggsAudioV2TokenizerConfig`` (its derived sizes are upstream's)."""
-    from transformers.models.higgs_audio_v2_tokenizer.configuration_higgs_audio_v2_tokenizer import (
-        HiggsAudioV2TokenizerConfig,
-    )
+    try:
+        from transformers.models.higgs_audio_v2_tokenizer.configuration_higgs_audio_v2_tokenizer import (
+            HiggsAudioV2TokenizerConfig,
+        )
+    except ImportError as exc:
+        from voxbox.errors import EngineUnavailableError
 
+        raise EngineUnavailableError(f"omnivoice needs transformers >= 5.3 (Higgs audio tokenizer config): {exc}",
+                                     install_hint="pip install -U 'transformers>=5.3'") from exc
     raw = _json(files.codec_config)
     try:
         return HiggsAudioV2TokenizerConfig(**{k: v for k, v in raw.items() if k not in ("architectures", "transformers_version")})
