@@ -101,7 +101,8 @@ def run_suite(
                 out = []
                 for n in names:
                     text = " ".join(all_texts[n].split())
-                    for s in (step_list if t.get("steps") else [None]):
+                    own = t.get("steps") if isinstance(t.get("steps"), list) and not steps else None
+                    for s in (own or (step_list if t.get("steps") else [None])):
                         out.append({"scenario": n, "text": text, "steps": s, "runs": n_runs})
                 return out
 

@@ -45,6 +45,9 @@ def speak(
     model: Optional[str] = typer.Option(None, "--model", "-m", "--model-dir", help="Model id or path (a local model directory) for the engine."),
     voice: Optional[str] = typer.Option(None, "--voice", "-v", help="Voice name (engine voices or OpenAI names like alloy)."),
     speed: Optional[float] = typer.Option(None, "--speed", help="0.25 to 4.0 (1.0 = normal)."),
+    voice_description: Optional[str] = typer.Option(
+        None, "--voice-description", help="Design a voice from a description, e.g. 'female, british accent' "
+                                          "(engines with voice design, such as omnivoice)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for the engine."),
     timings: bool = typer.Option(False, "--timings", help="Print per-stage timings to stderr."),
@@ -64,8 +67,11 @@ def speak(
         check_output_file(output)
     entry = cli_entry("tts", engine, model)
     with cli_runtime(device, threads) as rt, rt.acquire(entry) as work:
-        extra = {} if normalize else {"normalize": False}
-        stream = work.engine.stream(text, voice, speed, extra, cancel=work.cancel)  # validates before any output
+        values: dict = {} if normalize else {"normalize": False}
+        if voice_description:
+            values["voice_description"] = voice_description
+        options = work.spec.make_options(values)
+        stream = work.engine.stream(text, voice, speed, options, cancel=work.cancel)  # validates before any output
         n_samples, total = _write(rt, work, stream, fmt, output, to_stdout, console)
         load = work.load_seconds
         name = work.engine.info.name

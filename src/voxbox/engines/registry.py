@@ -13,7 +13,7 @@ from typing import Any, Literal, cast
 from voxbox.engines.asr import faster_whisper, onnx_whisper, parakeet, torch_whisper, whisper_cpp
 from voxbox.engines.base import ASREngine, Engine, TTSEngine
 from voxbox.engines.spec import EngineSpec, LoadRequest, missing_modules
-from voxbox.engines.tts import echo, fish_s2, hibari, kokoro, piper
+from voxbox.engines.tts import echo, fish_s2, hibari, kokoro, omnivoice, piper, voxcpm2
 from voxbox.errors import ModelNotFoundError
 
 __all__ = ["ENGINES", "available", "get_spec", "load_engine", "load_asr", "load_tts", "missing_modules",
@@ -32,6 +32,8 @@ _BUILTIN: tuple[EngineSpec[Any, Any], ...] = (
     fish_s2.SPEC,
     kokoro.SPEC,
     parakeet.SPEC,
+    omnivoice.SPEC,
+    voxcpm2.SPEC,
 )
 
 ENGINES: dict[str, EngineSpec[Any, Any]] = {}

@@ -117,7 +117,8 @@ def status_for(exc: BaseException) -> tuple[int, str]:
 
 
 #: Engine parameter names -> the OpenAI API's field names (engines never see HTTP names).
-PARAM_NAMES = {"text": "input", "audio": "file", "word_timestamps": "timestamp_granularities"}
+PARAM_NAMES = {"text": "input", "audio": "file", "word_timestamps": "timestamp_granularities",
+               "voice_description": "instructions"}
 
 
 def error_body(exc: BaseException) -> dict[str, Any]:

@@ -20,6 +20,8 @@ PEERS: dict[str, str] = {
     "piper-upstream": "voxbox.bench.peers.tts:PiperUpstream",
     "hibari-cli": "voxbox.bench.peers.tts:HibariCli",
     "hibari-upstream": "voxbox.bench.peers.tts:HibariUpstream",
+    "omnivoice-upstream": "voxbox.bench.peers.upstream_tts:OmniVoiceUpstream",
+    "voxcpm2-upstream": "voxbox.bench.peers.upstream_tts:VoxCPM2Upstream",
 }
 
 PEER_OF: dict[str, str] = {
@@ -31,6 +33,8 @@ PEER_OF: dict[str, str] = {
     "hibari-cli": "hibari",
     "hibari-upstream": "hibari",
     "echo-tts-upstream": "echo-tts",
+    "omnivoice-upstream": "omnivoice",
+    "voxcpm2-upstream": "voxcpm2",
 }
 
 
