@@ -73,7 +73,9 @@ def main(argv: list[str] | None = None) -> None:
     args = [a for a in args if a != "--debug"]
     _register_areas()
     try:
-        app(args=args, standalone_mode=False, prog_name="voxbox")
+        rc = app(args=args, standalone_mode=False, prog_name="voxbox")  # typer.Exit(code) is returned here
+        if isinstance(rc, int) and rc:
+            raise SystemExit(rc)
     except SystemExit:
         raise
     except KeyboardInterrupt:
