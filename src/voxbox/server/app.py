@@ -137,6 +137,7 @@ def create_app(settings: ServerSettings | None = None, *,
         max_json_bytes=settings.max_json_bytes)
     app.add_middleware(TimingMiddleware, metrics=metrics)
 
+    from voxbox.realtime.route import router as realtime_router
     from voxbox.server.routes import health, models, speech, transcriptions, ui, vad, voices
 
     app.include_router(health.health_router)
@@ -146,6 +147,7 @@ def create_app(settings: ServerSettings | None = None, *,
     app.include_router(models.router)
     app.include_router(voices.router)
     app.include_router(vad.router)  # POST /v1/audio/speech/timestamps
+    app.include_router(realtime_router)  # WebSocket /v1/realtime (OpenAI Realtime transcription)
     app.include_router(ui.router)  # the web page (static, public) and its /v1 routes
     if docs:
         _mount_docs(app)
