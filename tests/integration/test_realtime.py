@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from server_harness import RunningServer, make_settings  # noqa: E402
+from server_harness import RunningServer, make_settings
 
 websockets = pytest.importorskip("websockets")
 
-from voxbox.audio.decode import decode  # noqa: E402
-from voxbox.text import wer  # noqa: E402
+from voxbox.audio.decode import decode
+from voxbox.text import wer
 
 KEY = "sk-live-test"
 CHUNK_S = 0.1  # what a microphone client sends at a time

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import threading
@@ -13,19 +14,25 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from server_harness import free_port, make_settings  # noqa: E402
+from server_harness import free_port, make_settings
 
 pytest.importorskip("wyoming")
 
-from wyoming.asr import Transcribe, Transcript  # noqa: E402
-from wyoming.audio import AudioChunk, AudioStart, AudioStop  # noqa: E402
-from wyoming.client import AsyncTcpClient  # noqa: E402
-from wyoming.event import Event  # noqa: E402
-from wyoming.info import Describe, Info  # noqa: E402
-from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeVoice  # noqa: E402
+from wyoming.asr import Transcribe, Transcript
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.client import AsyncTcpClient
+from wyoming.event import Event
+from wyoming.info import Describe, Info
+from wyoming.tts import (
+    Synthesize,
+    SynthesizeChunk,
+    SynthesizeStart,
+    SynthesizeStop,
+    SynthesizeVoice,
+)
 
-from voxbox.audio.decode import decode  # noqa: E402
-from voxbox.text import wer  # noqa: E402
+from voxbox.audio.decode import decode
+from voxbox.text import wer
 
 BECKETT = "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better."
 SENTENCE = "The quick brown fox jumps over the lazy dog."
@@ -42,7 +49,7 @@ class WyomingServer:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.task: Any = None
 
-    def start(self) -> "WyomingServer":
+    def start(self) -> WyomingServer:
         from voxbox.wyoming.cli import run
 
         self.thread.start()
@@ -58,10 +65,8 @@ class WyomingServer:
     def stop(self) -> None:
         async def halt() -> None:
             self.task.cancel()
-            try:
+            with contextlib.suppress(BaseException):  # cancelled
                 await self.task
-            except BaseException:  # noqa: BLE001 - cancelled
-                pass
 
         asyncio.run_coroutine_threadsafe(halt(), self.loop).result(timeout=30)
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -193,6 +198,6 @@ def test_errors_are_events(server):
 
 
 def test_cli_refuses_a_bad_uri():
-    r = subprocess.run([sys.executable, "-m", "voxbox.cli", "wyoming", "--uri", "http://x"], capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "voxbox.cli", "wyoming", "--uri", "http://x"], check=False, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 1 and r.stderr.startswith("error: --uri") and r.stderr.count("\n") == 1

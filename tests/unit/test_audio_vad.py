@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 
 import numpy as np
@@ -74,7 +75,7 @@ def test_recording_regions_cover_the_words(beckett):
     assert spans[0].start < 0.5 and spans[-1].end > 8.5  # the words run from ~0.1 s to ~9 s
     speech = sum(s.duration for s in spans)
     assert 6.0 < speech <= beckett.duration
-    assert all(a.end < b.start for a, b in zip(spans, spans[1:]))  # sorted, disjoint
+    assert all(a.end < b.start for a, b in itertools.pairwise(spans))  # sorted, disjoint
 
 
 def test_regions_move_with_the_audio(beckett):
@@ -147,7 +148,7 @@ def test_stream_turn_events(beckett):
         events += stream.feed(x[i : i + 480])
     kinds = [e.kind for e in events]
     assert kinds[0] == "start" and kinds[-1] == "stop"
-    assert all(a != b for a, b in zip(kinds, kinds[1:]))  # alternating
+    assert all(a != b for a, b in itertools.pairwise(kinds))  # alternating
     first_start = events[0].sample / VAD_RATE
     assert 0.1 < first_start < 0.6  # speech begins at 0.5 s; prefix padding goes back up to 300 ms
     for e in events:

@@ -70,7 +70,7 @@ class VadOptions:
     #: Audio kept on each side of a region, so word onsets and tails are not cut.
     speech_pad_ms: int = 400
 
-    def check(self) -> "VadOptions":
+    def check(self) -> VadOptions:
         if not 0.0 < self.threshold < 1.0:
             raise BadInputError("VAD threshold must be between 0 and 1", param="threshold")
         if self.neg_threshold is not None and not 0.0 <= self.neg_threshold <= self.threshold:
@@ -253,7 +253,7 @@ def speech_chunks(audio: Audio, options: VadOptions | None = None) -> SpeechChun
     """Cut ``audio`` to its speech (at its own sample rate) for an ASR engine."""
     spans = speech_timestamps(audio, options)
     rate = audio.sample_rate
-    parts = [audio.samples[int(round(s.start * rate)) : int(round(s.end * rate))] for s in spans]
+    parts = [audio.samples[round(s.start * rate) : round(s.end * rate)] for s in spans]
     samples = np.concatenate(parts) if parts else np.zeros(0, np.float32)
     return SpeechChunks(Audio(samples, rate), spans, audio.duration)
 

@@ -137,6 +137,6 @@ async def _read(ws: WebSocket, session: TranscriptionSession) -> None:
             await session.handle(event)
         except VoxboxError as exc:
             await session.report(exc, event)
-        except Exception as exc:  # noqa: BLE001 - reported without internals; the session stays open
+        except Exception as exc:
             log.exception("realtime: event failed")
             await session.report(exc, event)

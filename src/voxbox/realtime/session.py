@@ -20,8 +20,9 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import numpy as np
 
@@ -65,7 +66,7 @@ class _Turn:
     last_words: list[str] = field(default_factory=list)  # the previous hypothesis
     decoded_end: int = -1
     done: bool = False  # the final transcript was sent
-    spec: tuple[int, "asyncio.Future[str]"] | None = None  # (end sample, decode of start..end)
+    spec: tuple[int, asyncio.Future[str]] | None = None  # (end sample, decode of start..end)
 
 
 def _ms(samples: int) -> int:
@@ -202,11 +203,12 @@ class TranscriptionSession:
                 end = min(self.total, (ev.speech_end or ev.sample) + _TRAIL_MS * VAD_RATE // 1000)
                 await self.emit("input_audio_buffer.speech_stopped", audio_end_ms=_ms(ev.sample), item_id=turn.item_id)
                 await self._commit(turn.start, end, turn)
-        turn = self.turn
-        if turn is not None and self.total - turn.start >= max_turn:
+        long_turn = self.turn
+        if long_turn is not None and self.total - long_turn.start >= max_turn:
             self.turn = None
-            await self.emit("input_audio_buffer.speech_stopped", audio_end_ms=_ms(self.total), item_id=turn.item_id)
-            await self._commit(turn.start, self.total, turn)
+            await self.emit("input_audio_buffer.speech_stopped", audio_end_ms=_ms(self.total),
+                            item_id=long_turn.item_id)
+            await self._commit(long_turn.start, self.total, long_turn)
             self.turn = _Turn(new_id("item"), self.total)
             await self.emit("input_audio_buffer.speech_started", audio_start_ms=_ms(self.total),
                             item_id=self.turn.item_id)
@@ -270,7 +272,7 @@ class TranscriptionSession:
                 await self._final(turn, end, audio)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - reported to the client as a failed item
+            except Exception as exc:
                 if not isinstance(exc, VoxboxError):
                     log.exception("realtime: transcribing item %s failed", turn.item_id)
                 err = error_event(exc)["error"]
@@ -324,7 +326,7 @@ class TranscriptionSession:
                 raise
             except CapacityError:
                 continue  # the model is busy: skip this partial
-            except Exception:  # noqa: BLE001 - partials are best effort; the final reports errors
+            except Exception:
                 log.debug("realtime: partial decode failed", exc_info=True)
                 continue
             await self._partial(turn, text)

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from voxbox.audio.vad import SpeechChunks, VadOptions, speech_chunks
 from voxbox.types import Audio, CancelToken, Segment, TranscriptionInfo, Word

@@ -21,13 +21,25 @@ import logging
 from typing import Any
 
 import numpy as np
-from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
+from wyoming.asr import (
+    Transcribe,
+    Transcript,
+    TranscriptChunk,
+    TranscriptStart,
+    TranscriptStop,
+)
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.error import Error
 from wyoming.event import Event
 from wyoming.info import Describe
 from wyoming.server import AsyncEventHandler
-from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped
+from wyoming.tts import (
+    Synthesize,
+    SynthesizeChunk,
+    SynthesizeStart,
+    SynthesizeStop,
+    SynthesizeStopped,
+)
 
 from voxbox.audio.encode import to_s16le
 from voxbox.errors import BadInputError, VoxboxError
@@ -70,7 +82,7 @@ class VoxboxHandler(AsyncEventHandler):
             await self._dispatch(event)
         except VoxboxError as exc:
             await self.write_event(Error(text=str(exc), code=type(exc).__name__).event())
-        except Exception:  # noqa: BLE001 - one line to the client, the traceback to the log
+        except Exception:
             log.exception("wyoming: %s failed", event.type)
             await self.write_event(Error(text=f"{event.type} failed (see the server log)", code="server_error").event())
         return True
@@ -82,8 +94,8 @@ class VoxboxHandler(AsyncEventHandler):
             t = Transcribe.from_event(event)
             self.asr_model, self.language = t.name, t.language
         elif AudioStart.is_type(event.type):
-            s = AudioStart.from_event(event)
-            self._format, self._audio = (s.rate, s.width, s.channels), []
+            start = AudioStart.from_event(event)
+            self._format, self._audio = (start.rate, start.width, start.channels), []
         elif AudioChunk.is_type(event.type):
             c = AudioChunk.from_event(event)
             if self._format is None:  # a chunk without audio-start: take its format
@@ -92,16 +104,16 @@ class VoxboxHandler(AsyncEventHandler):
         elif AudioStop.is_type(event.type):
             await self._transcribe()
         elif SynthesizeStart.is_type(event.type):
-            s = SynthesizeStart.from_event(event)
-            self._streaming_tts = {"voice": s.voice.name if s.voice else None, "text": "", "started": False}
+            begin = SynthesizeStart.from_event(event)
+            self._streaming_tts = {"voice": begin.voice.name if begin.voice else None, "text": "", "started": False}
         elif SynthesizeChunk.is_type(event.type):
             await self._synthesize_chunk(SynthesizeChunk.from_event(event).text)
         elif SynthesizeStop.is_type(event.type):
             await self._synthesize_stop()
-        elif Synthesize.is_type(event.type):
-            if self._streaming_tts is None:  # streaming clients send it too, for old servers
-                s = Synthesize.from_event(event)
-                await self._speak(s.text, s.voice.name if s.voice else None, start=True, stop=True)
+        elif Synthesize.is_type(event.type) and self._streaming_tts is None:
+            # (streaming clients send a plain synthesize too, for old servers: ignored while streaming)
+            text = Synthesize.from_event(event)
+            await self._speak(text.text, text.voice.name if text.voice else None, start=True, stop=True)
 
     # -- ASR ------------------------------------------------------------------------------------------
     async def _transcribe(self) -> None:

@@ -8,7 +8,8 @@ Wyoming's terms (one ASR program with the catalog's ASR models, one TTS program 
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import numpy as np
 from wyoming.info import AsrModel, AsrProgram, Attribution, Info, TtsProgram, TtsVoice
@@ -153,7 +154,7 @@ class WyomingFront:
 
 def check_uri(uri: str) -> str:
     """``tcp://HOST:PORT``, ``unix:///path`` or ``stdio://``; a BadInputError naming the flag otherwise."""
-    if not (uri.startswith("tcp://") or uri.startswith("unix://") or uri == "stdio://"):
+    if not (uri.startswith(("tcp://", "unix://")) or uri == "stdio://"):
         raise BadInputError(f"--uri must be tcp://HOST:PORT, unix://PATH or stdio://, got {uri[:80]!r}", param="uri")
     if uri.startswith("tcp://"):
         host, _, port = uri[len("tcp://"):].rpartition(":")

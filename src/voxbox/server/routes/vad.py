@@ -16,7 +16,13 @@ from starlette.responses import JSONResponse, Response
 from voxbox.audio.vad import VadOptions, speech_timestamps
 from voxbox.errors import AudioDecodeError, BadInputError
 from voxbox.server.errors import ERROR_RESPONSES
-from voxbox.server.routes.common import form_file, form_float, form_str, read_form, state_of
+from voxbox.server.routes.common import (
+    form_file,
+    form_float,
+    form_str,
+    read_form,
+    state_of,
+)
 from voxbox.server.schemas import _form_body
 
 __all__ = ["router"]
@@ -72,7 +78,7 @@ def _run(data: bytes, max_seconds: float, opts: VadOptions) -> list[dict[str, in
     from voxbox.audio.decode import decode
 
     audio = decode(data, sample_rate=16000, max_duration=max_seconds)
-    return [{"start": int(round(s.start * 1000)), "end": int(round(s.end * 1000))}
+    return [{"start": round(s.start * 1000), "end": round(s.end * 1000)}
             for s in speech_timestamps(audio, opts)]
 
 
