@@ -98,6 +98,7 @@ class TranscriptionSession:
         self._finals: asyncio.Queue[tuple[_Turn, int, np.ndarray] | None] = asyncio.Queue()
         self._finals_busy = 0
         self._wake = asyncio.Event()
+        self._cooldown_until = 0.0  # no regular partial decode before this (event-loop time)
         self._tasks: list[asyncio.Task[Any]] = []
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -311,10 +312,14 @@ class TranscriptionSession:
             pause_end = self._pause_end()
             if pause_end is None and interval <= 0:
                 continue
+            loop = asyncio.get_running_loop()
+            if pause_end is None and loop.time() < self._cooldown_until:
+                continue  # decodes take longer than the interval (a slow or busy machine): space them out
             end = pause_end if pause_end is not None else self.total
             if end <= turn.decoded_end or end - turn.start < 300 * VAD_RATE // 1000:
                 continue
             turn.decoded_end = end
+            t0 = loop.time()
             audio = self._slice(turn.start, end)
             fut: asyncio.Future[str] = asyncio.ensure_future(self._decode(audio, final=pause_end is not None))
             if pause_end is not None:
@@ -329,6 +334,7 @@ class TranscriptionSession:
             except Exception:
                 log.debug("realtime: partial decode failed", exc_info=True)
                 continue
+            self._cooldown_until = loop.time() + (loop.time() - t0)
             await self._partial(turn, text)
 
     async def _partial(self, turn: _Turn, text: str) -> None:
