@@ -147,7 +147,8 @@ def create_app(settings: ServerSettings | None = None, *,
     app.include_router(models.router)
     app.include_router(voices.router)
     app.include_router(vad.router)  # POST /v1/audio/speech/timestamps
-    app.include_router(realtime_router)  # WebSocket /v1/realtime (OpenAI Realtime transcription)
+    if settings.realtime.enabled:
+        app.include_router(realtime_router)  # WebSocket /v1/realtime (OpenAI Realtime transcription)
     app.include_router(ui.router)  # the web page (static, public) and its /v1 routes
     if docs:
         _mount_docs(app)
