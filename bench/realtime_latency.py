@@ -149,12 +149,36 @@ def _turns(run: dict[str, Any], silence_ms: int) -> list[dict[str, Any]]:
     return out
 
 
+def _decode_floor(samples: np.ndarray, repeats: int = 5) -> dict[str, float | int]:
+    """The engine alone: greedy decodes of the first 3 s turn of beckett (what a final costs)."""
+    import dataclasses
+
+    from voxbox.audio.resample import resample
+    from voxbox.engines.registry import get_spec, load_engine
+    from voxbox.types import Audio
+
+    engine = load_engine("faster-whisper")
+    spec = get_spec("faster-whisper")
+    names = {f.name for f in dataclasses.fields(spec.options)}
+    wanted = {"beam_size": 1, "without_timestamps": True, "condition_on_previous_text": False}
+    options = spec.make_options({k: v for k, v in wanted.items() if k in names})
+    clip = Audio(resample(samples[: RATE * 3], RATE, 16000), 16000)
+    times = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        segments, _ = engine.transcribe(clip, "en", None, False, "transcribe", options)
+        list(segments)
+        times.append((time.perf_counter() - t0) * 1000)
+    engine.close()
+    return _stats(times[1:])
+
+
 def _start_server(partial_ms: int) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     env = {**os.environ, "VOXBOX_REALTIME__PARTIAL_INTERVAL_MS": str(partial_ms), "VOXBOX_API_KEY": ""}
     data = tempfile.mkdtemp(prefix="voxbox-rt-bench-")
     proc = subprocess.Popen([sys.executable, "-m", "voxbox.cli", "serve", "--port", str(port), "--no-preload",
-                             "--preload", "whisper-1", "--data-dir", data, "--log-level", "warning"],
+                             "--preload", "whisper-1", "--data-dir", data, "--log-level", "info"],
                             env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
@@ -184,6 +208,7 @@ def main() -> None:
     recordings = _recordings()
     stream = np.concatenate([np.zeros(RATE // 2, np.float32), recordings["beckett"], np.zeros(RATE, np.float32),
                              recordings["two_cities"], np.zeros(RATE, np.float32)])
+    floor = _decode_floor(recordings["beckett"]) if args.url is None else None
     proc = None
     url = args.url
     if url is None:
@@ -210,6 +235,7 @@ def main() -> None:
         "settings": {"runs": args.runs, "sessions": args.sessions, "silence_ms": args.silence_ms,
                      "partial_ms": args.partial_ms if args.url is None else None, "model": args.model},
         "turns": len(turns),
+        "engine_decode_3s_turn_ms": floor,
         "eos_to_completed_ms": _stats([t["eos_to_completed"] * 1000 for t in turns]),
         "stopped_to_completed_ms": _stats([t["stopped_to_completed"] * 1000 for t in turns]),
         "delta_interval_ms": _stats([x * 1000 for t in turns for x in t["delta_intervals"]]),
@@ -221,6 +247,9 @@ def main() -> None:
         s = report[key]
         if s.get("n"):
             print(f"{key:26s} n={s['n']:3d}  p50 {s['p50']:7.0f}  p95 {s['p95']:7.0f}  min {s['min']:7.0f}  max {s['max']:7.0f}")
+    if floor:
+        print(f"{'engine decode, 3 s turn':26s} n={floor['n']:3d}  p50 {floor['p50']:7.0f}  min {floor['min']:7.0f}  "
+              f"max {floor['max']:7.0f}  (in-process, before the server starts)")
     print(f"turns {len(turns)}, with deltas while speaking {report['turns_with_live_deltas']}; "
           f"load average before {load_before[0]:.1f}, after {load_after[0]:.1f}")
     if args.json:

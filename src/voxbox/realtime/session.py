@@ -100,6 +100,8 @@ class TranscriptionSession:
         self._wake = asyncio.Event()
         self._cooldown_until = 0.0  # no regular partial decode before this (event-loop time)
         self._tasks: list[asyncio.Task[Any]] = []
+        #: decodes by kind, logged when the session ends
+        self.stats = {"partial_decodes": 0, "speculative_decodes": 0, "speculative_hits": 0, "final_decodes": 0}
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -108,6 +110,7 @@ class TranscriptionSession:
         await self.emit("session.created", session=session_object(self.cfg, self.id, beta=False))
 
     async def close(self) -> None:
+        log.info("realtime session %s ended: %s", self.id, ", ".join(f"{k} {v}" for k, v in self.stats.items()))
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -218,11 +221,15 @@ class TranscriptionSession:
         self._trim()
 
     def _pause_end(self) -> int | None:
-        """The end a turn would have if the current pause ends it, once that audio has arrived."""
-        if self.vad is None or self.vad.quiet_since is None:
+        """The end a turn would have if the current pause ends it, once the pause has lasted half
+        the silence duration (shorter dips, between words, are not worth a decode)."""
+        td = self.cfg.turn_detection
+        if self.vad is None or self.vad.quiet_since is None or td is None:
             return None
-        end = self.vad.quiet_since + _TRAIL_MS * VAD_RATE // 1000
-        return end if self.total >= end else None
+        waited = max(_TRAIL_MS, td.silence_duration_ms // 2) * VAD_RATE // 1000
+        if self.total - self.vad.quiet_since < waited:
+            return None
+        return self.vad.quiet_since + _TRAIL_MS * VAD_RATE // 1000
 
     async def _manual_commit(self) -> None:
         turn, self.turn = self.turn, None
@@ -285,8 +292,10 @@ class TranscriptionSession:
     async def _final(self, turn: _Turn, end: int, audio: np.ndarray) -> None:
         spec = turn.spec
         if spec is not None and spec[0] == end:
+            self.stats["speculative_hits"] += 1
             text = await spec[1]  # decoded when the pause began
         else:
+            self.stats["final_decodes"] += 1
             text = await self._decode(audio, final=True)
         turn.done = True
         words = text.split()
@@ -319,6 +328,7 @@ class TranscriptionSession:
             if end <= turn.decoded_end or end - turn.start < 300 * VAD_RATE // 1000:
                 continue
             turn.decoded_end = end
+            self.stats["speculative_decodes" if pause_end is not None else "partial_decodes"] += 1
             t0 = loop.time()
             audio = self._slice(turn.start, end)
             fut: asyncio.Future[str] = asyncio.ensure_future(self._decode(audio, final=pause_end is not None))
