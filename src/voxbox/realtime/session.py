@@ -290,11 +290,13 @@ class TranscriptionSession:
                 self._finals_busy -= 1
 
     async def _final(self, turn: _Turn, end: int, audio: np.ndarray) -> None:
+        text = None
         spec = turn.spec
         if spec is not None and spec[0] == end:
-            self.stats["speculative_hits"] += 1
-            text = await spec[1]  # decoded when the pause began
-        else:
+            with contextlib.suppress(CapacityError):  # the speculative decode was refused: decode now
+                text = await spec[1]  # decoded when the pause began
+                self.stats["speculative_hits"] += 1
+        if text is None:
             self.stats["final_decodes"] += 1
             text = await self._decode(audio, final=True)
         turn.done = True
