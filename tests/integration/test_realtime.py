@@ -95,16 +95,27 @@ async def _raw_session(server: RunningServer, samples: np.ndarray, speed: float,
             "turn_detection": {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300,
                                "silence_duration_ms": 500}}}))
         await _stream(lambda b: ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": b})), samples, speed)
-        deadline = time.monotonic() + settle
-        while time.monotonic() < deadline:
-            committed = {e["item_id"] for e in events if e["type"] == "input_audio_buffer.committed"}
-            done = {e["item_id"] for e in events if e["type"].startswith("conversation.item.input_audio_transcription.")
-                    and e["type"] != "conversation.item.input_audio_transcription.delta"}
-            if committed <= done and committed:
-                break
-            await asyncio.sleep(0.1)
+        await _settle(lambda: [e["type"] for e in events], settle)
         task.cancel()
     return events
+
+
+async def _settle(types: Any, timeout: float) -> None:
+    """Wait until every turn that started was committed and transcribed, and the server has been
+    quiet for a second (audio sent last may still be in its queue), or ``timeout``."""
+    deadline = time.monotonic() + timeout
+    seen, quiet_since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        t = types()
+        if len(t) != seen:
+            seen, quiet_since = len(t), time.monotonic()
+        started = t.count("input_audio_buffer.speech_started")
+        committed = t.count("input_audio_buffer.committed")
+        done = t.count("conversation.item.input_audio_transcription.completed") + \
+            t.count("conversation.item.input_audio_transcription.failed")
+        if started == committed == done and time.monotonic() - quiet_since >= 1.0:
+            return
+        await asyncio.sleep(0.1)
 
 
 def _finals(events: list[dict[str, Any]]) -> str:
@@ -143,12 +154,7 @@ def test_sdk_and_raw_sessions_together(server, recordings, file_text):
 
             task = asyncio.create_task(reader())
             await _stream(lambda b: conn.input_audio_buffer.append(audio=b), samples, 1.0)
-            for _ in range(300):
-                committed = sum(e.type == "input_audio_buffer.committed" for e in got)
-                completed = sum(isinstance(e, ConversationItemInputAudioTranscriptionCompletedEvent) for e in got)
-                if committed and completed >= committed:
-                    break
-                await asyncio.sleep(0.1)
+            await _settle(lambda: [e.type for e in got], 30.0)
             task.cancel()
         return got
 

@@ -201,3 +201,42 @@ def test_cli_refuses_a_bad_uri():
     r = subprocess.run([sys.executable, "-m", "voxbox.cli", "wyoming", "--uri", "http://x"], check=False, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 1 and r.stderr.startswith("error: --uri") and r.stderr.count("\n") == 1
+
+
+def test_partial_transcripts_while_audio_arrives(server, moonshine_assets):
+    """Audio at real-time pace: transcript-chunk events arrive before audio-stop is sent; the
+    chunks add up to the start of the final transcript."""
+    samples = decode(str(moonshine_assets / "two_cities.wav"), sample_rate=16000).samples[: 16000 * 7]
+    events = _audio_events(samples, 16000)
+
+    async def run() -> tuple[list[Event], int]:
+        got: list[Event] = []
+        async with AsyncTcpClient("127.0.0.1", server.port) as client:
+            await client.write_event(Transcribe(language="en").event())
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+
+            async def reader() -> None:
+                while True:
+                    ev = await client.read_event()
+                    if ev is None:
+                        return
+                    got.append(ev)
+                    if ev.type == "transcript":
+                        return
+
+            task = asyncio.create_task(reader())
+            for i, ev in enumerate(events[:-1]):
+                await client.write_event(ev)
+                await asyncio.sleep(max(0.0, t0 + i * 0.1 - loop.time()))
+            before_stop = sum(e.type == "transcript-chunk" for e in got)
+            await client.write_event(events[-1])
+            await asyncio.wait_for(task, 120)
+        return got, before_stop
+
+    got, before_stop = asyncio.run(run())
+    assert before_stop >= 1, "no partial transcript while the audio was arriving"
+    final = Transcript.from_event(got[-1]).text
+    chunks = "".join(e.data["text"] for e in got if e.type == "transcript-chunk")
+    assert "best of times" in final.lower() and final.startswith(chunks.strip())
+    assert [e.type for e in got][0] == "transcript-start" and [e.type for e in got].count("transcript-start") == 1

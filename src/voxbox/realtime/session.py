@@ -29,6 +29,7 @@ import numpy as np
 from voxbox.audio.resample import StreamResampler
 from voxbox.audio.vad import VAD_RATE, VadStream
 from voxbox.errors import CapacityError, VoxboxError
+from voxbox.realtime.agreement import Agreement
 from voxbox.realtime.protocol import (
     ProtocolError,
     SessionConfig,
@@ -40,13 +41,14 @@ from voxbox.realtime.protocol import (
 )
 from voxbox.types import Audio
 
-__all__ = ["LiveSettings", "TranscriptionSession"]
+__all__ = ["LiveSettings", "TranscriptionSession", "live_options", "transcribe_text"]
 
 log = logging.getLogger("voxbox.realtime")
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 _TRAIL_MS = 100  # audio kept after the end of speech (word tails)
 _MIN_COMMIT_MS = 100  # OpenAI refuses commits of less than 100 ms
+_MIN_PARTIAL_MS = 1000  # no partial re-decode of a turn shorter than this (too little to agree on)
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,7 @@ class LiveSettings:
 class _Turn:
     item_id: str
     start: int  # absolute 16 kHz sample
-    emitted: list[str] = field(default_factory=list)  # words already sent as deltas
-    last_words: list[str] = field(default_factory=list)  # the previous hypothesis
+    agreement: Agreement = field(default_factory=Agreement)  # words sent as deltas so far
     decoded_end: int = -1
     done: bool = False  # the final transcript was sent
     spec: tuple[int, asyncio.Future[str]] | None = None  # (end sample, decode of start..end)
@@ -73,7 +74,18 @@ def _ms(samples: int) -> int:
     return samples * 1000 // VAD_RATE
 
 
-def _transcribe_text(work: Any, audio: np.ndarray, language: str | None, prompt: str | None, options: Any) -> str:
+def live_options(work: Any, beam_size: int | None) -> Any:
+    """Per-call options for live decodes of short utterances: no timestamps, no conditioning on
+    earlier windows, ``beam_size`` (1 = greedy) — whichever of these the engine has."""
+    fields = {f.name for f in dataclasses.fields(work.spec.options)}
+    wanted: dict[str, Any] = {"without_timestamps": True, "condition_on_previous_text": False}
+    if beam_size is not None:
+        wanted["beam_size"] = beam_size
+    return work.spec.make_options({k: v for k, v in wanted.items() if k in fields})
+
+
+def transcribe_text(work: Any, audio: np.ndarray, language: str | None, prompt: str | None, options: Any) -> str:
+    """The text of 16 kHz ``audio`` (blocking; run it with ``runtime.call``)."""
     segments, _info = work.engine.transcribe(Audio(audio, VAD_RATE), language, prompt, False, "transcribe", options,
                                              cancel=work.cancel)
     return "".join(s.text for s in segments).strip()
@@ -255,20 +267,12 @@ class TranscriptionSession:
         self._finals.put_nowait((turn, end, audio))
 
     # -- decoding -----------------------------------------------------------------------------------
-    def _options(self, work: Any, *, final: bool) -> Any:
-        fields = {f.name for f in dataclasses.fields(work.spec.options)}
-        wanted: dict[str, Any] = {"without_timestamps": True, "condition_on_previous_text": False}
-        beam = self.settings.beam_size if final else 1
-        if beam is not None:
-            wanted["beam_size"] = beam
-        return work.spec.make_options({k: v for k, v in wanted.items() if k in fields})
-
     async def _decode(self, audio: np.ndarray, *, final: bool) -> str:
         rt = self.runtime
         cfg = self.cfg
         async with rt.acquire(cfg.model, "asr") as work:
-            options = self._options(work, final=final)
-            return await rt.call(work, _transcribe_text, work, audio, cfg.language, cfg.prompt, options)  # type: ignore[no-any-return]
+            options = live_options(work, self.settings.beam_size if final else 1)
+            return await rt.call(work, transcribe_text, work, audio, cfg.language, cfg.prompt, options)  # type: ignore[no-any-return]
 
     async def _final_worker(self) -> None:
         while True:
@@ -300,11 +304,10 @@ class TranscriptionSession:
             self.stats["final_decodes"] += 1
             text = await self._decode(audio, final=True)
         turn.done = True
-        words = text.split()
-        if words[: len(turn.emitted)] == turn.emitted and len(words) > len(turn.emitted):
-            rest = " ".join(words[len(turn.emitted):])
+        rest = turn.agreement.final(text)
+        if rest:
             await self.emit("conversation.item.input_audio_transcription.delta", item_id=turn.item_id,
-                            content_index=0, delta=(" " if turn.emitted else "") + rest)
+                            content_index=0, delta=rest)
         await self.emit("conversation.item.input_audio_transcription.completed", item_id=turn.item_id,
                         content_index=0, transcript=text,
                         usage={"type": "duration", "seconds": round(audio.size / VAD_RATE, 3)})
@@ -327,7 +330,8 @@ class TranscriptionSession:
             if pause_end is None and loop.time() < self._cooldown_until:
                 continue  # decodes take longer than the interval (a slow or busy machine): space them out
             end = pause_end if pause_end is not None else self.total
-            if end <= turn.decoded_end or end - turn.start < 300 * VAD_RATE // 1000:
+            shortest = (300 if pause_end is not None else _MIN_PARTIAL_MS) * VAD_RATE // 1000
+            if end <= turn.decoded_end or end - turn.start < shortest:
                 continue
             turn.decoded_end = end
             self.stats["speculative_decodes" if pause_end is not None else "partial_decodes"] += 1
@@ -352,17 +356,10 @@ class TranscriptionSession:
     async def _partial(self, turn: _Turn, text: str) -> None:
         if turn.done:
             return
-        words = text.split()
-        prev, turn.last_words = turn.last_words, words
-        agreed = 0
-        while agreed < min(len(prev), len(words)) and prev[agreed] == words[agreed]:
-            agreed += 1
-        n = len(turn.emitted)
-        if agreed > n and words[:n] == turn.emitted:
-            delta = " ".join(words[n:agreed])
-            turn.emitted = words[:agreed]
+        delta = turn.agreement.update(text)
+        if delta:
             await self.emit("conversation.item.input_audio_transcription.delta", item_id=turn.item_id,
-                            content_index=0, delta=(" " if n else "") + delta)
+                            content_index=0, delta=delta)
 
     # -- for the route ------------------------------------------------------------------------------
     async def report(self, exc: BaseException, event: Any) -> None:

@@ -1,10 +1,11 @@
 """The Wyoming event handler: ``describe`` → ``info``, ASR and TTS on the shared runtime.
 
 * ``transcribe`` (optional: model ``name``, ``language``), then ``audio-start`` / ``audio-chunk``* /
-  ``audio-stop`` → ``transcript-start``, one ``transcript-chunk`` per segment as it is decoded,
-  ``transcript-stop`` and the final ``transcript`` (clients that know no streaming read the last).
-  Audio in any rate/width/channels is converted to 16 kHz mono; VAD runs first as for file
-  transcription (``asr.vad``).
+  ``audio-stop`` → ``transcript-start``, ``transcript-chunk``s, ``transcript-stop`` and the final
+  ``transcript`` (clients that know no streaming read the last). While audio arrives, the
+  utterance so far is re-decoded every ``realtime.partial_interval_ms`` and words two decodes
+  agree on are sent as chunks at once; after ``audio-stop`` the final decode (VAD first, as for
+  files) adds the rest segment by segment. Audio in any rate/width/channels becomes 16 kHz mono.
 * ``synthesize`` → ``audio-start`` / ``audio-chunk``* / ``audio-stop`` (16-bit mono at the engine's
   rate), streamed chunk by chunk. Streaming text: ``synthesize-start`` / ``synthesize-chunk``* /
   ``synthesize-stop`` → audio per complete sentence as the text arrives, then ``audio-stop`` and
@@ -17,6 +18,8 @@ Errors become Wyoming ``error`` events (one line, no internals); the connection 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -43,6 +46,7 @@ from wyoming.tts import (
 
 from voxbox.audio.encode import to_s16le
 from voxbox.errors import BadInputError, VoxboxError
+from voxbox.realtime.agreement import Agreement
 from voxbox.wyoming.info import WyomingFront
 
 __all__ = ["VoxboxHandler"]
@@ -51,6 +55,7 @@ log = logging.getLogger("voxbox.wyoming")
 
 _ASR_RATE = 16000
 _CHUNK_SAMPLES = 2048  # audio-chunk size sent to clients (samples)
+_MIN_PARTIAL_S = 1.0  # no partial decode of less audio than this
 
 
 def _pcm_to_float(data: bytes, width: int, channels: int) -> np.ndarray:
@@ -76,6 +81,10 @@ class VoxboxHandler(AsyncEventHandler):
         self._audio: list[np.ndarray] = []
         self._format: tuple[int, int, int] | None = None  # rate, width, channels
         self._streaming_tts: dict[str, Any] | None = None
+        self._agreement = Agreement()
+        self._transcript_started = False
+        self._partial_task: asyncio.Task[None] | None = None
+        self._next_partial = 0.0
 
     async def handle_event(self, event: Event) -> bool:
         try:
@@ -96,11 +105,13 @@ class VoxboxHandler(AsyncEventHandler):
         elif AudioStart.is_type(event.type):
             start = AudioStart.from_event(event)
             self._format, self._audio = (start.rate, start.width, start.channels), []
+            self._agreement, self._transcript_started = Agreement(), False
         elif AudioChunk.is_type(event.type):
             c = AudioChunk.from_event(event)
             if self._format is None:  # a chunk without audio-start: take its format
                 self._format = (c.rate, c.width, c.channels)
             self._audio.append(_pcm_to_float(c.audio, c.width, c.channels))
+            self._maybe_partial()
         elif AudioStop.is_type(event.type):
             await self._transcribe()
         elif SynthesizeStart.is_type(event.type):
@@ -116,28 +127,67 @@ class VoxboxHandler(AsyncEventHandler):
             await self._speak(text.text, text.voice.name if text.voice else None, start=True, stop=True)
 
     # -- ASR ------------------------------------------------------------------------------------------
-    async def _transcribe(self) -> None:
+    def _samples(self) -> np.ndarray:
+        """The utterance so far at 16 kHz."""
         from voxbox.audio.resample import resample
+
+        assert self._format is not None
+        rate = self._format[0]
+        samples = np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)
+        return resample(samples, rate, _ASR_RATE) if rate != _ASR_RATE else samples
+
+    async def _chunk(self, text: str) -> None:
+        if not self._transcript_started:
+            self._transcript_started = True
+            await self.write_event(TranscriptStart(language=self.language).event())
+        if text:
+            await self.write_event(TranscriptChunk(text=text).event())
+
+    def _maybe_partial(self) -> None:
+        interval = self.front.settings.realtime.partial_interval_ms / 1000.0
+        if interval <= 0 or self._format is None or (self._partial_task and not self._partial_task.done()):
+            return
+        loop = asyncio.get_running_loop()
+        heard = sum(x.size for x in self._audio) / self._format[0]
+        if heard < _MIN_PARTIAL_S or loop.time() < self._next_partial:
+            return
+        self._partial_task = loop.create_task(self._partial(self._samples()))
+
+    async def _partial(self, audio: np.ndarray) -> None:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        try:
+            text = await self.front.partial(audio, self.asr_model, self.language)
+        except VoxboxError:
+            return  # best effort: the final transcript reports errors
+        # the next one after the interval, or after as long as this one took on a busy machine
+        self._next_partial = loop.time() + max(self.front.settings.realtime.partial_interval_ms / 1000.0,
+                                               loop.time() - t0)
+        await self._chunk(self._agreement.update(text))
+
+    async def _transcribe(self) -> None:
         from voxbox.types import Audio
 
         if self._format is None:
             raise BadInputError("audio-stop without audio-start", param="audio")
-        rate = self._format[0]
-        samples = np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)
+        if self._partial_task is not None and not self._partial_task.done():
+            self._partial_task.cancel()  # the final decode supersedes it
+            with contextlib.suppress(BaseException):
+                await self._partial_task
+        audio = Audio(self._samples(), _ASR_RATE)
         self._audio, self._format = [], None
-        audio = Audio(resample(samples, rate, _ASR_RATE) if rate != _ASR_RATE else samples, _ASR_RATE)
         if audio.duration > self.front.settings.max_audio_seconds:
             raise BadInputError("the audio is longer than the server accepts", param="audio")
-        await self.write_event(TranscriptStart(language=self.language).event())
-        parts: list[str] = []
+        await self._chunk("")
+        text = ""
         language = self.language
         if audio.duration > 0:
-            async for text, lang in self.front.transcribe(audio, self.asr_model, self.language):
+            async for part, lang in self.front.transcribe(audio, self.asr_model, self.language):
                 language = language or lang
-                parts.append(text)
-                await self.write_event(TranscriptChunk(text=text).event())
+                text += part
+                await self._chunk(self._agreement.final(text))
         await self.write_event(TranscriptStop().event())
-        await self.write_event(Transcript(text="".join(parts).strip(), language=language).event())
+        await self.write_event(Transcript(text=text.strip(), language=language).event())
 
     # -- TTS ------------------------------------------------------------------------------------------
     async def _speak(self, text: str, voice: str | None, *, start: bool, stop: bool) -> bool:

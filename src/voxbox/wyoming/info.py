@@ -93,9 +93,7 @@ class WyomingFront:
         from voxbox.runtime.vad import transcribe_speech
 
         rt = self.runtime
-        a = self.settings.asr
-        vad = VadOptions(threshold=a.vad_threshold, min_silence_ms=a.vad_min_silence_ms,
-                         speech_pad_ms=a.vad_speech_pad_ms) if a.vad else None
+        vad = self._vad_options() if self.settings.asr.vad else None
         async with rt.acquire(model or self.settings.models.asr, "asr") as work:
             def start() -> Any:
                 options = work.spec.make_options({})
@@ -111,6 +109,24 @@ class WyomingFront:
                     yield seg.text, info.language
             finally:
                 await items.aclose()
+
+    async def partial(self, audio: np.ndarray, model: str | None, language: str | None) -> str:
+        """A greedy decode of 16 kHz ``audio`` (the utterance so far), for partial transcripts."""
+        from voxbox.audio.vad import speech_chunks
+        from voxbox.realtime.session import live_options, transcribe_text
+
+        cut = await self.runtime.run(speech_chunks, Audio(audio, 16000), self._vad_options())
+        if cut.empty:
+            return ""  # nothing said yet: Whisper would "hear" something in the silence
+        rt = self.runtime
+        async with rt.acquire(model or self.settings.models.asr, "asr") as work:
+            return await rt.call(work, transcribe_text, work, cut.audio.samples, language, None,
+                                 live_options(work, 1))
+
+    def _vad_options(self) -> VadOptions:
+        a = self.settings.asr
+        return VadOptions(threshold=a.vad_threshold, min_silence_ms=a.vad_min_silence_ms,
+                          speech_pad_ms=a.vad_speech_pad_ms)
 
     # -- TTS ------------------------------------------------------------------------------------------
     def _split_voice(self, voice: str | None) -> tuple[str, str | None]:
