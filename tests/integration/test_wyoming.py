@@ -239,4 +239,5 @@ def test_partial_transcripts_while_audio_arrives(server, moonshine_assets):
     final = Transcript.from_event(got[-1]).text
     chunks = "".join(e.data["text"] for e in got if e.type == "transcript-chunk")
     assert "best of times" in final.lower() and final.startswith(chunks.strip())
-    assert [e.type for e in got][0] == "transcript-start" and [e.type for e in got].count("transcript-start") == 1
+    types = [e.type for e in got]
+    assert types[0] == "transcript-start" and types.count("transcript-start") == 1
