@@ -131,10 +131,10 @@ def test_transcribe_recording_with_transcript_chunks(server, moonshine_assets):
     a = decode(str(moonshine_assets / "beckett.wav"), sample_rate=16000)
     audio = resample(a.samples, 16000, 44100)
     events = asyncio.run(_exchange(server.port, [Transcribe(name="whisper-1", language="en").event()]
-                                   + _audio_events(audio, 44100, channels=2), "transcript"))
+                                   + _audio_events(audio, 44100, channels=2), "transcript-stop"))
     types = [e.type for e in events]
-    assert types[0] == "transcript-start" and "transcript-chunk" in types and types[-2:] == ["transcript-stop", "transcript"]
-    text = Transcript.from_event(events[-1]).text
+    assert types[0] == "transcript-start" and "transcript-chunk" in types and types[-2:] == ["transcript", "transcript-stop"]
+    text = Transcript.from_event(events[-2]).text
     assert wer(BECKETT, text) <= 0.05, text
     chunks = "".join(e.data["text"] for e in events if e.type == "transcript-chunk")
     assert chunks.strip() == text

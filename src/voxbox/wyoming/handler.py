@@ -1,8 +1,8 @@
 """The Wyoming event handler: ``describe`` → ``info``, ASR and TTS on the shared runtime.
 
 * ``transcribe`` (optional: model ``name``, ``language``), then ``audio-start`` / ``audio-chunk``* /
-  ``audio-stop`` → ``transcript-start``, ``transcript-chunk``s, ``transcript-stop`` and the final
-  ``transcript`` (clients that know no streaming read the last). While audio arrives, the
+  ``audio-stop`` → ``transcript-start``, ``transcript-chunk``s, the final ``transcript`` (all that
+  clients without streaming read) and ``transcript-stop``. While audio arrives, the
   utterance so far is re-decoded every ``realtime.partial_interval_ms`` and words two decodes
   agree on are sent as chunks at once; after ``audio-stop`` the final decode (VAD first, as for
   files) adds the rest segment by segment. Audio in any rate/width/channels becomes 16 kHz mono.
@@ -186,8 +186,9 @@ class VoxboxHandler(AsyncEventHandler):
                 language = language or lang
                 text += part
                 await self._chunk(self._agreement.final(text))
-        await self.write_event(TranscriptStop().event())
+        # the final transcript first (what non-streaming clients wait for), then the end of the stream
         await self.write_event(Transcript(text=text.strip(), language=language).event())
+        await self.write_event(TranscriptStop().event())
 
     # -- TTS ------------------------------------------------------------------------------------------
     async def _speak(self, text: str, voice: str | None, *, start: bool, stop: bool) -> bool:
