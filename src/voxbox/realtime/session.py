@@ -100,10 +100,11 @@ class TranscriptionSession:
         self.cfg = SessionConfig(model=model)
         self.beta = False
         self._resampler = StreamResampler(self.cfg.rate, VAD_RATE)
-        self.vad: VadStream | None = self._new_vad()
         self.audio = np.zeros(0, np.float32)  # 16 kHz, from absolute sample ``base``
         self.base = 0
         self.total = 0
+        self._vad_origin = 0
+        self.vad: VadStream | None = self._new_vad()
         self.committed = 0  # absolute sample where uncommitted audio begins
         self.turn: _Turn | None = None
         self.last_item: str | None = None
@@ -165,7 +166,9 @@ class TranscriptionSession:
         await self.emit(kind, session=session_object(cfg, self.id, beta=self.beta))
 
     def _new_vad(self) -> VadStream | None:
+        """A VAD for the audio from now on; its sample indices count from ``self._vad_origin``."""
         td = self.cfg.turn_detection
+        self._vad_origin = self.total
         if td is None:
             return None
         return VadStream(threshold=td.threshold, silence_ms=td.silence_duration_ms, prefix_ms=td.prefix_padding_ms)
@@ -209,15 +212,17 @@ class TranscriptionSession:
                 await self._commit(self.committed, self.total)
             self._trim()
             return
+        origin = self._vad_origin
         for ev in self.vad.feed(x) if x.size else []:
             if ev.kind == "start" and self.turn is None:
-                self.turn = _Turn(new_id("item"), max(ev.sample, self.committed, self.base))
+                self.turn = _Turn(new_id("item"), max(origin + ev.sample, self.committed, self.base))
                 await self.emit("input_audio_buffer.speech_started", audio_start_ms=_ms(self.turn.start),
                                 item_id=self.turn.item_id)
             elif ev.kind == "stop" and self.turn is not None:
                 turn, self.turn = self.turn, None
-                end = min(self.total, (ev.speech_end or ev.sample) + _TRAIL_MS * VAD_RATE // 1000)
-                await self.emit("input_audio_buffer.speech_stopped", audio_end_ms=_ms(ev.sample), item_id=turn.item_id)
+                end = min(self.total, origin + (ev.speech_end or ev.sample) + _TRAIL_MS * VAD_RATE // 1000)
+                await self.emit("input_audio_buffer.speech_stopped", audio_end_ms=_ms(origin + ev.sample),
+                                item_id=turn.item_id)
                 await self._commit(turn.start, end, turn)
         long_turn = self.turn
         if long_turn is not None and self.total - long_turn.start >= max_turn:
@@ -238,10 +243,11 @@ class TranscriptionSession:
         td = self.cfg.turn_detection
         if self.vad is None or self.vad.quiet_since is None or td is None:
             return None
+        quiet = self._vad_origin + self.vad.quiet_since
         waited = max(_TRAIL_MS, td.silence_duration_ms // 2) * VAD_RATE // 1000
-        if self.total - self.vad.quiet_since < waited:
+        if self.total - quiet < waited:
             return None
-        return self.vad.quiet_since + _TRAIL_MS * VAD_RATE // 1000
+        return quiet + _TRAIL_MS * VAD_RATE // 1000
 
     async def _manual_commit(self) -> None:
         turn, self.turn = self.turn, None
