@@ -270,6 +270,26 @@ def test_manual_commit_g711_and_errors(server, recordings, file_text):
     assert wer(file_text["beckett"], finals[0]) <= 0.1  # 8 kHz μ-law loses some detail
 
 
+def test_clear_drops_uncommitted_audio(server, recordings):
+    async def run() -> list[dict[str, Any]]:
+        async with websockets.connect(_ws_url(server), additional_headers={"Authorization": f"Bearer {KEY}"}) as ws:
+            got = [json.loads(await ws.recv())]  # session.created
+            await ws.send(json.dumps({"type": "session.update", "session": {"type": "transcription", "audio": {
+                "input": {"turn_detection": None}}}}))
+            got.append(json.loads(await ws.recv()))
+            half_second = base64.b64encode(_pcm16(recordings["beckett"][:12000])).decode()
+            await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": half_second}))
+            await ws.send(json.dumps({"type": "input_audio_buffer.clear"}))
+            got.append(json.loads(await ws.recv()))
+            await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))  # nothing left to commit
+            got.append(json.loads(await ws.recv()))
+            return got
+
+    events = asyncio.run(run())
+    assert [e["type"] for e in events] == ["session.created", "session.updated", "input_audio_buffer.cleared", "error"]
+    assert events[-1]["error"]["code"] == "input_audio_buffer_commit_empty"
+
+
 def test_key_host_and_intent_are_checked(server):
     async def refused(**kw: Any) -> int:
         try:
