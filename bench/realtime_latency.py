@@ -142,7 +142,8 @@ def _turns(run: dict[str, Any], silence_ms: int) -> list[dict[str, Any]]:
             continue
         eos_sent = sent(d["audio_end_ms"] - silence_ms)
         live = [t for t in d["deltas"] if t < d["stopped"]]
-        out.append({"eos_to_completed": d["completed"] - eos_sent, "stopped_to_completed": d["completed"] - d["stopped"],
+        out.append({"eos_to_completed": d["completed"] - eos_sent,
+                    "stopped_to_completed": d["completed"] - d["stopped"],
                     "delta_intervals": [b - a for a, b in itertools.pairwise(live)],
                     "first_delta": (live[0] - d["started"]) if live and "started" in d else None,
                     "text": d["text"]})
@@ -246,7 +247,8 @@ def main() -> None:
     for key in ("eos_to_completed_ms", "stopped_to_completed_ms", "delta_interval_ms", "first_delta_ms"):
         s = report[key]
         if s.get("n"):
-            print(f"{key:26s} n={s['n']:3d}  p50 {s['p50']:7.0f}  p95 {s['p95']:7.0f}  min {s['min']:7.0f}  max {s['max']:7.0f}")
+            print(f"{key:26s} n={s['n']:3d}  p50 {s['p50']:7.0f}  p95 {s['p95']:7.0f}  "
+                  f"min {s['min']:7.0f}  max {s['max']:7.0f}")
     if floor:
         print(f"{'engine decode, 3 s turn':26s} n={floor['n']:3d}  p50 {floor['p50']:7.0f}  min {floor['min']:7.0f}  "
               f"max {floor['max']:7.0f}  (in-process, before the server starts)")

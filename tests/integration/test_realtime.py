@@ -20,8 +20,8 @@ from server_harness import RunningServer, make_settings
 
 websockets = pytest.importorskip("websockets")
 
-from voxbox.audio.decode import decode
-from voxbox.text import wer
+from voxbox.audio.decode import decode  # noqa: E402
+from voxbox.text import wer  # noqa: E402
 
 KEY = "sk-live-test"
 CHUNK_S = 0.1  # what a microphone client sends at a time
@@ -300,7 +300,8 @@ def test_key_host_and_intent_are_checked(server):
 
     assert asyncio.run(refused()) == 403  # no key
     assert asyncio.run(refused(subprotocols=["realtime", "openai-insecure-api-key.wrong"])) == 403
-    assert asyncio.run(refused(additional_headers={"Authorization": f"Bearer {KEY}", "Origin": "http://evil.example"})) == 403
+    evil = {"Authorization": f"Bearer {KEY}", "Origin": "http://evil.example"}
+    assert asyncio.run(refused(additional_headers=evil)) == 403
 
     async def wrong_intent() -> dict[str, Any]:
         url = _ws_url(server).replace("intent=transcription", "intent=conversation")

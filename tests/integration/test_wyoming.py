@@ -133,7 +133,8 @@ def test_transcribe_recording_with_transcript_chunks(server, moonshine_assets):
     events = asyncio.run(_exchange(server.port, [Transcribe(name="whisper-1", language="en").event()]
                                    + _audio_events(audio, 44100, channels=2), "transcript-stop"))
     types = [e.type for e in events]
-    assert types[0] == "transcript-start" and "transcript-chunk" in types and types[-2:] == ["transcript", "transcript-stop"]
+    assert types[0] == "transcript-start" and "transcript-chunk" in types
+    assert types[-2:] == ["transcript", "transcript-stop"]
     text = Transcript.from_event(events[-2]).text
     assert wer(BECKETT, text) <= 0.05, text
     chunks = "".join(e.data["text"] for e in events if e.type == "transcript-chunk")
@@ -198,8 +199,8 @@ def test_errors_are_events(server):
 
 
 def test_cli_refuses_a_bad_uri():
-    r = subprocess.run([sys.executable, "-m", "voxbox.cli", "wyoming", "--uri", "http://x"], check=False, capture_output=True,
-                       text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-m", "voxbox.cli", "wyoming", "--uri", "http://x"], check=False,
+                       capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and r.stderr.startswith("error: --uri") and r.stderr.count("\n") == 1
 
 

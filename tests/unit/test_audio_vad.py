@@ -83,7 +83,7 @@ def test_regions_move_with_the_audio(beckett):
     shifted = Audio(np.concatenate([_silence(2.0), beckett.samples]), 16000)
     a, b = speech_timestamps(beckett), speech_timestamps(shifted)
     assert len(a) == len(b)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert abs((y.start - x.start) - (2.0 if x.start > 0 else y.start)) < 0.1
         assert abs(y.end - x.end - 2.0) < 0.1
 
@@ -93,7 +93,8 @@ def test_other_sample_rates_are_resampled(beckett):
 
     at_24k = Audio(resample(beckett.samples, 16000, 24000), 24000)
     a, b = speech_timestamps(beckett), speech_timestamps(at_24k)
-    assert len(a) == len(b) and all(abs(x.start - y.start) < 0.1 and abs(x.end - y.end) < 0.1 for x, y in zip(a, b))
+    assert len(a) == len(b)
+    assert all(abs(x.start - y.start) < 0.1 and abs(x.end - y.end) < 0.1 for x, y in zip(a, b, strict=True))
 
 
 def test_options_are_checked():

@@ -53,7 +53,8 @@ def test_bad_updates_name_the_field(event, param):
         apply_update(SessionConfig(), event)
     assert ei.value.param == param
     body = error_event(ei.value)
-    assert body["type"] == "error" and body["error"]["param"] == param and body["error"]["type"] == "invalid_request_error"
+    assert body["type"] == "error" and body["error"]["param"] == param
+    assert body["error"]["type"] == "invalid_request_error"
 
 
 def test_pcm16_and_g711_decoding():

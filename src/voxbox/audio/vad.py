@@ -114,7 +114,8 @@ class SileroVad:
     def initial_state() -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(_STATE, np.float32), np.zeros(_STATE, np.float32)
 
-    def run(self, frames: np.ndarray, state: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    def run(self, frames: np.ndarray,
+            state: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
         """Score ``frames`` ((n, 576): context + frame, in order) from ``state``; (probs (n,), new state)."""
         probs, h, c = self.session.run(None, {"input": frames.astype(np.float32, copy=False),
                                               "h": state[0], "c": state[1]})

@@ -153,7 +153,8 @@ def vad(
     min_silence_ms: int = typer.Option(1000, "--min-silence-ms", min=0, help="Silence that ends a region, ms."),
     min_speech_ms: int = typer.Option(250, "--min-speech-ms", min=0, help="Shorter speech is dropped, ms."),
     speech_pad_ms: int = typer.Option(400, "--speech-pad-ms", min=0, help="Audio kept around each region, ms."),
-    input_rate: Optional[int] = typer.Option(None, "--input-rate", min=1000, help="Input is raw 16-bit mono PCM at this rate."),
+    input_rate: Optional[int] = typer.Option(None, "--input-rate", min=1000,
+                                             help="Input is raw 16-bit mono PCM at this rate."),
 ) -> None:
     """Print where the speech is in an audio file (Silero VAD)."""
     from voxbox.audio.vad import VadOptions, speech_timestamps

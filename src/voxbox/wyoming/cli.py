@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from functools import partial
-from typing import Any
+from typing import Any, List, Optional
 
 import typer
 
@@ -72,11 +72,12 @@ def wyoming(
     uri: str = typer.Option("tcp://127.0.0.1:10300", "--uri", help="tcp://HOST:PORT, unix://PATH or stdio://."),
     zeroconf: bool = typer.Option(False, "--zeroconf/--no-zeroconf", help="Announce over mDNS for Home Assistant."),
     zeroconf_name: str = typer.Option("voxbox", "--zeroconf-name", help="Name announced with --zeroconf."),
-    model: list[str] | None = typer.Option(None, "--model", help="Add a local model to the catalog: NAME=ENGINE:PATH (repeat)."),  # noqa: B008
-    tts_model: str | None = typer.Option(None, "--tts-model", help="Default speech model name (tts-1 = hibari)."),
-    asr_model: str | None = typer.Option(None, "--asr-model", help="Default transcription model name (whisper-1)."),
-    device: str | None = typer.Option(None, "--device", help="Engine device: auto, cpu, cuda..."),
-    log_level: str | None = typer.Option(None, "--log-level", help="debug, info, warning, error."),
+    model: Optional[List[str]] = typer.Option(None, "--model",
+                                              help="Add a local model to the catalog: NAME=ENGINE:PATH (repeat)."),
+    tts_model: Optional[str] = typer.Option(None, "--tts-model", help="Default speech model name (tts-1 = hibari)."),
+    asr_model: Optional[str] = typer.Option(None, "--asr-model", help="Default transcription model name (whisper-1)."),
+    device: Optional[str] = typer.Option(None, "--device", help="Engine device: auto, cpu, cuda..."),
+    log_level: Optional[str] = typer.Option(None, "--log-level", help="debug, info, warning, error."),
 ) -> None:
     """Serve ASR and TTS over the Wyoming protocol (Home Assistant)."""
     from voxbox.server.cli import build_settings, configure_logging

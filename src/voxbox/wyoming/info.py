@@ -88,7 +88,8 @@ class WyomingFront:
         )
 
     # -- ASR ------------------------------------------------------------------------------------------
-    async def transcribe(self, audio: Audio, model: str | None, language: str | None) -> AsyncIterator[tuple[str, str | None]]:
+    async def transcribe(self, audio: Audio, model: str | None,
+                         language: str | None) -> AsyncIterator[tuple[str, str | None]]:
         """(segment text, detected language) as segments are decoded."""
         from voxbox.runtime.vad import transcribe_speech
 
