@@ -32,6 +32,7 @@ from wyoming.tts import (
 )
 
 from voxbox.audio.decode import decode
+from voxbox.realtime.agreement import same_words
 from voxbox.text import wer
 
 BECKETT = "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better."
@@ -239,6 +240,7 @@ def test_partial_transcripts_while_audio_arrives(server, moonshine_assets):
     assert before_stop >= 1, "no partial transcript while the audio was arriving"
     final = Transcript.from_event(got[-1]).text
     chunks = "".join(e.data["text"] for e in got if e.type == "transcript-chunk")
-    assert "best of times" in final.lower() and final.startswith(chunks.strip())
+    assert "best of times" in final.lower()
+    assert same_words(chunks.split(), final.split()[: len(chunks.split())])  # up to case and punctuation
     types = [e.type for e in got]
     assert types[0] == "transcript-start" and types.count("transcript-start") == 1

@@ -83,3 +83,15 @@ def test_session_objects_parse_in_the_sdk():
     beta = session_object(SessionConfig(turn_detection=None), "sess_1", beta=True)
     assert beta["turn_detection"] is None and beta["input_audio_format"] == "pcm16"
     assert beta["object"] == "realtime.transcription_session"
+
+
+def test_local_agreement():
+    from voxbox.realtime.agreement import Agreement
+
+    a = Agreement()
+    assert a.update("It was") == ""  # one hypothesis: nothing agreed yet
+    assert a.update("It was the best.") == "It was"
+    assert a.update("it was the best of times.") == " the best"  # case and punctuation do not break agreement
+    assert a.update("It was the worst") == ""  # disagreement: nothing taken back, nothing added
+    assert a.final("It was the best of times, it was the worst of times.") == " of times, it was the worst of times."
+    assert a.final("Something else entirely.") == ""  # a final that does not extend what was shown adds nothing
