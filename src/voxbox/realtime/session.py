@@ -237,6 +237,9 @@ class TranscriptionSession:
             self._wake.set()  # decode up to the pause now: it may be the end of the turn
         self._trim()
 
+    def _pausing(self) -> bool:
+        return self.vad is not None and self.vad.quiet_since is not None
+
     def _pause_end(self) -> int | None:
         """The end a turn would have if the current pause ends it, once the pause has lasted half
         the silence duration (shorter dips, between words, are not worth a decode)."""
@@ -330,8 +333,8 @@ class TranscriptionSession:
             if turn is None or self._finals_busy:
                 continue
             pause_end = self._pause_end()
-            if pause_end is None and interval <= 0:
-                continue
+            if pause_end is None and (interval <= 0 or self._pausing()):
+                continue  # no regular partial during a pause: keep the model free for the speculative final
             loop = asyncio.get_running_loop()
             if pause_end is None and loop.time() < self._cooldown_until:
                 continue  # decodes take longer than the interval (a slow or busy machine): space them out
