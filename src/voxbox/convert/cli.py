@@ -27,7 +27,8 @@ def convert(
     from voxbox.convert.pipeline import run_convert
 
     run_convert(src, out, to=to, quantization=quantization, force=force, verify=verify_,
-                verify_audio=verify_audio or None, max_wer=max_wer, device=device, json_out=json_out)
+                verify_audio=verify_audio or None, max_wer=max_wer, device=device, json_out=json_out,
+                quiet_transformers=True)
 
 
 def register(app: typer.Typer) -> None:

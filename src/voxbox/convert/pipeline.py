@@ -55,10 +55,7 @@ def check_args(to: str, quantization: str | None, max_wer: float) -> tuple[str, 
 
 
 def _quiet_transformers() -> None:
-    """One-line CLI output: no transformers progress bars or advisory warnings while converting."""
-    import os
-
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    """No transformers progress bars or advisory warnings (for one-line CLI output)."""
     try:
         from transformers.utils import logging as hf_logging
     except ImportError:
@@ -87,7 +84,11 @@ def _convert_onnx(ckpt, out: Path, quantization: str) -> dict[str, Any]:
 
 def run_convert(src: Path, out: Path, *, to: str, quantization: str | None = None, force: bool = False,
                 verify: bool = True, verify_audio: list[Path] | None = None, max_wer: float = 0.05,
-                device: str = "cpu", json_out: bool = False, log=_say) -> dict[str, Any]:
+                device: str = "cpu", json_out: bool = False, log=_say, quiet_transformers: bool = False
+                ) -> dict[str, Any]:
+    """Check, convert, write the manifest, verify. ``quiet_transformers``: silence transformers'
+    logging and progress bars once the arguments are checked (the CLI asks for it; the library
+    leaves transformers' settings to its caller otherwise)."""
     target, q = check_args(to, quantization, max_wer)
     ckpt = inspect_checkpoint(src)
     out = prepare_output_dir(out, force=force, src=ckpt.path)
@@ -104,7 +105,8 @@ def run_convert(src: Path, out: Path, *, to: str, quantization: str | None = Non
     files = ckpt.files_for_hash()
     digest = checkpoint_sha256(ckpt.path, files)
     log(f"converting to {target} ({q})")
-    _quiet_transformers()
+    if quiet_transformers:
+        _quiet_transformers()
     t0 = time.perf_counter()
     extra: dict[str, Any] = {}
     try:

@@ -150,7 +150,7 @@ def _hf_runner(src: Path, device: str, limit: dict[str, Any]):
     import torch
 
     from voxbox.convert.onnx_export import load_hf_whisper
-    from voxbox.engines.asr import whisper_common as wc
+    from voxbox.engines.asr.whisper.features import CHUNK_FRAMES, log_mel, pad_or_trim
 
     model = load_hf_whisper(src)
     # English-only models have 51864 entries; a converted checkpoint may still carry a multilingual
@@ -169,13 +169,13 @@ def _hf_runner(src: Path, device: str, limit: dict[str, Any]):
     eot = tok.token_to_id("<|endoftext|>")
 
     def run(audio: Audio) -> str:
-        mel = wc.log_mel(audio.samples, model.config.num_mel_bins)
+        mel = log_mel(audio.samples, model.config.num_mel_bins)
         frames = mel.shape[-1]
-        mel = wc.pad_or_trim(mel, max(frames, wc.CHUNK_FRAMES))
+        mel = pad_or_trim(mel, max(frames, CHUNK_FRAMES))
         feats = torch.from_numpy(mel[None]).to(dev)
         kwargs: dict[str, Any] = dict(return_timestamps=True, condition_on_prev_tokens=False, temperature=0.0,
                                       do_sample=False, num_beams=1, **limit)
-        if frames > wc.CHUNK_FRAMES:
+        if frames > CHUNK_FRAMES:
             kwargs["attention_mask"] = torch.ones(1, frames, dtype=torch.long, device=dev)
         if multilingual:
             kwargs["task"] = "transcribe"

@@ -8,7 +8,8 @@ and ``voxbox_onnx.json`` (dimensions, special ids, suppression lists); see
 Decoding is greedy (temperature 0) with openai-whisper's rules: blank and non-speech suppression,
 paired, monotonic timestamp tokens, 30-second windows advanced to the last complete timestamp.
 Language detection runs the decoder on ``<|startoftranscript|>`` over the language tokens of the
-first window.
+first window. Features, tokens, timestamp rules, the long-form loop and argument checks are the
+shared Whisper core's (:mod:`voxbox.engines.asr.whisper`).
 
 Execution provider: ``device="auto"`` takes the first of CUDA, ROCm, MIGraphX that this
 onnxruntime build offers, else CPU; ``cuda``/``rocm``/``migraphx``/``cpu`` ask for one and fail
@@ -16,7 +17,7 @@ with :class:`DeviceError` if it is missing or ONNX Runtime silently falls back. 
 reported in ``EngineInfo.device`` and ``EngineInfo.extra["execution_provider"]``.
 
 Stage timings: ``resample`` (only for non-16 kHz input), ``features`` (numpy log-mel), ``encode``
-(encoder graph), ``decode`` (decoder graph steps, language detection and detokenisation).
+(encoder graph), ``decode`` (decoder graph steps and language detection).
 """
 
 from __future__ import annotations
@@ -24,15 +25,19 @@ from __future__ import annotations
 import json
 import os
 import threading
-import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
-from voxbox.engines.asr import whisper_common as wc
-from voxbox.engines.base import cancellable, validate_asr_call
+from voxbox.engines.asr.whisper.features import CHUNK_FRAMES, CHUNK_SAMPLES, SAMPLE_RATE, log_mel, pad_or_trim
+from voxbox.engines.asr.whisper.segments import DecodeResult, sequential_segments
+from voxbox.engines.asr.whisper.timestamps import apply_timestamp_rules, log_softmax
+from voxbox.engines.asr.whisper.tokens import WhisperTokenizer
+from voxbox.engines.asr.whisper.validate import check_call, check_decoding
+from voxbox.engines.base import cancellable
 from voxbox.engines.spec import Capabilities, EngineSpec, LoadRequest, Options, build_options
 from voxbox.errors import (
     BadInputError,
@@ -70,12 +75,11 @@ class OnnxWhisperOptions(Options):
     suppress_tokens: tuple[int, ...] | None = None
 
     def check(self) -> None:
+        check_decoding(self)
         if self.temperature and self.temperature[0] != 0:
             raise UnsupportedOperationError("onnx-whisper decodes greedily (temperature 0) only", param="temperature")
         if self.beam_size not in (None, 1):
             raise UnsupportedOperationError("onnx-whisper decodes greedily (beam_size 1) only", param="beam_size")
-        if self.max_new_tokens is not None and self.max_new_tokens < 1:
-            raise BadInputError("max_new_tokens must be at least 1", param="max_new_tokens")
 
 
 def _ort():
@@ -141,12 +145,6 @@ def _resolve_device(device: str, params: int) -> tuple[str, str]:
     return str(dev or "auto"), str(reason)
 
 
-def _tokenizer_cls():
-    from voxbox.engines.asr.torch_whisper.tokenizer import WhisperTokenizer
-
-    return WhisperTokenizer
-
-
 class OnnxWhisperEngine:
     def __init__(self, model_dir: Path, *, device: str = "auto", threads: int = 0) -> None:
         ort = _ort()
@@ -188,18 +186,14 @@ class OnnxWhisperEngine:
             raise DeviceError(f"onnxruntime fell back to {used} although {PROVIDERS[kind]} was requested")
         self.provider = used
         try:
-            self.tok = _tokenizer_cls().from_dir(model_dir, vocab_size=int(self.cfg["vocab_size"]))
+            self.tok = WhisperTokenizer.from_dir(model_dir, vocab_size=int(self.cfg["vocab_size"]))
         except (ValueError, OSError, KeyError) as exc:
             raise ModelLoadError(f"could not load the tokenizer in {model_dir}: {exc}") from exc
         gen = self.cfg.get("generation", {})
-        # The vocabulary decides, as in openai-whisper: every English-only model has 51864 entries.
-        # (generation_config's is_multilingual / lang_to_id are not trusted: converted checkpoints
-        # sometimes carry a multilingual template.) Language ids are looked up by token content.
-        self.multilingual = int(self.cfg["vocab_size"]) >= 51865
-        if self.multilingual:
-            self.language_ids = dict(self.tok.language_ids)
-        else:
-            self.language_ids = {"en": self.tok.language_ids.get("en", -1)}
+        # The vocabulary decides, as in openai-whisper (generation_config's is_multilingual and
+        # lang_to_id are not trusted: converted checkpoints sometimes carry a multilingual template).
+        self.multilingual = self.tok.multilingual
+        self.language_ids = {c: self.tok.language_ids.get(c, -1) for c in self.tok.languages}
         self.n_layers = int(self.cfg["n_layers"])
         self.n_heads = int(self.cfg["n_heads"])
         self.head_dim = int(self.cfg["head_dim"])
@@ -208,7 +202,7 @@ class OnnxWhisperEngine:
         self.vocab_size = int(self.cfg["vocab_size"])
         suppress = gen.get("suppress_tokens")
         self.default_suppress = [int(t) for t in suppress] if suppress is not None else [-1]
-        self.begin_suppress = [int(t) for t in (gen.get("begin_suppress_tokens") or [220, self.tok.eot])]
+        self.begin_suppress = self.tok.begin_suppress_tokens(gen.get("begin_suppress_tokens") or None)
         self.max_initial_timestamp_index = gen.get("max_initial_timestamp_index", 50)
         self._lock = threading.Lock()
         self.info = EngineInfo(
@@ -217,7 +211,7 @@ class OnnxWhisperEngine:
             model=str(model_dir),
             device=kind if kind == "cpu" else f"{kind}:{index}",
             dtype=str(self.cfg.get("dtype", "float32")),
-            sample_rate=wc.SAMPLE_RATE,
+            sample_rate=SAMPLE_RATE,
             languages=tuple(self.language_ids),
             supports_translation=self.multilingual,
             supports_word_timestamps=False,
@@ -249,15 +243,9 @@ class OnnxWhisperEngine:
         return logits, (pk, pv)
 
     def suppress_list(self, suppress_tokens: list[int] | None) -> list[int]:
-        ids = list(self.default_suppress if suppress_tokens is None else suppress_tokens)
-        if -1 in ids:
-            ids = [t for t in ids if t >= 0] + list(self.tok.non_speech_tokens)
-        ids += [self.tok.translate, self.tok.transcribe, self.tok.sot, self.tok.sot_prev]
-        if self.tok.sot_lm is not None:
-            ids.append(self.tok.sot_lm)
-        if self.tok.no_speech is not None:
-            ids.append(self.tok.no_speech)
-        return sorted({t for t in ids if 0 <= t < self.vocab_size})
+        """Never-sampled tokens: the call's list (default: the model's generation config) with ``-1``
+        as the non-speech symbols, plus the special tokens."""
+        return list(self.tok.suppress_tokens(self.default_suppress if suppress_tokens is None else suppress_tokens))
 
     def greedy(self, cross: tuple[np.ndarray, np.ndarray], prompt: list[int], *, max_new_tokens: int,
                timestamps: bool, suppress_tokens: list[int] | None, suppress_blank: bool = True,
@@ -268,8 +256,8 @@ class OnnxWhisperEngine:
         tests compare that with transformers' ``generate`` on random models.
         """
         eot = self.tok.eot
-        suppress = np.array(self.suppress_list(suppress_tokens), dtype=np.int64) if apply_suppress else None
-        begin = np.array([t for t in self.begin_suppress if 0 <= t < self.vocab_size], dtype=np.int64)
+        suppress = np.array(self.suppress_list(suppress_tokens) if apply_suppress else [], dtype=np.int64)
+        begin = np.array(self.begin_suppress, dtype=np.int64)
         out: list[int] = []
         total_lp = 0.0
         logits, past = self.step(prompt, None, cross)
@@ -282,13 +270,13 @@ class OnnxWhisperEngine:
                 if suppress.size:
                     row[suppress] = -np.inf
                 if timestamps:
-                    wc.apply_timestamp_rules(row, out, eot=eot, no_timestamps=self.tok.no_timestamps,
+                    apply_timestamp_rules(row, out, eot=eot, no_timestamps=self.tok.no_timestamps,
                                              timestamp_begin=self.tok.timestamp_begin,
                                              max_initial_timestamp_index=self.max_initial_timestamp_index)
                 else:
                     row[self.tok.timestamp_begin:] = -np.inf
             nxt = int(np.argmax(row))
-            total_lp += float(wc.log_softmax(row)[nxt])
+            total_lp += float(log_softmax(row)[nxt])
             if nxt == eot:
                 break
             out.append(nxt)
@@ -303,125 +291,79 @@ class OnnxWhisperEngine:
         logits, _ = self.step([self.tok.sot], None, cross)
         codes = list(self.language_ids)
         ids = np.array([self.language_ids[c] for c in codes])
-        lp = wc.log_softmax(logits[0][ids])
+        lp = log_softmax(logits[0][ids])
         probs = np.exp(lp)
         best = int(np.argmax(probs))
         return codes[best], float(probs[best]), {c: float(p) for c, p in zip(codes, probs)}
 
-    def sot_sequence(self, language: str, task: str, timestamps: bool) -> list[int]:
-        seq = [self.tok.sot]
-        if self.multilingual:
-            seq += [self.language_ids[language], self.tok.translate if task == "translate" else self.tok.transcribe]
-        if not timestamps:
-            seq.append(self.tok.no_timestamps)
-        return seq
+    def sot_sequence(self, language: str | None, task: str, timestamps: bool) -> list[int]:
+        return self.tok.sot_sequence(language, task, timestamps)
 
     # -- API ------------------------------------------------------------------------------------
-    def _language(self, language: Any) -> str | None:
-        if language is None or language == "":
-            return None
-        if not isinstance(language, str):
-            raise BadInputError("language must be a string such as 'en'", param="language")
-        code = language.strip().lower().replace("_", "-").split("-")[0]
-        if code not in self.language_ids:
-            if not self.multilingual and code in self.tok.language_ids:
-                raise UnsupportedOperationError(
-                    f"model {self.info.model!r} is English-only; it cannot transcribe language {code!r}", param="language")
-            raise BadInputError(f"unknown language code {language!r} (use an ISO-639-1 code such as 'en')",
-                                param="language")
-        return code
-
     def transcribe(self, audio: Audio, language: str | None = None, prompt: str | None = None,
                    word_timestamps: bool = False, task: str = "transcribe", options: Any = None, *,
                    cancel: CancelToken | None = None, **kwargs: Any) -> tuple[Iterator[Segment], TranscriptionInfo]:
-        validate_asr_call(audio, task, multilingual=self.multilingual, model=self.info.model)
-        if word_timestamps:
-            raise UnsupportedOperationError("onnx-whisper does not produce word timestamps (use faster-whisper)",
-                                            param="word_timestamps")
-        lang = self._language(language)
-        if prompt is not None and not isinstance(prompt, str):
-            raise BadInputError("prompt must be a string", param="prompt")
+        lang = check_call(audio, language, prompt, word_timestamps, task, engine="onnx-whisper", model=self.info.model,
+                          languages=self.tok.languages, word_timestamps_supported=False)
         opts = build_options(OnnxWhisperOptions, options, **kwargs)
         timestamps = not opts.without_timestamps
-        max_new = opts.max_new_tokens or self.n_ctx // 2
-        suppress_tokens = list(opts.suppress_tokens) if opts.suppress_tokens is not None else None
-        suppress_blank = opts.suppress_blank is not False
-
         timings = StageTimings()
         samples = audio.samples
-        if audio.sample_rate != wc.SAMPLE_RATE:
+        if audio.sample_rate != SAMPLE_RATE:
             from voxbox.audio.resample import resample
 
             with timings.measure("resample"):
-                samples = resample(samples, audio.sample_rate, wc.SAMPLE_RATE)
-        duration = len(samples) / wc.SAMPLE_RATE
+                samples = resample(samples, audio.sample_rate, SAMPLE_RATE)
+        duration = len(samples) / SAMPLE_RATE
         with timings.measure("features"):
-            mel = wc.log_mel(samples, self.n_mels, padding=wc.CHUNK_SAMPLES)
-        content_frames = mel.shape[-1] - wc.CHUNK_FRAMES
+            mel = log_mel(samples, self.n_mels, padding=CHUNK_SAMPLES)
+        content_frames = mel.shape[-1] - CHUNK_FRAMES
         first: tuple[np.ndarray, np.ndarray] | None = None
         lang_prob = 1.0
         if lang is None:
             # Detection sees the first 30 s of the padded log-mel, as the reference does.
             with self._lock:
                 with timings.measure("encode"):
-                    first = self.encode(wc.pad_or_trim(mel[:, : wc.CHUNK_FRAMES]))
+                    first = self.encode(pad_or_trim(mel[:, :CHUNK_FRAMES]))
                 with timings.measure("decode"):
                     lang, lang_prob, _ = self.detect_language(first)
-            if content_frames < wc.CHUNK_FRAMES:
+            if content_frames < CHUNK_FRAMES:
                 # decoding a short window uses the content's log-mel zero-padded to 30 s (as
                 # openai-whisper, faster-whisper and torch-whisper do), not the log-mel of padded silence
                 first = None
-        prompt_ids: list[int] = []
-        if prompt and prompt.strip():
-            prompt_ids = [self.tok.sot_prev] + self.tok.encode(" " + prompt.strip())[-(self.n_ctx // 2 - 1):]
-        full_prompt = prompt_ids + self.sot_sequence(lang, task, timestamps)
         info = TranscriptionInfo(
             language=lang, language_probability=lang_prob, duration=duration, task=task,  # type: ignore[arg-type]
             options={"model": self.info.model, "beam_size": 1, "temperature": [0.0], "without_timestamps": not timestamps,
                      "device": self.info.device, "execution_provider": self.provider, "dtype": self.info.dtype},
             timings=timings,
         )
-        segments = self._segments(mel, content_frames, first, full_prompt, timings, timestamps=timestamps,
-                                  max_new=max_new, suppress_tokens=suppress_tokens, suppress_blank=suppress_blank)
+        decode = self._window_decoder(mel, first, self.sot_sequence(lang, task, timestamps), opts, timings)
+        segments = sequential_segments(self.tok, decode, content_frames=content_frames, duration=duration,
+                                       timestamps=timestamps, condition_on_previous_text=False,
+                                       prompt=self.tok.prompt_tokens(prompt))
         return cancellable(segments, cancel), info
 
-    def _segments(self, mel: np.ndarray, content_frames: int, first: tuple[np.ndarray, np.ndarray] | None,
-                  prompt: list[int], timings: StageTimings, *, timestamps: bool, max_new: int,
-                  suppress_tokens: list[int] | None, suppress_blank: bool) -> Iterator[Segment]:
-        seek = 0
-        index = 0
-        audio_end = content_frames * wc.FRAME_SECONDS
-        cross: tuple[np.ndarray, np.ndarray] | None = first
-        while seek < content_frames:
-            window_frames = min(wc.CHUNK_FRAMES, content_frames - seek)
+    def _window_decoder(self, mel: np.ndarray, first: tuple[np.ndarray, np.ndarray] | None, sot: list[int],
+                        opts: OnnxWhisperOptions, timings: StageTimings) -> Callable[[int, int, list[int]], DecodeResult]:
+        """``decode(seek, frames, previous)`` for the shared long-form loop (greedy, no fallback);
+        the first window reuses the encoder output of language detection when it has one."""
+        max_new = opts.max_new_tokens or self.n_ctx // 2
+        suppress = list(opts.suppress_tokens) if opts.suppress_tokens is not None else None
+
+        def decode(seek: int, frames: int, previous: list[int]) -> DecodeResult:
+            prompt = self.tok.decoder_prompt(sot, previous, self.n_ctx)
             with self._lock:
+                cross = first if seek == 0 else None  # the loop visits seek 0 once
                 if cross is None:
                     with timings.measure("encode"):
-                        cross = self.encode(wc.pad_or_trim(mel[:, seek : seek + window_frames]))
+                        cross = self.encode(pad_or_trim(mel[:, seek : seek + frames]))
                 with timings.measure("decode"):
-                    tokens, sum_lp = self.greedy(cross, prompt, max_new_tokens=max_new, timestamps=timestamps,
-                                                 suppress_tokens=suppress_tokens, suppress_blank=suppress_blank)
-            cross = None
-            offset = seek * wc.FRAME_SECONDS
-            window_seconds = window_frames * wc.FRAME_SECONDS
-            if timestamps:
-                pieces, advance = wc.split_segments(tokens, self.tok.timestamp_begin, offset, window_seconds, window_frames)
-            else:
-                pieces, advance = [(offset, offset + window_seconds, tokens)], window_frames
-            avg_lp = sum_lp / (len(tokens) + 1)
-            with timings.measure("decode"):
-                decoded = [(s, e, toks, self.tok.decode(toks)) for s, e, toks in pieces]
-                window_text = self.tok.decode(tokens).encode("utf-8")
-                ratio = len(window_text) / len(zlib.compress(window_text)) if window_text else 0.0
-            for start, end, toks, text in decoded:
-                if not text.strip():
-                    continue
-                # a zero-padded last window can carry timestamps past the audio's end: clamp them
-                start, end = min(start, audio_end), min(end, audio_end)
-                yield Segment(id=index, start=round(start, 3), end=round(max(end, start), 3), text=text,
-                              tokens=toks, avg_logprob=avg_lp, compression_ratio=ratio, temperature=0.0)
-                index += 1
-            seek += advance
+                    tokens, sum_lp = self.greedy(cross, prompt, max_new_tokens=max_new,
+                                                 timestamps=not opts.without_timestamps, suppress_tokens=suppress,
+                                                 suppress_blank=opts.suppress_blank is not False)
+            return DecodeResult(tokens, sum_lp)
+
+        return decode
 
     def components(self) -> list[ComponentSpec]:
         devices = ("cpu", "cuda", "rocm")

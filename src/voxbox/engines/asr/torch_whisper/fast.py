@@ -17,7 +17,6 @@ functions are used.
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 import torch
@@ -31,8 +30,9 @@ log = logging.getLogger(__name__)
 
 
 def compile_available(device: torch.device) -> bool:
-    """torch.compile for the GPU step: CUDA (or ROCm) with Triton importable; off with VOXBOX_TW_COMPILE=0."""
-    if os.environ.get("VOXBOX_TW_COMPILE", "1") == "0" or device.type != "cuda":
+    """Whether torch.compile can serve the GPU step: CUDA (or ROCm) with Triton importable. (The
+    engine's ``compile`` load option turns it off.)"""
+    if device.type != "cuda":
         return False
     try:
         import triton  # noqa: F401
