@@ -45,8 +45,8 @@ N_FRAMES = 3000
 def _torch_modules():
     try:
         import torch
-        from torch import nn
         import transformers  # noqa: F401
+        from torch import nn
     except ImportError as exc:
         raise EngineUnavailableError(
             f"ONNX export needs torch and transformers ({exc.name} missing)",
@@ -56,8 +56,9 @@ def _torch_modules():
 
 
 def _build_wrappers(model: Any):
-    torch, nn = _torch_modules()
+    torch, _ = _torch_modules()
     import torch.nn.functional as F
+    from torch import nn
 
     cfg = model.config
     n_heads = cfg.decoder_attention_heads
@@ -142,7 +143,7 @@ def load_hf_whisper(path: Path, dtype: str = "float32"):
         model = WhisperForConditionalGeneration.from_pretrained(
             str(path), dtype=getattr(torch, dtype), attn_implementation="eager"
         )
-    except Exception as exc:  # noqa: BLE001 - transformers raises many kinds
+    except Exception as exc:
         raise ModelLoadError(f"could not load {path} with transformers: {' '.join(str(exc).split())}") from exc
     return model.eval()
 
@@ -329,7 +330,7 @@ def quantize_onnx_dir(src: Path, dst: Path) -> None:
                         op_types_to_quantize=["MatMul", "Gemm", "Gather"],
                         extra_options={"MatMulConstBOnly": True},
                     )
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     raise ModelLoadError(f"int8 quantization of {name} failed: {' '.join(str(exc).split())}") from exc
     finally:
         root.setLevel(level)

@@ -15,11 +15,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from voxbox.convert.manifest import checkpoint_sha256, dir_size, read_manifest, update_manifest, write_manifest
-from voxbox.convert.whisper import CT2_QUANTIZATIONS, convert_ct2, inspect_checkpoint, prepare_output_dir
+from voxbox.convert.manifest import (
+    checkpoint_sha256,
+    dir_size,
+    read_manifest,
+    update_manifest,
+    write_manifest,
+)
+from voxbox.convert.whisper import (
+    CT2_QUANTIZATIONS,
+    convert_ct2,
+    inspect_checkpoint,
+    prepare_output_dir,
+)
 from voxbox.errors import BadInputError
 
-__all__ = ["TARGETS", "ONNX_CHOICES", "run_convert"]
+__all__ = ["ONNX_CHOICES", "TARGETS", "run_convert"]
 
 TARGETS = ("ct2", "onnx")
 ONNX_CHOICES = ("float32", "int8")
@@ -65,7 +76,12 @@ def _quiet_transformers() -> None:
 
 
 def _convert_onnx(ckpt, out: Path, quantization: str) -> dict[str, Any]:
-    from voxbox.convert.onnx_export import copy_files, export_onnx, quantize_onnx_dir, write_onnx_config
+    from voxbox.convert.onnx_export import (
+        copy_files,
+        export_onnx,
+        quantize_onnx_dir,
+        write_onnx_config,
+    )
 
     if quantization == "int8":
         with tempfile.TemporaryDirectory(prefix="voxbox-onnx-") as tmp:
@@ -129,7 +145,8 @@ def run_convert(src: Path, out: Path, *, to: str, quantization: str | None = Non
 
     report = None
     if verify:
-        from voxbox.convert.verify import VerificationFailedError, verify as run_verify
+        from voxbox.convert.verify import VerificationFailedError
+        from voxbox.convert.verify import verify as run_verify
 
         report = run_verify(ckpt.path, out, target=target, quantization=q, audio_files=verify_audio, max_wer=max_wer,
                             device=device, source_size=source_size, target_size=target_size, log=log)
@@ -153,8 +170,8 @@ def _mb(n: int) -> str:
 def _print_report(r) -> None:
     s, t = r.source, r.target
     print(f"verification on {len(r.files)} file(s), {s.audio_seconds:.1f} s of audio:")
-    print(f"  source  {s.engine:<15} {s.device:<8} {str(s.dtype):<14} {s.seconds:7.2f} s  RTF {s.rtf:.3f}  {_mb(s.size_bytes)}")
-    print(f"  target  {t.engine:<15} {t.device:<8} {str(t.dtype):<14} {t.seconds:7.2f} s  RTF {t.rtf:.3f}  {_mb(t.size_bytes)}")
+    print(f"  source  {s.engine:<15} {s.device:<8} {s.dtype!s:<14} {s.seconds:7.2f} s  RTF {s.rtf:.3f}  {_mb(s.size_bytes)}")
+    print(f"  target  {t.engine:<15} {t.device:<8} {t.dtype!s:<14} {t.seconds:7.2f} s  RTF {t.rtf:.3f}  {_mb(t.size_bytes)}")
     ratio = t.size_bytes / s.size_bytes if s.size_bytes else 0.0
     print(f"  WER target vs source: {r.wer:.4f} (max {r.max_wer:g}) -> {'PASS' if r.passed else 'FAIL'}; "
           f"speed x{r.speedup:.2f} vs source; size x{ratio:.2f}")

@@ -32,13 +32,25 @@ from typing import Any
 
 import numpy as np
 
-from voxbox.engines.asr.whisper.features import CHUNK_FRAMES, CHUNK_SAMPLES, SAMPLE_RATE, log_mel, pad_or_trim
+from voxbox.engines.asr.whisper.features import (
+    CHUNK_FRAMES,
+    CHUNK_SAMPLES,
+    SAMPLE_RATE,
+    log_mel,
+    pad_or_trim,
+)
 from voxbox.engines.asr.whisper.segments import DecodeResult, sequential_segments
 from voxbox.engines.asr.whisper.timestamps import apply_timestamp_rules, log_softmax
 from voxbox.engines.asr.whisper.tokens import WhisperTokenizer
 from voxbox.engines.asr.whisper.validate import check_call, check_decoding
 from voxbox.engines.base import cancellable
-from voxbox.engines.spec import Capabilities, EngineSpec, LoadRequest, Options, build_options
+from voxbox.engines.spec import (
+    Capabilities,
+    EngineSpec,
+    LoadRequest,
+    Options,
+    build_options,
+)
 from voxbox.errors import (
     BadInputError,
     DeviceError,
@@ -47,9 +59,17 @@ from voxbox.errors import (
     ModelNotFoundError,
     UnsupportedOperationError,
 )
-from voxbox.types import Audio, CancelToken, ComponentSpec, EngineInfo, Segment, StageTimings, TranscriptionInfo
+from voxbox.types import (
+    Audio,
+    CancelToken,
+    ComponentSpec,
+    EngineInfo,
+    Segment,
+    StageTimings,
+    TranscriptionInfo,
+)
 
-__all__ = ["OnnxWhisperEngine", "OnnxWhisperOptions", "PROVIDERS", "SPEC", "load", "models", "pick_providers"]
+__all__ = ["PROVIDERS", "SPEC", "OnnxWhisperEngine", "OnnxWhisperOptions", "load", "models", "pick_providers"]
 
 INSTALL_HINT = "pip install 'voxbox[onnx]'"
 
@@ -90,7 +110,8 @@ def _ort():
     return ort
 
 
-def pick_providers(device: str = "auto", available: list[str] | None = None) -> tuple[str, int, list[str]]:
+def pick_providers(device: str = "auto", available: list[str] | None = None
+                   ) -> tuple[str, int, list[str | tuple[str, dict[str, int]]]]:
     """(device kind, device index, provider list for InferenceSession) for ``device``.
 
     This is the engine's one device seam: when a hardware planner decides the device it passes
@@ -176,7 +197,7 @@ class OnnxWhisperEngine:
         try:
             self.encoder = ort.InferenceSession(str(model_dir / "encoder.onnx"), so, providers=providers)
             self.decoder = ort.InferenceSession(str(model_dir / "decoder.onnx"), so, providers=providers)
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        except Exception as exc:
             msg = " ".join(str(exc).split())
             if kind != "cpu":
                 raise DeviceError(f"onnx-whisper could not start on {PROVIDERS[kind]}: {msg}") from exc

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from voxbox.engines.asr.whisper.validate import check_decoding
-from voxbox.engines.spec import Capabilities, EngineSpec, LoadRequest, Options, build_options
+from voxbox.engines.spec import (
+    Capabilities,
+    EngineSpec,
+    LoadRequest,
+    Options,
+    build_options,
+)
 from voxbox.types import ComponentSpec
 
 __all__ = ["SPEC", "TorchWhisperLoadOptions", "TorchWhisperOptions", "load"]

@@ -71,7 +71,7 @@ class Runner:
         self._pool: Any = None
         self.capture_seconds = 0.0  # total CUDA graph capture time (warm-up, compilation excluded), for reporting
         self.check_every = 4 if self.device.type == "cuda" else 1
-        fused = all(layer.fused_qkv is not None and layer.fused_cross_q is not None for layer in model.decoder.layers)
+        fused = all(layer.fused_qkv is not None and layer.fused_cross_q is not None for layer in model.decoder.blocks)
         if fast is None:
             fast = self.device.type == "cuda" and fused
         self.fast = FastStep(model, compile=compile, options=compile_options, self_attn=self_attn,
@@ -207,7 +207,7 @@ class Runner:
             st.graphs[key] = g
         g.replay()
 
-    def _capture(self, st: _State, fn) -> "torch.cuda.CUDAGraph":
+    def _capture(self, st: _State, fn) -> torch.cuda.CUDAGraph:
         torch.cuda.synchronize()
         t0 = time.perf_counter()
         c0 = self.compile_seconds
@@ -228,9 +228,9 @@ class Runner:
         return g
 
     # ----------------------------------------------------------------- decode
-    def _prefill(self, st: _State, prompt: list[int], rt: RuleTensors) -> tuple[torch.Tensor, list[float]]:
+    def _prefill(self, st: _State, prompt: list[int], rt: RuleTensors) -> tuple[torch.Tensor, list[float] | None]:
         """Write the prompt, run it through the decoder; return (processed last logits, no-speech probs)."""
-        b, n = st.batch, len(prompt)
+        n = len(prompt)
         st.tokens.zero_()
         st.tokens[:, :n] = torch.tensor(prompt, device=self.device)
         st.pos.fill_(n - 1)

@@ -23,7 +23,13 @@ import torch
 from voxbox.engines.asr.torch_whisper.checkpoint import load_checkpoint
 from voxbox.engines.asr.torch_whisper.decoding import Rules, Runner
 from voxbox.engines.asr.torch_whisper.model import Whisper
-from voxbox.engines.asr.whisper.features import CHUNK_FRAMES, CHUNK_SAMPLES, FRAME_SECONDS, SAMPLE_RATE, log_mel_torch
+from voxbox.engines.asr.whisper.features import (
+    CHUNK_FRAMES,
+    CHUNK_SAMPLES,
+    FRAME_SECONDS,
+    SAMPLE_RATE,
+    log_mel_torch,
+)
 from voxbox.engines.asr.whisper.segments import (
     DecodeResult,
     is_silence,
@@ -37,7 +43,15 @@ from voxbox.engines.base import cancellable
 from voxbox.engines.placement import DTYPES, torch_device, torch_dtype
 from voxbox.engines.spec import build_options
 from voxbox.errors import BadInputError, ModelNotFoundError
-from voxbox.types import Audio, CancelToken, ComponentSpec, EngineInfo, Segment, StageTimings, TranscriptionInfo
+from voxbox.types import (
+    Audio,
+    CancelToken,
+    ComponentSpec,
+    EngineInfo,
+    Segment,
+    StageTimings,
+    TranscriptionInfo,
+)
 
 __all__ = ["TorchWhisperEngine", "TranscribeOptions", "load", "load_checkpoint"]
 
@@ -87,7 +101,7 @@ class TorchWhisperEngine:
     # ------------------------------------------------------------------ protocol
     def components(self) -> list[ComponentSpec]:
         params = sum(p.numel() for p in self.model.parameters())
-        for layer in self.model.decoder.layers:  # fused GPU layout keeps these outside parameters()
+        for layer in self.model.decoder.blocks:  # fused GPU layout keeps these outside parameters()
             for pair in (layer.fused_qkv, layer.fused_cross_q):
                 params += sum(t.numel() for t in pair) if pair is not None else 0
         return [ComponentSpec(name="whisper", params=params, devices=("cpu", "cuda", "rocm"),

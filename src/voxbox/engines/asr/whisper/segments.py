@@ -13,7 +13,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from voxbox.engines.asr.whisper.features import CHUNK_FRAMES, FRAME_SECONDS
-from voxbox.engines.asr.whisper.timestamps import Piece, clamp, split_segments
+from voxbox.engines.asr.whisper.timestamps import (
+    Piece,
+    clamp,
+    clamp_word,
+    split_segments,
+)
 from voxbox.engines.asr.whisper.tokens import WhisperTokenizer
 from voxbox.types import Segment, Word
 
@@ -82,17 +87,11 @@ def window_segments(tok: WhisperTokenizer, r: DecodeResult, *, offset: float, wi
         start, end = clamp(piece.start, piece.end, duration) or (duration, duration)
         seg_words = None
         if aligned is not None:
-            seg_words = [_clamp_word(w, duration) for w in aligned[i]]
+            seg_words = [clamp_word(w.start, w.end, w.word, w.probability, duration) for w in aligned[i]]
         out.append(Segment(id=first_id + len(out), start=round(start, 3), end=round(end, 3), text=text,
                            words=seg_words, tokens=list(piece.tokens), avg_logprob=r.avg_logprob,
                            no_speech_prob=r.no_speech_prob, compression_ratio=ratio, temperature=r.temperature))
     return out, [t for p in pieces for t in p.tokens], advance
-
-
-def _clamp_word(w: Word, duration: float) -> Word:
-    start = min(max(w.start, 0.0), duration)
-    return Word(start=round(start, 3), end=round(min(max(w.end, start), duration), 3), word=w.word,
-                probability=w.probability)
 
 
 def sequential_segments(tok: WhisperTokenizer, decode: Callable[[int, int, list[int]], DecodeResult], *,

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from voxbox.engines.asr.whisper.features import FRAME_SECONDS
+from voxbox.types import Word
 
-__all__ = ["INPUT_STRIDE", "TIME_PRECISION", "Piece", "apply_timestamp_rules", "clamp", "log_softmax",
+__all__ = ["INPUT_STRIDE", "TIME_PRECISION", "Piece", "apply_timestamp_rules", "clamp", "clamp_word", "log_softmax",
            "split_segments"]
 
 TIME_PRECISION = 0.02  # seconds per timestamp token
@@ -123,3 +124,10 @@ def clamp(start: float, end: float, duration: float) -> tuple[float, float] | No
         return None
     start = max(0.0, start)
     return start, min(max(end, start), duration)
+
+
+def clamp_word(start: float, end: float, word: str, probability: float | None, duration: float) -> Word:
+    """A :class:`Word` with its times inside ``[0, duration]`` (rounded to the millisecond)."""
+    start = min(max(start, 0.0), duration)
+    end = min(max(end, start), duration)
+    return Word(start=round(start, 3), end=round(end, 3), word=word, probability=probability)
