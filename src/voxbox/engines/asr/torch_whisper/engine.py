@@ -116,10 +116,9 @@ class TorchWhisperEngine:
                    cancel: CancelToken | None = None, **kwargs: Any) -> tuple[Iterator[Segment], TranscriptionInfo]:
         from voxbox.engines.asr.torch_whisper import TorchWhisperOptions
 
-        given = build_options(TorchWhisperOptions, options, **kwargs).given()
         lang = check_call(audio, language, prompt, word_timestamps, task, engine="torch-whisper",
                           model=self.info.model, languages=self.tokenizer.languages, word_timestamps_supported=False)
-        opts = replace(self.defaults, **given)
+        opts = replace(self.defaults, **build_options(TorchWhisperOptions, options, **kwargs).given())
         timings = StageTimings()
         samples = audio.samples
         if audio.sample_rate != SAMPLE_RATE:
