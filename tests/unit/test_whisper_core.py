@@ -216,7 +216,7 @@ def test_window_segments_clamp_and_drop(tok_en):
     segs, consumed, advance = window_segments(tok_en, r, offset=0.0, window_frames=350, duration=3.5,
                                               timestamps=True, seek=True, first_id=4)
     assert [(s.id, s.start, s.end, s.text) for s in segs] == [(4, 0.0, 2.0, " Hello"), (5, 2.0, 3.5, " world")]
-    assert consumed == toks[:-1] and advance == 350  # a pair past the window: all of it is consumed
+    assert consumed == toks[:9] and advance == 350  # segments' tokens (past the end too); the window is consumed
     assert segs[0].avg_logprob == pytest.approx(-3.0 / (len(toks) + 1)) and segs[0].temperature == 0.2
     # without timestamps: the window is one segment, clamped to the audio
     segs, _, _ = window_segments(tok_en, DecodeResult(hello, -1.0), offset=0.0, window_frames=3000, duration=3.5,

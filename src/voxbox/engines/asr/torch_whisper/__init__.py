@@ -87,6 +87,6 @@ SPEC: EngineSpec[Any, TorchWhisperOptions] = EngineSpec(
     components=(ComponentSpec("whisper", params=39_000_000, devices=("cpu", "cuda", "rocm"),
                               dtypes=("float16", "bfloat16", "float32"), backend="torch", kind="transformer",
                               overhead_bytes=500 * 2**20),),
-    capabilities=Capabilities(streaming=True, translate=True),
+    capabilities=Capabilities(streaming=True, word_timestamps=True, translate=True),
     aliases=("torch-whisper",),
 )

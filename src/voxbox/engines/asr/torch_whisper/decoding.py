@@ -12,10 +12,11 @@ eagerly.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -130,6 +131,24 @@ class Runner:
         ids = torch.tensor([self.tok.language_ids[c] for c in codes], device=self.device)
         probs = logits.index_select(1, ids).softmax(-1).cpu().tolist()
         return [dict(zip(codes, row)) for row in probs]
+
+    def alignment_scores(self, enc: torch.Tensor, tokens: list[int], heads: Sequence[tuple[int, int]]
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        """Word-alignment inputs for one window (``enc``: (1, source, d)): the cross-attention scores
+        of the ``heads`` ((layer, head) pairs) over ``tokens``, (heads, len(tokens), source), and the
+        probability of each next token among the text tokens (0 for special ones), as float32 numpy."""
+        n = len(tokens)
+        cache = self.model.new_cache(1, n)
+        self.model.set_cross(cache, enc)
+        scores: dict[int, torch.Tensor] = {layer: torch.empty(0) for layer, _ in heads}
+        ids = torch.tensor([tokens], device=self.device)
+        hidden = self.model.decoder(ids, 0, cache, n, cross_scores=scores)
+        logits = self.model.logits(hidden[0, :-1])[:, : self.tok.eot]
+        nxt = ids[0, 1:]
+        probs = logits.softmax(-1).gather(1, nxt.clamp(max=self.tok.eot - 1)[:, None]).squeeze(1)
+        probs = torch.where(nxt < self.tok.eot, probs, torch.zeros_like(probs))
+        picked = torch.stack([scores[layer][0, head] for layer, head in heads])
+        return picked.cpu().numpy(), probs.float().cpu().numpy()
 
     # ----------------------------------------------------------------- per-step pieces (graph-safe)
     def _advance(self, st: _State, logits: torch.Tensor, nxt: torch.Tensor) -> None:

@@ -23,6 +23,7 @@ import torch
 from voxbox.engines.asr.torch_whisper.checkpoint import load_checkpoint
 from voxbox.engines.asr.torch_whisper.decoding import Rules, Runner
 from voxbox.engines.asr.torch_whisper.model import Whisper
+from voxbox.engines.asr.whisper.alignment import WordAligner
 from voxbox.engines.asr.whisper.features import (
     CHUNK_FRAMES,
     CHUNK_SAMPLES,
@@ -97,6 +98,11 @@ class TorchWhisperEngine:
         self.suppress = tokenizer.suppress_tokens(generation.get("suppress_tokens"))
         self.begin_suppress = tokenizer.begin_suppress_tokens(generation.get("begin_suppress_tokens"))
         self.max_initial_timestamp_index: int | None = generation.get("max_initial_timestamp_index", 50)
+        dims = model.dims
+        heads = generation.get("alignment_heads") or [  # openai-whisper's default: the upper half's heads
+            (layer, h) for layer in range(dims.decoder_layers // 2, dims.decoder_layers)
+            for h in range(dims.decoder_heads)]
+        self.alignment_heads = tuple((int(layer), int(h)) for layer, h in heads)
 
     # ------------------------------------------------------------------ protocol
     def components(self) -> list[ComponentSpec]:
@@ -117,7 +123,7 @@ class TorchWhisperEngine:
         from voxbox.engines.asr.torch_whisper import TorchWhisperOptions
 
         lang = check_call(audio, language, prompt, word_timestamps, task, engine="torch-whisper",
-                          model=self.info.model, languages=self.tokenizer.languages, word_timestamps_supported=False)
+                          model=self.info.model, languages=self.tokenizer.languages, word_timestamps_supported=True)
         opts = replace(self.defaults, **build_options(TorchWhisperOptions, options, **kwargs).given())
         timings = StageTimings()
         samples = audio.samples
@@ -136,16 +142,17 @@ class TorchWhisperEngine:
         info = TranscriptionInfo(language=lang, language_probability=lang_prob, duration=duration, task=task,  # type: ignore[arg-type]
                                  options={**asdict(opts), "prompt": prompt}, timings=timings)
         content_frames = mel.shape[-1] - CHUNK_FRAMES
+        words = self._aligner(lang, task, timings) if word_timestamps else None
         segments: Iterator[Segment]
         if opts.batch_size > 1:
-            segments = self._batched(mel, content_frames, duration, lang, task, prompt, opts, timings)
+            segments = self._batched(mel, content_frames, duration, lang, task, prompt, opts, timings, words)
         else:
             segments = sequential_segments(
                 self.tokenizer, self._window_decoder(mel, lang, task, opts, timings), content_frames=content_frames,
                 duration=duration, timestamps=not opts.without_timestamps,
                 condition_on_previous_text=opts.condition_on_previous_text,
                 prompt=self.tokenizer.prompt_tokens(prompt), no_speech_threshold=opts.no_speech_threshold,
-                log_prob_threshold=opts.log_prob_threshold)
+                log_prob_threshold=opts.log_prob_threshold, words=words)
         return cancellable(segments, cancel), info
 
     # ------------------------------------------------------------------ decoding
@@ -167,6 +174,14 @@ class TorchWhisperEngine:
             probs = self.runner.detect_language(enc)[0]
         best = max(probs, key=lambda code: probs[code])
         return best, probs[best]
+
+    def _aligner(self, lang: str | None, task: str, timings: StageTimings) -> WordAligner:
+        """Word timestamps for one call: the alignment heads' cross-attention on each window."""
+        def score(enc: torch.Tensor, tokens: list[int]) -> tuple[np.ndarray, np.ndarray]:
+            with torch.inference_mode(), timings.measure("align"):
+                return self.runner.alignment_scores(enc, tokens, self.alignment_heads)
+
+        return WordAligner(self.tokenizer, score, self.tokenizer.sot_sequence(lang, task, timestamps=True), lang)
 
     def _rules(self, opts: TranscribeOptions) -> Rules:
         return Rules(suppress=self.suppress, begin_suppress=self.begin_suppress if opts.suppress_blank else (),
@@ -223,12 +238,15 @@ class TorchWhisperEngine:
                 with timings.measure("encode"):
                     enc = self.runner.encode(self._window(mel, seek, frames)[None])
                     self._sync()
-                return self._decode_with_fallback(enc, self._prompt(lang, task, opts, previous), opts, timings)[0]
+                r = self._decode_with_fallback(enc, self._prompt(lang, task, opts, previous), opts, timings)[0]
+            r.context = enc  # for word alignment
+            return r
 
         return decode
 
     def _batched(self, mel: torch.Tensor, content_frames: int, duration: float, lang: str | None, task: str,
-                 prompt: str | None, opts: TranscribeOptions, timings: StageTimings) -> Iterator[Segment]:
+                 prompt: str | None, opts: TranscribeOptions, timings: StageTimings,
+                 words: WordAligner | None) -> Iterator[Segment]:
         previous = self.tokenizer.prompt_tokens(prompt)
         starts = list(range(0, content_frames, CHUNK_FRAMES))
         seg_id = 0
@@ -241,12 +259,13 @@ class TorchWhisperEngine:
                     enc = self.runner.encode(windows)
                     self._sync()
                 results = self._decode_with_fallback(enc, self._prompt(lang, task, opts, previous), opts, timings)
-            for s, n, r in zip(group, sizes, results, strict=True):
+            for row, (s, n, r) in enumerate(zip(group, sizes, results, strict=True)):
                 if is_silence(r, opts.no_speech_threshold, opts.log_prob_threshold):
                     continue
+                r.context = enc[row : row + 1]
                 segs, _, _ = window_segments(self.tokenizer, r, offset=s * FRAME_SECONDS, window_frames=n,
                                              duration=duration, timestamps=not opts.without_timestamps, seek=False,
-                                             first_id=seg_id)
+                                             first_id=seg_id, words=words)
                 yield from segs
                 seg_id += len(segs)
 
@@ -290,7 +309,7 @@ def load(model: str | None = None, *, device: str = "auto", dtype: str | None = 
     info = EngineInfo(
         name="torch-whisper", task="asr", model=str(model), device=str(dev), dtype=str(tdtype).replace("torch.", ""),
         sample_rate=SAMPLE_RATE, languages=tok.languages, supports_translation=tok.multilingual,
-        supports_word_timestamps=False, max_concurrency=1,
+        supports_word_timestamps=True, max_concurrency=1,
         extra={"cuda_graphs": bool(use_graphs if use_graphs is not None else dev.type == "cuda")},
     )
     engine = TorchWhisperEngine(m, tok, gen, info, use_graphs=use_graphs, defaults=defaults, compile=compile_step)

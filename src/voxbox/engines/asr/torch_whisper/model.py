@@ -209,12 +209,15 @@ class Decoder(nn.Module):
         """``layers``, typed."""
         return cast("Sequence[DecoderLayer]", self.layers)
 
-    def forward(self, tokens: torch.Tensor, pos: torch.Tensor | int, cache: KVCache, kv_len: int) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, pos: torch.Tensor | int, cache: KVCache, kv_len: int,
+                cross_scores: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
         """Run ``tokens`` (B, T) placed at positions ``pos .. pos+T-1``; returns hidden (B, T, d).
 
         ``pos`` is a python int (prefill, T >= 1, causal over the first ``pos+T`` positions) or a
         one-element int64 device tensor (single-token step; graph-safe). ``kv_len`` (>= pos+T) is
         how much of the self-attention cache is attended; positions after ``pos`` are masked.
+        ``cross_scores``: for each layer index it has as a key, the layer's cross-attention scores
+        before the softmax, (B, heads, T, source), float32, are stored there (word alignment).
         """
         t = tokens.shape[1]
         x = self.embed_tokens(tokens)  # (transformers defines scale_embedding but never applies it)
@@ -236,7 +239,10 @@ class Decoder(nn.Module):
             )
             x = x + layer.self_attn.out_proj(layer.self_attn.merge(o))
             h = layer.encoder_attn_layer_norm(x)
-            o = F.scaled_dot_product_attention(layer.cross_query(h), cache.cross_k[i], cache.cross_v[i], scale=1.0)
+            q = layer.cross_query(h)
+            if cross_scores is not None and i in cross_scores:
+                cross_scores[i] = (q @ cache.cross_k[i].transpose(-1, -2)).float()  # the query carries the scale
+            o = F.scaled_dot_product_attention(q, cache.cross_k[i], cache.cross_v[i], scale=1.0)
             x = x + layer.encoder_attn.out_proj(layer.encoder_attn.merge(o))
             x = x + layer.fc2(layer.act(layer.fc1(layer.final_layer_norm(x))))
         return self.layer_norm(x)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from voxbox.engines.asr.whisper.features import CHUNK_FRAMES, FRAME_SECONDS
 from voxbox.engines.asr.whisper.timestamps import (
@@ -22,11 +23,12 @@ from voxbox.engines.asr.whisper.timestamps import (
 from voxbox.engines.asr.whisper.tokens import WhisperTokenizer
 from voxbox.types import Segment, Word
 
-__all__ = ["DecodeResult", "WordAligner", "compression_ratio", "is_silence", "needs_fallback", "sequential_segments",
-           "window_segments"]
+__all__ = ["DecodeResult", "WordTimestamps", "compression_ratio", "is_silence", "needs_fallback",
+           "sequential_segments", "window_segments"]
 
-#: ``(pieces, window result, window offset in seconds) -> words per piece`` (word-level timestamps).
-WordAligner = Callable[[list[Piece], "DecodeResult", float], list[list[Word]]]
+#: ``(pieces, backend context, window offset s, window frames) -> (pieces with edges moved to the
+#: words, words per piece)``: :class:`voxbox.engines.asr.whisper.alignment.WordAligner`.
+WordTimestamps = Callable[[list[Piece], Any, float, int], tuple[list[Piece], list[list[Word]]]]
 
 
 @dataclass
@@ -37,6 +39,7 @@ class DecodeResult:
     sum_logprob: float
     no_speech_prob: float | None = None
     temperature: float = 0.0
+    context: Any = None  # the backend's data for word alignment (its encoder output for the window)
 
     @property
     def avg_logprob(self) -> float:
@@ -67,37 +70,52 @@ def needs_fallback(r: DecodeResult, text: str, *, compression_ratio_threshold: f
 
 
 def window_segments(tok: WhisperTokenizer, r: DecodeResult, *, offset: float, window_frames: int, duration: float,
-                    timestamps: bool, seek: bool, first_id: int, words: WordAligner | None = None
+                    timestamps: bool, seek: bool, first_id: int, words: WordTimestamps | None = None
                     ) -> tuple[list[Segment], list[int], int]:
-    """(segments, tokens of the window's pieces, mel frames consumed) for one decoded window.
+    """(segments, their tokens, mel frames consumed) for one decoded window.
 
-    Times are clamped to ``duration``; pieces without text, or starting at or after the end of the
-    audio, are not segments (their tokens still count as previous text).
+    As the reference loops: pieces without text or without duration are not segments; with word
+    timestamps, segment edges follow the words and, unless the window ended on a single timestamp,
+    the next window starts at the last word's end. Then times are clamped to ``duration`` and
+    segments starting at or after the end of the audio are dropped (their tokens still count as
+    previous text).
     """
     if timestamps:
         pieces, advance = split_segments(r.tokens, tok.timestamp_begin, offset, window_frames, seek=seek)
     else:
         pieces, advance = [Piece(offset, offset + window_frames * FRAME_SECONDS, list(r.tokens))], window_frames
+    tb = tok.timestamp_begin
+    single_ending = timestamps and len(r.tokens) >= 2 and r.tokens[-2] < tb <= r.tokens[-1]
+    word_lists: list[list[Word]] | None = None
+    if words is not None and pieces:
+        pieces, word_lists = words(pieces, r.context, offset, window_frames)
+        ends = [w.end for ws in word_lists for w in ws] or [pieces[-1].end]
+        if seek and not single_ending and ends[-1] > offset:
+            advance = max(1, round(ends[-1] / FRAME_SECONDS) - round(offset / FRAME_SECONDS))
     ratio = compression_ratio(tok.decode(r.tokens))
-    texts = [tok.decode(p.tokens) for p in pieces]
-    keep = [(p, t) for p, t in zip(pieces, texts, strict=True) if t.strip() and clamp(p.start, p.end, duration)]
-    aligned = words([p for p, _ in keep], r, offset) if words is not None and keep else None
     out: list[Segment] = []
-    for i, (piece, text) in enumerate(keep):
-        start, end = clamp(piece.start, piece.end, duration) or (duration, duration)
+    consumed: list[int] = []
+    for i, piece in enumerate(pieces):
+        text = tok.decode(piece.tokens)
+        if not text.strip() or piece.start == piece.end:
+            continue
+        consumed += piece.tokens
+        span = clamp(piece.start, piece.end, duration)
+        if span is None:
+            continue
         seg_words = None
-        if aligned is not None:
-            seg_words = [clamp_word(w.start, w.end, w.word, w.probability, duration) for w in aligned[i]]
-        out.append(Segment(id=first_id + len(out), start=round(start, 3), end=round(end, 3), text=text,
+        if word_lists is not None:
+            seg_words = [clamp_word(w.start, w.end, w.word, w.probability, duration) for w in word_lists[i]]
+        out.append(Segment(id=first_id + len(out), start=round(span[0], 3), end=round(span[1], 3), text=text,
                            words=seg_words, tokens=list(piece.tokens), avg_logprob=r.avg_logprob,
                            no_speech_prob=r.no_speech_prob, compression_ratio=ratio, temperature=r.temperature))
-    return out, [t for p in pieces for t in p.tokens], advance
+    return out, consumed, advance
 
 
 def sequential_segments(tok: WhisperTokenizer, decode: Callable[[int, int, list[int]], DecodeResult], *,
                         content_frames: int, duration: float, timestamps: bool, condition_on_previous_text: bool,
                         prompt: Sequence[int] = (), no_speech_threshold: float | None = None,
-                        log_prob_threshold: float | None = None, words: WordAligner | None = None
+                        log_prob_threshold: float | None = None, words: WordTimestamps | None = None
                         ) -> Iterator[Segment]:
     """openai-whisper's long-form loop: decode the 30 s window at ``seek``, emit its segments,
     seek to the last complete timestamp, and condition the next window on the text so far

@@ -10,6 +10,7 @@ vocabulary (51864 entries for every English-only model, 51865 or more otherwise)
 
 from __future__ import annotations
 
+import string
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -30,6 +31,8 @@ LANGUAGES: tuple[str, ...] = (
 
 #: Timestamp tokens <|0.00|> ... <|30.00|>.
 N_TIMESTAMPS = 1501
+#: Languages written without spaces between words: words are cut at character boundaries.
+_NO_SPACE_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "my", "yue"})
 _MULTILINGUAL_VOCAB = 51865
 
 
@@ -151,3 +154,40 @@ class WhisperTokenizer:
         the blank and end-of-text, openai-whisper's ``suppress_blank``)."""
         ids = [int(t) for t in configured] if configured is not None else [self.encode(" ")[0], self.eot]
         return tuple(t for t in ids if 0 <= t < self.vocab_size)
+
+    def split_words(self, tokens: Sequence[int], language: str | None) -> tuple[list[str], list[list[int]]]:
+        """Cut text tokens (special tokens allowed) into words: at spaces and punctuation, or at
+        every complete character for languages written without spaces (openai-whisper's rule)."""
+        pieces, groups = self._split_characters(tokens)
+        if language in _NO_SPACE_LANGUAGES:
+            return pieces, groups
+        words: list[str] = []
+        word_tokens: list[list[int]] = []
+        for piece, group in zip(pieces, groups, strict=True):
+            if group[0] >= self.eot or piece.startswith(" ") or piece.strip() in string.punctuation or not words:
+                words.append(piece)
+                word_tokens.append(list(group))
+            else:
+                words[-1] += piece
+                word_tokens[-1].extend(group)
+        return words, word_tokens
+
+    def _split_characters(self, tokens: Sequence[int]) -> tuple[list[str], list[list[int]]]:
+        """Groups of tokens that each decode to whole characters (a multi-byte character may span
+        tokens: the group grows until its text has no replacement character of its own)."""
+        text = self.decode  # special tokens decode to nothing
+        full = text(tokens)
+        pieces: list[str] = []
+        groups: list[list[int]] = []
+        current: list[int] = []
+        offset = 0
+        for t in tokens:
+            current.append(t)
+            piece = text(current)
+            bad = piece.find("\ufffd")
+            if bad < 0 or (offset + bad < len(full) and full[offset + bad] == "\ufffd"):
+                pieces.append(piece)
+                groups.append(current)
+                current = []
+                offset += len(piece)
+        return pieces, groups
