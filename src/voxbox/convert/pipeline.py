@@ -98,6 +98,23 @@ def _convert_onnx(ckpt, out: Path, quantization: str) -> dict[str, Any]:
     return info
 
 
+def _convert(ckpt: Any, out: Path, target: str, quantization: str) -> dict[str, Any]:
+    """Write the converted model to ``out`` (removed again on any failure); returns manifest extras."""
+    t0 = time.perf_counter()
+    extra: dict[str, Any] = {}
+    try:
+        if target == "ct2":
+            convert_ct2(ckpt, out, quantization)
+        else:
+            info = _convert_onnx(ckpt, out, quantization)
+            extra["onnx"] = {k: info[k] for k in ("n_layers", "n_heads", "d_model", "n_mels", "vocab_size")}
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    extra["convert_seconds"] = round(time.perf_counter() - t0, 2)
+    return extra
+
+
 def run_convert(src: Path, out: Path, *, to: str, quantization: str | None = None, force: bool = False,
                 verify: bool = True, verify_audio: list[Path] | None = None, max_wer: float = 0.05,
                 device: str = "cpu", json_out: bool = False, log=_say, quiet_transformers: bool = False
@@ -123,18 +140,7 @@ def run_convert(src: Path, out: Path, *, to: str, quantization: str | None = Non
     log(f"converting to {target} ({q})")
     if quiet_transformers:
         _quiet_transformers()
-    t0 = time.perf_counter()
-    extra: dict[str, Any] = {}
-    try:
-        if target == "ct2":
-            convert_ct2(ckpt, out, q)
-        else:
-            info = _convert_onnx(ckpt, out, q)
-            extra["onnx"] = {k: info[k] for k in ("n_layers", "n_heads", "d_model", "n_mels", "vocab_size")}
-    except BaseException:
-        shutil.rmtree(out, ignore_errors=True)
-        raise
-    extra["convert_seconds"] = round(time.perf_counter() - t0, 2)
+    extra = _convert(ckpt, out, target, q)
     source_size = sum(f.stat().st_size for f in files)
     extra["source_size_bytes"] = source_size
     write_manifest(out, source=ckpt.path, source_sha256=digest, source_files=len(files), target=target,

@@ -42,6 +42,11 @@ def compile_available(device: torch.device) -> bool:
 
 
 def _functions(heads: int, eps: float, act_name: str, self_attn: str = "sdpa", kv_inside: bool = False):
+    """The step's pure functions (head, layer, last), with or without the K/V write inside.
+
+    Long because the helpers are closures over ``heads``/``eps``/the activation, so that each
+    compiled function is a plain function of tensors; split up, they would need those as arguments.
+    """
     act = _act(act_name)
 
     def attend(q, k, v, mask):  # self-attention over the cache (one query per row)

@@ -1,37 +1,17 @@
-"""onnx-whisper: a Whisper exported by ``voxbox convert --to onnx`` on ONNX Runtime.
-
-The model directory holds ``encoder.onnx`` (features -> every decoder layer's cross-attention K/V),
-``decoder.onnx`` (tokens + explicit past K/V -> last-token logits + present K/V), ``tokenizer.json``
-and ``voxbox_onnx.json`` (dimensions, special ids, suppression lists); see
-:mod:`voxbox.convert.onnx_export`.
-
-Decoding is greedy (temperature 0) with openai-whisper's rules: blank and non-speech suppression,
-paired, monotonic timestamp tokens, 30-second windows advanced to the last complete timestamp.
-Language detection runs the decoder on ``<|startoftranscript|>`` over the language tokens of the
-first window. Features, tokens, timestamp rules, the long-form loop and argument checks are the
-shared Whisper core's (:mod:`voxbox.engines.asr.whisper`).
-
-Execution provider: ``device="auto"`` takes the first of CUDA, ROCm, MIGraphX that this
-onnxruntime build offers, else CPU; ``cuda``/``rocm``/``migraphx``/``cpu`` ask for one and fail
-with :class:`DeviceError` if it is missing or ONNX Runtime silently falls back. The choice is
-reported in ``EngineInfo.device`` and ``EngineInfo.extra["execution_provider"]``.
-
-Stage timings: ``resample`` (only for non-16 kHz input), ``features`` (numpy log-mel), ``encode``
-(encoder graph), ``decode`` (decoder graph steps and language detection).
-"""
+"""The onnx-whisper engine object: encoder and decoder sessions, greedy decoding with Whisper's
+rules, and the shared core's long-form loop."""
 
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from voxbox.engines.asr.onnx_whisper.providers import open_sessions
 from voxbox.engines.asr.whisper.features import (
     CHUNK_FRAMES,
     CHUNK_SAMPLES,
@@ -42,23 +22,10 @@ from voxbox.engines.asr.whisper.features import (
 from voxbox.engines.asr.whisper.segments import DecodeResult, sequential_segments
 from voxbox.engines.asr.whisper.timestamps import apply_timestamp_rules, log_softmax
 from voxbox.engines.asr.whisper.tokens import WhisperTokenizer
-from voxbox.engines.asr.whisper.validate import check_call, check_decoding
+from voxbox.engines.asr.whisper.validate import check_call
 from voxbox.engines.base import cancellable
-from voxbox.engines.spec import (
-    Capabilities,
-    EngineSpec,
-    LoadRequest,
-    Options,
-    build_options,
-)
-from voxbox.errors import (
-    BadInputError,
-    DeviceError,
-    EngineUnavailableError,
-    ModelLoadError,
-    ModelNotFoundError,
-    UnsupportedOperationError,
-)
+from voxbox.engines.spec import build_options
+from voxbox.errors import ModelLoadError, ModelNotFoundError
 from voxbox.types import (
     Audio,
     CancelToken,
@@ -69,106 +36,11 @@ from voxbox.types import (
     TranscriptionInfo,
 )
 
-__all__ = ["PROVIDERS", "SPEC", "OnnxWhisperEngine", "OnnxWhisperOptions", "load", "models", "pick_providers"]
-
-INSTALL_HINT = "pip install 'voxbox[onnx]'"
-
-#: device kind -> ONNX Runtime execution provider, in "auto" preference order.
-PROVIDERS: dict[str, str] = {
-    "cuda": "CUDAExecutionProvider",
-    "rocm": "ROCMExecutionProvider",
-    "migraphx": "MIGraphXExecutionProvider",
-    "cpu": "CPUExecutionProvider",
-}
-
-
-
-@dataclass(frozen=True)
-class OnnxWhisperOptions(Options):
-    """Per-call options. Decoding is greedy: ``temperature`` may only be 0 and ``beam_size`` 1."""
-
-    temperature: tuple[float, ...] | None = None
-    beam_size: int | None = None
-    without_timestamps: bool | None = None
-    max_new_tokens: int | None = None
-    suppress_blank: bool | None = None
-    suppress_tokens: tuple[int, ...] | None = None
-
-    def check(self) -> None:
-        check_decoding(self)
-        if self.temperature and self.temperature[0] != 0:
-            raise UnsupportedOperationError("onnx-whisper decodes greedily (temperature 0) only", param="temperature")
-        if self.beam_size not in (None, 1):
-            raise UnsupportedOperationError("onnx-whisper decodes greedily (beam_size 1) only", param="beam_size")
-
-
-def _ort():
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:
-        raise EngineUnavailableError(f"onnx-whisper needs onnxruntime ({exc})", install_hint=INSTALL_HINT) from None
-    return ort
-
-
-def pick_providers(device: str = "auto", available: list[str] | None = None
-                   ) -> tuple[str, int, list[str | tuple[str, dict[str, int]]]]:
-    """(device kind, device index, provider list for InferenceSession) for ``device``.
-
-    This is the engine's one device seam: when a hardware planner decides the device it passes
-    ``device="cuda:0"`` (or ``rocm``/``migraphx``/``cpu``) here.
-    """
-    avail = list(available if available is not None else _ort().get_available_providers())
-    dev = (device or "auto").strip().lower()
-    kind, _, idx = dev.partition(":")
-    index = int(idx) if idx.isdigit() else 0
-    if kind == "auto":
-        for k in ("cuda", "rocm", "migraphx"):
-            if PROVIDERS[k] in avail:
-                kind = k
-                break
-        else:
-            kind = "cpu"
-    if kind == "rocm" and PROVIDERS["rocm"] not in avail and PROVIDERS["migraphx"] in avail:
-        kind = "migraphx"  # onnxruntime >= 1.23 drives AMD GPUs through MIGraphX only
-    if kind == "gpu":
-        kind = next((k for k in ("cuda", "rocm", "migraphx") if PROVIDERS[k] in avail), "")
-        if not kind:
-            raise DeviceError(f"no GPU execution provider in this onnxruntime build (available: {', '.join(avail)})")
-    if kind not in PROVIDERS:
-        raise BadInputError(f"unknown device {device!r} for onnx-whisper; use auto, cpu, cuda[:N], rocm[:N] or migraphx[:N]",
-                            param="device")
-    if PROVIDERS[kind] not in avail:
-        raise DeviceError(
-            f"onnxruntime here has no {PROVIDERS[kind]} (available: {', '.join(avail)}); "
-            f"install onnxruntime-gpu (CUDA) or onnxruntime-rocm / onnxruntime-migraphx (AMD)"
-        )
-    if kind == "cpu":
-        return "cpu", 0, ["CPUExecutionProvider"]
-    return kind, index, [(PROVIDERS[kind], {"device_id": index}), "CPUExecutionProvider"]
-
-
-def _resolve_device(device: str, params: int) -> tuple[str, str]:
-    """(device, reason): an explicit device is kept; ``auto`` asks the hardware planner
-    (:func:`voxbox.hardware.plan.resolve_device`), which knows which GPUs ONNX Runtime's providers
-    can drive; without the planner, ``auto`` stays ``auto`` (first GPU provider, else CPU)."""
-    if device not in (None, "", "auto"):
-        return device, f"device {device} was requested explicitly"
-    try:
-        from voxbox.hardware.plan import resolve_device
-    except ImportError:
-        return "auto", "no hardware planner; first available execution provider"
-    comp = ComponentSpec("whisper", params=params, devices=("cpu", "cuda", "rocm"), dtypes=("float32",),
-                         backend="onnxruntime", kind="transformer", overhead_bytes=300 << 20)
-    try:
-        dev, _dtype, reason = resolve_device("auto", "onnx-whisper", comp)
-    except Exception as exc:  # noqa: BLE001 - the planner is advisory; ORT's providers decide
-        return "auto", f"planner failed ({type(exc).__name__}); first available execution provider"
-    return str(dev or "auto"), str(reason)
+__all__ = ["OnnxWhisperEngine"]
 
 
 class OnnxWhisperEngine:
     def __init__(self, model_dir: Path, *, device: str = "auto", threads: int = 0) -> None:
-        ort = _ort()
         self.model_dir = model_dir
         cfg_path = model_dir / "voxbox_onnx.json"
         for name in ("encoder.onnx", "decoder.onnx", "tokenizer.json", "voxbox_onnx.json"):
@@ -181,30 +53,9 @@ class OnnxWhisperEngine:
             self.cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"could not read {cfg_path}: {exc}") from exc
-        requested, reason = _resolve_device(device, int(self.cfg.get("params", 0)))
-        try:
-            kind, index, providers = pick_providers(requested)
-        except DeviceError:
-            if device not in (None, "", "auto"):
-                raise
-            # the planner chose a GPU this onnxruntime build cannot drive: take what it can
-            kind, index, providers = pick_providers("auto")
-            reason += f"; {requested} has no execution provider here, using {providers[0] if isinstance(providers[0], str) else providers[0][0]}"
-        so = ort.SessionOptions()
-        if threads:
-            so.intra_op_num_threads = int(threads)
-        so.log_severity_level = 3
-        try:
-            self.encoder = ort.InferenceSession(str(model_dir / "encoder.onnx"), so, providers=providers)
-            self.decoder = ort.InferenceSession(str(model_dir / "decoder.onnx"), so, providers=providers)
-        except Exception as exc:
-            msg = " ".join(str(exc).split())
-            if kind != "cpu":
-                raise DeviceError(f"onnx-whisper could not start on {PROVIDERS[kind]}: {msg}") from exc
-            raise ModelLoadError(f"could not load ONNX graphs from {model_dir}: {msg}") from exc
+        self.encoder, self.decoder, kind, index, reason = open_sessions(
+            model_dir, device, threads, int(self.cfg.get("params", 0)))
         used = self.decoder.get_providers()[0]
-        if used != PROVIDERS[kind]:
-            raise DeviceError(f"onnxruntime fell back to {used} although {PROVIDERS[kind]} was requested")
         self.provider = used
         try:
             self.tok = WhisperTokenizer.from_dir(model_dir, vocab_size=int(self.cfg["vocab_size"]))
@@ -326,6 +177,8 @@ class OnnxWhisperEngine:
                    cancel: CancelToken | None = None, **kwargs: Any) -> tuple[Iterator[Segment], TranscriptionInfo]:
         lang = check_call(audio, language, prompt, word_timestamps, task, engine="onnx-whisper", model=self.info.model,
                           languages=self.tok.languages, word_timestamps_supported=False)
+        from voxbox.engines.asr.onnx_whisper import OnnxWhisperOptions
+
         opts = build_options(OnnxWhisperOptions, options, **kwargs)
         timestamps = not opts.without_timestamps
         timings = StageTimings()
@@ -365,7 +218,7 @@ class OnnxWhisperEngine:
         return cancellable(segments, cancel), info
 
     def _window_decoder(self, mel: np.ndarray, first: tuple[np.ndarray, np.ndarray] | None, sot: list[int],
-                        opts: OnnxWhisperOptions, timings: StageTimings) -> Callable[[int, int, list[int]], DecodeResult]:
+                        opts: Any, timings: StageTimings) -> Callable[[int, int, list[int]], DecodeResult]:
         """``decode(seek, frames, previous)`` for the shared long-form loop (greedy, no fallback);
         the first window reuses the encoder output of language detection when it has one."""
         max_new = opts.max_new_tokens or self.n_ctx // 2
@@ -400,44 +253,3 @@ class OnnxWhisperEngine:
     def close(self) -> None:
         self.encoder = None  # type: ignore[assignment]
         self.decoder = None  # type: ignore[assignment]
-
-
-def models() -> list[str]:
-    return []
-
-
-def load(model: str | None = None, *, device: str = "auto", dtype: str | None = None,
-         threads: int | None = None) -> OnnxWhisperEngine:
-    """Load an ONNX Whisper directory made by ``voxbox convert SRC OUT --to onnx``.
-
-    ``device``: auto, cpu, cuda[:N], rocm[:N], migraphx[:N]. ``dtype`` must match the export
-    (float32 or int8; it is fixed at conversion time). ``threads``: intra-op threads.
-    """
-    _ort()
-    if not model:
-        raise ModelNotFoundError("onnx-whisper needs a model directory (make one with `voxbox convert SRC OUT --to onnx`)",
-                                 param="model")
-    model_dir = Path(model).expanduser()
-    if not model_dir.is_dir():
-        raise ModelNotFoundError(f"onnx-whisper model directory {model_dir} does not exist", param="model")
-    engine = OnnxWhisperEngine(model_dir, device=device, threads=threads or (os.cpu_count() or 0))
-    if dtype not in (None, "auto", engine.info.dtype):
-        raise BadInputError(f"{model_dir} was exported as {engine.info.dtype}; dtype {dtype!r} needs another "
-                            "`voxbox convert` (--quantize int8 for int8)", param="dtype")
-    return engine
-
-
-def _factory(req: LoadRequest) -> OnnxWhisperEngine:
-    build_options(Options, req.options)  # no load options beyond the common ones
-    return load(req.model, device=req.device, dtype=req.dtype, threads=req.threads)
-
-
-SPEC: EngineSpec[OnnxWhisperEngine, OnnxWhisperOptions] = EngineSpec(
-    name="onnx-whisper", task="asr", factory=_factory, options=OnnxWhisperOptions,
-    description="Whisper exported to ONNX (voxbox convert) on ONNX Runtime execution providers",
-    requires=("onnxruntime", "tokenizers"), install_hint=INSTALL_HINT,
-    components=(ComponentSpec("whisper", params=39_000_000, devices=("cpu", "cuda", "rocm"), dtypes=("float32",),
-                              backend="onnxruntime", kind="transformer", overhead_bytes=300 * 2**20),),
-    capabilities=Capabilities(streaming=True, translate=True),
-    aliases=("onnx-whisper",),
-)
