@@ -11,6 +11,7 @@ eagerly.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -22,6 +23,12 @@ from voxbox.engines.asr.torch_whisper.model import KVCache, Whisper
 from voxbox.engines.asr.torch_whisper.tokenizer import WhisperTokenizer
 
 __all__ = ["Rules", "Runner", "WindowResult"]
+
+log = logging.getLogger(__name__)
+
+#: Relative logit difference above which the Triton step is refused at load (fp16 rounding through
+#: 32 layers stays near 1e-3).
+KERNEL_CHECK_TOL = 3e-2
 
 #: Self-attention is attended in buckets of this many positions (one graph per bucket).
 KV_BUCKET = 64
@@ -96,10 +103,14 @@ class Runner:
 
     def __init__(self, model: Whisper, tokenizer: WhisperTokenizer, use_graphs: bool | None = None,
                  fast: bool | None = None, compile: bool | None = None, compile_options: dict | None = None,
-                 self_attn: str = "sdpa", kv_inside: bool = True):
+                 self_attn: str = "sdpa", kv_inside: bool = True, kernels: bool | None = None,
+                 kernel_configs: dict | None = None, kernel_splits: tuple[int, int] | None = None):
         """``fast``: single-token steps through :class:`FastStep` (default: on CUDA once
         ``fuse_for_decoding()`` ran); ``compile``: torch.compile those steps (default: when
-        :func:`compile_available`), falling back to eager if compilation fails."""
+        :func:`compile_available`), falling back to eager if compilation fails. ``kernels``: batch-1
+        steps through the Triton :class:`~voxbox.engines.asr.torch_whisper.kernels.KernelStep`
+        (default: on CUDA with Triton and the fused layout); on a GPU it is checked against the
+        eager step at load and dropped (``kernel_error`` says why) if it fails or disagrees."""
         self.model = model
         self.tok = tokenizer
         p = model.decoder.embed_tokens.weight
@@ -123,6 +134,34 @@ class Runner:
         self._tails: dict = {}
         self._tail_seen: set = set()
         self._tail_failed: str | None = None  # why the compiled logits/rules tail fell back to eager
+        self.kstep = None
+        self.kernel_error: str | None = None
+        self.kernel_check: float | None = None
+        self.kernel_seconds = 0.0  # building + checking the Triton step (first start: kernel compilation)
+        if kernels is None:
+            kernels = self.device.type == "cuda" and fused
+        if kernels:
+            self._load_kernels(kernel_configs, kernel_splits)
+
+    def _load_kernels(self, configs: dict | None, splits: tuple[int, int] | None) -> None:
+        from voxbox.engines.asr.torch_whisper.kernels import KernelStep, kernels_available
+
+        t0 = time.perf_counter()
+        try:
+            if not kernels_available(self.device):
+                raise RuntimeError("Triton is not available for this device")
+            kw = {"cross_splits": splits[0], "self_splits": splits[1]} if splits else {}
+            step = KernelStep(self.model, dict(configs or {}), **kw)
+            if self.device.type == "cuda":
+                self.kernel_check = step.check()
+                if not self.kernel_check <= KERNEL_CHECK_TOL:
+                    raise RuntimeError(f"Triton step disagrees with the eager step (relative error {self.kernel_check:.3g})")
+            self.kstep = step
+        except Exception as exc:  # noqa: BLE001 - any failure: the compiled/eager FastStep path stays
+            self.kernel_error = f"{type(exc).__name__}: {exc}"[:500]
+            log.warning("Triton decode step unavailable, using the %s step: %s",
+                        "compiled" if self.fast is not None and self.fast.compiled else "eager", self.kernel_error)
+        self.kernel_seconds = time.perf_counter() - t0
 
     @property
     def compile_seconds(self) -> float:
@@ -225,16 +264,34 @@ class Runner:
     def _logits_tail(self, st: _State, h: torch.Tensor, rt: _RuleTensors) -> None:
         st.logits.copy_(self._apply_rules(st, self.model.logits(h[:, -1]), rt))
 
+    def _greedy_rules(self, st: _State, raw: torch.Tensor, rt: _RuleTensors) -> None:
+        logits = self._apply_rules(st, raw, rt)
+        self._advance(st, logits, logits.argmax(-1))
+
+    def _logits_rules(self, st: _State, raw: torch.Tensor, rt: _RuleTensors) -> None:
+        st.logits.copy_(self._apply_rules(st, raw, rt))
+
+    def _uses_kernels(self, st: _State) -> bool:
+        return self.kstep is not None and st.batch == 1
+
     def _fast_step(self, st: _State, kv_len: int, rt: _RuleTensors, kind: str) -> None:
-        """FastStep decoder, then logits + rules (+ argmax and append), compiled alongside it."""
-        h = self.fast(st.tokens.index_select(1, st.pos), st.pos, st.cache, kv_len)
-        eager = self._greedy_tail if kind == "greedy" else self._logits_tail
-        if not self.fast.compiled or self._tail_failed:
+        """FastStep decoder, then logits + rules (+ argmax and append), compiled alongside it; at
+        batch 1 with the Triton step: its logits, then the rules (+ argmax and append), compiled."""
+        if self._uses_kernels(st):
+            h = self.kstep(st.tokens, st.pos, st.cache, kv_len)
+            eager = self._greedy_rules if kind == "greedy" else self._logits_rules
+            kind = kind + "_k"
+            compiled = self.fast is not None and self.fast.compiled
+        else:
+            h = self.fast(st.tokens.index_select(1, st.pos), st.pos, st.cache, kv_len)
+            eager = self._greedy_tail if kind == "greedy" else self._logits_tail
+            compiled = self.fast.compiled
+        if not compiled or self._tail_failed:
             eager(st, h, rt)
             return
         fn = self._tails.get(kind)
         if fn is None:
-            fn = self._tails[kind] = torch.compile(eager, fullgraph=True, options=self.fast.options or None)
+            fn = self._tails[kind] = torch.compile(eager, fullgraph=True, options=self.fast.options or None)  # type: ignore[union-attr]
         key = (kind, st.batch, kv_len, rt.rules)
         if key in self._tail_seen:
             fn(st, h, rt)
@@ -248,17 +305,17 @@ class Runner:
             self._tail_failed = f"{type(exc).__name__}: {exc}"[:500]
             eager(st, h, rt)
             return
-        self.fast.compile_seconds += time.perf_counter() - t0
+        self.fast.compile_seconds += time.perf_counter() - t0  # type: ignore[union-attr]
         self._tail_seen.add(key)
 
     def _greedy_step(self, st: _State, kv_len: int, rt: _RuleTensors) -> None:
-        if self.fast is not None:
+        if self.fast is not None or self._uses_kernels(st):
             return self._fast_step(st, kv_len, rt, "greedy")
         logits = self._forward_step(st, kv_len, rt)
         self._advance(st, logits, logits.argmax(-1))
 
     def _logits_step(self, st: _State, kv_len: int, rt: _RuleTensors) -> None:
-        if self.fast is not None:
+        if self.fast is not None or self._uses_kernels(st):
             return self._fast_step(st, kv_len, rt, "logits")
         st.logits.copy_(self._forward_step(st, kv_len, rt))
 
