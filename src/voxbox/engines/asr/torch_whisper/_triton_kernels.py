@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-NEG = -1.0e30  # "minus infinity" that stays finite (no inf - inf)
+NEG = tl.constexpr(-1.0e30)  # "minus infinity" that stays finite (no inf - inf)
 
 
 @triton.jit
