@@ -96,7 +96,7 @@ def test_kernel_step_matches_decoder_forward(activation):
 def test_runner_decodes_the_same_tokens_with_the_kernels():
     """Greedy decode, timestamps on, through Runner: Triton step vs the plain decoder."""
     from voxbox.engines.asr.torch_whisper.decoding import Rules, Runner
-    from voxbox.engines.asr.torch_whisper.tokenizer import WhisperTokenizer
+    from voxbox.engines.asr.whisper.tokens import WhisperTokenizer
     from voxbox.models.bundled import whisper_tiny_en_dir
 
     torch.set_num_threads(1)

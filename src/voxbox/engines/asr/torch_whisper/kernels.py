@@ -34,15 +34,18 @@ from dataclasses import dataclass, field
 
 import torch
 
-from voxbox.engines.asr.torch_whisper.model import KVCache, Whisper
+from voxbox.engines.asr.torch_whisper.model import DecoderLayer, KVCache, Whisper
 
-__all__ = ["GemvConfig", "KernelStep", "kernels_available", "kernels_module"]
+__all__ = ["GemvConfig", "KernelStep", "kernels_available", "kernels_module", "load_kernel_step"]
 
 log = logging.getLogger(__name__)
 
 #: Splits of the cross-attention keys (1,500 positions) and of the self-attention cache per head.
 CROSS_SPLITS = 16
 SELF_SPLITS = 8
+#: Relative logit difference above which the Triton step is refused at load (fp16 rounding through
+#: 32 layers stays near 1e-3).
+KERNEL_CHECK_TOL = 3e-2
 ACTS = {"gelu": 1, "gelu_new": 2, "gelu_pytorch_tanh": 2, "relu": 3}
 
 _MODULES: dict[bool, object] = {}
@@ -136,7 +139,7 @@ class KernelStep:
     def __post_init__(self) -> None:
         m = self.model
         dec = m.decoder
-        if any(L.fused_qkv is None or L.fused_cross_q is None for L in dec.layers):
+        if any(L.fused_qkv is None or L.fused_cross_q is None for L in dec.blocks):
             raise ValueError("KernelStep needs Whisper.fuse_for_decoding() first")
         if m.dims.activation not in ACTS:
             raise ValueError(f"no kernel for activation {m.dims.activation!r}")
@@ -173,16 +176,17 @@ class KernelStep:
 
     def _weights(self) -> list[torch.Tensor]:
         out = []
-        for L in self.model.decoder.layers:
-            out += [*L.fused_qkv, L.self_attn.out_proj.weight, *L.fused_cross_q, L.encoder_attn.out_proj.weight,
+        for L in self.model.decoder.blocks:
+            qw, qb, cw, cb = _fused(L)
+            out += [qw, qb, L.self_attn.out_proj.weight, cw, cb, L.encoder_attn.out_proj.weight,
                     L.fc1.weight, L.fc2.weight]
         return out
 
     def bytes_per_step(self, kv_len: int) -> int:
         """What one step must read: decoder weights used per token, cross K/V, the attended cache."""
         el = self.model.decoder.embed_tokens.weight.element_size()
-        n = sum(t.numel() for t in self._weights()) + self.vocab * self.d + 2 * self.d * self.model.dims.decoder_layers * 3
         layers = self.model.dims.decoder_layers
+        n = sum(t.numel() for t in self._weights()) + self.vocab * self.d + 2 * self.d * layers * 3
         kv = layers * 2 * (self.model.dims.max_source_positions + kv_len) * self.d
         return (n + kv) * el
 
@@ -222,25 +226,26 @@ class KernelStep:
         x, y, z = B.x
         self.k.embed_kernel[(1,)](tokens, pos, dec.embed_tokens.weight, dec.embed_positions.weight, x, self.d,
                                   BLOCK=_next_pow2(self.d), num_warps=4)
-        for i, L in enumerate(dec.layers):
+        for i, L in enumerate(dec.blocks):
             kvc = cache.self_kv[i, :, 0]  # (2, H, max_len, Dh)
-            self._gemv("qkv", x, *L.fused_qkv, B.q, ln=(L.self_attn_layer_norm.weight, L.self_attn_layer_norm.bias),
+            qw, qb, cw, cb = _fused(L)
+            self._gemv("qkv", x, qw, qb, B.q, ln=(L.self_attn_layer_norm.weight, L.self_attn_layer_norm.bias),
                        qkv=(kvc, pos, kvc.stride(0), kvc.stride(1), kvc.stride(2)))
             self._attend(B.q, kvc[0], kvc[1], B.self_m, B.self_l, B.self_acc, self.self_splits, kv_len, pos)
             self._gemv("o", x, L.self_attn.out_proj.weight, L.self_attn.out_proj.bias, y, res=x,
                        combine=(B.self_m, B.self_l, B.self_acc, self.self_splits))
-            self._gemv("cq", y, *L.fused_cross_q, B.cq,
+            self._gemv("cq", y, cw, cb, B.cq,
                        ln=(L.encoder_attn_layer_norm.weight, L.encoder_attn_layer_norm.bias))
             ck, cv = cache.cross_k[i, 0], cache.cross_v[i, 0]  # (H, S, Dh)
             self._attend(B.cq, ck, cv, B.cross_m, B.cross_l, B.cross_acc, self.cross_splits, ck.shape[1])
             self._gemv("co", y, L.encoder_attn.out_proj.weight, L.encoder_attn.out_proj.bias, z, res=y,
                        combine=(B.cross_m, B.cross_l, B.cross_acc, self.cross_splits))
-            self._gemv("fc1", z, L.fc1.weight, L.fc1.bias, B.hid, ln=(L.final_layer_norm.weight, L.final_layer_norm.bias),
-                       act=self.act)
+            self._gemv("fc1", z, L.fc1.weight, L.fc1.bias, B.hid,
+                       ln=(L.final_layer_norm.weight, L.final_layer_norm.bias), act=self.act)
             self._gemv("fc2", B.hid, L.fc2.weight, L.fc2.bias, x, res=z)
-        self._gemv("logits", x, dec.embed_tokens.weight, None, B.logits, ln=(dec.layer_norm.weight, dec.layer_norm.bias))
+        self._gemv("logits", x, dec.embed_tokens.weight, None, B.logits,
+                   ln=(dec.layer_norm.weight, dec.layer_norm.bias))
         return B.logits
-
 
     @torch.inference_mode()
     def check(self, position: int = 5, kv_len: int = 64, seed: int = 0) -> float:
@@ -264,6 +269,33 @@ class KernelStep:
         err = float((got - ref).abs().max() / ref.abs().max().clamp(min=1e-6))
         kv_err = float((cache.self_kv[:, :, :, :, position] - ref_cache.self_kv[:, :, :, :, position]).abs().max())
         return err if kv_err <= 1e-2 * max(1.0, float(ref_cache.self_kv.abs().max())) else float("inf")
+
+
+def load_kernel_step(model: Whisper, configs: dict | None = None, splits: tuple[int, int] | None = None
+                     ) -> tuple[KernelStep | None, float | None, str | None]:
+    """Build the Triton step for ``model`` and, on a GPU, check it against the eager step:
+    ``(step, relative error, None)``, or ``(None, error or None, why)`` when it is not usable."""
+    dev = model.decoder.embed_tokens.weight.device
+    err: float | None = None
+    try:
+        if not kernels_available(dev):
+            raise RuntimeError("Triton is not available for this device")
+        kw = {"cross_splits": splits[0], "self_splits": splits[1]} if splits else {}
+        step = KernelStep(model, dict(configs or {}), **kw)
+        if dev.type == "cuda":
+            err = step.check()
+            if not err <= KERNEL_CHECK_TOL:
+                raise RuntimeError(f"Triton step disagrees with the eager step (relative error {err:.3g})")
+    except Exception as exc:  # noqa: BLE001 - any failure: the caller keeps its compiled/eager step
+        return None, err, f"{type(exc).__name__}: {exc}"[:500]
+    return step, err, None
+
+
+def _fused(layer: DecoderLayer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The fused self Q/K/V and cross Q weights and biases of a decoder layer."""
+    if layer.fused_qkv is None or layer.fused_cross_q is None:
+        raise ValueError("KernelStep needs Whisper.fuse_for_decoding() first")
+    return (*layer.fused_qkv, *layer.fused_cross_q)
 
 
 def triton_cdiv(a: int, b: int) -> int:
