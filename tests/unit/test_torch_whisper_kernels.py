@@ -141,7 +141,6 @@ def test_runner_without_triton_keeps_its_step_and_says_why(monkeypatch, caplog):
     from voxbox.engines.asr.whisper.tokens import WhisperTokenizer
     from voxbox.models.bundled import whisper_tiny_en_dir
 
-    monkeypatch.setenv("VOXBOX_TW_KERNELS", "0")
     tok = WhisperTokenizer.from_dir(whisper_tiny_en_dir(), 51864)
     model = _model(vocab=51864, sources=40, layers=2)
     rules = Rules(suppress=(), begin_suppress=(tok.eot,), timestamps=False)

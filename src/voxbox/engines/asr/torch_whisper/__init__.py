@@ -52,10 +52,13 @@ class TorchWhisperOptions(Options):
 @dataclass(frozen=True)
 class TorchWhisperLoadOptions(Options):
     """Load-time options: ``use_graphs`` (CUDA graphs; default on CUDA/ROCm), ``compile``
-    (torch.compile the GPU decode step; default CUDA + Triton), and per-call defaults."""
+    (torch.compile the GPU decode step; default CUDA + Triton), ``kernels`` (the Triton batch-1
+    decode step; default on CUDA when Triton imports, checked against eager at load), and per-call
+    defaults."""
 
     use_graphs: bool | None = None
     compile: bool | None = None
+    kernels: bool | None = None
     batch_size: int | None = None
     beam_size: int | None = None
 

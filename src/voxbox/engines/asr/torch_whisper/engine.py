@@ -89,11 +89,11 @@ class TorchWhisperEngine:
 
     def __init__(self, model: Whisper, tokenizer: WhisperTokenizer, generation: dict[str, Any], info: EngineInfo,
                  use_graphs: bool | None = None, defaults: TranscribeOptions | None = None,
-                 compile: bool | None = None):
+                 compile: bool | None = None, kernels: bool | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.info = info
-        self.runner = Runner(model, tokenizer, use_graphs=use_graphs, compile=compile)
+        self.runner = Runner(model, tokenizer, use_graphs=use_graphs, compile=compile, kernels=kernels)
         self.defaults = defaults or TranscribeOptions()
         self.suppress = tokenizer.suppress_tokens(generation.get("suppress_tokens"))
         self.begin_suppress = tokenizer.begin_suppress_tokens(generation.get("begin_suppress_tokens"))
@@ -295,7 +295,8 @@ def load(model: str | None = None, *, device: str = "auto", dtype: str | None = 
 
     ``dtype``: float16 / bfloat16 / float32; default float16 on GPU, float32 on CPU.
     ``options``: ``use_graphs`` (default: on for CUDA/ROCm), ``compile`` (torch.compile the GPU
-    decode step; default: when Triton is importable) and any per-call default of
+    decode step; default: when Triton is importable), ``kernels`` (the Triton batch-1 step; default
+    on CUDA) and any per-call default of
     :class:`TranscribeOptions` (e.g. ``batch_size``, ``beam_size``).
     """
     if not model:
@@ -303,6 +304,7 @@ def load(model: str | None = None, *, device: str = "auto", dtype: str | None = 
     dev, tdtype, plan_reason = _placement(device, dtype)
     use_graphs = options.pop("use_graphs", None)
     compile_step = options.pop("compile", None)
+    kernels = options.pop("kernels", None)
     defaults = replace(TranscribeOptions(), **_typed_options(options))
     m, tok, gen = load_checkpoint(model, dev, tdtype)
     if dev.type == "cuda":
@@ -313,8 +315,12 @@ def load(model: str | None = None, *, device: str = "auto", dtype: str | None = 
         supports_word_timestamps=True, max_concurrency=1,
         extra={"cuda_graphs": bool(use_graphs if use_graphs is not None else dev.type == "cuda")},
     )
-    engine = TorchWhisperEngine(m, tok, gen, info, use_graphs=use_graphs, defaults=defaults, compile=compile_step)
+    engine = TorchWhisperEngine(m, tok, gen, info, use_graphs=use_graphs, defaults=defaults, compile=compile_step,
+                                kernels=kernels)
     engine.info.extra["compiled_step"] = bool(engine.runner.fast is not None and engine.runner.fast.compiled)
+    engine.info.extra["triton_step"] = engine.runner.kstep is not None
+    if engine.runner.kernel_error:
+        engine.info.extra["triton_step_unavailable"] = engine.runner.kernel_error
     if plan_reason:
         engine.info.extra["device_reason"] = plan_reason
     return engine

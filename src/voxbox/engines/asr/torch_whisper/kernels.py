@@ -71,10 +71,8 @@ def kernels_module():
 
 
 def kernels_available(device: torch.device) -> bool:
-    """Triton importable and the device one it can run on (CUDA/ROCm, or any under TRITON_INTERPRET);
-    off with ``VOXBOX_TW_KERNELS=0``."""
-    if os.environ.get("VOXBOX_TW_KERNELS", "1") == "0":
-        return False
+    """Triton importable and the device one it can run on (CUDA/ROCm, or any under TRITON_INTERPRET).
+    Turned off per model with the load option ``kernels=False``."""
     if device.type != "cuda" and not _interpret():
         return False
     try:
