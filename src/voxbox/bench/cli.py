@@ -112,8 +112,9 @@ def _run(task: str, *, quick: bool, scenarios: Optional[Path], out: Optional[Pat
 
 
 _QUICK = typer.Option(False, "--quick", help="One-minute smoke run: one short item, one run, fewer peers.")
-_SCEN = typer.Option(None, "--scenarios", help="YAML merged over the shipped scenarios (see voxbox/bench/scenarios.yaml).")
-_OUT = typer.Option(None, "--out", "-o", help="Output directory (default ./bench-results/TASK-TIMESTAMP).")
+_SCEN = typer.Option(None, "--scenarios", help="YAML file, or a shipped profile (gpu, gpu-variants, cpu-shapes), merged over "
+                     "the shipped scenarios (voxbox/bench/scenarios.yaml).")
+_OUT = typer.Option(None, "--out", "-o", help="Output directory (default ./bench-results/MACHINE/DATE-TASK-TIME).")
 _PEERS = typer.Option(None, "--peers", help="Comma-separated peers to run beside voxbox (default: from the scenarios).")
 _NOPEERS = typer.Option(False, "--no-peers", help="Measure voxbox only.")
 _RUNS = typer.Option(None, "--runs", min=1, help="Measured runs per scenario (default 3).")

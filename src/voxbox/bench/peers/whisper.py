@@ -36,10 +36,6 @@ def ct2_dir_for(model: str | None, voxbox: dict[str, Any]) -> Path:
 class _WhisperPeer(Target):
     task = "asr"
 
-    @property
-    def voxbox(self) -> dict[str, Any]:
-        return self.settings.get("voxbox") or {}
-
     def _threads(self) -> int:
         return int(self.threads or self.voxbox.get("threads") or os.cpu_count() or 1)
 
