@@ -31,7 +31,7 @@ import torch  # noqa: E402
 
 from voxbox.engines.asr.torch_whisper.decoding import Rules, Runner  # noqa: E402
 from voxbox.engines.asr.torch_whisper.model import Whisper, WhisperDims, load_weights  # noqa: E402
-from voxbox.engines.asr.torch_whisper.tokenizer import WhisperTokenizer  # noqa: E402
+from voxbox.engines.asr.whisper.tokens import WhisperTokenizer  # noqa: E402
 
 SHAPES = {
     "large-v3": dict(d_model=1280, encoder_layers=32, decoder_layers=32, encoder_attention_heads=20,

@@ -32,8 +32,10 @@ def _unavailable() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Module-scoped on purpose: Playwright's sync API marks an asyncio loop as running on the main
+    thread while it is started, which breaks every later ``asyncio.run`` in the session."""
     reason = _unavailable()
     if reason:
         if os.environ.get("VOXBOX_REQUIRE_BROWSER") == "1":

@@ -195,3 +195,14 @@ def test_several_files_json_to_stdout_is_one_json_document(spoken, moonshine_ass
     docs = json.loads(proc.stdout)
     assert [d["file"] for d in docs] == [str(spoken), str(moonshine_assets / "beckett.wav")]
     assert all(d["text"] for d in docs)
+
+
+def test_serve_that_cannot_start_exits_non_zero(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        proc = run("serve", "--port", str(port), "--no-preload", "--data-dir", str(tmp_path), timeout=120)
+    assert proc.returncode != 0

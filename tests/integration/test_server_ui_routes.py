@@ -104,7 +104,7 @@ def test_server_info_engines_and_no_secrets(server, auth, monkeypatch):
     assert KEY not in r.text
     body = r.json()
     assert body["api_key_required"] is True
-    assert body["capabilities"]["realtime"] is False  # no Realtime route in this server yet
+    assert body["capabilities"]["realtime"] is True  # the Realtime websocket route (on by default)
     assert body["capabilities"]["translations"] is True
     engines = {e["name"]: e for e in body["engines"]}
     assert engines["hibari"]["available"] and engines["hibari"]["clones_voices"] is False
@@ -123,14 +123,17 @@ def test_realtime_capability_follows_the_route(tmp_path):
 
     from voxbox.server.app import create_app
 
-    app = create_app(make_settings(tmp_path, models={"preload_defaults": False}))
-    with TestClient(app, base_url="http://127.0.0.1") as client:  # the Host allowlist answers loopback names
+    app = create_app(make_settings(tmp_path, models={"preload_defaults": False}, realtime={"enabled": False}))
+    with TestClient(app, base_url="http://127.0.0.1") as client:
         assert client.get("/v1/server").json()["capabilities"]["realtime"] is False
 
         async def realtime(ws: WebSocket) -> None:
             await ws.close()
 
         app.add_api_websocket_route("/v1/realtime", realtime)
+        assert client.get("/v1/server").json()["capabilities"]["realtime"] is True
+    app = create_app(make_settings(tmp_path, models={"preload_defaults": False}))
+    with TestClient(app, base_url="http://127.0.0.1") as client:
         assert client.get("/v1/server").json()["capabilities"]["realtime"] is True
 
 

@@ -105,7 +105,9 @@ def test_in_process_every_file_with_the_cli_wer(corpus, local_out):
     assert wer(list(refs.values()), hyps) < 0.1
     for k, r in recs.items():
         if k != str(corpus / "broken.wav"):
-            assert r["error"] is None and r["engine"] == "faster-whisper" and r["language"] == "en"
+            assert r["error"] is None and r["engine"] == "faster-whisper"
+            # VAD is on (as in `voxbox transcribe`): the chimes (error.wav, success.wav) hold no speech
+            assert r["language"] == "en" or (r["text"] == "" and r["language"] is None), (k, r)
             assert r["duration"] > 0.5 and r["timings"]["total"] > 0 and isinstance(r["segments"], list)
     # the plain CLI on some of the same files: the same text, so the same WER
     some = [str(corpus / n) for n in ("s00.wav", "s03.wav", "s07.wav", "beckett.wav", "clone-test.wav")]

@@ -12,7 +12,7 @@ from voxbox.convert.manifest import checkpoint_sha256
 from voxbox.convert.pipeline import check_args
 from voxbox.convert.verify import wer
 from voxbox.convert.whisper import inspect_checkpoint, prepare_output_dir
-from voxbox.engines.asr import whisper_common as wc
+from voxbox.engines.asr.whisper import features as wf
 from voxbox.errors import BadInputError, NotFoundError
 
 
@@ -103,7 +103,7 @@ def test_output_dir_rules(tmp_path):
 def test_checkpoint_hash_is_location_independent(tmp_path):
     a = _fake_ckpt(tmp_path / "a")
     b = _fake_ckpt(tmp_path / "b")
-    files = lambda d: sorted(p for p in d.iterdir())  # noqa: E731
+    files = lambda d: sorted(p for p in d.iterdir())
     assert checkpoint_sha256(a, files(a)) == checkpoint_sha256(b, files(b))
     (b / "model.safetensors").write_bytes(b"\1" * 16)
     assert checkpoint_sha256(a, files(a)) != checkpoint_sha256(b, files(b))
@@ -124,31 +124,7 @@ def test_numpy_log_mel_matches_transformers():
     x = (0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
     fe = fe_mod.WhisperFeatureExtractor(feature_size=80)
     ref = fe(x, sampling_rate=16000, return_tensors="np").input_features[0]
-    ours = wc.pad_or_trim(wc.log_mel(np.pad(x, (0, wc.CHUNK_SAMPLES - x.size)), 80))
+    ours = wf.pad_or_trim(wf.log_mel(np.pad(x, (0, wf.CHUNK_SAMPLES - x.size)), 80))
     assert ours.shape == ref.shape == (80, 3000)
     assert np.abs(ours - ref).max() < 2e-3
-    assert wc.log_mel(x, 128).shape[0] == 128
-
-
-def test_split_segments_follows_timestamp_pairs():
-    tb = 50364
-    toks = [tb + 0, 10, 11, tb + 50, tb + 50, 12, tb + 120, tb + 120, 13]  # two closed pairs, then open text
-    segs, advance = wc.split_segments(toks, tb, 30.0, 30.0, 3000)
-    assert [(round(s, 2), round(e, 2), t) for s, e, t in segs] == [
-        (30.0, 31.0, [tb, 10, 11, tb + 50]), (31.0, 32.4, [tb + 50, 12, tb + 120])]
-    assert advance == 240  # seek to the last complete pair (2.4 s = 240 mel frames)
-    segs, advance = wc.split_segments([tb, 10, tb + 100], tb, 0.0, 12.0, 1200)
-    assert segs == [(0.0, 2.0, [tb, 10, tb + 100])] and advance == 1200
-
-
-def test_timestamp_rules():
-    eot, nts, tb, v = 10, 11, 12, 20
-    logits = np.zeros(v, np.float32)
-    wc.apply_timestamp_rules(logits, [], eot=eot, no_timestamps=nts, timestamp_begin=tb, max_initial_timestamp_index=2)
-    assert np.isinf(logits[:tb]).all() and np.isfinite(logits[tb:tb + 3]).all() and np.isinf(logits[tb + 3:]).all()
-    logits = np.zeros(v, np.float32)
-    wc.apply_timestamp_rules(logits, [tb + 2, 5], eot=eot, no_timestamps=nts, timestamp_begin=tb)
-    assert np.isinf(logits[tb:tb + 3]).all()  # no going back in time
-    logits = np.zeros(v, np.float32)
-    wc.apply_timestamp_rules(logits, [tb + 2, 5, tb + 4], eot=eot, no_timestamps=nts, timestamp_begin=tb)
-    assert np.isinf(logits[:eot]).all()  # an opened timestamp must be closed (or end)
+    assert wf.log_mel(x, 128).shape[0] == 128

@@ -14,7 +14,7 @@ pytest.importorskip("ctranslate2")
 import torch  # noqa: E402
 
 from voxbox.convert.tiny import bundled_tokenizer_dir  # noqa: E402
-from voxbox.engines.asr import whisper_common as wc  # noqa: E402
+from voxbox.engines.asr.whisper import features as wf  # noqa: E402
 from voxbox.types import Audio  # noqa: E402
 
 N_NEW = 24
@@ -72,7 +72,7 @@ def _noise(seed: int, seconds: float = 4.0) -> Audio:
 
 
 def _features(audio: Audio) -> np.ndarray:
-    return wc.pad_or_trim(wc.log_mel(audio.samples, 80, padding=wc.CHUNK_SAMPLES)[:, : wc.CHUNK_FRAMES])
+    return wf.pad_or_trim(wf.log_mel(audio.samples, 80, padding=wf.CHUNK_SAMPLES)[:, : wf.CHUNK_FRAMES])
 
 
 def _hf_generate(model, feats: np.ndarray, prompt: list[int], suppress: list[int]) -> list[int]:
@@ -118,7 +118,7 @@ def test_faster_whisper_matches_transformers_generate(converted, fw_engine, onnx
         # and transformers; on exactly 30 s both see the same window, so feed transformers faster-whisper's
         # own features for it
         audio = _noise(seed, 30.0)
-        feats = np.ascontiguousarray(FeatureExtractor(feature_size=80)(audio.samples)[:, : wc.CHUNK_FRAMES])
+        feats = np.ascontiguousarray(FeatureExtractor(feature_size=80)(audio.samples)[:, : wf.CHUNK_FRAMES])
         ref = _hf_generate(converted["hf"], feats, prompt, suppress)
         segs, _ = fw_engine.transcribe(audio, language="en", beam_size=1, temperature=0.0, without_timestamps=True,
                                        max_new_tokens=2 * N_NEW + 2, suppress_tokens=suppress,

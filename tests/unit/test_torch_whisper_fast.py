@@ -12,7 +12,7 @@ def test_fast_step_decodes_like_decoder_forward(timestamps):
     from voxbox.engines.asr.torch_whisper.decoding import Rules, Runner
     from voxbox.engines.asr.torch_whisper.fast import FastStep
     from voxbox.engines.asr.torch_whisper.model import Whisper, WhisperDims
-    from voxbox.engines.asr.torch_whisper.tokenizer import WhisperTokenizer
+    from voxbox.engines.asr.whisper.tokens import WhisperTokenizer
     from voxbox.models.bundled import whisper_tiny_en_dir
 
     torch.set_num_threads(1)

@@ -1,4 +1,4 @@
-"""torch-whisper's device log-mel vs transformers' WhisperFeatureExtractor (the reference features)."""
+"""The shared core's torch (device) log-mel vs transformers' WhisperFeatureExtractor (the reference features)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from voxbox.engines.asr.torch_whisper.features import CHUNK_FRAMES, CHUNK_SAMPLES, log_mel, mel_filters  # noqa: E402
+from voxbox.engines.asr.whisper.features import CHUNK_FRAMES, CHUNK_SAMPLES, mel_filters  # noqa: E402
+from voxbox.engines.asr.whisper.features import log_mel_torch as log_mel  # noqa: E402
 
 
 def _wav(path) -> np.ndarray:

@@ -17,7 +17,7 @@ pytestmark = [
 def test_graph_replay_matches_eager(batch, timestamps):
     from voxbox.engines.asr.torch_whisper.decoding import Rules, Runner
     from voxbox.engines.asr.torch_whisper.model import Whisper, WhisperDims
-    from voxbox.engines.asr.torch_whisper.tokenizer import WhisperTokenizer
+    from voxbox.engines.asr.whisper.tokens import WhisperTokenizer
     from voxbox.models.bundled import whisper_tiny_en_dir
 
     tok = WhisperTokenizer.from_dir(whisper_tiny_en_dir(), 51864)

@@ -35,7 +35,7 @@ def _build(tmp: Path, multilingual: bool):
     from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration
 
     from voxbox.engines.asr.torch_whisper import load
-    from voxbox.engines.asr.torch_whisper.tokenizer import WhisperTokenizer
+    from voxbox.engines.asr.whisper.tokens import WhisperTokenizer
 
     vocab = 51865 if multilingual else 51864
     tok = WhisperTokenizer.from_dir(_tokenizer_json(multilingual).parent, vocab)

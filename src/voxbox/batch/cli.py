@@ -107,6 +107,7 @@ def transcribe(
     prompt: str | None = typer.Option(None, "--prompt", help="Initial prompt."),
     word_timestamps: bool = typer.Option(False, "--word-timestamps", help="Words with times in each segment."),
     beam_size: int | None = typer.Option(None, "--beam-size", min=1, help="Beam size (engine default)."),
+    vad: bool = typer.Option(True, "--vad/--no-vad", help="Skip silence and music with Silero VAD first (default on)."),
     path_column: str = typer.Option("path", "--path-column", help="The manifest column naming the audio files."),
     option: list[str] | None = _OPTION, device: str = _DEVICE, threads: int | None = _THREADS, batch_size: int | None = _BATCH,
     ray: bool = _RAY, address: str | None = _ADDRESS, actors: int | None = _ACTORS,
@@ -125,7 +126,8 @@ def transcribe(
         raise BadInputError(f"--task must be transcribe or translate, got {task!r}", param="task")
     store = ResultStore(out, "path")
     job = TranscribeJob(_model_job("asr", engine, model, device, threads, batch_size),
-                        _options(option, beam_size=beam_size), language, prompt, task, word_timestamps)
+                        _options(option, beam_size=beam_size), language, prompt, task, word_timestamps,
+                        vad=vad)
     _check_options(job.model.entry, job.options)
     ray_address = _use_ray(ray, address)
     items = audio_items(source, path_column=path_column)

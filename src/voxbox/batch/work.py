@@ -49,6 +49,7 @@ class TranscribeJob:
     task: str = "transcribe"
     word_timestamps: bool = False
     max_seconds: float = 4 * 3600.0
+    vad: bool = True  # Silero VAD first, as `voxbox transcribe` does by default
 
 
 @dataclass(frozen=True)
@@ -138,8 +139,14 @@ class Transcriber(_Worker):
         try:
             with self.rt.acquire(self.job.entry) as work:
                 options = work.spec.make_options(j.options)
-                segments, info = self.rt.call(work, work.engine.transcribe, audio, j.language, j.prompt,
-                                              j.word_timestamps, j.task, options, cancel=work.cancel)
+                if j.vad:
+                    from voxbox.runtime.vad import transcribe_speech
+
+                    segments, info = self.rt.call(work, transcribe_speech, work.engine, audio, j.language, j.prompt,
+                                                  j.word_timestamps, j.task, options, cancel=work.cancel)
+                else:
+                    segments, info = self.rt.call(work, work.engine.transcribe, audio, j.language, j.prompt,
+                                                  j.word_timestamps, j.task, options, cancel=work.cancel)
                 segs = list(self.rt.iterate(work, lambda: segments))
         except Exception as exc:  # noqa: BLE001 - recorded, the job goes on
             return {**base, **_EMPTY_ASR, "duration": round(audio.duration, 3), "error": error_text(exc)}

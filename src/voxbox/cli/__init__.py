@@ -31,7 +31,8 @@ app = typer.Typer(
 )
 
 _AREA_CLIS = ("voxbox.cli.speak", "voxbox.cli.transcribe", "voxbox.cli.engines", "voxbox.server.cli",
-              "voxbox.hardware.cli", "voxbox.bench.cli", "voxbox.convert.cli", "voxbox.batch.cli")
+              "voxbox.hardware.cli", "voxbox.bench.cli", "voxbox.convert.cli", "voxbox.batch.cli",
+              "voxbox.wyoming.cli")
 
 
 def _version(value: bool) -> None:

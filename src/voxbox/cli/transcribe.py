@@ -62,7 +62,7 @@ def transcribe(
     prompt: Optional[str] = typer.Option(None, "--prompt", help="Initial prompt (spellings, context)."),
     beam_size: Optional[int] = typer.Option(None, "--beam-size", min=1, help="Beam size (default 5)."),
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Fixed temperature (default: 0 with fallback)."),
-    vad: bool = typer.Option(False, "--vad/--no-vad", help="Skip silence with the Silero VAD filter."),
+    vad: bool = typer.Option(True, "--vad/--no-vad", help="Skip silence and music with Silero VAD first (default on)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Batched pipeline for long audio (>1)."),
     input_rate: Optional[int] = typer.Option(None, "--input-rate", min=1000, help="Input is raw 16-bit mono PCM at this rate."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
@@ -87,8 +87,7 @@ def transcribe(
     several = len(files) > 1
     if output is not None:
         (check_output_dir if several else check_output_file)(output)
-    values: dict[str, Any] = {"beam_size": beam_size, "temperature": temperature, "batch_size": batch_size,
-                              "vad_filter": True if vad else None}
+    values: dict[str, Any] = {"beam_size": beam_size, "temperature": temperature, "batch_size": batch_size}
     entry = cli_entry("asr", engine, model)
     docs: list[Any] = []
     with cli_runtime(device, threads) as rt, rt.acquire(entry) as work:
@@ -96,7 +95,7 @@ def transcribe(
         rate = work.engine.info.sample_rate or 16000
         for src in files:
             body, parsed = _one(rt, work, src, rate, input_rate, options, fmt, language, prompt, word_timestamps,
-                                task, timings, console)
+                                task, timings, console, vad)
             if output is None and several and fmt in ("json", "verbose_json"):
                 docs.append({"file": "stdin" if src == "-" else src, **parsed})
             elif output is None:
@@ -115,14 +114,19 @@ def transcribe(
 
 def _one(rt: Any, work: Any, src: str, rate: int, input_rate: int | None, options: Any, fmt: str,
          language: str | None, prompt: str | None, words: bool, task: str, timings: bool,
-         console: Any) -> tuple[str, Any]:
+         console: Any, vad: bool) -> tuple[str, Any]:
     """Transcribe one input; (formatted body, parsed JSON body or None)."""
     from voxbox.formats import format_transcript
+    from voxbox.runtime.vad import transcribe_speech
 
     t0 = time.perf_counter()
     audio = _read_input(src, rate, input_rate)
     decode_s = time.perf_counter() - t0
-    segments, info = work.engine.transcribe(audio, language, prompt, words, task, options, cancel=work.cancel)
+    if vad:
+        segments, info = transcribe_speech(work.engine, audio, language, prompt, words, task, options,
+                                           cancel=work.cancel)
+    else:
+        segments, info = work.engine.transcribe(audio, language, prompt, words, task, options, cancel=work.cancel)
     collected = []
     if info.duration >= _LONG_AUDIO_S:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -142,5 +146,36 @@ def _one(rt: Any, work: Any, src: str, rate: int, input_rate: int | None, option
     return body, (json.loads(body) if fmt in ("json", "verbose_json") else None)
 
 
+def vad(
+    file: str = typer.Argument(..., help="Audio file (wav, mp3, flac, ogg, m4a, webm...), or '-' for stdin."),
+    fmt: str = typer.Option("text", "--format", "-f", help="text (one region a line) or json (milliseconds)."),
+    threshold: float = typer.Option(0.5, "--threshold", help="Speech probability threshold (0-1)."),
+    min_silence_ms: int = typer.Option(1000, "--min-silence-ms", min=0, help="Silence that ends a region, ms."),
+    min_speech_ms: int = typer.Option(250, "--min-speech-ms", min=0, help="Shorter speech is dropped, ms."),
+    speech_pad_ms: int = typer.Option(400, "--speech-pad-ms", min=0, help="Audio kept around each region, ms."),
+    input_rate: Optional[int] = typer.Option(None, "--input-rate", min=1000,
+                                             help="Input is raw 16-bit mono PCM at this rate."),
+) -> None:
+    """Print where the speech is in an audio file (Silero VAD)."""
+    from voxbox.audio.vad import VadOptions, speech_timestamps
+    from voxbox.errors import BadInputError
+
+    if fmt not in ("text", "json"):
+        raise BadInputError(f"unknown format {fmt!r}; choose text or json", param="format")
+    opts = VadOptions(threshold=threshold, min_silence_ms=min_silence_ms, min_speech_ms=min_speech_ms,
+                      speech_pad_ms=speech_pad_ms).check()
+    audio = _read_input(file, 16000, input_rate)
+    spans = speech_timestamps(audio, opts)
+    if fmt == "json":
+        regions = [{"start": int(round(s.start * 1000)), "end": int(round(s.end * 1000))} for s in spans]
+        sys.stdout.write(json.dumps(regions) + "\n")
+        return
+    for s in spans:
+        sys.stdout.write(f"{s.start:.3f}\t{s.end:.3f}\n")
+    speech = sum(s.duration for s in spans)
+    stderr_console().print(f"{len(spans)} speech region(s), {speech:.2f} s of {audio.duration:.2f} s")
+
+
 def register(app: typer.Typer) -> None:
     app.command()(transcribe)
+    app.command()(vad)

@@ -24,14 +24,15 @@ import mmap
 import re
 import shutil
 import struct
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
+from typing import Any
 
 import numpy as np
 
-__all__ = ["read_model_bin", "whisper_state_dict", "whisper_hf_config", "write_hf_checkpoint"]
+__all__ = ["read_model_bin", "whisper_hf_config", "whisper_state_dict", "write_hf_checkpoint"]
 
-_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: "bfloat16"}
+_DTYPES: dict[int, Any] = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: "bfloat16"}
 
 
 def _bytes(path: str | Path | Iterable[str | Path]) -> bytes | mmap.mmap:
@@ -77,6 +78,7 @@ def read_model_bin(path: str | Path | Iterable[str | Path]) -> tuple[str, int, d
         if dt is None:
             raise ValueError(f"{vname}: unknown dtype id {dtype_id}")
         count = int(np.prod(shape)) if shape else 1
+        arr: np.ndarray
         if dt == "bfloat16":
             raw = np.frombuffer(buf, dtype=np.uint16, count=count, offset=off)
             arr = (raw.astype(np.uint32) << 16).view(np.float32)

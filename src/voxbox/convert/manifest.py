@@ -19,8 +19,9 @@ import hashlib
 import importlib.metadata
 import json
 import platform
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 __all__ = ["MANIFEST_NAME", "checkpoint_sha256", "dir_size", "read_manifest", "tool_versions", "write_manifest"]
 

@@ -45,8 +45,8 @@ N_FRAMES = 3000
 def _torch_modules():
     try:
         import torch
-        from torch import nn
         import transformers  # noqa: F401
+        from torch import nn
     except ImportError as exc:
         raise EngineUnavailableError(
             f"ONNX export needs torch and transformers ({exc.name} missing)",
@@ -55,9 +55,15 @@ def _torch_modules():
     return torch, nn
 
 
-def _build_wrappers(model: Any):
-    torch, nn = _torch_modules()
-    import torch.nn.functional as F
+def _build_wrappers(model: Any) -> tuple[Any, Any]:
+    """(encoder, decoder) export wrappers around a transformers Whisper (eval mode)."""
+    return _encoder_wrapper(model).eval(), _decoder_wrapper(model).eval()
+
+
+def _encoder_wrapper(model: Any) -> Any:
+    """features -> every decoder layer's cross-attention K and V, stacked (layers, B, H, S, Dh)."""
+    torch, _ = _torch_modules()
+    from torch import nn
 
     cfg = model.config
     n_heads = cfg.decoder_attention_heads
@@ -78,6 +84,20 @@ def _build_wrappers(model: Any):
                 ks.append(attn.k_proj(h).view(b, s, n_heads, head_dim).transpose(1, 2))
                 vs.append(attn.v_proj(h).view(b, s, n_heads, head_dim).transpose(1, 2))
             return torch.stack(ks), torch.stack(vs)
+
+    return Encoder()
+
+
+def _decoder_wrapper(model: Any) -> Any:
+    """tokens + explicit past K/V + cross K/V -> last-token logits and the new past K/V (one
+    nested module: the traced forward must be a single method)."""
+    torch, _ = _torch_modules()
+    import torch.nn.functional as F
+    from torch import nn
+
+    cfg = model.config
+    n_heads = cfg.decoder_attention_heads
+    head_dim = cfg.d_model // n_heads
 
     class Decoder(nn.Module):
         def __init__(self) -> None:
@@ -130,7 +150,7 @@ def _build_wrappers(model: Any):
             logits = F.linear(x[:, -1, :], self.proj_weight)
             return logits, torch.stack(presents_k), torch.stack(presents_v)
 
-    return Encoder().eval(), Decoder().eval()
+    return Decoder()
 
 
 def load_hf_whisper(path: Path, dtype: str = "float32"):
@@ -142,7 +162,7 @@ def load_hf_whisper(path: Path, dtype: str = "float32"):
         model = WhisperForConditionalGeneration.from_pretrained(
             str(path), dtype=getattr(torch, dtype), attn_implementation="eager"
         )
-    except Exception as exc:  # noqa: BLE001 - transformers raises many kinds
+    except Exception as exc:
         raise ModelLoadError(f"could not load {path} with transformers: {' '.join(str(exc).split())}") from exc
     return model.eval()
 
@@ -329,7 +349,7 @@ def quantize_onnx_dir(src: Path, dst: Path) -> None:
                         op_types_to_quantize=["MatMul", "Gemm", "Gather"],
                         extra_options={"MatMulConstBOnly": True},
                     )
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     raise ModelLoadError(f"int8 quantization of {name} failed: {' '.join(str(exc).split())}") from exc
     finally:
         root.setLevel(level)

@@ -15,11 +15,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from voxbox.convert.manifest import checkpoint_sha256, dir_size, read_manifest, update_manifest, write_manifest
-from voxbox.convert.whisper import CT2_QUANTIZATIONS, convert_ct2, inspect_checkpoint, prepare_output_dir
+from voxbox.convert.manifest import (
+    checkpoint_sha256,
+    dir_size,
+    read_manifest,
+    update_manifest,
+    write_manifest,
+)
+from voxbox.convert.whisper import (
+    CT2_QUANTIZATIONS,
+    convert_ct2,
+    inspect_checkpoint,
+    prepare_output_dir,
+)
 from voxbox.errors import BadInputError
 
-__all__ = ["TARGETS", "ONNX_CHOICES", "run_convert"]
+__all__ = ["ONNX_CHOICES", "TARGETS", "run_convert"]
 
 TARGETS = ("ct2", "onnx", "ggml")
 ONNX_CHOICES = ("float32", "int8")
@@ -65,10 +76,7 @@ def check_args(to: str, quantization: str | None, max_wer: float) -> tuple[str, 
 
 
 def _quiet_transformers() -> None:
-    """One-line CLI output: no transformers progress bars or advisory warnings while converting."""
-    import os
-
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    """No transformers progress bars or advisory warnings (for one-line CLI output)."""
     try:
         from transformers.utils import logging as hf_logging
     except ImportError:
@@ -78,7 +86,12 @@ def _quiet_transformers() -> None:
 
 
 def _convert_onnx(ckpt, out: Path, quantization: str) -> dict[str, Any]:
-    from voxbox.convert.onnx_export import copy_files, export_onnx, quantize_onnx_dir, write_onnx_config
+    from voxbox.convert.onnx_export import (
+        copy_files,
+        export_onnx,
+        quantize_onnx_dir,
+        write_onnx_config,
+    )
 
     if quantization == "int8":
         with tempfile.TemporaryDirectory(prefix="voxbox-onnx-") as tmp:
@@ -95,9 +108,38 @@ def _convert_onnx(ckpt, out: Path, quantization: str) -> dict[str, Any]:
     return info
 
 
+def _convert(ckpt: Any, out: Path, target: str, quantization: str) -> dict[str, Any]:
+    """Write the converted model to ``out`` (removed again on any failure); returns manifest extras."""
+    t0 = time.perf_counter()
+    extra: dict[str, Any] = {}
+    try:
+        if target == "ct2":
+            convert_ct2(ckpt, out, quantization)
+        elif target == "ggml":
+            from voxbox.convert.ggml import ggml_from_hf
+
+            out.mkdir(parents=True)
+            ggml_from_hf(ckpt.path, out / GGML_FILE, use_f16=quantization == "float16")
+            for f in ckpt.tokenizer_files:
+                if f.name == "tokenizer.json":
+                    shutil.copy2(f, out / f.name)
+        else:
+            info = _convert_onnx(ckpt, out, quantization)
+            extra["onnx"] = {k: info[k] for k in ("n_layers", "n_heads", "d_model", "n_mels", "vocab_size")}
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    extra["convert_seconds"] = round(time.perf_counter() - t0, 2)
+    return extra
+
+
 def run_convert(src: Path, out: Path, *, to: str, quantization: str | None = None, force: bool = False,
                 verify: bool = True, verify_audio: list[Path] | None = None, max_wer: float = 0.05,
-                device: str = "cpu", json_out: bool = False, log=_say) -> dict[str, Any]:
+                device: str = "cpu", json_out: bool = False, log=_say, quiet_transformers: bool = False
+                ) -> dict[str, Any]:
+    """Check, convert, write the manifest, verify. ``quiet_transformers``: silence transformers'
+    logging and progress bars once the arguments are checked (the CLI asks for it; the library
+    leaves transformers' settings to its caller otherwise)."""
     target, q = check_args(to, quantization, max_wer)
     ckpt = inspect_checkpoint(src)
     out = prepare_output_dir(out, force=force, src=ckpt.path)
@@ -114,27 +156,9 @@ def run_convert(src: Path, out: Path, *, to: str, quantization: str | None = Non
     files = ckpt.files_for_hash()
     digest = checkpoint_sha256(ckpt.path, files)
     log(f"converting to {target} ({q})")
-    _quiet_transformers()
-    t0 = time.perf_counter()
-    extra: dict[str, Any] = {}
-    try:
-        if target == "ct2":
-            convert_ct2(ckpt, out, q)
-        elif target == "ggml":
-            from voxbox.convert.ggml import ggml_from_hf
-
-            out.mkdir(parents=True)
-            ggml_from_hf(ckpt.path, out / GGML_FILE, use_f16=q == "float16")
-            copy_tokenizer = [f for f in ckpt.tokenizer_files if f.name == "tokenizer.json"]
-            for f in copy_tokenizer:
-                shutil.copy2(f, out / f.name)
-        else:
-            info = _convert_onnx(ckpt, out, q)
-            extra["onnx"] = {k: info[k] for k in ("n_layers", "n_heads", "d_model", "n_mels", "vocab_size")}
-    except BaseException:
-        shutil.rmtree(out, ignore_errors=True)
-        raise
-    extra["convert_seconds"] = round(time.perf_counter() - t0, 2)
+    if quiet_transformers:
+        _quiet_transformers()
+    extra = _convert(ckpt, out, target, q)
     source_size = sum(f.stat().st_size for f in files)
     extra["source_size_bytes"] = source_size
     write_manifest(out, source=ckpt.path, source_sha256=digest, source_files=len(files), target=target,
@@ -145,7 +169,8 @@ def run_convert(src: Path, out: Path, *, to: str, quantization: str | None = Non
 
     report = None
     if verify:
-        from voxbox.convert.verify import VerificationFailedError, verify as run_verify
+        from voxbox.convert.verify import VerificationFailedError
+        from voxbox.convert.verify import verify as run_verify
 
         report = run_verify(ckpt.path, out, target=target, quantization=q, audio_files=verify_audio, max_wer=max_wer,
                             device=device, source_size=source_size, target_size=target_size, log=log)
@@ -169,8 +194,8 @@ def _mb(n: int) -> str:
 def _print_report(r) -> None:
     s, t = r.source, r.target
     print(f"verification on {len(r.files)} file(s), {s.audio_seconds:.1f} s of audio:")
-    print(f"  source  {s.engine:<15} {s.device:<8} {str(s.dtype):<14} {s.seconds:7.2f} s  RTF {s.rtf:.3f}  {_mb(s.size_bytes)}")
-    print(f"  target  {t.engine:<15} {t.device:<8} {str(t.dtype):<14} {t.seconds:7.2f} s  RTF {t.rtf:.3f}  {_mb(t.size_bytes)}")
+    print(f"  source  {s.engine:<15} {s.device:<8} {s.dtype!s:<14} {s.seconds:7.2f} s  RTF {s.rtf:.3f}  {_mb(s.size_bytes)}")
+    print(f"  target  {t.engine:<15} {t.device:<8} {t.dtype!s:<14} {t.seconds:7.2f} s  RTF {t.rtf:.3f}  {_mb(t.size_bytes)}")
     ratio = t.size_bytes / s.size_bytes if s.size_bytes else 0.0
     print(f"  WER target vs source: {r.wer:.4f} (max {r.max_wer:g}) -> {'PASS' if r.passed else 'FAIL'}; "
           f"speed x{r.speedup:.2f} vs source; size x{ratio:.2f}")

@@ -12,6 +12,7 @@ import importlib.util
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 __all__ = ["bundled_tokenizer_dir", "make_tiny_whisper"]
 
@@ -22,7 +23,7 @@ def bundled_tokenizer_dir(multilingual: bool) -> Path | None:
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         return None
-    p = Path(list(spec.submodule_search_locations)[0]) / sub
+    p = Path(next(iter(spec.submodule_search_locations))) / sub
     return p if (p / "tokenizer.json").is_file() and (p / "config.json").is_file() else None
 
 
@@ -35,7 +36,12 @@ def make_tiny_whisper(out: str | Path, *, multilingual: bool = False, seed: int 
     tokens; a small ``max_target_positions`` keeps end-to-end runs quick.
     """
     import torch
-    from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration, WhisperTokenizer
+    from transformers import (
+        GenerationConfig,
+        WhisperConfig,
+        WhisperForConditionalGeneration,
+        WhisperTokenizer,
+    )
 
     src = bundled_tokenizer_dir(multilingual)
     if src is None:
@@ -58,13 +64,13 @@ def make_tiny_whisper(out: str | Path, *, multilingual: bool = False, seed: int 
     # init_std 0.2 (not 0.02): the default init decodes one token forever whatever the audio; a
     # wider init gives input-dependent, varied greedy tokens with clear argmax margins.
     model = WhisperForConditionalGeneration(cfg).eval()
-    gen = dict(
-        decoder_start_token_id=sot, eos_token_id=eot, pad_token_id=eot, bos_token_id=eot,
-        no_timestamps_token_id=nts, prev_sot_token_id=added["<|startofprev|>"], is_multilingual=multilingual,
-        suppress_tokens=list(ct2["suppress_ids"]), begin_suppress_tokens=list(ct2["suppress_ids_begin"]),
-        max_initial_timestamp_index=50, alignment_heads=[[layers - 1, h] for h in range(heads)],
-        max_length=max_target_positions,
-    )
+    gen: dict[str, Any] = {
+        "decoder_start_token_id": sot, "eos_token_id": eot, "pad_token_id": eot, "bos_token_id": eot,
+        "no_timestamps_token_id": nts, "prev_sot_token_id": added["<|startofprev|>"], "is_multilingual": multilingual,
+        "suppress_tokens": list(ct2["suppress_ids"]), "begin_suppress_tokens": list(ct2["suppress_ids_begin"]),
+        "max_initial_timestamp_index": 50, "alignment_heads": [[layers - 1, h] for h in range(heads)],
+        "max_length": max_target_positions,
+    }
     if multilingual:
         translate = added["<|translate|>"]
         gen["lang_to_id"] = {c: i for c, i in added.items() if sot < i < translate}

@@ -13,14 +13,15 @@ side (after one warm-up call), relative speed, and size on disk.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
+from voxbox.errors import BadInputError, ModelLoadError, VoxboxError
 from voxbox.text.scoring import wer  # the one WER (Whisper's English normaliser); re-exported
-from voxbox.errors import BadInputError, VoxboxError
 from voxbox.types import Audio
 
 __all__ = ["VerificationFailedError", "VerifyReport", "default_verify_audio", "verify", "wer"]
@@ -42,7 +43,7 @@ def default_verify_audio() -> list[Path]:
     if spec is None or not spec.submodule_search_locations:
         raise BadInputError("no verification audio: moonshine-voice is not installed; pass --verify-audio FILE "
                             "or --no-verify", param="verify_audio")
-    assets = Path(list(spec.submodule_search_locations)[0]) / "assets"
+    assets = Path(next(iter(spec.submodule_search_locations))) / "assets"
     files = [assets / n for n in ("beckett.wav", "two_cities.wav") if (assets / n).is_file()]
     if not files:
         raise BadInputError(f"no verification audio in {assets}; pass --verify-audio FILE or --no-verify",
@@ -97,7 +98,7 @@ class VerifyReport:
 
 # -- transcribers ------------------------------------------------------------------------------
 
-_GREEDY = dict(beam_size=1, temperature=0.0, condition_on_previous_text=False, no_speech_threshold=None)
+_GREEDY = {"beam_size": 1, "temperature": 0.0, "condition_on_previous_text": False, "no_speech_threshold": None}
 
 
 def _engine_runner(engine: Any, options: dict[str, Any]) -> Callable[[Audio], str]:
@@ -122,6 +123,7 @@ def _window_limit(src: Path) -> dict[str, Any]:
 
 def _source_runner(src: Path, device: str, limit: dict[str, Any]) -> tuple[Callable[[Audio], str], str, str, str, Callable[[], None]]:
     """(transcribe fn, engine name, device, dtype, close) for the source checkpoint."""
+    tw_load: Callable[..., Any] | None
     try:
         from voxbox.engines.asr.torch_whisper.engine import load as tw_load
     except ImportError:
@@ -137,7 +139,7 @@ def _hf_runner(src: Path, device: str, limit: dict[str, Any]):
     import torch
 
     from voxbox.convert.onnx_export import load_hf_whisper
-    from voxbox.engines.asr import whisper_common as wc
+    from voxbox.engines.asr.whisper.features import CHUNK_FRAMES, log_mel, pad_or_trim
 
     model = load_hf_whisper(src)
     # English-only models have 51864 entries; a converted checkpoint may still carry a multilingual
@@ -154,15 +156,17 @@ def _hf_runner(src: Path, device: str, limit: dict[str, Any]):
 
     tok = Tokenizer.from_file(str(src / "tokenizer.json"))
     eot = tok.token_to_id("<|endoftext|>")
+    if eot is None:
+        raise ModelLoadError(f"{src / 'tokenizer.json'} has no <|endoftext|> token")
 
     def run(audio: Audio) -> str:
-        mel = wc.log_mel(audio.samples, model.config.num_mel_bins)
+        mel = log_mel(audio.samples, model.config.num_mel_bins)
         frames = mel.shape[-1]
-        mel = wc.pad_or_trim(mel, max(frames, wc.CHUNK_FRAMES))
+        mel = pad_or_trim(mel, max(frames, CHUNK_FRAMES))
         feats = torch.from_numpy(mel[None]).to(dev)
         kwargs: dict[str, Any] = dict(return_timestamps=True, condition_on_prev_tokens=False, temperature=0.0,
                                       do_sample=False, num_beams=1, **limit)
-        if frames > wc.CHUNK_FRAMES:
+        if frames > CHUNK_FRAMES:
             kwargs["attention_mask"] = torch.ones(1, frames, dtype=torch.long, device=dev)
         if multilingual:
             kwargs["task"] = "transcribe"

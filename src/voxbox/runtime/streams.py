@@ -51,7 +51,12 @@ class ThreadedIterator(Generic[T]):
     # -- producer (worker thread) -------------------------------------------------------------------
     def _put(self, value: Any) -> None:
         assert self._loop is not None
-        fut = asyncio.run_coroutine_threadsafe(self._send.send(value), self._loop)
+        coro = self._send.send(value)
+        try:
+            fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        except RuntimeError:  # the loop is closed (shutdown, Ctrl-C): nobody will receive this
+            coro.close()
+            raise RequestCancelledError("the event loop is gone") from None
         while True:
             try:
                 fut.result(timeout=0.25)

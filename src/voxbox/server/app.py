@@ -143,7 +143,8 @@ def create_app(settings: ServerSettings | None = None, *,
         max_json_bytes=settings.max_json_bytes)
     app.add_middleware(TimingMiddleware, metrics=metrics)
 
-    from voxbox.server.routes import health, models, speech, transcriptions, ui, voices
+    from voxbox.realtime.route import router as realtime_router
+    from voxbox.server.routes import health, models, speech, transcriptions, ui, vad, voices
 
     app.include_router(health.health_router)
     app.include_router(health.metrics_router)
@@ -151,6 +152,9 @@ def create_app(settings: ServerSettings | None = None, *,
     app.include_router(transcriptions.router)
     app.include_router(models.router)
     app.include_router(voices.router)
+    app.include_router(vad.router)  # POST /v1/audio/speech/timestamps
+    if settings.realtime.enabled:
+        app.include_router(realtime_router)  # WebSocket /v1/realtime (OpenAI Realtime transcription)
     app.include_router(ui.router)  # the web page (static, public) and its /v1 routes
     if docs:
         _mount_docs(app)

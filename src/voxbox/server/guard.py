@@ -8,7 +8,9 @@ One pure ASGI middleware, run first for every HTTP request:
    refused → 403, before it runs — cross-origin "simple" requests (form posts) included. Allowed
    origins get CORS headers and preflight answers. Same-origin requests (the web page) pass.
 3. With an API key set, every path but ``/health*`` and the web page's static files needs
-   ``Authorization: Bearer <key>`` → 401, checked before the body is read.
+   ``Authorization: Bearer <key>`` → 401, checked before the body is read. WebSockets may carry
+   the key as a subprotocol ``openai-insecure-api-key.<key>`` instead (browsers cannot set
+   headers on a WebSocket; OpenAI's browser clients do this).
 4. Bodies are bounded for every content type: ``Content-Length`` over the limit → 413 at once;
    a body that streams past it → 413 as soon as it does (multipart: ``max_upload_bytes``;
    anything else: ``max_json_bytes``).
@@ -34,6 +36,9 @@ __all__ = ["GuardMiddleware"]
 #: page asks for the key and sends it with every API call).
 PUBLIC_PREFIXES = ("/health", "/ui/")
 PUBLIC_PATHS = frozenset({"/", "/favicon.ico"})
+
+#: WebSocket subprotocol that carries the API key from browsers (OpenAI's convention).
+_WS_KEY_PREFIX = "openai-insecure-api-key."
 
 _CORS_METHODS = "GET, POST, DELETE, OPTIONS"
 _CORS_HEADERS = "Authorization, Content-Type"
@@ -65,7 +70,7 @@ class GuardMiddleware:
                 await self._preflight(origin, send)
                 return
             if not self._public(scope["path"]):
-                self._check_key(headers)
+                self._check_key(headers, websocket=scope["type"] == "websocket")
             limit = self.max_upload if headers.get("content-type", "").lower().startswith("multipart/") \
                 else self.max_json
             declared = headers.get("content-length")
@@ -111,12 +116,18 @@ class GuardMiddleware:
         raise ForbiddenError("cross-origin requests from this origin are not allowed "
                              "(set VOXBOX_CORS__ALLOW_ORIGINS to allow it)")
 
-    def _check_key(self, headers: Headers) -> None:
+    def _check_key(self, headers: Headers, *, websocket: bool = False) -> None:
         if self.api_key is None:
             return
         scheme, _, token = headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.api_key):
-            raise AuthenticationError("invalid or missing API key (send Authorization: Bearer <key>)")
+        if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.api_key):
+            return
+        if websocket:
+            for proto in headers.get("sec-websocket-protocol", "").split(","):
+                name, _, key = proto.strip().partition(_WS_KEY_PREFIX)
+                if not name and key and hmac.compare_digest(key.encode(), self.api_key):
+                    return
+        raise AuthenticationError("invalid or missing API key (send Authorization: Bearer <key>)")
 
     # -- responses ------------------------------------------------------------------------------------
     def _cors_headers(self, origin: str | None) -> list[tuple[bytes, bytes]]:

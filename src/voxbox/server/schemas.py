@@ -100,6 +100,9 @@ TRANSCRIPTION_FORM = _form_body({
     "temperature": {"type": "number", "minimum": 0, "maximum": 1},
     "timestamp_granularities[]": {"type": "array", "items": {"type": "string", "enum": ["word", "segment"]}},
     "stream": {"type": "boolean", "default": False},
+    "vad": {"type": "boolean", "default": True,
+            "description": "voxbox extension: skip silence with voice activity detection first "
+                           "(server default from VOXBOX_ASR__VAD)."},
 }, ["file", "model"])
 
 VOICE_FORM = _form_body({

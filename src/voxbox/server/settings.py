@@ -15,6 +15,8 @@ flags of ``voxbox serve`` (which override both).
     VOXBOX_ALLOWED_HOSTS='["speech.lan", "192.168.1.20"]'          # Host header allowlist
     VOXBOX_CORS__ALLOW_ORIGINS='["http://localhost:3000"]'        # browsers on other origins
     VOXBOX_VOICES__PRELOAD='["narrator"]'
+    VOXBOX_ASR__VAD=false                                          # transcribe silence too (default: skip it)
+    VOXBOX_REALTIME__PARTIAL_INTERVAL_MS=300                       # live captions: re-decode cadence
 
 Settings are read once, at the edge (``voxbox serve`` / ``create_app``); everything below takes
 explicit arguments.
@@ -31,8 +33,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from voxbox.paths import data_dir as default_data_dir
 from voxbox.paths import models_dir as default_models_dir
 
-__all__ = ["AdmissionSettings", "CorsSettings", "ModelSettings", "ServerSettings", "VoiceSettings",
-           "default_data_dir"]
+__all__ = ["AdmissionSettings", "AsrSettings", "CorsSettings", "ModelSettings", "RealtimeSettings", "ServerSettings",
+           "VoiceSettings", "default_data_dir"]
 
 
 class ModelSettings(BaseModel):
@@ -88,6 +90,34 @@ class VoiceSettings(BaseModel):
     max_transcript_chars: int = Field(default=2000, ge=1)
 
 
+class AsrSettings(BaseModel):
+    #: Voice activity detection before transcribing files (Silero VAD): silence and music-only
+    #: stretches are skipped, pure silence gives an empty transcript. Per request: form field ``vad``.
+    vad: bool = True
+    #: VAD speech threshold (0-1) for files.
+    vad_threshold: float = Field(default=0.5, gt=0, lt=1)
+    #: Silence that separates two speech regions in a file, ms.
+    vad_min_silence_ms: int = Field(default=1000, ge=0, le=60000)
+    #: Audio kept around each speech region, ms.
+    vad_speech_pad_ms: int = Field(default=400, ge=0, le=60000)
+
+
+class RealtimeSettings(BaseModel):
+    #: Serve ``/v1/realtime?intent=transcription`` (OpenAI Realtime transcription sessions).
+    enabled: bool = True
+    #: While the user speaks, the growing turn is re-decoded this often and new words are sent
+    #: as ``...input_audio_transcription.delta`` events; 0 turns partial results off.
+    partial_interval_ms: int = Field(default=500, ge=0, le=10000)
+    #: A turn longer than this is committed even without a pause, seconds.
+    max_turn_seconds: float = Field(default=30.0, gt=1, le=600)
+    #: Beam size of the final decode of a turn (partials are greedy); None = the engine's default.
+    beam_size: int | None = Field(default=None, ge=1, le=16)
+    #: Concurrent sessions per server; more are refused with an error event.
+    max_sessions: int = Field(default=32, ge=1)
+    #: Seconds a session may stay open in all.
+    max_session_seconds: float = Field(default=3600.0, gt=0)
+
+
 class CorsSettings(BaseModel):
     #: Origins (``scheme://host[:port]``) whose pages may call the API from a browser. Empty = none:
     #: cross-origin requests are refused (403) and no CORS headers are sent.
@@ -130,6 +160,8 @@ class ServerSettings(BaseSettings):
     models: ModelSettings = Field(default_factory=ModelSettings)
     admission: AdmissionSettings = Field(default_factory=AdmissionSettings)
     voices: VoiceSettings = Field(default_factory=VoiceSettings)
+    asr: AsrSettings = Field(default_factory=AsrSettings)
+    realtime: RealtimeSettings = Field(default_factory=RealtimeSettings)
     cors: CorsSettings = Field(default_factory=CorsSettings)
 
     def api_key_value(self) -> str | None:

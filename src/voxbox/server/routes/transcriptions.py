@@ -17,9 +17,11 @@ from fastapi import APIRouter, Request
 from starlette.datastructures import FormData
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from voxbox.audio.vad import VadOptions
 from voxbox.errors import AudioDecodeError, BadInputError, UnsupportedOperationError
 from voxbox.formats import format_transcript, transcript_dict
 from voxbox.runtime import Work
+from voxbox.runtime.vad import transcribe_speech
 from voxbox.server.errors import ERROR_RESPONSES
 from voxbox.server.middleware import ServerTiming, timing_of
 from voxbox.server.routes.common import (
@@ -68,9 +70,10 @@ class _Request:
     temperature: float | None
     granularities: set[str]
     stream: bool
+    vad: bool
 
 
-def _parse(form: FormData, task: str) -> _Request:
+def _parse(form: FormData, task: str, vad_default: bool) -> _Request:
     model = form_str(form, "model", required=True, max_chars=256) or ""
     fmt = form_str(form, "response_format", default="json") or "json"
     if fmt not in TRANSCRIPT_FORMATS:
@@ -88,10 +91,19 @@ def _parse(form: FormData, task: str) -> _Request:
             grans.add(value)
     language = form_str(form, "language", max_chars=16) if task == "transcribe" else None
     return _Request(model=model, fmt=fmt, language=language, prompt=form_str(form, "prompt", max_chars=_MAX_PROMPT_CHARS),
-                    temperature=temperature, granularities=grans, stream=form_bool(form, "stream"))
+                    temperature=temperature, granularities=grans, stream=form_bool(form, "stream"),
+                    vad=form_bool(form, "vad", default=vad_default))
 
 
-def _start(work: Work, audio: Any, req: _Request, task: str) -> tuple[Iterator[Segment], TranscriptionInfo]:
+def vad_options(settings: Any) -> VadOptions:
+    """The file-transcription VAD settings (``VOXBOX_ASR__VAD_*``) as VadOptions."""
+    a = settings.asr
+    return VadOptions(threshold=a.vad_threshold, min_silence_ms=a.vad_min_silence_ms,
+                      speech_pad_ms=a.vad_speech_pad_ms)
+
+
+def _start(work: Work, audio: Any, req: _Request, task: str,
+           vad: VadOptions | None) -> tuple[Iterator[Segment], TranscriptionInfo]:
     engine = work.engine
     if task == "translate" and not engine.info.supports_translation:
         raise UnsupportedOperationError(
@@ -101,6 +113,9 @@ def _start(work: Work, audio: Any, req: _Request, task: str) -> tuple[Iterator[S
     if req.temperature is not None:
         values["temperature"] = req.temperature
     options = work.spec.make_options(values)
+    if vad is not None:
+        return transcribe_speech(engine, audio, req.language, req.prompt, "word" in req.granularities, task,
+                                 options, cancel=work.cancel, vad=vad)
     return engine.transcribe(audio, req.language, req.prompt, "word" in req.granularities, task, options,  # type: ignore[no-any-return]
                              cancel=work.cancel)
 
@@ -123,7 +138,7 @@ async def _handle(request: Request, task: str) -> Response:
     timing = timing_of(request)
     form = await read_form(request)
     try:
-        req = _parse(form, task)
+        req = _parse(form, task, state.settings.asr.vad)
         data, _filename = await form_file(form, "file")
     finally:
         await form.close()  # spooled upload files
@@ -140,7 +155,8 @@ async def _handle(request: Request, task: str) -> Response:
             del data
             timing.set("decode_audio", time.perf_counter() - t0)
             t0 = time.perf_counter()
-            segments, info = await rt.call(work, _start, work, audio, req, task)
+            vad = vad_options(state.settings) if req.vad else None
+            segments, info = await rt.call(work, _start, work, audio, req, task, vad)
             if req.stream:
                 return _stream(state, work, segments, info, timing)
             collected: list[Segment] = await rt.call(work, list, segments)

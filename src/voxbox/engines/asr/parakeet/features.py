@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from voxbox.engines.asr.whisper_common import mel_filters
+from voxbox.engines.asr.whisper.features import mel_filters
 
 __all__ = ["HOP", "N_FFT", "WIN", "feature_lengths", "log_mel", "log_mel_torch"]
 

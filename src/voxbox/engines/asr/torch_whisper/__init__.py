@@ -1,9 +1,11 @@
 """torch-whisper: Whisper HF checkpoints in PyTorch with a static KV cache and CUDA graphs.
 
-Modules: ``features`` (log-mel on the device), ``tokenizer`` (tokenizer.json; no torch),
-``model`` (encoder, decoder with static cache), ``decoding`` (greedy / sampling / beam search with
-graph replay), ``engine`` (the ASR engine: long audio, fallback, segments). Importing this package
-imports no torch; ``load`` does.
+Modules: ``model`` (encoder, decoder with static cache), ``checkpoint`` (HF directory -> model),
+``rules`` (logit rules as graph-safe tensor operations), ``decoding`` (greedy / sampling / beam
+search with graph replay; ``beam`` keeps the hypotheses), ``fast`` (the fused, optionally compiled
+GPU step), ``engine`` (the ASR engine). Features, tokens, timestamps, segments and argument checks
+are the shared Whisper core's (:mod:`voxbox.engines.asr.whisper`). Importing this package imports
+no torch; ``load`` does.
 """
 
 from __future__ import annotations
@@ -11,8 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from voxbox.engines.spec import Capabilities, EngineSpec, LoadRequest, Options, build_options
-from voxbox.errors import BadInputError
+from voxbox.engines.asr.whisper.validate import check_decoding
+from voxbox.engines.spec import (
+    Capabilities,
+    EngineSpec,
+    LoadRequest,
+    Options,
+    build_options,
+)
 from voxbox.types import ComponentSpec
 
 __all__ = ["SPEC", "TorchWhisperLoadOptions", "TorchWhisperOptions", "load"]
@@ -38,12 +46,7 @@ class TorchWhisperOptions(Options):
     seed: int | None = None
 
     def check(self) -> None:
-        for name in ("beam_size", "best_of", "batch_size"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise BadInputError(f"{name} must be >= 1, got {v}", param=name)
-        if self.temperature is not None and (not self.temperature or any(t < 0 for t in self.temperature)):
-            raise BadInputError("temperature must be >= 0", param="temperature")
+        check_decoding(self)
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,9 @@ class TorchWhisperLoadOptions(Options):
     compile: bool | None = None
     batch_size: int | None = None
     beam_size: int | None = None
+
+    def check(self) -> None:
+        check_decoding(self)
 
 
 def load(model: str | None = None, *, device: str = "auto", dtype: str | None = None, **options: Any) -> Any:
@@ -81,6 +87,6 @@ SPEC: EngineSpec[Any, TorchWhisperOptions] = EngineSpec(
     components=(ComponentSpec("whisper", params=39_000_000, devices=("cpu", "cuda", "rocm"),
                               dtypes=("float16", "bfloat16", "float32"), backend="torch", kind="transformer",
                               overhead_bytes=500 * 2**20),),
-    capabilities=Capabilities(streaming=True, translate=True),
+    capabilities=Capabilities(streaming=True, word_timestamps=True, translate=True),
     aliases=("torch-whisper",),
 )

@@ -12,41 +12,25 @@ eagerly.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from voxbox.engines.asr.torch_whisper.beam import BeamSearch
 from voxbox.engines.asr.torch_whisper.fast import FastStep
 from voxbox.engines.asr.torch_whisper.model import KVCache, Whisper
-from voxbox.engines.asr.torch_whisper.tokenizer import WhisperTokenizer
+from voxbox.engines.asr.torch_whisper.rules import Rules, RuleTensors, apply_rules
+from voxbox.engines.asr.whisper.segments import DecodeResult
+from voxbox.engines.asr.whisper.tokens import WhisperTokenizer
 
-__all__ = ["Rules", "Runner", "WindowResult"]
+__all__ = ["Rules", "Runner"]
 
 #: Self-attention is attended in buckets of this many positions (one graph per bucket).
 KV_BUCKET = 64
-
-
-@dataclass(frozen=True)
-class Rules:
-    """Logit rules for one decode (the reference's logit filters)."""
-
-    suppress: tuple[int, ...] = ()
-    begin_suppress: tuple[int, ...] = ()
-    timestamps: bool = True
-    max_initial_timestamp_index: int | None = 50
-
-
-@dataclass
-class WindowResult:
-    tokens: list[int]  # sampled tokens, without the prompt and without <|endoftext|>
-    sum_logprob: float
-    no_speech_prob: float | None = None
-    temperature: float = 0.0
-
-    @property
-    def avg_logprob(self) -> float:
-        return self.sum_logprob / (len(self.tokens) + 1)
 
 
 @dataclass
@@ -57,38 +41,11 @@ class _State:
     begin: torch.Tensor  # (1,) int64: index of the first sampled token
     sum_lp: torch.Tensor  # (B,) float32
     logits: torch.Tensor  # (B, V) float32: processed logits (sampling / beam mode)
-    graphs: dict = field(default_factory=dict)
+    graphs: dict[tuple[Any, ...], torch.cuda.CUDAGraph] = field(default_factory=dict)
 
     @property
     def batch(self) -> int:
         return self.tokens.shape[0]
-
-
-class _RuleTensors:
-    def __init__(self, rules: Rules, tok: WhisperTokenizer, vocab: int, device: torch.device):
-        self.rules = rules
-        ids = torch.arange(vocab, device=device)
-        self.vocab_ids = ids
-
-        def mask(tokens) -> torch.Tensor:
-            m = torch.zeros(vocab, dtype=torch.bool, device=device)
-            t = [i for i in tokens if 0 <= i < vocab]
-            if t:
-                m[torch.tensor(t, device=device)] = True
-            return m
-
-        self.suppress = mask(rules.suppress)
-        self.begin = mask(rules.begin_suppress)
-        tb = tok.timestamp_begin
-        self.ts_begin = tb
-        self.eot = tok.eot
-        self.is_ts = ids >= tb
-        self.text_or_before_eot = ids < tok.eot
-        self.first_forbidden = ids < tb
-        if rules.max_initial_timestamp_index is not None:
-            self.first_forbidden = self.first_forbidden | (ids > tb + rules.max_initial_timestamp_index)
-        self.first_forbidden = self.first_forbidden | (ids == tok.no_timestamps)
-        self.no_ts = mask([tok.no_timestamps])
 
 
 class Runner:
@@ -111,17 +68,17 @@ class Runner:
             use_graphs = self.device.type == "cuda"
         self.use_graphs = use_graphs
         self._states: dict[int, _State] = {}
-        self._rules: dict[Rules, _RuleTensors] = {}
-        self._pool = None
+        self._rules: dict[Rules, RuleTensors] = {}
+        self._pool: Any = None
         self.capture_seconds = 0.0  # total CUDA graph capture time (warm-up, compilation excluded), for reporting
         self.check_every = 4 if self.device.type == "cuda" else 1
-        fused = all(layer.fused_qkv is not None and layer.fused_cross_q is not None for layer in model.decoder.layers)
+        fused = all(layer.fused_qkv is not None and layer.fused_cross_q is not None for layer in model.decoder.blocks)
         if fast is None:
             fast = self.device.type == "cuda" and fused
         self.fast = FastStep(model, compile=compile, options=compile_options, self_attn=self_attn,
                                   kv_inside=kv_inside) if fast else None
-        self._tails: dict = {}
-        self._tail_seen: set = set()
+        self._tails: dict[str, Callable[..., None]] = {}
+        self._tail_seen: set[tuple[Any, ...]] = set()
         self._tail_failed: str | None = None  # why the compiled logits/rules tail fell back to eager
 
     @property
@@ -152,10 +109,10 @@ class Runner:
             self._states[batch] = st
         return st
 
-    def _rule_tensors(self, rules: Rules) -> _RuleTensors:
+    def _rule_tensors(self, rules: Rules) -> RuleTensors:
         rt = self._rules.get(rules)
         if rt is None:
-            rt = self._rules[rules] = _RuleTensors(rules, self.tok, self.vocab, self.device)
+            rt = self._rules[rules] = RuleTensors(rules, self.tok, self.vocab, self.device)
         return rt
 
     # ----------------------------------------------------------------- encoder
@@ -175,34 +132,25 @@ class Runner:
         probs = logits.index_select(1, ids).softmax(-1).cpu().tolist()
         return [dict(zip(codes, row)) for row in probs]
 
-    # ----------------------------------------------------------------- per-step pieces (graph-safe)
-    def _apply_rules(self, st: _State, logits: torch.Tensor, rt: _RuleTensors) -> torch.Tensor:
-        ninf = float("-inf")
-        gen = st.pos + 1 - st.begin  # (1,) tokens sampled so far
-        first = gen == 0
-        logits = logits.masked_fill(rt.suppress | (rt.begin & first), ninf)
-        if not rt.rules.timestamps:
-            return logits
-        tb = rt.ts_begin
-        last = st.tokens.index_select(1, st.pos).squeeze(1)
-        pen = st.tokens.index_select(1, (st.pos - 1).clamp(min=0)).squeeze(1)
-        last_ts = (gen >= 1) & (last >= tb)
-        pen_ts = (gen < 2) | (pen >= tb)
-        pair_open = last_ts & ~pen_ts
-        m = (last_ts & pen_ts)[:, None] & rt.is_ts[None]
-        m = m | (pair_open[:, None] & rt.text_or_before_eot[None])
-        cols = torch.arange(st.tokens.shape[1], device=st.tokens.device)
-        in_seq = (cols >= st.begin) & (cols <= st.pos)
-        seen = torch.where(in_seq[None] & (st.tokens >= tb), st.tokens, -1).amax(1)
-        ts_last = torch.where(seen >= 0, torch.where(pair_open, seen, seen + 1), tb)
-        m = m | (rt.is_ts[None] & (rt.vocab_ids[None] < ts_last[:, None]))
-        m = m | rt.no_ts[None] | (first & rt.first_forbidden)[None]
-        logits = logits.masked_fill(m, ninf)
-        lp = F.log_softmax(logits, dim=-1)
-        ts_lp = lp[:, tb:].logsumexp(-1)
-        max_text = lp[:, :tb].amax(-1)
-        return logits.masked_fill((ts_lp > max_text)[:, None] & ~rt.is_ts[None], ninf)
+    def alignment_scores(self, enc: torch.Tensor, tokens: list[int], heads: Sequence[tuple[int, int]]
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        """Word-alignment inputs for one window (``enc``: (1, source, d)): the cross-attention scores
+        of the ``heads`` ((layer, head) pairs) over ``tokens``, (heads, len(tokens), source), and the
+        probability of each next token among the text tokens (0 for special ones), as float32 numpy."""
+        n = len(tokens)
+        cache = self.model.new_cache(1, n)
+        self.model.set_cross(cache, enc)
+        scores: dict[int, torch.Tensor] = {layer: torch.empty(0) for layer, _ in heads}
+        ids = torch.tensor([tokens], device=self.device)
+        hidden = self.model.decoder(ids, 0, cache, n, cross_scores=scores)
+        logits = self.model.logits(hidden[0, :-1])[:, : self.tok.eot]
+        nxt = ids[0, 1:]
+        probs = logits.softmax(-1).gather(1, nxt.clamp(max=self.tok.eot - 1)[:, None]).squeeze(1)
+        probs = torch.where(nxt < self.tok.eot, probs, torch.zeros_like(probs))
+        picked = torch.stack([scores[layer][0, head] for layer, head in heads])
+        return picked.cpu().numpy(), probs.float().cpu().numpy()
 
+    # ----------------------------------------------------------------- per-step pieces (graph-safe)
     def _advance(self, st: _State, logits: torch.Tensor, nxt: torch.Tensor) -> None:
         """Accumulate log-probs of ``nxt`` (B,) and append it; finished rows keep <|endoftext|>."""
         eot = self.tok.eot
@@ -213,28 +161,30 @@ class Runner:
         st.pos.add_(1)
         st.tokens.index_copy_(1, st.pos, nxt[:, None])
 
-    def _forward_step(self, st: _State, kv_len: int, rt: _RuleTensors) -> torch.Tensor:
+    def _forward_step(self, st: _State, kv_len: int, rt: RuleTensors) -> torch.Tensor:
         tok = st.tokens.index_select(1, st.pos)
         h = self.model.decoder(tok, st.pos, st.cache, kv_len)
-        return self._apply_rules(st, self.model.logits(h[:, -1]), rt)
+        return apply_rules(st.tokens, st.pos, st.begin, self.model.logits(h[:, -1]), rt)
 
-    def _greedy_tail(self, st: _State, h: torch.Tensor, rt: _RuleTensors) -> None:
-        logits = self._apply_rules(st, self.model.logits(h[:, -1]), rt)
+    def _greedy_tail(self, st: _State, h: torch.Tensor, rt: RuleTensors) -> None:
+        logits = apply_rules(st.tokens, st.pos, st.begin, self.model.logits(h[:, -1]), rt)
         self._advance(st, logits, logits.argmax(-1))
 
-    def _logits_tail(self, st: _State, h: torch.Tensor, rt: _RuleTensors) -> None:
-        st.logits.copy_(self._apply_rules(st, self.model.logits(h[:, -1]), rt))
+    def _logits_tail(self, st: _State, h: torch.Tensor, rt: RuleTensors) -> None:
+        st.logits.copy_(apply_rules(st.tokens, st.pos, st.begin, self.model.logits(h[:, -1]), rt))
 
-    def _fast_step(self, st: _State, kv_len: int, rt: _RuleTensors, kind: str) -> None:
+    def _fast_step(self, st: _State, kv_len: int, rt: RuleTensors, kind: str) -> None:
         """FastStep decoder, then logits + rules (+ argmax and append), compiled alongside it."""
-        h = self.fast(st.tokens.index_select(1, st.pos), st.pos, st.cache, kv_len)
+        fast = self.fast
+        assert fast is not None
+        h = fast(st.tokens.index_select(1, st.pos), st.pos, st.cache, kv_len)
         eager = self._greedy_tail if kind == "greedy" else self._logits_tail
-        if not self.fast.compiled or self._tail_failed:
+        if not fast.compiled or self._tail_failed:
             eager(st, h, rt)
             return
         fn = self._tails.get(kind)
         if fn is None:
-            fn = self._tails[kind] = torch.compile(eager, fullgraph=True, options=self.fast.options or None)
+            fn = self._tails[kind] = torch.compile(eager, fullgraph=True, options=fast.options or None)
         key = (kind, st.batch, kv_len, rt.rules)
         if key in self._tail_seen:
             fn(st, h, rt)
@@ -248,21 +198,21 @@ class Runner:
             self._tail_failed = f"{type(exc).__name__}: {exc}"[:500]
             eager(st, h, rt)
             return
-        self.fast.compile_seconds += time.perf_counter() - t0
+        fast.compile_seconds += time.perf_counter() - t0
         self._tail_seen.add(key)
 
-    def _greedy_step(self, st: _State, kv_len: int, rt: _RuleTensors) -> None:
+    def _greedy_step(self, st: _State, kv_len: int, rt: RuleTensors) -> None:
         if self.fast is not None:
             return self._fast_step(st, kv_len, rt, "greedy")
         logits = self._forward_step(st, kv_len, rt)
         self._advance(st, logits, logits.argmax(-1))
 
-    def _logits_step(self, st: _State, kv_len: int, rt: _RuleTensors) -> None:
+    def _logits_step(self, st: _State, kv_len: int, rt: RuleTensors) -> None:
         if self.fast is not None:
             return self._fast_step(st, kv_len, rt, "logits")
         st.logits.copy_(self._forward_step(st, kv_len, rt))
 
-    def _run(self, st: _State, kind: str, cur: int, rt: _RuleTensors) -> None:
+    def _run(self, st: _State, kind: str, cur: int, rt: RuleTensors) -> None:
         """One decode step with the current token at index ``cur`` (== st.pos)."""
         kv_len = min(self.max_len, (cur // KV_BUCKET + 1) * KV_BUCKET)
         fn = self._greedy_step if kind == "greedy" else self._logits_step
@@ -276,7 +226,7 @@ class Runner:
             st.graphs[key] = g
         g.replay()
 
-    def _capture(self, st: _State, fn) -> "torch.cuda.CUDAGraph":
+    def _capture(self, st: _State, fn) -> torch.cuda.CUDAGraph:
         torch.cuda.synchronize()
         t0 = time.perf_counter()
         c0 = self.compile_seconds
@@ -297,9 +247,9 @@ class Runner:
         return g
 
     # ----------------------------------------------------------------- decode
-    def _prefill(self, st: _State, prompt: list[int], rt: _RuleTensors) -> tuple[torch.Tensor, list[float]]:
+    def _prefill(self, st: _State, prompt: list[int], rt: RuleTensors) -> tuple[torch.Tensor, list[float] | None]:
         """Write the prompt, run it through the decoder; return (processed last logits, no-speech probs)."""
-        b, n = st.batch, len(prompt)
+        n = len(prompt)
         st.tokens.zero_()
         st.tokens[:, :n] = torch.tensor(prompt, device=self.device)
         st.pos.fill_(n - 1)
@@ -311,7 +261,7 @@ class Runner:
         no_speech = None
         if self.tok.no_speech is not None:
             no_speech = raw[:, 0].softmax(-1)[:, self.tok.no_speech].tolist()
-        return self._apply_rules(st, raw[:, 1], rt), no_speech
+        return apply_rules(st.tokens, st.pos, st.begin, raw[:, 1], rt), no_speech
 
     def decode(
         self,
@@ -325,7 +275,7 @@ class Runner:
         patience: float = 1.0,
         length_penalty: float | None = None,
         generator: torch.Generator | None = None,
-    ) -> list[WindowResult]:
+    ) -> list[DecodeResult]:
         """Decode every row of encoder output ``enc`` (B, 1500, d) after the same ``prompt``."""
         max_new_tokens = min(max_new_tokens, self.max_len - len(prompt))
         if max_new_tokens < 1:
@@ -338,17 +288,17 @@ class Runner:
             return self._beam(enc, prompt, rt, max_new_tokens, beam_size, patience, length_penalty)
         return self._greedy(enc, prompt, rt, max_new_tokens)
 
-    def _collect(self, st: _State, start: int, end: int, no_speech, temperature: float) -> list[WindowResult]:
+    def _collect(self, st: _State, start: int, end: int, no_speech, temperature: float) -> list[DecodeResult]:
         rows = st.tokens[:, start : end + 1].tolist()
         sums = st.sum_lp.tolist()
         out = []
         for i, row in enumerate(rows):
             if self.tok.eot in row:
                 row = row[: row.index(self.tok.eot)]
-            out.append(WindowResult(row, sums[i], no_speech[i] if no_speech else None, temperature))
+            out.append(DecodeResult(row, sums[i], no_speech[i] if no_speech else None, temperature))
         return out
 
-    def _greedy(self, enc, prompt, rt, max_new) -> list[WindowResult]:
+    def _greedy(self, enc, prompt, rt, max_new) -> list[DecodeResult]:
         st = self._state(enc.shape[0])
         self.model.set_cross(st.cache, enc)
         logits, no_speech = self._prefill(st, prompt, rt)
@@ -362,7 +312,7 @@ class Runner:
             cur += 1
         return self._collect(st, len(prompt), cur, no_speech, 0.0)
 
-    def _sample(self, enc, prompt, rt, max_new, temperature, n, generator) -> list[WindowResult]:
+    def _sample(self, enc, prompt, rt, max_new, temperature, n, generator) -> list[DecodeResult]:
         b = enc.shape[0]
         rows = enc.repeat_interleave(n, dim=0) if n > 1 else enc
         st = self._state(rows.shape[0])
@@ -389,76 +339,27 @@ class Runner:
             out.append(max(group, key=lambda r: r.sum_logprob / (len(r.tokens) + 1)))
         return out
 
-    def _beam(self, enc, prompt, rt, max_new, beam, patience, length_penalty) -> list[WindowResult]:
-        """Beam search like the reference (openai-whisper's BeamSearchDecoder, patience 1)."""
+    def _beam(self, enc: torch.Tensor, prompt: list[int], rt: RuleTensors, max_new: int, beam: int,
+              patience: float, length_penalty: float | None) -> list[DecodeResult]:
+        """Beam search like the reference (openai-whisper's BeamSearchDecoder)."""
         b = enc.shape[0]
-        rows = enc.repeat_interleave(beam, dim=0)
         st = self._state(b * beam)
-        self.model.set_cross(st.cache, rows)
+        self.model.set_cross(st.cache, enc.repeat_interleave(beam, dim=0))
         logits, no_speech = self._prefill(st, prompt, rt)
-        eot = self.tok.eot
         n0 = len(prompt)
-        max_candidates = max(1, round(beam * patience))
-        seqs: list[list[int]] = [list(prompt) for _ in range(b * beam)]
-        sum_lp = [0.0] * (b * beam)
-        finished: list[dict[tuple, float]] = [{} for _ in range(b)]
-        done = [False] * b
+        search = BeamSearch(b, beam, max(1, round(beam * patience)), prompt, self.tok.eot)
         for step in range(max_new):
             if step > 0:
                 self._run(st, "logits", n0 + step - 1, rt)
                 logits = st.logits
-            lp = F.log_softmax(logits, dim=-1)
-            top_lp, top_id = lp.topk(beam + 1, dim=-1)
-            top_lp, top_id = top_lp.tolist(), top_id.tolist()
-            new_seqs, new_lp, source = [], [], []
-            for i in range(b):
-                if done[i]:  # keep the rows busy with a harmless continuation
-                    for j in range(beam):
-                        r = i * beam + j
-                        new_seqs.append(seqs[r] + [eot]), new_lp.append(sum_lp[r]), source.append(r)
-                    continue
-                scores: dict[tuple, float] = {}
-                sources: dict[tuple, int] = {}
-                for j in range(beam):
-                    r = i * beam + j
-                    for lpv, t in zip(top_lp[r], top_id[r]):
-                        seq = tuple(seqs[r] + [t])
-                        scores[seq] = sum_lp[r] + lpv
-                        sources[seq] = r
-                saved = 0
-                for seq in sorted(scores, key=scores.get, reverse=True):
-                    if seq[-1] == eot:
-                        if len(finished[i]) < max_candidates:
-                            finished[i][seq] = scores[seq]
-                    else:
-                        new_seqs.append(list(seq)), new_lp.append(scores[seq]), source.append(sources[seq])
-                        saved += 1
-                        if saved == beam:
-                            break
-                if len(finished[i]) >= max_candidates:
-                    done[i] = True
-            seqs, sum_lp = new_seqs, new_lp
-            if all(done) or step == max_new - 1:
+            top_lp, top_id = F.log_softmax(logits, dim=-1).topk(beam + 1, dim=-1)
+            source = search.step(top_lp.tolist(), top_id.tolist())
+            if search.finished or step == max_new - 1:
                 break
-            idx = torch.tensor(source, device=self.device)
-            st.cache.reorder(idx)
+            st.cache.reorder(torch.tensor(source, device=self.device))
             cur = n0 + step  # index of the token just chosen
-            st.tokens[:, : cur + 1] = torch.tensor([s[: cur + 1] for s in seqs], device=self.device)
+            st.tokens[:, : cur + 1] = torch.tensor([s[: cur + 1] for s in search.seqs], device=self.device)
             st.pos.fill_(cur)
-        out = []
-        for i in range(b):
-            cands = dict(finished[i])
-            if len(cands) < max_candidates:
-                for j in range(beam):
-                    r = i * beam + j
-                    cands.setdefault(tuple(seqs[r]), sum_lp[r])
-            def score(item):
-                seq, s = item
-                n = len([t for t in seq[n0:] if t != eot])
-                pen = n if length_penalty is None else ((5 + n) / 6) ** length_penalty
-                return s / pen
-            seq, s = max(cands.items(), key=score)
-            toks = [t for t in seq[n0:] if t != eot]
-            ns = no_speech[i * beam] if no_speech else None
-            out.append(WindowResult(toks, s, ns, 0.0))
-        return out
+        return [DecodeResult(toks, s, no_speech[i * beam] if no_speech else None, 0.0)
+                for i, (toks, s) in enumerate(search.best(n0, length_penalty))]
+

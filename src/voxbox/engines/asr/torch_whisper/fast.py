@@ -17,7 +17,6 @@ functions are used.
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 import torch
@@ -31,17 +30,23 @@ log = logging.getLogger(__name__)
 
 
 def compile_available(device: torch.device) -> bool:
-    """torch.compile for the GPU step: CUDA (or ROCm) with Triton importable; off with VOXBOX_TW_COMPILE=0."""
-    if os.environ.get("VOXBOX_TW_COMPILE", "1") == "0" or device.type != "cuda":
+    """Whether torch.compile can serve the GPU step: CUDA (or ROCm) with Triton importable. (The
+    engine's ``compile`` load option turns it off.)"""
+    if device.type != "cuda":
         return False
     try:
         import triton  # noqa: F401
-    except Exception:
+    except Exception:  # noqa: BLE001 - a broken Triton install fails in many ways; then no compile
         return False
     return hasattr(torch, "compile")
 
 
 def _functions(heads: int, eps: float, act_name: str, self_attn: str = "sdpa", kv_inside: bool = False):
+    """The step's pure functions (head, layer, last), with or without the K/V write inside.
+
+    Long because the helpers are closures over ``heads``/``eps``/the activation, so that each
+    compiled function is a plain function of tensors; split up, they would need those as arguments.
+    """
     act = _act(act_name)
 
     def attend(q, k, v, mask):  # self-attention over the cache (one query per row)
@@ -133,7 +138,7 @@ class FastStep:
     def __init__(self, model: Whisper, compile: bool | None = None, options: dict | None = None,
                  self_attn: str = "sdpa", kv_inside: bool = False):
         dec = model.decoder
-        layers = list(dec.layers)
+        layers = list(dec.blocks)
         if any(layer.fused_qkv is None or layer.fused_cross_q is None for layer in layers):
             raise ValueError("FastStep needs Whisper.fuse_for_decoding() first")
         self.model = model
@@ -142,16 +147,19 @@ class FastStep:
             raise ValueError(f"self_attn must be 'sdpa' or 'math', not {self_attn!r}")
         self.kv_inside = kv_inside
         self._eager = _functions(model.dims.decoder_heads, eps, model.dims.activation, self_attn, kv_inside)
-        self.weights = []
+        self.weights: list[tuple[torch.Tensor, ...]] = []
+        self.qkv_in: list[tuple[torch.Tensor, ...]] = []
         for L in layers:
+            cross_q, qkv = L.fused_cross_q, L.fused_qkv
+            assert cross_q is not None and qkv is not None  # checked above
             self.weights.append((
                 L.self_attn.out_proj.weight, L.self_attn.out_proj.bias,
-                L.encoder_attn_layer_norm.weight, L.encoder_attn_layer_norm.bias, *L.fused_cross_q,
+                L.encoder_attn_layer_norm.weight, L.encoder_attn_layer_norm.bias, *cross_q,
                 L.encoder_attn.out_proj.weight, L.encoder_attn.out_proj.bias,
                 L.final_layer_norm.weight, L.final_layer_norm.bias,
                 L.fc1.weight, L.fc1.bias, L.fc2.weight, L.fc2.bias,
             ))
-        self.qkv_in = [(L.self_attn_layer_norm.weight, L.self_attn_layer_norm.bias, *L.fused_qkv) for L in layers]
+            self.qkv_in.append((L.self_attn_layer_norm.weight, L.self_attn_layer_norm.bias, *qkv))
         p = dec.embed_tokens.weight
         self.cols = torch.arange(model.dims.max_target_positions, device=p.device)
         self.compile_seconds = 0.0

@@ -10,14 +10,16 @@ a position held in a device tensor, so one decode step can be captured in a CUDA
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["WhisperDims", "Whisper", "KVCache"]
+__all__ = ["KVCache", "Whisper", "WhisperDims"]
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ class WhisperDims:
     activation: str = "gelu"
 
     @classmethod
-    def from_config(cls, cfg: dict) -> "WhisperDims":
+    def from_config(cls, cfg: dict) -> WhisperDims:
         return cls(
             n_mels=cfg.get("num_mel_bins", 80),
             vocab_size=cfg["vocab_size"],
@@ -53,7 +55,7 @@ class WhisperDims:
         )
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "WhisperDims":
+    def from_file(cls, path: str | Path) -> WhisperDims:
         return cls.from_config(json.loads(Path(path).read_text()))
 
 
@@ -202,14 +204,22 @@ class Decoder(nn.Module):
         )
         self.layer_norm = nn.LayerNorm(d)
 
-    def forward(self, tokens: torch.Tensor, pos: torch.Tensor | int, cache: KVCache, kv_len: int) -> torch.Tensor:
+    @property
+    def blocks(self) -> Sequence[DecoderLayer]:
+        """``layers``, typed."""
+        return cast("Sequence[DecoderLayer]", self.layers)
+
+    def forward(self, tokens: torch.Tensor, pos: torch.Tensor | int, cache: KVCache, kv_len: int,
+                cross_scores: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
         """Run ``tokens`` (B, T) placed at positions ``pos .. pos+T-1``; returns hidden (B, T, d).
 
         ``pos`` is a python int (prefill, T >= 1, causal over the first ``pos+T`` positions) or a
         one-element int64 device tensor (single-token step; graph-safe). ``kv_len`` (>= pos+T) is
         how much of the self-attention cache is attended; positions after ``pos`` are masked.
+        ``cross_scores``: for each layer index it has as a key, the layer's cross-attention scores
+        before the softmax, (B, heads, T, source), float32, are stored there (word alignment).
         """
-        b, t = tokens.shape
+        t = tokens.shape[1]
         x = self.embed_tokens(tokens)  # (transformers defines scale_embedding but never applies it)
         if isinstance(pos, int):
             x = x + self.embed_positions.weight[pos : pos + t]
@@ -220,7 +230,7 @@ class Decoder(nn.Module):
             idx = pos
             q_pos = pos[:, None]
         mask = torch.arange(kv_len, device=tokens.device)[None, :] <= q_pos  # (T, kv_len)
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(self.blocks):
             h = layer.self_attn_layer_norm(x)
             q, kv = layer.self_qkv(h)
             cache.self_kv[i].index_copy_(3, idx, kv)
@@ -229,7 +239,10 @@ class Decoder(nn.Module):
             )
             x = x + layer.self_attn.out_proj(layer.self_attn.merge(o))
             h = layer.encoder_attn_layer_norm(x)
-            o = F.scaled_dot_product_attention(layer.cross_query(h), cache.cross_k[i], cache.cross_v[i], scale=1.0)
+            q = layer.cross_query(h)
+            if cross_scores is not None and i in cross_scores:
+                cross_scores[i] = (q @ cache.cross_k[i].transpose(-1, -2)).float()  # the query carries the scale
+            o = F.scaled_dot_product_attention(q, cache.cross_k[i], cache.cross_v[i], scale=1.0)
             x = x + layer.encoder_attn.out_proj(layer.encoder_attn.merge(o))
             x = x + layer.fc2(layer.act(layer.fc1(layer.final_layer_norm(x))))
         return self.layer_norm(x)
@@ -269,7 +282,7 @@ class Whisper(nn.Module):
         hd = d.d_model // d.decoder_heads
         shape_self = (d.decoder_layers, 2, batch, d.decoder_heads, max_len, hd)
         shape_cross = (d.decoder_layers, batch, d.decoder_heads, d.max_source_positions, hd)
-        z = lambda s: torch.zeros(s, device=device, dtype=dtype)  # noqa: E731
+        z = lambda s: torch.zeros(s, device=device, dtype=dtype)
         return KVCache(z(shape_self), z(shape_cross), z(shape_cross))
 
     @torch.no_grad()
@@ -277,20 +290,20 @@ class Whisper(nn.Module):
         """Fewer kernels per decode step (GPU): one Q/K/V GEMM for self-attention and the query
         scale folded into the weights. Replaces the decoder's self-attention Q/K/V and
         cross-attention Q projections (their memory is released unless shared elsewhere)."""
-        for layer in self.decoder.layers:
+        for layer in self.decoder.blocks:
             a, c = layer.self_attn, layer.encoder_attn
             if layer.fused_qkv is None:
                 w = torch.cat([a.q_proj.weight * a.scaling, a.k_proj.weight, a.v_proj.weight])
                 b = torch.cat([a.q_proj.bias * a.scaling, torch.zeros_like(a.v_proj.bias), a.v_proj.bias])
                 layer.fused_qkv = (w, b)
-                a.q_proj = a.k_proj = a.v_proj = None
+                a.q_proj = a.k_proj = a.v_proj = None  # type: ignore[assignment]  # fused: unused now
             if layer.fused_cross_q is None:
                 layer.fused_cross_q = (c.q_proj.weight * c.scaling, c.q_proj.bias * c.scaling)
-                c.q_proj = None
+                c.q_proj = None  # type: ignore[assignment]  # fused: unused now
 
     def set_cross(self, cache: KVCache, enc: torch.Tensor) -> None:
         """Fill the cross-attention K/V for encoder output ``enc`` (cache.batch rows)."""
-        for i, layer in enumerate(self.decoder.layers):
+        for i, layer in enumerate(self.decoder.blocks):
             k, v = layer.encoder_attn.keys_values(enc)
             cache.cross_k[i].copy_(k)
             cache.cross_v[i].copy_(v)
