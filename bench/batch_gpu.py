@@ -78,11 +78,9 @@ def prepare(root: Path, engines: list[str], tiny: bool, device: str, fish_frames
     """Model directories and the catalog entries (``models.local``) that serve them."""
     out: dict[str, dict[str, Any]] = {}
     if "fish-s2" in engines:
-        from fish_s2_gpu import build_dir  # the upstream-shaped config.json + stand-in tokenizer
+        from voxbox.bench.shapes.fish import write_fish_dir  # upstream-shaped config.json + stand-in tokenizer
 
-        d = root / "fish"
-        d.mkdir(parents=True, exist_ok=True)
-        build_dir(d, tiny)
+        d = write_fish_dir(root / "fish", tiny=tiny)
         out["fish-s2"] = {"engine": "fish-s2", "path": str(d),
                           "options": {"weights": "random", "max_context": 512 if tiny else 1024,
                                       "max_frames": fish_frames}}
