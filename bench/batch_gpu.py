@@ -249,7 +249,7 @@ def chart(name: str, modes: dict[str, Any], path: Path, where: str) -> None:
         ax.plot(x, y, marker=marker, linestyle="-", color=color, label=f"{key}: p95 latency")
         t = [lv["ttfa_s"]["p95"] for lv in levels]
         ax.plot(x, t, marker=marker, linestyle=":", color=color, alpha=0.6, label=f"{key}: p95 time to first audio")
-        for lv, xi, yi in zip(levels, x, y):
+        for lv, xi, yi in zip(levels, x, y, strict=False):
             ax.annotate(f"c={lv['concurrency']}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xlabel("aggregate throughput (audio seconds per second)")
     ax.set_ylabel("seconds")

@@ -10,8 +10,12 @@ __all__ = ["row_label", "write_charts"]
 
 def row_label(r: dict[str, Any]) -> str:
     """A row's scenario with what sets it apart: variant, steps, concurrency."""
-    return (r["scenario"] + (f" [{r['variant']}]" if r.get("variant") else "")
-            + (f" {r['steps']}st" if r.get("steps") else "") + (f" c{r['concurrency']}" if r.get("concurrency") else ""))
+    return (
+        r["scenario"]
+        + (f" [{r['variant']}]" if r.get("variant") else "")
+        + (f" {r['steps']}st" if r.get("steps") else "")
+        + (f" c{r['concurrency']}" if r.get("concurrency") else "")
+    )
 
 
 def write_charts(report: dict[str, Any], out_dir: Path) -> list[Path]:
@@ -70,7 +74,7 @@ def write_charts(report: dict[str, Any], out_dir: Path) -> list[Path]:
     totals = [r["summary"]["total_s"]["median"] for _, r in bars]
     for k in stage_names + ["other (untimed by the engine)", "whole call (no stage timings)"]:
         vals = []
-        for (_, r), tot in zip(bars, totals):
+        for (_, r), tot in zip(bars, totals, strict=False):
             s = r["summary"]
             rest = max(0.0, tot - sum(v or 0.0 for v in s["stages"].values()))
             if k.startswith("other"):
@@ -81,7 +85,7 @@ def write_charts(report: dict[str, Any], out_dir: Path) -> list[Path]:
                 v = s["stages"].get(k) or 0.0
             vals.append(100.0 * v / tot if tot > 0 else 0.0)
         ax.barh(range(len(bars)), vals, left=left, label=k)
-        left = [a + b for a, b in zip(left, vals)]
+        left = [a + b for a, b in zip(left, vals, strict=False)]
     for i, tot in enumerate(totals):
         ax.text(101, i, f"{tot:.2f} s", va="center", fontsize=7)
     ax.set_xlim(0, 115)

@@ -146,7 +146,7 @@ def run_jobs_interleaved(
         workers.append(w)
     turns = [sum(int(i["runs"]) for i in w.job["items"]) for w in workers]
     for k in range(max(turns, default=0)):
-        for w, n in zip(workers, turns):
+        for w, n in zip(workers, turns, strict=False):
             if not w.dead and k < n:
                 w.go()
                 w.wait_for("turn_done")

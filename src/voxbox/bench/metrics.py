@@ -99,7 +99,7 @@ class PeakMemory:
             while not self._stop.wait(self.interval):
                 try:
                     self.sampled_peak = max(self.sampled_peak, proc.memory_info().rss)
-                except Exception:  # pragma: no cover - process going away
+                except Exception:  # noqa: BLE001 # pragma: no cover - process going away
                     return
 
         self._thread = threading.Thread(target=loop, name="bench-rss", daemon=True)
@@ -126,7 +126,7 @@ def _cuda_in_use() -> bool:
     torch = _torch_if_loaded()
     try:
         return bool(torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized())
-    except Exception:
+    except Exception:  # noqa: BLE001 - a broken CUDA setup means "not in use"
         return False
 
 

@@ -50,7 +50,8 @@ def summarize_row(row: dict[str, Any]) -> dict[str, Any]:
     per_unit = None
     for unit in UNITS:
         if total and details.get(unit):
-            per_unit = {"unit": unit.rstrip("s"), "count": details[unit], "ms": 1000.0 * total["median"] / details[unit]}
+            ms = 1000.0 * total["median"] / details[unit]
+            per_unit = {"unit": unit.rstrip("s"), "count": details[unit], "ms": ms}
             break
     return {
         "audio_s": _median([r["audio_s"] for r in runs]),
@@ -229,7 +230,8 @@ def _targets_table(report: dict[str, Any]) -> list[str]:
         x = t.get("extra") or {}
         hop = f"{_us(x.get('runtime_call_s'))} / {_us(x.get('runtime_chunk_s'))}" if "runtime_call_s" in x else "–"
         lines.append(f"| {t['id']} | {status} | {t.get('device') or '–'} | {t.get('dtype') or '–'} | "
-                     f"{t.get('threads') or '–'} | {_f(t.get('load_s'), '{:.2f}')} | {_f(t.get('first_call_s'), '{:.3f}')} | "
+                     f"{t.get('threads') or '–'} | {_f(t.get('load_s'), '{:.2f}')} | "
+                     f"{_f(t.get('first_call_s'), '{:.3f}')} | "
                      f"{_bytes(t.get('peak_rss_bytes'))} |" + (f" {_bytes(t.get('peak_gpu_bytes'))} |" if gpu else "")
                      + f" {hop} |")
     return lines
@@ -271,7 +273,8 @@ def _results_table(report: dict[str, Any]) -> list[str]:
     blank = " |" * (head.count("|") - 5)
     for r in rows:
         if r["status"] != "ok" or not r["summary"]["total_s"]:
-            lines.append(f"| {r['scenario']} | {r.get('steps') or '–'} | {r['target']} | error: {r.get('error')} |" + blank)
+            cells = f"| {r['scenario']} | {r.get('steps') or '–'} | {r['target']} | error: {r.get('error')} |"
+            lines.append(cells + blank)
         else:
             lines.append("| " + " | ".join(_result_cells(r, http)) + " |")
     for t in report["targets"]:
@@ -284,7 +287,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines = _header(report) + _targets_table(report) + [""] + _results_table(report)
     if report.get("totals"):
         lines += ["", "### Totals over the scenarios each target ran", "",
-                  "| target | scenarios | audio s | compute s | x realtime | time vs voxbox |", "|---|---|---|---|---|---|"]
+                  "| target | scenarios | audio s | compute s | x realtime | time vs voxbox |",
+                  "|---|---|---|---|---|---|"]
         for t in report["totals"]:
             ratio = t.get("time_ratio_to_voxbox")
             lines.append(f"| {t['target']} | {t['scenarios']} | {t['audio_s']:.1f} | {t['compute_s']:.2f} | "

@@ -49,11 +49,25 @@ def target_id(name: str, model: str | None, kind: str, label: str | None = None)
 def empty_record(spec: dict[str, Any]) -> dict[str, Any]:
     kind = spec.get("kind", "voxbox")
     return {
-        "id": target_id(spec["name"], spec.get("model"), kind, spec.get("label")), "name": spec["name"],
-        "kind": kind, "task": spec["task"], "model": spec.get("model"), "label": spec.get("label"),
-        "peer_of": spec.get("peer_of"), "status": "ok", "reason": None,
-        "device": None, "dtype": None, "threads": None, "load_s": None, "first_call_s": None, "compile_s": None,
-        "warmup_calls": 0, "peak_rss_bytes": None, "peak_gpu_bytes": None, "extra": {},
+        "id": target_id(spec["name"], spec.get("model"), kind, spec.get("label")),
+        "name": spec["name"],
+        "kind": kind,
+        "task": spec["task"],
+        "model": spec.get("model"),
+        "label": spec.get("label"),
+        "peer_of": spec.get("peer_of"),
+        "status": "ok",
+        "reason": None,
+        "device": None,
+        "dtype": None,
+        "threads": None,
+        "load_s": None,
+        "first_call_s": None,
+        "compile_s": None,
+        "warmup_calls": 0,
+        "peak_rss_bytes": None,
+        "peak_gpu_bytes": None,
+        "extra": {},
     }
 
 
@@ -105,16 +119,27 @@ def _call_options(item: dict[str, Any]) -> dict[str, Any]:
     return {"steps": item["steps"]} if item.get("steps") is not None else {}
 
 
+_REASON_CHARS = 400
+
+
 def _one_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+    """``Type: message`` on one line, cut to a table cell's worth (the child's log keeps it all)."""
+    text = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+    return text if len(text) <= _REASON_CHARS else text[: _REASON_CHARS - 1] + "…"
 
 
 def _measured(target: Target, payload: Any, item: dict[str, Any]) -> tuple[RunResult, dict[str, Any]]:
     c0 = cpu_seconds()
     r = target.run(payload, **_call_options(item))
-    run = {"total_s": r.total_s, "audio_s": r.audio_s, "rtf": r.total_s / r.audio_s if r.audio_s > 0 else None,
-           "xrt": r.audio_s / r.total_s if r.total_s > 0 else None, "ttfa_s": r.ttfa_s, "stages": dict(r.stages),
-           "cpu_s": max(0.0, cpu_seconds() - c0)}
+    run = {
+        "total_s": r.total_s,
+        "audio_s": r.audio_s,
+        "rtf": r.total_s / r.audio_s if r.audio_s > 0 else None,
+        "xrt": r.audio_s / r.total_s if r.total_s > 0 else None,
+        "ttfa_s": r.ttfa_s,
+        "stages": dict(r.stages),
+        "cpu_s": max(0.0, cpu_seconds() - c0),
+    }
     if r.details:
         run["details"] = dict(r.details)
     return r, run
@@ -138,14 +163,30 @@ def _warm_up(target: Target, job: dict[str, Any], record: dict[str, Any], emit: 
 
 
 def _new_row(record: dict[str, Any], item: dict[str, Any], warm: list[float] | None) -> dict[str, Any]:
-    return {"target": record["id"], "scenario": item["scenario"], "steps": item.get("steps"),
-            "variant": item.get("variant"), "options": item.get("options") or None, "concurrency": None,
-            "status": "ok", "error": None, "runs": [], "audio_path": None, "warmup_s": warm,
-            "text_chars": len(item["text"]) if item.get("text") else None}
+    return {
+        "target": record["id"],
+        "scenario": item["scenario"],
+        "steps": item.get("steps"),
+        "variant": item.get("variant"),
+        "options": item.get("options") or None,
+        "concurrency": None,
+        "status": "ok",
+        "error": None,
+        "runs": [],
+        "audio_path": None,
+        "warmup_s": warm,
+        "text_chars": len(item["text"]) if item.get("text") else None,
+    }
 
 
-def _measure_items(target: Target, job: dict[str, Any], record: dict[str, Any], warm: dict[int, list[float]],
-                   emit: Emit, turn: Callable[[], None] | None) -> tuple[list[dict[str, Any]], list[RunResult | None]]:
+def _measure_items(
+    target: Target,
+    job: dict[str, Any],
+    record: dict[str, Any],
+    warm: dict[int, list[float]],
+    emit: Emit,
+    turn: Callable[[], None] | None,
+) -> tuple[list[dict[str, Any]], list[RunResult | None]]:
     rows: list[dict[str, Any]] = []
     outputs: list[RunResult | None] = []
     for idx, item in enumerate(job["items"]):
@@ -180,6 +221,7 @@ def _load(target: Target, record: dict[str, Any]) -> str | None:
         return str(exc)
     except Exception as exc:  # noqa: BLE001 - reported, not raised
         record["status"] = "error"
+        traceback.print_exc()  # the whole of it goes to the target's log (logs/ in the output folder)
         return f"load failed: {_one_line(exc)}"
     after = gpu_allocated()
     if after is not None:
@@ -222,12 +264,20 @@ def run_job(job: dict[str, Any], emit: Emit | None = None, turn: Callable[[], No
     try:
         warm = _warm_up(target, job, record, emit)
     except Exception as exc:  # noqa: BLE001
+        traceback.print_exc()
         mem.stop()
         target.close()
         return finish("error", f"warm-up failed: {_one_line(exc)}")
     if turn is not None:
-        emit({"event": "ready", "device": target.device, "dtype": target.dtype, "threads": target.threads,
-              "extra": {k: v for k, v in target.extra.items() if isinstance(v, (str, int, float, bool))}})
+        emit(
+            {
+                "event": "ready",
+                "device": target.device,
+                "dtype": target.dtype,
+                "threads": target.threads,
+                "extra": {k: v for k, v in target.extra.items() if isinstance(v, (str, int, float, bool))},
+            }
+        )
     load_peak = gpu_peak()
     reset_gpu_peak()
     rows, outputs = _measure_items(target, job, record, warm, emit, turn)
@@ -237,8 +287,9 @@ def run_job(job: dict[str, Any], emit: Emit | None = None, turn: Callable[[], No
     return finish("ok", None)
 
 
-def _finish_record(target: Target, record: dict[str, Any], mem: PeakMemory, load_peak: int | None, *,
-                   isolated: bool, interleaved: bool) -> None:
+def _finish_record(
+    target: Target, record: dict[str, Any], mem: PeakMemory, load_peak: int | None, *, isolated: bool, interleaved: bool
+) -> None:
     run_peak = gpu_peak()
     peaks = mem.stop()
     record["peak_rss_bytes"] = peaks["process_max_rss_bytes"] if isolated else peaks["peak_rss_bytes"]
@@ -257,30 +308,43 @@ def _finish_record(target: Target, record: dict[str, Any], mem: PeakMemory, load
 def _round_trip_target(rt: dict[str, Any]) -> Target:
     from voxbox.bench.targets import VoxboxASR
 
-    asr = VoxboxASR(str(rt.get("engine", "faster-whisper")), rt.get("model"),
-                    {"decoding": {"language": "en", "beam_size": 5, "temperature": 0.0},
-                     "device": rt.get("device")}, None)
+    asr = VoxboxASR(
+        str(rt.get("engine", "faster-whisper")),
+        rt.get("model"),
+        {"decoding": {"language": "en", "beam_size": 5, "temperature": 0.0}, "device": rt.get("device")},
+        None,
+    )
     asr.check()
     asr.load()
     return asr
 
 
-def _quality(job: dict[str, Any], task: str, items: list[dict[str, Any]], rows: list[dict[str, Any]],
-             outputs: list[RunResult | None]) -> None:
+def _quality(
+    job: dict[str, Any],
+    task: str,
+    items: list[dict[str, Any]],
+    rows: list[dict[str, Any]],
+    outputs: list[RunResult | None],
+) -> None:
     audio_dir = Path(job["audio_dir"]) if job.get("audio_dir") else None
     rt, asr = job.get("round_trip"), None
-    for item, row, out in zip(items, rows, outputs):
+    for item, row, out in zip(items, rows, outputs, strict=False):
         if out is None:
             continue
         if task == "asr":
             row["hypothesis"] = out.text
             ref = item.get("reference")
             if ref:
-                row["quality"] = {"wer": wer(ref, out.text or "", clip=True), "cer": cer(ref, out.text or "", clip=True),
-                                  "method": "reference"}
+                row["quality"] = {
+                    "wer": wer(ref, out.text or "", clip=True),
+                    "cer": cer(ref, out.text or "", clip=True),
+                    "method": "reference",
+                }
             continue
         if audio_dir is not None and out.samples is not None:  # TTS: keep the audio, then the round trip
-            tag = "".join(f"-{p}" for p in (item.get("variant"), f"{item['steps']}steps" if item.get("steps") else None) if p)
+            tag = "".join(
+                f"-{p}" for p in (item.get("variant"), f"{item['steps']}steps" if item.get("steps") else None) if p
+            )
             path = audio_dir / f"{_safe(row['target'])}-{_safe(item['scenario'])}{_safe(tag)}.wav"
             _write_wav(path, out.samples, int(out.sample_rate or 16000))
             row["audio_path"] = str(path)
@@ -293,8 +357,11 @@ def _quality(job: dict[str, Any], task: str, items: list[dict[str, Any]], rows: 
             asr = asr or _round_trip_target(rt)
             hyp = asr.run(resample(out.samples, int(out.sample_rate or 16000), 16000)).text or ""
             row["hypothesis"] = hyp
-            row["quality"] = {"wer": wer(item["text"], hyp, clip=True), "cer": cer(item["text"], hyp, clip=True),
-                              "method": method}
+            row["quality"] = {
+                "wer": wer(item["text"], hyp, clip=True),
+                "cer": cer(item["text"], hyp, clip=True),
+                "method": method,
+            }
         except Exception as exc:  # noqa: BLE001
             row["quality"] = {"wer": None, "cer": None, "method": method, "error": _one_line(exc)}
     if asr is not None:

@@ -23,8 +23,18 @@ import yaml
 
 from voxbox.errors import BadInputError
 
-__all__ = ["Clip", "ClipUnavailable", "DEFAULT_FILE", "PROFILES_DIR", "clip_cache_dir", "load_scenarios",
-           "materialize_clips", "merge", "profiles", "speechlike"]
+__all__ = [
+    "Clip",
+    "ClipUnavailable",
+    "DEFAULT_FILE",
+    "PROFILES_DIR",
+    "clip_cache_dir",
+    "load_scenarios",
+    "materialize_clips",
+    "merge",
+    "profiles",
+    "speechlike",
+]
 
 DEFAULT_FILE = Path(__file__).with_name("scenarios.yaml")
 PROFILES_DIR = Path(__file__).with_name("profiles")
@@ -67,8 +77,11 @@ def _resolve(path: str | Path) -> Path:
     shipped = PROFILES_DIR / f"{p.name}.yaml"
     if shipped.is_file():
         return shipped
-    raise BadInputError(f"no scenarios file {str(path)!r} and no shipped profile of that name "
-                        f"(profiles: {', '.join(profiles()) or 'none'})", param="scenarios")
+    raise BadInputError(
+        f"no scenarios file {str(path)!r} and no shipped profile of that name "
+        f"(profiles: {', '.join(profiles()) or 'none'})",
+        param="scenarios",
+    )
 
 
 def load_scenarios(path: str | Path | None = None, quick: bool = False) -> dict[str, Any]:
@@ -93,8 +106,11 @@ def _validate(data: dict[str, Any]) -> None:
     need(int(d.get("runs", 3)) >= 1, "defaults.runs must be >= 1")
     need(int(d.get("warmup", 1)) >= 0, "defaults.warmup must be >= 0")
     tts = data.get("tts", {})
-    need(isinstance(tts.get("texts", {}), dict) and all(isinstance(v, str) and v.strip() for v in tts.get("texts", {}).values()),
-         "tts.texts must map names to non-empty strings")
+    need(
+        isinstance(tts.get("texts", {}), dict)
+        and all(isinstance(v, str) and v.strip() for v in tts.get("texts", {}).values()),
+        "tts.texts must map names to non-empty strings",
+    )
     for t in tts.get("targets", []) + data.get("asr", {}).get("targets", []):
         need(isinstance(t, dict) and "engine" in t, f"every target needs an engine: {t!r}")
         _validate_target(t, need)
@@ -108,22 +124,45 @@ def _validate(data: dict[str, Any]) -> None:
             need(part in clips and "concat" not in clips[part], f"clip {name!r} concatenates unknown clip {part!r}")
 
 
-_TARGET_KEYS = {"engine", "model", "label", "device", "dtype", "placement", "load_options", "options", "steps",
-                "steps_option", "sweep", "items", "voice", "voice_name", "decoding", "batching", "peers"}
+_TARGET_KEYS = {
+    "engine",
+    "model",
+    "label",
+    "device",
+    "dtype",
+    "placement",
+    "load_options",
+    "options",
+    "steps",
+    "steps_option",
+    "sweep",
+    "items",
+    "voice",
+    "voice_name",
+    "decoding",
+    "batching",
+    "peers",
+}
 
 
 def _validate_target(t: dict[str, Any], need: Callable[[bool, str], None]) -> None:
     unknown = sorted(set(t) - _TARGET_KEYS)
-    need(not unknown, f"target {t.get('engine')!r}: unknown key(s) {', '.join(unknown)} "
-                      f"(known: {', '.join(sorted(_TARGET_KEYS))})")
+    need(
+        not unknown,
+        f"target {t.get('engine')!r}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(_TARGET_KEYS))})",
+    )
     for key in ("options", "load_options", "placement", "decoding", "voice"):
         need(t.get(key) is None or isinstance(t[key], dict), f"target {t['engine']!r}: {key} must be a mapping")
     sweep = t.get("sweep")
-    need(sweep is None or (isinstance(sweep, list) and all(isinstance(p, dict) for p in sweep)),
-         f"target {t['engine']!r}: sweep must be a list of mappings (label, options, items)")
+    need(
+        sweep is None or (isinstance(sweep, list) and all(isinstance(p, dict) for p in sweep)),
+        f"target {t['engine']!r}: sweep must be a list of mappings (label, options, items)",
+    )
     labels = [p.get("label") for p in sweep or []]
-    need(len(labels) == len(set(labels)) and all(isinstance(x, str) and x for x in labels) if sweep else True,
-         f"target {t['engine']!r}: every sweep point needs its own label")
+    need(
+        len(labels) == len(set(labels)) and all(isinstance(x, str) and x for x in labels) if sweep else True,
+        f"target {t['engine']!r}: every sweep point needs its own label",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,8 +229,7 @@ def speechlike(seconds: float, seed: int = 0, rate: int = ASR_RATE) -> np.ndarra
     t = np.arange(int(seconds * rate)) / rate
     env = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)
     rng = np.random.default_rng(seed)
-    return (0.1 * env * np.sin(2 * np.pi * (150 + 50 * np.sin(t)) * t)
-            + rng.normal(0, 0.02, t.size)).astype(np.float32)
+    return (0.1 * env * np.sin(2 * np.pi * (150 + 50 * np.sin(t)) * t) + rng.normal(0, 0.02, t.size)).astype(np.float32)
 
 
 def _tts_clip(engine: str, model: str | None, text: str, cache: Path) -> np.ndarray:

@@ -41,8 +41,9 @@ OnEvent = Callable[[str, dict[str, Any]], None]
 _SETTING_KEYS = ("dtype", "placement", "load_options", "batching", "voice", "voice_name")
 
 
-def _filter_targets(targets: list[dict[str, Any]], engines: list[str] | None,
-                    models: list[str] | None) -> list[dict[str, Any]]:
+def _filter_targets(
+    targets: list[dict[str, Any]], engines: list[str] | None, models: list[str] | None
+) -> list[dict[str, Any]]:
     out = [dict(t) for t in targets]
     if engines:
         known = {t["engine"] for t in out}
@@ -62,8 +63,9 @@ def _filter_targets(targets: list[dict[str, Any]], engines: list[str] | None,
     return out
 
 
-def expand_items(t: dict[str, Any], base_items: list[dict[str, Any]], section_steps: list[int],
-                 steps_override: list[int] | None) -> list[dict[str, Any]]:
+def expand_items(
+    t: dict[str, Any], base_items: list[dict[str, Any]], section_steps: list[int], steps_override: list[int] | None
+) -> list[dict[str, Any]]:
     """The items one target runs: its texts/clips x sweep points x step counts, with call options."""
     if isinstance(t.get("steps"), list) and not steps_override:
         steps: list[int | None] = list(t["steps"])
@@ -89,7 +91,9 @@ def expand_items(t: dict[str, Any], base_items: list[dict[str, Any]], section_st
     return out
 
 
-def _tts_items(section: dict[str, Any], texts: list[str] | None, n_runs: int, settings: dict[str, Any]) -> list[dict[str, Any]]:
+def _tts_items(
+    section: dict[str, Any], texts: list[str] | None, n_runs: int, settings: dict[str, Any]
+) -> list[dict[str, Any]]:
     from voxbox.errors import BadInputError
 
     all_texts: dict[str, str] = section.get("texts", {})
@@ -101,22 +105,43 @@ def _tts_items(section: dict[str, Any], texts: list[str] | None, n_runs: int, se
     return [{"scenario": n, "text": settings["texts"][n], "runs": n_runs} for n in names]
 
 
-def _asr_items(scen: dict[str, Any], clips: list[str] | None, n_runs: int, runs_given: bool, tmp: Path,
-               settings: dict[str, Any], on_event: OnEvent) -> list[dict[str, Any]]:
+def _asr_items(
+    scen: dict[str, Any],
+    clips: list[str] | None,
+    n_runs: int,
+    runs_given: bool,
+    tmp: Path,
+    settings: dict[str, Any],
+    on_event: OnEvent,
+) -> list[dict[str, Any]]:
     on_event("clips", {"event": "stage", "description": "preparing ASR clips"})
     skipped: dict[str, str] = {}
     clip_objs = materialize_clips(scen, clips, skipped=skipped)
     for name, why in skipped.items():
         on_event("clips", {"event": "stage", "description": f"clip {name} skipped: {why}"})
-    settings.update({"decoding": dict(scen.get("asr", {}).get("settings") or {}), "clips_skipped": skipped,
-                     "clips": {c.name: {"seconds": round(c.seconds, 3), "source": c.source,
-                                        "reference": c.reference is not None} for c in clip_objs}})
+    settings.update(
+        {
+            "decoding": dict(scen.get("asr", {}).get("settings") or {}),
+            "clips_skipped": skipped,
+            "clips": {
+                c.name: {"seconds": round(c.seconds, 3), "source": c.source, "reference": c.reference is not None}
+                for c in clip_objs
+            },
+        }
+    )
     items = []
     for c in clip_objs:
         path = tmp / f"{c.name}.npy"
         np.save(path, c.samples)
-        items.append({"scenario": c.name, "clip_path": str(path), "reference": c.reference,
-                      "runs": int(c.runs if (c.runs and not runs_given) else n_runs), "audio_s": c.seconds})
+        items.append(
+            {
+                "scenario": c.name,
+                "clip_path": str(path),
+                "reference": c.reference,
+                "runs": int(c.runs if (c.runs and not runs_given) else n_runs),
+                "audio_s": c.seconds,
+            }
+        )
     return items
 
 
@@ -166,9 +191,15 @@ def run_suite(
     section = scen.get(task, {})
     targets = _filter_targets(section.get("targets", []), engines, models)
     load_avg_start = machine_description()["load_average"]
-    settings: dict[str, Any] = {"runs": n_runs, "warmup": n_warm, "warmup_each": bool(defaults.get("warmup_each")),
-                                "threads": threads, "device": device, "isolated": isolate,
-                                "peer_limits": section.get("peer_limits") or {}}
+    settings: dict[str, Any] = {
+        "runs": n_runs,
+        "warmup": n_warm,
+        "warmup_each": bool(defaults.get("warmup_each")),
+        "threads": threads,
+        "device": device,
+        "isolated": isolate,
+        "peer_limits": section.get("peer_limits") or {},
+    }
     runner = _Runner(on_event, out_dir, isolate, target_timeout)
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="voxbox-bench-") as tmp:
@@ -182,16 +213,36 @@ def run_suite(
         common.update(warmup=n_warm, warmup_each=settings["warmup_each"])
         for t in targets:
             items = expand_items(t, base, list(section.get("steps", [])), steps)
-            spec = {"task": task, "kind": "voxbox", "name": t["engine"], "model": t.get("model"),
-                    "label": t.get("label"), "threads": threads,
-                    "settings": _target_settings(t, task, section, device)}
+            spec = {
+                "task": task,
+                "kind": "voxbox",
+                "name": t["engine"],
+                "model": t.get("model"),
+                "label": t.get("label"),
+                "threads": threads,
+                "settings": _target_settings(t, task, section, device),
+            }
             peer_names = t.get("peers", []) if peers is None else [p for p in peers if applies_to(p, t["engine"])]
-            results.extend(runner.target_and_peers({"target": spec, "items": items, **common}, peer_names,
-                                                   section.get("peer_limits") or {}, runs is not None))
+            results.extend(
+                runner.target_and_peers(
+                    {"target": spec, "items": items, **common},
+                    peer_names,
+                    section.get("peer_limits") or {},
+                    runs is not None,
+                )
+            )
     machine = machine_description()
     machine["load_average_start"] = load_avg_start
-    return build_report(task=task, mode="in-process", results=results, settings=settings, machine=machine,
-                        libraries=library_versions(), quick=quick, command=command)
+    return build_report(
+        task=task,
+        mode="in-process",
+        results=results,
+        settings=settings,
+        machine=machine,
+        libraries=library_versions(),
+        quick=quick,
+        command=command,
+    )
 
 
 class _Runner:
@@ -219,8 +270,9 @@ class _Runner:
         self.on_event(t["id"], {"event": "done", "status": t["status"], "reason": t["reason"]})
         return res
 
-    def target_and_peers(self, vox_job: dict[str, Any], peer_names: list[str], limits: dict[str, Any],
-                         runs_given: bool) -> list[dict[str, Any]]:
+    def target_and_peers(
+        self, vox_job: dict[str, Any], peer_names: list[str], limits: dict[str, Any], runs_given: bool
+    ) -> list[dict[str, Any]]:
         spec = vox_job["target"]
         vox_id = target_id(spec["name"], spec.get("model"), "voxbox", spec.get("label"))
 
@@ -233,17 +285,32 @@ class _Runner:
                 for i in items:
                     i["runs"] = min(i["runs"], int(lim["runs"]))
             p_settings = {k: v for k, v in spec["settings"].items() if k in ("device", "decoding")}
-            p_settings["voxbox"] = {"device": vinfo.get("device"), "dtype": vinfo.get("dtype"),
-                                    "threads": vinfo.get("threads"), **(vinfo.get("extra") or {})}
-            return {**vox_job, "items": items,
-                    "target": {"task": spec["task"], "kind": "peer", "name": p, "model": spec.get("model"),
-                               "label": spec.get("label"), "threads": spec.get("threads"), "settings": p_settings,
-                               "peer_of": vox_id}}
+            p_settings["voxbox"] = {
+                "device": vinfo.get("device"),
+                "dtype": vinfo.get("dtype"),
+                "threads": vinfo.get("threads"),
+                **(vinfo.get("extra") or {}),
+            }
+            return {
+                **vox_job,
+                "items": items,
+                "target": {
+                    "task": spec["task"],
+                    "kind": "peer",
+                    "name": p,
+                    "model": spec.get("model"),
+                    "label": spec.get("label"),
+                    "threads": spec.get("threads"),
+                    "settings": p_settings,
+                    "peer_of": vox_id,
+                },
+            }
 
         # peers that measure voxbox's own overhead take turns with voxbox, run by run
         paired = [p for p in peer_names if self.isolate and getattr(peer_class(p), "interleave_with_voxbox", False)]
         out: list[dict[str, Any]] = []
         if paired:
+
             def others(ready: dict[str, Any]) -> list[tuple[dict[str, Any], Any, Path]]:
                 return [(j, *self.emitter(j)) for j in (peer_job(p, ready) for p in paired)]
 
@@ -263,8 +330,11 @@ def machine_label(machine: dict[str, Any] | None = None) -> str:
     m = machine or machine_description()
     gpus = m.get("gpus") or []
     if gpus:
-        words = [w for w in str(gpus[0].get("name", "gpu")).lower().replace("-", " ").split()
-                 if w not in ("nvidia", "amd", "radeon", "geforce", "tesla")]
+        words = [
+            w
+            for w in str(gpus[0].get("name", "gpu")).lower().replace("-", " ").split()
+            if w not in ("nvidia", "amd", "radeon", "geforce", "tesla")
+        ]
         name = "-".join(words) or "gpu"
         return name if len(gpus) == 1 else f"{name}-x{len(gpus)}"
     return f"cpu-{m.get('cpu_affinity') or m.get('cpu_count') or 0}c"
@@ -275,5 +345,9 @@ def default_out_dir(task: str, name: str | None = None) -> Path:
     (the repository's own are under ``bench/results/<machine>/<date>-<name>/``)."""
     import time
 
-    return (Path(os.getcwd()) / "bench-results" / machine_label()
-            / f"{time.strftime('%Y-%m-%d')}-{name or task}-{time.strftime('%H%M%S')}")
+    return (
+        Path(os.getcwd())
+        / "bench-results"
+        / machine_label()
+        / f"{time.strftime('%Y-%m-%d')}-{name or task}-{time.strftime('%H%M%S')}"
+    )
