@@ -11,10 +11,11 @@ eagerly.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,7 +28,12 @@ from voxbox.engines.asr.torch_whisper.rules import Rules, RuleTensors, apply_rul
 from voxbox.engines.asr.whisper.segments import DecodeResult
 from voxbox.engines.asr.whisper.tokens import WhisperTokenizer
 
+if TYPE_CHECKING:
+    from voxbox.engines.asr.torch_whisper.kernels import KernelStep
+
 __all__ = ["Rules", "Runner"]
+
+log = logging.getLogger(__name__)
 
 #: Self-attention is attended in buckets of this many positions (one graph per bucket).
 KV_BUCKET = 64
@@ -53,10 +59,14 @@ class Runner:
 
     def __init__(self, model: Whisper, tokenizer: WhisperTokenizer, use_graphs: bool | None = None,
                  fast: bool | None = None, compile: bool | None = None, compile_options: dict | None = None,
-                 self_attn: str = "sdpa", kv_inside: bool = True):
+                 self_attn: str = "sdpa", kv_inside: bool = True, kernels: bool | None = None,
+                 kernel_configs: dict | None = None, kernel_splits: tuple[int, int] | None = None):
         """``fast``: single-token steps through :class:`FastStep` (default: on CUDA once
         ``fuse_for_decoding()`` ran); ``compile``: torch.compile those steps (default: when
-        :func:`compile_available`), falling back to eager if compilation fails."""
+        :func:`compile_available`), falling back to eager if compilation fails. ``kernels``: batch-1
+        steps through the Triton :class:`~voxbox.engines.asr.torch_whisper.kernels.KernelStep`
+        (default: on CUDA with Triton and the fused layout); on a GPU it is checked against the
+        eager step at load and dropped (``kernel_error`` says why, logged) if it fails or disagrees."""
         self.model = model
         self.tok = tokenizer
         p = model.decoder.embed_tokens.weight
@@ -80,6 +90,24 @@ class Runner:
         self._tails: dict[str, Callable[..., None]] = {}
         self._tail_seen: set[tuple[Any, ...]] = set()
         self._tail_failed: str | None = None  # why the compiled logits/rules tail fell back to eager
+        self.kstep: KernelStep | None = None
+        self.kernel_error: str | None = None  # why the Triton step is not used (when it was asked for)
+        self.kernel_check: float | None = None  # its relative logit error against the eager step at load
+        self.kernel_seconds = 0.0  # building + checking it (first start: Triton compilation)
+        if kernels is None:
+            kernels = self.device.type == "cuda" and fused
+        if kernels:
+            self._load_kernels(kernel_configs, kernel_splits)
+
+    def _load_kernels(self, configs: dict | None, splits: tuple[int, int] | None) -> None:
+        from voxbox.engines.asr.torch_whisper.kernels import load_kernel_step
+
+        t0 = time.perf_counter()
+        self.kstep, self.kernel_check, self.kernel_error = load_kernel_step(self.model, configs, splits)
+        if self.kernel_error is not None:
+            log.warning("Triton decode step unavailable, using the %s step: %s",
+                        "compiled" if self.fast is not None and self.fast.compiled else "eager", self.kernel_error)
+        self.kernel_seconds = time.perf_counter() - t0
 
     @property
     def compile_seconds(self) -> float:
@@ -130,7 +158,7 @@ class Runner:
         codes = list(self.tok.language_ids)
         ids = torch.tensor([self.tok.language_ids[c] for c in codes], device=self.device)
         probs = logits.index_select(1, ids).softmax(-1).cpu().tolist()
-        return [dict(zip(codes, row)) for row in probs]
+        return [dict(zip(codes, row, strict=True)) for row in probs]
 
     def alignment_scores(self, enc: torch.Tensor, tokens: list[int], heads: Sequence[tuple[int, int]]
                          ) -> tuple[np.ndarray, np.ndarray]:
@@ -173,13 +201,31 @@ class Runner:
     def _logits_tail(self, st: _State, h: torch.Tensor, rt: RuleTensors) -> None:
         st.logits.copy_(apply_rules(st.tokens, st.pos, st.begin, self.model.logits(h[:, -1]), rt))
 
+    def _greedy_rules(self, st: _State, raw: torch.Tensor, rt: RuleTensors) -> None:
+        logits = apply_rules(st.tokens, st.pos, st.begin, raw, rt)
+        self._advance(st, logits, logits.argmax(-1))
+
+    def _logits_rules(self, st: _State, raw: torch.Tensor, rt: RuleTensors) -> None:
+        st.logits.copy_(apply_rules(st.tokens, st.pos, st.begin, raw, rt))
+
+    def _uses_kernels(self, st: _State) -> bool:
+        return self.kstep is not None and st.batch == 1
+
     def _fast_step(self, st: _State, kv_len: int, rt: RuleTensors, kind: str) -> None:
-        """FastStep decoder, then logits + rules (+ argmax and append), compiled alongside it."""
+        """FastStep decoder, then logits + rules (+ argmax and append), compiled alongside it; at
+        batch 1 with the Triton step: its logits, then the rules (+ argmax and append), compiled
+        when the FastStep is."""
         fast = self.fast
-        assert fast is not None
-        h = fast(st.tokens.index_select(1, st.pos), st.pos, st.cache, kv_len)
-        eager = self._greedy_tail if kind == "greedy" else self._logits_tail
-        if not fast.compiled or self._tail_failed:
+        eager: Callable[[_State, torch.Tensor, RuleTensors], None]
+        if self.kstep is not None and st.batch == 1:
+            h = self.kstep(st.tokens, st.pos, st.cache, kv_len)
+            eager = self._greedy_rules if kind == "greedy" else self._logits_rules
+            kind += "_k"
+        else:
+            assert fast is not None
+            h = fast(st.tokens.index_select(1, st.pos), st.pos, st.cache, kv_len)
+            eager = self._greedy_tail if kind == "greedy" else self._logits_tail
+        if fast is None or not fast.compiled or self._tail_failed:
             eager(st, h, rt)
             return
         fn = self._tails.get(kind)
@@ -202,13 +248,13 @@ class Runner:
         self._tail_seen.add(key)
 
     def _greedy_step(self, st: _State, kv_len: int, rt: RuleTensors) -> None:
-        if self.fast is not None:
+        if self.fast is not None or self._uses_kernels(st):
             return self._fast_step(st, kv_len, rt, "greedy")
         logits = self._forward_step(st, kv_len, rt)
         self._advance(st, logits, logits.argmax(-1))
 
     def _logits_step(self, st: _State, kv_len: int, rt: RuleTensors) -> None:
-        if self.fast is not None:
+        if self.fast is not None or self._uses_kernels(st):
             return self._fast_step(st, kv_len, rt, "logits")
         st.logits.copy_(self._forward_step(st, kv_len, rt))
 
@@ -362,4 +408,3 @@ class Runner:
             st.pos.fill_(cur)
         return [DecodeResult(toks, s, no_speech[i * beam] if no_speech else None, 0.0)
                 for i, (toks, s) in enumerate(search.best(n0, length_penalty))]
-
