@@ -72,8 +72,14 @@ def run_cases(srv: ServeProcess) -> dict:
         wall = time.monotonic() - t0
     time.sleep(1.0)
     rss1 = srv.rss()
-    return {"cases": {"uploads": len(uploads), "bodies": len(bodies)}, "counts": {k: dict(v) for k, v in counts.items()},
-            "not_4xx_or_2xx": fives, "rss_before_mb": rss0 / MB, "rss_after_mb": rss1 / MB, "wall_s": wall}
+    return {
+        "cases": {"uploads": len(uploads), "bodies": len(bodies)},
+        "counts": {k: dict(v) for k, v in counts.items()},
+        "not_4xx_or_2xx": fives,
+        "rss_before_mb": rss0 / MB,
+        "rss_after_mb": rss1 / MB,
+        "wall_s": wall,
+    }
 
 
 def run_one_hz(srv: ServeProcess, n: int = 8) -> dict:
@@ -95,8 +101,13 @@ def run_one_hz(srv: ServeProcess, n: int = 8) -> dict:
 
     def upload(_: int) -> str:
         with httpx.Client(timeout=600) as c:
-            return _status(lambda: c.post(srv.url + "/v1/audio/transcriptions", data={"model": "whisper-1"},
-                                          files={"file": ("bomb.wav", data, "audio/wav")}))
+            return _status(
+                lambda: c.post(
+                    srv.url + "/v1/audio/transcriptions",
+                    data={"model": "whisper-1"},
+                    files={"file": ("bomb.wav", data, "audio/wav")},
+                )
+            )
 
     t0 = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(n) as ex:
@@ -105,23 +116,39 @@ def run_one_hz(srv: ServeProcess, n: int = 8) -> dict:
     time.sleep(2.0)
     stop.set()
     sampler.join()
-    return {"bytes": len(data), "uploads": n, "statuses": dict(collections.Counter(statuses)), "wall_s": wall,
-            "rss_before_mb": base / MB, "rss_peak_mb": peak[0] / MB, "rss_after_mb": srv.rss() / MB}
+    return {
+        "bytes": len(data),
+        "uploads": n,
+        "statuses": dict(collections.Counter(statuses)),
+        "wall_s": wall,
+        "rss_before_mb": base / MB,
+        "rss_peak_mb": peak[0] / MB,
+        "rss_after_mb": srv.rss() / MB,
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", type=Path, help="write the results here too")
     ap.add_argument("--skip-one-hz", action="store_true")
-    ap.add_argument("--timeout", type=float, default=600.0, help="server request timeout, s (VOXBOX_ADMISSION__REQUEST_TIMEOUT)")
+    ap.add_argument(
+        "--timeout", type=float, default=600.0, help="server request timeout, s (VOXBOX_ADMISSION__REQUEST_TIMEOUT)"
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        srv = ServeProcess(Path(tmp), "--preload", "tts-1-hd",
-                           env={"VOXBOX_ADMISSION__REQUEST_TIMEOUT": str(args.timeout), "VOXBOX_LOG_LEVEL": "warning"})
+        srv = ServeProcess(
+            Path(tmp),
+            "--preload",
+            "tts-1-hd",
+            env={"VOXBOX_ADMISSION__REQUEST_TIMEOUT": str(args.timeout), "VOXBOX_LOG_LEVEL": "warning"},
+        )
         try:
             srv.wait_ready()
-            result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-                      "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "fuzz": run_cases(srv)}
+            result = {
+                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                "fuzz": run_cases(srv),
+            }
             if not args.skip_one_hz:
                 result["one_hz"] = run_one_hz(srv)
         finally:

@@ -78,11 +78,9 @@ def prepare(root: Path, engines: list[str], tiny: bool, device: str, fish_frames
     """Model directories and the catalog entries (``models.local``) that serve them."""
     out: dict[str, dict[str, Any]] = {}
     if "fish-s2" in engines:
-        from fish_s2_gpu import build_dir  # the upstream-shaped config.json + stand-in tokenizer
+        from voxbox.bench.shapes.fish import write_fish_dir  # upstream-shaped config.json + stand-in tokenizer
 
-        d = root / "fish"
-        d.mkdir(parents=True, exist_ok=True)
-        build_dir(d, tiny)
+        d = write_fish_dir(root / "fish", tiny=tiny)
         out["fish-s2"] = {"engine": "fish-s2", "path": str(d),
                           "options": {"weights": "random", "max_context": 512 if tiny else 1024,
                                       "max_frames": fish_frames}}
@@ -251,7 +249,7 @@ def chart(name: str, modes: dict[str, Any], path: Path, where: str) -> None:
         ax.plot(x, y, marker=marker, linestyle="-", color=color, label=f"{key}: p95 latency")
         t = [lv["ttfa_s"]["p95"] for lv in levels]
         ax.plot(x, t, marker=marker, linestyle=":", color=color, alpha=0.6, label=f"{key}: p95 time to first audio")
-        for lv, xi, yi in zip(levels, x, y):
+        for lv, xi, yi in zip(levels, x, y, strict=False):
             ax.annotate(f"c={lv['concurrency']}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xlabel("aggregate throughput (audio seconds per second)")
     ax.set_ylabel("seconds")

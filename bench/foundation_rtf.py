@@ -62,9 +62,18 @@ def bench_tts(name: str, repeats: int, threads: int | None) -> dict:
         rtfs.append(wall / dur)
         cpus.append(cpu / dur)
         stages = stream.timings.as_dict()
-    return {"engine": name, "model": eng.info.model, "input": f"{len(TEXT)} chars -> {dur:.1f} s audio",
-            "rtf": statistics.median(rtfs), "rtf_min": min(rtfs), "cpu_rtf": statistics.median(cpus), "load_s": load_s, "stages": stages, "device": eng.info.device,
-            "dtype": eng.info.dtype}
+    return {
+        "engine": name,
+        "model": eng.info.model,
+        "input": f"{len(TEXT)} chars -> {dur:.1f} s audio",
+        "rtf": statistics.median(rtfs),
+        "rtf_min": min(rtfs),
+        "cpu_rtf": statistics.median(cpus),
+        "load_s": load_s,
+        "stages": stages,
+        "device": eng.info.device,
+        "dtype": eng.info.dtype,
+    }
 
 
 def bench_asr(model: str, audio_path: Path, repeats: int, threads: int | None) -> dict:
@@ -86,9 +95,18 @@ def bench_asr(model: str, audio_path: Path, repeats: int, threads: int | None) -
         rtfs.append(wall / audio.duration)
         cpus.append(cpu / audio.duration)
         stages = info.timings.as_dict()
-    return {"engine": "faster-whisper", "model": model, "input": f"{audio_path.name} ({audio.duration:.1f} s)",
-            "rtf": statistics.median(rtfs), "rtf_min": min(rtfs), "cpu_rtf": statistics.median(cpus), "load_s": load_s, "stages": stages, "device": eng.info.device,
-            "dtype": eng.info.dtype}
+    return {
+        "engine": "faster-whisper",
+        "model": model,
+        "input": f"{audio_path.name} ({audio.duration:.1f} s)",
+        "rtf": statistics.median(rtfs),
+        "rtf_min": min(rtfs),
+        "cpu_rtf": statistics.median(cpus),
+        "load_s": load_s,
+        "stages": stages,
+        "device": eng.info.device,
+        "dtype": eng.info.dtype,
+    }
 
 
 def main() -> None:
@@ -104,19 +122,27 @@ def main() -> None:
     for model in ("tiny.en", "base"):
         rows.append(bench_asr(model, assets / "two_cities.wav", a.repeats, a.threads))
     mach = machine()  # read after the runs: the 1-minute load average covers them
-    cmd = "python bench/foundation_rtf.py" + (f" --threads {a.threads}" if a.threads else "") + f" --repeats {a.repeats}"
+    cmd = (
+        "python bench/foundation_rtf.py" + (f" --threads {a.threads}" if a.threads else "") + f" --repeats {a.repeats}"
+    )
     if a.markdown:
-        print("| engine | model | device/dtype | input | RTF median (min) | CPU-s per audio-s | load s "
-              "| stages (last run, ms) | command | machine |")
+        print(
+            "| engine | model | device/dtype | input | RTF median (min) | CPU-s per audio-s | load s "
+            "| stages (last run, ms) | command | machine |"
+        )
         print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         st = ", ".join(f"{k} {v * 1000:.0f}" for k, v in r["stages"].items())
         if a.markdown:
-            print(f"| {r['engine']} | {r['model']} | {r['device']}/{r['dtype']} | {r['input']} | {r['rtf']:.3f} "
-                  f"({r['rtf_min']:.3f}) | {r['cpu_rtf']:.3f} | {r['load_s']:.2f} | {st} | `{cmd}` | {mach} |")
+            print(
+                f"| {r['engine']} | {r['model']} | {r['device']}/{r['dtype']} | {r['input']} | {r['rtf']:.3f} "
+                f"({r['rtf_min']:.3f}) | {r['cpu_rtf']:.3f} | {r['load_s']:.2f} | {st} | `{cmd}` | {mach} |"
+            )
         else:
-            print(f"{r['engine']:15s} {r['model']:17s} {r['device']}/{r['dtype']:8s} {r['input']:28s} "
-                  f"RTF {r['rtf']:.3f} (min {r['rtf_min']:.3f})  CPU {r['cpu_rtf']:.3f}  load {r['load_s']:.2f}s  [{st}]")
+            print(
+                f"{r['engine']:15s} {r['model']:17s} {r['device']}/{r['dtype']:8s} {r['input']:28s} "
+                f"RTF {r['rtf']:.3f} (min {r['rtf_min']:.3f})  CPU {r['cpu_rtf']:.3f}  load {r['load_s']:.2f}s  [{st}]"
+            )
     if not a.markdown:
         print(f"machine: {mach}; command: {cmd}")
 

@@ -258,8 +258,9 @@ def main() -> int:
         entry["voxbox"] = summarize(rows_v)
         if rows_u:
             entry["upstream"] = summarize(rows_u)
-            entry["speedup_median_wall"] = round(entry["upstream"]["wall"]["median"] / entry["voxbox"]["wall"]["median"], 2)
-            entry["speedup_median_ttfa"] = round(entry["upstream"]["ttfa"]["median"] / entry["voxbox"]["ttfa"]["median"], 2)
+            up, ours_s = entry["upstream"], entry["voxbox"]
+            entry["speedup_median_wall"] = round(up["wall"]["median"] / ours_s["wall"]["median"], 2)
+            entry["speedup_median_ttfa"] = round(up["ttfa"]["median"] / ours_s["ttfa"]["median"], 2)
         result["scenarios"][key] = entry
         print(key, json.dumps({k: entry[k] for k in entry if k in ("voxbox", "upstream", "speedup_median_wall")}),
               flush=True)
@@ -272,10 +273,10 @@ def main() -> int:
             text = TEXTS[name]
             seed = 1234
 
-            def ours(text: str = text, steps: int = steps) -> dict[str, float]:
+            def ours(text: str = text, steps: int = steps, seed: int = seed) -> dict[str, float]:
                 return run_voxbox(text, steps=steps, seed=seed, voice_description=DESCRIPTION)
 
-            def theirs(text: str = text, steps: int = steps) -> dict[str, float]:
+            def theirs(text: str = text, steps: int = steps, seed: int = seed) -> dict[str, float]:
                 torch.manual_seed(seed)
                 return run_upstream(text, instruct=DESCRIPTION, num_step=steps)
 
@@ -312,7 +313,8 @@ def main() -> int:
             scenario(f"clone_{name}_steps{steps}", ours_c, theirs_c if prompt is not None else None)
     # -- voxbox variants (same weights): eager loop instead of the CUDA graph; compiled DAC decoder
     if cuda and not args.no_variants:
-        for label, kw in (("voxbox_eager", {"cuda_graphs": False}), ("voxbox_compiled_decoder", {"compile_decoder": True})):
+        variants = (("voxbox_eager", {"cuda_graphs": False}), ("voxbox_compiled_decoder", {"compile_decoder": True}))
+        for label, kw in variants:
             if time.perf_counter() - t_start > args.budget_s:
                 result.setdefault("variants", {})[label] = {"skipped": "time budget"}
                 continue
@@ -322,7 +324,8 @@ def main() -> int:
                 for name in ("short", "long"):
                     text = TEXTS[name]
                     scenario(f"{label}_design_{name}_steps8",
-                             lambda text=text: run_voxbox(text, steps=8, seed=1234, voice_description=DESCRIPTION), None)
+                             lambda text=text: run_voxbox(text, steps=8, seed=1234, voice_description=DESCRIPTION),
+                             None)
                 engine = engine_main
                 del var
                 torch.cuda.empty_cache()

@@ -39,8 +39,10 @@ from typing import Any
 
 import httpx
 
-PARAGRAPH = ("The weather today is mild, with a light breeze from the west. "
-             "Later this afternoon, expect a few clouds and a chance of rain.")
+PARAGRAPH = (
+    "The weather today is mild, with a light breeze from the west. "
+    "Later this afternoon, expect a few clouds and a chance of rain."
+)
 
 ENGINES = {"hibari": "hibari", "piper": "piper"}  # API model id -> registry engine name
 
@@ -99,32 +101,45 @@ def bench(engine_name: str, model: str, url: str, text: str, runs: int, warmup: 
                 s_ttfa.append(st)
                 s_total.append(sT)
                 stages = {k: float(v) / 1000 for k, v in re.findall(r"([\w.-]+);dur=([\d.]+)", timing)}
-                engine_first = sum(v for k, v in stages.items()
-                                   if k not in ("load", "queue", "ttfa", "total", "encode", "voice"))
+                engine_first = sum(
+                    v for k, v in stages.items() if k not in ("load", "queue", "ttfa", "total", "encode", "voice")
+                )
                 internal.append(stages["ttfa"] - engine_first - stages.get("encode", 0.0))
                 gap.append(st - stages["ttfa"])
     engine.close()
-    overhead = [(s - d) / d for s, d in zip(s_total, d_total)]
+    overhead = [(s - d) / d for s, d in zip(s_total, d_total, strict=False)]
     return {
         "audio_s": audio,
         "direct": {"ttfa_s": _summary(d_ttfa), "total_s": _summary(d_total)},
-        "server": {"ttfa_s": _summary(s_ttfa), "total_s": _summary(s_total), "server_timing_example": timing,
-                   # from Server-Timing: the server's own time to first audio minus the engine's
-                   # first-chunk stages and encoding (HTTP parsing, validation, admission, hand-off)
-                   "internal_overhead_to_first_audio_s": _summary(internal),
-                   # client-measured TTFA minus the server's: socket, HTTP framing, client
-                   "client_gap_s": _summary(gap)},
-        "overhead_fraction": {"of_medians": (statistics.median(s_total) - statistics.median(d_total))
-                              / statistics.median(d_total), "median_paired": statistics.median(overhead)},
+        "server": {
+            "ttfa_s": _summary(s_ttfa),
+            "total_s": _summary(s_total),
+            "server_timing_example": timing,
+            # from Server-Timing: the server's own time to first audio minus the engine's
+            # first-chunk stages and encoding (HTTP parsing, validation, admission, hand-off)
+            "internal_overhead_to_first_audio_s": _summary(internal),
+            # client-measured TTFA minus the server's: socket, HTTP framing, client
+            "client_gap_s": _summary(gap),
+        },
+        "overhead_fraction": {
+            "of_medians": (statistics.median(s_total) - statistics.median(d_total)) / statistics.median(d_total),
+            "median_paired": statistics.median(overhead),
+        },
     }
 
 
 def start_server(port: int, data_dir: str) -> subprocess.Popen:
-    env = {**os.environ, "VOXBOX_DATA_DIR": data_dir, "VOXBOX_MODELS__PRELOAD_DEFAULTS": "false",
-           "VOXBOX_MODELS__PRELOAD": json.dumps(list(ENGINES)), "VOXBOX_MODELS__TTL": "-1"}
+    env = {
+        **os.environ,
+        "VOXBOX_DATA_DIR": data_dir,
+        "VOXBOX_MODELS__PRELOAD_DEFAULTS": "false",
+        "VOXBOX_MODELS__PRELOAD": json.dumps(list(ENGINES)),
+        "VOXBOX_MODELS__TTL": "-1",
+    }
     env.pop("VOXBOX_API_KEY", None)
-    proc = subprocess.Popen([sys.executable, "-m", "voxbox.cli", "serve", "--port", str(port),
-                             "--log-level", "warning"], env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voxbox.cli", "serve", "--port", str(port), "--log-level", "warning"], env=env
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -150,7 +165,10 @@ def main() -> None:
 
     results: dict[str, Any] = {
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
-        "text_chars": len(args.text), "runs": args.runs, "warmup": args.warmup, "engines": {},
+        "text_chars": len(args.text),
+        "runs": args.runs,
+        "warmup": args.warmup,
+        "engines": {},
     }
     load_before = os.getloadavg()
     port = _free_port()
@@ -167,20 +185,28 @@ def main() -> None:
     results["loadavg"] = {"before": load_before, "after": os.getloadavg()}
 
     print(f"text: {args.text!r} ({len(args.text)} chars); {args.runs} runs after {args.warmup} warm-ups; medians\n")
-    print("| engine | audio s | direct TTFA ms | server TTFA ms | direct total ms | server total ms "
-          "| overhead ms | overhead (paired median) | overhead (of medians) |")
+    print(
+        "| engine | audio s | direct TTFA ms | server TTFA ms | direct total ms | server total ms "
+        "| overhead ms | overhead (paired median) | overhead (of medians) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for model, r in results["engines"].items():
         d, s = r["direct"], r["server"]
         dm, sm = d["total_s"]["median"], s["total_s"]["median"]
-        print(f"| {model} | {r['audio_s']:.2f} | {d['ttfa_s']['median'] * 1000:.1f} | {s['ttfa_s']['median'] * 1000:.1f} | "
-              f"{dm * 1000:.1f} | {sm * 1000:.1f} | {(sm - dm) * 1000:+.1f} | "
-              f"{r['overhead_fraction']['median_paired'] * 100:+.1f}% | {r['overhead_fraction']['of_medians'] * 100:+.1f}% |")
+        print(
+            f"| {model} | {r['audio_s']:.2f} | {d['ttfa_s']['median'] * 1000:.1f} | "
+            f"{s['ttfa_s']['median'] * 1000:.1f} | {dm * 1000:.1f} | {sm * 1000:.1f} | {(sm - dm) * 1000:+.1f} | "
+            f"{r['overhead_fraction']['median_paired'] * 100:+.1f}% | "
+            f"{r['overhead_fraction']['of_medians'] * 100:+.1f}% |"
+        )
     print()
     for model, r in results["engines"].items():
         s = r["server"]
-        print(f"{model}: server-internal overhead to first audio {s['internal_overhead_to_first_audio_s']['median'] * 1000:.2f} ms, "
-              f"client/socket gap {s['client_gap_s']['median'] * 1000:.2f} ms (medians, from Server-Timing)")
+        print(
+            f"{model}: server-internal overhead to first audio "
+            f"{s['internal_overhead_to_first_audio_s']['median'] * 1000:.2f} ms, "
+            f"client/socket gap {s['client_gap_s']['median'] * 1000:.2f} ms (medians, from Server-Timing)"
+        )
     print(f"\nload average during the run: {results['loadavg']}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

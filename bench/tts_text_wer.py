@@ -53,16 +53,25 @@ def _words(s: str) -> str:
 
 def text_check(cases: list[dict[str, str]]) -> dict[str, Any]:
     outs = [normalize_for_speech(c["text"]) for c in cases]
-    exact = sum(o == c["spoken"] for o, c in zip(outs, cases))
+    exact = sum(o == c["spoken"] for o, c in zip(outs, cases, strict=False))
     t0 = time.perf_counter()
     for _ in range(20):
         for c in cases:
             normalize_for_speech(c["text"])
     per_sentence_us = (time.perf_counter() - t0) / (20 * len(cases)) * 1e6
     word_wer = wer([_words(c["spoken"]) for c in cases], [_words(o) for o in outs], normalize=False)
-    misses = [{"text": c["text"], "got": o, "want": c["spoken"]} for o, c in zip(outs, cases) if o != c["spoken"]]
-    return {"sentences": len(cases), "exact": exact, "word_wer": word_wer, "us_per_sentence": per_sentence_us,
-            "misses": misses}
+    misses = [
+        {"text": c["text"], "got": o, "want": c["spoken"]}
+        for o, c in zip(outs, cases, strict=False)
+        if o != c["spoken"]
+    ]
+    return {
+        "sentences": len(cases),
+        "exact": exact,
+        "word_wer": word_wer,
+        "us_per_sentence": per_sentence_us,
+        "misses": misses,
+    }
 
 
 def load_asr(name: str) -> Any:
@@ -80,7 +89,7 @@ def accepted_references(case: dict[str, Any]) -> list[str]:
 def best_reference_wer(cases: list[dict[str, Any]], hyps: list[str]) -> float:
     """Corpus WER where each sentence counts against its closest accepted reference."""
     edits = words = 0
-    for case, hyp in zip(cases, hyps):
+    for case, hyp in zip(cases, hyps, strict=False):
         h = normalize_text(hyp)
         scored = [word_errors(normalize_text(r), h) for r in accepted_references(case)]
         e, n = min(scored, key=lambda en: en[0] / max(en[1], 1))
@@ -99,12 +108,23 @@ def round_trip(tts: Any, asr: Any, cases: list[dict[str, str]], normalize: bool)
         segments, _ = asr.transcribe(audio, language="en", beam_size=5)
         hyp = "".join(s.text for s in segments).strip()
         hyps.append(hyp)
-        per.append({"text": c["text"], "heard": hyp, "wer": best_reference_wer([c], [hyp]),
-                    "ref_norm": normalize_text(c["spoken"]), "hyp_norm": normalize_text(hyp)})
+        per.append(
+            {
+                "text": c["text"],
+                "heard": hyp,
+                "wer": best_reference_wer([c], [hyp]),
+                "ref_norm": normalize_text(c["spoken"]),
+                "hyp_norm": normalize_text(hyp),
+            }
+        )
     errors = sum(1 for p in per if p["wer"] > 0)
-    return {"wer": best_reference_wer(cases, hyps), "wer_vs_spoken": wer([c["spoken"] for c in cases], hyps),
-            "wer_vs_written": wer([c["text"] for c in cases], hyps), "sentences_with_errors": errors,
-            "per_sentence": per}
+    return {
+        "wer": best_reference_wer(cases, hyps),
+        "wer_vs_spoken": wer([c["spoken"] for c in cases], hyps),
+        "wer_vs_written": wer([c["text"] for c in cases], hyps),
+        "sentences_with_errors": errors,
+        "per_sentence": per,
+    }
 
 
 def main() -> None:
@@ -122,19 +142,27 @@ def main() -> None:
         results["engines"][name] = {mode: round_trip(tts, asr, cases, mode == "on") for mode in ("off", "on")}
         tts.close()
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"# {len(cases)} sentences, ASR faster-whisper {results['asr']}, {platform.processor() or platform.machine()}, "
-          f"{len(os.sched_getaffinity(0))} cores, load {os.getloadavg()[0]:.1f}, {now}")
-    print("| engine | WER off | WER on | sentences with errors off → on | vs spoken form only off → on "
-          "| vs written text only off → on |")
+    print(
+        f"# {len(cases)} sentences, ASR faster-whisper {results['asr']}, {platform.processor() or platform.machine()}, "
+        f"{len(os.sched_getaffinity(0))} cores, load {os.getloadavg()[0]:.1f}, {now}"
+    )
+    print(
+        "| engine | WER off | WER on | sentences with errors off → on | vs spoken form only off → on "
+        "| vs written text only off → on |"
+    )
     print("|---|---:|---:|---:|---:|---:|")
     for name, r in results["engines"].items():
         off, on = r["off"], r["on"]
-        print(f"| {name} | {off['wer']:.3f} | **{on['wer']:.3f}** | "
-              f"{off['sentences_with_errors']} → {on['sentences_with_errors']} | "
-              f"{off['wer_vs_spoken']:.3f} → {on['wer_vs_spoken']:.3f} | "
-              f"{off['wer_vs_written']:.3f} → {on['wer_vs_written']:.3f} |")
-    print(f"\nNormalised text vs expected spoken form: {check['exact']}/{check['sentences']} sentences exact, "
-          f"word WER {check['word_wer']:.3f}, {check['us_per_sentence']:.0f} µs per sentence")
+        print(
+            f"| {name} | {off['wer']:.3f} | **{on['wer']:.3f}** | "
+            f"{off['sentences_with_errors']} → {on['sentences_with_errors']} | "
+            f"{off['wer_vs_spoken']:.3f} → {on['wer_vs_spoken']:.3f} | "
+            f"{off['wer_vs_written']:.3f} → {on['wer_vs_written']:.3f} |"
+        )
+    print(
+        f"\nNormalised text vs expected spoken form: {check['exact']}/{check['sentences']} sentences exact, "
+        f"word WER {check['word_wer']:.3f}, {check['us_per_sentence']:.0f} µs per sentence"
+    )
     for m in check["misses"]:
         print(f"  MISS {m['text']!r}: got {m['got']!r}, want {m['want']!r}")
     if args.json:

@@ -79,7 +79,8 @@ def main() -> int:
     ap.add_argument("--texts", default="short,medium,long")
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--no-upstream", action="store_true")
-    ap.add_argument("--no-compiled", action="store_true", help="skip the torch.compile variants (voxbox compile=True, upstream optimize=True)")
+    ap.add_argument("--no-compiled", action="store_true",
+                    help="skip the torch.compile variants (voxbox compile=True, upstream optimize=True)")
     ap.add_argument("--budget-s", type=float, default=540.0)
     ap.add_argument("--model-dir", default=None)
     args = ap.parse_args()

@@ -43,8 +43,14 @@ class _Progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.console = Console(stderr=True)
-        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("{task.fields[status]}"), console=self.console)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=self.console,
+        )
         self.tasks: dict[str, Any] = {}
 
     def __enter__(self) -> "_Progress":
@@ -74,36 +80,82 @@ class _Progress:
             self.progress.update(task, completed=t.total if status == "ok" else t.completed, status=label[:120])
 
 
-def _run(task: str, *, quick: bool, scenarios: Optional[Path], out: Optional[Path], engine: Optional[str],
-         model: Optional[str], peers: Optional[str], no_peers: bool, runs: Optional[int], warmup: Optional[int],
-         threads: Optional[int], device: Optional[str], steps: Optional[str], items: Optional[str], url: Optional[str],
-         concurrency: Optional[str], isolate: bool, charts: bool, target_timeout: Optional[float] = None) -> None:
+def _run(
+    task: str,
+    *,
+    quick: bool,
+    scenarios: Optional[Path],
+    out: Optional[Path],
+    engine: Optional[str],
+    model: Optional[str],
+    peers: Optional[str],
+    no_peers: bool,
+    runs: Optional[int],
+    warmup: Optional[int],
+    threads: Optional[int],
+    device: Optional[str],
+    steps: Optional[str],
+    items: Optional[str],
+    url: Optional[str],
+    concurrency: Optional[str],
+    isolate: bool,
+    charts: bool,
+    target_timeout: Optional[float] = None,
+) -> None:
     from voxbox.bench.report import render_markdown, write_outputs
     from voxbox.bench.scenarios import load_scenarios
     from voxbox.bench.suite import default_out_dir
 
     scen = load_scenarios(scenarios, quick=quick)
     out_dir = out or default_out_dir(task)
-    command = "voxbox bench " + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index("bench") + 1:]) \
-        if "bench" in sys.argv else f"voxbox bench {task}"
+    command = (
+        "voxbox bench " + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index("bench") + 1 :])
+        if "bench" in sys.argv
+        else f"voxbox bench {task}"
+    )
     item_list = _csv(items)
     with _Progress() as progress:
         if url:
             from voxbox.bench.remote import run_http
 
-            report = run_http(task, scen, url=url, out_dir=out_dir, models=_csv(model) or _csv(engine),
-                              concurrency=_ints(concurrency, "concurrency"), runs=runs, warmup=warmup,
-                              texts=item_list if task == "tts" else None, clips=item_list if task == "asr" else None,
-                              quick=quick, command=command, on_event=progress)
+            report = run_http(
+                task,
+                scen,
+                url=url,
+                out_dir=out_dir,
+                models=_csv(model) or _csv(engine),
+                concurrency=_ints(concurrency, "concurrency"),
+                runs=runs,
+                warmup=warmup,
+                texts=item_list if task == "tts" else None,
+                clips=item_list if task == "asr" else None,
+                quick=quick,
+                command=command,
+                on_event=progress,
+            )
         else:
             from voxbox.bench.suite import run_suite
 
-            report = run_suite(task, scen, out_dir=out_dir, engines=_csv(engine), models=_csv(model),
-                               peers=[] if no_peers else _csv(peers), runs=runs, warmup=warmup, threads=threads,
-                               device=device, steps=_ints(steps, "steps"),
-                               texts=item_list if task == "tts" else None, clips=item_list if task == "asr" else None,
-                               isolate=isolate, quick=quick, command=command, on_event=progress,
-                               target_timeout=target_timeout)
+            report = run_suite(
+                task,
+                scen,
+                out_dir=out_dir,
+                engines=_csv(engine),
+                models=_csv(model),
+                peers=[] if no_peers else _csv(peers),
+                runs=runs,
+                warmup=warmup,
+                threads=threads,
+                device=device,
+                steps=_ints(steps, "steps"),
+                texts=item_list if task == "tts" else None,
+                clips=item_list if task == "asr" else None,
+                isolate=isolate,
+                quick=quick,
+                command=command,
+                on_event=progress,
+                target_timeout=target_timeout,
+            )
     paths = write_outputs(report, out_dir, charts=charts)
     print(render_markdown(report))
     print("written: " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
@@ -112,8 +164,13 @@ def _run(task: str, *, quick: bool, scenarios: Optional[Path], out: Optional[Pat
 
 
 _QUICK = typer.Option(False, "--quick", help="One-minute smoke run: one short item, one run, fewer peers.")
-_SCEN = typer.Option(None, "--scenarios", help="YAML merged over the shipped scenarios (see voxbox/bench/scenarios.yaml).")
-_OUT = typer.Option(None, "--out", "-o", help="Output directory (default ./bench-results/TASK-TIMESTAMP).")
+_SCEN = typer.Option(
+    None,
+    "--scenarios",
+    help="YAML file, or a shipped profile (gpu, gpu-variants, cpu-shapes), merged over "
+    "the shipped scenarios (voxbox/bench/scenarios.yaml).",
+)
+_OUT = typer.Option(None, "--out", "-o", help="Output directory (default ./bench-results/MACHINE/DATE-TASK-TIME).")
 _PEERS = typer.Option(None, "--peers", help="Comma-separated peers to run beside voxbox (default: from the scenarios).")
 _NOPEERS = typer.Option(False, "--no-peers", help="Measure voxbox only.")
 _RUNS = typer.Option(None, "--runs", min=1, help="Measured runs per scenario (default 3).")
@@ -124,42 +181,109 @@ _URL = typer.Option(None, "--url", help="Benchmark a running voxbox/OpenAI-compa
 _CONC = typer.Option(None, "--concurrency", help="With --url: comma-separated concurrency levels (default 1,4,16).")
 _ISO = typer.Option(True, "--isolate/--no-isolate", help="Run each target in its own process (default) or in this one.")
 _CHARTS = typer.Option(True, "--charts/--no-charts", help="Write PNG charts (needs matplotlib).")
-_TTO = typer.Option(None, "--target-timeout", min=1, help="Stop a (non-interleaved) target after this many seconds and report it as an error.")
+_TTO = typer.Option(
+    None,
+    "--target-timeout",
+    min=1,
+    help="Stop a (non-interleaved) target after this many seconds and report it as an error.",
+)
 
 
 @bench_app.command("tts")
 def bench_tts(
     quick: bool = _QUICK,
-    engine: Optional[str] = typer.Option(None, "--engine", "-e", help="Comma-separated TTS engines (default: from the scenarios)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model for the engine(s); with --url the server's model ids."),
+    engine: Optional[str] = typer.Option(
+        None, "--engine", "-e", help="Comma-separated TTS engines (default: from the scenarios)."
+    ),
+    model: Optional[str] = typer.Option(
+        None, "--model", "-m", help="Model for the engine(s); with --url the server's model ids."
+    ),
     texts: Optional[str] = typer.Option(None, "--texts", help="Comma-separated text names (short, medium, long)."),
-    steps: Optional[str] = typer.Option(None, "--steps", help="Diffusion step counts, e.g. 10,20,40 (diffusion engines only)."),
-    peers: Optional[str] = _PEERS, no_peers: bool = _NOPEERS, runs: Optional[int] = _RUNS, warmup: Optional[int] = _WARM,
-    threads: Optional[int] = _THREADS, device: Optional[str] = _DEVICE, scenarios: Optional[Path] = _SCEN,
-    out: Optional[Path] = _OUT, url: Optional[str] = _URL, concurrency: Optional[str] = _CONC, isolate: bool = _ISO,
-    charts: bool = _CHARTS, target_timeout: Optional[float] = _TTO,
+    steps: Optional[str] = typer.Option(
+        None, "--steps", help="Diffusion step counts, e.g. 10,20,40 (diffusion engines only)."
+    ),
+    peers: Optional[str] = _PEERS,
+    no_peers: bool = _NOPEERS,
+    runs: Optional[int] = _RUNS,
+    warmup: Optional[int] = _WARM,
+    threads: Optional[int] = _THREADS,
+    device: Optional[str] = _DEVICE,
+    scenarios: Optional[Path] = _SCEN,
+    out: Optional[Path] = _OUT,
+    url: Optional[str] = _URL,
+    concurrency: Optional[str] = _CONC,
+    isolate: bool = _ISO,
+    charts: bool = _CHARTS,
+    target_timeout: Optional[float] = _TTO,
 ) -> None:
     """Benchmark text-to-speech: RTF, time to first audio, stages, memory, round-trip WER."""
-    _run("tts", quick=quick, scenarios=scenarios, out=out, engine=engine, model=model, peers=peers, no_peers=no_peers,
-         runs=runs, warmup=warmup, threads=threads, device=device, steps=steps, items=texts, url=url,
-         concurrency=concurrency, isolate=isolate, charts=charts, target_timeout=target_timeout)
+    _run(
+        "tts",
+        quick=quick,
+        scenarios=scenarios,
+        out=out,
+        engine=engine,
+        model=model,
+        peers=peers,
+        no_peers=no_peers,
+        runs=runs,
+        warmup=warmup,
+        threads=threads,
+        device=device,
+        steps=steps,
+        items=texts,
+        url=url,
+        concurrency=concurrency,
+        isolate=isolate,
+        charts=charts,
+        target_timeout=target_timeout,
+    )
 
 
 @bench_app.command("asr")
 def bench_asr(
     quick: bool = _QUICK,
-    engine: Optional[str] = typer.Option(None, "--engine", "-e", help="Comma-separated ASR engines (default: from the scenarios)."),
+    engine: Optional[str] = typer.Option(
+        None, "--engine", "-e", help="Comma-separated ASR engines (default: from the scenarios)."
+    ),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Comma-separated models, e.g. tiny.en,base."),
     clips: Optional[str] = typer.Option(None, "--clips", help="Comma-separated clip names from the scenarios."),
-    peers: Optional[str] = _PEERS, no_peers: bool = _NOPEERS, runs: Optional[int] = _RUNS, warmup: Optional[int] = _WARM,
-    threads: Optional[int] = _THREADS, device: Optional[str] = _DEVICE, scenarios: Optional[Path] = _SCEN,
-    out: Optional[Path] = _OUT, url: Optional[str] = _URL, concurrency: Optional[str] = _CONC, isolate: bool = _ISO,
-    charts: bool = _CHARTS, target_timeout: Optional[float] = _TTO,
+    peers: Optional[str] = _PEERS,
+    no_peers: bool = _NOPEERS,
+    runs: Optional[int] = _RUNS,
+    warmup: Optional[int] = _WARM,
+    threads: Optional[int] = _THREADS,
+    device: Optional[str] = _DEVICE,
+    scenarios: Optional[Path] = _SCEN,
+    out: Optional[Path] = _OUT,
+    url: Optional[str] = _URL,
+    concurrency: Optional[str] = _CONC,
+    isolate: bool = _ISO,
+    charts: bool = _CHARTS,
+    target_timeout: Optional[float] = _TTO,
 ) -> None:
     """Benchmark speech-to-text: RTF, x realtime, stages, memory, WER/CER against references."""
-    _run("asr", quick=quick, scenarios=scenarios, out=out, engine=engine, model=model, peers=peers, no_peers=no_peers,
-         runs=runs, warmup=warmup, threads=threads, device=device, steps=None, items=clips, url=url,
-         concurrency=concurrency, isolate=isolate, charts=charts, target_timeout=target_timeout)
+    _run(
+        "asr",
+        quick=quick,
+        scenarios=scenarios,
+        out=out,
+        engine=engine,
+        model=model,
+        peers=peers,
+        no_peers=no_peers,
+        runs=runs,
+        warmup=warmup,
+        threads=threads,
+        device=device,
+        steps=None,
+        items=clips,
+        url=url,
+        concurrency=concurrency,
+        isolate=isolate,
+        charts=charts,
+        target_timeout=target_timeout,
+    )
 
 
 @bench_app.command("compare")
@@ -186,8 +310,9 @@ def bench_compare(
             raise BadInputError(f"{p} is not a voxbox bench result file")
         docs.append(doc)
     if docs[0].get("task") != docs[1].get("task"):
-        raise BadInputError(f"{a} is a {docs[0].get('task')} run and {b} a {docs[1].get('task')} run; "
-                            "compare runs of one task")
+        raise BadInputError(
+            f"{a} is a {docs[0].get('task')} run and {b} a {docs[1].get('task')} run; compare runs of one task"
+        )
     rows = compare_reports(docs[0], docs[1])
     title_a = str(a) if a.name == b.name else a.name
     title_b = str(b) if a.name == b.name else b.name
@@ -199,12 +324,24 @@ def bench_compare(
         return "–" if x is None else fmt.format(x)
 
     for r in rows:
-        label = r["scenario"] + (f" {r['steps']}st" if r.get("steps") else "") + (f" c{r['concurrency']}" if r.get("concurrency") else "")
+        label = (
+            r["scenario"]
+            + (f" {r['steps']}st" if r.get("steps") else "")
+            + (f" c{r['concurrency']}" if r.get("concurrency") else "")
+        )
         ch = r["change_pct"]
         color = "green" if ch is not None and ch < -5 else "red" if ch is not None and ch > 5 else "white"
-        table.add_row(r["target"], label, f(r["a_total_s"]), f(r["b_total_s"]),
-                      f"[{color}]{f(ch, '{:+.1f}%')}[/{color}]", f(r["a_rtf"], "{:.4f}"), f(r["b_rtf"], "{:.4f}"),
-                      f(r["a_wer"]), f(r["b_wer"]))
+        table.add_row(
+            r["target"],
+            label,
+            f(r["a_total_s"]),
+            f(r["b_total_s"]),
+            f"[{color}]{f(ch, '{:+.1f}%')}[/{color}]",
+            f(r["a_rtf"], "{:.4f}"),
+            f(r["b_rtf"], "{:.4f}"),
+            f(r["a_wer"]),
+            f(r["b_wer"]),
+        )
     Console(width=None if sys.stdout.isatty() else 200).print(table)
     if not rows:
         raise BadInputError("the two runs have no target and scenario in common")

@@ -21,12 +21,16 @@ __all__ = [
     "PeakMemory",
     "cer",
     "clock",
+    "cpu_seconds",
     "device_sync",
+    "gpu_allocated",
+    "gpu_peak",
     "edit_distance",
     "library_versions",
     "machine_description",
     "normalize_text",
     "percentiles",
+    "reset_gpu_peak",
     "summarize",
     "wer",
 ]
@@ -95,7 +99,7 @@ class PeakMemory:
             while not self._stop.wait(self.interval):
                 try:
                     self.sampled_peak = max(self.sampled_peak, proc.memory_info().rss)
-                except Exception:  # pragma: no cover - process going away
+                except Exception:  # noqa: BLE001 # pragma: no cover - process going away
                     return
 
         self._thread = threading.Thread(target=loop, name="bench-rss", daemon=True)
@@ -122,7 +126,7 @@ def _cuda_in_use() -> bool:
     torch = _torch_if_loaded()
     try:
         return bool(torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized())
-    except Exception:
+    except Exception:  # noqa: BLE001 - a broken CUDA setup means "not in use"
         return False
 
 
@@ -137,10 +141,34 @@ def _gpu_peak() -> int | None:
     return int(_torch_if_loaded().cuda.max_memory_allocated())
 
 
-def device_sync(device: str | None) -> None:
-    """Wait for queued device work before a clock is read (no-op on the CPU)."""
-    if device and device.split(":")[0] in ("cuda", "rocm", "hip") and _cuda_in_use():
+def device_sync(device: str | None = None) -> None:
+    """Wait for queued GPU work before a clock is read: whenever this process has initialised CUDA
+    (a hybrid placement may run part of a "cpu" engine there), whatever ``device`` says; a no-op
+    otherwise. ``device`` is kept for callers that pass one."""
+    if _cuda_in_use():
         _torch_if_loaded().cuda.synchronize()
+
+
+def gpu_allocated() -> int | None:
+    """Bytes torch holds on the GPU now (None without CUDA): after a load, the weights and caches."""
+    return int(_torch_if_loaded().cuda.memory_allocated()) if _cuda_in_use() else None
+
+
+def reset_gpu_peak() -> None:
+    """Start a new GPU peak (e.g. before the measured runs, to see their peak above the weights)."""
+    _reset_gpu_peak()
+
+
+def gpu_peak() -> int | None:
+    """torch's peak GPU allocation since the last reset (None without CUDA)."""
+    return _gpu_peak()
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process (every thread) plus its finished children, user + system."""
+    own = time.process_time()
+    ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own + ch.ru_utime + ch.ru_stime
 
 
 # --------------------------------------------------------------------------------------------
@@ -148,7 +176,8 @@ def device_sync(device: str | None) -> None:
 
 _LIBRARIES = (
     "voxbox", "numpy", "av", "onnxruntime", "ctranslate2", "faster-whisper", "piper-tts", "hibari-tts",
-    "torch", "openai-whisper", "pywhispercpp", "httpx",
+    "torch", "openai-whisper", "pywhispercpp", "httpx", "transformers", "echo-tts", "omnivoice", "voxcpm",
+    "kokoro-onnx", "onnx-asr", "triton",
 )
 
 
@@ -175,18 +204,24 @@ def _cpu_model() -> str:
 
 
 def _gpus() -> list[dict[str, Any]]:
+    """GPUs as torch sees them where this process loaded torch, else as NVML / nvidia-smi / sysfs do
+    (the bench's parent process never imports torch; its targets run in children)."""
     torch = _torch_if_loaded()
-    if torch is None:
-        return []
     try:
-        if not torch.cuda.is_available():
-            return []
-        out = []
-        for i in range(torch.cuda.device_count()):
-            p = torch.cuda.get_device_properties(i)
-            out.append({"index": i, "name": p.name, "memory_bytes": int(p.total_memory)})
-        return out
-    except Exception:
+        if torch is not None and torch.cuda.is_available():
+            out = []
+            for i in range(torch.cuda.device_count()):
+                p = torch.cuda.get_device_properties(i)
+                out.append({"index": i, "name": p.name, "memory_bytes": int(p.total_memory)})
+            return out
+    except Exception:  # noqa: BLE001 - fall back to the driver's view
+        pass
+    try:
+        from voxbox.hardware.detect import detect
+
+        return [{"index": g.index, "name": g.name, "memory_bytes": int(g.total_memory)}
+                for g in detect(backends=()).gpus]
+    except Exception:  # noqa: BLE001 - a description, never a failure
         return []
 
 

@@ -9,6 +9,7 @@ from its ``Server-Timing`` header where it sends one.
 
 from __future__ import annotations
 
+import functools
 import io
 import threading
 import wave
@@ -79,10 +80,22 @@ def _default_models(task: str, scen: dict[str, Any]) -> list[str]:
     return out or (["tts-1"] if task == "tts" else ["whisper-1"])
 
 
-def run_http(task: str, scen: dict[str, Any], *, url: str, out_dir: Path, models: list[str] | None = None,
-             concurrency: list[int] | None = None, runs: int | None = None, warmup: int | None = None,
-             texts: list[str] | None = None, clips: list[str] | None = None, quick: bool = False,
-             command: str | None = None, on_event: OnEvent | None = None) -> dict[str, Any]:
+def run_http(
+    task: str,
+    scen: dict[str, Any],
+    *,
+    url: str,
+    out_dir: Path,
+    models: list[str] | None = None,
+    concurrency: list[int] | None = None,
+    runs: int | None = None,
+    warmup: int | None = None,
+    texts: list[str] | None = None,
+    clips: list[str] | None = None,
+    quick: bool = False,
+    command: str | None = None,
+    on_event: OnEvent | None = None,
+) -> dict[str, Any]:
     import httpx
 
     on_event = on_event or (lambda tid, e: None)
@@ -107,11 +120,14 @@ def run_http(task: str, scen: dict[str, Any], *, url: str, out_dir: Path, models
         items = [{"scenario": n, "text": " ".join(all_texts[n].split())} for n in (texts or list(all_texts))]
     else:
         skipped: dict[str, str] = {}
-        items = [{"scenario": c.name, "clip": c, "wav": _wav_bytes(c.samples)}
-                 for c in materialize_clips(scen, clips, skipped=skipped)]
+        items = [
+            {"scenario": c.name, "clip": c, "wav": _wav_bytes(c.samples)}
+            for c in materialize_clips(scen, clips, skipped=skipped)
+        ]
 
-    client = httpx.Client(timeout=timeout, limits=httpx.Limits(max_connections=max(levels) + 2,
-                                                                max_keepalive_connections=max(levels) + 2))
+    client = httpx.Client(
+        timeout=timeout, limits=httpx.Limits(max_connections=max(levels) + 2, max_keepalive_connections=max(levels) + 2)
+    )
 
     def one(model: str, item: dict[str, Any]) -> dict[str, Any]:
         t0 = clock()
@@ -145,9 +161,15 @@ def run_http(task: str, scen: dict[str, Any], *, url: str, out_dir: Path, models
                 raise RuntimeError(f"HTTP {status}: {resp.text[:200]}")
             audio_s = item["clip"].seconds
             item.setdefault("_text", resp.json().get("text", ""))
-        return {"total_s": total, "audio_s": audio_s, "rtf": total / audio_s if audio_s else None,
-                "xrt": audio_s / total if total > 0 else None, "ttfa_s": ttfa, "stages": parse_server_timing(timing),
-                "status_code": status}
+        return {
+            "total_s": total,
+            "audio_s": audio_s,
+            "rtf": total / audio_s if audio_s else None,
+            "xrt": audio_s / total if total > 0 else None,
+            "ttfa_s": ttfa,
+            "stages": parse_server_timing(timing),
+            "status_code": status,
+        }
 
     results = []
     for model in model_ids:
@@ -156,11 +178,26 @@ def run_http(task: str, scen: dict[str, Any], *, url: str, out_dir: Path, models
             it.pop("_text", None)
         total_reqs = sum(max(n_runs, c * per_worker) for c in levels) * len(items) + n_warm
         on_event(tid, {"event": "queued", "total": total_reqs})
-        record: dict[str, Any] = {"id": tid, "name": model, "kind": "voxbox", "task": task, "model": model,
-                                  "peer_of": None, "status": "ok", "reason": None, "device": None, "dtype": None,
-                                  "threads": None, "load_s": None, "first_call_s": None, "compile_s": None,
-                                  "warmup_calls": 0, "peak_rss_bytes": None, "peak_gpu_bytes": None,
-                                  "extra": {"url": url}}
+        record: dict[str, Any] = {
+            "id": tid,
+            "name": model,
+            "kind": "voxbox",
+            "task": task,
+            "model": model,
+            "peer_of": None,
+            "status": "ok",
+            "reason": None,
+            "device": None,
+            "dtype": None,
+            "threads": None,
+            "load_s": None,
+            "first_call_s": None,
+            "compile_s": None,
+            "warmup_calls": 0,
+            "peak_rss_bytes": None,
+            "peak_gpu_bytes": None,
+            "extra": {"url": url},
+        }
         rows: list[dict[str, Any]] = []
         try:
             for i in range(n_warm):
@@ -181,7 +218,15 @@ def run_http(task: str, scen: dict[str, Any], *, url: str, out_dir: Path, models
                 errors: list[str] = []
                 lock = threading.Lock()
 
-                def work(_: int) -> None:
+                def work(
+                    model: Any,
+                    item: Any,
+                    lock: Any,
+                    runs_out: list[dict[str, Any]],
+                    errors: list[str],
+                    tid: str,
+                    _: int,
+                ) -> None:
                     try:
                         r = one(model, item)
                         with lock:
@@ -193,15 +238,23 @@ def run_http(task: str, scen: dict[str, Any], *, url: str, out_dir: Path, models
 
                 w0 = clock()
                 with ThreadPoolExecutor(max_workers=c) as pool:
-                    list(pool.map(work, range(n)))
+                    list(pool.map(functools.partial(work, model, item, lock, runs_out, errors, tid), range(n)))
                 wall = clock() - w0
                 lat = [r["total_s"] for r in runs_out]
                 row: dict[str, Any] = {
-                    "target": tid, "scenario": item["scenario"], "steps": None, "concurrency": c,
-                    "status": "ok" if runs_out else "error", "error": errors[0] if errors else None,
-                    "runs": runs_out, "audio_path": None,
+                    "target": tid,
+                    "scenario": item["scenario"],
+                    "steps": None,
+                    "concurrency": c,
+                    "status": "ok" if runs_out else "error",
+                    "error": errors[0] if errors else None,
+                    "runs": runs_out,
+                    "audio_path": None,
                     "text_chars": len(item["text"]) if task == "tts" else None,
-                    "latencies_s": lat, "latency": percentiles(lat), "requests": n, "failed_requests": len(errors),
+                    "latencies_s": lat,
+                    "latency": percentiles(lat),
+                    "requests": n,
+                    "failed_requests": len(errors),
                     "wall_s": wall,
                     "throughput_xrt": (sum(r["audio_s"] for r in runs_out) / wall) if wall > 0 and runs_out else None,
                 }
@@ -209,8 +262,11 @@ def run_http(task: str, scen: dict[str, Any], *, url: str, out_dir: Path, models
                     from voxbox.bench.metrics import cer, wer
 
                     row["hypothesis"] = item["_text"]
-                    row["quality"] = {"wer": wer(item["clip"].reference, item["_text"], clip=True),
-                                      "cer": cer(item["clip"].reference, item["_text"], clip=True), "method": "reference"}
+                    row["quality"] = {
+                        "wer": wer(item["clip"].reference, item["_text"], clip=True),
+                        "cer": cer(item["clip"].reference, item["_text"], clip=True),
+                        "method": "reference",
+                    }
                 rows.append(row)
         results.append({"target": record, "rows": rows})
         on_event(tid, {"event": "done", "status": "ok", "reason": None})
@@ -218,14 +274,27 @@ def run_http(task: str, scen: dict[str, Any], *, url: str, out_dir: Path, models
 
     machine = machine_description()
     machine["load_average_start"] = load_start
-    settings: dict[str, Any] = {"runs": n_runs, "warmup": n_warm, "threads": None, "device": None,
-                                "concurrency": levels}
+    settings: dict[str, Any] = {
+        "runs": n_runs,
+        "warmup": n_warm,
+        "threads": None,
+        "device": None,
+        "concurrency": levels,
+    }
     if task == "tts":
         settings["texts"] = {i["scenario"]: i["text"] for i in items}
     else:
         settings["decoding"] = scen.get("asr", {}).get("settings", {})
         settings["clips_skipped"] = skipped
-    report = build_report(task=task, mode="http", results=results, settings=settings, machine=machine,
-                          libraries=library_versions(), quick=quick, command=command)
+    report = build_report(
+        task=task,
+        mode="http",
+        results=results,
+        settings=settings,
+        machine=machine,
+        libraries=library_versions(),
+        quick=quick,
+        command=command,
+    )
     report["url"] = url
     return report

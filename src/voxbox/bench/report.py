@@ -17,11 +17,10 @@ __all__ = [
     "load_schema",
     "render_markdown",
     "validate_report",
-    "write_charts",
     "write_outputs",
 ]
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 SCHEMA_FILE = Path(__file__).with_name("schema.json")
 
 
@@ -30,20 +29,40 @@ def _median(xs: list[float]) -> float | None:
     return None if s is None else s["median"]
 
 
+def _names(runs: list[dict[str, Any]], field: str) -> list[str]:
+    out: list[str] = []
+    for r in runs:
+        for k in r.get(field) or {}:
+            if k not in out:
+                out.append(k)
+    return out
+
+
+#: Work units a call reports in its details, for "ms per unit" (forced token / frame / patch counts).
+UNITS = ("tokens", "frames", "patches")
+
+
 def summarize_row(row: dict[str, Any]) -> dict[str, Any]:
     runs = row.get("runs", [])
-    stage_names: list[str] = []
-    for r in runs:
-        for k in r.get("stages", {}):
-            if k not in stage_names:
-                stage_names.append(k)
+    details = {k: _median([r["details"][k] for r in runs if k in (r.get("details") or {})])
+               for k in _names(runs, "details")}
+    total = summarize(r["total_s"] for r in runs)
+    per_unit = None
+    for unit in UNITS:
+        if total and details.get(unit):
+            ms = 1000.0 * total["median"] / details[unit]
+            per_unit = {"unit": unit.rstrip("s"), "count": details[unit], "ms": ms}
+            break
     return {
         "audio_s": _median([r["audio_s"] for r in runs]),
-        "total_s": summarize(r["total_s"] for r in runs),
+        "total_s": total,
         "rtf": summarize(r.get("rtf") for r in runs),
         "xrt": summarize(r.get("xrt") for r in runs),
         "ttfa_s": summarize(r.get("ttfa_s") for r in runs),
-        "stages": {k: _median([r["stages"].get(k, 0.0) for r in runs]) for k in stage_names},
+        "cpu_s": summarize(r.get("cpu_s") for r in runs),
+        "stages": {k: _median([r["stages"].get(k, 0.0) for r in runs]) for k in _names(runs, "stages")},
+        "details": details,
+        "per_unit": per_unit,
     }
 
 
@@ -82,7 +101,7 @@ def build_report(*, task: str, mode: str, results: list[dict[str, Any]], setting
 
 
 def _row_key(row: dict[str, Any]) -> tuple[Any, ...]:
-    return (row["scenario"], row.get("steps"), row.get("concurrency"))
+    return (row["scenario"], row.get("steps"), row.get("variant"), row.get("concurrency"))
 
 
 def _add_ratios(targets: list[dict[str, Any]], rows: list[dict[str, Any]]) -> None:
@@ -163,9 +182,8 @@ def _bytes(n: int | None) -> str:
     return "–" if not n else f"{n / 2**20:.0f} MiB"
 
 
-def render_markdown(report: dict[str, Any]) -> str:
-    task = report["task"]
-    m = report["machine"]
+def _header(report: dict[str, Any]) -> list[str]:
+    task, m, st = report["task"], report["machine"], report["settings"]
     lines = [
         f"## voxbox bench {task} — {report['created']}",
         "",
@@ -174,76 +192,103 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{(m.get('memory_bytes') or 0) / 2**30:.0f} GiB RAM, {m.get('os')}, Python {m.get('python')}"
         + (f", GPUs: {', '.join(g['name'] for g in m['gpus'])}" if m.get("gpus") else ", no GPU")
         + f"; load average {m.get('load_average_start')} at start, {m.get('load_average')} at end  ",
-        f"Mode: {report['mode']}; runs per scenario: {report['settings'].get('runs')}, warm-up calls: "
-        f"{report['settings'].get('warmup')}" + (" (quick smoke run)" if report.get("quick") else ""),
+        f"Mode: {report['mode']}; runs per scenario: {st.get('runs')}, warm-up calls: {st.get('warmup')}"
+        + (" on every item" if st.get("warmup_each") else "") + (" (quick smoke run)" if report.get("quick") else ""),
         "",
     ]
-    if task == "asr" and report["settings"].get("decoding"):
-        d = report["settings"]["decoding"]
-        lines += ["Decoding (voxbox and every peer): " + ", ".join(f"{k}={v}" for k, v in d.items()), ""]
+    if task == "asr" and st.get("decoding"):
+        lines += ["Decoding (voxbox and every peer, unless a target says otherwise): "
+                  + ", ".join(f"{k}={v}" for k, v in st["decoding"].items()), ""]
     inter = [t["id"] for t in report["targets"] if (t.get("extra") or {}).get("interleaved")]
     if inter:
         lines += ["Interleaved (each in its own process, measured runs alternating run by run so load changes hit "
                   "both alike): " + ", ".join(f"`{i}`" for i in inter) + ".", ""]
     present = {t["name"] for t in report["targets"] if t["status"] == "ok"}
-    for name, lim in (report["settings"].get("peer_limits") or {}).items():
+    for name, lim in (st.get("peer_limits") or {}).items():
         if name not in present:
             continue
-        what = []
-        if lim.get("items"):
-            what.append("only " + ", ".join(lim["items"]))
-        if lim.get("runs"):
-            what.append(f"at most {lim['runs']} run(s) each")
+        what = (["only " + ", ".join(lim["items"])] if lim.get("items") else []) + (
+            [f"at most {lim['runs']} run(s) each"] if lim.get("runs") else [])
         lines += [f"Peer `{name}` (slow on this machine): {'; '.join(what)}.", ""]
-    for name, why in (report["settings"].get("clips_skipped") or {}).items():
+    for name, why in (st.get("clips_skipped") or {}).items():
         lines += [f"Clip `{name}` skipped: {why}", ""]
-    lines += ["### Targets", "",
-              "| target | status | device | dtype | threads | cold load s | first call s | peak RSS |",
-              "|---|---|---|---|---|---|---|---|"]
+    return lines
+
+
+def _us(x: Any) -> str:
+    return "–" if not isinstance(x, (int, float)) else f"{x * 1e6:.0f}"
+
+
+def _targets_table(report: dict[str, Any]) -> list[str]:
+    gpu = any(t.get("peak_gpu_bytes") for t in report["targets"])
+    lines = ["### Targets", "",
+             "| target | status | device | dtype | threads | cold load s | first call s | peak RSS |"
+             + (" peak GPU |" if gpu else "") + " runtime call / chunk µs |",
+             "|---|---|---|---|---|---|---|---|" + ("---|" if gpu else "") + "---|"]
     for t in report["targets"]:
         status = t["status"] if t["status"] == "ok" else f"**{t['status'].replace('_', ' ')}**: {_reason(t)}"
+        x = t.get("extra") or {}
+        hop = f"{_us(x.get('runtime_call_s'))} / {_us(x.get('runtime_chunk_s'))}" if "runtime_call_s" in x else "–"
         lines.append(f"| {t['id']} | {status} | {t.get('device') or '–'} | {t.get('dtype') or '–'} | "
-                     f"{t.get('threads') or '–'} | {_f(t.get('load_s'), '{:.2f}')} | {_f(t.get('first_call_s'), '{:.3f}')} | "
-                     f"{_bytes(t.get('peak_rss_bytes'))} |")
-    lines += ["", "### Results (median of runs; min–max in brackets)", ""]
+                     f"{t.get('threads') or '–'} | {_f(t.get('load_s'), '{:.2f}')} | "
+                     f"{_f(t.get('first_call_s'), '{:.3f}')} | "
+                     f"{_bytes(t.get('peak_rss_bytes'))} |" + (f" {_bytes(t.get('peak_gpu_bytes'))} |" if gpu else "")
+                     + f" {hop} |")
+    return lines
+
+
+def _result_cells(r: dict[str, Any], http: bool) -> list[str]:
+    from voxbox.bench.charts import row_label
+
+    s = r["summary"]
+    tot, q, pu = s["total_s"], r.get("quality") or {}, s.get("per_unit")
+    ratio = r.get("time_ratio_to_voxbox")
+    cells = [row_label({**r, "steps": None, "concurrency": None}), str(r.get("steps") or "–"), r["target"],
+             _f(s["audio_s"], "{:.2f}"), f"{tot['median']:.3f} ({tot['min']:.3f}–{tot['max']:.3f})",
+             _f((s["rtf"] or {}).get("median"), "{:.4f}"), _f((s["xrt"] or {}).get("median"), "{:.1f}"),
+             _f((s["ttfa_s"] or {}).get("median"))]
+    if http:
+        lat = r.get("latency") or {}
+        cells += [str(r.get("concurrency")), _f(lat.get("p50")), _f(lat.get("p95")), _f(lat.get("p99")),
+                  _f(r.get("throughput_xrt"), "{:.1f}")]
+    cells += ["–" if not pu else f"{pu['ms']:.3f} /{pu['unit']} ({pu['count']:.0f})", _f(q.get("wer"), "{:.3f}"),
+              ", ".join(f"{k} {v:.3f}" for k, v in s["stages"].items()) or "–",
+              "–" if ratio is None else f"{ratio:.2f}x"]
+    return cells
+
+
+def _results_table(report: dict[str, Any]) -> list[str]:
     http = report["mode"] == "http"
     head = "| scenario | steps | target | audio s | total s | RTF | x realtime | TTFA s |"
     sep = "|---|---|---|---|---|---|---|---|"
     if http:
         head += " conc. | p50 s | p95 s | p99 s | throughput x rt |"
         sep += "---|---|---|---|---|"
-    head += " WER | stages (median s) | time vs voxbox |"
-    sep += "---|---|---|"
-    lines += [head, sep]
+    head += " ms per unit (units) | WER | stages (median s) | time vs voxbox |"
+    sep += "---|---|---|---|"
+    lines = ["### Results (median of runs; min–max in brackets)", "", head, sep]
     order = {t["id"]: i for i, t in enumerate(report["targets"])}
-    rows = sorted(report["rows"], key=lambda r: (r["scenario"], r.get("steps") or 0, r.get("concurrency") or 0,
-                                                 order.get(r["target"], 99)))
+    rows = sorted(report["rows"], key=lambda r: (r["scenario"], r.get("variant") or "", r.get("steps") or 0,
+                                                 r.get("concurrency") or 0, order.get(r["target"], 99)))
+    blank = " |" * (head.count("|") - 5)
     for r in rows:
-        s = r["summary"]
-        if r["status"] != "ok" or not s["total_s"]:
-            lines.append(f"| {r['scenario']} | {r.get('steps') or '–'} | {r['target']} | error: {r.get('error')} |"
-                         + " |" * (head.count("|") - 5))
-            continue
-        tot = s["total_s"]
-        q = r.get("quality") or {}
-        stages = ", ".join(f"{k} {v:.3f}" for k, v in s["stages"].items()) or "–"
-        ratio = r.get("time_ratio_to_voxbox")
-        cells = [r["scenario"], str(r.get("steps") or "–"), r["target"], _f(s["audio_s"], "{:.2f}"),
-                 f"{tot['median']:.3f} ({tot['min']:.3f}–{tot['max']:.3f})", _f((s["rtf"] or {}).get("median"), "{:.4f}"),
-                 _f((s["xrt"] or {}).get("median"), "{:.1f}"), _f((s["ttfa_s"] or {}).get("median"))]
-        if http:
-            lat = r.get("latency") or {}
-            cells += [str(r.get("concurrency")), _f(lat.get("p50")), _f(lat.get("p95")), _f(lat.get("p99")),
-                      _f(r.get("throughput_xrt"), "{:.1f}")]
-        cells += [_f(q.get("wer"), "{:.3f}"), stages, "–" if ratio is None else f"{ratio:.2f}x"]
-        lines.append("| " + " | ".join(cells) + " |")
-    missing = [t for t in report["targets"] if t["status"] != "ok"]
-    for t in missing:
-        lines.append(f"| (all) | – | {t['id']} | {t['status'].replace('_', ' ')}: {_reason(t)} |"
-                     + " |" * (head.count("|") - 5))
+        if r["status"] != "ok" or not r["summary"]["total_s"]:
+            cells = f"| {r['scenario']} | {r.get('steps') or '–'} | {r['target']} | error: {r.get('error')} |"
+            lines.append(cells + blank)
+        else:
+            lines.append("| " + " | ".join(_result_cells(r, http)) + " |")
+    for t in report["targets"]:
+        if t["status"] != "ok":
+            lines.append(f"| (all) | – | {t['id']} | {t['status'].replace('_', ' ')}: {_reason(t)} |" + blank)
+    return lines
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    lines = _header(report) + _targets_table(report) + [""] + _results_table(report)
     if report.get("totals"):
         lines += ["", "### Totals over the scenarios each target ran", "",
-                  "| target | scenarios | audio s | compute s | x realtime | time vs voxbox |", "|---|---|---|---|---|---|"]
+                  "| target | scenarios | audio s | compute s | x realtime | time vs voxbox |",
+                  "|---|---|---|---|---|---|"]
         for t in report["totals"]:
             ratio = t.get("time_ratio_to_voxbox")
             lines.append(f"| {t['target']} | {t['scenarios']} | {t['audio_s']:.1f} | {t['compute_s']:.2f} | "
@@ -253,98 +298,13 @@ def render_markdown(report: dict[str, Any]) -> str:
               "(above 1: voxbox is faster). WER is on normalised text"
               + (" (TTS: round trip through the default ASR engine)."
                  if any((r.get("quality") or {}).get("method", "").startswith("round-trip") for r in report["rows"])
-                 else "."), ""]
+                 else "."),
+              "", "voxbox targets run through the runtime (catalog entry, model manager, admission, worker thread); "
+              "each call is timed in the worker around the engine. \"runtime call / chunk\" = its hand-off costs "
+              "measured at load: one call round trip (once per measured call, outside the clock) and one streamed "
+              "item's hop (what a streaming front pays per chunk). \"ms per unit\" = median total time / the work "
+              "units the call reported (tokens, frames, patches).", ""]
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------------------------
-# charts
-
-
-def write_charts(report: dict[str, Any], out_dir: Path) -> list[Path]:
-    """``rtf.png`` (RTF by target x scenario) and ``stages.png`` (time split by stage)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir = Path(out_dir)
-    rows = [r for r in report["rows"] if r["status"] == "ok" and r["summary"]["total_s"]]
-    label = lambda r: r["scenario"] + (f" {r['steps']}st" if r.get("steps") else "") + (  # noqa: E731
-        f" c{r['concurrency']}" if r.get("concurrency") else "")
-    scenarios: list[str] = []
-    targets: list[str] = []
-    for r in rows:
-        if label(r) not in scenarios:
-            scenarios.append(label(r))
-        if r["target"] not in targets:
-            targets.append(r["target"])
-    paths = []
-
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(scenarios) * max(1, len(targets)) * 0.35 + 3), 4.5))
-    width = 0.8 / max(1, len(targets))
-    for i, t in enumerate(targets):
-        xs, ys = [], []
-        for j, sc in enumerate(scenarios):
-            r = next((r for r in rows if r["target"] == t and label(r) == sc), None)
-            if r and r["summary"]["rtf"]:
-                xs.append(j + (i - (len(targets) - 1) / 2) * width)
-                ys.append(r["summary"]["rtf"]["median"])
-        ax.bar(xs, ys, width=width, label=t)
-    ax.set_xticks(range(len(scenarios)))
-    ax.set_xticklabels(scenarios, rotation=20, ha="right")
-    ax.set_ylabel("RTF (compute s / audio s, lower is faster)")
-    ax.set_title(f"voxbox bench {report['task']}: RTF by target and scenario")
-    if any(r["summary"]["rtf"] for r in rows):
-        vals = [r["summary"]["rtf"]["median"] for r in rows if r["summary"]["rtf"]]
-        if vals and min(vals) > 0 and max(vals) / min(vals) > 50:
-            ax.set_yscale("log")
-    if targets:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    p = out_dir / "rtf.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    paths.append(p)
-
-    bars = [(f"{r['target']} · {label(r)}", r) for r in rows]
-    stage_names: list[str] = []
-    for _, r in bars:
-        for k in r["summary"]["stages"]:
-            if k not in stage_names:
-                stage_names.append(k)
-    fig, ax = plt.subplots(figsize=(9, max(3.5, 0.35 * len(bars) + 2.5)))
-    left = [0.0] * len(bars)
-    totals = [r["summary"]["total_s"]["median"] for _, r in bars]
-    for k in stage_names + ["other (untimed by the engine)", "whole call (no stage timings)"]:
-        vals = []
-        for (_, r), tot in zip(bars, totals):
-            s = r["summary"]
-            rest = max(0.0, tot - sum(v or 0.0 for v in s["stages"].values()))
-            if k.startswith("other"):
-                v = rest if s["stages"] else 0.0
-            elif k.startswith("whole"):
-                v = 0.0 if s["stages"] else rest
-            else:
-                v = s["stages"].get(k) or 0.0
-            vals.append(100.0 * v / tot if tot > 0 else 0.0)
-        ax.barh(range(len(bars)), vals, left=left, label=k)
-        left = [a + b for a, b in zip(left, vals)]
-    for i, tot in enumerate(totals):
-        ax.text(101, i, f"{tot:.2f} s", va="center", fontsize=7)
-    ax.set_xlim(0, 115)
-    ax.set_yticks(range(len(bars)))
-    ax.set_yticklabels([b[0] for b in bars], fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xlabel("% of the call's time (median run); total seconds at the right")
-    ax.set_title(f"voxbox bench {report['task']}: time split by stage")
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.45, -0.12 - 0.6 / max(3, len(bars))), ncol=3)
-    fig.tight_layout()
-    p = out_dir / "stages.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    paths.append(p)
-    return paths
 
 
 def write_outputs(report: dict[str, Any], out_dir: Path, charts: bool = True) -> dict[str, Path]:
@@ -360,6 +320,8 @@ def write_outputs(report: dict[str, Any], out_dir: Path, charts: bool = True) ->
     paths["markdown"] = p
     if charts:
         try:
+            from voxbox.bench.charts import write_charts
+
             rtf, stages = write_charts(report, out_dir)
             paths["rtf_png"], paths["stages_png"] = rtf, stages
         except ImportError:
@@ -387,7 +349,7 @@ def compare_reports(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]
         wa = (ra.get("quality") or {}).get("wer")
         wb = (r.get("quality") or {}).get("wer")
         out.append({
-            "target": r["target"], "scenario": r["scenario"], "steps": r.get("steps"),
+            "target": r["target"], "scenario": r["scenario"], "steps": r.get("steps"), "variant": r.get("variant"),
             "concurrency": r.get("concurrency"), "a_total_s": ta, "b_total_s": tb,
             "change_pct": (tb - ta) / ta * 100.0 if ta > 0 else None,
             "a_rtf": (ra["summary"]["rtf"] or {}).get("median"), "b_rtf": (r["summary"]["rtf"] or {}).get("median"),

@@ -1,8 +1,11 @@
 """Benchmark scenarios as data: the YAML shipped beside this module, overridable by a user file.
 
-``load_scenarios(path=None, quick=False)`` returns a plain dict (validated here). ASR clips are
-turned into audio by ``materialize_clips`` (moonshine-voice recordings, TTS-made speech with a
-known text, long-form concatenations), cached on disk so repeated runs reuse them.
+``load_scenarios(path=None, quick=False)`` returns a plain dict (validated here); ``path`` is a
+YAML file or the name of a shipped profile (``profiles/NAME.yaml`` beside this module, e.g.
+``gpu``: random weights at real shapes with peers, for one GPU). ASR clips are turned into audio
+by ``materialize_clips`` (moonshine-voice recordings, TTS-made speech with a known text,
+long-form concatenations, synthetic speech-like signals of a given length for random-weight
+models), cached on disk so repeated runs reuse them.
 """
 
 from __future__ import annotations
@@ -20,12 +23,24 @@ import yaml
 
 from voxbox.errors import BadInputError
 
-__all__ = ["Clip", "ClipUnavailable", "DEFAULT_FILE", "clip_cache_dir", "load_scenarios", "materialize_clips", "merge"]
+__all__ = [
+    "Clip",
+    "ClipUnavailable",
+    "DEFAULT_FILE",
+    "PROFILES_DIR",
+    "clip_cache_dir",
+    "load_scenarios",
+    "materialize_clips",
+    "merge",
+    "profiles",
+    "speechlike",
+]
 
 DEFAULT_FILE = Path(__file__).with_name("scenarios.yaml")
+PROFILES_DIR = Path(__file__).with_name("profiles")
 ASR_RATE = 16000
 #: Keys whose value replaces the default as a whole, so an override names exactly what it wants.
-_REPLACE_KEYS = {"texts", "clips", "targets", "settings"}
+_REPLACE_KEYS = {"texts", "clips", "targets", "settings", "quick"}
 
 
 def merge(base: Any, over: Any, key: str | None = None) -> Any:
@@ -50,11 +65,30 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def profiles() -> list[str]:
+    """Names of the shipped scenario profiles (``--scenarios NAME``)."""
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def _resolve(path: str | Path) -> Path:
+    p = Path(path)
+    if p.is_file() or p.suffix in (".yaml", ".yml") or len(p.parts) > 1:
+        return p
+    shipped = PROFILES_DIR / f"{p.name}.yaml"
+    if shipped.is_file():
+        return shipped
+    raise BadInputError(
+        f"no scenarios file {str(path)!r} and no shipped profile of that name "
+        f"(profiles: {', '.join(profiles()) or 'none'})",
+        param="scenarios",
+    )
+
+
 def load_scenarios(path: str | Path | None = None, quick: bool = False) -> dict[str, Any]:
-    """The shipped scenarios, with ``path`` merged over them and then ``quick:`` if asked."""
+    """The shipped scenarios, with ``path`` (a file or a profile name) merged over them, then ``quick:`` if asked."""
     data = _read_yaml(DEFAULT_FILE)
     if path is not None:
-        over = _read_yaml(Path(path))
+        over = _read_yaml(_resolve(path))
         data = merge(data, over)
     quick_over = data.pop("quick", None) or {}
     if quick:
@@ -72,16 +106,63 @@ def _validate(data: dict[str, Any]) -> None:
     need(int(d.get("runs", 3)) >= 1, "defaults.runs must be >= 1")
     need(int(d.get("warmup", 1)) >= 0, "defaults.warmup must be >= 0")
     tts = data.get("tts", {})
-    need(isinstance(tts.get("texts", {}), dict) and all(isinstance(v, str) and v.strip() for v in tts.get("texts", {}).values()),
-         "tts.texts must map names to non-empty strings")
+    need(
+        isinstance(tts.get("texts", {}), dict)
+        and all(isinstance(v, str) and v.strip() for v in tts.get("texts", {}).values()),
+        "tts.texts must map names to non-empty strings",
+    )
     for t in tts.get("targets", []) + data.get("asr", {}).get("targets", []):
         need(isinstance(t, dict) and "engine" in t, f"every target needs an engine: {t!r}")
+        _validate_target(t, need)
     clips = data.get("asr", {}).get("clips", {})
     need(isinstance(clips, dict), "asr.clips must be a mapping")
     for name, c in clips.items():
         need(isinstance(c, dict) and ("source" in c or "concat" in c), f"clip {name!r} needs source or concat")
+        if isinstance(c, dict) and c.get("source") == "synthetic":
+            need(float(c.get("seconds", 0)) > 0, f"synthetic clip {name!r} needs seconds > 0")
         for part in c.get("concat", []):
             need(part in clips and "concat" not in clips[part], f"clip {name!r} concatenates unknown clip {part!r}")
+
+
+_TARGET_KEYS = {
+    "engine",
+    "model",
+    "label",
+    "device",
+    "dtype",
+    "placement",
+    "load_options",
+    "options",
+    "steps",
+    "steps_option",
+    "sweep",
+    "items",
+    "voice",
+    "voice_name",
+    "decoding",
+    "batching",
+    "peers",
+}
+
+
+def _validate_target(t: dict[str, Any], need: Callable[[bool, str], None]) -> None:
+    unknown = sorted(set(t) - _TARGET_KEYS)
+    need(
+        not unknown,
+        f"target {t.get('engine')!r}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(_TARGET_KEYS))})",
+    )
+    for key in ("options", "load_options", "placement", "decoding", "voice"):
+        need(t.get(key) is None or isinstance(t[key], dict), f"target {t['engine']!r}: {key} must be a mapping")
+    sweep = t.get("sweep")
+    need(
+        sweep is None or (isinstance(sweep, list) and all(isinstance(p, dict) for p in sweep)),
+        f"target {t['engine']!r}: sweep must be a list of mappings (label, options, items)",
+    )
+    labels = [p.get("label") for p in sweep or []]
+    need(
+        len(labels) == len(set(labels)) and all(isinstance(x, str) and x for x in labels) if sweep else True,
+        f"target {t['engine']!r}: every sweep point needs its own label",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,22 +223,30 @@ def _load_file_16k(path: Path) -> np.ndarray:
     return resample(np.asarray(samples, np.float32), rate, ASR_RATE)
 
 
+def speechlike(seconds: float, seed: int = 0, rate: int = ASR_RATE) -> np.ndarray:
+    """A speech-like signal (voiced pulses under a syllable-rate envelope, plus noise): input for
+    random-weight ASR models, whose work depends on the audio's length only."""
+    t = np.arange(int(seconds * rate)) / rate
+    env = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)
+    rng = np.random.default_rng(seed)
+    return (0.1 * env * np.sin(2 * np.pi * (150 + 50 * np.sin(t)) * t) + rng.normal(0, 0.02, t.size)).astype(np.float32)
+
+
 def _tts_clip(engine: str, model: str | None, text: str, cache: Path) -> np.ndarray:
     key = hashlib.sha256(json.dumps([engine, model, text]).encode()).hexdigest()[:16]
     path = cache / f"tts-{engine}-{key}.npy"
     if path.exists():
         return np.load(path)
     from voxbox.audio.resample import resample
-    from voxbox.engines.registry import load_engine
+    from voxbox.bench.targets import VoxboxTTS
 
-    eng = load_engine(engine, model)
+    target = VoxboxTTS(engine, model, {}, None)  # through the runtime, like every voxbox call
+    target.load()
     try:
-        audio = eng.stream(text).collect()
+        out = target.run(text)
     finally:
-        close = getattr(eng, "close", None)
-        if close:
-            close()
-    samples = resample(audio.samples, audio.sample_rate, ASR_RATE)
+        target.close()
+    samples = resample(np.asarray(out.samples, np.float32), int(out.sample_rate or ASR_RATE), ASR_RATE)
     np.save(path, samples)
     return samples
 
@@ -210,6 +299,10 @@ def materialize_clips(
             if src.startswith("moonshine:"):
                 samples = _load_file_16k(moonshine_assets() / src.split(":", 1)[1])
                 reference = cfg.get("reference")
+            elif src == "synthetic":
+                samples = speechlike(float(cfg["seconds"]), seed=int(cfg.get("seed", 0)))
+                reference = None
+                src = f"synthetic:{float(cfg['seconds']):g}s"
             elif src == "tts":
                 text = str(cfg["text"])
                 if text.startswith("@"):

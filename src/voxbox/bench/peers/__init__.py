@@ -20,8 +20,15 @@ PEERS: dict[str, str] = {
     "piper-upstream": "voxbox.bench.peers.tts:PiperUpstream",
     "hibari-cli": "voxbox.bench.peers.tts:HibariCli",
     "hibari-upstream": "voxbox.bench.peers.tts:HibariUpstream",
+    "echo-tts-upstream": "voxbox.bench.peers.upstream_tts:EchoUpstream",
+    "echo-tts-upstream-compiled": "voxbox.bench.peers.upstream_tts:EchoUpstreamCompiled",
     "omnivoice-upstream": "voxbox.bench.peers.upstream_tts:OmniVoiceUpstream",
     "voxcpm2-upstream": "voxbox.bench.peers.upstream_tts:VoxCPM2Upstream",
+    "voxcpm2-upstream-compiled": "voxbox.bench.peers.upstream_tts:VoxCPM2UpstreamCompiled",
+    "transformers-generate": "voxbox.bench.peers.transformers_whisper:TransformersGenerate",
+    "transformers-generate-static": "voxbox.bench.peers.transformers_whisper:TransformersGenerateStatic",
+    "kokoro-onnx": "voxbox.bench.peers.onnx:KokoroOnnx",
+    "onnx-asr": "voxbox.bench.peers.onnx:OnnxAsr",
 }
 
 PEER_OF: dict[str, str] = {
@@ -33,8 +40,14 @@ PEER_OF: dict[str, str] = {
     "hibari-cli": "hibari",
     "hibari-upstream": "hibari",
     "echo-tts-upstream": "echo-tts",
+    "echo-tts-upstream-compiled": "echo-tts",
     "omnivoice-upstream": "omnivoice",
     "voxcpm2-upstream": "voxcpm2",
+    "voxcpm2-upstream-compiled": "voxcpm2",
+    "transformers-generate": "torch-whisper",
+    "transformers-generate-static": "torch-whisper",
+    "kokoro-onnx": "kokoro",
+    "onnx-asr": "parakeet",
 }
 
 

@@ -34,6 +34,8 @@ class RunResult:
     text: str | None = None  # ASR hypothesis
     samples: np.ndarray | None = None  # TTS output (mono float32)
     sample_rate: int | None = None
+    #: numbers the engine or peer reports about the call (tokens, frames, ms per frame, chunks ...)
+    details: dict[str, float] = field(default_factory=dict)
 
 
 class Target:
@@ -76,6 +78,28 @@ class Target:
         pass
 
     # -- helpers
+    @property
+    def voxbox(self) -> dict[str, Any]:
+        """What the voxbox target this peer is compared with reported (device, dtype, threads, model_dir ...)."""
+        return dict(self.settings.get("voxbox") or {})
+
+    def model_dir(self, engine: str) -> str:
+        """The files voxbox loaded: its reported directory, else ``random:SHAPE`` built (cached) or
+        the given path. A peer without them is skipped rather than measured on other weights."""
+        from voxbox.bench import shapes
+
+        d = self.voxbox.get("model_dir")
+        if d:
+            return str(d)
+        if shapes.is_random(self.model):
+            return shapes.build(engine, str(self.model), str(self.voxbox.get("device") or "cpu")).model
+        if not self.model:
+            raise NotInstalled(f"skipped: {self.name} needs the same local model directory as voxbox")
+        return str(self.model)
+
+    def voxbox_device(self, default: str = "cpu") -> str:
+        return str(self.voxbox.get("device") or self.settings.get("device") or default)
+
     def sync(self) -> None:
         device_sync(self.device)
 

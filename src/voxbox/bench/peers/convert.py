@@ -99,12 +99,16 @@ def hf_to_openai(hf: dict[str, np.ndarray]) -> tuple[dict[str, int], dict[str, n
     for key, value in hf.items():
         if key == "proj_out.weight":  # tied to the token embedding in openai-whisper
             continue
-        k = key[len("model."):] if key.startswith("model.") else key
+        k = key[len("model.") :] if key.startswith("model.") else key
         for h, o in _HF_TO_OPENAI:
             k = k.replace(h, o)
         sd[k] = value
-    need = ("encoder.conv1.weight", "encoder.positional_embedding", "decoder.token_embedding.weight",
-            "decoder.positional_embedding")
+    need = (
+        "encoder.conv1.weight",
+        "encoder.positional_embedding",
+        "decoder.token_embedding.weight",
+        "decoder.positional_embedding",
+    )
     missing = [n for n in need if n not in sd]
     if missing:
         raise ValueError(f"not a Whisper state dict: missing {', '.join(missing)}")
@@ -145,8 +149,10 @@ def ensure_openai_checkpoint(ct2_dir: Path) -> Path:
 def _whisper_assets() -> Path:
     spec = importlib.util.find_spec("whisper")
     if spec is None or not spec.submodule_search_locations:
-        raise NotInstalled("not installed: whisper.cpp's ggml conversion uses openai-whisper's tokenizer and mel "
-                           "assets (pip install --no-deps openai-whisper)")
+        raise NotInstalled(
+            "not installed: whisper.cpp's ggml conversion uses openai-whisper's tokenizer and mel "
+            "assets (pip install --no-deps openai-whisper)"
+        )
     return Path(list(spec.submodule_search_locations)[0]) / "assets"
 
 
@@ -157,12 +163,24 @@ def write_ggml(dims: dict[str, int], sd: dict[str, np.ndarray], out: Path, use_f
         filters = np.asarray(f[f"mel_{dims['n_mels']}"], dtype=np.float32)
     multilingual = dims["n_vocab"] >= 51865
     tok_file = assets / ("multilingual.tiktoken" if multilingual else "gpt2.tiktoken")
-    tokens = [base64.b64decode(tok) for tok, _rank in (line.split() for line in tok_file.read_bytes().splitlines() if line)]
+    tokens = [
+        base64.b64decode(tok) for tok, _rank in (line.split() for line in tok_file.read_bytes().splitlines() if line)
+    ]
     tmp = out.with_suffix(".tmp")
     with open(tmp, "wb") as f:
         f.write(struct.pack("i", 0x67676D6C))
-        for key in ("n_vocab", "n_audio_ctx", "n_audio_state", "n_audio_head", "n_audio_layer", "n_text_ctx",
-                    "n_text_state", "n_text_head", "n_text_layer", "n_mels"):
+        for key in (
+            "n_vocab",
+            "n_audio_ctx",
+            "n_audio_state",
+            "n_audio_head",
+            "n_audio_layer",
+            "n_text_ctx",
+            "n_text_state",
+            "n_text_head",
+            "n_text_layer",
+            "n_mels",
+        ):
             f.write(struct.pack("i", int(dims[key])))
         f.write(struct.pack("i", int(use_f16)))
         f.write(struct.pack("ii", *filters.shape))
@@ -176,8 +194,12 @@ def write_ggml(dims: dict[str, int], sd: dict[str, np.ndarray], out: Path, use_f
             if name in ("encoder.conv1.bias", "encoder.conv2.bias"):
                 data = data.reshape(data.shape[0], 1)
             n_dims = data.ndim
-            small = n_dims < 2 or name in ("encoder.conv1.bias", "encoder.conv2.bias",
-                                           "encoder.positional_embedding", "decoder.positional_embedding")
+            small = n_dims < 2 or name in (
+                "encoder.conv1.bias",
+                "encoder.conv2.bias",
+                "encoder.positional_embedding",
+                "decoder.positional_embedding",
+            )
             if use_f16 and not small:
                 data, ftype = data.astype("<f2"), 1
             else:

@@ -36,10 +36,6 @@ def ct2_dir_for(model: str | None, voxbox: dict[str, Any]) -> Path:
 class _WhisperPeer(Target):
     task = "asr"
 
-    @property
-    def voxbox(self) -> dict[str, Any]:
-        return self.settings.get("voxbox") or {}
-
     def _threads(self) -> int:
         return int(self.threads or self.voxbox.get("threads") or os.cpu_count() or 1)
 
@@ -65,16 +61,21 @@ class FasterWhisperRaw(_WhisperPeer):
         self.dtype = self.voxbox.get("dtype") or ("float16" if self.device == "cuda" else "int8")
         self.threads = self._threads()
         path = ct2_dir_for(self.model, self.voxbox)
-        self.m = WhisperModel(str(path), device=self.device, compute_type=self.dtype, cpu_threads=self.threads,
-                              local_files_only=True)
+        self.m = WhisperModel(
+            str(path), device=self.device, compute_type=self.dtype, cpu_threads=self.threads, local_files_only=True
+        )
         self.extra["model_dir"] = str(path)
 
     def run(self, item: Any, **options: Any) -> RunResult:
         d = self._decoding()
         t0 = self.now()
-        segments, _info = self.m.transcribe(np.asarray(item, np.float32), language=d["language"], beam_size=d["beam_size"],
-                                            temperature=d["temperature"],
-                                            condition_on_previous_text=d["condition_on_previous_text"])
+        segments, _info = self.m.transcribe(
+            np.asarray(item, np.float32),
+            language=d["language"],
+            beam_size=d["beam_size"],
+            temperature=d["temperature"],
+            condition_on_previous_text=d["condition_on_previous_text"],
+        )
         text = " ".join(s.text.strip() for s in segments)
         total = self.now() - t0
         return RunResult(total_s=total, audio_s=len(item) / 16000, text=text)
@@ -107,9 +108,15 @@ class OpenAIWhisper(_WhisperPeer):
     def run(self, item: Any, **options: Any) -> RunResult:
         d = self._decoding()
         t0 = self.now()
-        result = self.m.transcribe(np.asarray(item, np.float32), language=d["language"], beam_size=d["beam_size"],
-                                   temperature=d["temperature"], condition_on_previous_text=d["condition_on_previous_text"],
-                                   fp16=False, verbose=None)
+        result = self.m.transcribe(
+            np.asarray(item, np.float32),
+            language=d["language"],
+            beam_size=d["beam_size"],
+            temperature=d["temperature"],
+            condition_on_previous_text=d["condition_on_previous_text"],
+            fp16=False,
+            verbose=None,
+        )
         text = " ".join(s["text"].strip() for s in result["segments"])
         total = self.now() - t0
         return RunResult(total_s=total, audio_s=len(item) / 16000, text=text)

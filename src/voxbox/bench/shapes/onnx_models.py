@@ -48,8 +48,9 @@ def make_kokoro(root: Path, voices: int = 4, seed: int = 0) -> Path:
     empty = root / "_empty.pth"
     torch.save({}, empty)
     kmodel_cls = upstream_kmodel()
-    model = kmodel_cls(repo_id="hexgrad/Kokoro-82M", config=str(cfg_path), model=str(empty),
-                       disable_complex=True).eval()
+    model = kmodel_cls(
+        repo_id="hexgrad/Kokoro-82M", config=str(cfg_path), model=str(empty), disable_complex=True
+    ).eval()
     empty.unlink()
     cfg_path.unlink()
     with torch.no_grad():  # ~3.2 frames per phoneme: sigmoid(b) * max_dur = 3.2
@@ -68,10 +69,16 @@ def make_kokoro(root: Path, voices: int = 4, seed: int = 0) -> Path:
     ids = torch.randint(1, 170, (1, 64))
     ids[0, 0] = ids[0, -1] = 0
     style = torch.randn(1, 256)
-    torch.onnx.export(ForOnnx(model), (ids, style, torch.ones(1)), str(root / "kokoro-v1.0.onnx"), dynamo=False,
-                      input_names=["input_ids", "style", "speed"], output_names=["waveform", "duration"],
-                      dynamic_axes={"input_ids": {1: "tokens"}, "waveform": {0: "samples"}, "duration": {0: "tokens"}},
-                      opset_version=20)
+    torch.onnx.export(
+        ForOnnx(model),
+        (ids, style, torch.ones(1)),
+        str(root / "kokoro-v1.0.onnx"),
+        dynamo=False,
+        input_names=["input_ids", "style", "speed"],
+        output_names=["waveform", "duration"],
+        dynamic_axes={"input_ids": {1: "tokens"}, "waveform": {0: "samples"}, "duration": {0: "tokens"}},
+        opset_version=20,
+    )
     rng = np.random.default_rng(seed)
     names = ["af_heart", "af_bella", "af_sky", "am_adam", "bf_emma", "bm_george"][:voices]
     with open(root / "voices-v1.0.bin", "wb") as fh:
@@ -91,9 +98,15 @@ class Subsampling(nn.Module):
         super().__init__()
         c = SUB_CH
         self.conv = nn.Sequential(
-            nn.Conv2d(1, c, 3, 2, 1), nn.ReLU(),
-            nn.Conv2d(c, c, 3, 2, 1, groups=c), nn.Conv2d(c, c, 1), nn.ReLU(),
-            nn.Conv2d(c, c, 3, 2, 1, groups=c), nn.Conv2d(c, c, 1), nn.ReLU())
+            nn.Conv2d(1, c, 3, 2, 1),
+            nn.ReLU(),
+            nn.Conv2d(c, c, 3, 2, 1, groups=c),
+            nn.Conv2d(c, c, 1),
+            nn.ReLU(),
+            nn.Conv2d(c, c, 3, 2, 1, groups=c),
+            nn.Conv2d(c, c, 1),
+            nn.ReLU(),
+        )
         self.out = nn.Linear(c * (FEATS // 8), D_MODEL)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,7 +193,9 @@ class FastConformerEncoder(nn.Module):
     @staticmethod
     def _pos(t: int, device: torch.device) -> torch.Tensor:
         positions = torch.arange(t - 1, -t, -1, device=device, dtype=torch.float32)[:, None]
-        div = torch.exp(torch.arange(0, D_MODEL, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / D_MODEL))
+        div = torch.exp(
+            torch.arange(0, D_MODEL, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / D_MODEL)
+        )
         pe = torch.zeros(positions.shape[0], D_MODEL, device=device)
         pe[:, 0::2] = torch.sin(positions * div)
         pe[:, 1::2] = torch.cos(positions * div)
@@ -220,11 +235,22 @@ def make_parakeet(root: Path, layers: int = N_LAYERS, seed: int = 0) -> Path:
         _export_encoder(root, layers)
     if not (root / "decoder_joint-model.onnx").is_file():
         _export_decoder_joint(root, _sample_frames(root))
-    pieces = ["<unk>"] + [("\u2581" if i % 3 == 0 else "") + "".join(chr(97 + (i * 7 + k) % 26) for k in range(1 + i % 4))
-                          for i in range(1, VOCAB)]
+    pieces = ["<unk>"] + [
+        ("\u2581" if i % 3 == 0 else "") + "".join(chr(97 + (i * 7 + k) % 26) for k in range(1 + i % 4))
+        for i in range(1, VOCAB)
+    ]
     (root / "vocab.txt").write_text("".join(f"{p} {i}\n" for i, p in enumerate(pieces + ["<blk>"])), encoding="utf-8")
-    (root / "config.json").write_text(json.dumps({"model_type": "nemo-conformer-tdt", "features_size": FEATS,
-                                                  "subsampling_factor": 8, "max_tokens_per_step": 10}), encoding="utf-8")
+    (root / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "nemo-conformer-tdt",
+                "features_size": FEATS,
+                "subsampling_factor": 8,
+                "max_tokens_per_step": 10,
+            }
+        ),
+        encoding="utf-8",
+    )
     return root
 
 
@@ -234,24 +260,44 @@ def _export_encoder(root: Path, layers: int) -> None:
         # Random deep stacks collapse every frame to the same vector; small residual branches keep the
         # output following the input, so the decoder's walk varies over time as on speech.
         for layer in enc.layers:
-            for m in (layer.feed_forward1[2], layer.feed_forward2[2], layer.self_attn.linear_out,
-                      layer.conv.pointwise_conv2):
+            for m in (
+                layer.feed_forward1[2],
+                layer.feed_forward2[2],
+                layer.self_attn.linear_out,
+                layer.conv.pointwise_conv2,
+            ):
                 m.weight.mul_(0.05)
     feats = torch.randn(2, FEATS, 800)
     lens = torch.tensor([800, 600])
     tmp = root / "_export"
     tmp.mkdir(exist_ok=True)
-    torch.onnx.export(enc, (feats, lens), str(tmp / "encoder-model.onnx"), dynamo=False,
-                      input_names=["audio_signal", "length"], output_names=["outputs", "encoded_lengths"],
-                      dynamic_axes={"audio_signal": {0: "batch", 2: "time"}, "length": {0: "batch"},
-                                    "outputs": {0: "batch", 2: "frames"}, "encoded_lengths": {0: "batch"}},
-                      opset_version=17, external_data=True)
+    torch.onnx.export(
+        enc,
+        (feats, lens),
+        str(tmp / "encoder-model.onnx"),
+        dynamo=False,
+        input_names=["audio_signal", "length"],
+        output_names=["outputs", "encoded_lengths"],
+        dynamic_axes={
+            "audio_signal": {0: "batch", 2: "time"},
+            "length": {0: "batch"},
+            "outputs": {0: "batch", 2: "frames"},
+            "encoded_lengths": {0: "batch"},
+        },
+        opset_version=17,
+        external_data=True,
+    )
     # one weights file beside the graph, as the published Parakeet ONNX exports ship it
     import onnx
 
     model = onnx.load(str(tmp / "encoder-model.onnx"))
-    onnx.save_model(model, str(root / "encoder-model.onnx"), save_as_external_data=True,
-                    all_tensors_to_one_file=True, location="encoder-model.onnx.data")
+    onnx.save_model(
+        model,
+        str(root / "encoder-model.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="encoder-model.onnx.data",
+    )
     del model
     shutil.rmtree(tmp)
 
@@ -263,8 +309,10 @@ def _sample_frames(root: Path, seconds: float = 20.0) -> torch.Tensor:
     from voxbox.engines.asr.parakeet.features import log_mel
 
     t = np.arange(int(seconds * 16000)) / 16000
-    wave = (0.1 * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)) * np.sin(2 * np.pi * (150 + 50 * np.sin(t)) * t)
-            + np.random.default_rng(0).normal(0, 0.02, t.size)).astype(np.float32)
+    wave = (
+        0.1 * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)) * np.sin(2 * np.pi * (150 + 50 * np.sin(t)) * t)
+        + np.random.default_rng(0).normal(0, 0.02, t.size)
+    ).astype(np.float32)
     feats, lens = log_mel(wave[None], np.array([wave.size]), FEATS)
     sess = ort.InferenceSession(str(root / "encoder-model.onnx"), providers=["CPUExecutionProvider"])
     out, _ = sess.run(None, {"audio_signal": feats, "length": lens})
@@ -279,7 +327,7 @@ def _blank_rate(dj: DecoderJoint, frames: torch.Tensor) -> tuple[float, float]:
         st = torch.zeros(2, n, PRED)
         out = dj(frames, tgt, torch.ones(n, dtype=torch.int32), st, st)[0].reshape(n, -1)
     blank = (out[:, : VOCAB + 1].argmax(1) == VOCAB).float().mean().item()
-    dur = torch.tensor(DURATIONS, dtype=torch.float32)[out[:, VOCAB + 1:].argmax(1)].mean().item()
+    dur = torch.tensor(DURATIONS, dtype=torch.float32)[out[:, VOCAB + 1 :].argmax(1)].mean().item()
     return blank, dur
 
 
@@ -294,13 +342,30 @@ def _export_decoder_joint(root: Path, frames: torch.Tensor) -> None:
             dj.out.bias[VOCAB] = (lo + hi) / 2
             lo, hi = ((lo + hi) / 2, hi) if _blank_rate(dj, frames)[0] < 0.75 else (lo, (lo + hi) / 2)
     b = 2
-    args = (torch.randn(b, D_MODEL, 1), torch.zeros(b, 1, dtype=torch.int32), torch.ones(b, dtype=torch.int32),
-            torch.zeros(2, b, PRED), torch.zeros(2, b, PRED))
-    torch.onnx.export(dj, args, str(root / "decoder_joint-model.onnx"), dynamo=False,
-                      input_names=["encoder_outputs", "targets", "target_length", "input_states_1", "input_states_2"],
-                      output_names=["outputs", "prednet_lengths", "output_states_1", "output_states_2"],
-                      dynamic_axes={"encoder_outputs": {0: "batch"}, "targets": {0: "batch"},
-                                    "target_length": {0: "batch"}, "input_states_1": {1: "batch"},
-                                    "input_states_2": {1: "batch"}, "outputs": {0: "batch"},
-                                    "prednet_lengths": {0: "batch"}, "output_states_1": {1: "batch"},
-                                    "output_states_2": {1: "batch"}}, opset_version=17)
+    args = (
+        torch.randn(b, D_MODEL, 1),
+        torch.zeros(b, 1, dtype=torch.int32),
+        torch.ones(b, dtype=torch.int32),
+        torch.zeros(2, b, PRED),
+        torch.zeros(2, b, PRED),
+    )
+    torch.onnx.export(
+        dj,
+        args,
+        str(root / "decoder_joint-model.onnx"),
+        dynamo=False,
+        input_names=["encoder_outputs", "targets", "target_length", "input_states_1", "input_states_2"],
+        output_names=["outputs", "prednet_lengths", "output_states_1", "output_states_2"],
+        dynamic_axes={
+            "encoder_outputs": {0: "batch"},
+            "targets": {0: "batch"},
+            "target_length": {0: "batch"},
+            "input_states_1": {1: "batch"},
+            "input_states_2": {1: "batch"},
+            "outputs": {0: "batch"},
+            "prednet_lengths": {0: "batch"},
+            "output_states_1": {1: "batch"},
+            "output_states_2": {1: "batch"},
+        },
+        opset_version=17,
+    )
