@@ -48,7 +48,13 @@ class Batcher(Protocol[R, O]):
     ``admit`` starts new sequences (encode/prefill them as one batch) and returns a handle per
     request; ``step`` advances every active sequence once and returns ``(handle, outputs,
     finished)`` for each sequence that produced output or finished; ``drop`` frees a sequence's
-    slot (finished or cancelled)."""
+    slot (finished or cancelled).
+
+    Optional: ``expected() -> int``, the number of requests the batcher expects to be pending or
+    active at the next step (e.g. the callers in flight whose next request is imminent). Where it
+    is defined the scheduler waits up to ``window_ms`` before *every* step (not only an empty
+    batch's first) until that many are there; faster-whisper uses it to keep concurrent
+    transcriptions in phase, one CTranslate2 call per window of all of them."""
 
     max_batch: int
 
@@ -149,10 +155,13 @@ class Scheduler(Generic[R, O]):
                 if self._stopped:
                     self._fail_all(RequestCancelledError(f"model {self.name!r} was unloaded"))
                     return
-                if self._pending and not self._active and self.config.window_ms > 0:
-                    # an empty batch: give companions a moment to arrive
+                expected = getattr(self.batcher, "expected", None)
+                if self.config.window_ms > 0 and ((self._pending and not self._active) or expected is not None):
+                    # an empty batch (or a batcher that says how many callers it expects): give
+                    # companions a moment to arrive
+                    target = self.max_batch if expected is None else max(1, min(self.max_batch, expected()))
                     deadline = time.monotonic() + self.config.window_ms / 1000
-                    while len(self._pending) < self.max_batch and not self._stopped:
+                    while len(self._pending) + len(self._active) < target and not self._stopped:
                         left = deadline - time.monotonic()
                         if left <= 0:
                             break

@@ -316,7 +316,7 @@ SPEC: EngineSpec[FasterWhisperEngine, FasterWhisperOptions] = EngineSpec(
     components=(ComponentSpec("whisper", params=39_000_000, devices=("cpu", "cuda"),
                               dtypes=("float16", "int8_float16", "int8", "int8_float32", "float32"),
                               backend="ctranslate2", kind="transformer", overhead_bytes=300 * 2**20),),
-    capabilities=Capabilities(streaming=True, word_timestamps=True, translate=True),
+    capabilities=Capabilities(streaming=True, word_timestamps=True, translate=True, batchable=True),
     default_model="tiny.en", aliases=("whisper-1", "faster-whisper"),
     bundled_models=models,
 )
