@@ -44,7 +44,7 @@ from voxbox.types import CancelToken
 __all__ = ["RoutedWhisper", "WhisperOpBatcher"]
 
 
-@dataclass
+@dataclass(eq=False)  # ops are handles: compared by identity
 class _Op:
     kind: str  # "encode" | "generate"
     features: np.ndarray  # [n, mels, frames] or encoder output [n, frames, width]
