@@ -103,7 +103,7 @@ def test_concurrent_equals_sequential(served, clips, reference):
     assert served.rt.admission(served.model).max_concurrency == 8  # admission follows the batch
     calls0, rows0 = _calls(served.sched)
     got = served.together([{"audio": a, **GREEDY} for a in clips])
-    for (text, info), ref in zip(got, reference):
+    for (text, info), ref in zip(got, reference, strict=True):
         assert text == ref
         assert info.options["batched_across_requests"] is True
     calls, rows = _calls(served.sched)

@@ -33,7 +33,7 @@ __all__ = ["BatchConfig", "Batcher", "Scheduler", "SchedulerStats"]
 
 log = logging.getLogger("voxbox.runtime")
 R = TypeVar("R")
-O = TypeVar("O")
+Out = TypeVar("Out")
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class BatchConfig:
     window_ms: float = 5.0  # an empty batch waits this long for more requests before its first step
 
 
-class Batcher(Protocol[R, O]):
+class Batcher(Protocol[R, Out]):
     """The engine's side. Called from the scheduler thread only (no locking needed inside).
 
     ``admit`` starts new sequences (encode/prefill them as one batch) and returns a handle per
@@ -60,7 +60,7 @@ class Batcher(Protocol[R, O]):
 
     def admit(self, requests: list[R]) -> list[Any]: ...
 
-    def step(self) -> list[tuple[Any, list[O], bool]]: ...
+    def step(self) -> list[tuple[Any, list[Out], bool]]: ...
 
     def drop(self, handle: Any) -> None: ...
 
@@ -98,8 +98,8 @@ class _Failure:
         self.exc = exc
 
 
-class Scheduler(Generic[R, O]):
-    def __init__(self, batcher: Batcher[R, O], config: BatchConfig | None = None, *, name: str = "model") -> None:
+class Scheduler(Generic[R, Out]):
+    def __init__(self, batcher: Batcher[R, Out], config: BatchConfig | None = None, *, name: str = "model") -> None:
         self.batcher = batcher
         self.config = config or BatchConfig(max_batch=batcher.max_batch)
         self.name = name
@@ -116,7 +116,7 @@ class Scheduler(Generic[R, O]):
         return min(self.config.max_batch, self.batcher.max_batch)
 
     # -- caller side ------------------------------------------------------------------------------------
-    def submit(self, request: R, cancel: CancelToken | None = None) -> Iterator[O]:
+    def submit(self, request: R, cancel: CancelToken | None = None) -> Iterator[Out]:
         """Queue ``request``; iterate its outputs in the caller's thread. Closing the iterator (or
         cancelling the token) frees the sequence's slot at the next step."""
         job: _Job[R] = _Job(request, cancel or CancelToken())
@@ -127,7 +127,7 @@ class Scheduler(Generic[R, O]):
             self._cond.notify_all()
         return self._outputs(job)
 
-    def _outputs(self, job: _Job[R]) -> Iterator[O]:
+    def _outputs(self, job: _Job[R]) -> Iterator[Out]:
         try:
             while True:
                 try:
@@ -193,7 +193,7 @@ class Scheduler(Generic[R, O]):
             for j in jobs:
                 self._finish(j, exc)
             return
-        for j, h in zip(jobs, handles):
+        for j, h in zip(jobs, handles, strict=False):
             j.handle = h
             self._active[id(h)] = j
         self.stats.admitted += len(jobs)
@@ -214,14 +214,14 @@ class Scheduler(Generic[R, O]):
             return
         self.stats.steps += 1
         for handle, outputs, finished in results:
-            j = self._active.get(id(handle))
-            if j is None:
+            job = self._active.get(id(handle))
+            if job is None:
                 continue
             for o in outputs:
-                j.out.put(o)
+                job.out.put(o)
             if finished:
-                self._drop(j)
-                self._finish(j, None)
+                self._drop(job)
+                self._finish(job, None)
         self.stats.active = len(self._active)
 
     def _reap_cancelled(self) -> None:
