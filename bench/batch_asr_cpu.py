@@ -2,6 +2,7 @@
 
     python bench/batch_asr_cpu.py                       # c = 1, 2, 4; 3 rounds; beam 5 (the default)
     python bench/batch_asr_cpu.py --rounds 5 --greedy --json bench-results/batch_asr_cpu.json
+    python bench/batch_asr_cpu.py --device cuda --levels 1,4,16   # the same on a GPU
 
 Two ``voxbox serve`` subprocesses run side by side on loopback, one with
 ``admission.batching=true`` and one with it off, both with the bundled tiny.en and the server's
@@ -48,11 +49,11 @@ def _assets() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "assets"
 
 
-def start(batching: bool, data_dir: str, window_ms: float) -> tuple[subprocess.Popen, str]:
+def start(batching: bool, data_dir: str, window_ms: float, device: str) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     env = {**os.environ, "VOXBOX_DATA_DIR": data_dir, "VOXBOX_MODELS__PRELOAD_DEFAULTS": "false",
            "VOXBOX_MODELS__PRELOAD": json.dumps(["whisper-1"]), "VOXBOX_MODELS__TTL": "-1",
-           "VOXBOX_MODELS__DEVICE": "cpu", "VOXBOX_ADMISSION__BATCHING": "true" if batching else "false",
+           "VOXBOX_MODELS__DEVICE": device, "VOXBOX_ADMISSION__BATCHING": "true" if batching else "false",
            "VOXBOX_ADMISSION__BATCH_WINDOW_MS": str(window_ms), "VOXBOX_ADMISSION__QUEUE_SIZE": "64"}
     env.pop("VOXBOX_API_KEY", None)
     proc = subprocess.Popen([sys.executable, "-m", "voxbox.cli", "serve", "--port", str(port),
@@ -106,6 +107,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--window-ms", type=float, default=5.0)
     ap.add_argument("--greedy", action="store_true", help="beam_size=1, temperature=0 (default: the server's)")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda: the same comparison on a GPU")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
@@ -119,7 +121,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             for mode in ("on", "off"):
-                servers[mode] = start(mode == "on", f"{tmp}/{mode}", args.window_ms)
+                servers[mode] = start(mode == "on", f"{tmp}/{mode}", args.window_ms, args.device)
                 level(servers[mode][1], clips, 1, form)  # warm-up
             for r in range(args.rounds):
                 for c in levels:
