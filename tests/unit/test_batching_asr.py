@@ -148,3 +148,28 @@ def test_unbatched_engine_is_unchanged(plain, clips, reference):
     segments, info = plain.transcribe(clips[0], **GREEDY)
     assert "".join(s.text for s in segments) == reference[0]
     assert info.options["batched_across_requests"] is False and plain._inflight == 0
+
+
+def test_word_timestamps_and_per_request_pipeline(served, clips, plain):
+    """Word alignment (a pass-through CTranslate2 call on the batch's encoder rows) and a request
+    that asks for faster-whisper's own batched pipeline (several windows in one op) give the
+    unbatched segments and words."""
+    def words(segments: Any) -> list[Any]:
+        return [(s.text, s.start, s.end, [(w.word, w.start, w.end) for w in s.words or []]) for s in segments]
+
+    kw_words = {"word_timestamps": True, **GREEDY}
+    kw_pipe = {"batch_size": 4, **GREEDY}
+    ref_words = words(plain.transcribe(clips[0], **kw_words)[0])
+    ref_pipe = [s.text for s in plain.transcribe(clips[1], **kw_pipe)[0]]
+
+    async def one(audio: Audio, kw: dict[str, Any]) -> list[Any]:
+        async with served.rt.acquire("whisper-1", "asr") as work:
+            segments, _ = await served.rt.call(work, work.engine.transcribe, audio, cancel=work.cancel, **kw)
+            return [s async for s in served.rt.iterate(work, lambda: segments)]
+
+    async def both() -> list[Any]:
+        return await asyncio.gather(one(clips[0], kw_words), one(clips[1], kw_pipe))
+
+    got_words, got_pipe = served.run(both())
+    assert words(got_words) == ref_words and ref_words[0][3]
+    assert [s.text for s in got_pipe] == ref_pipe
