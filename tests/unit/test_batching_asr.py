@@ -143,6 +143,18 @@ def test_cancelled_request_leaves_the_batch(served, clips, reference):
     assert text == reference[3]
 
 
+def test_batcher_check(plain):
+    """The device check run where the engine is not on the CPU: one batched encode and generate."""
+    from voxbox.engines.asr.faster_whisper.batcher import WhisperOpBatcher
+    from voxbox.engines.asr.whisper.tokens import WhisperTokenizer
+
+    b = WhisperOpBatcher(plain.model.model.real, 4, lambda: 0)
+    b.check(80, WhisperTokenizer(plain.model.hf_tokenizer).sot_sequence(None, "transcribe", timestamps=False))
+    assert b.stats() == {"calls": {"encode": 0, "generate": 0}, "rows": {"encode": 0, "generate": 0}}
+    with pytest.raises(Exception):  # noqa: B017 - CTranslate2's own error for a wrong feature size
+        b.check(7, [50257])
+
+
 def test_unbatched_engine_is_unchanged(plain, clips, reference):
     """Without a scheduler the engine runs as before (no routing, no counters)."""
     segments, info = plain.transcribe(clips[0], **GREEDY)

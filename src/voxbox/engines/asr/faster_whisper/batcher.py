@@ -128,6 +128,19 @@ class WhisperOpBatcher:
             at += len(op.prompts)
         return out
 
+    def check(self, n_mels: int, prompt: list[int]) -> None:
+        """Two silent windows through one encode and one short generate, by the code path requests
+        take (host copies of the encoder rows included): on a device where that fails the batcher
+        fails to build and the runtime serves the model unbatched, saying why in its log."""
+        ops = [_Op("encode", np.zeros((1, n_mels, 3000), np.float32)) for _ in range(2)]
+        rows = [out[0] for _, out, _ in self._encode(ops)]
+        gens = [_Op("generate", r, [list(prompt)], {"max_length": len(prompt) + 2, "beam_size": 1}) for r in rows]
+        results = self._generate(gens)
+        if len(results) != 2 or any(len(out[0]) != 1 for _, out, _ in results):
+            raise RuntimeError("a batched generate returned the wrong number of results")
+        self.calls = {"encode": 0, "generate": 0}
+        self.rows = {"encode": 0, "generate": 0}
+
     def stats(self) -> dict[str, Any]:
         return {"calls": dict(self.calls), "rows": dict(self.rows)}
 

@@ -169,7 +169,13 @@ class FasterWhisperEngine:
         transcriptions in flight is one op; a step runs the ops of all of them as one call."""
         from voxbox.engines.asr.faster_whisper.batcher import WhisperOpBatcher
 
-        return WhisperOpBatcher(self.model.model.real, int(config.max_batch), self._expected)
+        batcher = WhisperOpBatcher(self.model.model.real, int(config.max_batch), self._expected)
+        if self.info.device == "cpu":  # the tested path; a check would cost a second or two of load time
+            return batcher
+        tok = WhisperTokenizer(self.model.hf_tokenizer)
+        batcher.check(int(getattr(self.model.model, "n_mels", 80) or 80),
+                      tok.sot_sequence("en" if self.multilingual else None, "transcribe", timestamps=False))
+        return batcher
 
     def use_scheduler(self, scheduler: Any) -> None:
         """Route transcriptions started from now on through ``scheduler`` (None: unbatched)."""
