@@ -33,7 +33,7 @@ __all__ = ["BatchConfig", "Batcher", "Scheduler", "SchedulerStats"]
 
 log = logging.getLogger("voxbox.runtime")
 R = TypeVar("R")
-O = TypeVar("O")
+Out = TypeVar("Out")
 
 
 @dataclass(frozen=True)
@@ -42,19 +42,25 @@ class BatchConfig:
     window_ms: float = 5.0  # an empty batch waits this long for more requests before its first step
 
 
-class Batcher(Protocol[R, O]):
+class Batcher(Protocol[R, Out]):
     """The engine's side. Called from the scheduler thread only (no locking needed inside).
 
     ``admit`` starts new sequences (encode/prefill them as one batch) and returns a handle per
     request; ``step`` advances every active sequence once and returns ``(handle, outputs,
     finished)`` for each sequence that produced output or finished; ``drop`` frees a sequence's
-    slot (finished or cancelled)."""
+    slot (finished or cancelled).
+
+    Optional: ``expected() -> int``, the number of requests the batcher expects to be pending or
+    active at the next step (e.g. the callers in flight whose next request is imminent). Where it
+    is defined the scheduler waits up to ``window_ms`` before *every* step (not only an empty
+    batch's first) until that many are there; faster-whisper uses it to keep concurrent
+    transcriptions in phase, one CTranslate2 call per window of all of them."""
 
     max_batch: int
 
     def admit(self, requests: list[R]) -> list[Any]: ...
 
-    def step(self) -> list[tuple[Any, list[O], bool]]: ...
+    def step(self) -> list[tuple[Any, list[Out], bool]]: ...
 
     def drop(self, handle: Any) -> None: ...
 
@@ -92,8 +98,8 @@ class _Failure:
         self.exc = exc
 
 
-class Scheduler(Generic[R, O]):
-    def __init__(self, batcher: Batcher[R, O], config: BatchConfig | None = None, *, name: str = "model") -> None:
+class Scheduler(Generic[R, Out]):
+    def __init__(self, batcher: Batcher[R, Out], config: BatchConfig | None = None, *, name: str = "model") -> None:
         self.batcher = batcher
         self.config = config or BatchConfig(max_batch=batcher.max_batch)
         self.name = name
@@ -110,7 +116,7 @@ class Scheduler(Generic[R, O]):
         return min(self.config.max_batch, self.batcher.max_batch)
 
     # -- caller side ------------------------------------------------------------------------------------
-    def submit(self, request: R, cancel: CancelToken | None = None) -> Iterator[O]:
+    def submit(self, request: R, cancel: CancelToken | None = None) -> Iterator[Out]:
         """Queue ``request``; iterate its outputs in the caller's thread. Closing the iterator (or
         cancelling the token) frees the sequence's slot at the next step."""
         job: _Job[R] = _Job(request, cancel or CancelToken())
@@ -121,7 +127,7 @@ class Scheduler(Generic[R, O]):
             self._cond.notify_all()
         return self._outputs(job)
 
-    def _outputs(self, job: _Job[R]) -> Iterator[O]:
+    def _outputs(self, job: _Job[R]) -> Iterator[Out]:
         try:
             while True:
                 try:
@@ -149,10 +155,13 @@ class Scheduler(Generic[R, O]):
                 if self._stopped:
                     self._fail_all(RequestCancelledError(f"model {self.name!r} was unloaded"))
                     return
-                if self._pending and not self._active and self.config.window_ms > 0:
-                    # an empty batch: give companions a moment to arrive
+                expected = getattr(self.batcher, "expected", None)
+                if self.config.window_ms > 0 and ((self._pending and not self._active) or expected is not None):
+                    # an empty batch (or a batcher that says how many callers it expects): give
+                    # companions a moment to arrive
+                    target = self.max_batch if expected is None else max(1, min(self.max_batch, expected()))
                     deadline = time.monotonic() + self.config.window_ms / 1000
-                    while len(self._pending) < self.max_batch and not self._stopped:
+                    while len(self._pending) + len(self._active) < target and not self._stopped:
                         left = deadline - time.monotonic()
                         if left <= 0:
                             break
@@ -184,7 +193,7 @@ class Scheduler(Generic[R, O]):
             for j in jobs:
                 self._finish(j, exc)
             return
-        for j, h in zip(jobs, handles):
+        for j, h in zip(jobs, handles, strict=False):
             j.handle = h
             self._active[id(h)] = j
         self.stats.admitted += len(jobs)
@@ -205,14 +214,14 @@ class Scheduler(Generic[R, O]):
             return
         self.stats.steps += 1
         for handle, outputs, finished in results:
-            j = self._active.get(id(handle))
-            if j is None:
+            job = self._active.get(id(handle))
+            if job is None:
                 continue
             for o in outputs:
-                j.out.put(o)
+                job.out.put(o)
             if finished:
-                self._drop(j)
-                self._finish(j, None)
+                self._drop(job)
+                self._finish(job, None)
         self.stats.active = len(self._active)
 
     def _reap_cancelled(self) -> None:

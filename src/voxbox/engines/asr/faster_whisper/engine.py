@@ -8,8 +8,11 @@ place timestamps past the end).
 
 from __future__ import annotations
 
+import threading
 import time
+import weakref
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +83,13 @@ class FasterWhisperEngine:
         except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception for a corrupt tokenizer.json
             msg = " ".join(str(exc).split())[:300] or type(exc).__name__
             raise ModelLoadError(f"could not load faster-whisper model {model_id!r} from {model_dir}: {msg}") from exc
+        from voxbox.engines.asr.faster_whisper.batcher import RoutedWhisper
+
+        # encode/generate of transcriptions made while a scheduler is attached go through it
+        self.model.model = RoutedWhisper(self.model.model, self.model.hf_tokenizer.token_to_id("<|startoftranscript|>"))
+        self._scheduler: Any = None
+        self._inflight = 0  # batched transcriptions started and not yet finished
+        self._inflight_lock = threading.Lock()
         self.multilingual = bool(self.model.model.is_multilingual)
         self.languages = tuple(WhisperTokenizer(self.model.hf_tokenizer).language_ids) if self.multilingual else ("en",)
         self._model_dir = model_dir
@@ -120,11 +130,16 @@ class FasterWhisperEngine:
         # the batched pipeline keeps per-run state: one per call
         runner = self._fw.BatchedInferencePipeline(self.model) if batched else self.model
         meter = Meter(timings)
+        route = self._start_route(cancel)
         try:
-            with meter.outer("prepare"):
+            with meter.outer("prepare"), self._routed(route):
                 fw_segments, fw_info = runner.transcribe(samples, **call)
         except (ValueError, TypeError) as exc:
+            self._end_route(route)
             raise BadInputError(f"invalid transcription option: {' '.join(str(exc).split())}") from exc
+        except BaseException:
+            self._end_route(route)
+            raise
         temperature = call["temperature"]
         info = TranscriptionInfo(
             language=fw_info.language,
@@ -137,12 +152,69 @@ class FasterWhisperEngine:
                 "temperature": list(temperature) if isinstance(temperature, list) else [temperature],
                 "vad_filter": call["vad_filter"], "word_timestamps": word_timestamps,
                 "batched": batched, "batch_size": call.get("batch_size", 1),
+                "batched_across_requests": route is not None,
                 "duration_after_vad": float(fw_info.duration_after_vad),
                 "device": self.info.device, "compute_type": self.info.dtype,
             },
             timings=timings,
         )
-        return cancellable(self._segments(fw_segments, meter, duration), cancel), info
+        segments = self._segments(fw_segments, meter, duration, route)
+        if route is not None:  # a generator never started runs no finally: release it when collected
+            weakref.finalize(segments, self._end_route, route)
+        return cancellable(segments, cancel), info
+
+    # -- batching across requests (the runtime attaches a scheduler; see batcher.py) --------------------
+    def batcher(self, config: Any) -> Any:
+        """The runtime's scheduler drives this: each CTranslate2 encode/generate of the
+        transcriptions in flight is one op; a step runs the ops of all of them as one call."""
+        from voxbox.engines.asr.faster_whisper.batcher import WhisperOpBatcher
+
+        batcher = WhisperOpBatcher(self.model.model.real, int(config.max_batch), self._expected)
+        if self.info.device == "cpu":  # the tested path; a check would cost a second or two of load time
+            return batcher
+        tok = WhisperTokenizer(self.model.hf_tokenizer)
+        batcher.check(int(getattr(self.model.model, "n_mels", 80) or 80),
+                      tok.sot_sequence("en" if self.multilingual else None, "transcribe", timestamps=False))
+        return batcher
+
+    def use_scheduler(self, scheduler: Any) -> None:
+        """Route transcriptions started from now on through ``scheduler`` (None: unbatched)."""
+        self._scheduler = scheduler
+        if scheduler is not None:
+            self.info.extra["batch_slots"] = int(scheduler.max_batch)
+        else:
+            self.info.extra.pop("batch_slots", None)
+
+    def _expected(self) -> int:
+        return self._inflight
+
+    def _start_route(self, cancel: CancelToken | None) -> Any:
+        from voxbox.engines.asr.faster_whisper.batcher import _Route
+
+        sched = self._scheduler
+        if sched is None:
+            return None
+        with self._inflight_lock:
+            self._inflight += 1
+        return _Route(sched, cancel if cancel is not None else CancelToken())
+
+    def _end_route(self, route: Any) -> None:
+        if route is None or getattr(route, "ended", False):
+            return
+        route.ended = True
+        with self._inflight_lock:
+            self._inflight -= 1
+
+    @contextmanager
+    def _routed(self, route: Any) -> Iterator[None]:
+        if route is None:
+            yield
+            return
+        prev = self.model.model.enter(route)
+        try:
+            yield
+        finally:
+            self.model.model.enter(prev)
 
     def _call(self, o: Any, lang: str | None, task: str, prompt: str | None, word_timestamps: bool,
               duration: float) -> dict[str, Any]:
@@ -172,11 +244,19 @@ class FasterWhisperEngine:
         call.pop("condition_on_previous_text", None)  # the batched pipeline never conditions
         return call
 
-    def _segments(self, fw_segments: Iterator[Any], meter: Meter, duration: float) -> Iterator[Segment]:
+    def _segments(self, fw_segments: Iterator[Any], meter: Meter, duration: float,
+                  route: Any = None) -> Iterator[Segment]:
+        try:
+            yield from self._segments_of(fw_segments, meter, duration, route)
+        finally:
+            self._end_route(route)
+
+    def _segments_of(self, fw_segments: Iterator[Any], meter: Meter, duration: float,
+                     route: Any) -> Iterator[Segment]:
         it = iter(fw_segments)
         index = 0
         while True:
-            with meter.outer("decode"):
+            with meter.outer("decode"), self._routed(route):
                 try:
                     s = next(it)
                 except StopIteration:
@@ -231,6 +311,9 @@ class FasterWhisperEngine:
                               kind="transformer", overhead_bytes=128 << 20)]
 
     def close(self) -> None:
+        if getattr(self, "_scheduler", None) is not None:
+            self._scheduler.close()
+            self._scheduler = None
         model = getattr(self, "model", None)
         if model is not None:
             try:
