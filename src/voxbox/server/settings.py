@@ -70,7 +70,7 @@ class AdmissionSettings(BaseModel):
     request_timeout: float = Field(default=300.0, gt=0)
     #: Worker threads for engine work and decoding; None = min(64, 8 + 4 x CPUs).
     workers: int | None = Field(default=None, ge=1)
-    #: Batch requests across clients for engines that can (fish-s2, echo-tts...): None = on where
+    #: Batch requests across clients for engines that can (fish-s2, echo-tts, faster-whisper): None = on where
     #: the model runs on CUDA, off on the CPU. A batched model admits ``batch_max`` requests at once.
     batching: bool | None = None
     #: Sequences decoded together per model (slots); None = 16, fewer if GPU memory holds fewer.
