@@ -103,7 +103,10 @@ def test_output_dir_rules(tmp_path):
 def test_checkpoint_hash_is_location_independent(tmp_path):
     a = _fake_ckpt(tmp_path / "a")
     b = _fake_ckpt(tmp_path / "b")
-    files = lambda d: sorted(p for p in d.iterdir())
+
+    def files(d):
+        return sorted(d.iterdir())
+
     assert checkpoint_sha256(a, files(a)) == checkpoint_sha256(b, files(b))
     (b / "model.safetensors").write_bytes(b"\1" * 16)
     assert checkpoint_sha256(a, files(a)) != checkpoint_sha256(b, files(b))

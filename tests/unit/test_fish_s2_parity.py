@@ -127,7 +127,7 @@ def test_fast_decoder_matches_upstream(upstream, qk_norm):
             if i + 1 < cfg.num_codebooks:
                 x = theirs.embeddings(torch.tensor([[codes[i]]]))
         got = _run_mine(mine, cfg, first, codes)
-    for i, (a, b) in enumerate(zip(ref, got)):
+    for i, (a, b) in enumerate(zip(ref, got, strict=True)):
         assert a.shape == b.shape == (1, 1, FAST["vocab_size"])
         torch.testing.assert_close(b, a, atol=2e-5, rtol=2e-5, msg=f"codebook position {i}")
 

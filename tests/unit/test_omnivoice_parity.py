@@ -28,7 +28,7 @@ for _mod in ("omnivoice", "pydub", "soundfile", "accelerate"):
         pytest.skip(f"UPSTREAM PARITY NOT TESTED: {_mod} is not installed "
                     "(pip install --no-deps omnivoice && pip install pydub soundfile accelerate)", allow_module_level=True)
 
-from voxbox.types import Audio
+from voxbox.types import Audio  # noqa: E402 - after the importorskip guards
 
 RATE = 16000
 TEXT = "Hello there, a test."
@@ -161,7 +161,7 @@ def test_long_text_pieces_match_upstream_chunks(upstream, engine, monkeypatch):
     stream = engine.stream(text, steps=3, seed=3, chunk_threshold=1.0, chunk_seconds=0.6)
     chunks = list(stream)
     assert len(up_codes) >= 3 and stream.details["pieces"] == len(up_codes) == len(chunks)
-    for a, b in zip(our_codes, up_codes):
+    for a, b in zip(our_codes, up_codes, strict=True):
         assert torch.equal(a, b)
 
 

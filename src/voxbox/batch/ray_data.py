@@ -191,7 +191,7 @@ class _VerifyActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         records = []
-        for rec, data in zip(batch["record"], batch["audio"]):
+        for rec, data in zip(batch["record"], batch["audio"], strict=True):
             records.append(json.dumps(verify_record(self.worker, json.loads(str(rec)), bytes(data) or None), default=str))
         return {"record": np.array(records, dtype=object), "audio": batch["audio"]}
 

@@ -113,7 +113,7 @@ def _byte_decoder() -> dict[str, int]:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    return {chr(c): b for b, c in zip(bs, cs)}
+    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
 
 
 def byte_vocab(tokenizer_json: str | Path) -> list[bytes]:
@@ -259,7 +259,7 @@ def check_ggml_file(path: str | Path) -> dict[str, int]:
 
         if ints(1)[0] != GGML_MAGIC:
             raise ValueError(f"{path.name} is not a whisper.cpp ggml model (wrong magic)")
-        hp = dict(zip(keys, ints(len(keys))))
+        hp = dict(zip(keys, ints(len(keys)), strict=True))
         n_mel, n_fft = ints(2)
         skip(4 * n_mel * n_fft)
         for _ in range(ints(1)[0]):

@@ -246,5 +246,5 @@ def verify(src: Path, out: Path, *, target: str, quantization: str, audio_files:
     finally:
         close()
     tgt = SideResult(name, str(out), dev, dtype, t_texts, t_secs, total, target_size)
-    per_file = [wer([r], [h]) for r, h in zip(s_texts, t_texts)]
+    per_file = [wer([r], [h]) for r, h in zip(s_texts, t_texts, strict=True)]
     return VerifyReport([str(f) for f in files], source, tgt, wer(s_texts, t_texts), max_wer, per_file)

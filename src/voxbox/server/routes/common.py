@@ -55,7 +55,7 @@ async def read_form(request: Request) -> FormData:
         if exc.status_code == 413:
             raise
         raise BadInputError(f"could not parse the multipart body: {exc.detail}") from None
-    except Exception as exc:  # malformed multipart
+    except Exception as exc:  # noqa: BLE001 - malformed multipart: the parser raises many types
         raise BadInputError(f"could not parse the multipart body: {' '.join(str(exc).split())[:200]}") from None
 
 

@@ -168,7 +168,7 @@ class OnnxWhisperEngine:
         lp = log_softmax(logits[0][ids])
         probs = np.exp(lp)
         best = int(np.argmax(probs))
-        return codes[best], float(probs[best]), {c: float(p) for c, p in zip(codes, probs)}
+        return codes[best], float(probs[best]), {c: float(p) for c, p in zip(codes, probs, strict=True)}
 
     def sot_sequence(self, language: str | None, task: str, timestamps: bool) -> list[int]:
         return self.tok.sot_sequence(language, task, timestamps)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +104,7 @@ def windows(n_samples: int, chunk: int, overlap: int) -> list[tuple[int, int, in
         return [(0, n_samples, 0, n_samples)]
     n = -(-n_samples // chunk)
     bounds = [round(i * n_samples / n) for i in range(n + 1)]
-    return [(max(0, a - overlap), min(n_samples, b + overlap), a, b) for a, b in zip(bounds, bounds[1:])]
+    return [(max(0, a - overlap), min(n_samples, b + overlap), a, b) for a, b in pairwise(bounds)]
 
 
 class ParakeetEngine:
@@ -277,7 +278,7 @@ class ParakeetEngine:
         for b0 in range(0, len(wins), batch):
             group = wins[b0:b0 + batch]
             hyps = self.recognize([samples[r0:r1] for r0, r1, _, _ in group], timings, cancel)
-            for (r0, _, k0, k1), hyp in zip(group, hyps):
+            for (r0, _, k0, k1), hyp in zip(group, hyps, strict=True):
                 words = words_of(hyp, self.vocab, self.frame_s, r0 / SAMPLE_RATE)
                 if len(wins) > 1:
                     words = [w for w in words if k0 / SAMPLE_RATE <= w.start < k1 / SAMPLE_RATE]

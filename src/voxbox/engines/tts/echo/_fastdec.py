@@ -66,7 +66,7 @@ def _kernels() -> dict | None:
                 tl.store(o_ptr + row * T + offs, o.to(o_ptr.dtype.element_ty), mask=m)
 
             _TRITON.update(ok=True, snake=_snake_kernel, residual=_residual_kernel)
-        except Exception:  # no triton, or a build without a usable GPU backend
+        except Exception:  # noqa: BLE001 - no triton, or a build without a usable GPU backend (any error)
             _TRITON.update(ok=False)
     return _TRITON if _TRITON["ok"] else None
 
@@ -162,7 +162,7 @@ def _residual(ru: torch.nn.Module, x: torch.Tensor, use_triton: bool) -> torch.T
 def decode(decoder: torch.nn.Module, z: torch.Tensor, use_triton: bool = True) -> torch.Tensor:
     """Upstream ``Decoder.forward`` (causal build) on (B, C, T) -> (B, 1, samples)."""
     layers = list(decoder.model)
-    first, blocks, (snake, last, tanh) = layers[0], layers[1:-3], layers[-3:]
+    first, blocks, (snake, last, _tanh) = layers[0], layers[1:-3], layers[-3:]
     x = _conv(first, F.pad(z, (first.padding, 0)))
     for blk in blocks:
         bsnake, tconv, *units = blk.block

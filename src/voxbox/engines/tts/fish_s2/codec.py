@@ -272,7 +272,7 @@ class Encoder(nn.Module):
         super().__init__()
         d = c.encoder_dim
         blocks: list[nn.Module] = [CausalConv(1, d, 7)]
-        for stride, n_t in zip(c.encoder_rates, c.encoder_transformer_layers):
+        for stride, n_t in zip(c.encoder_rates, c.encoder_transformer_layers, strict=False):
             d *= 2
             blocks.append(EncoderBlock(d, stride, n_t, c))
         blocks += [Snake(d), CausalConv(d, c.latent, 3)]

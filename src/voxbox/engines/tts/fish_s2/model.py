@@ -230,7 +230,7 @@ def run_layers(layers: Iterable[Block], caches: Iterable[Tensor], x: Tensor, cs:
                mask: Tensor, norm_w: Tensor, eps: float, ops: _Ops = EAGER) -> Tensor:
     """A stack of blocks over static caches, then the final RMSNorm."""
     d = None
-    for layer, cache in zip(layers, caches):
+    for layer, cache in zip(layers, caches, strict=True):
         x, d = layer(x, d, cs, pos, cache, span, mask, ops)
     if d is None:
         return ops.rms(x, norm_w, eps)
@@ -527,7 +527,7 @@ class DualARRunner:
         with torch.cuda.graph(g, pool=self._pool):
             fn()
         for t, s in zip((self.pos, self.frame, self.hist_count, self.history, self.tok, self.vq, self.hidden,
-                         self.sem_out, self.codes_out), saved):
+                         self.sem_out, self.codes_out), saved, strict=True):
             t.copy_(s)
         self._graphs[name] = g
         return g

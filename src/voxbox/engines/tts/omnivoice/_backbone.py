@@ -207,10 +207,10 @@ def to_upstream(c: LMConfig, model: Backbone) -> dict[str, torch.Tensor]:
            "codebook_layer_offsets": torch.arange(c.codebooks) * c.audio_vocab}
     for i in range(c.layers):
         p, a = f"llm.layers.{i}.", f"llm.layers.{i}.self_attn."
-        for name, part in zip("qkv", s[f"layers.{i}.qkv.weight"].split((q, kv, kv))):
+        for name, part in zip("qkv", s[f"layers.{i}.qkv.weight"].split((q, kv, kv)), strict=True):
             out[a + f"{name}_proj.weight"] = part
         if c.attn_bias:
-            for name, part in zip("qkv", s[f"layers.{i}.qkv.bias"].split((q, kv, kv))):
+            for name, part in zip("qkv", s[f"layers.{i}.qkv.bias"].split((q, kv, kv)), strict=True):
                 out[a + f"{name}_proj.bias"] = part
         out[a + "o_proj.weight"] = s[f"layers.{i}.o.weight"]
         out[a + "q_norm.weight"] = s[f"layers.{i}.q_norm"]

@@ -289,7 +289,7 @@ class OmniVoiceEngine:
         details.update(pieces=len(texts), frames=[])
         first: tuple[torch.Tensor, str] | None = None
         index = 0
-        for i, piece in enumerate(texts):
+        for piece in texts:
             if ref is not None:
                 r_codes, r_text = ref.codes, ref.text
             elif first is not None:

@@ -110,7 +110,7 @@ def remove_silence(audio: np.ndarray, rate: int, mid_ms: int = 300, lead_ms: int
     seg = _Pcm(x, rate)
     if mid_ms > 0:
         ranges = [[a - mid_ms, b + mid_ms] for a, b in _nonsilent(seg, mid_ms, _THRESH_DB, 10)]
-        for r1, r2 in zip(ranges, ranges[1:]):
+        for r1, r2 in itertools.pairwise(ranges):
             if r2[0] < r1[1]:
                 r1[1] = (r1[1] + r2[0]) // 2
                 r2[0] = r1[1]

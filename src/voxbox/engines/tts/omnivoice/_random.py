@@ -79,7 +79,7 @@ def _llm_config(size: str) -> dict[str, Any]:
 
 def _init_backbone(model: Backbone, real: bool) -> None:
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.ndim == 2:
                 p.normal_(0.0, 0.02)
         # tiny: logits well spread (std ~2), so greedy choices are not near-ties across implementations
