@@ -157,6 +157,9 @@ class WhisperCppEngine:
             ctx_params["flash_attn"] = flash_attn
         self.threads = threads or max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                                              else (os.cpu_count() or 1)))
+        # Any: voxbox drives pywhispercpp's private C context (_ctx, _params, _set_params), which its
+        # Model class creates at run time without declaring
+        self.model: Any
         try:
             self.model = Model(str(path), redirect_whispercpp_logs_to=str(log), context_params=ctx_params,  # type: ignore[arg-type]
                                n_threads=self.threads, print_progress=False, print_realtime=False)

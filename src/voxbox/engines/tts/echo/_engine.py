@@ -226,7 +226,8 @@ class EchoEngine:
         if not 1 <= steps <= 200:
             raise BadInputError(f"steps must be between 1 and 200, got {steps}", param="steps")
         for k in ("cfg_scale_text", "cfg_scale_speaker", "cfg_min_t", "cfg_max_t"):
-            if floats[k] is None or not math.isfinite(floats[k]):
+            value = floats[k]
+            if value is None or not math.isfinite(value):
                 raise BadInputError(f"{k} must be a finite number", param=k)
         params = SamplerParams(steps=steps, seed=seed, **floats)  # type: ignore[arg-type]
         seq = options.get("sequence_length")
@@ -333,6 +334,7 @@ class EchoEngine:
             if voice is None:
                 spk_kv, spk_valid, spk_len = None, 0, SPEAKER_BUCKET
             else:
+                assert isinstance(voice, EncodedVoice)  # callers encode a raw clip before taking the lock
                 latent = voice.data["latent"]
                 spk_valid = latent.shape[0] // patch
                 spk_len = padded_len(spk_valid, SPEAKER_BUCKET, SPEAKER_BUCKET)

@@ -30,7 +30,7 @@ import torch
 from voxbox.engines.base import model_files
 from voxbox.errors import ModelLoadError, ModelNotFoundError
 
-from ._upstream import upstream_autoencoder, upstream_model
+from ._upstream import UpstreamModule, upstream_autoencoder, upstream_model
 
 __all__ = [
     "AE_CONFIG_FILE", "COMPONENT_PREFIXES", "ModelFiles", "PCA", "build_dac", "dit_config", "load_autoencoder",
@@ -128,7 +128,7 @@ def component_of(name: str) -> str:
     return "dit"
 
 
-def load_dit(path: Path, placement: dict[str, tuple[torch.device, torch.dtype]]) -> tuple[torch.nn.Module, dict[str, Any]]:
+def load_dit(path: Path, placement: dict[str, tuple[torch.device, torch.dtype]]) -> tuple[UpstreamModule, dict[str, Any]]:
     """EchoDiT with each component's tensors on its own device and dtype (no block-wise modules)."""
     from safetensors import safe_open
 
@@ -154,7 +154,7 @@ def load_dit(path: Path, placement: dict[str, tuple[torch.device, torch.dtype]])
     return model.eval().requires_grad_(False), cfg
 
 
-def build_dac(cfg: dict[str, Any] | None) -> torch.nn.Module:
+def build_dac(cfg: dict[str, Any] | None) -> UpstreamModule:
     """Upstream ``build_ae()`` (cfg None), or the same classes at the sizes ``cfg`` gives."""
     ua = upstream_autoencoder()
     if cfg is None:
@@ -235,7 +235,7 @@ class _Snake(torch.nn.Module):
         return self.fn(x, self.alpha)
 
 
-def set_snake(ae: torch.nn.Module, mode: str) -> None:
+def set_snake(ae: UpstreamModule, mode: str) -> None:
     """Switch every Snake activation of a loaded autoencoder to ``mode``."""
     fn = snake_function(mode)
     ae.voxbox_snake = mode  # read by _codec.run_decoder
@@ -244,7 +244,7 @@ def set_snake(ae: torch.nn.Module, mode: str) -> None:
             mod.mode, mod.fn = mode, fn
 
 
-def load_autoencoder(files: ModelFiles, device: torch.device, dtype: torch.dtype, snake: str | None = None) -> torch.nn.Module:
+def load_autoencoder(files: ModelFiles, device: torch.device, dtype: torch.dtype, snake: str | None = None) -> UpstreamModule:
     """Fish S1-DAC on one device/dtype, weight norm folded into plain weights once.
 
     The attention-mask buffers (``causal_mask``, up to 16384^2 booleans) are never read by the

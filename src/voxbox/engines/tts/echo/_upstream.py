@@ -28,7 +28,13 @@ from typing import Any
 
 from voxbox.errors import EngineUnavailableError
 
-__all__ = ["upstream_dir", "upstream_model", "upstream_autoencoder", "upstream_presets", "INSTALL_HINT"]
+__all__ = ["upstream_dir", "upstream_model", "upstream_autoencoder", "upstream_presets", "INSTALL_HINT",
+           "UpstreamModule"]
+
+# Upstream's model objects (``EchoDiT``, the DAC autoencoder and their submodules) come from untyped
+# source executed at run time; voxbox walks them by attribute name (``blocks``, ``conv``, ``padding``),
+# which ``nn.Module.__getattr__`` would type as ``Tensor | Module``.
+UpstreamModule = Any
 
 INSTALL_HINT = "pip install --no-deps echo-tts && pip install einops safetensors"
 

@@ -20,6 +20,7 @@ decode's samples for its last frames: :meth:`Codec.decode_window` is what stream
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -213,17 +214,17 @@ class RVQ(nn.Module):
 
     def encode(self, z: Tensor) -> tuple[Tensor, Tensor]:
         out, res, codes = torch.zeros_like(z), z, []
-        for q in self.quantizers:
+        for q in cast("list[VQ]", self.quantizers):
             zq, idx = q.encode(res)
             out, res = out + zq, res - zq
             codes.append(idx)
         return out, torch.stack(codes, 1)
 
     def decode(self, codes: Tensor) -> Tensor:
-        z = 0
-        for i, q in enumerate(self.quantizers[: codes.shape[1]]):
+        z: Tensor | int = 0
+        for i, q in enumerate(cast("list[VQ]", self.quantizers[: codes.shape[1]])):
             z = z + q.decode(codes[:, i])
-        return z  # type: ignore[return-value]
+        return z  # type: ignore[return-value]  # an int 0 only for codes with no codebooks
 
 
 class Quantizer(nn.Module):

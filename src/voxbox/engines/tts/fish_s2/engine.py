@@ -376,13 +376,15 @@ class FishS2Engine:
                 voice = self.encode_voice(call.clip)
                 ids, mask, prefix = self._prompt(call.text, voice.data["codes"], None, o.speaker)
                 call = _Call(call.text, ids, mask, voice.data["codes"], o, prefix_len=prefix)
+        prompt_ids = call.ids
+        assert prompt_ids is not None  # a reference clip was encoded into the prompt above
         key = None
         if call.prefix_len and call.vq_codes is not None:
-            h = hashlib.sha256(call.ids[:call.prefix_len].numpy().tobytes())
+            h = hashlib.sha256(prompt_ids[:call.prefix_len].numpy().tobytes())
             h.update(np.ascontiguousarray(call.vq_codes.numpy()).tobytes())
             key = h.hexdigest()
         seed = o.seed if o.seed is not None else secrets.randbits(62)
-        details["prompt_tokens"] = int(call.ids.shape[0])
+        details["prompt_tokens"] = int(prompt_ids.shape[0])
         req = FishRequest(call, int(seed), key, time.perf_counter())
         yield from relay(sched.submit(req, cancel), timings, details, started=start)
 
@@ -396,6 +398,8 @@ class FishS2Engine:
                 voice = self.encode_voice(call.clip)
                 ids, mask = self.build_prompt(call.text, voice.data["codes"], None, o.speaker)
                 call = _Call(call.text, ids, mask, voice.data["codes"], o)
+        prompt_ids, vq_mask = call.ids, call.vq_mask
+        assert prompt_ids is not None and vq_mask is not None  # a reference clip was encoded above
         with timings.measure("prefill"):
             if o.seed is not None:
                 torch.manual_seed(o.seed)
@@ -403,7 +407,7 @@ class FishS2Engine:
                           repetition_penalty=o.repetition_penalty, ras_temperature=o.ras_temperature,
                           ras_top_p=o.ras_top_p, fast_temperature=o.fast_temperature, fast_top_p=o.fast_top_p,
                           min_frames=o.min_frames, bias=o.bias)
-            r.prefill(call.ids, call.vq_mask, call.vq_codes)
+            r.prefill(prompt_ids, vq_mask, call.vq_codes)
             _sync(ar_dev)
         made, checked, emitted, stop, index = 1, 0, 0, None, 0
         decode_s = 0.0
@@ -445,7 +449,7 @@ class FishS2Engine:
         details["finish_reason"] = "eos" if stop is not None else "max_frames"
         details["codes"] = torch.cat(codes_host, 1) if codes_host else torch.zeros(self.cfg.num_codebooks, 0, dtype=torch.long)
         details["ms_per_frame"] = 1000.0 * decode_s / max(1, checked - 1)
-        details["prompt_tokens"] = int(call.ids.shape[0])
+        details["prompt_tokens"] = int(prompt_ids.shape[0])
 
     def warmup(self) -> float:
         """Capture the CUDA graphs (every attention bucket) and run one short call."""

@@ -25,7 +25,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -48,6 +48,7 @@ __all__ = [
 
 SLOW_PREFIX = "text_model.model."
 FAST_PREFIX = "audio_decoder."
+M = TypeVar("M", bound=nn.Module)
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ def load_dual_ar(files: ModelFiles, cfg: DualARConfig, *, device: torch.device, 
     return slow.eval(), fast.eval()
 
 
-def init_random_(module: nn.Module, seed: int = 0, std: float = 0.02) -> nn.Module:
+def init_random_(module: M, seed: int = 0, std: float = 0.02) -> M:
     """Random weights for benchmarks/tests: N(0, std) matrices, unit norms, zero biases."""
     g = torch.Generator(device="cpu").manual_seed(seed)
     with torch.no_grad():

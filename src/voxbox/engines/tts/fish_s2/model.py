@@ -28,7 +28,7 @@ SwiGLU, sampler) are small pure functions that ``torch.compile`` fuses on CUDA (
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Any, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -226,7 +226,7 @@ class Block(nn.Module):
         return h, self.feed_forward(n, ops)
 
 
-def run_layers(layers: Iterable[Block], caches: Iterable[Tensor], x: Tensor, cs: Tensor, pos: Tensor, span: int,
+def run_layers(layers: Iterable[nn.Module], caches: Iterable[Tensor], x: Tensor, cs: Tensor, pos: Tensor, span: int,
                mask: Tensor, norm_w: Tensor, eps: float, ops: _Ops = EAGER) -> Tensor:
     """A stack of blocks over static caches, then the final RMSNorm."""
     d = None
@@ -339,7 +339,7 @@ class DualARRunner:
         self.ops = _Ops(bool(compile))
         self.compile_error: str | None = None
         self._graphs: dict[str, torch.cuda.CUDAGraph] = {}
-        self._pool = None
+        self._pool: Any = None  # torch.cuda.graph_pool_handle(), a private torch type
 
     # ------------------------------------------------------------------ options
     def set_options(self, *, temperature: float, top_p: float, top_k: int, repetition_penalty: float,
