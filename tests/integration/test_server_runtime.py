@@ -154,7 +154,9 @@ def test_manager_loads_once_refcounts_and_ttl():
         cat = Catalog.default()
         mgr = ModelManager(loader=loader, ttl=0.3)
         mgr.start()
-        leases = await asyncio.gather(*[mgr.acquire(cat.resolve(mid)) for mid in ("tts-1", "hibari", "tts-1", "hibari")])
+        leases = await asyncio.gather(
+            *[mgr.acquire(cat.resolve(mid)) for mid in ("tts-1", "hibari", "tts-1", "hibari")]
+        )
         assert len(loads) == 1  # four concurrent users, aliases included: one load
         model = leases[0].model
         assert model.refs == 4 and all(x.model is model for x in leases)

@@ -67,10 +67,16 @@ def test_slow_tokenizer_files_are_enough(tmp_path):
     assert not inspect_checkpoint(d).has_fast_tokenizer
 
 
-@pytest.mark.parametrize("to, q, expect", [
-    ("ct2", None, ("ct2", "float16")), ("CT2", "INT8", ("ct2", "int8")), ("ct2", "int8_bfloat16", ("ct2", "int8_bfloat16")),
-    ("onnx", None, ("onnx", "float32")), ("onnx", "int8", ("onnx", "int8")),
-])
+@pytest.mark.parametrize(
+    "to, q, expect",
+    [
+        ("ct2", None, ("ct2", "float16")),
+        ("CT2", "INT8", ("ct2", "int8")),
+        ("ct2", "int8_bfloat16", ("ct2", "int8_bfloat16")),
+        ("onnx", None, ("onnx", "float32")),
+        ("onnx", "int8", ("onnx", "int8")),
+    ],
+)
 def test_check_args_ok(to, q, expect):
     assert check_args(to, q, 0.05) == expect
 

@@ -179,7 +179,9 @@ def upstream_codec(upstream):
     dac_path = os.environ.get("VOXBOX_DAC_PATH")
     if not dac_path or not os.path.isdir(os.path.join(dac_path, "dac", "nn")):
         pytest.skip("set VOXBOX_DAC_PATH to an unpacked descript-audio-codec wheel to run the codec parity test")
-    saved = {k: sys.modules.get(k) for k in ("audiotools", "audiotools.ml", "dac", "dac.nn", "dac.model", "dac.model.base")}
+    saved = {
+        k: sys.modules.get(k) for k in ("audiotools", "audiotools.ml", "dac", "dac.nn", "dac.model", "dac.model.base")
+    }
     audiotools = types.ModuleType("audiotools")
     ml = types.ModuleType("audiotools.ml")
     ml.BaseModel = type("BaseModel", (nn.Module,), {})

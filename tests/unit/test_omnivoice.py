@@ -94,7 +94,9 @@ def test_synthesize_seeded(engine):
 
 
 def test_voice_design_and_openai_voice_names(engine):
-    designed = engine.synthesize(TEXT, "alloy", steps=3, seed=1, voice_description="female, low pitch", postprocess=False)
+    designed = engine.synthesize(
+        TEXT, "alloy", steps=3, seed=1, voice_description="female, low pitch", postprocess=False
+    )
     plain = engine.synthesize(TEXT, "auto", steps=3, seed=1, postprocess=False)
     assert designed.samples.shape == plain.samples.shape
     assert not np.array_equal(designed.samples, plain.samples)  # the description is in the prompt

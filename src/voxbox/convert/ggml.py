@@ -27,8 +27,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["GGML_MAGIC", "GGML_TYPES", "bundled_ggml", "byte_vocab", "ggml_dims", "hf_to_openai", "is_ggml_file", "mel_filterbank",
-           "write_ggml"]
+__all__ = [
+    "GGML_MAGIC",
+    "GGML_TYPES",
+    "bundled_ggml",
+    "byte_vocab",
+    "ggml_dims",
+    "hf_to_openai",
+    "is_ggml_file",
+    "mel_filterbank",
+    "write_ggml",
+]
 
 GGML_MAGIC = 0x67676D6C
 GGML_TYPES = ("float16", "float32")  # what this writer produces (whisper.cpp's quantize tool makes q5/q8)
@@ -159,8 +168,21 @@ def write_ggml(dims: dict[str, int], sd: dict[str, np.ndarray], tokens: list[byt
     tmp = out.with_name(out.name + ".tmp")
     with open(tmp, "wb") as f:
         f.write(struct.pack("i", GGML_MAGIC))
-        f.writelines(struct.pack("i", int(dims[key])) for key in ("n_vocab", "n_audio_ctx", "n_audio_state", "n_audio_head", "n_audio_layer", "n_text_ctx",
-                    "n_text_state", "n_text_head", "n_text_layer", "n_mels"))
+        f.writelines(
+            struct.pack("i", int(dims[key]))
+            for key in (
+                "n_vocab",
+                "n_audio_ctx",
+                "n_audio_state",
+                "n_audio_head",
+                "n_audio_layer",
+                "n_text_ctx",
+                "n_text_state",
+                "n_text_head",
+                "n_text_layer",
+                "n_mels",
+            )
+        )
         f.write(struct.pack("i", int(use_f16)))
         f.write(struct.pack("ii", *filters.shape))
         f.write(filters.astype("<f4").tobytes())

@@ -262,6 +262,8 @@ class VoiceStore:
             if enc is not None:
                 return enc, where
             enc = encode(self.clip_bytes(voice), voice.transcript)
-            enc = EncodedVoice(key, enc.data, enc.transcript if enc.transcript is not None else voice.transcript, enc.nbytes)
+            enc = EncodedVoice(
+                key, enc.data, enc.transcript if enc.transcript is not None else voice.transcript, enc.nbytes
+            )
             self.cache.put(key, enc)
             return enc, "miss"

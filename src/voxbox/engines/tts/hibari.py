@@ -53,7 +53,19 @@ VOICE_NOTE = ("hibari: the hibari-tts wheel ships one voice (heart); the OpenAI 
 OPENAI_VOICE_MAP: dict[str, str] = {
     name: DEFAULT_VOICE
     for name in (
-        "alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse", "marin", "cedar",
+        "alloy",
+        "ash",
+        "ballad",
+        "coral",
+        "echo",
+        "fable",
+        "onyx",
+        "nova",
+        "sage",
+        "shimmer",
+        "verse",
+        "marin",
+        "cedar",
     )
 }
 

@@ -208,9 +208,19 @@ class OnnxWhisperEngine:
                 # openai-whisper, faster-whisper and torch-whisper do), not the log-mel of padded silence
                 first = None
         info = TranscriptionInfo(
-            language=lang, language_probability=lang_prob, duration=duration, task=task,  # type: ignore[arg-type]
-            options={"model": self.info.model, "beam_size": 1, "temperature": [0.0], "without_timestamps": not timestamps,
-                     "device": self.info.device, "execution_provider": self.provider, "dtype": self.info.dtype},
+            language=lang,
+            language_probability=lang_prob,
+            duration=duration,
+            task=task,  # type: ignore[arg-type]
+            options={
+                "model": self.info.model,
+                "beam_size": 1,
+                "temperature": [0.0],
+                "without_timestamps": not timestamps,
+                "device": self.info.device,
+                "execution_provider": self.provider,
+                "dtype": self.info.dtype,
+            },
             timings=timings,
         )
         decode = self._window_decoder(mel, first, self.sot_sequence(lang, task, timestamps), opts, timings)

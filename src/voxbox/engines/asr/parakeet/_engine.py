@@ -118,7 +118,9 @@ class ParakeetEngine:
         self.root = root
         files = find_files(root, quantization)
         try:
-            self.cfg: dict[str, Any] = json.loads(files["config"].read_text(encoding="utf-8")) if "config" in files else {}
+            self.cfg: dict[str, Any] = (
+                json.loads(files["config"].read_text(encoding="utf-8")) if "config" in files else {}
+            )
             self.vocab = Vocab.from_file(files["vocab"].read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"could not read the parakeet config/vocab in {root}: {exc}") from exc
@@ -192,7 +194,9 @@ class ParakeetEngine:
         out, out_lens = self.encoder.run(["outputs", "encoded_lengths"], {"audio_signal": feats, "length": lens})
         return np.ascontiguousarray(out.transpose(0, 2, 1)), out_lens.astype(np.int64)
 
-    def _step(self, frames: np.ndarray, prev: np.ndarray, state: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, Any]:
+    def _step(
+        self, frames: np.ndarray, prev: np.ndarray, state: tuple[np.ndarray, np.ndarray]
+    ) -> tuple[np.ndarray, Any]:
         assert self.decoder is not None
         b = frames.shape[0]
         out, _, s1, s2 = self.decoder.run(None, {

@@ -130,9 +130,13 @@ def load(model: str | Path | None = None, *, device: str | None = "auto", dtype:
 
         torch.set_num_threads(int(threads))
     if model is None:
-        raise ModelNotFoundError("echo-tts needs a local model directory (--model-dir DIR) in the upstream layout", param="model")
+        raise ModelNotFoundError(
+            "echo-tts needs a local model directory (--model-dir DIR) in the upstream layout", param="model"
+        )
     files = resolve_files(model, echo_path=echo_path, ae_path=ae_path, pca_file=pca_file)
-    return EchoEngine(files, str(Path(model).expanduser().resolve()), parse_placement(device, dtype, placement), **options)
+    return EchoEngine(
+        files, str(Path(model).expanduser().resolve()), parse_placement(device, dtype, placement), **options
+    )
 
 
 def _factory(req: LoadRequest) -> Any:

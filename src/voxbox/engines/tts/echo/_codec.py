@@ -23,7 +23,16 @@ from . import _fastdec
 from ._load import PCA
 from ._upstream import UpstreamModule
 
-__all__ = ["DECODE_CONTEXT", "HOP", "SAMPLE_RATE", "chunk_bounds", "decode_chunks", "encode_latent", "run_decoder", "speech_end"]
+__all__ = [
+    "DECODE_CONTEXT",
+    "HOP",
+    "SAMPLE_RATE",
+    "chunk_bounds",
+    "decode_chunks",
+    "encode_latent",
+    "run_decoder",
+    "speech_end",
+]
 
 SAMPLE_RATE = 44100
 HOP = 2048  # audio samples per latent frame
@@ -68,7 +77,9 @@ def run_decoder(ae: UpstreamModule, z: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def decode_chunks(ae: UpstreamModule, pca: PCA, latent: torch.Tensor, bounds: list[tuple[int, int]]) -> Iterator[torch.Tensor]:
+def decode_chunks(
+    ae: UpstreamModule, pca: PCA, latent: torch.Tensor, bounds: list[tuple[int, int]]
+) -> Iterator[torch.Tensor]:
     """Yield float32 CPU audio for each latent range in ``bounds`` (contiguous from 0).
 
     latent: (1, frames, channels) float32 on the autoencoder's device.

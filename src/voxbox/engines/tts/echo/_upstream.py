@@ -66,7 +66,9 @@ def _load_file(stem: str) -> ModuleType:
         spec.loader.exec_module(module)
     except ImportError as exc:  # einops missing, typically
         sys.modules.pop(name, None)
-        raise EngineUnavailableError(f"echo-tts {stem}.py could not be imported: {exc}", install_hint=INSTALL_HINT) from exc
+        raise EngineUnavailableError(
+            f"echo-tts {stem}.py could not be imported: {exc}", install_hint=INSTALL_HINT
+        ) from exc
     _CACHE[stem] = module
     return module
 

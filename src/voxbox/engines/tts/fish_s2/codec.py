@@ -77,7 +77,9 @@ class CausalConvT(nn.Module):
 class ResidualUnit(nn.Module):
     def __init__(self, dim: int, dilation: int) -> None:
         super().__init__()
-        self.block = nn.Sequential(Snake(dim), CausalConv(dim, dim, 7, dilation=dilation), Snake(dim), CausalConv(dim, dim, 1))
+        self.block = nn.Sequential(
+            Snake(dim), CausalConv(dim, dim, 7, dilation=dilation), Snake(dim), CausalConv(dim, dim, 1)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.block(x)
@@ -233,8 +235,12 @@ class Quantizer(nn.Module):
         d = c.latent
         self.semantic_quantizer = RVQ(d, 1, c.semantic_codebook_size, c.codebook_dim)
         self.quantizer = RVQ(d, c.n_codebooks, c.codebook_size, c.codebook_dim)
-        self.downsample = nn.Sequential(*[nn.Sequential(CausalConv(d, d, f, stride=f), ConvNeXt(d)) for f in c.downsample_factor])
-        self.upsample = nn.Sequential(*[nn.Sequential(CausalConvT(d, d, f, f), ConvNeXt(d)) for f in reversed(c.downsample_factor)])
+        self.downsample = nn.Sequential(
+            *[nn.Sequential(CausalConv(d, d, f, stride=f), ConvNeXt(d)) for f in c.downsample_factor]
+        )
+        self.upsample = nn.Sequential(
+            *[nn.Sequential(CausalConvT(d, d, f, f), ConvNeXt(d)) for f in reversed(c.downsample_factor)]
+        )
         self.pre_module = WindowedTransformer(c.quantizer_transformer, d)
         self.post_module = WindowedTransformer(c.quantizer_transformer, d)
 
@@ -257,9 +263,16 @@ class EncoderBlock(nn.Module):
         half = dim // 2
         t: nn.Module = nn.Identity()
         if n_t:
-            tc = CodecTransformerConfig(n_layer=n_t, n_head=dim // 64, dim=dim, intermediate_size=dim * 3,
-                                        head_dim=c.encoder_transformer_head_dim, window_size=c.encoder_transformer_window,
-                                        rope_base=c.quantizer_transformer.rope_base, norm_eps=c.quantizer_transformer.norm_eps)
+            tc = CodecTransformerConfig(
+                n_layer=n_t,
+                n_head=dim // 64,
+                dim=dim,
+                intermediate_size=dim * 3,
+                head_dim=c.encoder_transformer_head_dim,
+                window_size=c.encoder_transformer_window,
+                rope_base=c.quantizer_transformer.rope_base,
+                norm_eps=c.quantizer_transformer.norm_eps,
+            )
             t = WindowedTransformer(tc, dim)
         self.block = nn.Sequential(ResidualUnit(half, 1), ResidualUnit(half, 3), ResidualUnit(half, 9), Snake(half),
                                    CausalConv(half, dim, 2 * stride, stride=stride), t)

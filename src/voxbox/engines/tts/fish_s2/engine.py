@@ -235,7 +235,9 @@ class FishS2Engine:
         if not 1 <= top_k <= TOPK_WIDTH:
             raise BadInputError(f"top_k must be between 1 and {TOPK_WIDTH}, got {top_k}", param="top_k")
         if not 1 <= max_frames <= self.runner.max_frames:
-            raise BadInputError(f"max_frames must be between 1 and {self.runner.max_frames}, got {max_frames}", param="max_frames")
+            raise BadInputError(
+                f"max_frames must be between 1 and {self.runner.max_frames}, got {max_frames}", param="max_frames"
+            )
         if min_frames < 0:
             raise BadInputError("min_frames must be >= 0", param="min_frames")
         if first < 1 or window < 1 or ctx < 0:
@@ -251,15 +253,18 @@ class FishS2Engine:
             elif self.cfg.semantic_start_token_id <= tid <= self.cfg.semantic_end_token_id:
                 bias[tid - self.cfg.semantic_start_token_id] = val
             else:
-                raise BadInputError(f"logit_bias token {tid} is neither a semantic token nor <|im_end|>", param="logit_bias")
+                raise BadInputError(
+                    f"logit_bias token {tid} is neither a semantic token nor <|im_end|>", param="logit_bias"
+                )
         return SpeechOptions(top_k=top_k, max_frames=max_frames, min_frames=min_frames, seed=seed, bias=bias,
                              first_window=first, window=window, context_frames=ctx, speaker=speaker, **floats)
 
     def _check_clip(self, audio: Audio) -> int:
         """Validate a reference clip; returns the number of code frames it will encode to."""
         if audio.duration > MAX_REFERENCE_SECONDS:
-            raise BadInputError(f"reference clip lasts {audio.duration:.1f} s; the limit is {MAX_REFERENCE_SECONDS:g} s",
-                                param="voice")
+            raise BadInputError(
+                f"reference clip lasts {audio.duration:.1f} s; the limit is {MAX_REFERENCE_SECONDS:g} s", param="voice"
+            )
         n = math.ceil(audio.duration * self.codec.sample_rate)
         if n < self.codec.frame_length:
             raise BadInputError(f"reference clip is too short ({audio.duration:.3f} s)", param="voice")
@@ -284,7 +289,9 @@ class FishS2Engine:
             if voice.key[0] != ENGINE or not isinstance(voice.data, dict) or "codes" not in voice.data:
                 raise BadInputError(f"voice {voice.key!r} was encoded by another engine", param="voice")
         elif voice is not None:
-            raise BadInputError("voice must be None, a cached voice id, an EncodedVoice or an Audio clip", param="voice")
+            raise BadInputError(
+                "voice must be None, a cached voice id, an EncodedVoice or an Audio clip", param="voice"
+            )
         codes = None
         transcript = None
         if voice is not None:
@@ -447,7 +454,9 @@ class FishS2Engine:
             window = o.window
         details["frames"] = emitted
         details["finish_reason"] = "eos" if stop is not None else "max_frames"
-        details["codes"] = torch.cat(codes_host, 1) if codes_host else torch.zeros(self.cfg.num_codebooks, 0, dtype=torch.long)
+        details["codes"] = (
+            torch.cat(codes_host, 1) if codes_host else torch.zeros(self.cfg.num_codebooks, 0, dtype=torch.long)
+        )
         details["ms_per_frame"] = 1000.0 * decode_s / max(1, checked - 1)
         details["prompt_tokens"] = int(prompt_ids.shape[0])
 

@@ -103,9 +103,13 @@ def _to_voxbox(raw: dict[str, Tensor]) -> dict[str, Tensor]:
             out[name] = t
     for prefix, parts in pending.items():
         if "feed_forward.w1" in parts or "feed_forward.w3" in parts:
-            out[prefix + "feed_forward.w13.weight"] = torch.cat([parts.pop("feed_forward.w1"), parts.pop("feed_forward.w3")])
+            out[prefix + "feed_forward.w13.weight"] = torch.cat(
+                [parts.pop("feed_forward.w1"), parts.pop("feed_forward.w3")]
+            )
         if parts:  # legacy split attention
-            out[prefix + "attention.wqkv.weight"] = torch.cat([parts["attention.wq"], parts["attention.wk"], parts["attention.wv"]])
+            out[prefix + "attention.wqkv.weight"] = torch.cat(
+                [parts["attention.wq"], parts["attention.wk"], parts["attention.wv"]]
+            )
     return out
 
 
@@ -263,8 +267,16 @@ def export_dual_ar_state(slow: SlowAR, fast: FastAR) -> dict[str, Tensor]:
     return out
 
 
-def write_checkpoint(model_dir: str | Path, cfg: DualARConfig, codec_cfg: CodecConfig, *, seed: int = 0,
-                     shards: int = 2, dtype: torch.dtype = torch.float32, codec_config_file: bool = True) -> dict[str, Any]:
+def write_checkpoint(
+    model_dir: str | Path,
+    cfg: DualARConfig,
+    codec_cfg: CodecConfig,
+    *,
+    seed: int = 0,
+    shards: int = 2,
+    dtype: torch.dtype = torch.float32,
+    codec_config_file: bool = True,
+) -> dict[str, Any]:
     """Write random weights in the upstream layout (config.json, sharded safetensors + index,
     codec.pth). The tokenizer is the caller's. Returns the voxbox-named tensors for comparisons."""
     from safetensors.torch import save_file

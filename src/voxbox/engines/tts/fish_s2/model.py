@@ -163,7 +163,9 @@ class Attention(nn.Module):
         w = self._qk_w
         if w is None or w.device != self.q_norm.weight.device or w.dtype != self.q_norm.weight.dtype:
             H, G, D = self.n_head, self.n_kv, self.head_dim
-            w = torch.cat([self.q_norm.weight.detach().expand(H, D), self.k_norm.weight.detach().expand(G, D)]).contiguous()
+            w = torch.cat(
+                [self.q_norm.weight.detach().expand(H, D), self.k_norm.weight.detach().expand(G, D)]
+            ).contiguous()
             self._qk_w = w
         return w
 
@@ -312,8 +314,18 @@ class DualARRunner:
         self.sem_out = torch.zeros(self.max_frames, dtype=L, device=dev)
         self.codes_out = torch.zeros(self.max_frames, self.ncb, dtype=L, device=dev)
         f32 = torch.float32
-        self.opts = {name: torch.zeros((), dtype=f32, device=dev) for name in
-                     ("temperature", "top_p", "rep_penalty", "ras_temperature", "ras_top_p", "fast_temperature", "fast_top_p")}
+        self.opts = {
+            name: torch.zeros((), dtype=f32, device=dev)
+            for name in (
+                "temperature",
+                "top_p",
+                "rep_penalty",
+                "ras_temperature",
+                "ras_top_p",
+                "fast_temperature",
+                "fast_top_p",
+            )
+        }
         self.top_k = torch.zeros((), dtype=L, device=dev)
         self.min_frames = torch.zeros((), dtype=L, device=dev)
         self.bias = torch.zeros(self.V + 1, dtype=f32, device=dev)
@@ -420,7 +432,9 @@ class DualARRunner:
                                f.norm.weight, eps, ops)
                 logits = f.output(n).view(-1).float()
                 noise = torch.empty(self._fast_width, device=logits.device).exponential_()
-                code = ops.sample(logits, self.opts["fast_temperature"], self.opts["fast_top_p"], self._fast_topk, noise)
+                code = ops.sample(
+                    logits, self.opts["fast_temperature"], self.opts["fast_top_p"], self._fast_topk, noise
+                )
             codes.append(code)
             if i + 1 < self.ncb:
                 x = f.embeddings(code).view(1, 1, -1)
