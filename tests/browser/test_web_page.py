@@ -230,9 +230,8 @@ def test_models_load_unload_and_engines(browser, server, shots, monkeypatch):
     assert "not loaded" in row.inner_text()
     expect(row).to_contain_text(re.compile(r"[KMG]iB on \w+"))  # planned memory, from the doctor's plan
     row.get_by_role("button", name="Load tts-1-hd").click()
-    page.wait_for_function(
-        "() => /\\bloaded/.test(document.querySelector('#mo-table tr[data-model=\"tts-1-hd\"] td:nth-child(4)').textContent) && !/not/.test(document.querySelector('#mo-table tr[data-model=\"tts-1-hd\"] td:nth-child(4)').textContent)"
-    )
+    state = "document.querySelector('#mo-table tr[data-model=\"tts-1-hd\"] td:nth-child(4)').textContent"
+    page.wait_for_function(f"() => /\\bloaded/.test({state}) && !/not/.test({state})")
     assert any(m["id"] == "tts-1-hd" and m["loaded"] for m in httpx.get(server.url + "/v1/models").json()["data"])
     page.screenshot(path=str(shots / "models.png"))
     page.locator("#mo-table tr[data-model=tts-1-hd]").get_by_role("button", name="Unload tts-1-hd").click()

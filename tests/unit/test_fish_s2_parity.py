@@ -20,7 +20,8 @@ Run with ``VOXBOX_SGLANG_OMNI_PATH`` (an unpacked wheel plus msgspec/msgpack) an
 ``VOXBOX_DAC_PATH`` (an unpacked descript-audio-codec 1.0.0 wheel), e.g.::
 
     unzip sglang_omni-0.1.9-py3-none-any.whl -d /tmp/sgl/w; pip install --target /tmp/sgl/d msgspec msgpack
-    pip download --no-deps descript-audio-codec==1.0.0 -d /tmp/sgl; unzip /tmp/sgl/descript_audio_codec-*.whl -d /tmp/sgl/dac
+    pip download --no-deps descript-audio-codec==1.0.0 -d /tmp/sgl
+    unzip /tmp/sgl/descript_audio_codec-*.whl -d /tmp/sgl/dac
     VOXBOX_SGLANG_OMNI_PATH=/tmp/sgl/w:/tmp/sgl/d VOXBOX_DAC_PATH=/tmp/sgl/dac pytest tests/unit/test_fish_s2_parity.py
 
 Skipped when the modules are not importable.

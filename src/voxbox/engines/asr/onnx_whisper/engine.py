@@ -46,7 +46,8 @@ class OnnxWhisperEngine:
         for name in ("encoder.onnx", "decoder.onnx", "tokenizer.json", "voxbox_onnx.json"):
             if not (model_dir / name).is_file():
                 raise ModelNotFoundError(
-                    f"{model_dir} is not an onnx-whisper model: {name} is missing (make one with `voxbox convert SRC OUT --to onnx`)",
+                    f"{model_dir} is not an onnx-whisper model: {name} is missing "
+                    "(make one with `voxbox convert SRC OUT --to onnx`)",
                     param="model",
                 )
         try:

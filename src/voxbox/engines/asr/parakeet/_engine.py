@@ -14,9 +14,9 @@ Model directory (onnx-asr's layout)::
 ``.onnx.data`` files sit beside their graph.)
 
 Long audio is cut into equal windows (at most ``chunk_length`` seconds, default 60, reading
-``chunk_overlap`` more on each side; a word belongs to the window whose core holds its start); the windows go through the encoder and the
-batched greedy decoder ``batch_size`` at a time. TODO(vad): when ``voxbox.audio.vad`` exists, cut at
-speech pauses instead (see :func:`windows`).
+``chunk_overlap`` more on each side; a word belongs to the window whose core holds its start); the
+windows go through the encoder and the batched greedy decoder ``batch_size`` at a time.
+TODO(vad): when ``voxbox.audio.vad`` exists, cut at speech pauses instead (see :func:`windows`).
 
 Stages: ``resample``, ``features`` (log-mel: numpy on the CPU, torch on a GPU when torch sees it),
 ``encode``, ``decode``.

@@ -114,8 +114,9 @@ def load(model: str | Path | None = None, *, device: str | None = "auto", dtype:
          ae_path: str = "fish-s1-dac-min", pca_file: str = "pca_state.safetensors", **options: Any) -> Any:
     """Load Echo-TTS from ``model`` (a directory in the upstream layout; see ``_load``).
 
-    Options: ``threads`` (CPU threads for torch), ``preset`` (the default per-call preset), ``cuda_graphs`` (default true; CUDA only),
-    ``compile`` (torch.compile the DiT block before graph capture; default: on for CUDA with Triton, off elsewhere), ``max_voices``
+    Options: ``threads`` (CPU threads for torch), ``preset`` (the default per-call preset), ``cuda_graphs``
+    (default true; CUDA only), ``compile`` (torch.compile the DiT block before graph capture; default: on
+    for CUDA with Triton, off elsewhere), ``max_voices``
     (speaker-latent LRU size), ``max_shapes`` (DiT buckets kept captured), ``chunk_frames``,
     ``max_chunk_frames``, ``snake`` (how the decoder runs Snake: ``auto``, the default = the fused
     walk of ``_fastdec``, Triton on CUDA, torch elsewhere; ``triton``; ``torch``; or upstream's
