@@ -351,11 +351,6 @@ class StreamEncoder:
             self._container = None
         self._pcm_parts.clear()
 
-    @property
-    def samples_written(self) -> int:
-        """Samples (at ``codec_rate``) handed to the codec so far."""
-        return self._n_samples
-
     def __enter__(self) -> "StreamEncoder":
         return self
 

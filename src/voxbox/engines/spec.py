@@ -231,10 +231,6 @@ class EngineSpec(Generic[E, OptT]):
     def make_options(self, values: Any = None, **more: Any) -> OptT:
         return build_options(self.options, values, **more)
 
-    def make_load_options(self, values: Mapping[str, Any] | None) -> Options:
-        cls = self.load_options or NoOptions
-        return build_options(cls, values)
-
 
 def missing_modules(*names: str) -> list[str]:
     """The names among ``names`` that cannot be imported (checked without importing them)."""

@@ -94,11 +94,6 @@ class TransformerConfig:
             d.pop("num_codebooks")
         return d
 
-    def layer_params(self) -> int:
-        qkv = (self.n_head + 2 * self.n_local_heads) * self.head_dim * self.dim
-        wo = self.n_head * self.head_dim * self.dim
-        return qkv + wo + 3 * self.dim * self.intermediate_size + 2 * self.dim
-
 
 @dataclass(frozen=True)
 class DualARConfig:

@@ -205,9 +205,6 @@ class FishS2Engine:
                     self._voices.popitem(last=False)
         return EncodedVoice((ENGINE, self.model_id, digest), {"codes": codes}, transcript, nbytes=codes.numel() * 8)
 
-    def preload_voices(self, voices: list[tuple[Audio, str | None]]) -> list[EncodedVoice]:
-        return [self.encode_voice(a, t) for a, t in voices]
-
     # ------------------------------------------------------------------ options
     def _options(self, options: dict[str, Any]) -> SpeechOptions:
         o = {k: (options[k] if options.get(k) is not None else v) for k, v in DEFAULTS.items()}

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from .codec import Codec
-from .config import CodecConfig, DualARConfig, load_codec_config, load_dual_ar_config
+from .config import CodecConfig, DualARConfig
 from .model import FastAR, SlowAR
 
 __all__ = [
@@ -317,7 +317,3 @@ def write_checkpoint(
     if codec_config_file:
         (root / "codec_config.json").write_text(json.dumps(codec_cfg.to_dict(), indent=1))
     return {"slow": slow, "fast": fast, "codec": codec}
-
-
-def read_configs(model_dir: str | Path) -> tuple[DualARConfig, CodecConfig]:
-    return load_dual_ar_config(model_dir), load_codec_config(model_dir)
