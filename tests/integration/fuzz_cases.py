@@ -315,10 +315,7 @@ def speech_cases() -> list[Body]:
     }.items():
         cases.append(Body(f"body-{name}", data))
     for ctype in (
-        "text/plain",
-        "application/x-www-form-urlencoded",
-        "multipart/form-data",
-        "",
+        "text/plain", "application/x-www-form-urlencoded", "multipart/form-data", "",
         "application/json; charset=latin-1",
     ):
         cases.append(Body(f"ctype-{ctype[:24] or 'none'}", good, content_type=ctype))

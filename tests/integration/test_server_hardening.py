@@ -102,9 +102,7 @@ def test_loaded_models_are_capped_lru_idle_first(tmp_path):
 
         def hold():
             with httpx.stream(
-                "POST",
-                srv.url + "/v1/audio/speech",
-                timeout=120,
+                "POST", srv.url + "/v1/audio/speech", timeout=120,
                 json={"model": "tts-1-hd", "input": LONG, "voice": "alloy", "response_format": "pcm"},
             ) as r:
                 for i, _ in enumerate(r.iter_raw()):

@@ -70,10 +70,8 @@ def test_slow_tokenizer_files_are_enough(tmp_path):
 @pytest.mark.parametrize(
     "to, q, expect",
     [
-        ("ct2", None, ("ct2", "float16")),
-        ("CT2", "INT8", ("ct2", "int8")),
-        ("ct2", "int8_bfloat16", ("ct2", "int8_bfloat16")),
-        ("onnx", None, ("onnx", "float32")),
+        ("ct2", None, ("ct2", "float16")), ("CT2", "INT8", ("ct2", "int8")),
+        ("ct2", "int8_bfloat16", ("ct2", "int8_bfloat16")), ("onnx", None, ("onnx", "float32")),
         ("onnx", "int8", ("onnx", "int8")),
     ],
 )

@@ -68,10 +68,8 @@ def test_hybrid_placement_two_dtypes(model_dir):
         model_dir,
         device="cpu",
         placement={
-            "dit": "cpu:bfloat16",
-            "text_encoder": ("cpu", "bfloat16"),
-            "speaker_encoder": {"device": "cpu", "dtype": "float16"},
-            "autoencoder": "cpu:float32",
+            "dit": "cpu:bfloat16", "text_encoder": ("cpu", "bfloat16"),
+            "speaker_encoder": {"device": "cpu", "dtype": "float16"}, "autoencoder": "cpu:float32",
         },
     )
     assert eng.info.extra["placement"]["dit"] == ("cpu", "bfloat16")

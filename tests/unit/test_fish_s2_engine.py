@@ -313,20 +313,8 @@ def test_cli_speak_with_model_dir(tiny, tmp_path):
     out = tmp_path / "fish.wav"
     proc = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "voxbox.cli",
-            "speak",
-            "Hello there.",
-            "--engine",
-            "fish-s2",
-            "--model-dir",
-            str(tiny[0]),
-            "--device",
-            "cpu",
-            "-o",
-            str(out),
-            "--timings",
+            sys.executable, "-m", "voxbox.cli", "speak", "Hello there.", "--engine", "fish-s2", "--model-dir",
+            str(tiny[0]), "--device", "cpu", "-o", str(out), "--timings",
         ],
         capture_output=True,
         text=True,

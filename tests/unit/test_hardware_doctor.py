@@ -63,9 +63,7 @@ def test_hard_quirks_are_not_probed():
     items = standard_probes(load_machine(DATA / "strix-halo-gfx1151.json"))
     skipped = [i for i in items if getattr(i, "status", None) == "skipped"]
     assert {(s.component, s.dtype) for s in skipped} == {
-        ("matmul", "bfloat16"),
-        ("conv", "float16"),
-        ("conv", "float32"),
+        ("matmul", "bfloat16"), ("conv", "float16"), ("conv", "float32"),
     }
     assert all("quirk" in s.message for s in skipped)
     h200 = standard_probes(load_machine(DATA / "h200-cuda13.json"))

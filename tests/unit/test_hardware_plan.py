@@ -105,12 +105,8 @@ def test_two_core_box_cpu_int8_asr_and_cpu_tts():
 def test_never_planned_where_it_does_not_fit(path, params):
     m = load_machine(path)
     spec = ComponentSpec(
-        "big",
-        params=params,
-        devices=("cpu", "cuda", "rocm"),
-        dtypes=("bfloat16", "float16", "float32"),
-        backend="torch",
-        overhead_bytes=GiB,
+        "big", params=params, devices=("cpu", "cuda", "rocm"), dtypes=("bfloat16", "float16", "float32"),
+        backend="torch", overhead_bytes=GiB,
     )
     p = plan_engine("big", [spec], m).placements[0]
     if not p.placed:

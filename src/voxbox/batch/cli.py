@@ -104,8 +104,7 @@ def _run(console: Any, progress: Any, store: Any, body: Any) -> None:
 @batch_app.command("transcribe")
 def transcribe(
     source: str = typer.Argument(
-        ...,
-        metavar="INPUT",
+        ..., metavar="INPUT",
         help="A folder, a glob ('data/**/*.flac') or a manifest (.jsonl/.csv/.parquet with a path column).",
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Output records: .jsonl or .parquet (resumed if it exists)."),
@@ -174,8 +173,7 @@ def transcribe(
 @batch_app.command("speak")
 def speak(
     manifest: Path = typer.Argument(
-        ...,
-        metavar="MANIFEST",
+        ..., metavar="MANIFEST",
         help="Rows with text (+ id, voice, reference, reference_text): .jsonl, .csv or .parquet.",
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (created): audio files + manifest.jsonl."),

@@ -31,13 +31,8 @@ class JobProgress:
             )
 
             self._bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=self.console,
-                transient=True,
+                TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=True,
             )
             self._bar.__enter__()
             self._task = self._bar.add_task(self._describe(), total=self.total)

@@ -213,13 +213,8 @@ def speak_ray(items: list[SpeakItem], job: SpeakJob, verify: TranscribeJob | Non
     ds: Any = ray.data.from_items([{"item": json.dumps(asdict(it), default=str)} for it in items],
                              override_num_blocks=max(1, min(len(items), 64)))
     ds = ds.map_batches(
-        _SpeakActor,
-        fn_constructor_kwargs={"job": job},
-        batch_size=plan.batch,
-        compute=_pool(plan.actors),
-        num_cpus=plan.cpus,
-        num_gpus=plan.gpus or None,
-        batch_format="numpy",
+        _SpeakActor, fn_constructor_kwargs={"job": job}, batch_size=plan.batch, compute=_pool(plan.actors),
+        num_cpus=plan.cpus, num_gpus=plan.gpus or None, batch_format="numpy",
     )
     if verify is not None:
         vjob = replace(verify, model=replace(verify.model, device=plan.device, threads=job.model.threads))

@@ -65,8 +65,7 @@ def speak(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for the engine."),
     timings: bool = typer.Option(False, "--timings", help="Print per-stage timings to stderr."),
     normalize: bool = typer.Option(
-        True,
-        "--normalize/--no-normalize",
+        True, "--normalize/--no-normalize",
         help="Write out numbers, money, dates, units... before speaking (English hibari/piper).",
     ),
 ) -> None:

@@ -28,15 +28,8 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "GGML_MAGIC",
-    "GGML_TYPES",
-    "bundled_ggml",
-    "byte_vocab",
-    "ggml_dims",
-    "hf_to_openai",
-    "is_ggml_file",
-    "mel_filterbank",
-    "write_ggml",
+    "GGML_MAGIC", "GGML_TYPES", "bundled_ggml", "byte_vocab", "ggml_dims", "hf_to_openai", "is_ggml_file",
+    "mel_filterbank", "write_ggml",
 ]
 
 GGML_MAGIC = 0x67676D6C
@@ -171,16 +164,8 @@ def write_ggml(dims: dict[str, int], sd: dict[str, np.ndarray], tokens: list[byt
         f.writelines(
             struct.pack("i", int(dims[key]))
             for key in (
-                "n_vocab",
-                "n_audio_ctx",
-                "n_audio_state",
-                "n_audio_head",
-                "n_audio_layer",
-                "n_text_ctx",
-                "n_text_state",
-                "n_text_head",
-                "n_text_layer",
-                "n_mels",
+                "n_vocab", "n_audio_ctx", "n_audio_state", "n_audio_head", "n_audio_layer", "n_text_ctx",
+                "n_text_state", "n_text_head", "n_text_layer", "n_mels",
             )
         )
         f.write(struct.pack("i", int(use_f16)))

@@ -133,10 +133,7 @@ def _source_runner(
     if tw_load is not None:
         engine = tw_load(str(src), device=device if device != "auto" else "cpu", dtype="float32", use_graphs=False)
         return (
-            _engine_runner(engine, dict(_GREEDY, **limit)),
-            "torch-whisper",
-            engine.info.device,
-            "float32",
+            _engine_runner(engine, dict(_GREEDY, **limit)), "torch-whisper", engine.info.device, "float32",
             engine.close,
         )
     return _hf_runner(src, device, limit)

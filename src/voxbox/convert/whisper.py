@@ -47,10 +47,7 @@ TOKENIZER_FILES = (
 )
 
 _WEIGHT_PATTERNS = (
-    "*.safetensors",
-    "pytorch_model*.bin",
-    "model*.safetensors.index.json",
-    "pytorch_model.bin.index.json",
+    "*.safetensors", "pytorch_model*.bin", "model*.safetensors.index.json", "pytorch_model.bin.index.json",
 )
 
 CONVERT_HINT = "pip install 'voxbox[convert]' (transformers, onnx, onnxruntime) and torch"

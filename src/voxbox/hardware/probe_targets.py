@@ -173,16 +173,9 @@ def _ggml_run(path: str, use_gpu: bool, gpu_device: int, samples: Any, tokens: i
 
     with tempfile.NamedTemporaryFile("w+", suffix=".log") as log:
         model = Model(
-            path,
-            redirect_whispercpp_logs_to=log.name,
-            context_params={"use_gpu": use_gpu, "gpu_device": gpu_device},
-            n_threads=max(1, min(4, os.cpu_count() or 1)),
-            print_progress=False,
-            single_segment=True,
-            max_tokens=tokens,
-            temperature_inc=0.0,
-            no_timestamps=True,
-            language="en",
+            path, redirect_whispercpp_logs_to=log.name, context_params={"use_gpu": use_gpu, "gpu_device": gpu_device},
+            n_threads=max(1, min(4, os.cpu_count() or 1)), print_progress=False, single_segment=True, max_tokens=tokens,
+            temperature_inc=0.0, no_timestamps=True, language="en",
         )
         backend = backend_in_use(Path(log.name).read_text(errors="replace"))
     model.transcribe(samples)  # warm-up

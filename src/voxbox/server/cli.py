@@ -68,23 +68,19 @@ def serve(
         "the cluster's GPUs/CPUs (pip install 'voxbox[ray]'; see README 'Scaling out').",
     ),
     address: Optional[str] = typer.Option(
-        None,
-        "--address",
+        None, "--address",
         help="With --ray: join this cluster ('auto' or HOST:PORT); default: start a local Ray instance.",
     ),
     deploy: Optional[list[str]] = typer.Option(
-        None,
-        "--deploy",
+        None, "--deploy",
         help="With --ray: catalog model to deploy (repeat; 'all'). Default: default, preloaded and --model models.",
     ),
     replicas: Optional[str] = typer.Option(
-        None,
-        "--replicas",
+        None, "--replicas",
         help="With --ray: replicas per model, N or MIN-MAX (autoscaled on ongoing requests; 0-MAX scales to zero).",
     ),
     target_ongoing: Optional[float] = typer.Option(
-        None,
-        "--target-ongoing",
+        None, "--target-ongoing",
         help="With --ray: autoscaling target of ongoing requests per replica (default: the engine's concurrency).",
     ),
     max_ongoing: Optional[int] = typer.Option(
@@ -94,8 +90,7 @@ def serve(
         "at once (default 2x the engine's concurrency); --queue-size more wait.",
     ),
     replica_gpus: Optional[float] = typer.Option(
-        None,
-        "--replica-gpus",
+        None, "--replica-gpus",
         help="With --ray: GPUs per model replica (fractions share a GPU; default from the hardware plan).",
     ),
     replica_cpus: Optional[float] = typer.Option(

@@ -189,13 +189,8 @@ class WhisperCppEngine:
             int(self._pw.whisper_model_n_text_layer(self.model._ctx)) * 2)
         return [
             ComponentSpec(
-                "whisper",
-                params=params,
-                devices=("cpu", "cuda", "rocm"),
-                dtypes=(self.info.dtype or "float16",),
-                backend="ggml",
-                kind="transformer",
-                overhead_bytes=200 * 2**20,
+                "whisper", params=params, devices=("cpu", "cuda", "rocm"), dtypes=(self.info.dtype or "float16",),
+                backend="ggml", kind="transformer", overhead_bytes=200 * 2**20,
             )
         ]
 

@@ -214,13 +214,8 @@ class OnnxWhisperEngine:
             duration=duration,
             task=task,  # type: ignore[arg-type]
             options={
-                "model": self.info.model,
-                "beam_size": 1,
-                "temperature": [0.0],
-                "without_timestamps": not timestamps,
-                "device": self.info.device,
-                "execution_provider": self.provider,
-                "dtype": self.info.dtype,
+                "model": self.info.model, "beam_size": 1, "temperature": [0.0], "without_timestamps": not timestamps,
+                "device": self.info.device, "execution_provider": self.provider, "dtype": self.info.dtype,
             },
             timings=timings,
         )

@@ -24,13 +24,7 @@ from ._load import PCA
 from ._upstream import UpstreamModule
 
 __all__ = [
-    "DECODE_CONTEXT",
-    "HOP",
-    "SAMPLE_RATE",
-    "chunk_bounds",
-    "decode_chunks",
-    "encode_latent",
-    "run_decoder",
+    "DECODE_CONTEXT", "HOP", "SAMPLE_RATE", "chunk_bounds", "decode_chunks", "encode_latent", "run_decoder",
     "speech_end",
 ]
 

@@ -48,13 +48,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 PRESETS["balanced"] = {**PRESETS["default"], "steps": 20}
 PRESETS["fast"] = {**PRESETS["default"], "steps": 10}
 _SAMPLER_KEYS = (
-    "steps",
-    "cfg_scale_text",
-    "cfg_scale_speaker",
-    "cfg_min_t",
-    "cfg_max_t",
-    "truncation_factor",
-    "rescale_k",
+    "steps", "cfg_scale_text", "cfg_scale_speaker", "cfg_min_t", "cfg_max_t", "truncation_factor", "rescale_k",
     "rescale_sigma",
 )
 
@@ -110,19 +104,9 @@ class EchoEngine:
     """
 
     def __init__(
-        self,
-        files: ModelFiles,
-        model_id: str,
-        placement: dict[str, tuple[torch.device, torch.dtype]],
-        *,
-        preset: str = "default",
-        cuda_graphs: bool = True,
-        compile: bool | None = None,
-        max_voices: int = 32,
-        max_shapes: int = 4,
-        chunk_frames: int = 16,
-        max_chunk_frames: int = 256,
-        snake: str | None = None,
+        self, files: ModelFiles, model_id: str, placement: dict[str, tuple[torch.device, torch.dtype]], *,
+        preset: str = "default", cuda_graphs: bool = True, compile: bool | None = None, max_voices: int = 32,
+        max_shapes: int = 4, chunk_frames: int = 16, max_chunk_frames: int = 256, snake: str | None = None,
     ) -> None:
         self.placement = dict(placement)
         self.model_id = model_id
@@ -175,9 +159,7 @@ class EchoEngine:
     def components(self) -> list[ComponentSpec]:
         torch_dtypes = ("bfloat16", "float16", "float32")
         kinds = {
-            "text_encoder": "transformer",
-            "speaker_encoder": "transformer",
-            "dit": "transformer",
+            "text_encoder": "transformer", "speaker_encoder": "transformer", "dit": "transformer",
             "autoencoder": "conv",
         }
         return [

@@ -43,17 +43,8 @@ TINY_AE: dict[str, Any] = dict(
     decoder_transformer_layers=[0, 0, 0, 0],
     block_size=4096,
     quantizer=dict(
-        n_layer=1,
-        n_head=1,
-        intermediate_size=128,
-        head_dim=64,
-        window_size=128,
-        block_size=4096,
-        n_codebooks=2,
-        codebook_size=16,
-        codebook_dim=4,
-        semantic_codebook_size=32,
-        downsample_factor=[2, 2],
+        n_layer=1, n_head=1, intermediate_size=128, head_dim=64, window_size=128, block_size=4096, n_codebooks=2,
+        codebook_size=16, codebook_dim=4, semantic_codebook_size=32, downsample_factor=[2, 2],
     ),
 )
 
@@ -95,8 +86,7 @@ def write_random_model(root: str | Path, size: str = "tiny", *, device: str = "c
     st.save_file(
         {
             "pca_components": torch.randn(cfg["latent_size"], latent_dim, generator=gen) * (0.03 if real else 0.1),
-            "pca_mean": torch.zeros(latent_dim),
-            "latent_scale": torch.tensor(1.0),
+            "pca_mean": torch.zeros(latent_dim), "latent_scale": torch.tensor(1.0),
         },
         str(base / "echo-tts-base" / "pca_state.safetensors"),
     )

@@ -264,14 +264,9 @@ class EncoderBlock(nn.Module):
         t: nn.Module = nn.Identity()
         if n_t:
             tc = CodecTransformerConfig(
-                n_layer=n_t,
-                n_head=dim // 64,
-                dim=dim,
-                intermediate_size=dim * 3,
-                head_dim=c.encoder_transformer_head_dim,
-                window_size=c.encoder_transformer_window,
-                rope_base=c.quantizer_transformer.rope_base,
-                norm_eps=c.quantizer_transformer.norm_eps,
+                n_layer=n_t, n_head=dim // 64, dim=dim, intermediate_size=dim * 3,
+                head_dim=c.encoder_transformer_head_dim, window_size=c.encoder_transformer_window,
+                rope_base=c.quantizer_transformer.rope_base, norm_eps=c.quantizer_transformer.norm_eps,
             )
             t = WindowedTransformer(tc, dim)
         self.block = nn.Sequential(ResidualUnit(half, 1), ResidualUnit(half, 3), ResidualUnit(half, 9), Snake(half),

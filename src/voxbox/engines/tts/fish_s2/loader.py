@@ -268,14 +268,8 @@ def export_dual_ar_state(slow: SlowAR, fast: FastAR) -> dict[str, Tensor]:
 
 
 def write_checkpoint(
-    model_dir: str | Path,
-    cfg: DualARConfig,
-    codec_cfg: CodecConfig,
-    *,
-    seed: int = 0,
-    shards: int = 2,
-    dtype: torch.dtype = torch.float32,
-    codec_config_file: bool = True,
+    model_dir: str | Path, cfg: DualARConfig, codec_cfg: CodecConfig, *, seed: int = 0, shards: int = 2,
+    dtype: torch.dtype = torch.float32, codec_config_file: bool = True,
 ) -> dict[str, Any]:
     """Write random weights in the upstream layout (config.json, sharded safetensors + index,
     codec.pth). The tokenizer is the caller's. Returns the voxbox-named tensors for comparisons."""

@@ -317,13 +317,7 @@ class DualARRunner:
         self.opts = {
             name: torch.zeros((), dtype=f32, device=dev)
             for name in (
-                "temperature",
-                "top_p",
-                "rep_penalty",
-                "ras_temperature",
-                "ras_top_p",
-                "fast_temperature",
-                "fast_top_p",
+                "temperature", "top_p", "rep_penalty", "ras_temperature", "ras_top_p", "fast_temperature", "fast_top_p",
             )
         }
         self.top_k = torch.zeros((), dtype=L, device=dev)

@@ -46,13 +46,7 @@ from voxbox.errors import BadInputError, ModelNotFoundError
 from voxbox.types import ComponentSpec
 
 __all__ = [
-    "COMPONENTS",
-    "SPEC",
-    "OmniVoiceEngine",
-    "OmniVoiceLoadOptions",
-    "OmniVoiceOptions",
-    "load",
-    "parse_placement",
+    "COMPONENTS", "SPEC", "OmniVoiceEngine", "OmniVoiceLoadOptions", "OmniVoiceOptions", "load", "parse_placement",
 ]
 
 _LAZY = ("OmniVoiceEngine",)
@@ -131,31 +125,16 @@ _TORCH_DTYPES = ("bfloat16", "float16", "float32")
 # HuBERT-base + DAC encoder for reference clips.
 _SPEC_COMPONENTS = (
     ComponentSpec(
-        "backbone",
-        params=612_577_280,
-        devices=("cpu", "cuda", "rocm"),
-        dtypes=_TORCH_DTYPES,
-        backend="torch",
-        kind="transformer",
-        overhead_bytes=512 * 2**20,
+        "backbone", params=612_577_280, devices=("cpu", "cuda", "rocm"), dtypes=_TORCH_DTYPES, backend="torch",
+        kind="transformer", overhead_bytes=512 * 2**20,
     ),
     ComponentSpec(
-        "decoder",
-        params=22_614_569,
-        devices=("cpu", "cuda", "rocm"),
-        dtypes=("float32", "bfloat16", "float16"),
-        backend="torch",
-        kind="vocoder",
-        overhead_bytes=1 * 2**30,
+        "decoder", params=22_614_569, devices=("cpu", "cuda", "rocm"), dtypes=("float32", "bfloat16", "float16"),
+        backend="torch", kind="vocoder", overhead_bytes=1 * 2**30,
     ),
     ComponentSpec(
-        "encoder",
-        params=161_482_176,
-        devices=("cpu", "cuda", "rocm"),
-        dtypes=("float32", "bfloat16", "float16"),
-        backend="torch",
-        kind="codec",
-        overhead_bytes=256 * 2**20,
+        "encoder", params=161_482_176, devices=("cpu", "cuda", "rocm"), dtypes=("float32", "bfloat16", "float16"),
+        backend="torch", kind="codec", overhead_bytes=256 * 2**20,
     ),
 )
 

@@ -124,31 +124,16 @@ class OmniVoiceEngine:
         devs = ("cuda", "rocm", "cpu")
         return [
             ComponentSpec(
-                "backbone",
-                params=self._params["backbone"],
-                devices=devs,
-                dtypes=("bfloat16", "float16", "float32"),
-                backend="torch",
-                kind="transformer",
-                overhead_bytes=512 * 2**20,
+                "backbone", params=self._params["backbone"], devices=devs, dtypes=("bfloat16", "float16", "float32"),
+                backend="torch", kind="transformer", overhead_bytes=512 * 2**20,
             ),
             ComponentSpec(
-                "decoder",
-                params=self._params["decoder"],
-                devices=devs,
-                dtypes=("float32", "bfloat16", "float16"),
-                backend="torch",
-                kind="vocoder",
-                overhead_bytes=1 * 2**30,
+                "decoder", params=self._params["decoder"], devices=devs, dtypes=("float32", "bfloat16", "float16"),
+                backend="torch", kind="vocoder", overhead_bytes=1 * 2**30,
             ),
             ComponentSpec(
-                "encoder",
-                params=self._params["encoder"],
-                devices=devs,
-                dtypes=("float32", "bfloat16", "float16"),
-                backend="torch",
-                kind="codec",
-                overhead_bytes=256 * 2**20,
+                "encoder", params=self._params["encoder"], devices=devs, dtypes=("float32", "bfloat16", "float16"),
+                backend="torch", kind="codec", overhead_bytes=256 * 2**20,
             ),
         ]
 
@@ -241,33 +226,19 @@ class OmniVoiceEngine:
         ref, clip, clip_text = self._voice(voice, o.reference_text)
         d = {k: (getattr(o, k) if getattr(o, k) is not None else v) for k, v in DEFAULTS.items()}
         params = SampleParams(
-            steps=int(d["steps"]),
-            guidance_scale=float(d["guidance_scale"]),
-            t_shift=float(d["t_shift"]),
+            steps=int(d["steps"]), guidance_scale=float(d["guidance_scale"]), t_shift=float(d["t_shift"]),
             layer_penalty_factor=float(d["layer_penalty_factor"]),
-            position_temperature=float(d["position_temperature"]),
-            class_temperature=float(d["class_temperature"]),
+            position_temperature=float(d["position_temperature"]), class_temperature=float(d["class_temperature"]),
         )
         seed = int(o.seed) if o.seed is not None else int.from_bytes(os.urandom(4), "little")
         first = int(o.first_window_frames or self.first_window)
         window = int(o.window_frames or self.window)
         return _Call(
-            text=text,
-            language=_text.resolve_language(o.language),
-            instruct=_text.resolve_instruct(o.voice_description, text),
-            ref=ref,
-            clip=clip,
-            clip_text=clip_text,
-            params=params,
-            seed=seed,
-            speed=speed_v,
-            duration=o.duration,
-            denoise=bool(d["denoise"]),
-            postprocess=bool(d["postprocess"]),
-            chunk_seconds=float(d["chunk_seconds"]),
-            chunk_threshold=float(d["chunk_threshold"]),
-            first_window=first,
-            window=window,
+            text=text, language=_text.resolve_language(o.language),
+            instruct=_text.resolve_instruct(o.voice_description, text), ref=ref, clip=clip, clip_text=clip_text,
+            params=params, seed=seed, speed=speed_v, duration=o.duration, denoise=bool(d["denoise"]),
+            postprocess=bool(d["postprocess"]), chunk_seconds=float(d["chunk_seconds"]),
+            chunk_threshold=float(d["chunk_threshold"]), first_window=first, window=window,
         )
 
     # ------------------------------------------------------------------ synthesis
@@ -303,9 +274,7 @@ class OmniVoiceEngine:
             return [call.text], est, speed
         chunk_len = int(call.chunk_seconds * self.frame_rate / (est / len(call.text)))
         return (
-            _upstream.text().chunk_text_punctuation(text=call.text, chunk_len=chunk_len, min_chunk_len=3),
-            None,
-            speed,
+            _upstream.text().chunk_text_punctuation(text=call.text, chunk_len=chunk_len, min_chunk_len=3), None, speed,
         )
 
     def prompt(

@@ -78,11 +78,7 @@ def resolve_files(model_dir: str | Path) -> ModelFiles:
             f"omnivoice model directory {str(root)!r} is incomplete: missing {', '.join(missing)} (expected the "
             f"upstream layout: {', '.join(('model.safetensors',) + REQUIRED)})", param="model")
     return ModelFiles(
-        root,
-        root / "config.json",
-        weights,
-        root / "tokenizer.json",
-        root / "audio_tokenizer/config.json",
+        root, root / "config.json", weights, root / "tokenizer.json", root / "audio_tokenizer/config.json",
         root / "audio_tokenizer/model.safetensors",
     )
 
@@ -170,23 +166,18 @@ def _lm_shapes(c: LMConfig) -> dict[str, tuple[int, ...]]:
     out = {
         "llm.embed_tokens.weight": (c.vocab, c.hidden),
         "audio_embeddings.weight": (c.codebooks * c.audio_vocab, c.hidden),
-        "audio_heads.weight": (c.codebooks * c.audio_vocab, c.hidden),
-        "llm.norm.weight": (c.hidden,),
+        "audio_heads.weight": (c.codebooks * c.audio_vocab, c.hidden), "llm.norm.weight": (c.hidden,),
     }
     for i in range(c.layers):
         a, p = f"llm.layers.{i}.self_attn.", f"llm.layers.{i}."
         out.update(
             {
-                a + "q_proj.weight": (q, c.hidden),
-                a + "k_proj.weight": (kv, c.hidden),
-                a + "v_proj.weight": (kv, c.hidden),
-                a + "o_proj.weight": (c.hidden, q),
-                a + "q_norm.weight": (c.head_dim,),
-                a + "k_norm.weight": (c.head_dim,),
+                a + "q_proj.weight": (q, c.hidden), a + "k_proj.weight": (kv, c.hidden),
+                a + "v_proj.weight": (kv, c.hidden), a + "o_proj.weight": (c.hidden, q),
+                a + "q_norm.weight": (c.head_dim,), a + "k_norm.weight": (c.head_dim,),
                 p + "mlp.gate_proj.weight": (c.intermediate, c.hidden),
                 p + "mlp.up_proj.weight": (c.intermediate, c.hidden),
-                p + "mlp.down_proj.weight": (c.hidden, c.intermediate),
-                p + "input_layernorm.weight": (c.hidden,),
+                p + "mlp.down_proj.weight": (c.hidden, c.intermediate), p + "input_layernorm.weight": (c.hidden,),
                 p + "post_attention_layernorm.weight": (c.hidden,),
             }
         )
@@ -239,8 +230,7 @@ def _load_part(build: Any, cfg: Any, files: ModelFiles, prefixes: tuple[str, ...
         if p.is_meta:  # masked_spec_embed (training only): an empty stand-in, never read in eval
             parent = module.get_submodule(name.rpartition(".")[0]) if "." in name else module
             setattr(
-                parent,
-                name.rpartition(".")[2],
+                parent, name.rpartition(".")[2],
                 torch.nn.Parameter(torch.zeros(p.shape, device=device, dtype=dtype), requires_grad=False),
             )
     return module.eval().requires_grad_(False)

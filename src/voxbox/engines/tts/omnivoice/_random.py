@@ -23,13 +23,7 @@ import torch
 from ._backbone import Backbone, LMConfig, to_upstream
 
 __all__ = [
-    "REAL_CODEC",
-    "REAL_LLM",
-    "SPECIAL_TOKENS",
-    "TINY_CODEC",
-    "TINY_LLM",
-    "write_random_model",
-    "write_tokenizer",
+    "REAL_CODEC", "REAL_LLM", "SPECIAL_TOKENS", "TINY_CODEC", "TINY_LLM", "write_random_model", "write_tokenizer",
 ]
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|denoise|>", "<|lang_start|>", "<|lang_end|>", "<|instruct_start|>",
@@ -60,22 +54,12 @@ TINY_CODEC: dict[str, Any] = dict(
     codebook_dim=8,
     target_bandwidths=[4.0],
     acoustic_model_config=dict(
-        encoder_hidden_size=4,
-        decoder_hidden_size=32,
-        hidden_size=16,
-        downsampling_ratios=[8, 5, 4, 2],
-        upsampling_ratios=[8, 5, 4, 2],
-        hop_length=320,
+        encoder_hidden_size=4, decoder_hidden_size=32, hidden_size=16, downsampling_ratios=[8, 5, 4, 2],
+        upsampling_ratios=[8, 5, 4, 2], hop_length=320,
     ),
     semantic_model_config=dict(
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        conv_dim=[8] * 7,
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=4,
-        **_HUBERT_CONV,
+        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, conv_dim=[8] * 7,
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, **_HUBERT_CONV,
     ),
 )
 
@@ -146,13 +130,8 @@ def write_random_model(root: str | Path, size: str = "tiny", *, seed: int = 0, d
     (root / "audio_tokenizer").mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     config = {
-        "architectures": ["OmniVoice"],
-        "model_type": "omnivoice",
-        "audio_vocab_size": 1025,
-        "audio_mask_id": 1024,
-        "num_audio_codebook": 8,
-        "audio_codebook_weights": [8, 8, 6, 6, 4, 4, 2, 2],
-        "llm_config": _llm_config(size),
+        "architectures": ["OmniVoice"], "model_type": "omnivoice", "audio_vocab_size": 1025, "audio_mask_id": 1024,
+        "num_audio_codebook": 8, "audio_codebook_weights": [8, 8, 6, 6, 4, 4, 2, 2], "llm_config": _llm_config(size),
         "dtype": "bfloat16" if real else "float32",
     }
     (root / "config.json").write_text(json.dumps(config, indent=1))
@@ -171,12 +150,8 @@ def write_random_model(root: str | Path, size: str = "tiny", *, seed: int = 0, d
     (root / "audio_tokenizer" / "preprocessor_config.json").write_text(
         json.dumps(
             {
-                "feature_extractor_type": "DacFeatureExtractor",
-                "feature_size": 1,
-                "hop_length": codec.hop_length,
-                "padding_side": "right",
-                "padding_value": 0.0,
-                "return_attention_mask": True,
+                "feature_extractor_type": "DacFeatureExtractor", "feature_size": 1, "hop_length": codec.hop_length,
+                "padding_side": "right", "padding_value": 0.0, "return_attention_mask": True,
                 "sampling_rate": codec.sample_rate,
             },
             indent=1,

@@ -81,17 +81,8 @@ class Sampler:
 
     # ------------------------------------------------------------------ one step
     def _step(
-        self,
-        row: torch.Tensor,
-        tokens: torch.Tensor,
-        audio: torch.Tensor,
-        rope: tuple[torch.Tensor, torch.Tensor],
-        n: int,
-        t: int,
-        k: int,
-        p: SampleParams,
-        u_pos: torch.Tensor | None,
-        u_cls: torch.Tensor | None,
+        self, row: torch.Tensor, tokens: torch.Tensor, audio: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
+        n: int, t: int, k: int, p: SampleParams, u_pos: torch.Tensor | None, u_cls: torch.Tensor | None,
     ) -> None:
         """One forward + reveal, in place on ``row`` (packed ids) and ``tokens`` (codebooks, frames)."""
         c = self.c

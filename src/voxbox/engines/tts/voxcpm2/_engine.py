@@ -93,24 +93,14 @@ class VoxCPM2Engine:
         tf = ("bfloat16", "float16", "float32")
         return [
             ComponentSpec(
-                "lm",
-                params=self._params["lm"],
-                devices=devs,
-                dtypes=tf,
-                backend="torch",
-                kind="transformer",
+                "lm", params=self._params["lm"], devices=devs, dtypes=tf, backend="torch", kind="transformer",
                 overhead_bytes=2 * self.runner.max_length * 2**16,
             ),
             ComponentSpec(
                 "dit", params=self._params["dit"], devices=devs, dtypes=tf, backend="torch", kind="transformer"
             ),
             ComponentSpec(
-                "vae",
-                params=self._params["vae"],
-                devices=devs,
-                dtypes=("float32",),
-                backend="torch",
-                kind="vocoder",
+                "vae", params=self._params["vae"], devices=devs, dtypes=("float32",), backend="torch", kind="vocoder",
                 overhead_bytes=1 * 2**30,
             ),
         ]

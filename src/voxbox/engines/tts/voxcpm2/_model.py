@@ -27,15 +27,7 @@ from voxbox.errors import ModelLoadError, ModelNotFoundError
 from ._upstream import modules
 
 __all__ = [
-    "Files",
-    "Net",
-    "Tokenizer",
-    "build_net",
-    "build_vae",
-    "load_net",
-    "load_vae",
-    "read_config",
-    "resolve_files",
+    "Files", "Net", "Tokenizer", "build_net", "build_vae", "load_net", "load_vae", "read_config", "resolve_files",
 ]
 
 REQUIRED = ("config.json", "model.safetensors", "audiovae.safetensors", "tokenizer.json")
