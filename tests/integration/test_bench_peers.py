@@ -105,11 +105,9 @@ def test_openai_and_ggml_conversion_of_bundled_weights(tmp_path: Path, monkeypat
     dims, sd = hf_to_openai(hf_state_dict_from_ct2(whisper_tiny_en_dir()))
     assert dims == {"n_mels": 80, "n_vocab": 51864, "n_audio_ctx": 1500, "n_audio_state": 384, "n_audio_head": 6,
                     "n_audio_layer": 4, "n_text_ctx": 448, "n_text_state": 384, "n_text_head": 6, "n_text_layer": 4}
-    expected = {
-        "encoder.conv1.weight", "encoder.ln_post.weight", "decoder.ln.bias", "decoder.token_embedding.weight",
-        "encoder.blocks.0.attn.query.weight", "encoder.blocks.3.mlp.2.bias", "decoder.blocks.0.cross_attn.key.weight",
-        "decoder.blocks.1.cross_attn_ln.weight", "decoder.blocks.2.mlp_ln.bias",
-    }
+    expected = {"encoder.conv1.weight", "encoder.ln_post.weight", "decoder.ln.bias", "decoder.token_embedding.weight",
+                "encoder.blocks.0.attn.query.weight", "encoder.blocks.3.mlp.2.bias", "decoder.blocks.0.cross_attn.key.weight",
+                "decoder.blocks.1.cross_attn_ln.weight", "decoder.blocks.2.mlp_ln.bias"}
     assert expected <= set(sd)
     assert not [k for k in sd if "layers" in k or "proj" in k or "layer_norm" in k]
     assert "decoder.blocks.0.attn.key.bias" not in sd  # Whisper's key projections have no bias
