@@ -230,11 +230,14 @@ def test_models_load_unload_and_engines(browser, server, shots, monkeypatch):
     assert "not loaded" in row.inner_text()
     expect(row).to_contain_text(re.compile(r"[KMG]iB on \w+"))  # planned memory, from the doctor's plan
     row.get_by_role("button", name="Load tts-1-hd").click()
-    page.wait_for_function("() => /\\bloaded/.test(document.querySelector('#mo-table tr[data-model=\"tts-1-hd\"] td:nth-child(4)').textContent) && !/not/.test(document.querySelector('#mo-table tr[data-model=\"tts-1-hd\"] td:nth-child(4)').textContent)")
+    state = "document.querySelector('#mo-table tr[data-model=\"tts-1-hd\"] td:nth-child(4)').textContent"
+    page.wait_for_function(f"() => /\\bloaded/.test({state}) && !/not/.test({state})")
     assert any(m["id"] == "tts-1-hd" and m["loaded"] for m in httpx.get(server.url + "/v1/models").json()["data"])
     page.screenshot(path=str(shots / "models.png"))
     page.locator("#mo-table tr[data-model=tts-1-hd]").get_by_role("button", name="Unload tts-1-hd").click()
-    page.wait_for_function("() => /not loaded/.test(document.querySelector('#mo-table tr[data-model=\"tts-1-hd\"]').textContent)")
+    page.wait_for_function(
+        "() => /not loaded/.test(document.querySelector('#mo-table tr[data-model=\"tts-1-hd\"]').textContent)"
+    )
     assert not any(m["id"] == "tts-1-hd" and m["loaded"] for m in httpx.get(server.url + "/v1/models").json()["data"])
     queued = page.locator("#mo-table tr[data-model=tts-1] td").nth(5).inner_text()
     assert queued == "0"  # from /metrics
@@ -252,7 +255,9 @@ def test_machine_page_shows_the_cpu_plan_and_bench(browser, server, shots):
     assert "faster-whisper" in page.inner_text("#ma-plan")
     page.wait_for_selector("section[data-bench=tts] img")
     page.wait_for_selector("section[data-bench=asr] img")
-    page.wait_for_function("() => [...document.querySelectorAll('#ma-bench img')].every((i) => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#ma-bench img')].every((i) => i.complete && i.naturalWidth > 0)"
+    )
     assert page.locator("#ma-bench img").count() >= 4
     assert "voxbox/hibari" in page.inner_text("section[data-bench=tts]")
     page.screenshot(path=str(shots / "machine.png"))

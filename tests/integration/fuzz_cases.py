@@ -75,7 +75,15 @@ def wav_bytes(*, rate: int = 16000, channels: int = 1, bits: int = 16, tag: int 
         fmt += ext
     fs = len(fmt) if fmt_size is None else fmt_size
     ds = len(data) if data_size is None else data_size
-    body = b"WAVE" + b"fmt " + struct.pack("<I", fs & 0xFFFFFFFF) + fmt + b"data" + struct.pack("<I", ds & 0xFFFFFFFF) + data
+    body = (
+        b"WAVE"
+        + b"fmt "
+        + struct.pack("<I", fs & 0xFFFFFFFF)
+        + fmt
+        + b"data"
+        + struct.pack("<I", ds & 0xFFFFFFFF)
+        + data
+    )
     rs = len(body) if riff_size is None else riff_size
     return b"RIFF" + struct.pack("<I", rs & 0xFFFFFFFF) + body
 
@@ -282,20 +290,34 @@ def speech_cases() -> list[Body]:
     for cut in range(0, len(good), 3):
         cases.append(Body(f"truncated-{cut}", good[:cut]))
     for name, data in {
-        "array": b"[1, 2]", "string": b'"hello"', "number": b"42", "null": b"null", "empty": b"", "spaces": b"   ",
-        "deep-array-10000": b"[" * 10000 + b"]" * 10000, "deep-object-5000": b'{"a":' * 5000 + b"1" + b"}" * 5000,
+        "array": b"[1, 2]",
+        "string": b'"hello"',
+        "number": b"42",
+        "null": b"null",
+        "empty": b"",
+        "spaces": b"   ",
+        "deep-array-10000": b"[" * 10000 + b"]" * 10000,
+        "deep-object-5000": b'{"a":' * 5000 + b"1" + b"}" * 5000,
         "invalid-utf8": b'{"model": "tts-1", "input": "\xff\xfe\xfa", "voice": "alloy"}',
         "latin1": '{"model": "tts-1", "input": "caf\xe9", "voice": "alloy"}'.encode("latin-1"),
-        "utf16": json.dumps(_GOOD).encode("utf-16"), "bom-utf8": b"\xef\xbb\xbf" + good,
+        "utf16": json.dumps(_GOOD).encode("utf-16"),
+        "bom-utf8": b"\xef\xbb\xbf" + good,
         "duplicate-keys": b'{"model": "tts-1", "input": "a", "input": 5, "voice": "alloy"}',
-        "long-key": _dump({**_GOOD, "k" * 100_000: 1}), "many-keys": _dump({**_GOOD, **{f"k{i}": i for i in range(5000)}}),
+        "long-key": _dump({**_GOOD, "k" * 100_000: 1}),
+        "many-keys": _dump({**_GOOD, **{f"k{i}": i for i in range(5000)}}),
         "escaped-surrogate-pair-half": b'{"model": "tts-1", "input": "\\ud83d", "voice": "alloy"}',
         "escaped-nul": b'{"model": "tts-1", "input": "a\\u0000b", "voice": "alloy"}',
-        "trailing-garbage": good + b"garbage", "two-objects": good + good, "nul-bytes": good.replace(b" ", b"\x00"),
-        "voice-ref-junk": _dump({**_GOOD, "voice": {"id": 5}}), "voice-ref-extra": _dump({**_GOOD, "voice": {"id": "a", "x": 1}}),
+        "trailing-garbage": good + b"garbage",
+        "two-objects": good + good,
+        "nul-bytes": good.replace(b" ", b"\x00"),
+        "voice-ref-junk": _dump({**_GOOD, "voice": {"id": 5}}),
+        "voice-ref-extra": _dump({**_GOOD, "voice": {"id": "a", "x": 1}}),
     }.items():
         cases.append(Body(f"body-{name}", data))
-    for ctype in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data", "", "application/json; charset=latin-1"):
+    for ctype in (
+        "text/plain", "application/x-www-form-urlencoded", "multipart/form-data", "",
+        "application/json; charset=latin-1",
+    ):
         cases.append(Body(f"ctype-{ctype[:24] or 'none'}", good, content_type=ctype))
     # hostile texts, both bundled speech engines, whole body read
     for model in ("tts-1", "tts-1-hd"):

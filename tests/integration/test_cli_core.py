@@ -146,10 +146,12 @@ def test_version_and_fast_help():
     proc = run("--version")
     assert proc.returncode == 0 and proc.stdout.startswith("voxbox ")
     # --help imports nothing heavy: no numpy, no audio stack, no engines
-    code = ("import sys; from voxbox.cli import main\n"
-            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "heavy = [m for m in ('numpy', 'av', 'torch', 'onnxruntime', 'ctranslate2', 'fastapi') if m in sys.modules]\n"
-            "print('HEAVY', heavy)")
+    code = (
+        "import sys; from voxbox.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('numpy', 'av', 'torch', 'onnxruntime', 'ctranslate2', 'fastapi') if m in sys.modules]\n"
+        "print('HEAVY', heavy)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
     assert "HEAVY []" in out, out
 

@@ -162,7 +162,9 @@ def test_no_verify_writes_no_report(tiny_en, tmp_path, capsys):
     assert code == 0, err
     assert json.loads((out / "voxbox_manifest.json").read_text())["verification"] is None
     assert "WER" not in stdout
-    code, _, err = _run(["convert", str(tiny_en), str(out), "--to", "ct2", "-q", "int8", "--no-verify", "--force"], capsys)
+    code, _, err = _run(
+        ["convert", str(tiny_en), str(out), "--to", "ct2", "-q", "int8", "--no-verify", "--force"], capsys
+    )
     assert code == 0, err
 
 

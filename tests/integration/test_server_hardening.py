@@ -92,13 +92,19 @@ def test_loaded_models_are_capped_lru_idle_first(tmp_path):
         assert httpx.post(srv.url + "/v1/models/tts-1/load", timeout=60).status_code == 200
         assert httpx.post(srv.url + "/v1/models/tts-1-hd/load", timeout=60).status_code == 200
         loaded = [m["id"] for m in httpx.get(srv.url + "/v1/models").json()["data"] if m["loaded"]]
-        assert "tts-1" not in loaded and "tts-1-hd" in loaded and len(set(loaded) - {"piper", "piper:en_US-joe-medium"}) == 1
+        assert (
+            "tts-1" not in loaded
+            and "tts-1-hd" in loaded
+            and len(set(loaded) - {"piper", "piper:en_US-joe-medium"}) == 1
+        )
         # while the only slot's model is busy, another model cannot push it out: 503, not unbounded growth
         done = threading.Event()
 
         def hold():
-            with httpx.stream("POST", srv.url + "/v1/audio/speech", timeout=120,
-                              json={"model": "tts-1-hd", "input": LONG, "voice": "alloy", "response_format": "pcm"}) as r:
+            with httpx.stream(
+                "POST", srv.url + "/v1/audio/speech", timeout=120,
+                json={"model": "tts-1-hd", "input": LONG, "voice": "alloy", "response_format": "pcm"},
+            ) as r:
                 for i, _ in enumerate(r.iter_raw()):
                     if i == 0:
                         done.set()

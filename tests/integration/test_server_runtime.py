@@ -20,8 +20,8 @@ from server_harness import RunningServer, make_settings, validate  # noqa: E402
 from voxbox.engines.base import EncodedVoice
 from voxbox.engines.registry import load_engine
 from voxbox.errors import CapacityError, VoiceNotFoundError, VoxboxTimeoutError
-from voxbox.runtime.admission import Admission
 from voxbox.runtime import Catalog
+from voxbox.runtime.admission import Admission
 from voxbox.runtime.manager import ModelManager
 from voxbox.runtime.voices import EncodingCache, VoiceStore, sha256_bytes
 
@@ -154,10 +154,12 @@ def test_manager_loads_once_refcounts_and_ttl():
         cat = Catalog.default()
         mgr = ModelManager(loader=loader, ttl=0.3)
         mgr.start()
-        leases = await asyncio.gather(*[mgr.acquire(cat.resolve(mid)) for mid in ("tts-1", "hibari", "tts-1", "hibari")])
+        leases = await asyncio.gather(
+            *[mgr.acquire(cat.resolve(mid)) for mid in ("tts-1", "hibari", "tts-1", "hibari")]
+        )
         assert len(loads) == 1  # four concurrent users, aliases included: one load
         model = leases[0].model
-        assert model.refs == 4 and all(l.model is model for l in leases)
+        assert model.refs == 4 and all(x.model is model for x in leases)
         for lease in leases:
             lease.release()
             lease.release()  # idempotent

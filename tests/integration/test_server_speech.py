@@ -118,13 +118,17 @@ def test_piper_and_voice_object(client):
 
 
 def test_speed_changes_length(client, reference_seconds):
-    fast = client.audio.speech.create(model="tts-1", voice="alloy", input=TEXT, response_format="pcm", speed=2.0).content
+    fast = client.audio.speech.create(
+        model="tts-1", voice="alloy", input=TEXT, response_format="pcm", speed=2.0
+    ).content
     assert len(fast) / 2 / 24000 < 0.75 * reference_seconds
 
 
 def test_server_timing_and_metrics(server, client):
     before = server.metric("voxbox_time_to_first_audio_seconds_count", model="tts-1")
-    raw = client.audio.speech.with_raw_response.create(model="tts-1", voice="alloy", input="Metrics.", response_format="wav")
+    raw = client.audio.speech.with_raw_response.create(
+        model="tts-1", voice="alloy", input="Metrics.", response_format="wav"
+    )
     assert "ttfa;dur=" in raw.headers["server-timing"]
     assert server.metric("voxbox_time_to_first_audio_seconds_count", model="tts-1") == before + 1
     assert server.metric("voxbox_audio_produced_seconds_total", model="tts-1") > 0

@@ -129,7 +129,9 @@ def _stop_group(proc: subprocess.Popen[Any], grace: float) -> None:
         proc.wait(timeout=10)
 
 
-def voxbox(cluster: LocalCluster, *args: str, timeout: float = 300.0, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def voxbox(
+    cluster: LocalCluster, *args: str, timeout: float = 300.0, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``voxbox ARGS`` to the end with the cluster's environment."""
     return subprocess.run([sys.executable, "-m", "voxbox.cli", *args], env=cluster.env, cwd=cwd,
                           capture_output=True, text=True, timeout=timeout, check=False)

@@ -47,7 +47,9 @@ def plain(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def speech_wav(plain) -> bytes:
-    return plain.openai(KEY).audio.speech.create(model="tts-1", voice="alloy", input=TEXT, response_format="wav").content
+    return (
+        plain.openai(KEY).audio.speech.create(model="tts-1", voice="alloy", input=TEXT, response_format="wav").content
+    )
 
 
 def _close(a: np.ndarray, b: np.ndarray) -> None:

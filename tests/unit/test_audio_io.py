@@ -70,7 +70,9 @@ def av_bytes(container: str, codec: str, x: np.ndarray, sr: int, channels: int =
         planar = s.codec_context.format.is_planar
         arr = np.repeat(x[None], channels, 0) if planar else np.repeat(x[:, None], channels, 1).reshape(1, -1)
         frame = av.AudioFrame.from_ndarray(
-            np.ascontiguousarray(arr, np.float32), format="fltp" if planar else "flt", layout=s.codec_context.layout.name
+            np.ascontiguousarray(arr, np.float32),
+            format="fltp" if planar else "flt",
+            layout=s.codec_context.layout.name,
         )
         frame.sample_rate = sr
         frame.pts = 0

@@ -146,7 +146,7 @@ def test_fish_batched_equals_unbatched(fish):
         wait_idle(sched)
     assert sched.stats.max_active == len(calls)  # all in one batch (the window gathered them)
     fl = fish.codec.frame_length
-    for r, g in zip(ref, got):
+    for r, g in zip(ref, got, strict=True):
         assert torch.equal(g["details"]["codes"], r["details"]["codes"])
         assert g["audio"].shape == r["audio"].shape
         np.testing.assert_allclose(g["audio"], r["audio"], atol=5e-5)
@@ -162,7 +162,7 @@ def test_fish_batched_equals_unbatched(fish):
     with batched(fish, max_batch=8, batcher=FishBatcher(fish, 8, codec_batch=2)) as sched:
         slow = concurrently(fish, calls)
         wait_idle(sched)
-    for r, g in zip(ref, slow):
+    for r, g in zip(ref, slow, strict=True):
         assert torch.equal(g["details"]["codes"], r["details"]["codes"])
         np.testing.assert_allclose(g["audio"], r["audio"], atol=5e-5)
 
@@ -202,7 +202,7 @@ def test_fish_voice_prefix_reused(fish):
     with batched(fish, max_batch=4) as sched:
         got = concurrently(fish, calls)
     assert sorted(g["details"]["prefix_cache"] for g in got) == ["hit", "hit", "miss"]
-    for r, g in zip(ref3, got):
+    for r, g in zip(ref3, got, strict=True):
         assert torch.equal(g["details"]["codes"], r["details"]["codes"])
 
 
@@ -277,7 +277,7 @@ def test_echo_batched_equals_unbatched(echo):
         wait_idle(sched)
         stats = sched.batcher.stats()
     assert sched.stats.max_active == 4 and stats["shapes"] == 2  # lengths 32 and 16: two buckets
-    for r, g in zip(ref, got):
+    for r, g in zip(ref, got, strict=True):
         assert g["audio"].shape == r["audio"].shape and len(g["audio"]) > 0
         np.testing.assert_allclose(g["audio"], r["audio"], atol=2e-4)
         assert {k: g["details"][k] for k in ("sequence_length", "speech_frames", "steps")} == \

@@ -67,10 +67,14 @@ def test_slow_tokenizer_files_are_enough(tmp_path):
     assert not inspect_checkpoint(d).has_fast_tokenizer
 
 
-@pytest.mark.parametrize("to, q, expect", [
-    ("ct2", None, ("ct2", "float16")), ("CT2", "INT8", ("ct2", "int8")), ("ct2", "int8_bfloat16", ("ct2", "int8_bfloat16")),
-    ("onnx", None, ("onnx", "float32")), ("onnx", "int8", ("onnx", "int8")),
-])
+@pytest.mark.parametrize(
+    "to, q, expect",
+    [
+        ("ct2", None, ("ct2", "float16")), ("CT2", "INT8", ("ct2", "int8")),
+        ("ct2", "int8_bfloat16", ("ct2", "int8_bfloat16")), ("onnx", None, ("onnx", "float32")),
+        ("onnx", "int8", ("onnx", "int8")),
+    ],
+)
 def test_check_args_ok(to, q, expect):
     assert check_args(to, q, 0.05) == expect
 
@@ -103,7 +107,10 @@ def test_output_dir_rules(tmp_path):
 def test_checkpoint_hash_is_location_independent(tmp_path):
     a = _fake_ckpt(tmp_path / "a")
     b = _fake_ckpt(tmp_path / "b")
-    files = lambda d: sorted(p for p in d.iterdir())
+
+    def files(d):
+        return sorted(d.iterdir())
+
     assert checkpoint_sha256(a, files(a)) == checkpoint_sha256(b, files(b))
     (b / "model.safetensors").write_bytes(b"\1" * 16)
     assert checkpoint_sha256(a, files(a)) != checkpoint_sha256(b, files(b))

@@ -203,10 +203,11 @@ def test_onnx_engine_errors(converted, onnx_engine):
 
 
 def test_int8_outputs_load_and_run(converted, tmp_path):
+    import shutil
+
     from voxbox.convert.onnx_export import quantize_onnx_dir
     from voxbox.convert.whisper import convert_ct2, inspect_checkpoint
     from voxbox.engines.registry import load_engine
-    import shutil
 
     q = tmp_path / "onnx8"
     q.mkdir()

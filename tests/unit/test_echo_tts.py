@@ -64,9 +64,14 @@ def test_synthesize_two_steps(engine):
 def test_hybrid_placement_two_dtypes(model_dir):
     from voxbox.engines.tts import echo
 
-    eng = echo.load(model_dir, device="cpu", placement={
-        "dit": "cpu:bfloat16", "text_encoder": ("cpu", "bfloat16"), "speaker_encoder": {"device": "cpu", "dtype": "float16"},
-        "autoencoder": "cpu:float32"})
+    eng = echo.load(
+        model_dir,
+        device="cpu",
+        placement={
+            "dit": "cpu:bfloat16", "text_encoder": ("cpu", "bfloat16"),
+            "speaker_encoder": {"device": "cpu", "dtype": "float16"}, "autoencoder": "cpu:float32",
+        },
+    )
     assert eng.info.extra["placement"]["dit"] == ("cpu", "bfloat16")
     assert eng.info.extra["placement"]["autoencoder"] == ("cpu", "float32")
     assert eng.dit.in_w.dtype == torch.bfloat16 and next(eng.ae.parameters()).dtype == torch.float32

@@ -163,7 +163,9 @@ def test_placement_parsing():
 # ---------------------------------------------------------------------- generation
 def test_generate_frames_and_timings(engine):
     t0 = time.perf_counter()
-    stream = engine.stream("Hello there, this is a test.", seed=3, max_frames=10, logit_bias={engine.cfg.eos_token_id: -1e4})
+    stream = engine.stream(
+        "Hello there, this is a test.", seed=3, max_frames=10, logit_bias={engine.cfg.eos_token_id: -1e4}
+    )
     chunks = list(stream)
     wall = time.perf_counter() - t0
     fl = engine.codec.frame_length
@@ -309,9 +311,16 @@ def test_cli_speak_with_model_dir(tiny, tmp_path):
     import wave
 
     out = tmp_path / "fish.wav"
-    proc = subprocess.run([sys.executable, "-m", "voxbox.cli", "speak", "Hello there.", "--engine", "fish-s2",
-                           "--model-dir", str(tiny[0]), "--device", "cpu", "-o", str(out), "--timings"],
-                          capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "voxbox.cli", "speak", "Hello there.", "--engine", "fish-s2", "--model-dir",
+            str(tiny[0]), "--device", "cpu", "-o", str(out), "--timings",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr
     assert "prefill" in proc.stderr and "codec" in proc.stderr
     with wave.open(str(out)) as w:

@@ -20,7 +20,8 @@ Run with ``VOXBOX_SGLANG_OMNI_PATH`` (an unpacked wheel plus msgspec/msgpack) an
 ``VOXBOX_DAC_PATH`` (an unpacked descript-audio-codec 1.0.0 wheel), e.g.::
 
     unzip sglang_omni-0.1.9-py3-none-any.whl -d /tmp/sgl/w; pip install --target /tmp/sgl/d msgspec msgpack
-    pip download --no-deps descript-audio-codec==1.0.0 -d /tmp/sgl; unzip /tmp/sgl/descript_audio_codec-*.whl -d /tmp/sgl/dac
+    pip download --no-deps descript-audio-codec==1.0.0 -d /tmp/sgl
+    unzip /tmp/sgl/descript_audio_codec-*.whl -d /tmp/sgl/dac
     VOXBOX_SGLANG_OMNI_PATH=/tmp/sgl/w:/tmp/sgl/d VOXBOX_DAC_PATH=/tmp/sgl/dac pytest tests/unit/test_fish_s2_parity.py
 
 Skipped when the modules are not importable.
@@ -127,7 +128,7 @@ def test_fast_decoder_matches_upstream(upstream, qk_norm):
             if i + 1 < cfg.num_codebooks:
                 x = theirs.embeddings(torch.tensor([[codes[i]]]))
         got = _run_mine(mine, cfg, first, codes)
-    for i, (a, b) in enumerate(zip(ref, got)):
+    for i, (a, b) in enumerate(zip(ref, got, strict=True)):
         assert a.shape == b.shape == (1, 1, FAST["vocab_size"])
         torch.testing.assert_close(b, a, atol=2e-5, rtol=2e-5, msg=f"codebook position {i}")
 
@@ -179,7 +180,9 @@ def upstream_codec(upstream):
     dac_path = os.environ.get("VOXBOX_DAC_PATH")
     if not dac_path or not os.path.isdir(os.path.join(dac_path, "dac", "nn")):
         pytest.skip("set VOXBOX_DAC_PATH to an unpacked descript-audio-codec wheel to run the codec parity test")
-    saved = {k: sys.modules.get(k) for k in ("audiotools", "audiotools.ml", "dac", "dac.nn", "dac.model", "dac.model.base")}
+    saved = {
+        k: sys.modules.get(k) for k in ("audiotools", "audiotools.ml", "dac", "dac.nn", "dac.model", "dac.model.base")
+    }
     audiotools = types.ModuleType("audiotools")
     ml = types.ModuleType("audiotools.ml")
     ml.BaseModel = type("BaseModel", (nn.Module,), {})

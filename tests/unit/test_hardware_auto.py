@@ -18,7 +18,9 @@ def _placements(engine: str, machine: str) -> dict[str, tuple[str, str]]:
     return {p.component: (p.device, p.dtype) for p in plan.placements}
 
 
-@pytest.mark.parametrize("engine,big,small_on_cpu", [("echo-tts", "dit", "autoencoder"), ("fish-s2", "slow_ar", "codec")])
+@pytest.mark.parametrize(
+    "engine,big,small_on_cpu", [("echo-tts", "dit", "autoencoder"), ("fish-s2", "slow_ar", "codec")]
+)
 def test_strix_halo_hybrid_fp16(engine: str, big: str, small_on_cpu: str) -> None:
     placed = _placements(engine, "strix-halo-gfx1151")
     assert placed[big] == ("cuda", "float16")  # bf16 hangs gfx1151
@@ -38,6 +40,8 @@ def test_rtx5090_keeps_transformers_on_gpu_bf16() -> None:
 
 
 def test_reasons_are_sentences() -> None:
-    plan = auto_plan("echo-tts", ENGINES["echo-tts"].components, machine=load_machine(MACHINES / "strix-halo-gfx1151.json"))
+    plan = auto_plan(
+        "echo-tts", ENGINES["echo-tts"].components, machine=load_machine(MACHINES / "strix-halo-gfx1151.json")
+    )
     for p in plan.placements:
         assert p.reason and p.reason.endswith("."), p

@@ -68,8 +68,12 @@ def test_different_probe_keys_are_cached_separately(tmp_path):
     counter = tmp_path / "calls"
     cache = ProbeCache(tmp_path / "probes.json")
     machine = load_machine(DATA / "cpu-2core.json")
-    a = ProbeSpec("test_hardware_cache:count_calls", "cpu", "float32", kwargs={"counter": str(counter)}, pythonpath=(HERE,))
-    b = ProbeSpec("test_hardware_cache:count_calls", "cpu", "int8", kwargs={"counter": str(counter)}, pythonpath=(HERE,))
+    a = ProbeSpec(
+        "test_hardware_cache:count_calls", "cpu", "float32", kwargs={"counter": str(counter)}, pythonpath=(HERE,)
+    )
+    b = ProbeSpec(
+        "test_hardware_cache:count_calls", "cpu", "int8", kwargs={"counter": str(counter)}, pythonpath=(HERE,)
+    )
     run_probe(a, cache=cache, machine=machine)
     run_probe(b, cache=cache, machine=machine)
     run_probe(a, cache=cache, machine=machine)

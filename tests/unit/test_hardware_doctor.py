@@ -11,8 +11,8 @@ from rich.console import Console
 
 from voxbox.cli import main
 from voxbox.engines.registry import ENGINES
-from voxbox.hardware.doctor import build_report, render_report, standard_probes
 from voxbox.hardware.detect import load_machine
+from voxbox.hardware.doctor import build_report, render_report, standard_probes
 
 DATA = Path(__file__).parents[1] / "data" / "machines"
 FIXTURES = sorted(p for p in DATA.glob("*.json") if not p.name.endswith(".probes.json"))
@@ -62,10 +62,12 @@ def test_doctor_cli_machine_option(capsys):
 def test_hard_quirks_are_not_probed():
     items = standard_probes(load_machine(DATA / "strix-halo-gfx1151.json"))
     skipped = [i for i in items if getattr(i, "status", None) == "skipped"]
-    assert {(s.component, s.dtype) for s in skipped} == {("matmul", "bfloat16"), ("conv", "float16"), ("conv", "float32")}
+    assert {(s.component, s.dtype) for s in skipped} == {
+        ("matmul", "bfloat16"), ("conv", "float16"), ("conv", "float32"),
+    }
     assert all("quirk" in s.message for s in skipped)
     h200 = standard_probes(load_machine(DATA / "h200-cuda13.json"))
-    assert {(getattr(i, "engine"), i.device, i.dtype) for i in h200} >= {
+    assert {(i.engine, i.device, i.dtype) for i in h200} >= {
         ("ctranslate2", "cuda", "float16"), ("torch", "cuda", "bfloat16"), ("torch", "cpu", "float32")}
 
 

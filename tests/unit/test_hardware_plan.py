@@ -104,8 +104,10 @@ def test_two_core_box_cpu_int8_asr_and_cpu_tts():
 @pytest.mark.parametrize("params", [10**8, 2 * 10**9, 8 * 10**9, 15 * 10**9, 40 * 10**9])
 def test_never_planned_where_it_does_not_fit(path, params):
     m = load_machine(path)
-    spec = ComponentSpec("big", params=params, devices=("cpu", "cuda", "rocm"), dtypes=("bfloat16", "float16", "float32"),
-                         backend="torch", overhead_bytes=GiB)
+    spec = ComponentSpec(
+        "big", params=params, devices=("cpu", "cuda", "rocm"), dtypes=("bfloat16", "float16", "float32"),
+        backend="torch", overhead_bytes=GiB,
+    )
     p = plan_engine("big", [spec], m).placements[0]
     if not p.placed:
         assert "does not fit" in p.reason

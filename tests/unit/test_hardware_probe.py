@@ -155,8 +155,12 @@ def test_unknown_target_is_error():
 
 def test_real_torch_matmul_cpu_ok():
     pytest.importorskip("torch")
-    res = run_probe(ProbeSpec("voxbox.hardware.probe_targets:torch_matmul", "cpu", "float32", kwargs={"m": 256, "n": 256, "k": 256}),
-                    cache=False)
+    res = run_probe(
+        ProbeSpec(
+            "voxbox.hardware.probe_targets:torch_matmul", "cpu", "float32", kwargs={"m": 256, "n": 256, "k": 256}
+        ),
+        cache=False,
+    )
     assert res.status == "ok", res
     assert res.details["tflops"] > 0
 

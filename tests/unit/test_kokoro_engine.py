@@ -85,7 +85,7 @@ def test_word_timestamps_follow_the_phoneme_timings_of_kokoro_onnx(engine, peer)
     assert [w.word for w in words] == ["Hello", "there", "how", "are", "you", "doing", "today"]
     phonemes = stream.details["phonemes"][0]
     starts = [i for i, ch in enumerate(phonemes) if ch != " " and (i == 0 or phonemes[i - 1] == " ")]
-    for w, i in zip(words, starts):
+    for w, i in zip(words, starts, strict=True):
         assert w.start == pytest.approx(timings[i].start, abs=1e-3)
     assert all(a.end <= b.start + 1e-6 for a, b in itertools.pairwise(words))
     assert words[-1].end <= audio.duration + 1e-6
@@ -117,7 +117,7 @@ def test_two_workers_give_the_same_stream_in_order(model_dir: Path, engine) -> N
     par = two.stream(text)
     par_chunks = list(par)
     assert [c.text for c in par_chunks] == [c.text for c in ref_chunks]
-    for a, b in zip(par_chunks, ref_chunks):
+    for a, b in zip(par_chunks, ref_chunks, strict=True):
         np.testing.assert_array_equal(a.samples, b.samples)
     assert par.details["words"] == ref.details["words"]
     # closing early leaves no work behind that breaks the next call

@@ -24,15 +24,15 @@ pytest.importorskip("safetensors")
 if importlib.util.find_spec("omnivoice") is None:
     pytest.skip("omnivoice is not installed (pip install --no-deps omnivoice)", allow_module_level=True)
 
-from voxbox.engines.base import EncodedVoice, TTSEngine
-from voxbox.errors import (
+from voxbox.engines.base import EncodedVoice, TTSEngine  # noqa: E402 - after the importorskip guards
+from voxbox.errors import (  # noqa: E402
     BadInputError,
     ModelLoadError,
     ModelNotFoundError,
     RequestCancelledError,
     VoiceNotFoundError,
 )
-from voxbox.types import Audio, CancelToken
+from voxbox.types import Audio, CancelToken  # noqa: E402
 
 RATE = 16000
 TEXT = "Hello there. This is a test."
@@ -94,7 +94,9 @@ def test_synthesize_seeded(engine):
 
 
 def test_voice_design_and_openai_voice_names(engine):
-    designed = engine.synthesize(TEXT, "alloy", steps=3, seed=1, voice_description="female, low pitch", postprocess=False)
+    designed = engine.synthesize(
+        TEXT, "alloy", steps=3, seed=1, voice_description="female, low pitch", postprocess=False
+    )
     plain = engine.synthesize(TEXT, "auto", steps=3, seed=1, postprocess=False)
     assert designed.samples.shape == plain.samples.shape
     assert not np.array_equal(designed.samples, plain.samples)  # the description is in the prompt

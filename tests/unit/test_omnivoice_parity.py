@@ -25,10 +25,13 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 for _mod in ("omnivoice", "pydub", "soundfile", "accelerate"):
     if importlib.util.find_spec(_mod) is None:
-        pytest.skip(f"UPSTREAM PARITY NOT TESTED: {_mod} is not installed "
-                    "(pip install --no-deps omnivoice && pip install pydub soundfile accelerate)", allow_module_level=True)
+        pytest.skip(
+            f"UPSTREAM PARITY NOT TESTED: {_mod} is not installed "
+            "(pip install --no-deps omnivoice && pip install pydub soundfile accelerate)",
+            allow_module_level=True,
+        )
 
-from voxbox.types import Audio
+from voxbox.types import Audio  # noqa: E402 - after the importorskip guards
 
 RATE = 16000
 TEXT = "Hello there, a test."
@@ -64,7 +67,9 @@ def upstream(model_dir):
     stand_in.functional = types.SimpleNamespace(resample=_resample_unused)
     mp.setitem(sys.modules, "torchaudio", stand_in)
     try:
-        higgs = importlib.import_module("transformers.models.higgs_audio_v2_tokenizer.modeling_higgs_audio_v2_tokenizer")
+        higgs = importlib.import_module(
+            "transformers.models.higgs_audio_v2_tokenizer.modeling_higgs_audio_v2_tokenizer"
+        )
         ov = importlib.import_module("omnivoice.models.omnivoice")
         # transformers' lazy export is a placeholder without torchaudio; hand upstream the real class
         mp.setattr(ov, "HiggsAudioV2TokenizerModel", higgs.HiggsAudioV2TokenizerModel)
@@ -161,7 +166,7 @@ def test_long_text_pieces_match_upstream_chunks(upstream, engine, monkeypatch):
     stream = engine.stream(text, steps=3, seed=3, chunk_threshold=1.0, chunk_seconds=0.6)
     chunks = list(stream)
     assert len(up_codes) >= 3 and stream.details["pieces"] == len(up_codes) == len(chunks)
-    for a, b in zip(our_codes, up_codes):
+    for a, b in zip(our_codes, up_codes, strict=True):
         assert torch.equal(a, b)
 
 

@@ -65,7 +65,7 @@ def test_same_tokens_and_times_as_onnx_asr(dirs: dict[str, Path], kind: str) -> 
 def test_batched_decoding_matches_one_by_one(tdt) -> None:
     waves = [_wave(s, seed=i) for i, s in enumerate((3.0, 5.5, 1.2, 4.0))]
     batched = tdt.recognize(waves)
-    for wave, hyp in zip(waves, batched):
+    for wave, hyp in zip(waves, batched, strict=True):
         single = tdt.recognize([wave])[0]
         assert hyp.tokens == single.tokens and hyp.frames == single.frames and hyp.durations == single.durations
 

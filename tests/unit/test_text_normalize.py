@@ -36,7 +36,11 @@ CASES = [
     ("7 x 3", "seven times three"),
     ("~5 km", "about five kilometers"),
     # ordinals
-    ("1st", "first"), ("2nd", "second"), ("3rd", "third"), ("12th", "twelfth"), ("22nd", "twenty second"),
+    ("1st", "first"),
+    ("2nd", "second"),
+    ("3rd", "third"),
+    ("12th", "twelfth"),
+    ("22nd", "twenty second"),
     ("101st", "one hundred first"),
     # years and decades
     ("in 1776", "in seventeen seventy six"),
@@ -133,7 +137,10 @@ CASES = [
     ("and/or", "and or"),
     ("yes/no", "yes or no"),
     # whole sentences from issue #22
-    ("Dr. Alice Nguyen moved to St. Louis in 1776.", "Doctor Alice Nguyen moved to Saint Louis in seventeen seventy six."),
+    (
+        "Dr. Alice Nguyen moved to St. Louis in 1776.",
+        "Doctor Alice Nguyen moved to Saint Louis in seventeen seventy six.",
+    ),
     ("Visit www.example.org.", "Visit W W W dot example dot org."),
 ]
 

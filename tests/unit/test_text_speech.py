@@ -20,7 +20,10 @@ def tts(request):
 
 def test_speech_sentences_normalises_each_sentence() -> None:
     got = speech_sentences("Dr. Alice Nguyen moved to St. Louis in 1776. It cost $300!")
-    assert got == ["Doctor Alice Nguyen moved to Saint Louis in seventeen seventy six.", "It cost three hundred dollars!"]
+    assert got == [
+        "Doctor Alice Nguyen moved to Saint Louis in seventeen seventy six.",
+        "It cost three hundred dollars!",
+    ]
 
 
 def test_normalize_false_keeps_the_text() -> None:

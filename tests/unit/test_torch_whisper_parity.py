@@ -131,7 +131,9 @@ def test_greedy_parity_english_only(models, batch, timestamps):
 
 
 @pytest.mark.parametrize("batch", [1, 4])
-@pytest.mark.parametrize("timestamps,task,language", [(False, "transcribe", "de"), (True, "translate", "fr"), (True, "transcribe", "en")])
+@pytest.mark.parametrize(
+    "timestamps,task,language", [(False, "transcribe", "de"), (True, "translate", "fr"), (True, "transcribe", "en")]
+)
 def test_greedy_parity_multilingual(models, batch, timestamps, task, language):
     hf, engine = models[True]
     feats = _features(batch, seed=20 + batch + 3 * timestamps)

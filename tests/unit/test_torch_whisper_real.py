@@ -61,8 +61,8 @@ def reference(moonshine_assets):
 def test_reader_gives_transformers_layout(checkpoint):
     import json
 
-    from transformers import WhisperConfig, WhisperForConditionalGeneration
     from safetensors import safe_open
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
 
     cfg = json.loads((checkpoint / "config.json").read_text())
     assert (cfg["d_model"], cfg["encoder_layers"], cfg["decoder_layers"], cfg["vocab_size"]) == (384, 4, 4, 51864)

@@ -55,7 +55,8 @@ def _first_tokens(engine, audio, **kw):
 def test_timestamped_tokens_match_transformers_on_reference_features(engine, checkpoint, audio):
     from transformers import WhisperForConditionalGeneration
 
-    from voxbox.engines.asr.whisper.features import CHUNK_FRAMES, CHUNK_SAMPLES, log_mel_torch as log_mel
+    from voxbox.engines.asr.whisper.features import CHUNK_FRAMES, CHUNK_SAMPLES
+    from voxbox.engines.asr.whisper.features import log_mel_torch as log_mel
 
     x = torch.from_numpy(np.ascontiguousarray(audio.samples, dtype=np.float32))
     mel = log_mel(x, engine.model.dims.n_mels, padding=CHUNK_SAMPLES)

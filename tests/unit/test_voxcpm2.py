@@ -110,7 +110,7 @@ def test_graph_path_bookkeeping_matches_eager(engine):
             runner.use_graphs, runner._graph = False, {}
             del runner._record
         assert len(graphed) == len(eager) and 2 < len(eager) <= params.max_len
-        for a, b in zip(graphed, eager):
+        for a, b in zip(graphed, eager, strict=True):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 

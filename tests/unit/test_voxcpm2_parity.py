@@ -25,8 +25,10 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 for _mod in ("voxcpm", "einops", "pydantic"):
     if importlib.util.find_spec(_mod) is None:
-        pytest.skip(f"UPSTREAM PARITY NOT TESTED: {_mod} is not installed (pip install --no-deps voxcpm einops pydantic)",
-                    allow_module_level=True)
+        pytest.skip(
+            f"UPSTREAM PARITY NOT TESTED: {_mod} is not installed (pip install --no-deps voxcpm einops pydantic)",
+            allow_module_level=True,
+        )
 
 from voxbox.types import Audio  # noqa: E402
 

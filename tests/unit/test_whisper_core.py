@@ -76,7 +76,10 @@ def test_numpy_torch_and_faster_whisper_log_mel_agree(beckett, n_mels):
         np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-4)
         np.testing.assert_allclose(on_device.numpy(), ref, rtol=0, atol=1e-4)
     # a negative control: the features do depend on the audio
-    assert np.abs(wf.log_mel(beckett.samples[:16000], n_mels) - wf.log_mel(beckett.samples[16000:32000], n_mels)).max() > 0.5
+    assert (
+        np.abs(wf.log_mel(beckett.samples[:16000], n_mels) - wf.log_mel(beckett.samples[16000:32000], n_mels)).max()
+        > 0.5
+    )
 
 
 # -- tokens ---------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -92,7 +93,7 @@ def test_segments_words_and_info(engine, moonshine_assets):
     assert info.language == "en" and abs(info.duration - audio.duration) < 1e-6 and info.options["backend"] == "CPU"
     segs = list(segs)
     assert len(segs) >= 2 and [s.id for s in segs] == list(range(len(segs)))
-    for a, b in zip(segs, segs[1:]):
+    for a, b in pairwise(segs):
         assert a.start <= a.end <= b.start + 0.01
     assert segs[-1].end <= audio.duration + 1e-6
     words = [w for s in segs for w in s.words or []]

@@ -255,7 +255,9 @@ class StreamEncoder:
             container.start_encoding()  # writes the header now: first bytes go out at once
         except av.FFmpegError as exc:
             container.close()
-            raise UnsupportedFormatError(f"cannot encode {self.fmt} at {self.codec_rate} Hz: {exc}", param=_PARAM) from exc
+            raise UnsupportedFormatError(
+                f"cannot encode {self.fmt} at {self.codec_rate} Hz: {exc}", param=_PARAM
+            ) from exc
         except Exception:
             container.close()
             raise
@@ -348,11 +350,6 @@ class StreamEncoder:
                 pass
             self._container = None
         self._pcm_parts.clear()
-
-    @property
-    def samples_written(self) -> int:
-        """Samples (at ``codec_rate``) handed to the codec so far."""
-        return self._n_samples
 
     def __enter__(self) -> "StreamEncoder":
         return self

@@ -47,7 +47,9 @@ class StreamResampler:
         self.src_rate = int(src_rate)
         self.dst_rate = int(dst_rate)
         self._passthrough = self.src_rate == self.dst_rate
-        self._resampler = None if self._passthrough else av.AudioResampler(format="flt", layout="mono", rate=self.dst_rate)
+        self._resampler = (
+            None if self._passthrough else av.AudioResampler(format="flt", layout="mono", rate=self.dst_rate)
+        )
         self._pts = 0
         self._n_in = 0
         self._n_out = 0

@@ -297,10 +297,6 @@ class VadStream:
         self._candidate: int | None = None  # first frame of a possible start (min_speech not yet met)
         self.last_prob = 0.0
 
-    @property
-    def samples_seen(self) -> int:
-        return self.frames * FRAME + self._pending.size
-
     def reset(self) -> None:
         """Forget the turn in progress (after input_audio_buffer.clear); the model state is kept."""
         self.speaking = False

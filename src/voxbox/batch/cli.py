@@ -18,10 +18,16 @@ batch_app = typer.Typer(name="batch", help="Batch jobs: transcribe many files, s
                         "(resumable; in-process or on Ray).", no_args_is_help=True)
 
 _RAY = typer.Option(False, "--ray", help="Run on Ray Data (a local Ray instance unless --address).")
-_ADDRESS = typer.Option(None, "--address", help="Run on this Ray cluster ('auto' or HOST:PORT; default $RAY_ADDRESS with --ray).")
+_ADDRESS = typer.Option(
+    None, "--address", help="Run on this Ray cluster ('auto' or HOST:PORT; default $RAY_ADDRESS with --ray)."
+)
 _ACTORS = typer.Option(None, "--actors", min=1, help="With Ray: engine workers (default: one per GPU, or the CPUs).")
-_ACTOR_CPUS = typer.Option(None, "--actor-cpus", min=0.01, help="With Ray: CPUs per worker (default 1; also its threads).")
-_ACTOR_GPUS = typer.Option(None, "--actor-gpus", min=0.0, help="With Ray: GPUs per worker (default from the plan; fractions share a GPU).")
+_ACTOR_CPUS = typer.Option(
+    None, "--actor-cpus", min=0.01, help="With Ray: CPUs per worker (default 1; also its threads)."
+)
+_ACTOR_GPUS = typer.Option(
+    None, "--actor-gpus", min=0.0, help="With Ray: GPUs per worker (default from the plan; fractions share a GPU)."
+)
 _BATCH = typer.Option(None, "--batch-size", min=1, help="Inputs a worker runs at once (default from the plan).")
 _DEVICE = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 _THREADS = typer.Option(None, "--threads", min=1, help="CPU threads per engine.")
@@ -97,8 +103,10 @@ def _run(console: Any, progress: Any, store: Any, body: Any) -> None:
 
 @batch_app.command("transcribe")
 def transcribe(
-    source: str = typer.Argument(..., metavar="INPUT", help="A folder, a glob ('data/**/*.flac') or a manifest "
-                                 "(.jsonl/.csv/.parquet with a path column)."),
+    source: str = typer.Argument(
+        ..., metavar="INPUT",
+        help="A folder, a glob ('data/**/*.flac') or a manifest (.jsonl/.csv/.parquet with a path column).",
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Output records: .jsonl or .parquet (resumed if it exists)."),
     engine: str | None = typer.Option(None, "--engine", "-e", help="ASR engine (default faster-whisper)."),
     model: str | None = typer.Option(None, "--model", "-m", help="whisper-1, engine:model, or a model directory."),
@@ -109,9 +117,15 @@ def transcribe(
     beam_size: int | None = typer.Option(None, "--beam-size", min=1, help="Beam size (engine default)."),
     vad: bool = typer.Option(True, "--vad/--no-vad", help="Skip silence and music with Silero VAD first (default on)."),
     path_column: str = typer.Option("path", "--path-column", help="The manifest column naming the audio files."),
-    option: list[str] | None = _OPTION, device: str = _DEVICE, threads: int | None = _THREADS, batch_size: int | None = _BATCH,
-    ray: bool = _RAY, address: str | None = _ADDRESS, actors: int | None = _ACTORS,
-    actor_cpus: float | None = _ACTOR_CPUS, actor_gpus: float | None = _ACTOR_GPUS,
+    option: list[str] | None = _OPTION,
+    device: str = _DEVICE,
+    threads: int | None = _THREADS,
+    batch_size: int | None = _BATCH,
+    ray: bool = _RAY,
+    address: str | None = _ADDRESS,
+    actors: int | None = _ACTORS,
+    actor_cpus: float | None = _ACTOR_CPUS,
+    actor_gpus: float | None = _ACTOR_GPUS,
 ) -> None:
     """Transcribe many audio files into one Parquet/JSONL file (text, segments, language, timings)."""
     from voxbox.batch.inputs import audio_items
@@ -158,8 +172,10 @@ def transcribe(
 
 @batch_app.command("speak")
 def speak(
-    manifest: Path = typer.Argument(..., metavar="MANIFEST", help="Rows with text (+ id, voice, reference, "
-                                    "reference_text): .jsonl, .csv or .parquet."),
+    manifest: Path = typer.Argument(
+        ..., metavar="MANIFEST",
+        help="Rows with text (+ id, voice, reference, reference_text): .jsonl, .csv or .parquet.",
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (created): audio files + manifest.jsonl."),
     engine: str | None = typer.Option(None, "--engine", "-e", help="TTS engine (default hibari)."),
     model: str | None = typer.Option(None, "--model", "-m", help="tts-1, engine:model, or a model directory."),
@@ -167,9 +183,15 @@ def speak(
     speed: float | None = typer.Option(None, "--speed", help="0.25 to 4.0."),
     verify: bool = typer.Option(False, "--verify", help="Transcribe each file back and add a WER column."),
     verify_model: str = typer.Option("whisper-1", "--verify-model", help="ASR model for --verify."),
-    option: list[str] | None = _OPTION, device: str = _DEVICE, threads: int | None = _THREADS, batch_size: int | None = _BATCH,
-    ray: bool = _RAY, address: str | None = _ADDRESS, actors: int | None = _ACTORS,
-    actor_cpus: float | None = _ACTOR_CPUS, actor_gpus: float | None = _ACTOR_GPUS,
+    option: list[str] | None = _OPTION,
+    device: str = _DEVICE,
+    threads: int | None = _THREADS,
+    batch_size: int | None = _BATCH,
+    ray: bool = _RAY,
+    address: str | None = _ADDRESS,
+    actors: int | None = _ACTORS,
+    actor_cpus: float | None = _ACTOR_CPUS,
+    actor_gpus: float | None = _ACTOR_GPUS,
 ) -> None:
     """Synthesize a manifest of texts into audio files and a manifest (durations, WER with --verify)."""
     from voxbox.audio.encode import FORMATS

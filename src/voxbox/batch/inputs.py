@@ -71,7 +71,9 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         try:
             import pyarrow.parquet as pq  # type: ignore[import-untyped]
         except ImportError:
-            raise BadInputError("reading a Parquet manifest needs pyarrow (pip install pyarrow)", param="input") from None
+            raise BadInputError(
+                "reading a Parquet manifest needs pyarrow (pip install pyarrow)", param="input"
+            ) from None
         try:
             return pq.read_table(path).to_pylist()  # type: ignore[no-any-return]
         except Exception as exc:  # noqa: BLE001 - pyarrow's many error types

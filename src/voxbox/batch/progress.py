@@ -30,8 +30,10 @@ class JobProgress:
                 TimeRemainingColumn,
             )
 
-            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                                 TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=True)
+            self._bar = Progress(
+                TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=True,
+            )
             self._bar.__enter__()
             self._task = self._bar.add_task(self._describe(), total=self.total)
         self.t0 = time.perf_counter()

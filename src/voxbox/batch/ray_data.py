@@ -191,8 +191,10 @@ class _VerifyActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         records = []
-        for rec, data in zip(batch["record"], batch["audio"]):
-            records.append(json.dumps(verify_record(self.worker, json.loads(str(rec)), bytes(data) or None), default=str))
+        for rec, data in zip(batch["record"], batch["audio"], strict=True):
+            records.append(
+                json.dumps(verify_record(self.worker, json.loads(str(rec)), bytes(data) or None), default=str)
+            )
         return {"record": np.array(records, dtype=object), "audio": batch["audio"]}
 
 
@@ -210,8 +212,10 @@ def speak_ray(items: list[SpeakItem], job: SpeakJob, verify: TranscribeJob | Non
                                      threads=job.model.threads or max(1, math.ceil(plan.cpus))))
     ds: Any = ray.data.from_items([{"item": json.dumps(asdict(it), default=str)} for it in items],
                              override_num_blocks=max(1, min(len(items), 64)))
-    ds = ds.map_batches(_SpeakActor, fn_constructor_kwargs={"job": job}, batch_size=plan.batch,
-                        compute=_pool(plan.actors), num_cpus=plan.cpus, num_gpus=plan.gpus or None, batch_format="numpy")
+    ds = ds.map_batches(
+        _SpeakActor, fn_constructor_kwargs={"job": job}, batch_size=plan.batch, compute=_pool(plan.actors),
+        num_cpus=plan.cpus, num_gpus=plan.gpus or None, batch_format="numpy",
+    )
     if verify is not None:
         vjob = replace(verify, model=replace(verify.model, device=plan.device, threads=job.model.threads))
         ds = ds.map_batches(_VerifyActor, fn_constructor_kwargs={"job": vjob}, batch_size=plan.batch,

@@ -127,7 +127,9 @@ class Transcriber(_Worker):
         super().__init__(job.model)
         self.tjob = job
 
-    def __call__(self, item: AudioItem, audio: Any = None, decode_s: float = 0.0, error: str | None = None) -> dict[str, Any]:
+    def __call__(
+        self, item: AudioItem, audio: Any = None, decode_s: float = 0.0, error: str | None = None
+    ) -> dict[str, Any]:
         """The record of one input; ``audio`` decoded already (Ray decode tasks) or decoded here."""
         t0 = time.perf_counter()
         if audio is None and error is None:

@@ -39,20 +39,35 @@ def _format_for(output: Optional[Path], fmt: Optional[str], to_stdout: bool) -> 
 
 def speak(
     text: str = typer.Argument(..., help="Text to speak, or '-' to read it from stdin."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file ('-' for stdout). Default: speech.<format>."),
-    fmt: Optional[str] = typer.Option(None, "--format", "-f", help="wav, mp3, flac, opus, aac or pcm (default: from -o's suffix, else wav)."),
-    engine: Optional[str] = typer.Option(None, "--engine", "-e", help="TTS engine (default hibari; see `voxbox engines`)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", "--model-dir", help="Model id or path (a local model directory) for the engine."),
-    voice: Optional[str] = typer.Option(None, "--voice", "-v", help="Voice name (engine voices or OpenAI names like alloy)."),
+    output: Optional[Path] = typer.Option(
+        None, "-o", "--output", help="Output file ('-' for stdout). Default: speech.<format>."
+    ),
+    fmt: Optional[str] = typer.Option(
+        None, "--format", "-f", help="wav, mp3, flac, opus, aac or pcm (default: from -o's suffix, else wav)."
+    ),
+    engine: Optional[str] = typer.Option(
+        None, "--engine", "-e", help="TTS engine (default hibari; see `voxbox engines`)."
+    ),
+    model: Optional[str] = typer.Option(
+        None, "--model", "-m", "--model-dir", help="Model id or path (a local model directory) for the engine."
+    ),
+    voice: Optional[str] = typer.Option(
+        None, "--voice", "-v", help="Voice name (engine voices or OpenAI names like alloy)."
+    ),
     speed: Optional[float] = typer.Option(None, "--speed", help="0.25 to 4.0 (1.0 = normal)."),
     voice_description: Optional[str] = typer.Option(
-        None, "--voice-description", help="Design a voice from a description, e.g. 'female, british accent' "
-                                          "(engines with voice design, such as omnivoice)."),
+        None,
+        "--voice-description",
+        help="Design a voice from a description, e.g. 'female, british accent' "
+        "(engines with voice design, such as omnivoice).",
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for the engine."),
     timings: bool = typer.Option(False, "--timings", help="Print per-stage timings to stderr."),
-    normalize: bool = typer.Option(True, "--normalize/--no-normalize",
-                                   help="Write out numbers, money, dates, units... before speaking (English hibari/piper)."),
+    normalize: bool = typer.Option(
+        True, "--normalize/--no-normalize",
+        help="Write out numbers, money, dates, units... before speaking (English hibari/piper).",
+    ),
 ) -> None:
     """Speak TEXT into an audio file, writing each sentence as soon as it is synthesized."""
     console = stderr_console()
@@ -100,7 +115,9 @@ def _write(rt: Any, work: Any, stream: Any, fmt: str, output: Path, to_stdout: b
             job = bar.add_task("speaking...", total=None)
             for chunk in rt.iterate(work, lambda: stream):
                 n_samples += len(chunk.samples)
-                bar.update(job, description=f"{chunk.index + 1} sentence(s), {n_samples / stream.sample_rate:.1f} s of audio")
+                bar.update(
+                    job, description=f"{chunk.index + 1} sentence(s), {n_samples / stream.sample_rate:.1f} s of audio"
+                )
                 data = encoder.feed(chunk.samples)
                 if data:
                     out.write(data)

@@ -53,18 +53,26 @@ def _read_input(src: str, rate: int, input_rate: int | None) -> Any:
 def transcribe(
     files: List[str] = typer.Argument(..., help="Audio files (wav, mp3, flac, ogg, m4a, webm...), or '-' for stdin."),
     fmt: str = typer.Option("text", "--format", "-f", help="text, json, verbose_json, srt or vtt."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file (one input) or existing folder (several). Default: stdout."),
-    word_timestamps: bool = typer.Option(False, "--word-timestamps", help="Word-level timestamps (verbose_json words)."),
+    output: Optional[Path] = typer.Option(
+        None, "-o", "--output", help="Output file (one input) or existing folder (several). Default: stdout."
+    ),
+    word_timestamps: bool = typer.Option(
+        False, "--word-timestamps", help="Word-level timestamps (verbose_json words)."
+    ),
     language: Optional[str] = typer.Option(None, "--language", "-l", help="Spoken language code (default: detect)."),
     engine: Optional[str] = typer.Option(None, "--engine", "-e", help="ASR engine (default faster-whisper)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="tiny.en (bundled), base, or a model directory."),
     task: str = typer.Option("transcribe", "--task", help="transcribe or translate (to English)."),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="Initial prompt (spellings, context)."),
     beam_size: Optional[int] = typer.Option(None, "--beam-size", min=1, help="Beam size (default 5)."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", help="Fixed temperature (default: 0 with fallback)."),
+    temperature: Optional[float] = typer.Option(
+        None, "--temperature", help="Fixed temperature (default: 0 with fallback)."
+    ),
     vad: bool = typer.Option(True, "--vad/--no-vad", help="Skip silence and music with Silero VAD first (default on)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Batched pipeline for long audio (>1)."),
-    input_rate: Optional[int] = typer.Option(None, "--input-rate", min=1000, help="Input is raw 16-bit mono PCM at this rate."),
+    input_rate: Optional[int] = typer.Option(
+        None, "--input-rate", min=1000, help="Input is raw 16-bit mono PCM at this rate."
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for the engine."),
     timings: bool = typer.Option(False, "--timings", help="Print per-stage timings to stderr."),

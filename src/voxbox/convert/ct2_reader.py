@@ -149,13 +149,17 @@ def whisper_state_dict(variables: dict[str, np.ndarray]) -> dict[str, np.ndarray
     for i in range(counts["encoder"]):
         c, h = f"encoder/layer_{i}", f"model.encoder.layers.{i}"
         norm(f"{c}/self_attention/layer_norm", f"{h}.self_attn_layer_norm")
-        split(f"{c}/self_attention/linear_0", [f"{h}.self_attn.q_proj", f"{h}.self_attn.k_proj", f"{h}.self_attn.v_proj"])
+        split(
+            f"{c}/self_attention/linear_0", [f"{h}.self_attn.q_proj", f"{h}.self_attn.k_proj", f"{h}.self_attn.v_proj"]
+        )
         lin(f"{c}/self_attention/linear_1", f"{h}.self_attn.out_proj")
         ffn(c, h)
     for i in range(counts["decoder"]):
         c, h = f"decoder/layer_{i}", f"model.decoder.layers.{i}"
         norm(f"{c}/self_attention/layer_norm", f"{h}.self_attn_layer_norm")
-        split(f"{c}/self_attention/linear_0", [f"{h}.self_attn.q_proj", f"{h}.self_attn.k_proj", f"{h}.self_attn.v_proj"])
+        split(
+            f"{c}/self_attention/linear_0", [f"{h}.self_attn.q_proj", f"{h}.self_attn.k_proj", f"{h}.self_attn.v_proj"]
+        )
         lin(f"{c}/self_attention/linear_1", f"{h}.self_attn.out_proj")
         norm(f"{c}/attention/layer_norm", f"{h}.encoder_attn_layer_norm")
         lin(f"{c}/attention/linear_0", f"{h}.encoder_attn.q_proj")
@@ -170,7 +174,9 @@ def _special_ids(tokenizer_json: Path) -> dict[str, int]:
     return {t["content"]: t["id"] for t in data.get("added_tokens", [])}
 
 
-def whisper_hf_config(variables: dict[str, np.ndarray], ct2_config: dict, tokenizer_json: str | Path) -> tuple[dict, dict]:
+def whisper_hf_config(
+    variables: dict[str, np.ndarray], ct2_config: dict, tokenizer_json: str | Path
+) -> tuple[dict, dict]:
     """(config.json, generation_config.json) for transformers from the spec and CT2's config.json."""
     v = variables
     ids = _special_ids(Path(tokenizer_json))

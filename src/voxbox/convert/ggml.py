@@ -27,8 +27,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["GGML_MAGIC", "GGML_TYPES", "bundled_ggml", "byte_vocab", "ggml_dims", "hf_to_openai", "is_ggml_file", "mel_filterbank",
-           "write_ggml"]
+__all__ = [
+    "GGML_MAGIC", "GGML_TYPES", "bundled_ggml", "byte_vocab", "ggml_dims", "hf_to_openai", "is_ggml_file",
+    "mel_filterbank", "write_ggml",
+]
 
 GGML_MAGIC = 0x67676D6C
 GGML_TYPES = ("float16", "float32")  # what this writer produces (whisper.cpp's quantize tool makes q5/q8)
@@ -113,7 +115,7 @@ def _byte_decoder() -> dict[str, int]:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    return {chr(c): b for b, c in zip(bs, cs)}
+    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
 
 
 def byte_vocab(tokenizer_json: str | Path) -> list[bytes]:
@@ -159,8 +161,13 @@ def write_ggml(dims: dict[str, int], sd: dict[str, np.ndarray], tokens: list[byt
     tmp = out.with_name(out.name + ".tmp")
     with open(tmp, "wb") as f:
         f.write(struct.pack("i", GGML_MAGIC))
-        f.writelines(struct.pack("i", int(dims[key])) for key in ("n_vocab", "n_audio_ctx", "n_audio_state", "n_audio_head", "n_audio_layer", "n_text_ctx",
-                    "n_text_state", "n_text_head", "n_text_layer", "n_mels"))
+        f.writelines(
+            struct.pack("i", int(dims[key]))
+            for key in (
+                "n_vocab", "n_audio_ctx", "n_audio_state", "n_audio_head", "n_audio_layer", "n_text_ctx",
+                "n_text_state", "n_text_head", "n_text_layer", "n_mels",
+            )
+        )
         f.write(struct.pack("i", int(use_f16)))
         f.write(struct.pack("ii", *filters.shape))
         f.write(filters.astype("<f4").tobytes())
@@ -259,7 +266,7 @@ def check_ggml_file(path: str | Path) -> dict[str, int]:
 
         if ints(1)[0] != GGML_MAGIC:
             raise ValueError(f"{path.name} is not a whisper.cpp ggml model (wrong magic)")
-        hp = dict(zip(keys, ints(len(keys))))
+        hp = dict(zip(keys, ints(len(keys)), strict=True))
         n_mel, n_fft = ints(2)
         skip(4 * n_mel * n_fft)
         for _ in range(ints(1)[0]):

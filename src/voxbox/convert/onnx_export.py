@@ -289,7 +289,9 @@ def _tie_output_projection(m: Any, d_model: int, vocab: int) -> int:
             continue
         if not np.array_equal(numpy_helper.to_array(w).T, numpy_helper.to_array(emb)):
             return 0
-        gemm = helper.make_node("Gemm", [node.input[0], emb.name], list(node.output), name=node.name + "_tied", transB=1)
+        gemm = helper.make_node(
+            "Gemm", [node.input[0], emb.name], list(node.output), name=node.name + "_tied", transB=1
+        )
         m.graph.node.remove(node)
         m.graph.node.insert(idx, gemm)
         m.graph.initializer.remove(w)
@@ -332,7 +334,9 @@ def quantize_onnx_dir(src: Path, dst: Path) -> None:
     try:
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError as exc:
-        raise EngineUnavailableError(f"int8 quantization needs onnxruntime ({exc})", install_hint="pip install onnxruntime") from None
+        raise EngineUnavailableError(
+            f"int8 quantization needs onnxruntime ({exc})", install_hint="pip install onnxruntime"
+        ) from None
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # the quantizer logs a pre-processing suggestion per graph at WARNING

@@ -194,8 +194,14 @@ def _mb(n: int) -> str:
 def _print_report(r) -> None:
     s, t = r.source, r.target
     print(f"verification on {len(r.files)} file(s), {s.audio_seconds:.1f} s of audio:")
-    print(f"  source  {s.engine:<15} {s.device:<8} {s.dtype!s:<14} {s.seconds:7.2f} s  RTF {s.rtf:.3f}  {_mb(s.size_bytes)}")
-    print(f"  target  {t.engine:<15} {t.device:<8} {t.dtype!s:<14} {t.seconds:7.2f} s  RTF {t.rtf:.3f}  {_mb(t.size_bytes)}")
+    print(
+        f"  source  {s.engine:<15} {s.device:<8} {s.dtype!s:<14} {s.seconds:7.2f} s  "
+        f"RTF {s.rtf:.3f}  {_mb(s.size_bytes)}"
+    )
+    print(
+        f"  target  {t.engine:<15} {t.device:<8} {t.dtype!s:<14} {t.seconds:7.2f} s  "
+        f"RTF {t.rtf:.3f}  {_mb(t.size_bytes)}"
+    )
     ratio = t.size_bytes / s.size_bytes if s.size_bytes else 0.0
     print(f"  WER target vs source: {r.wer:.4f} (max {r.max_wer:g}) -> {'PASS' if r.passed else 'FAIL'}; "
           f"speed x{r.speedup:.2f} vs source; size x{ratio:.2f}")

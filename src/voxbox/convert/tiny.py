@@ -55,10 +55,22 @@ def make_tiny_whisper(out: str | Path, *, multilingual: bool = False, seed: int 
     eot, sot, nts = added["<|endoftext|>"], added["<|startoftranscript|>"], added["<|notimestamps|>"]
     vocab = nts + 1 + 1501
     cfg = WhisperConfig(
-        vocab_size=vocab, num_mel_bins=80, encoder_layers=layers, decoder_layers=layers,
-        encoder_attention_heads=heads, decoder_attention_heads=heads, d_model=d_model,
-        encoder_ffn_dim=2 * d_model, decoder_ffn_dim=2 * d_model, max_source_positions=1500,
-        max_target_positions=max_target_positions, init_std=0.2, decoder_start_token_id=sot, eos_token_id=eot, pad_token_id=eot, bos_token_id=eot,
+        vocab_size=vocab,
+        num_mel_bins=80,
+        encoder_layers=layers,
+        decoder_layers=layers,
+        encoder_attention_heads=heads,
+        decoder_attention_heads=heads,
+        d_model=d_model,
+        encoder_ffn_dim=2 * d_model,
+        decoder_ffn_dim=2 * d_model,
+        max_source_positions=1500,
+        max_target_positions=max_target_positions,
+        init_std=0.2,
+        decoder_start_token_id=sot,
+        eos_token_id=eot,
+        pad_token_id=eot,
+        bos_token_id=eot,
     )
     torch.manual_seed(seed)
     # init_std 0.2 (not 0.02): the default init decodes one token forever whatever the audio; a

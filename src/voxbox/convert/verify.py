@@ -121,7 +121,9 @@ def _window_limit(src: Path) -> dict[str, Any]:
     return {"max_new_tokens": n_ctx // 2} if n_ctx < 448 else {}
 
 
-def _source_runner(src: Path, device: str, limit: dict[str, Any]) -> tuple[Callable[[Audio], str], str, str, str, Callable[[], None]]:
+def _source_runner(
+    src: Path, device: str, limit: dict[str, Any]
+) -> tuple[Callable[[Audio], str], str, str, str, Callable[[], None]]:
     """(transcribe fn, engine name, device, dtype, close) for the source checkpoint."""
     tw_load: Callable[..., Any] | None
     try:
@@ -130,7 +132,10 @@ def _source_runner(src: Path, device: str, limit: dict[str, Any]) -> tuple[Calla
         tw_load = None
     if tw_load is not None:
         engine = tw_load(str(src), device=device if device != "auto" else "cpu", dtype="float32", use_graphs=False)
-        return _engine_runner(engine, dict(_GREEDY, **limit)), "torch-whisper", engine.info.device, "float32", engine.close
+        return (
+            _engine_runner(engine, dict(_GREEDY, **limit)), "torch-whisper", engine.info.device, "float32",
+            engine.close,
+        )
     return _hf_runner(src, device, limit)
 
 
@@ -246,5 +251,5 @@ def verify(src: Path, out: Path, *, target: str, quantization: str, audio_files:
     finally:
         close()
     tgt = SideResult(name, str(out), dev, dtype, t_texts, t_secs, total, target_size)
-    per_file = [wer([r], [h]) for r, h in zip(s_texts, t_texts)]
+    per_file = [wer([r], [h]) for r, h in zip(s_texts, t_texts, strict=True)]
     return VerifyReport([str(f) for f in files], source, tgt, wer(s_texts, t_texts), max_wer, per_file)

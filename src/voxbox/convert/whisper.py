@@ -46,7 +46,9 @@ TOKENIZER_FILES = (
     "preprocessor_config.json",
 )
 
-_WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model*.safetensors.index.json", "pytorch_model.bin.index.json")
+_WEIGHT_PATTERNS = (
+    "*.safetensors", "pytorch_model*.bin", "model*.safetensors.index.json", "pytorch_model.bin.index.json",
+)
 
 CONVERT_HINT = "pip install 'voxbox[convert]' (transformers, onnx, onnxruntime) and torch"
 
@@ -114,7 +116,9 @@ def inspect_checkpoint(src: str | Path) -> WhisperCheckpoint:
     if not path.exists():
         raise NotFoundError(f"source checkpoint {path} does not exist")
     if not path.is_dir():
-        raise NotAWhisperCheckpointError(f"{path} is not a directory; expected a Hugging Face Whisper checkpoint directory")
+        raise NotAWhisperCheckpointError(
+            f"{path} is not a directory; expected a Hugging Face Whisper checkpoint directory"
+        )
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
         hint = " (it looks like a CTranslate2 model already)" if (path / "model.bin").is_file() else ""
@@ -130,7 +134,9 @@ def inspect_checkpoint(src: str | Path) -> WhisperCheckpoint:
         weights.extend(p for p in path.glob(pattern) if p.is_file())
     weights = sorted(set(weights))
     if not any(p.suffix in (".safetensors", ".bin") for p in weights):
-        raise NotAWhisperCheckpointError(f"{path} is not a Whisper checkpoint: no model*.safetensors or pytorch_model*.bin weights")
+        raise NotAWhisperCheckpointError(
+            f"{path} is not a Whisper checkpoint: no model*.safetensors or pytorch_model*.bin weights"
+        )
     tok_files = [path / n for n in TOKENIZER_FILES if (path / n).is_file()]
     has_fast = (path / "tokenizer.json").is_file()
     has_slow = (path / "vocab.json").is_file() and (path / "merges.txt").is_file()
@@ -151,7 +157,9 @@ def prepare_output_dir(out: str | Path, *, force: bool, src: Path | None = None)
     if src is not None:
         s, o = src.resolve(), out.resolve()
         if s == o or s.is_relative_to(o) or o.is_relative_to(s):
-            raise BadInputError(f"output directory {out} must not be, contain or sit inside the source checkpoint {src}")
+            raise BadInputError(
+                f"output directory {out} must not be, contain or sit inside the source checkpoint {src}"
+            )
     if out.exists():
         if not force:
             raise BadInputError(f"output directory {out} already exists; pass --force to overwrite it")
@@ -188,7 +196,9 @@ def convert_ct2(ckpt: WhisperCheckpoint, out: Path, quantization: str) -> list[s
     converter_cls = _import_ct2()
     copy = [p.name for p in ckpt.tokenizer_files]
     # CTranslate2 writes its own config.json; the HF one must not overwrite it.
-    converter = converter_cls(str(ckpt.path), copy_files=copy or None, load_as_float16=quantization in ("float16", "int8_float16"))
+    converter = converter_cls(
+        str(ckpt.path), copy_files=copy or None, load_as_float16=quantization in ("float16", "int8_float16")
+    )
     try:
         converter.convert(str(out), quantization=quantization, force=True)
     except (ValueError, RuntimeError, OSError) as exc:

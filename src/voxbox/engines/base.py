@@ -122,7 +122,9 @@ class SpeechStream:
         return next(self._gen)
 
     def close(self) -> None:
-        self._gen.close()
+        close = getattr(self._gen, "close", None)  # generators have it; a plain iterator holds nothing
+        if close is not None:
+            close()
 
     def collect(self) -> Audio:
         """Run the stream to the end and return the whole audio."""

@@ -207,7 +207,9 @@ def resolve_placement(label: str, components: Sequence[ComponentSpec], *, device
                 dt = dtype if (dtype and comp not in conv) else "float32"
             else:
                 dt = "float32" if comp in conv else (dtype or "bfloat16")
-            out[comp] = TorchPlacement(base, torch_dtype(dt), f"{comp} on {base} in {dt}: device {device!r} was requested.")
+            out[comp] = TorchPlacement(
+                base, torch_dtype(dt), f"{comp} on {base} in {dt}: device {device!r} was requested."
+            )
     for comp, pin in (placement or {}).items():
         if comp not in names:
             raise BadInputError(f"unknown {label} component {comp!r}; components: {', '.join(names)}",

@@ -46,7 +46,7 @@ __all__ = [
 
 Task = Literal["tts", "asr"]
 E = TypeVar("E")
-O = TypeVar("O", bound="Options")
+OptT = TypeVar("OptT", bound="Options")
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ def kind_phrase(kind: str) -> str:
         kind, f"of type {kind}")
 
 
-def build_options(cls: type[O], values: "O | Mapping[str, Any] | None" = None, **more: Any) -> O:
+def build_options(cls: type[OptT], values: "OptT | Mapping[str, Any] | None" = None, **more: Any) -> OptT:
     """An ``cls`` instance from a mapping (front-end fields) and/or keyword arguments.
 
     Unknown names raise :class:`BadInputError` naming the first one; values are coerced to the
@@ -183,11 +183,11 @@ class LoadRequest:
 
 
 @dataclass(frozen=True)
-class EngineSpec(Generic[E, O]):
+class EngineSpec(Generic[E, OptT]):
     name: str
     task: Task
     factory: Callable[[LoadRequest], E] = field(repr=False)
-    options: type[O]
+    options: type[OptT]
     description: str
     requires: tuple[str, ...] = ()  # importable top-level modules the backend needs
     install_hint: str = ""
@@ -228,12 +228,8 @@ class EngineSpec(Generic[E, O]):
                                          install_hint=self.install_hint)
         return self.factory(request)
 
-    def make_options(self, values: Any = None, **more: Any) -> O:
+    def make_options(self, values: Any = None, **more: Any) -> OptT:
         return build_options(self.options, values, **more)
-
-    def make_load_options(self, values: Mapping[str, Any] | None) -> Options:
-        cls = self.load_options or NoOptions
-        return build_options(cls, values)
 
 
 def missing_modules(*names: str) -> list[str]:

@@ -85,7 +85,8 @@ def gpu_blocker(machine: MachineInfo, g: GPUInfo, spec: ComponentSpec) -> str | 
     if spec.backend == "ggml":
         have = set(b.get("gpu_backends") or [])
         if not have & set(GGML_GPU_BACKENDS.get(g.kind, ())):
-            return f"this whisper.cpp build has no GPU backend for {g.kind} (it has: {', '.join(sorted(have)) or 'CPU only'})"
+            built = ", ".join(sorted(have)) or "CPU only"
+            return f"this whisper.cpp build has no GPU backend for {g.kind} (it has: {built})"
         return None
     return None
 

@@ -130,7 +130,9 @@ def _backend_sees(name: str, b: BackendInfo) -> str:
         return sees
     if name == "ggml":
         gpu = ", ".join(b.get("gpu_backends") or [])
-        return f"{b.get('library', 'ggml')}: " + (f"GPU backends {gpu}" if gpu else "CPU only (no GPU backend built in)")
+        return f"{b.get('library', 'ggml')}: " + (
+            f"GPU backends {gpu}" if gpu else "CPU only (no GPU backend built in)"
+        )
     return ", ".join(b.get("providers") or [])
 
 

@@ -59,8 +59,12 @@ def evidence(label: str, spec: ComponentSpec, opt: Option,
     probe of this component (``engine == label``) or the backend's generic probe.
     """
     generic = probe_component(spec)
-    exact = [p for p in probes if same_device(p.device, opt.device)
-             and ((p.engine == label and p.component == spec.name) or (p.engine == spec.backend and p.component == generic))]
+    exact = [
+        p
+        for p in probes
+        if same_device(p.device, opt.device)
+        and ((p.engine == label and p.component == spec.name) or (p.engine == spec.backend and p.component == generic))
+    ]
     same = exact if spec.backend in ("onnxruntime", "ggml") else [p for p in exact if p.dtype == opt.dtype]
     hit = None
     if same:

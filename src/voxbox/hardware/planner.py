@@ -159,7 +159,9 @@ def _choose(label: str, spec: ComponentSpec, machine: MachineInfo, probes: list[
     for o in opts:
         need = bytes_for(spec, o.dtype)
         if o.excluded is None and not budget.fits(o.device, need):
-            o.excluded = f"{_gb(need)} does not fit in the {_gb(budget.left(o.device))} free on {o.where} after headroom"
+            o.excluded = (
+                f"{_gb(need)} does not fit in the {_gb(budget.left(o.device))} free on {o.where} after headroom"
+            )
     pin_dev, pin_dt = component_pin(pins, spec.name)
     if pin_dev is not None or pin_dt is not None:
         return pinned_placement(label, spec, machine, opts, pin_dev, pin_dt, budget, warnings)

@@ -226,7 +226,7 @@ def _judge(spec: ProbeSpec, child: dict[str, Any], wall: float, base: dict[str, 
     seconds = None if seconds is None else float(seconds)
     res = ProbeResult(status="ok", seconds=seconds, wall_s=wall, observed_device=observed, details=details, **base)
     asked_gpu = spec.device_kind in GPU_KINDS
-    if asked_gpu and observed is not None and not str(observed).split(":")[0].lower() in GPU_KINDS:
+    if asked_gpu and observed is not None and str(observed).split(":")[0].lower() not in GPU_KINDS:
         res.status = "silent_fallback"
         res.message = f"asked for {spec.device} but the work ran on {observed}"
         return res

@@ -15,12 +15,16 @@ Item = ProbeSpec | ProbeResult
 def _cpu_probes(machine: MachineInfo, timeout_s: float) -> list[Item]:
     out: list[Item] = []
     if machine.backend("torch").installed:
-        out.append(ProbeSpec(T + "torch_matmul", "cpu", "float32", engine="torch", component="matmul", timeout_s=timeout_s))
+        out.append(
+            ProbeSpec(T + "torch_matmul", "cpu", "float32", engine="torch", component="matmul", timeout_s=timeout_s)
+        )
     if machine.backend("ctranslate2").installed:
         out.append(ProbeSpec(T + "ct2_generate", "cpu", "int8", engine="ctranslate2", component="generate",
                              timeout_s=timeout_s))
     if machine.backend("onnxruntime").installed:
-        out.append(ProbeSpec(T + "ort_session", "cpu", None, engine="onnxruntime", component="session", timeout_s=timeout_s))
+        out.append(
+            ProbeSpec(T + "ort_session", "cpu", None, engine="onnxruntime", component="session", timeout_s=timeout_s)
+        )
     if machine.backend("ggml").installed:
         out.append(ProbeSpec(T + "ggml_transcribe", "cpu", None, engine="ggml", component="transcribe",
                              timeout_s=timeout_s))

@@ -124,7 +124,9 @@ def _bundled_ct2_model() -> str:
     return str(bundled.whisper_tiny_en_dir())
 
 
-def ct2_generate(device: str, dtype: str | None = None, model_path: str | None = None, tokens: int = 8) -> dict[str, Any]:
+def ct2_generate(
+    device: str, dtype: str | None = None, model_path: str | None = None, tokens: int = 8
+) -> dict[str, Any]:
     """The bundled tiny.en on CTranslate2: encode 30 s of features, then greedy-decode a few tokens.
 
     ``dtype`` is the CT2 compute type ("int8", "float16", "int8_float16"...). The encoder output is
@@ -147,11 +149,18 @@ def ct2_generate(device: str, dtype: str | None = None, model_path: str | None =
     t0 = time.perf_counter()
     res = model.generate(enc, [[50257, 50362]], max_length=tokens, beam_size=1)  # <|startoftranscript|><|notimestamps|>
     decode_s = time.perf_counter() - t0
-    return {"device": str(enc.device), "model_device": str(model.device), "compute_type": str(model.compute_type),
-            "seconds": encode_s + decode_s, "encode_s": encode_s, "decode_s": decode_s,
-            "workload": "tiny.en encode 30 s + 8 tokens" if model_path is None and "VOXBOX_PROBE_CT2_MODEL" not in os.environ
-            else None,
-            "tokens": len(res[0].sequences_ids[0]) if res and res[0].sequences_ids else 0}
+    return {
+        "device": str(enc.device),
+        "model_device": str(model.device),
+        "compute_type": str(model.compute_type),
+        "seconds": encode_s + decode_s,
+        "encode_s": encode_s,
+        "decode_s": decode_s,
+        "workload": "tiny.en encode 30 s + 8 tokens"
+        if model_path is None and "VOXBOX_PROBE_CT2_MODEL" not in os.environ
+        else None,
+        "tokens": len(res[0].sequences_ids[0]) if res and res[0].sequences_ids else 0,
+    }
 
 
 def _ggml_run(path: str, use_gpu: bool, gpu_device: int, samples: Any, tokens: int) -> tuple[str, float]:
@@ -163,9 +172,11 @@ def _ggml_run(path: str, use_gpu: bool, gpu_device: int, samples: Any, tokens: i
     from voxbox.hardware.ggml import backend_in_use
 
     with tempfile.NamedTemporaryFile("w+", suffix=".log") as log:
-        model = Model(path, redirect_whispercpp_logs_to=log.name, context_params={"use_gpu": use_gpu, "gpu_device": gpu_device},
-                      n_threads=max(1, min(4, os.cpu_count() or 1)), print_progress=False, single_segment=True,
-                      max_tokens=tokens, temperature_inc=0.0, no_timestamps=True, language="en")
+        model = Model(
+            path, redirect_whispercpp_logs_to=log.name, context_params={"use_gpu": use_gpu, "gpu_device": gpu_device},
+            n_threads=max(1, min(4, os.cpu_count() or 1)), print_progress=False, single_segment=True, max_tokens=tokens,
+            temperature_inc=0.0, no_timestamps=True, language="en",
+        )
         backend = backend_in_use(Path(log.name).read_text(errors="replace"))
     model.transcribe(samples)  # warm-up
     t0 = time.perf_counter()

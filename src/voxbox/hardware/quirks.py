@@ -63,9 +63,6 @@ class EnvVar:
     optional: bool = False  # export only when `why` says so
     gpu: int | None = None
 
-    def export_line(self) -> str:
-        return f"export {self.name}={self.value}"
-
 
 def _as_list(v: Any) -> list[Any]:
     return list(v) if isinstance(v, (list, tuple, set, frozenset)) else [v]

@@ -285,7 +285,8 @@ def hibari_voice_path(voice: str = "heart") -> Path:
     b = BUNDLES["hibari"]
     d = package_dir(b)
     verify_files(d, {k: v for k, v in b.files.items() if k != "hibari.onnx"}, what="hibari", hint=_hint(b))
-    from hibari.voices import VOICES, cache_dir as hibari_cache  # light: json only
+    from hibari.voices import VOICES  # light: json only
+    from hibari.voices import cache_dir as hibari_cache
 
     if voice not in VOICES:
         raise ModelLoadError(f"unknown hibari voice {voice!r}")

@@ -193,8 +193,15 @@ def _resources(entry: CatalogEntry, options: RayServeOptions, settings: ServerSe
     gpu = machine.gpu(on_gpu[0].gpu or 0) or machine.gpus[0]
     need = sum(p.bytes for p in on_gpu)
     share = gpu_share(need, gpu.total_memory)
-    return cpus, share, device, (f"the plan puts {', '.join(p.component for p in on_gpu)} on {gpu.name} "
-                                 f"({need / 1e9:.1f} GB of {gpu.total_memory / 1e9:.0f} GB): {share:g} GPU per replica.")
+    return (
+        cpus,
+        share,
+        device,
+        (
+            f"the plan puts {', '.join(p.component for p in on_gpu)} on {gpu.name} "
+            f"({need / 1e9:.1f} GB of {gpu.total_memory / 1e9:.0f} GB): {share:g} GPU per replica."
+        ),
+    )
 
 
 def plan_deployments(catalog: Catalog, settings: ServerSettings, options: RayServeOptions,

@@ -51,7 +51,9 @@ class Slot:
 class Admission:
     """Per-model gate. Must be used from one event loop."""
 
-    def __init__(self, name: str, max_concurrency: int, queue_size: int, on_change: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, name: str, max_concurrency: int, queue_size: int, on_change: Callable[[], None] | None = None
+    ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
         self.name = name
@@ -119,7 +121,9 @@ class Admission:
             else:
                 fut.cancel()
             self._discard(fut)
-            raise VoxboxTimeoutError(f"request waited {timeout:.0f} s for model {self.name!r} without a free slot") from None
+            raise VoxboxTimeoutError(
+                f"request waited {timeout:.0f} s for model {self.name!r} without a free slot"
+            ) from None
         except BaseException:
             if fut.done() and not fut.cancelled():
                 self._release(None)

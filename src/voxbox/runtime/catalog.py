@@ -127,12 +127,6 @@ class Catalog:
             raise ModelNotFoundError(f"model {shown!r} is not a {what} model; see GET /v1/models", param="model")
         return entry
 
-    def default_for(self, task: Task) -> CatalogEntry:
-        for e in self._entries.values():
-            if e.task == task:
-                return e
-        raise ModelNotFoundError(f"no {task} model in the catalog", param="model")
-
 
 def folder_entries(models_dir: Path) -> list[CatalogEntry]:
     """An entry for each ``<models_dir>/<name>`` folder that an engine declares in ``local_names``."""

@@ -303,7 +303,9 @@ class Runtime:
             work.close()
 
     # -- running work ------------------------------------------------------------------------------------
-    def iterate(self, work: Work, make: Callable[[], Iterator[T]], *, lookahead: int | None = None) -> ThreadedIterator[T]:
+    def iterate(
+        self, work: Work, make: Callable[[], Iterator[T]], *, lookahead: int | None = None
+    ) -> ThreadedIterator[T]:
         """Run ``make()`` and its iteration in a worker thread; consume it asynchronously."""
         work._job_started()
         it: ThreadedIterator[T] = ThreadedIterator(make, executor=self.executor, cancel=work.cancel,

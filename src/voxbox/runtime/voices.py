@@ -123,7 +123,7 @@ class EncodingCache:
                 with open(path, "rb") as f:
                     payload = pickle.load(f)
                 enc = EncodedVoice(key, payload["data"], payload.get("transcript"), payload.get("nbytes", 0))
-            except Exception:  # a corrupt cache file is a miss, not an error
+            except Exception:  # noqa: BLE001 - a corrupt cache file is a miss, not an error; unpickling raises anything
                 log.warning("ignoring unreadable voice encoding %s", path)
             else:
                 self._remember(key, enc)
@@ -203,7 +203,7 @@ class VoiceStore:
             return None
         try:
             return StoredVoice(**json.loads(path.read_text()))
-        except Exception:
+        except (OSError, ValueError, TypeError):  # unreadable, not JSON, or wrong fields
             log.warning("ignoring unreadable voice index %s", path)
             return None
 
@@ -262,6 +262,8 @@ class VoiceStore:
             if enc is not None:
                 return enc, where
             enc = encode(self.clip_bytes(voice), voice.transcript)
-            enc = EncodedVoice(key, enc.data, enc.transcript if enc.transcript is not None else voice.transcript, enc.nbytes)
+            enc = EncodedVoice(
+                key, enc.data, enc.transcript if enc.transcript is not None else voice.transcript, enc.nbytes
+            )
             self.cache.put(key, enc)
             return enc, "miss"

@@ -97,7 +97,10 @@ class BenchIndex:
         for run in self._runs():
             task = str(run.summary["task"])
             cur = best.get(task)
-            if cur is None or (run.summary.get("created") or "", run.mtime) > (cur.summary.get("created") or "", cur.mtime):
+            if cur is None or (run.summary.get("created") or "", run.mtime) > (
+                cur.summary.get("created") or "",
+                cur.mtime,
+            ):
                 best[task] = run
         return [best[t].summary for t in sorted(best, key=lambda t: (t != "tts", t))]
 

@@ -34,43 +34,68 @@ def configure_logging(level: str) -> None:
 def serve(
     host: Optional[str] = typer.Option(None, help="Address to bind (default 127.0.0.1; VOXBOX_HOST)."),
     port: Optional[int] = typer.Option(None, help="Port (default 8000; VOXBOX_PORT)."),
-    model: Optional[list[str]] = typer.Option(None, "--model", help="Add a local model to the catalog: NAME=ENGINE:PATH (repeat)."),
+    model: Optional[list[str]] = typer.Option(
+        None, "--model", help="Add a local model to the catalog: NAME=ENGINE:PATH (repeat)."
+    ),
     tts_model: Optional[str] = typer.Option(None, "--tts-model", help="Default speech model name (tts-1 = hibari)."),
     asr_model: Optional[str] = typer.Option(None, "--asr-model", help="Default transcription model name (whisper-1)."),
     preload: Optional[list[str]] = typer.Option(None, "--preload", help="Extra model to load at start-up (repeat)."),
     no_preload: bool = typer.Option(False, "--no-preload", help="Do not load the default models at start-up."),
     ttl: Optional[float] = typer.Option(None, "--ttl", help="Idle seconds before a model is unloaded; -1 never."),
     max_loaded: Optional[int] = typer.Option(None, "--max-loaded", help="Models loaded at once (default 4)."),
-    concurrency: Optional[int] = typer.Option(None, "--concurrency",
-                                              help="Requests run at once per model (default: the engine's)."),
+    concurrency: Optional[int] = typer.Option(
+        None, "--concurrency", help="Requests run at once per model (default: the engine's)."
+    ),
     queue_size: Optional[int] = typer.Option(None, "--queue-size", help="Requests that may wait per model."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Request timeout in seconds (504 beyond)."),
     max_upload_mb: Optional[float] = typer.Option(None, "--max-upload-mb", help="Largest upload in MB (default 25)."),
-    api_key: Optional[str] = typer.Option(None, "--api-key", envvar=None,
-                                          help="Require 'Authorization: Bearer KEY' (prefer VOXBOX_API_KEY)."),
+    api_key: Optional[str] = typer.Option(
+        None, "--api-key", envvar=None, help="Require 'Authorization: Bearer KEY' (prefer VOXBOX_API_KEY)."
+    ),
     allowed_host: Optional[list[str]] = typer.Option(None, "--allowed-host", help="Host header to accept (repeat)."),
-    cors_origin: Optional[list[str]] = typer.Option(None, "--cors-origin", help="Browser origin allowed to call the API (repeat)."),
+    cors_origin: Optional[list[str]] = typer.Option(
+        None, "--cors-origin", help="Browser origin allowed to call the API (repeat)."
+    ),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where uploaded voices and encodings live."),
     voice_cache: Optional[int] = typer.Option(None, "--voice-cache", help="Voice encodings kept in memory."),
     device: Optional[str] = typer.Option(None, "--device", help="Engine device: auto, cpu, cuda..."),
     grace: Optional[float] = typer.Option(None, "--grace", help="Seconds to drain in-flight requests on SIGTERM."),
     log_level: Optional[str] = typer.Option(None, "--log-level", help="debug, info, warning, error."),
-    ray: bool = typer.Option(False, "--ray", help="Serve on Ray Serve: one deployment per model, replicas on "
-                             "the cluster's GPUs/CPUs (pip install 'voxbox[ray]'; see README 'Scaling out')."),
-    address: Optional[str] = typer.Option(None, "--address", help="With --ray: join this cluster ('auto' or "
-                                          "HOST:PORT); default: start a local Ray instance."),
-    deploy: Optional[list[str]] = typer.Option(None, "--deploy", help="With --ray: catalog model to deploy "
-                                               "(repeat; 'all'). Default: default, preloaded and --model models."),
-    replicas: Optional[str] = typer.Option(None, "--replicas", help="With --ray: replicas per model, N or "
-                                           "MIN-MAX (autoscaled on ongoing requests; 0-MAX scales to zero)."),
-    target_ongoing: Optional[float] = typer.Option(None, "--target-ongoing", help="With --ray: autoscaling "
-                                                   "target of ongoing requests per replica (default: the engine's concurrency)."),
-    max_ongoing: Optional[int] = typer.Option(None, "--max-ongoing", help="With --ray: requests a replica holds "
-                                              "at once (default 2x the engine's concurrency); --queue-size more wait."),
-    replica_gpus: Optional[float] = typer.Option(None, "--replica-gpus", help="With --ray: GPUs per model replica "
-                                                 "(fractions share a GPU; default from the hardware plan)."),
-    replica_cpus: Optional[float] = typer.Option(None, "--replica-cpus", help="With --ray: CPUs per model replica "
-                                                 "(default 1; also its engine threads)."),
+    ray: bool = typer.Option(
+        False,
+        "--ray",
+        help="Serve on Ray Serve: one deployment per model, replicas on "
+        "the cluster's GPUs/CPUs (pip install 'voxbox[ray]'; see README 'Scaling out').",
+    ),
+    address: Optional[str] = typer.Option(
+        None, "--address",
+        help="With --ray: join this cluster ('auto' or HOST:PORT); default: start a local Ray instance.",
+    ),
+    deploy: Optional[list[str]] = typer.Option(
+        None, "--deploy",
+        help="With --ray: catalog model to deploy (repeat; 'all'). Default: default, preloaded and --model models.",
+    ),
+    replicas: Optional[str] = typer.Option(
+        None, "--replicas",
+        help="With --ray: replicas per model, N or MIN-MAX (autoscaled on ongoing requests; 0-MAX scales to zero).",
+    ),
+    target_ongoing: Optional[float] = typer.Option(
+        None, "--target-ongoing",
+        help="With --ray: autoscaling target of ongoing requests per replica (default: the engine's concurrency).",
+    ),
+    max_ongoing: Optional[int] = typer.Option(
+        None,
+        "--max-ongoing",
+        help="With --ray: requests a replica holds "
+        "at once (default 2x the engine's concurrency); --queue-size more wait.",
+    ),
+    replica_gpus: Optional[float] = typer.Option(
+        None, "--replica-gpus",
+        help="With --ray: GPUs per model replica (fractions share a GPU; default from the hardware plan).",
+    ),
+    replica_cpus: Optional[float] = typer.Option(
+        None, "--replica-cpus", help="With --ray: CPUs per model replica (default 1; also its engine threads)."
+    ),
 ) -> None:
     """Serve the OpenAI audio API (speech, transcriptions, translations, models, voices)."""
     ray_flags = {"address": address, "deploy": deploy, "replicas": replicas, "target_ongoing": target_ongoing,

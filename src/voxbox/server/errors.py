@@ -15,8 +15,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
 from voxbox.errors import (
@@ -127,7 +127,9 @@ def error_body(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, VoxboxError):
         param = PARAM_NAMES.get(exc.param, exc.param) if exc.param else None
         return {"error": {"message": str(exc), "type": etype, "param": param, "code": exc.code}}
-    return {"error": {"message": "internal server error", "type": "server_error", "param": None, "code": "internal_error"}}
+    return {
+        "error": {"message": "internal server error", "type": "server_error", "param": None, "code": "internal_error"}
+    }
 
 
 def to_response(exc: BaseException) -> JSONResponse:

@@ -35,8 +35,10 @@ class Metrics:
         self.loaded = Gauge("voxbox_model_loaded", "1 while the model is loaded.", ["model"], registry=r)
         self.load_time = Histogram("voxbox_model_load_seconds", "Model load wall time.", ["model"],
                                    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300), registry=r)
-        self.voice_cache = Counter("voxbox_voice_cache_total", "Voice encoding lookups: memory/disk hits, miss (encoded).",
-                                   ["result"], registry=r)
+        self.voice_cache = Counter(
+            "voxbox_voice_cache_total", "Voice encoding lookups: memory/disk hits, miss (encoded).", ["result"],
+            registry=r,
+        )
         self.cancelled = Counter("voxbox_cancelled_streams_total", "Streams stopped because the client went away.",
                                  ["model"], registry=r)
 

@@ -35,7 +35,7 @@ _ORDINAL_IRREGULAR = {
     "one": "first", "two": "second", "three": "third", "five": "fifth", "eight": "eighth", "nine": "ninth",
     "twelve": "twelfth",
 }
-_DIGIT_WORDS = dict(zip("0123456789", _ONES[:10]))
+_DIGIT_WORDS = dict(zip("0123456789", _ONES[:10], strict=True))
 
 
 def _below_thousand(n: int) -> list[str]:

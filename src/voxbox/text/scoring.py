@@ -81,7 +81,7 @@ def _pairs(reference: str | Sequence[str], hypothesis: str | Sequence[str]) -> l
     hyps = [hypothesis] if isinstance(hypothesis, str) else list(hypothesis)
     if len(refs) != len(hyps):
         raise ValueError("reference and hypothesis lists differ in length")
-    return list(zip(refs, hyps))
+    return list(zip(refs, hyps, strict=True))
 
 
 def _rate(edits: int, total: int, clip: bool) -> float:

@@ -157,6 +157,9 @@ class WhisperCppEngine:
             ctx_params["flash_attn"] = flash_attn
         self.threads = threads or max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                                              else (os.cpu_count() or 1)))
+        # Any: voxbox drives pywhispercpp's private C context (_ctx, _params, _set_params), which its
+        # Model class creates at run time without declaring
+        self.model: Any
         try:
             self.model = Model(str(path), redirect_whispercpp_logs_to=str(log), context_params=ctx_params,  # type: ignore[arg-type]
                                n_threads=self.threads, print_progress=False, print_realtime=False)
@@ -184,8 +187,12 @@ class WhisperCppEngine:
     def components(self) -> list[ComponentSpec]:
         params = int(self._pw.whisper_model_n_text_state(self.model._ctx)) ** 2 * 12 * (
             int(self._pw.whisper_model_n_text_layer(self.model._ctx)) * 2)
-        return [ComponentSpec("whisper", params=params, devices=("cpu", "cuda", "rocm"), dtypes=(self.info.dtype or "float16",),
-                              backend="ggml", kind="transformer", overhead_bytes=200 * 2**20)]
+        return [
+            ComponentSpec(
+                "whisper", params=params, devices=("cpu", "cuda", "rocm"), dtypes=(self.info.dtype or "float16",),
+                backend="ggml", kind="transformer", overhead_bytes=200 * 2**20,
+            )
+        ]
 
     def _language(self, language: Any) -> str:
         if language in (None, ""):
@@ -258,7 +265,8 @@ class WhisperCppEngine:
             # fresh parameters per call: pywhispercpp's setters are sticky across calls
             strategy = pw.whisper_sampling_strategy
             self.model._params = pw.whisper_full_default_params(
-                strategy.WHISPER_SAMPLING_BEAM_SEARCH if params.get("beam_search") else strategy.WHISPER_SAMPLING_GREEDY)
+                strategy.WHISPER_SAMPLING_BEAM_SEARCH if params.get("beam_search") else strategy.WHISPER_SAMPLING_GREEDY
+            )
             self.model._set_params({"n_threads": self.threads, "print_progress": False, "print_realtime": False,
                                     "print_timestamps": False, **params})
             for start, end in spans:
@@ -312,7 +320,9 @@ class WhisperCppEngine:
 
 
 def _last_error(log: str) -> str:
-    lines = [ln for ln in log.splitlines() if "error" in ln.lower() or "failed" in ln.lower() or "invalid" in ln.lower()]
+    lines = [
+        ln for ln in log.splitlines() if "error" in ln.lower() or "failed" in ln.lower() or "invalid" in ln.lower()
+    ]
     return (lines[-1] if lines else "unreadable model file").split(": ", 1)[-1][:200]
 
 
@@ -320,7 +330,10 @@ def _speech_spans(samples: np.ndarray) -> list[tuple[int, int]]:
     """Speech spans (sample indexes) by the Silero VAD faster-whisper ships."""
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-    spans = [(int(s["start"]), int(s["end"])) for s in get_speech_timestamps(samples, VadOptions(min_silence_duration_ms=500))]
+    spans = [
+        (int(s["start"]), int(s["end"]))
+        for s in get_speech_timestamps(samples, VadOptions(min_silence_duration_ms=500))
+    ]
     return spans
 
 

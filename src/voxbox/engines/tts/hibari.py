@@ -10,12 +10,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-
-from dataclasses import dataclass
 
 from voxbox.audio.tempo import split_speed, time_stretch
 from voxbox.engines.base import (
@@ -54,7 +53,19 @@ VOICE_NOTE = ("hibari: the hibari-tts wheel ships one voice (heart); the OpenAI 
 OPENAI_VOICE_MAP: dict[str, str] = {
     name: DEFAULT_VOICE
     for name in (
-        "alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse", "marin", "cedar",
+        "alloy",
+        "ash",
+        "ballad",
+        "coral",
+        "echo",
+        "fable",
+        "onyx",
+        "nova",
+        "sage",
+        "shimmer",
+        "verse",
+        "marin",
+        "cedar",
     )
 }
 
@@ -221,7 +232,7 @@ class HibariEngine:
             from voxbox.models.bundled import BUNDLES, package_dir
 
             size = (package_dir(BUNDLES["hibari"]) / "hibari.onnx").stat().st_size
-        except Exception:
+        except (EngineUnavailableError, OSError):  # weights not installed: size unknown
             pass
         # int8 weights: ~1 byte per parameter.
         return [ComponentSpec(name="acoustic", params=size, devices=("cpu",), dtypes=("int8",),

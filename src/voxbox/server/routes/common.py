@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Callable
 
@@ -55,7 +56,7 @@ async def read_form(request: Request) -> FormData:
         if exc.status_code == 413:
             raise
         raise BadInputError(f"could not parse the multipart body: {exc.detail}") from None
-    except Exception as exc:  # malformed multipart
+    except Exception as exc:  # noqa: BLE001 - malformed multipart: the parser raises many types
         raise BadInputError(f"could not parse the multipart body: {' '.join(str(exc).split())[:200]}") from None
 
 
@@ -133,7 +134,8 @@ async def cancel_on_disconnect(request: Request) -> AsyncIterator[None]:
         yield
     except asyncio.CancelledError:
         if gone.is_set():
-            task.uncancel()
+            if sys.version_info >= (3, 11):  # Task.uncancel is 3.11+; 3.10 keeps no cancel count
+                task.uncancel()
             raise RequestCancelledError("the client disconnected") from None
         raise
     finally:

@@ -90,9 +90,11 @@ def _parse(form: FormData, task: str, vad_default: bool) -> _Request:
                                     param="timestamp_granularities")
             grans.add(value)
     language = form_str(form, "language", max_chars=16) if task == "transcribe" else None
-    return _Request(model=model, fmt=fmt, language=language, prompt=form_str(form, "prompt", max_chars=_MAX_PROMPT_CHARS),
-                    temperature=temperature, granularities=grans, stream=form_bool(form, "stream"),
-                    vad=form_bool(form, "vad", default=vad_default))
+    return _Request(
+        model=model, fmt=fmt, language=language, prompt=form_str(form, "prompt", max_chars=_MAX_PROMPT_CHARS),
+        temperature=temperature, granularities=grans, stream=form_bool(form, "stream"),
+        vad=form_bool(form, "vad", default=vad_default),
+    )
 
 
 def vad_options(settings: Any) -> VadOptions:

@@ -92,8 +92,9 @@ def load(model: str | None = None, *, device: str = "auto", dtype: str | None = 
 
     ort()
     if not model:
-        raise ModelNotFoundError("onnx-whisper needs a model directory (make one with `voxbox convert SRC OUT --to onnx`)",
-                                 param="model")
+        raise ModelNotFoundError(
+            "onnx-whisper needs a model directory (make one with `voxbox convert SRC OUT --to onnx`)", param="model"
+        )
     model_dir = Path(model).expanduser()
     if not model_dir.is_dir():
         raise ModelNotFoundError(f"onnx-whisper model directory {model_dir} does not exist", param="model")

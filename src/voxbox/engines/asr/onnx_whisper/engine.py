@@ -46,7 +46,8 @@ class OnnxWhisperEngine:
         for name in ("encoder.onnx", "decoder.onnx", "tokenizer.json", "voxbox_onnx.json"):
             if not (model_dir / name).is_file():
                 raise ModelNotFoundError(
-                    f"{model_dir} is not an onnx-whisper model: {name} is missing (make one with `voxbox convert SRC OUT --to onnx`)",
+                    f"{model_dir} is not an onnx-whisper model: {name} is missing "
+                    "(make one with `voxbox convert SRC OUT --to onnx`)",
                     param="model",
                 )
         try:
@@ -168,7 +169,7 @@ class OnnxWhisperEngine:
         lp = log_softmax(logits[0][ids])
         probs = np.exp(lp)
         best = int(np.argmax(probs))
-        return codes[best], float(probs[best]), {c: float(p) for c, p in zip(codes, probs)}
+        return codes[best], float(probs[best]), {c: float(p) for c, p in zip(codes, probs, strict=True)}
 
     def sot_sequence(self, language: str | None, task: str, timestamps: bool) -> list[int]:
         return self.tok.sot_sequence(language, task, timestamps)
@@ -208,9 +209,14 @@ class OnnxWhisperEngine:
                 # openai-whisper, faster-whisper and torch-whisper do), not the log-mel of padded silence
                 first = None
         info = TranscriptionInfo(
-            language=lang, language_probability=lang_prob, duration=duration, task=task,  # type: ignore[arg-type]
-            options={"model": self.info.model, "beam_size": 1, "temperature": [0.0], "without_timestamps": not timestamps,
-                     "device": self.info.device, "execution_provider": self.provider, "dtype": self.info.dtype},
+            language=lang,
+            language_probability=lang_prob,
+            duration=duration,
+            task=task,  # type: ignore[arg-type]
+            options={
+                "model": self.info.model, "beam_size": 1, "temperature": [0.0], "without_timestamps": not timestamps,
+                "device": self.info.device, "execution_provider": self.provider, "dtype": self.info.dtype,
+            },
             timings=timings,
         )
         decode = self._window_decoder(mel, first, self.sot_sequence(lang, task, timestamps), opts, timings)

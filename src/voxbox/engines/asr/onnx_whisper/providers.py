@@ -62,8 +62,10 @@ def pick_providers(device: str = "auto", available: list[str] | None = None
         if not kind:
             raise DeviceError(f"no GPU execution provider in this onnxruntime build (available: {', '.join(avail)})")
     if kind not in PROVIDERS:
-        raise BadInputError(f"unknown device {device!r} for onnx-whisper; use auto, cpu, cuda[:N], rocm[:N] or migraphx[:N]",
-                            param="device")
+        raise BadInputError(
+            f"unknown device {device!r} for onnx-whisper; use auto, cpu, cuda[:N], rocm[:N] or migraphx[:N]",
+            param="device",
+        )
     if PROVIDERS[kind] not in avail:
         raise DeviceError(
             f"onnxruntime here has no {PROVIDERS[kind]} (available: {', '.join(avail)}); "

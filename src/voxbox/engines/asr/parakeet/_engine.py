@@ -14,9 +14,9 @@ Model directory (onnx-asr's layout)::
 ``.onnx.data`` files sit beside their graph.)
 
 Long audio is cut into equal windows (at most ``chunk_length`` seconds, default 60, reading
-``chunk_overlap`` more on each side; a word belongs to the window whose core holds its start); the windows go through the encoder and the
-batched greedy decoder ``batch_size`` at a time. TODO(vad): when ``voxbox.audio.vad`` exists, cut at
-speech pauses instead (see :func:`windows`).
+``chunk_overlap`` more on each side; a word belongs to the window whose core holds its start); the
+windows go through the encoder and the batched greedy decoder ``batch_size`` at a time.
+TODO(vad): when ``voxbox.audio.vad`` exists, cut at speech pauses instead (see :func:`windows`).
 
 Stages: ``resample``, ``features`` (log-mel: numpy on the CPU, torch on a GPU when torch sees it),
 ``encode``, ``decode``.
@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +104,7 @@ def windows(n_samples: int, chunk: int, overlap: int) -> list[tuple[int, int, in
         return [(0, n_samples, 0, n_samples)]
     n = -(-n_samples // chunk)
     bounds = [round(i * n_samples / n) for i in range(n + 1)]
-    return [(max(0, a - overlap), min(n_samples, b + overlap), a, b) for a, b in zip(bounds, bounds[1:])]
+    return [(max(0, a - overlap), min(n_samples, b + overlap), a, b) for a, b in pairwise(bounds)]
 
 
 class ParakeetEngine:
@@ -117,7 +118,9 @@ class ParakeetEngine:
         self.root = root
         files = find_files(root, quantization)
         try:
-            self.cfg: dict[str, Any] = json.loads(files["config"].read_text(encoding="utf-8")) if "config" in files else {}
+            self.cfg: dict[str, Any] = (
+                json.loads(files["config"].read_text(encoding="utf-8")) if "config" in files else {}
+            )
             self.vocab = Vocab.from_file(files["vocab"].read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"could not read the parakeet config/vocab in {root}: {exc}") from exc
@@ -191,7 +194,9 @@ class ParakeetEngine:
         out, out_lens = self.encoder.run(["outputs", "encoded_lengths"], {"audio_signal": feats, "length": lens})
         return np.ascontiguousarray(out.transpose(0, 2, 1)), out_lens.astype(np.int64)
 
-    def _step(self, frames: np.ndarray, prev: np.ndarray, state: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, Any]:
+    def _step(
+        self, frames: np.ndarray, prev: np.ndarray, state: tuple[np.ndarray, np.ndarray]
+    ) -> tuple[np.ndarray, Any]:
         assert self.decoder is not None
         b = frames.shape[0]
         out, _, s1, s2 = self.decoder.run(None, {
@@ -277,7 +282,7 @@ class ParakeetEngine:
         for b0 in range(0, len(wins), batch):
             group = wins[b0:b0 + batch]
             hyps = self.recognize([samples[r0:r1] for r0, r1, _, _ in group], timings, cancel)
-            for (r0, _, k0, k1), hyp in zip(group, hyps):
+            for (r0, _, k0, k1), hyp in zip(group, hyps, strict=True):
                 words = words_of(hyp, self.vocab, self.frame_s, r0 / SAMPLE_RATE)
                 if len(wins) > 1:
                     words = [w for w in words if k0 / SAMPLE_RATE <= w.start < k1 / SAMPLE_RATE]

@@ -101,7 +101,7 @@ def transducer_greedy(step: StepFn, enc: np.ndarray, lengths: np.ndarray, *, bla
             put(state, sel, take(new_state, np.flatnonzero(emit)))
             last[sel] = tokens[emit]
             emitted[sel] += 1
-            for i, tok, d in zip(sel.tolist(), tokens[emit].tolist(), skip[emit].tolist()):
+            for i, tok, d in zip(sel.tolist(), tokens[emit].tolist(), skip[emit].tolist(), strict=True):
                 hyps[i].tokens.append(int(tok))
                 hyps[i].frames.append(int(t[i]))
                 hyps[i].durations.append(int(d))
@@ -131,7 +131,7 @@ def words_of(hyp: Hypothesis, vocab: Vocab, frame_s: float, offset_s: float = 0.
     text, start, end = "", 0.0, 0.0
     space = False
     n = len(hyp.tokens)
-    for k, (tok, frame) in enumerate(zip(hyp.tokens, hyp.frames)):
+    for k, (tok, frame) in enumerate(zip(hyp.tokens, hyp.frames, strict=True)):
         if vocab.special(tok):
             continue
         piece = vocab.pieces[tok]

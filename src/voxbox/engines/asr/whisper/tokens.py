@@ -130,7 +130,10 @@ class WhisperTokenizer:
     def non_speech_tokens(self) -> tuple[int, ...]:
         """Symbols that are not speech (openai-whisper's default ``suppress_tokens=-1`` set)."""
         symbols = list('"#()*+/:;<=>@[\\]^_`{|}~「」『』')
-        symbols += ["<<", ">>", "<<<", ">>>", "--", "---", "-(", "-[", "('", '("', "((", "))", "(((", ")))", "[[", "]]", "{{", "}}", "♪♪", "♪♪♪"]
+        symbols += [
+            "<<", ">>", "<<<", ">>>", "--", "---", "-(", "-[", "('", '("', "((", "))", "(((", ")))", "[[", "]]", "{{",
+            "}}", "♪♪", "♪♪♪",
+        ]
         miscellaneous = set("♩♪♫♬♭♮♯")
         result = {self.encode(" -")[0], self.encode(" '")[0]}
         for symbol in symbols + list(miscellaneous):

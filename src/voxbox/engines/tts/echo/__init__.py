@@ -114,8 +114,9 @@ def load(model: str | Path | None = None, *, device: str | None = "auto", dtype:
          ae_path: str = "fish-s1-dac-min", pca_file: str = "pca_state.safetensors", **options: Any) -> Any:
     """Load Echo-TTS from ``model`` (a directory in the upstream layout; see ``_load``).
 
-    Options: ``threads`` (CPU threads for torch), ``preset`` (the default per-call preset), ``cuda_graphs`` (default true; CUDA only),
-    ``compile`` (torch.compile the DiT block before graph capture; default: on for CUDA with Triton, off elsewhere), ``max_voices``
+    Options: ``threads`` (CPU threads for torch), ``preset`` (the default per-call preset), ``cuda_graphs``
+    (default true; CUDA only), ``compile`` (torch.compile the DiT block before graph capture; default: on
+    for CUDA with Triton, off elsewhere), ``max_voices``
     (speaker-latent LRU size), ``max_shapes`` (DiT buckets kept captured), ``chunk_frames``,
     ``max_chunk_frames``, ``snake`` (how the decoder runs Snake: ``auto``, the default = the fused
     walk of ``_fastdec``, Triton on CUDA, torch elsewhere; ``triton``; ``torch``; or upstream's
@@ -130,9 +131,13 @@ def load(model: str | Path | None = None, *, device: str | None = "auto", dtype:
 
         torch.set_num_threads(int(threads))
     if model is None:
-        raise ModelNotFoundError("echo-tts needs a local model directory (--model-dir DIR) in the upstream layout", param="model")
+        raise ModelNotFoundError(
+            "echo-tts needs a local model directory (--model-dir DIR) in the upstream layout", param="model"
+        )
     files = resolve_files(model, echo_path=echo_path, ae_path=ae_path, pca_file=pca_file)
-    return EchoEngine(files, str(Path(model).expanduser().resolve()), parse_placement(device, dtype, placement), **options)
+    return EchoEngine(
+        files, str(Path(model).expanduser().resolve()), parse_placement(device, dtype, placement), **options
+    )
 
 
 def _factory(req: LoadRequest) -> Any:

@@ -235,7 +235,7 @@ class EchoBatcher:
         """One Euler step for ``rows`` (one bucket), each at its own timestep (``DiTRunner.sample``)."""
         n = len(rows)
         guided = [r.params.cfg_min_t <= r.ts[r.i] <= r.params.cfg_max_t for r in rows]
-        g_rows = [r for r, g in zip(rows, guided) if g]
+        g_rows = [r for r, g in zip(rows, guided, strict=True) if g]
         g = len(g_rows)
         # [conditional: every request | no text: guided ones | no speaker: guided ones]
         layout = [(r, 0) for r in rows] + [(r, 1) for r in g_rows] + [(r, 2) for r in g_rows]
@@ -306,7 +306,7 @@ class EchoBatcher:
                  for i, j in enumerate(live)]
         dt = time.perf_counter() - t0
         out = []
-        for j, samples in zip(live, parts):
+        for j, samples in zip(live, parts, strict=True):
             r = job.rows[j]
             r.add("decode", dt)
             r.piece(AudioChunk(samples.numpy(), SAMPLE_RATE, index=r.index, text=r.call.text if r.index == 0 else None))

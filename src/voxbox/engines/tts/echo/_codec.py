@@ -21,8 +21,12 @@ import torch.nn.functional as F
 
 from . import _fastdec
 from ._load import PCA
+from ._upstream import UpstreamModule
 
-__all__ = ["DECODE_CONTEXT", "HOP", "SAMPLE_RATE", "chunk_bounds", "decode_chunks", "encode_latent", "run_decoder", "speech_end"]
+__all__ = [
+    "DECODE_CONTEXT", "HOP", "SAMPLE_RATE", "chunk_bounds", "decode_chunks", "encode_latent", "run_decoder",
+    "speech_end",
+]
 
 SAMPLE_RATE = 44100
 HOP = 2048  # audio samples per latent frame
@@ -57,7 +61,7 @@ def chunk_bounds(frames: int, first: int, largest: int) -> list[tuple[int, int]]
     return out
 
 
-def run_decoder(ae: torch.nn.Module, z: torch.Tensor) -> torch.Tensor:
+def run_decoder(ae: UpstreamModule, z: torch.Tensor) -> torch.Tensor:
     """The autoencoder's decoder on (1, ae_latent, frames * 4): the fused walk (``_fastdec``) for
     Snake modes "auto"/"triton"/"torch", upstream's module forward for "script"/"compile"/"eager"."""
     mode = getattr(ae, "voxbox_snake", "auto")
@@ -67,7 +71,9 @@ def run_decoder(ae: torch.nn.Module, z: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def decode_chunks(ae: torch.nn.Module, pca: PCA, latent: torch.Tensor, bounds: list[tuple[int, int]]) -> Iterator[torch.Tensor]:
+def decode_chunks(
+    ae: UpstreamModule, pca: PCA, latent: torch.Tensor, bounds: list[tuple[int, int]]
+) -> Iterator[torch.Tensor]:
     """Yield float32 CPU audio for each latent range in ``bounds`` (contiguous from 0).
 
     latent: (1, frames, channels) float32 on the autoencoder's device.
@@ -84,7 +90,7 @@ def decode_chunks(ae: torch.nn.Module, pca: PCA, latent: torch.Tensor, bounds: l
 
 
 @torch.inference_mode()
-def encode_latent(ae: torch.nn.Module, pca: PCA, audio: torch.Tensor, patch: int) -> torch.Tensor:
+def encode_latent(ae: UpstreamModule, pca: PCA, audio: torch.Tensor, patch: int) -> torch.Tensor:
     """Upstream ``get_speaker_latent_and_mask`` for one clip: (frames, channels) float32.
 
     audio: (samples,) float32 at 44.1 kHz on the autoencoder's device. Frames are floor(samples /

@@ -31,6 +31,8 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from ._upstream import UpstreamModule
+
 __all__ = ["DiTRunner", "SamplerParams", "euler_schedule"]
 
 INIT_SCALE = 0.999  # upstream: t runs from 0.999 to 0
@@ -134,7 +136,7 @@ class DiTRunner:
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: UpstreamModule,
         get_timestep_embedding: Callable[[torch.Tensor, int], torch.Tensor],
         *,
         device: torch.device,
@@ -259,6 +261,7 @@ class DiTRunner:
 
     def _run(self, shp: _Shape, batch: int) -> torch.Tensor:
         if shp.graph3 is not None:
+            assert shp.out3 is not None and shp.out1 is not None  # set with the graphs by _capture
             if batch == 3:
                 shp.graph3.replay()
                 return shp.out3

@@ -47,7 +47,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 PRESETS["balanced"] = {**PRESETS["default"], "steps": 20}
 PRESETS["fast"] = {**PRESETS["default"], "steps": 10}
-_SAMPLER_KEYS = ("steps", "cfg_scale_text", "cfg_scale_speaker", "cfg_min_t", "cfg_max_t", "truncation_factor", "rescale_k", "rescale_sigma")
+_SAMPLER_KEYS = (
+    "steps", "cfg_scale_text", "cfg_scale_speaker", "cfg_min_t", "cfg_max_t", "truncation_factor", "rescale_k",
+    "rescale_sigma",
+)
 
 
 def tokenize(text: str) -> list[int]:
@@ -100,9 +103,11 @@ class EchoEngine:
     ``dit``, ``autoencoder``) to its (device, dtype).
     """
 
-    def __init__(self, files: ModelFiles, model_id: str, placement: dict[str, tuple[torch.device, torch.dtype]], *,
-                 preset: str = "default", cuda_graphs: bool = True, compile: bool | None = None, max_voices: int = 32,
-                 max_shapes: int = 4, chunk_frames: int = 16, max_chunk_frames: int = 256, snake: str | None = None) -> None:
+    def __init__(
+        self, files: ModelFiles, model_id: str, placement: dict[str, tuple[torch.device, torch.dtype]], *,
+        preset: str = "default", cuda_graphs: bool = True, compile: bool | None = None, max_voices: int = 32,
+        max_shapes: int = 4, chunk_frames: int = 16, max_chunk_frames: int = 256, snake: str | None = None,
+    ) -> None:
         self.placement = dict(placement)
         self.model_id = model_id
         model, cfg = load_dit(files.dit, placement)
@@ -114,9 +119,13 @@ class EchoEngine:
             compile = _can_compile(dit_dev)
         self._params = {
             "text_encoder": sum(p.numel() for m in (model.text_encoder, model.text_norm) for p in m.parameters()),
-            "speaker_encoder": sum(p.numel() for m in (model.speaker_encoder, model.speaker_norm) for p in m.parameters()),
+            "speaker_encoder": sum(
+                p.numel() for m in (model.speaker_encoder, model.speaker_norm) for p in m.parameters()
+            ),
         }
-        self._params["dit"] = sum(p.numel() for p in model.parameters()) - self._params["text_encoder"] - self._params["speaker_encoder"]
+        self._params["dit"] = (
+            sum(p.numel() for p in model.parameters()) - self._params["text_encoder"] - self._params["speaker_encoder"]
+        )
         self.dit = DiTRunner(model, upstream_model().get_timestep_embedding, device=dit_dev, dtype=dit_dt,
                              norm_eps=cfg["norm_eps"], cuda_graphs=cuda_graphs, compile=compile, max_shapes=max_shapes)
         del model
@@ -126,7 +135,9 @@ class EchoEngine:
         self._params["autoencoder"] = sum(p.numel() for p in self.ae.parameters())
         self.presets = {**upstream_presets(), **PRESETS}
         if preset not in self.presets:
-            raise BadInputError(f"unknown echo-tts preset {preset!r}; known: {', '.join(sorted(self.presets))}", param="preset")
+            raise BadInputError(
+                f"unknown echo-tts preset {preset!r}; known: {', '.join(sorted(self.presets))}", param="preset"
+            )
         self.default_preset = preset
         self.chunk_frames, self.max_chunk_frames = int(chunk_frames), int(max_chunk_frames)
         self._voices: OrderedDict[str, EncodedVoice] = OrderedDict()
@@ -147,7 +158,10 @@ class EchoEngine:
     # ------------------------------------------------------------------ planner
     def components(self) -> list[ComponentSpec]:
         torch_dtypes = ("bfloat16", "float16", "float32")
-        kinds = {"text_encoder": "transformer", "speaker_encoder": "transformer", "dit": "transformer", "autoencoder": "conv"}
+        kinds = {
+            "text_encoder": "transformer", "speaker_encoder": "transformer", "dit": "transformer",
+            "autoencoder": "conv",
+        }
         return [
             ComponentSpec(name=name, params=int(self._params[name]), devices=("cuda", "rocm", "cpu"),
                           dtypes=torch_dtypes if name != "autoencoder" else ("float32", "bfloat16", "float16"),
@@ -160,7 +174,9 @@ class EchoEngine:
         """Reference clip -> speaker latent, cached by the SHA-256 of the clip (rate + float32 samples)."""
         if not isinstance(audio, Audio):
             raise BadInputError("reference voice must be an Audio clip", param="voice")
-        digest = hashlib.sha256(np.int64(audio.sample_rate).tobytes() + np.ascontiguousarray(audio.samples, np.float32).tobytes()).hexdigest()
+        digest = hashlib.sha256(
+            np.int64(audio.sample_rate).tobytes() + np.ascontiguousarray(audio.samples, np.float32).tobytes()
+        ).hexdigest()
         with self._lock:
             hit = self._voices.get(digest)
             if hit is not None:
@@ -203,7 +219,9 @@ class EchoEngine:
             elif Path(voice).expanduser().is_file():  # a reference clip on disk (the CLI's --voice)
                 from voxbox.audio.decode import decode
 
-                voice = decode(Path(voice).expanduser(), sample_rate=SAMPLE_RATE, max_duration=2 * MAX_REFERENCE_SECONDS)
+                voice = decode(
+                    Path(voice).expanduser(), sample_rate=SAMPLE_RATE, max_duration=2 * MAX_REFERENCE_SECONDS
+                )
             else:
                 raise VoiceNotFoundError(f"echo-tts has no voice {voice!r}; give a reference clip (file or Audio) "
                                          "or an EncodedVoice from encode_voice()", param="voice")
@@ -211,10 +229,14 @@ class EchoEngine:
             if voice.key[0] != ENGINE or not isinstance(voice.data, dict) or "latent" not in voice.data:
                 raise BadInputError(f"voice {voice.key!r} was encoded by another engine", param="voice")
         elif voice is not None and not isinstance(voice, Audio):
-            raise BadInputError("voice must be None, a cached voice id, an EncodedVoice or an Audio clip", param="voice")
+            raise BadInputError(
+                "voice must be None, a cached voice id, an EncodedVoice or an Audio clip", param="voice"
+            )
         preset_name = options.get("preset") or self.default_preset
         if preset_name not in self.presets:
-            raise BadInputError(f"unknown echo-tts preset {preset_name!r}; known: {', '.join(sorted(self.presets))}", param="preset")
+            raise BadInputError(
+                f"unknown echo-tts preset {preset_name!r}; known: {', '.join(sorted(self.presets))}", param="preset"
+            )
         merged = {**PRESETS["default"], **self.presets[preset_name]}
         merged.update({k: options[k] for k in _SAMPLER_KEYS if options.get(k) is not None})
         try:
@@ -226,7 +248,8 @@ class EchoEngine:
         if not 1 <= steps <= 200:
             raise BadInputError(f"steps must be between 1 and 200, got {steps}", param="steps")
         for k in ("cfg_scale_text", "cfg_scale_speaker", "cfg_min_t", "cfg_max_t"):
-            if floats[k] is None or not math.isfinite(floats[k]):
+            value = floats[k]
+            if value is None or not math.isfinite(value):
                 raise BadInputError(f"{k} must be a finite number", param=k)
         params = SamplerParams(steps=steps, seed=seed, **floats)  # type: ignore[arg-type]
         seq = options.get("sequence_length")
@@ -236,9 +259,13 @@ class EchoEngine:
             try:
                 seq = int(seq)
             except (TypeError, ValueError):
-                raise BadInputError(f"sequence_length must be an integer, got {seq!r}", param="sequence_length") from None
+                raise BadInputError(
+                    f"sequence_length must be an integer, got {seq!r}", param="sequence_length"
+                ) from None
             if not 16 <= seq <= MAX_SEQ or seq % 16:
-                raise BadInputError(f"sequence_length must be a multiple of 16 in [16, {MAX_SEQ}], got {seq}", param="sequence_length")
+                raise BadInputError(
+                    f"sequence_length must be a multiple of 16 in [16, {MAX_SEQ}], got {seq}", param="sequence_length"
+                )
         first = int(options.get("chunk_frames") or self.chunk_frames)
         largest = int(options.get("max_chunk_frames") or self.max_chunk_frames)
         if first < 1 or largest < 1:
@@ -333,6 +360,7 @@ class EchoEngine:
             if voice is None:
                 spk_kv, spk_valid, spk_len = None, 0, SPEAKER_BUCKET
             else:
+                assert isinstance(voice, EncodedVoice)  # callers encode a raw clip before taking the lock
                 latent = voice.data["latent"]
                 spk_valid = latent.shape[0] // patch
                 spk_len = padded_len(spk_valid, SPEAKER_BUCKET, SPEAKER_BUCKET)
@@ -361,7 +389,9 @@ class EchoEngine:
         timings.add("decode", time.perf_counter() - t0)
         if frames == 0:
             return
-        pieces = decode_chunks(self.ae, self.pca, latent, chunk_bounds(frames, call.chunk_frames, call.max_chunk_frames))
+        pieces = decode_chunks(
+            self.ae, self.pca, latent, chunk_bounds(frames, call.chunk_frames, call.max_chunk_frames)
+        )
         index = 0
         while True:
             t0 = time.perf_counter()

@@ -27,6 +27,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ._upstream import UpstreamModule
+
 __all__ = ["decode", "residual_add", "snake_pad", "triton_available"]
 
 _TRITON: dict = {}  # name -> kernel once compiled; {"ok": False} when Triton is unusable
@@ -66,7 +68,7 @@ def _kernels() -> dict | None:
                 tl.store(o_ptr + row * T + offs, o.to(o_ptr.dtype.element_ty), mask=m)
 
             _TRITON.update(ok=True, snake=_snake_kernel, residual=_residual_kernel)
-        except Exception:  # no triton, or a build without a usable GPU backend
+        except Exception:  # noqa: BLE001 - no triton, or a build without a usable GPU backend (any error)
             _TRITON.update(ok=False)
     return _TRITON if _TRITON["ok"] else None
 
@@ -117,13 +119,13 @@ def residual_add(x: torch.Tensor, y: torch.Tensor, bias: torch.Tensor | None, us
     return out
 
 
-def _conv(conv_mod: torch.nn.Module, x: torch.Tensor, bias: bool = True) -> torch.Tensor:
+def _conv(conv_mod: UpstreamModule, x: torch.Tensor, bias: bool = True) -> torch.Tensor:
     """Upstream ``CausalConvNet`` minus its padding (``x`` arrives padded); bias optional."""
     c = conv_mod.conv
     return F.conv1d(x, c.weight, c.bias if bias else None, c.stride, 0, c.dilation, c.groups)
 
 
-def _as_conv2(tconv: torch.nn.Module) -> torch.Tensor:
+def _as_conv2(tconv: UpstreamModule) -> torch.Tensor:
     """Upstream's causal transposed convolution (kernel 2s, stride s, right crop of s) as an
     equivalent k=2 convolution to C_out * s channels: output sample t * s + r is
     x[t] @ w[:, :, r] + x[t - 1] @ w[:, :, r + s]. Cached on the module; weight (C_out * s, C_in, 2)."""
@@ -140,7 +142,7 @@ def _as_conv2(tconv: torch.nn.Module) -> torch.Tensor:
     return w2
 
 
-def _upsample(tconv: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
+def _upsample(tconv: UpstreamModule, h: torch.Tensor) -> torch.Tensor:
     """h: (B, C_in, 1 + T) with one zero of left padding -> (B, C_out, T * s) with bias."""
     w2 = _as_conv2(tconv)
     s = tconv.stride
@@ -152,17 +154,17 @@ def _upsample(tconv: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
     return out.view(B, cout, T * s)
 
 
-def _residual(ru: torch.nn.Module, x: torch.Tensor, use_triton: bool) -> torch.Tensor:
+def _residual(ru: UpstreamModule, x: torch.Tensor, use_triton: bool) -> torch.Tensor:
     snake1, conv7, snake2, conv1 = ru.block
     h = _conv(conv7, snake_pad(x, snake1.alpha, conv7.padding, use_triton), bias=False)
     y = _conv(conv1, snake_pad(h, snake2.alpha, conv1.padding, use_triton, bias=conv7.conv.bias), bias=False)
     return residual_add(x, y, conv1.conv.bias, use_triton)
 
 
-def decode(decoder: torch.nn.Module, z: torch.Tensor, use_triton: bool = True) -> torch.Tensor:
+def decode(decoder: UpstreamModule, z: torch.Tensor, use_triton: bool = True) -> torch.Tensor:
     """Upstream ``Decoder.forward`` (causal build) on (B, C, T) -> (B, 1, samples)."""
     layers = list(decoder.model)
-    first, blocks, (snake, last, tanh) = layers[0], layers[1:-3], layers[-3:]
+    first, blocks, (snake, last, _tanh) = layers[0], layers[1:-3], layers[-3:]
     x = _conv(first, F.pad(z, (first.padding, 0)))
     for blk in blocks:
         bsnake, tconv, *units = blk.block
@@ -172,7 +174,7 @@ def decode(decoder: torch.nn.Module, z: torch.Tensor, use_triton: bool = True) -
     return torch.tanh(_to_mono(last, snake_pad(x, snake.alpha, last.padding, use_triton)))
 
 
-def _to_mono(conv_mod: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
+def _to_mono(conv_mod: UpstreamModule, h: torch.Tensor) -> torch.Tensor:
     """The last convolution (C channels -> 1, kernel K, dilation 1) on padded h (B, C, T + K - 1):
     one skinny GEMM (K, C) @ h reading h once, then the K shifted rows summed. cuDNN picked a slow
     kernel for this shape (11 ms in bf16, 2.5 ms in fp32 on an H200, for ~1 ms of memory traffic)."""

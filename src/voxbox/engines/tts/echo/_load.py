@@ -30,7 +30,7 @@ import torch
 from voxbox.engines.base import model_files
 from voxbox.errors import ModelLoadError, ModelNotFoundError
 
-from ._upstream import upstream_autoencoder, upstream_model
+from ._upstream import UpstreamModule, upstream_autoencoder, upstream_model
 
 __all__ = [
     "AE_CONFIG_FILE", "COMPONENT_PREFIXES", "ModelFiles", "PCA", "build_dac", "dit_config", "load_autoencoder",
@@ -39,7 +39,10 @@ __all__ = [
 
 AE_CONFIG_FILE = "voxbox_ae_config.json"
 #: Which EchoDiT parameters belong to which planner component (the rest is the DiT).
-COMPONENT_PREFIXES = {"text_encoder": ("text_encoder.", "text_norm."), "speaker_encoder": ("speaker_encoder.", "speaker_norm.")}
+COMPONENT_PREFIXES = {
+    "text_encoder": ("text_encoder.", "text_norm."),
+    "speaker_encoder": ("speaker_encoder.", "speaker_norm."),
+}
 #: Parameters of upstream's block-wise (continuation) mode, which upstream's EchoTTS deletes too.
 _BLOCKWISE = re.compile(r"^(latent_encoder\.|latent_norm\.)|\.w[kv]_latent\.")
 
@@ -128,7 +131,9 @@ def component_of(name: str) -> str:
     return "dit"
 
 
-def load_dit(path: Path, placement: dict[str, tuple[torch.device, torch.dtype]]) -> tuple[torch.nn.Module, dict[str, Any]]:
+def load_dit(
+    path: Path, placement: dict[str, tuple[torch.device, torch.dtype]]
+) -> tuple[UpstreamModule, dict[str, Any]]:
     """EchoDiT with each component's tensors on its own device and dtype (no block-wise modules)."""
     from safetensors import safe_open
 
@@ -150,11 +155,13 @@ def load_dit(path: Path, placement: dict[str, tuple[torch.device, torch.dtype]])
             state[key] = f.get_tensor(key).to(device=dev, dtype=dt)
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     if missing or unexpected:
-        raise ModelLoadError(f"Echo-TTS DiT checkpoint does not match its shapes: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ModelLoadError(
+            f"Echo-TTS DiT checkpoint does not match its shapes: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     return model.eval().requires_grad_(False), cfg
 
 
-def build_dac(cfg: dict[str, Any] | None) -> torch.nn.Module:
+def build_dac(cfg: dict[str, Any] | None) -> UpstreamModule:
     """Upstream ``build_ae()`` (cfg None), or the same classes at the sizes ``cfg`` gives."""
     ua = upstream_autoencoder()
     if cfg is None:
@@ -167,12 +174,20 @@ def build_dac(cfg: dict[str, Any] | None) -> torch.nn.Module:
     )
 
     def make_transformer() -> torch.nn.Module:
-        return ua.WindowLimitedTransformer(causal=True, window_size=q.get("window_size", 128), input_dim=cfg["latent_dim"], config=q_config)
+        return ua.WindowLimitedTransformer(
+            causal=True, window_size=q.get("window_size", 128), input_dim=cfg["latent_dim"], config=q_config
+        )
 
     quantizer = ua.DownsampleResidualVectorQuantize(
-        input_dim=cfg["latent_dim"], n_codebooks=q["n_codebooks"], codebook_size=q["codebook_size"],
-        codebook_dim=q["codebook_dim"], quantizer_dropout=0.5, downsample_factor=tuple(q.get("downsample_factor", (2, 2))),
-        semantic_codebook_size=q["semantic_codebook_size"], pre_module=make_transformer(), post_module=make_transformer(),
+        input_dim=cfg["latent_dim"],
+        n_codebooks=q["n_codebooks"],
+        codebook_size=q["codebook_size"],
+        codebook_dim=q["codebook_dim"],
+        quantizer_dropout=0.5,
+        downsample_factor=tuple(q.get("downsample_factor", (2, 2))),
+        semantic_codebook_size=q["semantic_codebook_size"],
+        pre_module=make_transformer(),
+        post_module=make_transformer(),
     )
 
     def general(**kw: Any) -> Any:
@@ -184,10 +199,17 @@ def build_dac(cfg: dict[str, Any] | None) -> torch.nn.Module:
         )
 
     return ua.DAC(
-        encoder_dim=cfg["encoder_dim"], encoder_rates=list(cfg.get("encoder_rates", [2, 4, 8, 8])), latent_dim=cfg["latent_dim"],
-        decoder_dim=cfg["decoder_dim"], decoder_rates=list(cfg.get("decoder_rates", [8, 8, 4, 2])), quantizer=quantizer,
-        sample_rate=44100, causal=True, encoder_transformer_layers=list(cfg.get("encoder_transformer_layers", [0, 0, 0, 4])),
-        decoder_transformer_layers=list(cfg.get("decoder_transformer_layers", [4, 0, 0, 0])), transformer_general_config=general,
+        encoder_dim=cfg["encoder_dim"],
+        encoder_rates=list(cfg.get("encoder_rates", [2, 4, 8, 8])),
+        latent_dim=cfg["latent_dim"],
+        decoder_dim=cfg["decoder_dim"],
+        decoder_rates=list(cfg.get("decoder_rates", [8, 8, 4, 2])),
+        quantizer=quantizer,
+        sample_rate=44100,
+        causal=True,
+        encoder_transformer_layers=list(cfg.get("encoder_transformer_layers", [0, 0, 0, 4])),
+        decoder_transformer_layers=list(cfg.get("decoder_transformer_layers", [4, 0, 0, 0])),
+        transformer_general_config=general,
     )
 
 
@@ -235,7 +257,7 @@ class _Snake(torch.nn.Module):
         return self.fn(x, self.alpha)
 
 
-def set_snake(ae: torch.nn.Module, mode: str) -> None:
+def set_snake(ae: UpstreamModule, mode: str) -> None:
     """Switch every Snake activation of a loaded autoencoder to ``mode``."""
     fn = snake_function(mode)
     ae.voxbox_snake = mode  # read by _codec.run_decoder
@@ -244,7 +266,9 @@ def set_snake(ae: torch.nn.Module, mode: str) -> None:
             mod.mode, mod.fn = mode, fn
 
 
-def load_autoencoder(files: ModelFiles, device: torch.device, dtype: torch.dtype, snake: str | None = None) -> torch.nn.Module:
+def load_autoencoder(
+    files: ModelFiles, device: torch.device, dtype: torch.dtype, snake: str | None = None
+) -> UpstreamModule:
     """Fish S1-DAC on one device/dtype, weight norm folded into plain weights once.
 
     The attention-mask buffers (``causal_mask``, up to 16384^2 booleans) are never read by the
@@ -268,7 +292,9 @@ def load_autoencoder(files: ModelFiles, device: torch.device, dtype: torch.dtype
     missing, unexpected = ae.load_state_dict(state, strict=False, assign=True)
     missing = [k for k in missing if not k.endswith(("causal_mask", "freqs_cis"))]
     if missing or unexpected:
-        raise ModelLoadError(f"Fish S1-DAC checkpoint does not match: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ModelLoadError(
+            f"Fish S1-DAC checkpoint does not match: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     for mod in ae.modules():
         if isinstance(mod, ua.Transformer):
             c = mod.config
@@ -302,6 +328,8 @@ def load_pca(path: Path, device: torch.device) -> PCA:
     try:
         with model_files(f"the PCA state {str(path)!r}"):
             t = load_file(str(path), device="cpu")
-        return PCA(t["pca_components"].float().to(device), t["pca_mean"].float().to(device), float(t["latent_scale"].item()))
+        return PCA(
+            t["pca_components"].float().to(device), t["pca_mean"].float().to(device), float(t["latent_scale"].item())
+        )
     except KeyError as exc:
         raise ModelLoadError(f"{str(path)!r} lacks {exc}") from exc

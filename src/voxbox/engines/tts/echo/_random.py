@@ -34,10 +34,18 @@ TINY_DIT: dict[str, Any] = dict(
 #: Same classes, kernel sizes and strides as ``build_ae()`` (so the same hop and receptive field),
 #: a few channels wide.
 TINY_AE: dict[str, Any] = dict(
-    encoder_dim=4, encoder_rates=[2, 4, 8, 8], latent_dim=64, decoder_dim=32, decoder_rates=[8, 8, 4, 2],
-    encoder_transformer_layers=[0, 0, 0, 1], decoder_transformer_layers=[0, 0, 0, 0], block_size=4096,
-    quantizer=dict(n_layer=1, n_head=1, intermediate_size=128, head_dim=64, window_size=128, block_size=4096,
-                   n_codebooks=2, codebook_size=16, codebook_dim=4, semantic_codebook_size=32, downsample_factor=[2, 2]),
+    encoder_dim=4,
+    encoder_rates=[2, 4, 8, 8],
+    latent_dim=64,
+    decoder_dim=32,
+    decoder_rates=[8, 8, 4, 2],
+    encoder_transformer_layers=[0, 0, 0, 1],
+    decoder_transformer_layers=[0, 0, 0, 0],
+    block_size=4096,
+    quantizer=dict(
+        n_layer=1, n_head=1, intermediate_size=128, head_dim=64, window_size=128, block_size=4096, n_codebooks=2,
+        codebook_size=16, codebook_dim=4, semantic_codebook_size=32, downsample_factor=[2, 2],
+    ),
 )
 
 
@@ -75,9 +83,13 @@ def write_random_model(root: str | Path, size: str = "tiny", *, device: str = "c
     if ae_cfg is not None:
         (base / "fish-s1-dac-min" / AE_CONFIG_FILE).write_text(json.dumps(ae_cfg, indent=1))
     gen = torch.Generator().manual_seed(seed + 1)
-    st.save_file({"pca_components": torch.randn(cfg["latent_size"], latent_dim, generator=gen) * (0.03 if real else 0.1),
-                  "pca_mean": torch.zeros(latent_dim), "latent_scale": torch.tensor(1.0)},
-                 str(base / "echo-tts-base" / "pca_state.safetensors"))
+    st.save_file(
+        {
+            "pca_components": torch.randn(cfg["latent_size"], latent_dim, generator=gen) * (0.03 if real else 0.1),
+            "pca_mean": torch.zeros(latent_dim), "latent_scale": torch.tensor(1.0),
+        },
+        str(base / "echo-tts-base" / "pca_state.safetensors"),
+    )
     if device != "cpu" and torch.cuda.is_available():
         torch.cuda.empty_cache()
     return root

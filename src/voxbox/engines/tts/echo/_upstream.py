@@ -28,7 +28,13 @@ from typing import Any
 
 from voxbox.errors import EngineUnavailableError
 
-__all__ = ["upstream_dir", "upstream_model", "upstream_autoencoder", "upstream_presets", "INSTALL_HINT"]
+__all__ = ["upstream_dir", "upstream_model", "upstream_autoencoder", "upstream_presets", "INSTALL_HINT",
+           "UpstreamModule"]
+
+# Upstream's model objects (``EchoDiT``, the DAC autoencoder and their submodules) come from untyped
+# source executed at run time; voxbox walks them by attribute name (``blocks``, ``conv``, ``padding``),
+# which ``nn.Module.__getattr__`` would type as ``Tensor | Module``.
+UpstreamModule = Any
 
 INSTALL_HINT = "pip install --no-deps echo-tts && pip install einops safetensors"
 
@@ -60,7 +66,9 @@ def _load_file(stem: str) -> ModuleType:
         spec.loader.exec_module(module)
     except ImportError as exc:  # einops missing, typically
         sys.modules.pop(name, None)
-        raise EngineUnavailableError(f"echo-tts {stem}.py could not be imported: {exc}", install_hint=INSTALL_HINT) from exc
+        raise EngineUnavailableError(
+            f"echo-tts {stem}.py could not be imported: {exc}", install_hint=INSTALL_HINT
+        ) from exc
     _CACHE[stem] = module
     return module
 

@@ -145,7 +145,7 @@ class BatchRunner:
                 j += 1
             self._prefill(row0 + i, [x[begins[i]:x.shape[0] - 1] for x in xs[i:j]], begins[i])
             i = j
-        for i, (p, x) in enumerate(zip(prompts, xs)):
+        for i, (p, x) in enumerate(zip(prompts, xs, strict=True)):
             self._reset(row0 + i, p, x)
         return computed
 
@@ -158,7 +158,7 @@ class BatchRunner:
         kv = self._prefixes.get(key)
         if kv is not None:
             self._prefixes.move_to_end(key)
-            for cache, stored in zip(self.slow_cache, kv):
+            for cache, stored in zip(self.slow_cache, kv, strict=True):
                 cache[:, row, :, :n].copy_(stored)
             self.prefix_hits += 1
             return n
@@ -249,7 +249,7 @@ class BatchRunner:
         ops, eps = self.ops, tc.norm_eps
         d: Tensor | None = None
         layers: list[Any] = list(b.slow.layers)
-        for layer, cache in zip(layers, self.slow_cache):
+        for layer, cache in zip(layers, self.slow_cache, strict=True):
             att = layer.attention
             if d is None:
                 n = ops.rms(x, layer.attention_norm.weight, eps)
@@ -352,7 +352,7 @@ class BatchRunner:
         # thread_local: callers' threads may use the GPU meanwhile (voice encoding), which is no error
         with torch.cuda.graph(g, pool=self._pool, capture_error_mode="thread_local"):
             fn()
-        for t, s in zip((*self._rows, self.out), saved):
+        for t, s in zip((*self._rows, self.out), saved, strict=True):
             t.copy_(s)
         self._graphs[key] = g
         return g

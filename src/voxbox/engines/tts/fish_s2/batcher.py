@@ -114,7 +114,7 @@ class FishBatcher:
             raise
         self.seqs.extend(new)
         dt = time.perf_counter() - t0
-        for seq, n in zip(new, computed):
+        for seq, n in zip(new, computed, strict=True):
             seq.details["prefill_tokens"] = n
             if seq.req.prefix_key is not None and seq.req.call.prefix_len:
                 seq.details["prefix_cache"] = "hit" if n < seq.prompt_tokens - 1 else "miss"
@@ -217,7 +217,7 @@ class FishBatcher:
             audio = self.codec.decode_batch(torch.from_numpy(codes).to(self._codec_dev))
             audio = audio[:, audio.shape[1] - new * fl:].cpu().numpy()
             dt = time.perf_counter() - t0
-            for s, samples in zip(members, audio):
+            for s, samples in zip(members, audio, strict=True):
                 s.add("codec", dt)
                 s.emitted += new
                 s.due_end = None

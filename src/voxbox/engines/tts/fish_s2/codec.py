@@ -20,6 +20,7 @@ decode's samples for its last frames: :meth:`Codec.decode_window` is what stream
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -76,7 +77,9 @@ class CausalConvT(nn.Module):
 class ResidualUnit(nn.Module):
     def __init__(self, dim: int, dilation: int) -> None:
         super().__init__()
-        self.block = nn.Sequential(Snake(dim), CausalConv(dim, dim, 7, dilation=dilation), Snake(dim), CausalConv(dim, dim, 1))
+        self.block = nn.Sequential(
+            Snake(dim), CausalConv(dim, dim, 7, dilation=dilation), Snake(dim), CausalConv(dim, dim, 1)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.block(x)
@@ -213,17 +216,17 @@ class RVQ(nn.Module):
 
     def encode(self, z: Tensor) -> tuple[Tensor, Tensor]:
         out, res, codes = torch.zeros_like(z), z, []
-        for q in self.quantizers:
+        for q in cast("list[VQ]", self.quantizers):
             zq, idx = q.encode(res)
             out, res = out + zq, res - zq
             codes.append(idx)
         return out, torch.stack(codes, 1)
 
     def decode(self, codes: Tensor) -> Tensor:
-        z = 0
-        for i, q in enumerate(self.quantizers[: codes.shape[1]]):
+        z: Tensor | int = 0
+        for i, q in enumerate(cast("list[VQ]", self.quantizers[: codes.shape[1]])):
             z = z + q.decode(codes[:, i])
-        return z  # type: ignore[return-value]
+        return z  # type: ignore[return-value]  # an int 0 only for codes with no codebooks
 
 
 class Quantizer(nn.Module):
@@ -232,8 +235,12 @@ class Quantizer(nn.Module):
         d = c.latent
         self.semantic_quantizer = RVQ(d, 1, c.semantic_codebook_size, c.codebook_dim)
         self.quantizer = RVQ(d, c.n_codebooks, c.codebook_size, c.codebook_dim)
-        self.downsample = nn.Sequential(*[nn.Sequential(CausalConv(d, d, f, stride=f), ConvNeXt(d)) for f in c.downsample_factor])
-        self.upsample = nn.Sequential(*[nn.Sequential(CausalConvT(d, d, f, f), ConvNeXt(d)) for f in reversed(c.downsample_factor)])
+        self.downsample = nn.Sequential(
+            *[nn.Sequential(CausalConv(d, d, f, stride=f), ConvNeXt(d)) for f in c.downsample_factor]
+        )
+        self.upsample = nn.Sequential(
+            *[nn.Sequential(CausalConvT(d, d, f, f), ConvNeXt(d)) for f in reversed(c.downsample_factor)]
+        )
         self.pre_module = WindowedTransformer(c.quantizer_transformer, d)
         self.post_module = WindowedTransformer(c.quantizer_transformer, d)
 
@@ -256,9 +263,11 @@ class EncoderBlock(nn.Module):
         half = dim // 2
         t: nn.Module = nn.Identity()
         if n_t:
-            tc = CodecTransformerConfig(n_layer=n_t, n_head=dim // 64, dim=dim, intermediate_size=dim * 3,
-                                        head_dim=c.encoder_transformer_head_dim, window_size=c.encoder_transformer_window,
-                                        rope_base=c.quantizer_transformer.rope_base, norm_eps=c.quantizer_transformer.norm_eps)
+            tc = CodecTransformerConfig(
+                n_layer=n_t, n_head=dim // 64, dim=dim, intermediate_size=dim * 3,
+                head_dim=c.encoder_transformer_head_dim, window_size=c.encoder_transformer_window,
+                rope_base=c.quantizer_transformer.rope_base, norm_eps=c.quantizer_transformer.norm_eps,
+            )
             t = WindowedTransformer(tc, dim)
         self.block = nn.Sequential(ResidualUnit(half, 1), ResidualUnit(half, 3), ResidualUnit(half, 9), Snake(half),
                                    CausalConv(half, dim, 2 * stride, stride=stride), t)
@@ -272,7 +281,7 @@ class Encoder(nn.Module):
         super().__init__()
         d = c.encoder_dim
         blocks: list[nn.Module] = [CausalConv(1, d, 7)]
-        for stride, n_t in zip(c.encoder_rates, c.encoder_transformer_layers):
+        for stride, n_t in zip(c.encoder_rates, c.encoder_transformer_layers, strict=False):
             d *= 2
             blocks.append(EncoderBlock(d, stride, n_t, c))
         blocks += [Snake(d), CausalConv(d, c.latent, 3)]

@@ -78,7 +78,7 @@ class TransformerConfig:
             rope_base=float(d.get("rope_base", 10000.0)),
             norm_eps=float(d.get("norm_eps", 1e-5)),
             # upstream pins the fast decoder's length to num_codebooks + 1
-            max_seq_len=(num_cb + 1) if fast else int(d.get("max_seq_len", 2048)),
+            max_seq_len=(num_cb + 1) if num_cb is not None else int(d.get("max_seq_len", 2048)),
             attention_qkv_bias=bool(d.get("attention_qkv_bias", False)),
             attention_o_bias=bool(d.get("attention_o_bias", False)),
             attention_qk_norm=bool(d.get("attention_qk_norm", False)),
@@ -93,11 +93,6 @@ class TransformerConfig:
             d.pop("text_dim")
             d.pop("num_codebooks")
         return d
-
-    def layer_params(self) -> int:
-        qkv = (self.n_head + 2 * self.n_local_heads) * self.head_dim * self.dim
-        wo = self.n_head * self.head_dim * self.dim
-        return qkv + wo + 3 * self.dim * self.intermediate_size + 2 * self.dim
 
 
 @dataclass(frozen=True)

@@ -205,9 +205,6 @@ class FishS2Engine:
                     self._voices.popitem(last=False)
         return EncodedVoice((ENGINE, self.model_id, digest), {"codes": codes}, transcript, nbytes=codes.numel() * 8)
 
-    def preload_voices(self, voices: list[tuple[Audio, str | None]]) -> list[EncodedVoice]:
-        return [self.encode_voice(a, t) for a, t in voices]
-
     # ------------------------------------------------------------------ options
     def _options(self, options: dict[str, Any]) -> SpeechOptions:
         o = {k: (options[k] if options.get(k) is not None else v) for k, v in DEFAULTS.items()}
@@ -235,7 +232,9 @@ class FishS2Engine:
         if not 1 <= top_k <= TOPK_WIDTH:
             raise BadInputError(f"top_k must be between 1 and {TOPK_WIDTH}, got {top_k}", param="top_k")
         if not 1 <= max_frames <= self.runner.max_frames:
-            raise BadInputError(f"max_frames must be between 1 and {self.runner.max_frames}, got {max_frames}", param="max_frames")
+            raise BadInputError(
+                f"max_frames must be between 1 and {self.runner.max_frames}, got {max_frames}", param="max_frames"
+            )
         if min_frames < 0:
             raise BadInputError("min_frames must be >= 0", param="min_frames")
         if first < 1 or window < 1 or ctx < 0:
@@ -251,15 +250,18 @@ class FishS2Engine:
             elif self.cfg.semantic_start_token_id <= tid <= self.cfg.semantic_end_token_id:
                 bias[tid - self.cfg.semantic_start_token_id] = val
             else:
-                raise BadInputError(f"logit_bias token {tid} is neither a semantic token nor <|im_end|>", param="logit_bias")
+                raise BadInputError(
+                    f"logit_bias token {tid} is neither a semantic token nor <|im_end|>", param="logit_bias"
+                )
         return SpeechOptions(top_k=top_k, max_frames=max_frames, min_frames=min_frames, seed=seed, bias=bias,
                              first_window=first, window=window, context_frames=ctx, speaker=speaker, **floats)
 
     def _check_clip(self, audio: Audio) -> int:
         """Validate a reference clip; returns the number of code frames it will encode to."""
         if audio.duration > MAX_REFERENCE_SECONDS:
-            raise BadInputError(f"reference clip lasts {audio.duration:.1f} s; the limit is {MAX_REFERENCE_SECONDS:g} s",
-                                param="voice")
+            raise BadInputError(
+                f"reference clip lasts {audio.duration:.1f} s; the limit is {MAX_REFERENCE_SECONDS:g} s", param="voice"
+            )
         n = math.ceil(audio.duration * self.codec.sample_rate)
         if n < self.codec.frame_length:
             raise BadInputError(f"reference clip is too short ({audio.duration:.3f} s)", param="voice")
@@ -284,7 +286,9 @@ class FishS2Engine:
             if voice.key[0] != ENGINE or not isinstance(voice.data, dict) or "codes" not in voice.data:
                 raise BadInputError(f"voice {voice.key!r} was encoded by another engine", param="voice")
         elif voice is not None:
-            raise BadInputError("voice must be None, a cached voice id, an EncodedVoice or an Audio clip", param="voice")
+            raise BadInputError(
+                "voice must be None, a cached voice id, an EncodedVoice or an Audio clip", param="voice"
+            )
         codes = None
         transcript = None
         if voice is not None:
@@ -376,13 +380,15 @@ class FishS2Engine:
                 voice = self.encode_voice(call.clip)
                 ids, mask, prefix = self._prompt(call.text, voice.data["codes"], None, o.speaker)
                 call = _Call(call.text, ids, mask, voice.data["codes"], o, prefix_len=prefix)
+        prompt_ids = call.ids
+        assert prompt_ids is not None  # a reference clip was encoded into the prompt above
         key = None
         if call.prefix_len and call.vq_codes is not None:
-            h = hashlib.sha256(call.ids[:call.prefix_len].numpy().tobytes())
+            h = hashlib.sha256(prompt_ids[:call.prefix_len].numpy().tobytes())
             h.update(np.ascontiguousarray(call.vq_codes.numpy()).tobytes())
             key = h.hexdigest()
         seed = o.seed if o.seed is not None else secrets.randbits(62)
-        details["prompt_tokens"] = int(call.ids.shape[0])
+        details["prompt_tokens"] = int(prompt_ids.shape[0])
         req = FishRequest(call, int(seed), key, time.perf_counter())
         yield from relay(sched.submit(req, cancel), timings, details, started=start)
 
@@ -396,6 +402,8 @@ class FishS2Engine:
                 voice = self.encode_voice(call.clip)
                 ids, mask = self.build_prompt(call.text, voice.data["codes"], None, o.speaker)
                 call = _Call(call.text, ids, mask, voice.data["codes"], o)
+        prompt_ids, vq_mask = call.ids, call.vq_mask
+        assert prompt_ids is not None and vq_mask is not None  # a reference clip was encoded above
         with timings.measure("prefill"):
             if o.seed is not None:
                 torch.manual_seed(o.seed)
@@ -403,7 +411,7 @@ class FishS2Engine:
                           repetition_penalty=o.repetition_penalty, ras_temperature=o.ras_temperature,
                           ras_top_p=o.ras_top_p, fast_temperature=o.fast_temperature, fast_top_p=o.fast_top_p,
                           min_frames=o.min_frames, bias=o.bias)
-            r.prefill(call.ids, call.vq_mask, call.vq_codes)
+            r.prefill(prompt_ids, vq_mask, call.vq_codes)
             _sync(ar_dev)
         made, checked, emitted, stop, index = 1, 0, 0, None, 0
         decode_s = 0.0
@@ -443,9 +451,11 @@ class FishS2Engine:
             window = o.window
         details["frames"] = emitted
         details["finish_reason"] = "eos" if stop is not None else "max_frames"
-        details["codes"] = torch.cat(codes_host, 1) if codes_host else torch.zeros(self.cfg.num_codebooks, 0, dtype=torch.long)
+        details["codes"] = (
+            torch.cat(codes_host, 1) if codes_host else torch.zeros(self.cfg.num_codebooks, 0, dtype=torch.long)
+        )
         details["ms_per_frame"] = 1000.0 * decode_s / max(1, checked - 1)
-        details["prompt_tokens"] = int(call.ids.shape[0])
+        details["prompt_tokens"] = int(prompt_ids.shape[0])
 
     def warmup(self) -> float:
         """Capture the CUDA graphs (every attention bucket) and run one short call."""

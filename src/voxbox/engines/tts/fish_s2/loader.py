@@ -25,13 +25,13 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from .codec import Codec
-from .config import CodecConfig, DualARConfig, load_codec_config, load_dual_ar_config
+from .config import CodecConfig, DualARConfig
 from .model import FastAR, SlowAR
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
 
 SLOW_PREFIX = "text_model.model."
 FAST_PREFIX = "audio_decoder."
+M = TypeVar("M", bound=nn.Module)
 
 
 @dataclass(frozen=True)
@@ -102,9 +103,13 @@ def _to_voxbox(raw: dict[str, Tensor]) -> dict[str, Tensor]:
             out[name] = t
     for prefix, parts in pending.items():
         if "feed_forward.w1" in parts or "feed_forward.w3" in parts:
-            out[prefix + "feed_forward.w13.weight"] = torch.cat([parts.pop("feed_forward.w1"), parts.pop("feed_forward.w3")])
+            out[prefix + "feed_forward.w13.weight"] = torch.cat(
+                [parts.pop("feed_forward.w1"), parts.pop("feed_forward.w3")]
+            )
         if parts:  # legacy split attention
-            out[prefix + "attention.wqkv.weight"] = torch.cat([parts["attention.wq"], parts["attention.wk"], parts["attention.wv"]])
+            out[prefix + "attention.wqkv.weight"] = torch.cat(
+                [parts["attention.wq"], parts["attention.wk"], parts["attention.wv"]]
+            )
     return out
 
 
@@ -135,7 +140,7 @@ def load_dual_ar(files: ModelFiles, cfg: DualARConfig, *, device: torch.device, 
     return slow.eval(), fast.eval()
 
 
-def init_random_(module: nn.Module, seed: int = 0, std: float = 0.02) -> nn.Module:
+def init_random_(module: M, seed: int = 0, std: float = 0.02) -> M:
     """Random weights for benchmarks/tests: N(0, std) matrices, unit norms, zero biases."""
     g = torch.Generator(device="cpu").manual_seed(seed)
     with torch.no_grad():
@@ -262,8 +267,10 @@ def export_dual_ar_state(slow: SlowAR, fast: FastAR) -> dict[str, Tensor]:
     return out
 
 
-def write_checkpoint(model_dir: str | Path, cfg: DualARConfig, codec_cfg: CodecConfig, *, seed: int = 0,
-                     shards: int = 2, dtype: torch.dtype = torch.float32, codec_config_file: bool = True) -> dict[str, Any]:
+def write_checkpoint(
+    model_dir: str | Path, cfg: DualARConfig, codec_cfg: CodecConfig, *, seed: int = 0, shards: int = 2,
+    dtype: torch.dtype = torch.float32, codec_config_file: bool = True,
+) -> dict[str, Any]:
     """Write random weights in the upstream layout (config.json, sharded safetensors + index,
     codec.pth). The tokenizer is the caller's. Returns the voxbox-named tensors for comparisons."""
     from safetensors.torch import save_file
@@ -304,7 +311,3 @@ def write_checkpoint(model_dir: str | Path, cfg: DualARConfig, codec_cfg: CodecC
     if codec_config_file:
         (root / "codec_config.json").write_text(json.dumps(codec_cfg.to_dict(), indent=1))
     return {"slow": slow, "fast": fast, "codec": codec}
-
-
-def read_configs(model_dir: str | Path) -> tuple[DualARConfig, CodecConfig]:
-    return load_dual_ar_config(model_dir), load_codec_config(model_dir)

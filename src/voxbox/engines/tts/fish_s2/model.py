@@ -28,7 +28,7 @@ SwiGLU, sampler) are small pure functions that ``torch.compile`` fuses on CUDA (
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Any, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -163,7 +163,9 @@ class Attention(nn.Module):
         w = self._qk_w
         if w is None or w.device != self.q_norm.weight.device or w.dtype != self.q_norm.weight.dtype:
             H, G, D = self.n_head, self.n_kv, self.head_dim
-            w = torch.cat([self.q_norm.weight.detach().expand(H, D), self.k_norm.weight.detach().expand(G, D)]).contiguous()
+            w = torch.cat(
+                [self.q_norm.weight.detach().expand(H, D), self.k_norm.weight.detach().expand(G, D)]
+            ).contiguous()
             self._qk_w = w
         return w
 
@@ -226,11 +228,11 @@ class Block(nn.Module):
         return h, self.feed_forward(n, ops)
 
 
-def run_layers(layers: Iterable[Block], caches: Iterable[Tensor], x: Tensor, cs: Tensor, pos: Tensor, span: int,
+def run_layers(layers: Iterable[nn.Module], caches: Iterable[Tensor], x: Tensor, cs: Tensor, pos: Tensor, span: int,
                mask: Tensor, norm_w: Tensor, eps: float, ops: _Ops = EAGER) -> Tensor:
     """A stack of blocks over static caches, then the final RMSNorm."""
     d = None
-    for layer, cache in zip(layers, caches):
+    for layer, cache in zip(layers, caches, strict=True):
         x, d = layer(x, d, cs, pos, cache, span, mask, ops)
     if d is None:
         return ops.rms(x, norm_w, eps)
@@ -312,8 +314,12 @@ class DualARRunner:
         self.sem_out = torch.zeros(self.max_frames, dtype=L, device=dev)
         self.codes_out = torch.zeros(self.max_frames, self.ncb, dtype=L, device=dev)
         f32 = torch.float32
-        self.opts = {name: torch.zeros((), dtype=f32, device=dev) for name in
-                     ("temperature", "top_p", "rep_penalty", "ras_temperature", "ras_top_p", "fast_temperature", "fast_top_p")}
+        self.opts = {
+            name: torch.zeros((), dtype=f32, device=dev)
+            for name in (
+                "temperature", "top_p", "rep_penalty", "ras_temperature", "ras_top_p", "fast_temperature", "fast_top_p",
+            )
+        }
         self.top_k = torch.zeros((), dtype=L, device=dev)
         self.min_frames = torch.zeros((), dtype=L, device=dev)
         self.bias = torch.zeros(self.V + 1, dtype=f32, device=dev)
@@ -339,7 +345,7 @@ class DualARRunner:
         self.ops = _Ops(bool(compile))
         self.compile_error: str | None = None
         self._graphs: dict[str, torch.cuda.CUDAGraph] = {}
-        self._pool = None
+        self._pool: Any = None  # torch.cuda.graph_pool_handle(), a private torch type
 
     # ------------------------------------------------------------------ options
     def set_options(self, *, temperature: float, top_p: float, top_k: int, repetition_penalty: float,
@@ -420,7 +426,9 @@ class DualARRunner:
                                f.norm.weight, eps, ops)
                 logits = f.output(n).view(-1).float()
                 noise = torch.empty(self._fast_width, device=logits.device).exponential_()
-                code = ops.sample(logits, self.opts["fast_temperature"], self.opts["fast_top_p"], self._fast_topk, noise)
+                code = ops.sample(
+                    logits, self.opts["fast_temperature"], self.opts["fast_top_p"], self._fast_topk, noise
+                )
             codes.append(code)
             if i + 1 < self.ncb:
                 x = f.embeddings(code).view(1, 1, -1)
@@ -527,7 +535,7 @@ class DualARRunner:
         with torch.cuda.graph(g, pool=self._pool):
             fn()
         for t, s in zip((self.pos, self.frame, self.hist_count, self.history, self.tok, self.vq, self.hidden,
-                         self.sem_out, self.codes_out), saved):
+                         self.sem_out, self.codes_out), saved, strict=True):
             t.copy_(s)
         self._graphs[name] = g
         return g

@@ -183,7 +183,7 @@ def word_spans(text: str, phonemes: str, isolated: Callable[[list[str]], list[st
     if not words or not groups:
         return []
     if len(words) == len(groups):
-        return [(w, a, b) for w, (a, b) in zip(words, groups)]
+        return [(w, a, b) for w, (a, b) in zip(words, groups, strict=True)]
     lengths = np.array([max(1, len(p.replace(" ", ""))) for p in isolated(words)], dtype=np.float64)
     # positions along the concatenated group letters
     letters = np.array([b - a for a, b in groups], dtype=np.float64)

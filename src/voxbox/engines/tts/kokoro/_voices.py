@@ -138,7 +138,7 @@ class VoiceBank:
         packs = [self.pack(name) for name, _ in terms]
         rows = min(len(p) for p in packs)
         total = sum(w for _, w in terms)
-        mixed = sum((w / total) * p[:rows] for (_, w), p in zip(terms, packs))
+        mixed = sum((w / total) * p[:rows] for (_, w), p in zip(terms, packs, strict=True))
         out = np.asarray(mixed, dtype=np.float32)
         with self._lock:
             if len(self._mixes) > 64:

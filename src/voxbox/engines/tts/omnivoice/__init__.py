@@ -45,7 +45,9 @@ from voxbox.engines.spec import (
 from voxbox.errors import BadInputError, ModelNotFoundError
 from voxbox.types import ComponentSpec
 
-__all__ = ["COMPONENTS", "SPEC", "OmniVoiceEngine", "OmniVoiceLoadOptions", "OmniVoiceOptions", "load", "parse_placement"]
+__all__ = [
+    "COMPONENTS", "SPEC", "OmniVoiceEngine", "OmniVoiceLoadOptions", "OmniVoiceOptions", "load", "parse_placement",
+]
 
 _LAZY = ("OmniVoiceEngine",)
 
@@ -122,12 +124,18 @@ _TORCH_DTYPES = ("bfloat16", "float16", "float32")
 # Published OmniVoice sizes: Qwen3-0.6B (+ audio embeddings and heads), the Higgs v2 DAC decoder,
 # HuBERT-base + DAC encoder for reference clips.
 _SPEC_COMPONENTS = (
-    ComponentSpec("backbone", params=612_577_280, devices=("cpu", "cuda", "rocm"), dtypes=_TORCH_DTYPES,
-                  backend="torch", kind="transformer", overhead_bytes=512 * 2**20),
-    ComponentSpec("decoder", params=22_614_569, devices=("cpu", "cuda", "rocm"), dtypes=("float32", "bfloat16", "float16"),
-                  backend="torch", kind="vocoder", overhead_bytes=1 * 2**30),
-    ComponentSpec("encoder", params=161_482_176, devices=("cpu", "cuda", "rocm"), dtypes=("float32", "bfloat16", "float16"),
-                  backend="torch", kind="codec", overhead_bytes=256 * 2**20),
+    ComponentSpec(
+        "backbone", params=612_577_280, devices=("cpu", "cuda", "rocm"), dtypes=_TORCH_DTYPES, backend="torch",
+        kind="transformer", overhead_bytes=512 * 2**20,
+    ),
+    ComponentSpec(
+        "decoder", params=22_614_569, devices=("cpu", "cuda", "rocm"), dtypes=("float32", "bfloat16", "float16"),
+        backend="torch", kind="vocoder", overhead_bytes=1 * 2**30,
+    ),
+    ComponentSpec(
+        "encoder", params=161_482_176, devices=("cpu", "cuda", "rocm"), dtypes=("float32", "bfloat16", "float16"),
+        backend="torch", kind="codec", overhead_bytes=256 * 2**20,
+    ),
 )
 
 

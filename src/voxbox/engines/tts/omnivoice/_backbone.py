@@ -98,7 +98,9 @@ class Layer(nn.Module):
         self.gate_up = nn.Linear(c.hidden, 2 * c.intermediate, bias=False)
         self.down = nn.Linear(c.intermediate, c.hidden, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, segments: tuple[tuple[int, int], ...]) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, segments: tuple[tuple[int, int], ...]
+    ) -> torch.Tensor:
         c = self.c
         n = x.shape[0]
         qkv = self.qkv(rms_norm(x, self.ln1, c.eps))
@@ -137,8 +139,11 @@ class Backbone(nn.Module):
         self.norm = nn.Parameter(torch.ones(c.hidden))
         self.audio_heads = nn.Linear(c.hidden, c.codebooks * c.audio_vocab, bias=False)
         self.register_buffer("offsets", torch.arange(c.codebooks) * c.audio_vocab, persistent=False)
-        self.register_buffer("inv_freq", 1.0 / (c.rope_theta ** (torch.arange(0, c.head_dim, 2, dtype=torch.int64).float()
-                                                                / c.head_dim)), persistent=False)
+        self.register_buffer(
+            "inv_freq",
+            1.0 / (c.rope_theta ** (torch.arange(0, c.head_dim, 2, dtype=torch.int64).float() / c.head_dim)),
+            persistent=False,
+        )
 
     def rope(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """(cos, sin) of shape (S, head_dim) for integer ``positions``, computed in float32 as upstream."""
@@ -193,7 +198,9 @@ def upstream_state(c: LMConfig, state: Mapping[str, torch.Tensor]) -> dict[str, 
         out[f"layers.{i}.k_norm"] = take(a + "k_norm.weight")
         out[f"layers.{i}.ln1"] = take(p + "input_layernorm.weight")
         out[f"layers.{i}.ln2"] = take(p + "post_attention_layernorm.weight")
-        out[f"layers.{i}.gate_up.weight"] = torch.cat([take(p + "mlp.gate_proj.weight"), take(p + "mlp.up_proj.weight")])
+        out[f"layers.{i}.gate_up.weight"] = torch.cat(
+            [take(p + "mlp.gate_proj.weight"), take(p + "mlp.up_proj.weight")]
+        )
         out[f"layers.{i}.down.weight"] = take(p + "mlp.down_proj.weight")
     return out
 
@@ -207,10 +214,10 @@ def to_upstream(c: LMConfig, model: Backbone) -> dict[str, torch.Tensor]:
            "codebook_layer_offsets": torch.arange(c.codebooks) * c.audio_vocab}
     for i in range(c.layers):
         p, a = f"llm.layers.{i}.", f"llm.layers.{i}.self_attn."
-        for name, part in zip("qkv", s[f"layers.{i}.qkv.weight"].split((q, kv, kv))):
+        for name, part in zip("qkv", s[f"layers.{i}.qkv.weight"].split((q, kv, kv)), strict=True):
             out[a + f"{name}_proj.weight"] = part
         if c.attn_bias:
-            for name, part in zip("qkv", s[f"layers.{i}.qkv.bias"].split((q, kv, kv))):
+            for name, part in zip("qkv", s[f"layers.{i}.qkv.bias"].split((q, kv, kv)), strict=True):
                 out[a + f"{name}_proj.bias"] = part
         out[a + "o_proj.weight"] = s[f"layers.{i}.o.weight"]
         out[a + "q_norm.weight"] = s[f"layers.{i}.q_norm"]

@@ -63,7 +63,7 @@ class SemanticEncoder(nn.Module):
         h = cfg.semantic_hidden_size
         self.conv = nn.Conv1d(h, h, cfg.kernel_size, 1, cfg.kernel_size // 2, bias=False)
         blocks, cin = [], h
-        for ratio, stride in zip(cfg.channel_ratios, cfg.strides):
+        for ratio, stride in zip(cfg.channel_ratios, cfg.strides, strict=False):
             cout = int(h * ratio)
             blocks.append(_SemBlock(cfg, cin, cout, stride))
             cin = cout

@@ -123,12 +123,18 @@ class OmniVoiceEngine:
     def components(self) -> list[ComponentSpec]:
         devs = ("cuda", "rocm", "cpu")
         return [
-            ComponentSpec("backbone", params=self._params["backbone"], devices=devs, dtypes=("bfloat16", "float16", "float32"),
-                          backend="torch", kind="transformer", overhead_bytes=512 * 2**20),
-            ComponentSpec("decoder", params=self._params["decoder"], devices=devs, dtypes=("float32", "bfloat16", "float16"),
-                          backend="torch", kind="vocoder", overhead_bytes=1 * 2**30),
-            ComponentSpec("encoder", params=self._params["encoder"], devices=devs, dtypes=("float32", "bfloat16", "float16"),
-                          backend="torch", kind="codec", overhead_bytes=256 * 2**20),
+            ComponentSpec(
+                "backbone", params=self._params["backbone"], devices=devs, dtypes=("bfloat16", "float16", "float32"),
+                backend="torch", kind="transformer", overhead_bytes=512 * 2**20,
+            ),
+            ComponentSpec(
+                "decoder", params=self._params["decoder"], devices=devs, dtypes=("float32", "bfloat16", "float16"),
+                backend="torch", kind="vocoder", overhead_bytes=1 * 2**30,
+            ),
+            ComponentSpec(
+                "encoder", params=self._params["encoder"], devices=devs, dtypes=("float32", "bfloat16", "float16"),
+                backend="torch", kind="codec", overhead_bytes=256 * 2**20,
+            ),
         ]
 
     # ------------------------------------------------------------------ voices
@@ -210,25 +216,30 @@ class OmniVoiceEngine:
                 raise BadInputError("a reference clip needs its transcript (reference_text, or a .txt file next to "
                                     "the clip)", param="reference_text")
             return None, voice, reference_text
-        raise BadInputError("voice must be None, 'auto', an EncodedVoice, an Audio clip or a clip's path", param="voice")
+        raise BadInputError(
+            "voice must be None, 'auto', an EncodedVoice, an Audio clip or a clip's path", param="voice"
+        )
 
     def _parse(self, text: Any, voice: Any, speed: Any, o: Any) -> _Call:
         text = validate_text(text)
         speed_v = validate_speed(speed)
         ref, clip, clip_text = self._voice(voice, o.reference_text)
         d = {k: (getattr(o, k) if getattr(o, k) is not None else v) for k, v in DEFAULTS.items()}
-        params = SampleParams(steps=int(d["steps"]), guidance_scale=float(d["guidance_scale"]), t_shift=float(d["t_shift"]),
-                              layer_penalty_factor=float(d["layer_penalty_factor"]),
-                              position_temperature=float(d["position_temperature"]),
-                              class_temperature=float(d["class_temperature"]))
+        params = SampleParams(
+            steps=int(d["steps"]), guidance_scale=float(d["guidance_scale"]), t_shift=float(d["t_shift"]),
+            layer_penalty_factor=float(d["layer_penalty_factor"]),
+            position_temperature=float(d["position_temperature"]), class_temperature=float(d["class_temperature"]),
+        )
         seed = int(o.seed) if o.seed is not None else int.from_bytes(os.urandom(4), "little")
         first = int(o.first_window_frames or self.first_window)
         window = int(o.window_frames or self.window)
-        return _Call(text=text, language=_text.resolve_language(o.language),
-                     instruct=_text.resolve_instruct(o.voice_description, text), ref=ref, clip=clip, clip_text=clip_text,
-                     params=params, seed=seed, speed=speed_v, duration=o.duration, denoise=bool(d["denoise"]),
-                     postprocess=bool(d["postprocess"]), chunk_seconds=float(d["chunk_seconds"]),
-                     chunk_threshold=float(d["chunk_threshold"]), first_window=first, window=window)
+        return _Call(
+            text=text, language=_text.resolve_language(o.language),
+            instruct=_text.resolve_instruct(o.voice_description, text), ref=ref, clip=clip, clip_text=clip_text,
+            params=params, seed=seed, speed=speed_v, duration=o.duration, denoise=bool(d["denoise"]),
+            postprocess=bool(d["postprocess"]), chunk_seconds=float(d["chunk_seconds"]),
+            chunk_threshold=float(d["chunk_threshold"]), first_window=first, window=window,
+        )
 
     # ------------------------------------------------------------------ synthesis
     def stream(self, text: str, voice: VoiceArg = None, speed: float | None = None, options: Any = None, *,
@@ -262,9 +273,13 @@ class OmniVoiceEngine:
         if est <= int(call.chunk_threshold * self.frame_rate):
             return [call.text], est, speed
         chunk_len = int(call.chunk_seconds * self.frame_rate / (est / len(call.text)))
-        return _upstream.text().chunk_text_punctuation(text=call.text, chunk_len=chunk_len, min_chunk_len=3), None, speed
+        return (
+            _upstream.text().chunk_text_punctuation(text=call.text, chunk_len=chunk_len, min_chunk_len=3), None, speed,
+        )
 
-    def prompt(self, call: _Call, text: str, ref_codes: torch.Tensor | None, ref_text: str | None, frames: int) -> Prompt:
+    def prompt(
+        self, call: _Call, text: str, ref_codes: torch.Tensor | None, ref_text: str | None, frames: int
+    ) -> Prompt:
         """Upstream ``_prepare_inference_inputs``: style row, text row, reference codes, MASK target."""
         c = self.c
         style = list(self.tokenizer.encode(_text.style_text(call.language, call.instruct,
@@ -289,7 +304,7 @@ class OmniVoiceEngine:
         details.update(pieces=len(texts), frames=[])
         first: tuple[torch.Tensor, str] | None = None
         index = 0
-        for i, piece in enumerate(texts):
+        for piece in texts:
             if ref is not None:
                 r_codes, r_text = ref.codes, ref.text
             elif first is not None:

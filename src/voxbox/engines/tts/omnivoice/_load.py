@@ -77,8 +77,10 @@ def resolve_files(model_dir: str | Path) -> ModelFiles:
         raise ModelNotFoundError(
             f"omnivoice model directory {str(root)!r} is incomplete: missing {', '.join(missing)} (expected the "
             f"upstream layout: {', '.join(('model.safetensors',) + REQUIRED)})", param="model")
-    return ModelFiles(root, root / "config.json", weights, root / "tokenizer.json", root / "audio_tokenizer/config.json",
-                      root / "audio_tokenizer/model.safetensors")
+    return ModelFiles(
+        root, root / "config.json", weights, root / "tokenizer.json", root / "audio_tokenizer/config.json",
+        root / "audio_tokenizer/model.safetensors",
+    )
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -108,7 +110,9 @@ def codec_config(files: ModelFiles) -> Any:
                                      install_hint="pip install -U 'transformers>=5.3'") from exc
     raw = _json(files.codec_config)
     try:
-        return HiggsAudioV2TokenizerConfig(**{k: v for k, v in raw.items() if k not in ("architectures", "transformers_version")})
+        return HiggsAudioV2TokenizerConfig(
+            **{k: v for k, v in raw.items() if k not in ("architectures", "transformers_version")}
+        )
     except Exception as exc:
         raise ModelLoadError(f"{str(files.codec_config)!r} is not a Higgs audio tokenizer config: {exc}") from exc
 
@@ -144,26 +148,39 @@ def _read(names: Iterable[str], where: dict[str, tuple[tuple[int, ...], Path]]) 
     return out
 
 
-def _check_shapes(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[tuple[int, ...], Path]], what: str) -> None:
+def _check_shapes(
+    expected: dict[str, tuple[int, ...]], found: dict[str, tuple[tuple[int, ...], Path]], what: str
+) -> None:
     for name, shape in expected.items():
         got = found.get(name)
         if got is None:
             raise ModelLoadError(f"{what} checkpoint lacks {name!r}")
         if tuple(got[0]) != tuple(shape):
-            raise ModelLoadError(f"{what} tensor {name!r} has shape {tuple(got[0])}, config.json implies {tuple(shape)}")
+            raise ModelLoadError(
+                f"{what} tensor {name!r} has shape {tuple(got[0])}, config.json implies {tuple(shape)}"
+            )
 
 
 def _lm_shapes(c: LMConfig) -> dict[str, tuple[int, ...]]:
     q, kv = c.heads * c.head_dim, c.kv_heads * c.head_dim
-    out = {"llm.embed_tokens.weight": (c.vocab, c.hidden), "audio_embeddings.weight": (c.codebooks * c.audio_vocab, c.hidden),
-           "audio_heads.weight": (c.codebooks * c.audio_vocab, c.hidden), "llm.norm.weight": (c.hidden,)}
+    out = {
+        "llm.embed_tokens.weight": (c.vocab, c.hidden),
+        "audio_embeddings.weight": (c.codebooks * c.audio_vocab, c.hidden),
+        "audio_heads.weight": (c.codebooks * c.audio_vocab, c.hidden), "llm.norm.weight": (c.hidden,),
+    }
     for i in range(c.layers):
         a, p = f"llm.layers.{i}.self_attn.", f"llm.layers.{i}."
-        out.update({a + "q_proj.weight": (q, c.hidden), a + "k_proj.weight": (kv, c.hidden), a + "v_proj.weight": (kv, c.hidden),
-                    a + "o_proj.weight": (c.hidden, q), a + "q_norm.weight": (c.head_dim,), a + "k_norm.weight": (c.head_dim,),
-                    p + "mlp.gate_proj.weight": (c.intermediate, c.hidden), p + "mlp.up_proj.weight": (c.intermediate, c.hidden),
-                    p + "mlp.down_proj.weight": (c.hidden, c.intermediate), p + "input_layernorm.weight": (c.hidden,),
-                    p + "post_attention_layernorm.weight": (c.hidden,)})
+        out.update(
+            {
+                a + "q_proj.weight": (q, c.hidden), a + "k_proj.weight": (kv, c.hidden),
+                a + "v_proj.weight": (kv, c.hidden), a + "o_proj.weight": (c.hidden, q),
+                a + "q_norm.weight": (c.head_dim,), a + "k_norm.weight": (c.head_dim,),
+                p + "mlp.gate_proj.weight": (c.intermediate, c.hidden),
+                p + "mlp.up_proj.weight": (c.intermediate, c.hidden),
+                p + "mlp.down_proj.weight": (c.hidden, c.intermediate), p + "input_layernorm.weight": (c.hidden,),
+                p + "post_attention_layernorm.weight": (c.hidden,),
+            }
+        )
     return out
 
 
@@ -212,8 +229,10 @@ def _load_part(build: Any, cfg: Any, files: ModelFiles, prefixes: tuple[str, ...
     for name, p in list(module.named_parameters()):
         if p.is_meta:  # masked_spec_embed (training only): an empty stand-in, never read in eval
             parent = module.get_submodule(name.rpartition(".")[0]) if "." in name else module
-            setattr(parent, name.rpartition(".")[2], torch.nn.Parameter(torch.zeros(p.shape, device=device, dtype=dtype),
-                                                                         requires_grad=False))
+            setattr(
+                parent, name.rpartition(".")[2],
+                torch.nn.Parameter(torch.zeros(p.shape, device=device, dtype=dtype), requires_grad=False),
+            )
     return module.eval().requires_grad_(False)
 
 

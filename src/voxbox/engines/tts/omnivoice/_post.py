@@ -103,14 +103,16 @@ def _leading_silence(seg: _Pcm, db: float, chunk: int = 10) -> int:
     return min(trim, len(seg))
 
 
-def remove_silence(audio: np.ndarray, rate: int, mid_ms: int = 300, lead_ms: int = 100, trail_ms: int = 300) -> np.ndarray:
+def remove_silence(
+    audio: np.ndarray, rate: int, mid_ms: int = 300, lead_ms: int = 100, trail_ms: int = 300
+) -> np.ndarray:
     """Shorten silences longer than ``mid_ms`` (keeping ``mid_ms`` of each side) and trim the edges
     to ``lead_ms``/``trail_ms`` of silence; float32 in, 16-bit-quantised float32 out."""
     x = (audio * 32768.0).clip(-32768, 32767).astype(np.int16)
     seg = _Pcm(x, rate)
     if mid_ms > 0:
         ranges = [[a - mid_ms, b + mid_ms] for a, b in _nonsilent(seg, mid_ms, _THRESH_DB, 10)]
-        for r1, r2 in zip(ranges, ranges[1:]):
+        for r1, r2 in itertools.pairwise(ranges):
             if r2[0] < r1[1]:
                 r1[1] = (r1[1] + r2[0]) // 2
                 r2[0] = r1[1]

@@ -22,7 +22,9 @@ import torch
 
 from ._backbone import Backbone, LMConfig, to_upstream
 
-__all__ = ["REAL_CODEC", "REAL_LLM", "SPECIAL_TOKENS", "TINY_CODEC", "TINY_LLM", "write_random_model", "write_tokenizer"]
+__all__ = [
+    "REAL_CODEC", "REAL_LLM", "SPECIAL_TOKENS", "TINY_CODEC", "TINY_LLM", "write_random_model", "write_tokenizer",
+]
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|denoise|>", "<|lang_start|>", "<|lang_end|>", "<|instruct_start|>",
                   "<|instruct_end|>", "<|text_start|>", "<|text_end|>")
@@ -45,12 +47,20 @@ REAL_CODEC: dict[str, Any] = dict(
 )
 #: 16 kHz, hop 320 (50 frames/s), 8 codebooks of 1024 (so the mask id stays 1024), a few channels wide.
 TINY_CODEC: dict[str, Any] = dict(
-    sample_rate=16000, semantic_sample_rate=16000, downsample_factor=320, codebook_size=1024, codebook_dim=8,
+    sample_rate=16000,
+    semantic_sample_rate=16000,
+    downsample_factor=320,
+    codebook_size=1024,
+    codebook_dim=8,
     target_bandwidths=[4.0],
-    acoustic_model_config=dict(encoder_hidden_size=4, decoder_hidden_size=32, hidden_size=16,
-                               downsampling_ratios=[8, 5, 4, 2], upsampling_ratios=[8, 5, 4, 2], hop_length=320),
-    semantic_model_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                               conv_dim=[8] * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, **_HUBERT_CONV),
+    acoustic_model_config=dict(
+        encoder_hidden_size=4, decoder_hidden_size=32, hidden_size=16, downsampling_ratios=[8, 5, 4, 2],
+        upsampling_ratios=[8, 5, 4, 2], hop_length=320,
+    ),
+    semantic_model_config=dict(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, conv_dim=[8] * 7,
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, **_HUBERT_CONV,
+    ),
 )
 
 
@@ -65,7 +75,9 @@ def write_tokenizer(root: Path) -> None:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(list(SPECIAL_TOKENS))
-    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>").save_pretrained(str(root))
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>").save_pretrained(
+        str(root)
+    )
 
 
 def _llm_config(size: str) -> dict[str, Any]:
@@ -79,7 +91,7 @@ def _llm_config(size: str) -> dict[str, Any]:
 
 def _init_backbone(model: Backbone, real: bool) -> None:
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.ndim == 2:
                 p.normal_(0.0, 0.02)
         # tiny: logits well spread (std ~2), so greedy choices are not near-ties across implementations
@@ -117,9 +129,11 @@ def write_random_model(root: str | Path, size: str = "tiny", *, seed: int = 0, d
     root = Path(root)
     (root / "audio_tokenizer").mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    config = {"architectures": ["OmniVoice"], "model_type": "omnivoice", "audio_vocab_size": 1025, "audio_mask_id": 1024,
-              "num_audio_codebook": 8, "audio_codebook_weights": [8, 8, 6, 6, 4, 4, 2, 2], "llm_config": _llm_config(size),
-              "dtype": "bfloat16" if real else "float32"}
+    config = {
+        "architectures": ["OmniVoice"], "model_type": "omnivoice", "audio_vocab_size": 1025, "audio_mask_id": 1024,
+        "num_audio_codebook": 8, "audio_codebook_weights": [8, 8, 6, 6, 4, 4, 2, 2], "llm_config": _llm_config(size),
+        "dtype": "bfloat16" if real else "float32",
+    }
     (root / "config.json").write_text(json.dumps(config, indent=1))
     c = LMConfig.from_json(config)
     with torch.device(device):
@@ -133,8 +147,14 @@ def write_random_model(root: str | Path, size: str = "tiny", *, seed: int = 0, d
     codec = HiggsAudioV2TokenizerConfig(**(REAL_CODEC if real else TINY_CODEC))
     codec.save_pretrained(str(root / "audio_tokenizer"))
     st.save_file(_codec_state(codec), str(root / "audio_tokenizer" / "model.safetensors"), metadata={"format": "pt"})
-    (root / "audio_tokenizer" / "preprocessor_config.json").write_text(json.dumps({
-        "feature_extractor_type": "DacFeatureExtractor", "feature_size": 1, "hop_length": codec.hop_length,
-        "padding_side": "right", "padding_value": 0.0, "return_attention_mask": True, "sampling_rate": codec.sample_rate},
-        indent=1))
+    (root / "audio_tokenizer" / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "feature_extractor_type": "DacFeatureExtractor", "feature_size": 1, "hop_length": codec.hop_length,
+                "padding_side": "right", "padding_value": 0.0, "return_attention_mask": True,
+                "sampling_rate": codec.sample_rate,
+            },
+            indent=1,
+        )
+    )
     return root

@@ -80,8 +80,10 @@ class Sampler:
         self.layer_ids = torch.arange(self.c.codebooks, device=device).view(-1, 1)
 
     # ------------------------------------------------------------------ one step
-    def _step(self, row: torch.Tensor, tokens: torch.Tensor, audio: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
-              n: int, t: int, k: int, p: SampleParams, u_pos: torch.Tensor | None, u_cls: torch.Tensor | None) -> None:
+    def _step(
+        self, row: torch.Tensor, tokens: torch.Tensor, audio: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
+        n: int, t: int, k: int, p: SampleParams, u_pos: torch.Tensor | None, u_cls: torch.Tensor | None,
+    ) -> None:
         """One forward + reveal, in place on ``row`` (packed ids) and ``tokens`` (codebooks, frames)."""
         c = self.c
         h = self.model.hidden(row, audio, rope[0], rope[1], ((0, n), (n, n + t)))

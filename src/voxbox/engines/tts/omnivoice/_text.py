@@ -44,8 +44,10 @@ def resolve_language(language: str | None) -> str | None:
     key = language.strip().lower()
     if key in lm.LANG_NAME_TO_ID:
         return str(lm.LANG_NAME_TO_ID[key])
-    raise BadInputError(f"unknown language {language!r}: use an id such as 'en', 'zh', 'de' or a name such as 'English'",
-                        param="language")
+    raise BadInputError(
+        f"unknown language {language!r}: use an id such as 'en', 'zh', 'de' or a name such as 'English'",
+        param="language",
+    )
 
 
 def resolve_instruct(description: str | None, text: str) -> str | None:
@@ -70,8 +72,11 @@ def resolve_instruct(description: str | None, text: str) -> str | None:
         close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
         wrong.append(f"{item!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
     if wrong:
-        raise BadInputError(f"unsupported voice description item(s) {', '.join(wrong)}; use comma-separated items from: "
-                            f"{', '.join(sorted(vd._INSTRUCT_VALID_EN))}", param="voice_description")
+        raise BadInputError(
+            f"unsupported voice description item(s) {', '.join(wrong)}; use comma-separated items from: "
+            f"{', '.join(sorted(vd._INSTRUCT_VALID_EN))}",
+            param="voice_description",
+        )
     dialect = any(n.endswith("话") for n in names)
     accent = any(" accent" in n for n in names)
     if dialect and accent:

@@ -145,7 +145,10 @@ def load(model: str | Path | None = None, *, device: str | None = "auto", dtype:
     net = _model.load_net(files, cfg)
     vae = _model.load_vae(files, cfg)
     (ldev, ldt), (_, ddt), (vdev, _) = places["lm"], places["dit"], places["vae"]
-    params = {"dit": sum(p.numel() for p in net.feat_decoder.parameters()), "vae": sum(p.numel() for p in vae.parameters())}
+    params = {
+        "dit": sum(p.numel() for p in net.feat_decoder.parameters()),
+        "vae": sum(p.numel() for p in vae.parameters()),
+    }
     params["lm"] = sum(p.numel() for p in net.parameters()) - params["dit"]
     net = net.to(device=ldev, dtype=ldt)
     net.feat_decoder.to(dtype=ddt)

@@ -92,11 +92,17 @@ class VoxCPM2Engine:
         devs = ("cuda", "rocm", "cpu")
         tf = ("bfloat16", "float16", "float32")
         return [
-            ComponentSpec("lm", params=self._params["lm"], devices=devs, dtypes=tf, backend="torch", kind="transformer",
-                          overhead_bytes=2 * self.runner.max_length * 2**16),
-            ComponentSpec("dit", params=self._params["dit"], devices=devs, dtypes=tf, backend="torch", kind="transformer"),
-            ComponentSpec("vae", params=self._params["vae"], devices=devs, dtypes=("float32",), backend="torch",
-                          kind="vocoder", overhead_bytes=1 * 2**30),
+            ComponentSpec(
+                "lm", params=self._params["lm"], devices=devs, dtypes=tf, backend="torch", kind="transformer",
+                overhead_bytes=2 * self.runner.max_length * 2**16,
+            ),
+            ComponentSpec(
+                "dit", params=self._params["dit"], devices=devs, dtypes=tf, backend="torch", kind="transformer"
+            ),
+            ComponentSpec(
+                "vae", params=self._params["vae"], devices=devs, dtypes=("float32",), backend="torch", kind="vocoder",
+                overhead_bytes=1 * 2**30,
+            ),
         ]
 
     # ------------------------------------------------------------------ voices
@@ -159,7 +165,9 @@ class VoxCPM2Engine:
             return None, decode(path, sample_rate=self.encode_rate, max_duration=MAX_REFERENCE_SECONDS)
         if isinstance(voice, Audio):
             return None, voice
-        raise BadInputError("voice must be None, 'auto', an EncodedVoice, an Audio clip or a clip's path", param="voice")
+        raise BadInputError(
+            "voice must be None, 'auto', an EncodedVoice, an Audio clip or a clip's path", param="voice"
+        )
 
     def _parse(self, text: Any, voice: Any, speed: Any, o: Any) -> _Call:
         text = re.sub(r"\s+", " ", validate_text(text).replace("\n", " "))

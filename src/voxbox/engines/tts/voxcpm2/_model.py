@@ -26,7 +26,9 @@ from voxbox.errors import ModelLoadError, ModelNotFoundError
 
 from ._upstream import modules
 
-__all__ = ["Files", "Net", "Tokenizer", "build_net", "build_vae", "load_net", "load_vae", "read_config", "resolve_files"]
+__all__ = [
+    "Files", "Net", "Tokenizer", "build_net", "build_vae", "load_net", "load_vae", "read_config", "resolve_files",
+]
 
 REQUIRED = ("config.json", "model.safetensors", "audiovae.safetensors", "tokenizer.json")
 AUDIO_START, AUDIO_END, REF_START, REF_END = 101, 102, 103, 104

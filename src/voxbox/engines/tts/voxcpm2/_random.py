@@ -20,7 +20,9 @@ from ._model import build_net, build_vae
 __all__ = ["REAL_CONFIG", "TINY_CONFIG", "write_random_model", "write_tokenizer"]
 
 
-def _lm(hidden: int, inter: int, layers: int, heads: int, kv: int, head_dim: int, vocab: int, max_pos: int) -> dict[str, Any]:
+def _lm(
+    hidden: int, inter: int, layers: int, heads: int, kv: int, head_dim: int, vocab: int, max_pos: int
+) -> dict[str, Any]:
     return {"bos_token_id": 1, "eos_token_id": 2, "hidden_size": hidden, "intermediate_size": inter,
             "max_position_embeddings": max_pos, "num_attention_heads": heads, "num_hidden_layers": layers,
             "num_key_value_heads": kv, "rms_norm_eps": 1e-05, "rope_theta": 10000, "kv_channels": head_dim,

@@ -17,7 +17,6 @@ Two ways to run it, same math, same random draws (one Gaussian patch per step fr
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -229,8 +228,3 @@ class Runner:
 
 class _GraphFailed(RuntimeError):
     pass
-
-
-def steps_for(seconds: float, patch: int, frame_rate: float) -> int:
-    """Patches (AR steps) for ``seconds`` of audio."""
-    return max(1, math.ceil(seconds * frame_rate / patch))

@@ -54,4 +54,6 @@ def modules() -> Any:
             importlib.import_module(f"{_ALIAS}.modules.{sub}")
         return importlib.import_module(_ALIAS + ".modules")
     except ImportError as exc:
-        raise EngineUnavailableError(f"voxcpm's modules could not be imported: {exc}", install_hint=INSTALL_HINT) from exc
+        raise EngineUnavailableError(
+            f"voxcpm's modules could not be imported: {exc}", install_hint=INSTALL_HINT
+        ) from exc
