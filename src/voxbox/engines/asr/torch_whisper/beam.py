@@ -35,7 +35,8 @@ class BeamSearch:
             scores: dict[tuple[int, ...], tuple[float, int]] = {}
             for r in rows:
                 for lpv, t in zip(top_lp[r], top_id[r], strict=True):
-                    scores[(*self.seqs[r], t)] = (self.sum_lp[r] + lpv, r)
+                    key = (*self.seqs[r], t)
+                    scores[key] = (self.sum_lp[r] + lpv, r)
             kept = 0
             for seq, (score, r) in sorted(scores.items(), key=lambda kv: kv[1][0], reverse=True):
                 if seq[-1] == self.eot:

@@ -290,7 +290,8 @@ def _placement(device: str | None, dtype: str | None) -> tuple[torch.device, tor
     return dev, tdtype, reason
 
 
-def load(model: str | None = None, *, device: str = "auto", dtype: str | None = None, **options: Any) -> TorchWhisperEngine:
+def load(model: str | None = None, *, device: str = "auto", dtype: str | None = None,
+         **options: Any) -> TorchWhisperEngine:
     """Load an HF Whisper checkpoint directory (config.json, model.safetensors, tokenizer.json).
 
     ``dtype``: float16 / bfloat16 / float32; default float16 on GPU, float32 on CPU.

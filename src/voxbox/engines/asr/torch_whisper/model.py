@@ -282,7 +282,9 @@ class Whisper(nn.Module):
         hd = d.d_model // d.decoder_heads
         shape_self = (d.decoder_layers, 2, batch, d.decoder_heads, max_len, hd)
         shape_cross = (d.decoder_layers, batch, d.decoder_heads, d.max_source_positions, hd)
-        z = lambda s: torch.zeros(s, device=device, dtype=dtype)
+        def z(s: tuple[int, ...]) -> torch.Tensor:
+            return torch.zeros(s, device=device, dtype=dtype)
+
         return KVCache(z(shape_self), z(shape_cross), z(shape_cross))
 
     @torch.no_grad()
@@ -316,4 +318,5 @@ def load_weights(model: Whisper, state: dict[str, torch.Tensor], dtype: torch.dt
         state[k] = state[k].to(device=device, dtype=dtype)
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     if missing or unexpected:
-        raise KeyError(f"checkpoint does not match the Whisper layout: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise KeyError(f"checkpoint does not match the Whisper layout: missing {missing[:5]}, "
+                       f"unexpected {unexpected[:5]}")
