@@ -289,7 +289,7 @@ def test_echo_batched_equals_unbatched(echo):
 
 
 def test_echo_join_and_leave(echo):
-    long_kw = dict(steps=8, sequence_length=32, seed=5)
+    long_kw = dict(steps=24, sequence_length=32, seed=5)  # still sampling when both others arrive
     ref_long = run(echo, "A long diffusion.", **long_kw)
     ref_short = run(echo, "A short one.", steps=2, sequence_length=32, seed=6)
     with batched(echo, max_batch=2, window_ms=0) as sched:
