@@ -61,7 +61,7 @@ def shots(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[RunningServer]:
     """One server for the module: bundled models preloaded, the repository's bench results."""
-    settings = make_settings(tmp_path_factory.mktemp("web"), bench_dir=REPO / "docs" / "bench")
+    settings = make_settings(tmp_path_factory.mktemp("web"), bench_dir=REPO / "bench" / "results")
     srv = RunningServer(settings).start()
     yield srv
     srv.stop()

@@ -19,7 +19,7 @@ KEY = "sk-ui-routes-secret-4242"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    settings = make_settings(tmp_path_factory.mktemp("ui-routes"), api_key=KEY, bench_dir=REPO / "docs" / "bench",
+    settings = make_settings(tmp_path_factory.mktemp("ui-routes"), api_key=KEY, bench_dir=REPO / "bench" / "results",
                              models={"preload_defaults": False})
     srv = RunningServer(settings).start()
     yield srv
@@ -160,7 +160,7 @@ def test_bench_latest_picks_the_newest_run(tmp_path):
 
     from voxbox.server.bench_results import BenchIndex
 
-    src = REPO / "docs" / "bench"
+    src = REPO / "bench" / "results"
     run = next(src.glob("*/tts"))
     for name, created in (("old", "2020-01-01T00:00:00Z"), ("new", "2030-01-01T00:00:00Z")):
         shutil.copytree(run, tmp_path / name)
