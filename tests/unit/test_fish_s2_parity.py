@@ -40,7 +40,9 @@ torch = pytest.importorskip("torch")
 
 from voxbox.engines.tts.fish_s2.config import DualARConfig, TransformerConfig  # noqa: E402
 from voxbox.engines.tts.fish_s2.loader import _to_voxbox  # noqa: E402
-from voxbox.engines.tts.fish_s2.model import DualARRunner, FastAR, SlowAR, apply_rope, rope_table, run_layers  # noqa: E402
+from voxbox.engines.tts.fish_s2.model import DualARRunner  # noqa: E402
+from voxbox.engines.tts.fish_s2.ops import apply_rope, rope_table  # noqa: E402
+from voxbox.engines.tts.fish_s2.transformer import FastAR, SlowAR, run_layers  # noqa: E402
 
 _PKG = "sglang_omni.models.fishaudio_s2_pro.fish_speech.models.text2semantic"
 

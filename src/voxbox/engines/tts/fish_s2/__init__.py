@@ -2,8 +2,8 @@
 
 S2-Pro is a ~4 B "slow" Qwen3-style transformer that makes one step per 21.5 Hz audio frame, a
 ~0.4 B "fast" transformer that emits the frame's 9 residual codebooks, and a modified DAC that
-turns the 10 codes per frame into 44.1 kHz audio. voxbox implements all three itself (``model``,
-``codec``) from the published architecture and loads the upstream checkpoint layout from a local
+turns the 10 codes per frame into 44.1 kHz audio. voxbox implements all three itself (``transformer``,
+``model``, ``codec``) from the published architecture and loads the upstream checkpoint layout from a local
 directory (``loader``); sglang, flashinfer and flash-attn are not needed::
 
     engine = load("/models/s2-pro", device="cuda")                 # slow/fast bf16, codec fp32
@@ -58,14 +58,14 @@ from .config import S2_CODEC, S2_PRO_CONFIG, CodecConfig, DualARConfig, load_cod
 __all__ = ["COMPONENTS", "DEFAULTS", "FishLoadOptions", "FishOptions", "FishS2Engine", "S2_CODEC", "S2_PRO_CONFIG",
            "SPEC", "load", "parse_placement"]
 
-_LAZY = ("DEFAULTS", "FishS2Engine")
+_LAZY = {"DEFAULTS": "prompt", "FishS2Engine": "engine"}  # name -> submodule (they import torch)
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        from . import engine
+        import importlib
 
-        return getattr(engine, name)
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

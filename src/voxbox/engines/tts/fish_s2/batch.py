@@ -11,7 +11,7 @@ its cache rows copied), so one step runs rows ``0..B-1`` for the smallest batch 
   for its first frame its prompt's last token; each row writes its key/value at its own position
   and attends its own cache up to that position (per-row additive mask over the bucket's span);
 * **fast loop**: every row at the same codebook position, so the single runner's layer code
-  (``model.run_layers``) runs unchanged on B rows;
+  (``transformer.run_layers``) runs unchanged on B rows;
 * **sampling**: per-row temperature/top-p/top-k/RAS/penalty/bias; the random draw is a hash of
   (request seed, frame, codebook, candidate) rather than a generator, so a request samples the
   same codes whichever batch it shares (and a seeded request is reproducible under load).
@@ -39,8 +39,10 @@ from torch import Tensor
 
 from voxbox.engines.batched import bucket, pow2_buckets
 
-from .model import EAGER, HISTORY, DualARRunner, run_layers
+from .model import HISTORY, DualARRunner
+from .ops import EAGER
 from .rows import RowOps, hashed_noise, sample_rows
+from .transformer import run_layers
 
 __all__ = ["OPTION_NAMES", "BatchRunner", "RowPrompt", "hashed_noise", "sample_rows"]  # the last two from .rows
 

@@ -32,7 +32,7 @@ log = logging.getLogger("voxbox.engines")
 
 @dataclass
 class FishRequest:
-    """A parsed call (``engine._Call`` with its prompt built) plus what batching needs."""
+    """A parsed call (``prompt._Call`` with its prompt built) plus what batching needs."""
 
     call: Any
     seed: int

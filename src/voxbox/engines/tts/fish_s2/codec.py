@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import CodecConfig, CodecTransformerConfig
-from .model import apply_rope, rope_table
+from .ops import apply_rope, rope_table
 
 __all__ = ["Codec"]
 

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from .codec import Codec
 from .config import CodecConfig, DualARConfig
-from .model import FastAR, SlowAR
+from .transformer import FastAR, SlowAR
 
 __all__ = [
     "ModelFiles",

@@ -23,6 +23,9 @@ host never waits on a frame except to look for ``<|im_end|>`` every few frames. 
 once per step for decoding) over the static caches (no flash-attn), so the same code runs on
 CUDA, ROCm and CPU. The elementwise parts of a step (norms, q/k norm + RoPE + cache entry,
 SwiGLU, sampler) are small pure functions that ``torch.compile`` fuses on CUDA (``_Ops``).
+
+This module holds ``DualARRunner`` (buffers, the step bodies, CUDA-graph capture and replay);
+the ``nn.Module`` stacks live in ``transformer``, the elementwise functions in ``ops``.
 """
 
 from __future__ import annotations
@@ -32,242 +35,18 @@ from typing import Any, Iterable
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from .config import DualARConfig, TransformerConfig
+from .config import DualARConfig
+from .ops import EAGER, _Ops, rope_table
+from .transformer import FastAR, SlowAR, run_layers
 
-__all__ = ["DualARRunner", "FastAR", "SlowAR", "rope_table"]
+__all__ = ["HISTORY", "TOPK_WIDTH", "DualARRunner"]
 
 #: Width of the (static-shape) top-k used by the semantic sampler; per-call top_k <= this.
 TOPK_WIDTH = 64
 #: Repetition-penalty window (upstream ``ras_window`` / ``rep_history_len``).
 HISTORY = 16
-
-
-def rope_table(positions: int, head_dim: int, base: float) -> Tensor:
-    """(positions, head_dim/2, 2) cos/sin, rounded to bfloat16 as upstream's cache is, kept in fp32."""
-    inv = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32)[: head_dim // 2] / head_dim))
-    ang = torch.outer(torch.arange(positions, dtype=torch.float32), inv)
-    table = torch.stack([torch.cos(ang), torch.sin(ang)], dim=-1)
-    return table.to(torch.bfloat16).to(torch.float32)
-
-
-def apply_rope(x: Tensor, cs: Tensor) -> Tensor:
-    """Interleaved-pair rotation. x: (B, T, H, D); cs: (T, D/2, 2)."""
-    xf = x.float().unflatten(-1, (-1, 2))
-    c = cs[None, :, None, :, 0]
-    s = cs[None, :, None, :, 1]
-    a, b = xf[..., 0], xf[..., 1]
-    return torch.stack([a * c - b * s, b * c + a * s], dim=-1).flatten(-2).to(x.dtype)
-
-
-def _rms(x: Tensor, w: Tensor, eps: float) -> Tensor:
-    xf = x.float()
-    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps) * w.float()).to(x.dtype)
-
-
-def _add_rms(x: Tensor, d: Tensor, w: Tensor, eps: float) -> tuple[Tensor, Tensor]:
-    h = x + d
-    return h, _rms(h, w, eps)
-
-
-def _qk_rope(qk: Tensor, w: Tensor | None, cs: Tensor, eps: float) -> Tensor:
-    """Per-head RMSNorm (when ``w``, one row per head) then RoPE, for q and k heads at once."""
-    if w is not None:
-        qk = _rms(qk, w, eps)
-    return apply_rope(qk, cs)
-
-
-def _qkv_prep(qkv: Tensor, w: Tensor | None, cs: Tensor, eps: float, H: int, G: int, D: int) -> tuple[Tensor, Tensor]:
-    """Fused QKV output (B, T, (H+2G)D) -> q (B, T, H, D) and the new cache entries k|v (2, B, G, T, D)."""
-    B, T = qkv.shape[0], qkv.shape[1]
-    qk = _qk_rope(qkv[..., : (H + G) * D].view(B, T, H + G, D), w, cs, eps)
-    v = qkv[..., (H + G) * D :].view(B, T, G, D)
-    return qk[:, :, :H], torch.stack([qk[:, :, H:], v]).transpose(2, 3)
-
-
-def _swiglu(h: Tensor, inter: int) -> Tensor:
-    gate, up = h.split(inter, dim=-1)
-    return F.silu(gate) * up
-
-
-def _sample(logits: Tensor, temperature: Tensor, top_p: Tensor, top_k: Tensor, noise: Tensor) -> Tensor:
-    """One draw from 1-D ``logits`` (fp32) with upstream's order: top-k, top-p on the untempered
-    distribution (the first candidate always kept), then temperature. ``temperature <= 0`` is
-    greedy. ``noise`` (width,) is Exp(1) noise: argmax(p / noise) is a multinomial draw (drawn by
-    the caller so RNG stays outside compiled code). Options are 0-d tensors (graph-capturable).
-    Returns a (1,) index into ``logits``."""
-    width = noise.shape[0]
-    vals, idx = torch.topk(logits, width)
-    ar = torch.arange(width, device=logits.device)
-    vals = vals.masked_fill(ar >= top_k, float("-inf"))
-    cum = torch.cumsum(torch.softmax(vals, dim=-1), dim=-1)
-    drop = (cum > top_p) & (ar > 0)
-    vals = vals.masked_fill(drop, float("-inf"))
-    probs = torch.softmax(vals / temperature.clamp(min=1e-5), dim=-1)
-    pick = torch.argmax(probs / noise).view(1)
-    pick = torch.where(temperature > 0, pick, torch.zeros_like(pick))
-    return idx.gather(0, pick)
-
-
-class _Ops:
-    """The elementwise pieces of a decoder layer. On CUDA they are swapped for ``torch.compile``d
-    versions (each fuses into one kernel) for one-position steps; prefill stays eager."""
-
-    def __init__(self, compiled: bool) -> None:
-        self.rms, self.add_rms, self.qkv_prep, self.swiglu, self.sample = _rms, _add_rms, _qkv_prep, _swiglu, _sample
-        self.compiled = False
-        if compiled:
-            self.compile()
-
-    def compile(self) -> None:
-        import torch._dynamo
-
-        torch._dynamo.config.cache_size_limit = max(64, torch._dynamo.config.cache_size_limit)
-        c = lambda f: torch.compile(f, dynamic=False, fullgraph=True)  # noqa: E731
-        self.rms, self.add_rms, self.qkv_prep, self.swiglu = c(_rms), c(_add_rms), c(_qkv_prep), c(_swiglu)
-        self.sample = c(_sample)
-        self.compiled = True
-
-
-EAGER = _Ops(False)
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return _rms(x, self.weight, self.eps)
-
-
-class Attention(nn.Module):
-    def __init__(self, c: TransformerConfig) -> None:
-        super().__init__()
-        self.n_head, self.n_kv, self.head_dim = c.n_head, c.n_local_heads, c.head_dim
-        self.eps = c.norm_eps
-        self.wqkv = nn.Linear(c.dim, (c.n_head + 2 * c.n_local_heads) * c.head_dim, bias=c.attention_qkv_bias)
-        self.wo = nn.Linear(c.n_head * c.head_dim, c.dim, bias=c.attention_o_bias)
-        self.qk_norm = c.attention_qk_norm
-        if self.qk_norm:
-            self.q_norm = RMSNorm(c.head_dim, c.norm_eps)
-            self.k_norm = RMSNorm(c.head_dim, c.norm_eps)
-        self._qk_w: Tensor | None = None
-
-    def qk_weight(self) -> Tensor | None:
-        """q_norm's weight for each q head stacked over k_norm's for each k head (cached)."""
-        if not self.qk_norm:
-            return None
-        w = self._qk_w
-        if w is None or w.device != self.q_norm.weight.device or w.dtype != self.q_norm.weight.dtype:
-            H, G, D = self.n_head, self.n_kv, self.head_dim
-            w = torch.cat(
-                [self.q_norm.weight.detach().expand(H, D), self.k_norm.weight.detach().expand(G, D)]
-            ).contiguous()
-            self._qk_w = w
-        return w
-
-    def forward(self, x: Tensor, cs: Tensor, pos: Tensor, cache: Tensor, span: int, mask: Tensor,
-                ops: _Ops = EAGER) -> Tensor:
-        """x: (B, T, dim); cache: (2, B, n_kv, S, head_dim) keys|values; pos: (T,) slots to write;
-        attends cache[..., :span, :] under ``mask`` (bool True = attend, or additive; (T, span)
-        or broadcastable)."""
-        B, T, _ = x.shape
-        H, G, D = self.n_head, self.n_kv, self.head_dim
-        q, kv = ops.qkv_prep(self.wqkv(x), self.qk_weight(), cs, self.eps, H, G, D)
-        cache.index_copy_(3, pos, kv)
-        keys, vals = cache[0, :, :, :span], cache[1, :, :, :span]
-        if T == 1:
-            # GQA at one query position: each KV head's query heads act as that many query rows.
-            qg = q.reshape(B, G, H // G, D)
-            y = F.scaled_dot_product_attention(qg, keys, vals, attn_mask=mask.view(1, 1, 1, span))
-            y = y.reshape(B, 1, H * D)
-        else:
-            rep = H // G
-            y = F.scaled_dot_product_attention(
-                q.transpose(1, 2), keys.repeat_interleave(rep, 1), vals.repeat_interleave(rep, 1),
-                attn_mask=mask.view(1, 1, T, span))
-            y = y.transpose(1, 2).reshape(B, T, H * D)
-        return self.wo(y)
-
-
-class FeedForward(nn.Module):
-    """SwiGLU with the gate and up projections stored as one matrix (``w13`` = [w1; w3])."""
-
-    def __init__(self, c: TransformerConfig) -> None:
-        super().__init__()
-        self.inter = c.intermediate_size
-        self.w13 = nn.Linear(c.dim, 2 * c.intermediate_size, bias=False)
-        self.w2 = nn.Linear(c.intermediate_size, c.dim, bias=False)
-
-    def forward(self, x: Tensor, ops: _Ops = EAGER) -> Tensor:
-        return self.w2(ops.swiglu(self.w13(x), self.inter))
-
-
-class Block(nn.Module):
-    def __init__(self, c: TransformerConfig) -> None:
-        super().__init__()
-        self.attention = Attention(c)
-        self.feed_forward = FeedForward(c)
-        self.attention_norm = RMSNorm(c.dim, c.norm_eps)
-        self.ffn_norm = RMSNorm(c.dim, c.norm_eps)
-        self.eps = c.norm_eps
-
-    def forward(self, x: Tensor, delta: Tensor | None, cs: Tensor, pos: Tensor, cache: Tensor, span: int,
-                mask: Tensor, ops: _Ops = EAGER) -> tuple[Tensor, Tensor]:
-        """Residual stream ``x`` plus the previous layer's pending ``delta`` (None for the first
-        layer) -> (x', delta'): the layer's output is x' + delta', added by the next norm."""
-        if delta is None:
-            n = ops.rms(x, self.attention_norm.weight, self.eps)
-        else:
-            x, n = ops.add_rms(x, delta, self.attention_norm.weight, self.eps)
-        a = self.attention(n, cs, pos, cache, span, mask, ops)
-        h, n = ops.add_rms(x, a, self.ffn_norm.weight, self.eps)
-        return h, self.feed_forward(n, ops)
-
-
-def run_layers(layers: Iterable[nn.Module], caches: Iterable[Tensor], x: Tensor, cs: Tensor, pos: Tensor, span: int,
-               mask: Tensor, norm_w: Tensor, eps: float, ops: _Ops = EAGER) -> Tensor:
-    """A stack of blocks over static caches, then the final RMSNorm."""
-    d = None
-    for layer, cache in zip(layers, caches, strict=True):
-        x, d = layer(x, d, cs, pos, cache, span, mask, ops)
-    if d is None:
-        return ops.rms(x, norm_w, eps)
-    return ops.add_rms(x, d, norm_w, eps)[1]
-
-
-class SlowAR(nn.Module):
-    """The text/semantic transformer (checkpoint prefix ``text_model.model.``)."""
-
-    def __init__(self, c: TransformerConfig) -> None:
-        super().__init__()
-        self.config = c
-        self.embeddings = nn.Embedding(c.vocab_size, c.dim)
-        self.layers = nn.ModuleList(Block(c) for _ in range(c.n_layer))
-        self.norm = RMSNorm(c.dim, c.norm_eps)
-        if not c.tie_word_embeddings:
-            self.output = nn.Linear(c.dim, c.vocab_size, bias=False)
-
-    def head_weight(self) -> Tensor:
-        return self.embeddings.weight if self.config.tie_word_embeddings else self.output.weight
-
-
-class FastAR(nn.Module):
-    """The codebook transformer (checkpoint prefix ``audio_decoder.``)."""
-
-    def __init__(self, c: TransformerConfig) -> None:
-        super().__init__()
-        assert c.num_codebooks and c.text_dim
-        self.config = c
-        self.project_in = nn.Linear(c.text_dim, c.dim) if c.text_dim != c.dim else nn.Identity()
-        self.codebook_embeddings = nn.Embedding(c.vocab_size * c.num_codebooks, c.text_dim)
-        self.embeddings = nn.Embedding(c.vocab_size, c.dim)
-        self.layers = nn.ModuleList(Block(c) for _ in range(c.n_layer))
-        self.norm = RMSNorm(c.dim, c.norm_eps)
-        self.output = nn.Linear(c.dim, c.vocab_size, bias=False)
 
 
 class DualARRunner:

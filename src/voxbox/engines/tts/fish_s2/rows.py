@@ -1,6 +1,6 @@
 """Per-row pieces of a batched dual-AR step: sampling, the random draw, rotary positions per row.
 
-Each function is the batched twin of one in ``model`` (``_sample``, ``_qkv_prep``), row ``r`` of the
+Each function is the batched twin of one in ``ops`` (``_sample``, ``_qkv_prep``), row ``r`` of the
 result equal to the single-call function on row ``r`` of the input; ``RowOps`` bundles them (and
 the shared elementwise ones) compiled once with a dynamic batch size on CUDA.
 """
@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .model import _add_rms, _qkv_prep, _rms, _swiglu
+from .ops import _add_rms, _qkv_prep, _rms, _swiglu
 
 __all__ = ["RowOps", "hashed_noise", "sample_rows"]
 
@@ -43,7 +43,7 @@ def hashed_noise(seed: Tensor, frame: Tensor, salt: int, width: int) -> Tensor:
 
 
 def sample_rows(logits: Tensor, temperature: Tensor, top_p: Tensor, top_k: Tensor, noise: Tensor) -> Tensor:
-    """``model._sample`` per row: logits (B, N) fp32, options (B,), noise (B, width) -> (B,) indices."""
+    """``ops._sample`` per row: logits (B, N) fp32, options (B,), noise (B, width) -> (B,) indices."""
     width = noise.shape[1]
     vals, idx = torch.topk(logits, width, dim=-1)
     ar = torch.arange(width, device=logits.device)[None, :]
@@ -58,7 +58,7 @@ def sample_rows(logits: Tensor, temperature: Tensor, top_p: Tensor, top_k: Tenso
 
 def _qkv_prep_rows(qkv: Tensor, w: Tensor | None, cs: Tensor, eps: float, H: int, G: int,
                    D: int) -> tuple[Tensor, Tensor]:
-    """``model._qkv_prep`` for one position per row, each at its own rotary angle: qkv (B, 1, ...),
+    """``ops._qkv_prep`` for one position per row, each at its own rotary angle: qkv (B, 1, ...),
     cs (B, D/2, 2) -> q (B, 1, H, D) and the new cache entries k|v (2, B, G, 1, D)."""
     B = qkv.shape[0]
     qk = qkv[..., : (H + G) * D].view(B, 1, H + G, D)
@@ -88,7 +88,7 @@ class RowOps:
             self.compiled = True
 
     def shared(self) -> Any:
-        """The ops as ``model.run_layers`` wants them for the fast loop (one position for all rows)."""
+        """The ops as ``transformer.run_layers`` wants them for the fast loop (one position for all rows)."""
         view = copy.copy(self)
         view.qkv_prep = self.qkv_prep_shared
         return view
