@@ -166,6 +166,8 @@ class FishS2Engine(PromptBuilder):
         yield from relay(sched.submit(req, cancel), timings, details, started=start)
 
     def _generate_locked(self, call: _Call, timings: StageTimings, details: dict[str, Any]) -> Iterator[AudioChunk]:
+        """Prefill, then decode windows of frames and yield each window's audio (long: one generator
+        whose loop state (frames made, checked, emitted) would otherwise be passed around)."""
         r, o = self.runner, call.opts
         ar_dev = self.placement["slow_ar"][0]
         codec_dev = self.placement["codec"][0]

@@ -55,6 +55,8 @@ class DualARRunner:
     def __init__(self, cfg: DualARConfig, slow: SlowAR, fast: FastAR, *, device: torch.device,
                  max_context: int, max_frames: int, cuda_graphs: bool = True, compile: bool = False,
                  buckets: Iterable[int] | None = None) -> None:
+        """Allocate every static buffer the captured graphs read and write (long: it is one flat
+        list of fixed-address tensors, clearer in one place than split across helpers)."""
         self.cfg = cfg
         self.slow, self.fast = slow.eval(), fast.eval()
         for p in (*slow.parameters(), *fast.parameters()):
