@@ -16,7 +16,9 @@ Model directory (onnx-asr's layout)::
 Long audio is cut into equal windows (at most ``chunk_length`` seconds, default 60, reading
 ``chunk_overlap`` more on each side; a word belongs to the window whose core holds its start); the
 windows go through the encoder and the batched greedy decoder ``batch_size`` at a time.
-TODO(vad): when ``voxbox.audio.vad`` exists, cut at speech pauses instead (see :func:`windows`).
+The fronts (CLI, server, batch) run Silero VAD first by default (``voxbox.runtime.vad``), so the
+engine sees speech only; cuts inside it are still even, with overlap (placing them in the pauses
+VAD found is left to do).
 
 Stages: ``resample``, ``features`` (log-mel: numpy on the CPU, torch on a GPU when torch sees it),
 ``encode``, ``decode``.
@@ -98,8 +100,8 @@ def windows(n_samples: int, chunk: int, overlap: int) -> list[tuple[int, int, in
     Audio up to ``chunk`` samples is one window. Longer audio is cut into the fewest windows of
     *equal* kept length not above ``chunk`` (so a batch of windows carries almost no padding), each
     reading ``overlap`` more on either side for context.
-    TODO(vad): a VAD front (``voxbox.audio.vad``) should place the cuts in pauses; then the overlap
-    can go and words are never split."""
+    Not yet done: placing the cuts in the pauses VAD found (then the overlap can go and words are
+    never split)."""
     if n_samples <= chunk:
         return [(0, n_samples, 0, n_samples)]
     n = -(-n_samples // chunk)
