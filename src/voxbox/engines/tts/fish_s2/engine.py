@@ -11,7 +11,6 @@ import hashlib
 import secrets
 import threading
 import time
-from collections import OrderedDict
 from typing import Any, Iterator
 
 import numpy as np
@@ -19,6 +18,7 @@ import torch
 
 from voxbox.engines.base import SpeechStream, VoiceArg
 from voxbox.engines.spec import build_options
+from voxbox.engines.voices import VoiceCache
 from voxbox.types import Audio, AudioChunk, CancelToken, ComponentSpec, EngineInfo, StageTimings
 
 from .codec import Codec
@@ -55,12 +55,8 @@ class FishS2Engine(PromptBuilder):
         self._params = dict(params)
         self.first_window, self.window, self.context_frames = int(first_window), int(window), int(context_frames)
         self.eos_check = max(1, int(eos_check))
-        self._voices: OrderedDict[str, torch.Tensor] = OrderedDict()
-        self._max_voices = max(1, int(max_voices))
-        self.voice_cache_hits = 0
-        self.voice_cache_misses = 0
+        self._voices: VoiceCache[torch.Tensor] = VoiceCache(max_voices)
         self._lock = threading.Lock()
-        self._voice_lock = threading.Lock()
         self._scheduler: Any = None  # set by the runtime when it batches this model's calls
         self._batch_capture = bool(batch_capture)
         self._special = {t: self._token_id(t) for t in (IM_START, IM_END, VOICE)}

@@ -8,10 +8,7 @@ keyed by content hash) and option checks. ``engine`` holds the decode loop that 
 
 from __future__ import annotations
 
-import hashlib
 import math
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +16,7 @@ import numpy as np
 import torch
 
 from voxbox.engines.base import EncodedVoice, sentence_errors, validate_speed, validate_text
+from voxbox.engines.voices import VoiceCache, clip_digest
 from voxbox.errors import BadInputError, UnsupportedOperationError, VoiceNotFoundError
 from voxbox.types import Audio
 
@@ -85,11 +83,7 @@ class PromptBuilder:
     first_window: int
     window: int
     context_frames: int
-    _voices: OrderedDict[str, torch.Tensor]
-    _max_voices: int
-    voice_cache_hits: int
-    voice_cache_misses: int
-    _voice_lock: threading.Lock
+    _voices: VoiceCache[torch.Tensor]
 
     # ------------------------------------------------------------------ text
     def _token_id(self, token: str) -> int:
@@ -134,6 +128,14 @@ class PromptBuilder:
         mask = [m for p, m in pieces for _ in p]
         return torch.tensor(ids, dtype=torch.long), torch.tensor(mask, dtype=torch.bool), prefix
 
+    @property
+    def voice_cache_hits(self) -> int:
+        return self._voices.hits
+
+    @property
+    def voice_cache_misses(self) -> int:
+        return self._voices.misses
+
     # ------------------------------------------------------------------ voices
     def encode_voice(self, audio: Audio, transcript: str | None = None) -> EncodedVoice:
         """Reference clip -> codes (1 + residual codebooks, frames), once per clip: an LRU keyed by
@@ -144,26 +146,18 @@ class PromptBuilder:
         if transcript is not None and not isinstance(transcript, str):
             raise BadInputError("transcript must be a string", param="transcript")
         self._check_clip(audio)
-        digest = hashlib.sha256(np.int64(audio.sample_rate).tobytes()
-                                + np.ascontiguousarray(audio.samples, np.float32).tobytes()).hexdigest()
-        with self._voice_lock:
-            codes = self._voices.get(digest)
-            if codes is not None:
-                self._voices.move_to_end(digest)
-                self.voice_cache_hits += 1
-        if codes is None:
+        digest = clip_digest(audio)
+
+        def encode() -> torch.Tensor:
             samples = audio.samples
             if audio.sample_rate != self.codec.sample_rate:
                 from voxbox.audio.resample import resample  # PyAV; imported only when needed
 
                 samples = resample(samples, audio.sample_rate, self.codec.sample_rate)
             x = torch.from_numpy(np.clip(np.ascontiguousarray(samples, np.float32), -1.0, 1.0))
-            codes = self.codec.encode(x).cpu()
-            with self._voice_lock:
-                self.voice_cache_misses += 1
-                self._voices[digest] = codes
-                while len(self._voices) > self._max_voices:
-                    self._voices.popitem(last=False)
+            return self.codec.encode(x).cpu()
+
+        codes = self._voices.get_or_encode(digest, encode)
         return EncodedVoice((ENGINE, self.model_id, digest), {"codes": codes}, transcript, nbytes=codes.numel() * 8)
 
     # ------------------------------------------------------------------ options
@@ -235,8 +229,7 @@ class PromptBuilder:
         opts = self._options(options)
         clip = None
         if isinstance(voice, str):
-            with self._voice_lock:
-                codes = self._voices.get(voice)
+            codes = self._voices.get(voice)
             if codes is None:
                 raise VoiceNotFoundError(f"fish-s2 has no voice {voice!r}; encode a reference clip with encode_voice()",
                                          param="voice")

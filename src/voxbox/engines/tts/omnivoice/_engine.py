@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from voxbox.engines.base import (
     validate_text,
 )
 from voxbox.engines.spec import build_options
+from voxbox.engines.voices import VoiceCache, clip_digest
 from voxbox.errors import BadInputError, VoiceNotFoundError
 from voxbox.types import (
     Audio,
@@ -104,9 +103,7 @@ class OmniVoiceEngine:
         self.first_window, self.window, self.context = int(first_window), int(window), int(context)
         self.estimator = _upstream.duration().RuleDurationEstimator()
         self._params = count_params(files)
-        self._voices: OrderedDict[str, tuple[torch.Tensor, float]] = OrderedDict()
-        self._max_voices = max(1, int(max_voices))
-        self.voice_cache_hits = self.voice_cache_misses = 0
+        self._voices: VoiceCache[tuple[torch.Tensor, float]] = VoiceCache(max_voices)
         self._lock = threading.Lock()
         self._voice_lock = threading.Lock()
         dev, dt = placement["backbone"]
@@ -137,6 +134,14 @@ class OmniVoiceEngine:
             ),
         ]
 
+    @property
+    def voice_cache_hits(self) -> int:
+        return self._voices.hits
+
+    @property
+    def voice_cache_misses(self) -> int:
+        return self._voices.misses
+
     # ------------------------------------------------------------------ voices
     def encode_voice(self, audio: Audio, transcript: str | None = None) -> EncodedVoice:
         """Reference clip -> (codes, level), cached by the SHA-256 of (rate, samples); upstream
@@ -148,21 +153,8 @@ class OmniVoiceEngine:
         if not 0 < audio.duration <= MAX_REFERENCE_SECONDS:
             raise BadInputError(f"reference clip must be between 0 and {MAX_REFERENCE_SECONDS:.0f} s long, "
                                 f"got {audio.duration:.1f} s", param="voice")
-        digest = hashlib.sha256(np.int64(audio.sample_rate).tobytes()
-                                + np.ascontiguousarray(audio.samples, np.float32).tobytes()).hexdigest()
-        with self._voice_lock:
-            hit = self._voices.get(digest)
-            if hit is not None:
-                self._voices.move_to_end(digest)
-                self.voice_cache_hits += 1
-        if hit is None:
-            hit = self._encode_clip(audio)
-            with self._voice_lock:
-                self.voice_cache_misses += 1
-                self._voices[digest] = hit
-                while len(self._voices) > self._max_voices:
-                    self._voices.popitem(last=False)
-        codes, rms = hit
+        digest = clip_digest(audio)
+        codes, rms = self._voices.get_or_encode(digest, lambda: self._encode_clip(audio))
         return EncodedVoice((ENGINE, self.model_id, digest), {"codes": codes, "rms": rms}, transcript,
                             nbytes=codes.numel() * 8)
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -23,6 +21,7 @@ from voxbox.engines.base import (
     validate_text,
 )
 from voxbox.engines.spec import build_options
+from voxbox.engines.voices import VoiceCache, clip_digest
 from voxbox.errors import BadInputError, UnsupportedOperationError, VoiceNotFoundError
 from voxbox.types import (
     Audio,
@@ -72,11 +71,8 @@ class VoxCPM2Engine:
         self.sample_rate = int(getattr(vae, "out_sample_rate", vae.sample_rate))
         self.encode_rate = int(vae.sample_rate)
         self.first_window, self.window = int(first_window), int(window)
-        self._voices: OrderedDict[str, torch.Tensor] = OrderedDict()
-        self._max_voices = max(1, int(max_voices))
-        self.voice_cache_hits = self.voice_cache_misses = 0
+        self._voices: VoiceCache[torch.Tensor] = VoiceCache(max_voices)
         self._lock = threading.Lock()
-        self._voice_lock = threading.Lock()
         dev, dt = placement["lm"]
         self.info = EngineInfo(
             name=ENGINE, task="tts", model=model_id, device=str(dev), dtype=str(dt).replace("torch.", ""),
@@ -105,6 +101,14 @@ class VoxCPM2Engine:
             ),
         ]
 
+    @property
+    def voice_cache_hits(self) -> int:
+        return self._voices.hits
+
+    @property
+    def voice_cache_misses(self) -> int:
+        return self._voices.misses
+
     # ------------------------------------------------------------------ voices
     def encode_voice(self, audio: Audio, transcript: str | None = None) -> EncodedVoice:
         """Reference clip -> AudioVAE latent patches (upstream ``_encode_wav``, right-padded), cached
@@ -114,20 +118,8 @@ class VoxCPM2Engine:
         if not 0 < audio.duration <= MAX_REFERENCE_SECONDS:
             raise BadInputError(f"reference clip must be between 0 and {MAX_REFERENCE_SECONDS:.0f} s long, "
                                 f"got {audio.duration:.1f} s", param="voice")
-        digest = hashlib.sha256(np.int64(audio.sample_rate).tobytes()
-                                + np.ascontiguousarray(audio.samples, np.float32).tobytes()).hexdigest()
-        with self._voice_lock:
-            feats = self._voices.get(digest)
-            if feats is not None:
-                self._voices.move_to_end(digest)
-                self.voice_cache_hits += 1
-        if feats is None:
-            feats = self._encode_clip(audio)
-            with self._voice_lock:
-                self.voice_cache_misses += 1
-                self._voices[digest] = feats
-                while len(self._voices) > self._max_voices:
-                    self._voices.popitem(last=False)
+        digest = clip_digest(audio)
+        feats = self._voices.get_or_encode(digest, lambda: self._encode_clip(audio))
         return EncodedVoice((ENGINE, self.model_id, digest), {"feats": feats}, transcript, nbytes=feats.numel() * 4)
 
     @torch.inference_mode()
