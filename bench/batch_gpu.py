@@ -1,7 +1,7 @@
 """Batching across requests on one GPU: a real ``voxbox serve`` per engine, batching on and off, in one run.
 
-For each engine (fish-s2, echo-tts: random weights at the published shapes, written or built by
-this script) the server is started twice: with batching (``VOXBOX_ADMISSION__BATCHING=true``) and
+For each engine (fish-s2, echo-tts, torch-whisper: random weights at the published shapes, written
+or built by this script) the server is started twice: with batching (``VOXBOX_ADMISSION__BATCHING=true``) and
 without (one call at a time, the engine's own ``max_concurrency``). A reference voice is uploaded
 (``POST /v1/voices``: voice cloning, as the published sglang-omni anchor), then clients stream
 ``POST /v1/audio/speech`` (wav) from ``c`` threads for each concurrency level. Per level: requests,
@@ -12,6 +12,13 @@ labelled by c) and ``servers.log`` (the servers' own log lines: capture/compile 
 
     python bench/batch_gpu.py --out $OUT                     # both engines; about 6-7 min on an H200
     python bench/batch_gpu.py --tiny --device cpu --out /tmp/b --levels 1,2 --off-levels 1,2   # CPU smoke
+    python bench/batch_gpu.py --engines torch-whisper --out $OUT    # large-v3 shape, c = 1, 4, 16, 64
+
+torch-whisper: each request is 30 s of noise (one window; ``vad=false``, ``language=en``,
+``temperature=0``), the model decodes exactly ``max_new_tokens`` = 100 tokens per window (its
+end-of-text token is suppressed in the random checkpoint; timestamps off, so one window per
+request). Besides the servers, the engine's own offline throughput at batch 64 is measured in
+this process (one 32-minute file, ``batch_size=64``): the bar for the HTTP path at c=64.
 
 Timing does not depend on weight values once the lengths are fixed: fish-s2 stops at the load
 option ``max_frames`` (with random weights the end token is practically never drawn earlier; the
@@ -91,7 +98,75 @@ def prepare(root: Path, engines: list[str], tiny: bool, device: str, fish_frames
         d = write_random_model(root / "echo", "tiny" if tiny else "real", device=device if device != "cpu" else "cpu")
         print(f"echo-tts: random weights written in {time.perf_counter() - t0:.1f} s", flush=True)
         out["echo-tts"] = {"engine": "echo-tts", "path": str(d), "options": {"preset": "fast"}}
+    if "torch-whisper" in engines:
+        from voxbox.bench.shapes.whisper import write_whisper
+
+        t0 = time.perf_counter()
+        d = write_whisper(root / "tw", "tiny" if tiny else "large-v3", device=device)
+        print(f"torch-whisper: random weights written in {time.perf_counter() - t0:.1f} s", flush=True)
+        out["torch-whisper"] = {"engine": "torch-whisper", "path": str(d),
+                                "options": {"max_new_tokens": ASR_TOKENS, "without_timestamps": True}}
     return out
+
+
+def _noise_wav(seconds: float, rate: int = 16000) -> bytes:
+    rng = np.random.default_rng(1)
+    samples = np.clip(0.1 * rng.standard_normal(int(seconds * rate)), -1, 1)
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((samples * 32767).astype("<i2").tobytes())
+    return buf.getvalue()
+
+
+ASR_SECONDS = 30.0
+ASR_TOKENS = 100
+ASR_WAV = _noise_wav(ASR_SECONDS)
+
+
+def transcribe(client: httpx.Client, url: str, model: str, text: str) -> dict[str, Any]:
+    """One 30-s transcription (``text`` unused: the same signature as :func:`speak`)."""
+    t0 = time.perf_counter()
+    resp = client.post(url + "/v1/audio/transcriptions", files={"file": ("noise.wav", ASR_WAV, "audio/wav")},
+                       data={"model": model, "language": "en", "temperature": "0", "vad": "false",
+                             "response_format": "json"})
+    total = time.perf_counter() - t0
+    if resp.status_code != 200:
+        raise RuntimeError(f"HTTP {resp.status_code}: {resp.text[:300]}")
+    return {"total_s": total, "ttfa_s": None, "audio_s": ASR_SECONDS, "rtf": total / ASR_SECONDS}
+
+
+def offline_batch(entry: dict[str, Any], device: str, windows: int = 64, runs: int = 3) -> dict[str, Any]:
+    """The engine's own throughput with ``batch_size=windows`` on one long file, in this process."""
+    import torch
+
+    from voxbox.engines.registry import load_engine
+    from voxbox.types import Audio
+
+    engine = load_engine("torch-whisper", entry["path"], device=device, **entry["options"])
+    audio = Audio(np.random.default_rng(2).standard_normal(int(16000 * ASR_SECONDS * windows)).astype(np.float32)
+                  * 0.1, 16000)
+    opts = {"batch_size": windows, "temperature": (0.0,)}
+    walls = []
+    try:
+        for i in range(runs + 1):
+            t0 = time.perf_counter()
+            segs, _ = engine.transcribe(audio, language="en", options=opts)
+            list(segs)
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            if i:  # the first run captures graphs
+                walls.append(time.perf_counter() - t0)
+    finally:
+        engine.close()
+        del engine
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    xrt = sorted(ASR_SECONDS * windows / w for w in walls)
+    return {"windows": windows, "runs": runs, "throughput_xrt": {"median": xrt[len(xrt) // 2], "min": xrt[0],
+                                                                  "max": xrt[-1]}}
 
 
 class Server:
@@ -99,11 +174,12 @@ class Server:
 
     def __init__(self, name: str, entry: dict[str, Any], *, batching: bool, batch_max: int, device: str,
                  data_dir: Path, log: Any) -> None:
+        task = "ASR" if entry["engine"] == "torch-whisper" else "TTS"
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "VOXBOX_DATA_DIR": str(data_dir), "VOXBOX_MODELS__PRELOAD_DEFAULTS": "false",
                "VOXBOX_MODELS__PRELOAD": json.dumps([name]), "VOXBOX_MODELS__LOCAL": json.dumps({name: entry}),
-               "VOXBOX_MODELS__TTS": name, "VOXBOX_MODELS__TTL": "-1", "VOXBOX_MODELS__DEVICE": device,
+               f"VOXBOX_MODELS__{task}": name, "VOXBOX_MODELS__TTL": "-1", "VOXBOX_MODELS__DEVICE": device,
                "VOXBOX_ADMISSION__BATCHING": "true" if batching else "false",
                "VOXBOX_ADMISSION__BATCH_MAX": str(batch_max), "VOXBOX_ADMISSION__QUEUE_SIZE": "1024",
                "VOXBOX_ADMISSION__REQUEST_TIMEOUT": "900", "PYTHONUNBUFFERED": "1"}
@@ -159,7 +235,7 @@ def _pct(values: list[float], q: float) -> float | None:
     return float(np.percentile(np.asarray(values), q)) if values else None
 
 
-def run_level(url: str, model: str, text: str, c: int, n: int) -> dict[str, Any]:
+def run_level(url: str, model: str, text: str, c: int, n: int, call: Any = None) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -167,7 +243,7 @@ def run_level(url: str, model: str, text: str, c: int, n: int) -> dict[str, Any]
     with httpx.Client(timeout=900, limits=limits) as client:
         def one(_: int) -> None:
             try:
-                r = speak(client, url, model, text)
+                r = (call or speak)(client, url, model, text)
                 with lock:
                     runs.append(r)
             except Exception as exc:  # noqa: BLE001 - counted and reported
@@ -199,28 +275,31 @@ def bench_mode(name: str, entry: dict[str, Any], text: str, *, batching: bool, l
     srv = Server(name, entry, batching=batching, batch_max=batch_max, device=device,
                  data_dir=root / f"data-{name}-{int(batching)}", log=log)
     out: dict[str, Any] = {"batching": batching, "levels": []}
+    call = transcribe if entry["engine"] == "torch-whisper" else speak
     try:
         out["ready_s"] = srv.wait_ready(900)
         print(f"{tag}: ready in {out['ready_s']:.1f} s", flush=True)
-        r = httpx.post(srv.url + "/v1/voices", data={"name": "ref", "transcript": REF_TRANSCRIPT},
-                       files={"file": ("ref.wav", _ref_wav(ref_seconds), "audio/wav")}, timeout=120)
-        if r.status_code != 201:
-            raise RuntimeError(f"voice upload: HTTP {r.status_code}: {r.text[:300]}")
+        if call is speak:
+            r = httpx.post(srv.url + "/v1/voices", data={"name": "ref", "transcript": REF_TRANSCRIPT},
+                           files={"file": ("ref.wav", _ref_wav(ref_seconds), "audio/wav")}, timeout=120)
+            if r.status_code != 201:
+                raise RuntimeError(f"voice upload: HTTP {r.status_code}: {r.text[:300]}")
         t0 = time.perf_counter()
-        run_level(srv.url, name, text, 1, 2)
+        run_level(srv.url, name, text, 1, 2, call)
         if batching:  # every batch size's graphs (echo captures them on first use) before timing
             for c in levels:
                 if c > 1:
-                    run_level(srv.url, name, text, c, c)
+                    run_level(srv.url, name, text, c, c, call)
         out["warmup_s"] = time.perf_counter() - t0
         models = httpx.get(srv.url + "/v1/models", timeout=30).json()
         out["model_info"] = next((m for m in models.get("data", []) if m.get("id") == name), None)
         for c in levels:
-            row = run_level(srv.url, name, text, c, max(3, per_worker * c))
+            row = run_level(srv.url, name, text, c, max(3, per_worker * c), call)
             out["levels"].append(row)
+            ttfa = row["ttfa_s"]["p95"]
             print(f"{tag} c={c}: {row['throughput_xrt']:.3g} x real time, p95 latency "
-                  f"{row['latency_s']['p95']:.2f} s, p95 TTFA {row['ttfa_s']['p95']:.3f} s, failed {row['failed']}",
-                  flush=True)
+                  f"{row['latency_s']['p95']:.2f} s, p95 TTFA {ttfa if ttfa is None else round(ttfa, 3)} s, "
+                  f"failed {row['failed']}", flush=True)
     except Exception as exc:  # noqa: BLE001 - partial results are kept
         out["error"] = f"{type(exc).__name__}: {exc}"[:500]
         print(f"{tag}: {out['error']}", flush=True)
@@ -248,13 +327,15 @@ def chart(name: str, modes: dict[str, Any], path: Path, where: str) -> None:
         y = [lv["latency_s"]["p95"] for lv in levels]
         ax.plot(x, y, marker=marker, linestyle="-", color=color, label=f"{key}: p95 latency")
         t = [lv["ttfa_s"]["p95"] for lv in levels]
-        ax.plot(x, t, marker=marker, linestyle=":", color=color, alpha=0.6, label=f"{key}: p95 time to first audio")
+        if all(v is not None for v in t):
+            ax.plot(x, t, marker=marker, linestyle=":", color=color, alpha=0.6, label=f"{key}: p95 time to first audio")
         for lv, xi, yi in zip(levels, x, y, strict=False):
             ax.annotate(f"c={lv['concurrency']}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xlabel("aggregate throughput (audio seconds per second)")
     ax.set_ylabel("seconds")
     ax.set_yscale("log")
-    ax.set_title(f"{name}: latency vs throughput ({where}), voice cloning")
+    what = "30-s transcriptions" if name == "torch-whisper" else "voice cloning"
+    ax.set_title(f"{name}: latency vs throughput ({where}), {what}")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -277,7 +358,8 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    defaults = {"fish-s2": ([1, 4, 16, 64], [1, 4, 16]), "echo-tts": ([1, 4, 8, 16], [1, 4, 8])}
+    defaults = {"fish-s2": ([1, 4, 16, 64], [1, 4, 16]), "echo-tts": ([1, 4, 8, 16], [1, 4, 8]),
+                "torch-whisper": ([1, 4, 16, 64], [1, 4, 16])}
     result: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.node(),
                               "command": "python bench/batch_gpu.py " + " ".join(sys.argv[1:]), "engines": {}}
     try:
@@ -309,6 +391,11 @@ def main() -> int:
                                         per_worker=per_worker, batch_max=args.batch_max, device=args.device,
                                         root=root, log=log, ref_seconds=ref_seconds)
                 dump()
+            if name == "torch-whisper":
+                try:
+                    modes["offline_batch64"] = offline_batch(entries[name], args.device, 64 if not args.tiny else 4)
+                except Exception as exc:  # noqa: BLE001 - reported
+                    modes["offline_batch64"] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
             chart(name, modes, out / f"batch_{name.split('-')[0]}.png", result.get("gpu") or args.device)
             result["engines"][name]["targets"] = targets(name, modes)
             dump()
@@ -322,7 +409,7 @@ def targets(name: str, modes: dict[str, Any]) -> dict[str, Any]:
     """The issue's bars: fish-s2 c=16 >= 8x c=1 with p95 TTFA <= 300 ms; echo-tts c=8 >= 3x c=1."""
     lv = {x["concurrency"]: x for x in modes.get("batched", {}).get("levels", [])}
     off = {x["concurrency"]: x for x in modes.get("unbatched", {}).get("levels", [])}
-    c = 16 if name == "fish-s2" else 8
+    c = {"fish-s2": 16, "torch-whisper": 64}.get(name, 8)
     got = lv.get(c, {})
     ratio = None
     if got.get("throughput_xrt") and off.get(c, {}).get("throughput_xrt"):
@@ -334,6 +421,11 @@ def targets(name: str, modes: dict[str, Any]) -> dict[str, Any]:
         out["requests_per_s"] = got.get("requests_per_s")
         out["met"] = bool(out["x_of_c1"] and out["x_of_c1"] >= 8 and out["p95_ttfa_s"] is not None
                           and out["p95_ttfa_s"] <= 0.3)
+    elif name == "torch-whisper":
+        offline = modes.get("offline_batch64", {}).get("throughput_xrt", {}).get("median")
+        out["offline_batch64_xrt"] = offline
+        out["of_offline"] = got["throughput_xrt"] / offline if offline and got.get("throughput_xrt") else None
+        out["met"] = bool(out["x_of_c1"] and out["x_of_c1"] >= 10 and out["of_offline"] and out["of_offline"] >= 0.7)
     else:
         out["met"] = bool(out["x_of_c1"] and out["x_of_c1"] >= 3)
     return out

@@ -40,8 +40,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "ray"))
 RECORDINGS = ["beckett.wav", "clone-test.wav", "endgame_nagg_nell.wav", "two_cities.wav", "success.wav", "error.wav"]
-LARGE_V3 = {"d_model": 1280, "encoder_layers": 32, "decoder_layers": 32, "encoder_attention_heads": 20,
-            "decoder_attention_heads": 20, "encoder_ffn_dim": 5120, "decoder_ffn_dim": 5120, "num_mel_bins": 128}
 
 
 def corpus(folder: Path, n: int) -> Path:
@@ -85,6 +83,8 @@ def run(args: argparse.Namespace) -> None:
             base += [f"--{flag.replace('_', '-')}", str(v)]
     for opt in args.option or []:
         base += ["--option", opt]
+    if args.no_vad:
+        base.append("--no-vad")
     ray_flags = ["--actors", str(args.actors)] if args.actors else []
     ray_flags += ["--actor-cpus", str(args.actor_cpus)] if args.actor_cpus else []
     ray_flags += ["--actor-gpus", str(args.actor_gpus)] if args.actor_gpus is not None else []
@@ -116,31 +116,14 @@ def run(args: argparse.Namespace) -> None:
 
 
 def make_model(args: argparse.Namespace) -> None:
-    """A random Whisper checkpoint at the large-v3 shape in the HF layout torch-whisper loads, with
-    a real multilingual tokenizer (from the bundled base model; its 51865-token vocabulary)."""
+    """A random Whisper checkpoint at the large-v3 shape in the HF layout torch-whisper loads (the
+    bench shapes' writer: end-of-text suppressed, so every window decodes ``max_new_tokens``)."""
     import torch
-    from transformers import WhisperConfig, WhisperForConditionalGeneration
 
-    from voxbox.convert.tiny import make_tiny_whisper
+    from voxbox.bench.shapes.whisper import write_whisper
 
-    out = Path(args.out)
-    make_tiny_whisper(out, multilingual=True)  # tokenizer, generation and preprocessor files
-    cfg = WhisperConfig.from_pretrained(out)
-    for k, v in LARGE_V3.items():
-        setattr(cfg, k, v)
-    cfg.max_target_positions = 448
-    cfg.init_std = 0.02  # the tiny model's wide init would overflow fp16 through 32 layers
-    gen = json.loads((out / "generation_config.json").read_text())
-    gen["alignment_heads"] = [[31, h] for h in range(0, 20, 4)]
-    torch.manual_seed(0)
-    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
-        model = WhisperForConditionalGeneration(cfg).to(torch.float16).eval()
-    model.save_pretrained(str(out), safe_serialization=True)
-    (out / "generation_config.json").write_text(json.dumps(gen, indent=2))
-    pre = json.loads((out / "preprocessor_config.json").read_text())
-    pre["feature_size"] = 128
-    (out / "preprocessor_config.json").write_text(json.dumps(pre, indent=2))
-    print(f"wrote {out}: {sum(p.numel() for p in model.parameters()) / 1e9:.2f} B parameters", file=sys.stderr)
+    out = write_whisper(Path(args.out), "large-v3", device="cuda" if torch.cuda.is_available() else "cpu")
+    print(f"wrote {out}", file=sys.stderr)
 
 
 def main() -> None:
@@ -153,6 +136,7 @@ def main() -> None:
     r.add_argument("--engine"), r.add_argument("--model"), r.add_argument("--device"), r.add_argument("--language")
     r.add_argument("--batch-size", type=int), r.add_argument("--threads", type=int)
     r.add_argument("--option", action="append")
+    r.add_argument("--no-vad", action="store_true", help="decode whole files (batch transcribe's --no-vad)")
     r.add_argument("--ray-cpus", type=int, default=2), r.add_argument("--ray-gpus", type=int, default=0)
     r.add_argument("--object-store-mb", type=int, default=500)
     r.add_argument("--actors", type=int), r.add_argument("--actor-cpus", type=float)

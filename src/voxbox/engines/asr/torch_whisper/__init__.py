@@ -53,14 +53,16 @@ class TorchWhisperOptions(Options):
 class TorchWhisperLoadOptions(Options):
     """Load-time options: ``use_graphs`` (CUDA graphs; default on CUDA/ROCm), ``compile``
     (torch.compile the GPU decode step; default CUDA + Triton), ``kernels`` (the Triton batch-1
-    decode step; default on CUDA when Triton imports, checked against eager at load), and per-call
-    defaults."""
+    decode step; default off: slower than the compiled step on an H200; checked against eager at
+    load), and per-call defaults (``max_new_tokens``: tokens per window, e.g. for benchmarks)."""
 
     use_graphs: bool | None = None
     compile: bool | None = None
     kernels: bool | None = None
     batch_size: int | None = None
     beam_size: int | None = None
+    max_new_tokens: int | None = None
+    without_timestamps: bool | None = None
 
     def check(self) -> None:
         check_decoding(self)
@@ -90,6 +92,6 @@ SPEC: EngineSpec[Any, TorchWhisperOptions] = EngineSpec(
     components=(ComponentSpec("whisper", params=39_000_000, devices=("cpu", "cuda", "rocm"),
                               dtypes=("float16", "bfloat16", "float32"), backend="torch", kind="transformer",
                               overhead_bytes=500 * 2**20),),
-    capabilities=Capabilities(streaming=True, word_timestamps=True, translate=True),
+    capabilities=Capabilities(streaming=True, word_timestamps=True, translate=True, batchable=True),
     aliases=("torch-whisper",),
 )

@@ -31,7 +31,7 @@ from voxbox.engines.asr.whisper.tokens import WhisperTokenizer
 if TYPE_CHECKING:
     from voxbox.engines.asr.torch_whisper.kernels import KernelStep
 
-__all__ = ["Rules", "Runner"]
+__all__ = ["Rules", "Runner", "capture_graph"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,27 @@ class _State:
         return self.tokens.shape[0]
 
 
+def capture_graph(fn: Callable[[], None], keep: Sequence[torch.Tensor], pool: Any, *,
+                  mode: str = "global") -> torch.cuda.CUDAGraph:
+    """``fn`` run once on a side stream (lazy library init, allocator, compilation), the tensors in
+    ``keep`` restored to their values before it, then captured into a CUDA graph (not run).
+    ``mode``: the capture error mode (``thread_local`` where other threads use the GPU meanwhile)."""
+    torch.cuda.synchronize()
+    saved = [t.clone() for t in keep]
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        fn()
+    torch.cuda.current_stream().wait_stream(s)
+    for t, v in zip(keep, saved, strict=True):
+        t.copy_(v)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g, pool=pool, capture_error_mode=mode):  # type: ignore[arg-type]
+        fn()
+    torch.cuda.synchronize()
+    return g
+
+
 class Runner:
     """Owns decode buffers and graphs for one model on one device."""
 
@@ -65,8 +86,9 @@ class Runner:
         ``fuse_for_decoding()`` ran); ``compile``: torch.compile those steps (default: when
         :func:`compile_available`), falling back to eager if compilation fails. ``kernels``: batch-1
         steps through the Triton :class:`~voxbox.engines.asr.torch_whisper.kernels.KernelStep`
-        (default: on CUDA with Triton and the fused layout); on a GPU it is checked against the
-        eager step at load and dropped (``kernel_error`` says why, logged) if it fails or disagrees."""
+        (default: off; measured on an H200 at the large-v3 shape it took 6.3 ms/token against the
+        compiled step's 2.2, see BENCHMARKS.md); on a GPU it is checked against the eager step at
+        load and dropped (``kernel_error`` says why, logged) if it fails or disagrees."""
         self.model = model
         self.tok = tokenizer
         p = model.decoder.embed_tokens.weight
@@ -94,9 +116,7 @@ class Runner:
         self.kernel_error: str | None = None  # why the Triton step is not used (when it was asked for)
         self.kernel_check: float | None = None  # its relative logit error against the eager step at load
         self.kernel_seconds = 0.0  # building + checking it (first start: Triton compilation)
-        if kernels is None:
-            kernels = self.device.type == "cuda" and fused
-        if kernels:
+        if kernels and self.device.type == "cuda" and fused:
             self._load_kernels(kernel_configs, kernel_splits)
 
     def _load_kernels(self, configs: dict | None, splits: tuple[int, int] | None) -> None:
@@ -273,22 +293,12 @@ class Runner:
         g.replay()
 
     def _capture(self, st: _State, fn) -> torch.cuda.CUDAGraph:
-        torch.cuda.synchronize()
         t0 = time.perf_counter()
         c0 = self.compile_seconds
-        saved = (st.pos.clone(), st.sum_lp.clone(), st.tokens.clone())
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            fn()  # warm-up outside the graph (lazy library init, allocator)
-        torch.cuda.current_stream().wait_stream(s)
-        st.pos.copy_(saved[0]), st.sum_lp.copy_(saved[1]), st.tokens.copy_(saved[2])
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g, pool=self._pool):
-            fn()
-        torch.cuda.synchronize()
+        # thread-local: with batching across requests other threads use the GPU meanwhile
+        g = capture_graph(fn, (st.pos, st.sum_lp, st.tokens), self._pool, mode="thread_local")
         self.capture_seconds += time.perf_counter() - t0 - (self.compile_seconds - c0)  # compilation counted apart
         return g
 

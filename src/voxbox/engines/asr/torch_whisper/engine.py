@@ -13,6 +13,8 @@ from :mod:`voxbox.engines.asr.whisper`.
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -20,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from voxbox.engines.asr.torch_whisper.batcher import WindowBatcher, WindowRequest, WindowResult
 from voxbox.engines.asr.torch_whisper.checkpoint import load_checkpoint
 from voxbox.engines.asr.torch_whisper.decoding import Rules, Runner
 from voxbox.engines.asr.torch_whisper.model import Whisper
@@ -103,6 +106,8 @@ class TorchWhisperEngine:
             (layer, h) for layer in range(dims.decoder_layers // 2, dims.decoder_layers)
             for h in range(dims.decoder_heads)]
         self.alignment_heads = tuple((int(layer), int(h)) for layer, h in heads)
+        self._scheduler: Any = None  # the runtime's batch scheduler, when batching across requests
+        self._runner_lock = threading.Lock()  # the runner's own calls: callers vs the scheduler thread
 
     # ------------------------------------------------------------------ protocol
     def components(self) -> list[ComponentSpec]:
@@ -144,11 +149,13 @@ class TorchWhisperEngine:
         content_frames = mel.shape[-1] - CHUNK_FRAMES
         words = self._aligner(lang, task, timings) if word_timestamps else None
         segments: Iterator[Segment]
+        cancel = cancel or CancelToken()
         if opts.batch_size > 1:
-            segments = self._batched(mel, content_frames, duration, lang, task, prompt, opts, timings, words)
+            segments = self._batched(mel, content_frames, duration, lang, task, prompt, opts, timings, words, cancel)
         else:
             segments = sequential_segments(
-                self.tokenizer, self._window_decoder(mel, lang, task, opts, timings), content_frames=content_frames,
+                self.tokenizer, self._window_decoder(mel, lang, task, opts, timings, cancel),
+                content_frames=content_frames,
                 duration=duration, timestamps=not opts.without_timestamps,
                 condition_on_previous_text=opts.condition_on_previous_text,
                 prompt=self.tokenizer.prompt_tokens(prompt), no_speech_threshold=opts.no_speech_threshold,
@@ -167,10 +174,10 @@ class TorchWhisperEngine:
             return "en", 1.0
         if language is not None:
             return language, None
-        with timings.measure("encode"):
+        with timings.measure("encode"), self._runner_lock:
             enc = self.runner.encode(mel[None, :, :CHUNK_FRAMES])
             self._sync()
-        with timings.measure("decode"):
+        with timings.measure("decode"), self._runner_lock:
             probs = self.runner.detect_language(enc)[0]
         best = max(probs, key=lambda code: probs[code])
         return best, probs[best]
@@ -178,7 +185,7 @@ class TorchWhisperEngine:
     def _aligner(self, lang: str | None, task: str, timings: StageTimings) -> WordAligner:
         """Word timestamps for one call: the alignment heads' cross-attention on each window."""
         def score(enc: torch.Tensor, tokens: list[int]) -> tuple[np.ndarray, np.ndarray]:
-            with torch.inference_mode(), timings.measure("align"):
+            with torch.inference_mode(), timings.measure("align"), self._runner_lock:
                 return self.runner.alignment_scores(enc, tokens, self.alignment_heads)
 
         return WordAligner(self.tokenizer, score, self.tokenizer.sot_sequence(lang, task, timestamps=True), lang)
@@ -229,11 +236,63 @@ class TorchWhisperEngine:
                     break
         return results
 
+    # ------------------------------------------------------------------ batching across requests
+    def batcher(self, config: Any) -> WindowBatcher:
+        """The runtime's scheduler drives this: the windows of every transcription in flight are
+        decoded together, joining and leaving at any decoder step (see ``batcher.py``)."""
+        return WindowBatcher(self.runner, int(config.max_batch), self._runner_lock)
+
+    def use_scheduler(self, scheduler: Any) -> None:
+        """Route the windows of transcriptions started from now on through ``scheduler`` (None: unbatched)."""
+        self._scheduler = scheduler
+        if scheduler is not None:
+            self.info.extra["batch_slots"] = int(scheduler.max_batch)
+        else:
+            self.info.extra.pop("batch_slots", None)
+
+    def _submit(self, scheduler: Any, prompt: list[int], opts: TranscribeOptions, cancel: CancelToken, *,
+                mel: torch.Tensor | None = None, enc: torch.Tensor | None = None, temperature: float = 0.0,
+                generator: torch.Generator | None = None) -> Iterator[WindowResult]:
+        req = WindowRequest(prompt, self._rules(opts), opts.max_new_tokens or self.model.dims.max_target_positions // 2,
+                            mel=mel, enc=enc, temperature=temperature, best_of=opts.best_of,
+                            beam_size=opts.beam_size, patience=opts.patience, length_penalty=opts.length_penalty,
+                            generator=generator)
+        return scheduler.submit(req, cancel)
+
+    def _generator(self, opts: TranscribeOptions) -> torch.Generator:
+        return torch.Generator(device=self.runner.device).manual_seed(opts.seed)
+
+    def _scheduled_result(self, scheduler: Any, first: Iterator[WindowResult], prompt: list[int],
+                          opts: TranscribeOptions, cancel: CancelToken, timings: StageTimings,
+                          gen: torch.Generator) -> DecodeResult:
+        """A window's result from the scheduler at the first temperature, then decoded again at the
+        next ones while it repeats or is unlikely (as :meth:`_decode_with_fallback`)."""
+        with timings.measure("decode"):  # queueing and the window's share of the batched encoder included
+            w = list(first)[0]
+            enc, r = w.enc, w.result
+            for t in opts.temperature[1:]:
+                if not needs_fallback(r, self.tokenizer.decode(r.tokens),
+                                      compression_ratio_threshold=opts.compression_ratio_threshold,
+                                      log_prob_threshold=opts.log_prob_threshold,
+                                      no_speech_threshold=opts.no_speech_threshold):
+                    break
+                r = list(self._submit(scheduler, prompt, opts, cancel, enc=enc, temperature=t, generator=gen))[0].result
+        r.context = enc
+        return r
+
     def _window_decoder(self, mel: torch.Tensor, lang: str | None, task: str, opts: TranscribeOptions,
-                        timings: StageTimings) -> Callable[[int, int, list[int]], DecodeResult]:
+                        timings: StageTimings, cancel: CancelToken) -> Callable[[int, int, list[int]], DecodeResult]:
         """``decode(seek, frames, previous)`` for the sequential loop: encode one window, decode it
-        with fallback after the previous text."""
+        with fallback after the previous text (through the batch scheduler when there is one)."""
+        scheduler = self._scheduler
+
         def decode(seek: int, frames: int, previous: list[int]) -> DecodeResult:
+            if scheduler is not None:
+                prompt = self._prompt(lang, task, opts, previous)
+                gen = self._generator(opts)
+                first = self._submit(scheduler, prompt, opts, cancel, mel=self._window(mel, seek, frames),
+                                     temperature=opts.temperature[0], generator=gen)
+                return self._scheduled_result(scheduler, first, prompt, opts, cancel, timings, gen)
             with torch.inference_mode():
                 with timings.measure("encode"):
                     enc = self.runner.encode(self._window(mel, seek, frames)[None])
@@ -246,9 +305,13 @@ class TorchWhisperEngine:
 
     def _batched(self, mel: torch.Tensor, content_frames: int, duration: float, lang: str | None, task: str,
                  prompt: str | None, opts: TranscribeOptions, timings: StageTimings,
-                 words: WordAligner | None) -> Iterator[Segment]:
+                 words: WordAligner | None, cancel: CancelToken) -> Iterator[Segment]:
         previous = self.tokenizer.prompt_tokens(prompt)
         starts = list(range(0, content_frames, CHUNK_FRAMES))
+        if self._scheduler is not None:
+            yield from self._batched_scheduled(mel, starts, content_frames, duration,
+                                               self._prompt(lang, task, opts, previous), opts, timings, words, cancel)
+            return
         seg_id = 0
         for b0 in range(0, len(starts), opts.batch_size):
             group = starts[b0 : b0 + opts.batch_size]
@@ -268,6 +331,34 @@ class TorchWhisperEngine:
                                              first_id=seg_id, words=words)
                 yield from segs
                 seg_id += len(segs)
+
+
+    def _batched_scheduled(self, mel: torch.Tensor, starts: list[int], content_frames: int, duration: float,
+                           prompt: list[int], opts: TranscribeOptions, timings: StageTimings,
+                           words: WordAligner | None, cancel: CancelToken) -> Iterator[Segment]:
+        """``batch_size`` windows of this file in flight in the scheduler at a time: when the oldest
+        is read, the next window is submitted, so the file's windows decode continuously alongside
+        other requests'. Segments come out in order."""
+        scheduler = self._scheduler
+        todo = deque(starts)
+        flight: deque[tuple[int, int, torch.Generator, Iterator[WindowResult]]] = deque()
+        seg_id = 0
+        while todo or flight:
+            while todo and len(flight) < opts.batch_size:
+                s = todo.popleft()
+                n = min(CHUNK_FRAMES, content_frames - s)
+                gen = self._generator(opts)
+                flight.append((s, n, gen, self._submit(scheduler, prompt, opts, cancel, mel=self._window(mel, s, n),
+                                                       temperature=opts.temperature[0], generator=gen)))
+            s, n, gen, first = flight.popleft()
+            r = self._scheduled_result(scheduler, first, prompt, opts, cancel, timings, gen)
+            if is_silence(r, opts.no_speech_threshold, opts.log_prob_threshold):
+                continue
+            segs, _, _ = window_segments(self.tokenizer, r, offset=s * FRAME_SECONDS, window_frames=n,
+                                         duration=duration, timestamps=not opts.without_timestamps, seek=False,
+                                         first_id=seg_id, words=words)
+            yield from segs
+            seg_id += len(segs)
 
 
 def _placement(device: str | None, dtype: str | None) -> tuple[torch.device, torch.dtype, str | None]:
@@ -297,7 +388,7 @@ def load(model: str | None = None, *, device: str = "auto", dtype: str | None = 
     ``dtype``: float16 / bfloat16 / float32; default float16 on GPU, float32 on CPU.
     ``options``: ``use_graphs`` (default: on for CUDA/ROCm), ``compile`` (torch.compile the GPU
     decode step; default: when Triton is importable), ``kernels`` (the Triton batch-1 step; default
-    on CUDA) and any per-call default of
+    off) and any per-call default of
     :class:`TranscribeOptions` (e.g. ``batch_size``, ``beam_size``).
     """
     if not model:

@@ -156,6 +156,10 @@ class KVCache:
     def max_len(self) -> int:
         return self.self_kv.shape[4]
 
+    def rows(self, n: int) -> KVCache:
+        """A view of the first ``n`` rows (continuous batching steps only the occupied slots)."""
+        return KVCache(self.self_kv[:, :, :n], self.cross_k[:, :n], self.cross_v[:, :n])
+
     def reorder(self, index: torch.Tensor) -> None:
         """Beam search: row i takes row ``index[i]``'s self-attention history (in place)."""
         self.self_kv.copy_(self.self_kv.index_select(2, index))
@@ -210,30 +214,45 @@ class Decoder(nn.Module):
         return cast("Sequence[DecoderLayer]", self.layers)
 
     def forward(self, tokens: torch.Tensor, pos: torch.Tensor | int, cache: KVCache, kv_len: int,
-                cross_scores: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+                cross_scores: dict[int, torch.Tensor] | None = None, *, per_row: bool = False) -> torch.Tensor:
         """Run ``tokens`` (B, T) placed at positions ``pos .. pos+T-1``; returns hidden (B, T, d).
 
         ``pos`` is a python int (prefill, T >= 1, causal over the first ``pos+T`` positions) or a
-        one-element int64 device tensor (single-token step; graph-safe). ``kv_len`` (>= pos+T) is
-        how much of the self-attention cache is attended; positions after ``pos`` are masked.
-        ``cross_scores``: for each layer index it has as a key, the layer's cross-attention scores
-        before the softmax, (B, heads, T, source), float32, are stored there (word alignment).
+        one-element int64 device tensor (single-token step; graph-safe). With ``per_row`` (T = 1),
+        ``pos`` is a (B,) int64 device tensor: row b's token sits at its own position ``pos[b]``
+        (continuous batching: sequences at different lengths in one step; graph-safe). ``kv_len``
+        (> every position) is how much of the self-attention cache is attended; positions after a
+        row's own are masked. ``cross_scores``: for each layer index it has as a key, the layer's
+        cross-attention scores before the softmax, (B, heads, T, source), float32, are stored
+        there (word alignment).
         """
         t = tokens.shape[1]
         x = self.embed_tokens(tokens)  # (transformers defines scale_embedding but never applies it)
-        if isinstance(pos, int):
-            x = x + self.embed_positions.weight[pos : pos + t]
-            idx = torch.arange(pos, pos + t, device=tokens.device)
-            q_pos = idx[:, None]
-        else:
-            x = x + self.embed_positions.weight.index_select(0, pos)
+        row_index: torch.Tensor | None = None
+        if per_row:
+            x = x + self.embed_positions.weight.index_select(0, pos)[:, None]  # type: ignore[arg-type]
             idx = pos
-            q_pos = pos[:, None]
-        mask = torch.arange(kv_len, device=tokens.device)[None, :] <= q_pos  # (T, kv_len)
+            assert isinstance(pos, torch.Tensor)
+            mask = (torch.arange(kv_len, device=tokens.device)[None, :] <= pos[:, None])[:, None, None]  # (B,1,1,kv)
+        else:
+            if isinstance(pos, int):
+                x = x + self.embed_positions.weight[pos : pos + t]
+                idx = torch.arange(pos, pos + t, device=tokens.device)
+                q_pos = idx[:, None]
+            else:
+                x = x + self.embed_positions.weight.index_select(0, pos)
+                idx = pos
+                q_pos = pos[:, None]
+            mask = torch.arange(kv_len, device=tokens.device)[None, :] <= q_pos  # (T, kv_len)
         for i, layer in enumerate(self.blocks):
             h = layer.self_attn_layer_norm(x)
             q, kv = layer.self_qkv(h)
-            cache.self_kv[i].index_copy_(3, idx, kv)
+            if per_row:  # (2, B, H, 1, Dh) written at each row's own position
+                if row_index is None:
+                    row_index = idx.view(1, -1, 1, 1, 1).expand(kv.shape)
+                cache.self_kv[i].scatter_(3, row_index, kv)
+            else:
+                cache.self_kv[i].index_copy_(3, idx, kv)
             o = F.scaled_dot_product_attention(
                 q, cache.self_kv[i, 0, :, :, :kv_len], cache.self_kv[i, 1, :, :, :kv_len], attn_mask=mask, scale=1.0
             )
