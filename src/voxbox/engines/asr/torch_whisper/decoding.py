@@ -116,7 +116,7 @@ class Runner:
         self.kernel_error: str | None = None  # why the Triton step is not used (when it was asked for)
         self.kernel_check: float | None = None  # its relative logit error against the eager step at load
         self.kernel_seconds = 0.0  # building + checking it (first start: Triton compilation)
-        if kernels and self.device.type == "cuda" and fused:
+        if kernels:  # None (default): off
             self._load_kernels(kernel_configs, kernel_splits)
 
     def _load_kernels(self, configs: dict | None, splits: tuple[int, int] | None) -> None:
