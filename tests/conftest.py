@@ -7,6 +7,22 @@ from pathlib import Path
 
 import pytest
 
+#: Test files that take longest on 2 cores (pytest --durations), scheduled first when the suite
+#: runs on several xdist workers (``-n 2 --dist loadfile`` hands out whole files in collection
+#: order; the longest first keeps one worker from finishing a long file alone at the end).
+SLOW_FILES = ("tests/integration/test_openapi_fuzz.py", "tests/ray/test_batch.py", "tests/ray/test_ray_serve.py",
+              "tests/integration/test_convert_cli.py", "tests/unit/test_text_roundtrip.py",
+              "tests/integration/test_bench_shapes.py", "tests/integration/test_bench_shapes_tts.py",
+              "tests/unit/test_torch_whisper_batching.py", "tests/integration/test_server_load.py",
+              "tests/integration/test_server_hardening.py", "tests/integration/test_bench_quick.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not hasattr(config, "workerinput"):  # not an xdist worker: keep pytest's order
+        return
+    rank = {name: i for i, name in enumerate(SLOW_FILES)}
+    items.sort(key=lambda it: rank.get(it.nodeid.split("::", 1)[0], len(rank)))  # stable: files stay whole
+
 
 def _moonshine_assets() -> Path | None:
     spec = importlib.util.find_spec("moonshine_voice")

@@ -54,7 +54,12 @@ class Batcher(Protocol[R, Out]):
     active at the next step (e.g. the callers in flight whose next request is imminent). Where it
     is defined the scheduler waits up to ``window_ms`` before *every* step (not only an empty
     batch's first) until that many are there; faster-whisper uses it to keep concurrent
-    transcriptions in phase, one CTranslate2 call per window of all of them."""
+    transcriptions in phase, one CTranslate2 call per window of all of them.
+
+    Optional: ``join_every: int``, for a batcher whose admission is costly next to a step (an
+    encoder pass per admission): while sequences decode, waiting requests join every that many
+    steps, or at once when an eighth of the batch (at least one) is waiting — fewer, larger
+    admissions when arrivals trickle in. Unset or 1: they join at the next step."""
 
     max_batch: int
 
@@ -108,6 +113,7 @@ class Scheduler(Generic[R, Out]):
         self._active: dict[int, _Job[R]] = {}  # id(handle) -> job
         self._cond = threading.Condition()
         self._stopped = False
+        self._since_join = 0  # steps since requests last joined a running batch
         self._thread = threading.Thread(target=self._loop, name=f"voxbox-batch-{name}", daemon=True)
         self._thread.start()
 
@@ -166,12 +172,22 @@ class Scheduler(Generic[R, Out]):
                         if left <= 0:
                             break
                         self._cond.wait(left)
-                joining = self._take_pending()
+                joining = self._take_pending() if self._may_join() else []
             self._reap_cancelled()
             if joining:
                 self._admit(joining)
+                self._since_join = 0
             if self._active:
                 self._step()
+                self._since_join += 1
+
+    def _may_join(self) -> bool:
+        """Pending requests join now: always into an idle batch; into a running one at the next step,
+        or (a batcher with ``join_every``) every that many steps or once enough are waiting."""
+        every = int(getattr(self.batcher, "join_every", 1) or 1)
+        if every <= 1 or not self._active or self._since_join >= every:
+            return True
+        return len(self._pending) >= max(1, self.max_batch // 8)
 
     def _take_pending(self) -> list[_Job[R]]:
         free = self.max_batch - len(self._active)

@@ -3,7 +3,8 @@
 Modules: ``model`` (encoder, decoder with static cache), ``checkpoint`` (HF directory -> model),
 ``rules`` (logit rules as graph-safe tensor operations), ``decoding`` (greedy / sampling / beam
 search with graph replay; ``beam`` keeps the hypotheses), ``fast`` (the fused, optionally compiled
-GPU step), ``engine`` (the ASR engine). Features, tokens, timestamps, segments and argument checks
+GPU step), ``batcher`` (continuous batching of windows across requests, driven by the runtime's
+scheduler), ``engine`` (the ASR engine). Features, tokens, timestamps, segments and argument checks
 are the shared Whisper core's (:mod:`voxbox.engines.asr.whisper`). Importing this package imports
 no torch; ``load`` does.
 """

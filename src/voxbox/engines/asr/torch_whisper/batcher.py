@@ -14,11 +14,12 @@ flight together::
                      own generator over its ``best_of`` slots, as the unbatched decoder does
     drop(handle)     frees the window's slots at once (finished, or its caller left)
 
-A window joins at the next decoder step, whatever the others' positions; a finished window
-leaves at the step where its end is seen (checked every step on the CPU, every 4 on a GPU,
-like the unbatched loop). On CUDA a step is a CUDA graph per (occupied-slot bucket: 1, 2, 4 ...,
-attended-length bucket of 64, greedy/sampling), captured on first use in thread-local mode so
-callers keep using the GPU meanwhile.
+A window joins at the next decoder step, whatever the others' positions (on a GPU: within 8
+steps, so that windows arriving one by one share encoder passes; at once when an eighth of the
+slots are waiting); a finished window leaves at the step where its end is seen (checked every
+step on the CPU, every 4 on a GPU, like the unbatched loop). On CUDA a step is a CUDA graph per
+(occupied-slot bucket: 1, 2, 4 ..., attended-length bucket of 64, greedy/sampling), captured on
+first use in thread-local mode so callers keep using the GPU meanwhile.
 
 Greedy windows give the unbatched engine's tokens (the same rules and arithmetic per row; the
 prompt prefill runs per prompt length). Beam search stays on the unbatched decoder: a beam window
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import heapq
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,12 +127,38 @@ class WindowBatcher:
         self._graphs: dict[tuple[Any, ...], torch.cuda.CUDAGraph] = {}
         self._pool: Any = None
         self.check_every = runner.check_every
+        # on a GPU an admission (an encoder pass) costs several decoder steps: gather arrivals (the
+        # scheduler admits every join_every steps, or at once when an eighth of the slots wait)
+        self.join_every = 8 if dev.type == "cuda" else 1
+        cuda = dev.type == "cuda"
+        # the end check reads each row's last token: copied into pinned memory and waited for on an
+        # event, which releases the GIL (a blocking .tolist() would hold it while the GPU catches up,
+        # stalling every request thread of the server meanwhile)
+        self._host_last = torch.zeros(s, dtype=torch.long, pin_memory=cuda)
+        self._ready = torch.cuda.Event() if cuda else None
         self.solo_fast = runner.kstep is not None or (runner.fast is not None and runner.fast.compiled)
         self.solo_windows = 0  # windows decoded alone on the single-stream path
         self.steps = 0
+        self.admits = 0  # admit() calls (each: one encoder pass over its new windows, prefills)
+        self.admit_s = 0.0  # host seconds in admit() / step() (a GPU step is synchronised every few)
+        self.step_s = 0.0
+        self.rows_stepped = 0  # slot rows computed over all steps (occupied rows + bucket padding)
+
+    def stats(self) -> dict[str, Any]:
+        return {"admits": self.admits, "admit_s": round(self.admit_s, 3), "steps": self.steps,
+                "step_s": round(self.step_s, 3), "rows_stepped": self.rows_stepped,
+                "solo_windows": self.solo_windows, "graphs": len(self._graphs)}
 
     # -- admission --------------------------------------------------------------------------------------
     def admit(self, requests: list[WindowRequest]) -> list[_Seq]:
+        t0 = time.perf_counter()
+        try:
+            return self._admit(requests)
+        finally:
+            self.admits += 1
+            self.admit_s += time.perf_counter() - t0
+
+    def _admit(self, requests: list[WindowRequest]) -> list[_Seq]:
         with torch.inference_mode():
             encs = self._encode(requests)
             for r in requests:  # as the unbatched decoder: the prompt leaves room (decoder_prompt sees to it)
@@ -280,9 +308,17 @@ class WindowBatcher:
 
     # -- the scheduler's step -------------------------------------------------------------------------
     def step(self) -> list[tuple[Any, list[WindowResult], bool]]:
+        t0 = time.perf_counter()
+        try:
+            return self._step()
+        finally:
+            self.step_s += time.perf_counter() - t0
+
+    def _step(self) -> list[tuple[Any, list[WindowResult], bool]]:
         out: list[tuple[Any, list[WindowResult], bool]] = []
-        for q in [q for q in self._seqs if q.done is not None]:
-            out.append((q, [q.done], True))
+        for q in self._seqs:
+            if q.done is not None:
+                out.append((q, [q.done], True))
         live = [q for q in self._seqs if q.done is None and q.slots]
         if not live:
             return out
@@ -301,16 +337,26 @@ class WindowBatcher:
                     rows = list(range(hi))
                     self._masked_advance(hi, lg, self._pick(lg, running, rows))
                 self.steps += 1
+                self.rows_stepped += hi
                 for q in running:
                     q.steps += 1
                 if self.steps % self.check_every == 0 or any(q.steps >= q.req.max_new for q in running):
-                    last = self.tokens[:hi].gather(1, self.pos[:hi, None]).squeeze(1).tolist()
+                    last = self._last_tokens(hi)
                     eot = self.tok.eot
                     finished += [q for q in running
                                  if q.steps >= q.req.max_new or all(last[s] == eot for s in q.slots)]
             for q in finished:
                 out.append((q, [self._collect(q)], True))
         return out
+
+    def _last_tokens(self, hi: int) -> list[int]:
+        last = self.tokens[:hi].gather(1, self.pos[:hi, None]).squeeze(1)
+        if self._ready is None:
+            return last.tolist()
+        self._host_last[:hi].copy_(last, non_blocking=True)
+        self._ready.record()
+        self._ready.synchronize()
+        return self._host_last[:hi].tolist()
 
     def _masked_advance(self, hi: int, lg: torch.Tensor, nxt: torch.Tensor) -> None:
         """The unbatched ``_advance`` for rows ``:hi`` (graph-safe): a finished row keeps

@@ -229,10 +229,11 @@ class Decoder(nn.Module):
         t = tokens.shape[1]
         x = self.embed_tokens(tokens)  # (transformers defines scale_embedding but never applies it)
         row_index: torch.Tensor | None = None
+        idx: torch.Tensor
         if per_row:
-            x = x + self.embed_positions.weight.index_select(0, pos)[:, None]  # type: ignore[arg-type]
-            idx = pos
             assert isinstance(pos, torch.Tensor)
+            x = x + self.embed_positions.weight.index_select(0, pos)[:, None]
+            idx = pos
             mask = (torch.arange(kv_len, device=tokens.device)[None, :] <= pos[:, None])[:, None, None]  # (B,1,1,kv)
         else:
             if isinstance(pos, int):
