@@ -70,15 +70,7 @@ def _free_port() -> int:
 
 
 def _ref_wav(seconds: float) -> bytes:
-    rng = np.random.default_rng(0)
-    samples = np.clip(0.1 * rng.standard_normal(int(seconds * SAMPLE_RATE)), -1, 1)
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SAMPLE_RATE)
-        w.writeframes((samples * 32767).astype("<i2").tobytes())
-    return buf.getvalue()
+    return _noise_wav(seconds, SAMPLE_RATE, seed=0)
 
 
 def prepare(root: Path, engines: list[str], tiny: bool, device: str, fish_frames: int) -> dict[str, dict[str, Any]]:
@@ -109,8 +101,9 @@ def prepare(root: Path, engines: list[str], tiny: bool, device: str, fish_frames
     return out
 
 
-def _noise_wav(seconds: float, rate: int = 16000) -> bytes:
-    rng = np.random.default_rng(1)
+def _noise_wav(seconds: float, rate: int = 16000, seed: int = 1) -> bytes:
+    """Mono 16-bit WAV of Gaussian noise (amplitude 0.1)."""
+    rng = np.random.default_rng(seed)
     samples = np.clip(0.1 * rng.standard_normal(int(seconds * rate)), -1, 1)
     buf = io.BytesIO()
     with wave.open(buf, "wb") as w:

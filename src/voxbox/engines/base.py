@@ -48,6 +48,7 @@ from voxbox.types import (
 
 __all__ = [
     "ASREngine",
+    "Batchable",
     "Engine",
     "VoiceArg",
     "cancellable",
@@ -73,6 +74,23 @@ MAX_TEXT_CHARS = 4096
 _FORBIDDEN_CHARS = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\ud800-\udfff]")
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
 T = TypeVar("T")
+
+
+class Batchable:
+    """Mixed into engines the runtime can batch across requests (spec ``capabilities.batchable``).
+    The runtime builds ``engine.batcher(config)``, runs a scheduler on it and hands that over through
+    :meth:`use_scheduler`; the engine routes its calls through ``self._scheduler`` while it is set."""
+
+    _scheduler: Any = None
+    info: EngineInfo
+
+    def use_scheduler(self, scheduler: Any) -> None:
+        """Route calls started from now on through ``scheduler`` (None: one call at a time again)."""
+        self._scheduler = scheduler
+        if scheduler is not None:
+            self.info.extra["batch_slots"] = int(scheduler.max_batch)
+        else:
+            self.info.extra.pop("batch_slots", None)
 
 
 class EncodedVoice:

@@ -22,7 +22,7 @@ from voxbox.engines.asr.faster_whisper.timing import Meter, timed_model_class
 from voxbox.engines.asr.whisper.timestamps import clamp, clamp_word
 from voxbox.engines.asr.whisper.tokens import WhisperTokenizer
 from voxbox.engines.asr.whisper.validate import check_call
-from voxbox.engines.base import cancellable
+from voxbox.engines.base import Batchable, cancellable
 from voxbox.engines.spec import build_options
 from voxbox.errors import BadInputError, DeviceError, ModelLoadError
 from voxbox.types import (
@@ -59,7 +59,7 @@ def _compute_type_supported(ct2: Any, device: str, compute_type: str) -> bool:
         return False
 
 
-class FasterWhisperEngine:
+class FasterWhisperEngine(Batchable):
     def __init__(self, model_id: str, model_dir: Path, *, device: str, device_index: int, compute_type: str,
                  cpu_threads: int, num_workers: int) -> None:
         from voxbox.engines.asr.faster_whisper import _import_backend
@@ -177,13 +177,6 @@ class FasterWhisperEngine:
                       tok.sot_sequence("en" if self.multilingual else None, "transcribe", timestamps=False))
         return batcher
 
-    def use_scheduler(self, scheduler: Any) -> None:
-        """Route transcriptions started from now on through ``scheduler`` (None: unbatched)."""
-        self._scheduler = scheduler
-        if scheduler is not None:
-            self.info.extra["batch_slots"] = int(scheduler.max_batch)
-        else:
-            self.info.extra.pop("batch_slots", None)
 
     def _expected(self) -> int:
         return self._inflight

@@ -43,7 +43,7 @@ from voxbox.engines.asr.whisper.segments import (
 )
 from voxbox.engines.asr.whisper.tokens import WhisperTokenizer
 from voxbox.engines.asr.whisper.validate import check_call
-from voxbox.engines.base import cancellable
+from voxbox.engines.base import Batchable, cancellable
 from voxbox.engines.placement import DTYPES, torch_device, torch_dtype
 from voxbox.engines.spec import build_options
 from voxbox.errors import BadInputError, ModelNotFoundError
@@ -87,7 +87,7 @@ def _typed_options(values: dict[str, Any]) -> dict[str, Any]:
     return build_options(TorchWhisperOptions, values).given()
 
 
-class TorchWhisperEngine:
+class TorchWhisperEngine(Batchable):
     """An :class:`~voxbox.engines.base.ASREngine` over a loaded model and tokenizer."""
 
     def __init__(self, model: Whisper, tokenizer: WhisperTokenizer, generation: dict[str, Any], info: EngineInfo,
@@ -248,13 +248,6 @@ class TorchWhisperEngine:
         decoded together, joining and leaving at any decoder step (see ``batcher.py``)."""
         return WindowBatcher(self.runner, int(config.max_batch), self._runner_lock)
 
-    def use_scheduler(self, scheduler: Any) -> None:
-        """Route the windows of transcriptions started from now on through ``scheduler`` (None: unbatched)."""
-        self._scheduler = scheduler
-        if scheduler is not None:
-            self.info.extra["batch_slots"] = int(scheduler.max_batch)
-        else:
-            self.info.extra.pop("batch_slots", None)
 
     def _submit(self, scheduler: Any, prompt: list[int], opts: TranscribeOptions, cancel: CancelToken, *,
                 mel: torch.Tensor | None = None, enc: torch.Tensor | None = None, temperature: float = 0.0,

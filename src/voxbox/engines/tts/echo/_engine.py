@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from voxbox.engines.base import EncodedVoice, SpeechStream, VoiceArg, validate_speed, validate_text
+from voxbox.engines.base import Batchable, EncodedVoice, SpeechStream, VoiceArg, validate_speed, validate_text
 from voxbox.engines.spec import build_options
 from voxbox.errors import BadInputError, UnsupportedOperationError, VoiceNotFoundError
 from voxbox.types import Audio, AudioChunk, CancelToken, ComponentSpec, EngineInfo, StageTimings
@@ -96,7 +96,7 @@ class _Call:
     trim: bool
 
 
-class EchoEngine:
+class EchoEngine(Batchable):
     """Echo-TTS with per-component placement, batched guidance, graph-captured steps and streamed decode.
 
     Built by ``load()``; ``placement`` maps each component (``text_encoder``, ``speaker_encoder``,
@@ -306,13 +306,6 @@ class EchoEngine:
             slots = batch_slots(EchoBatcher.slot_bytes(self.dit), free, total, cap=slots)
         return EchoBatcher(self, slots)
 
-    def use_scheduler(self, scheduler: Any) -> None:
-        """Route every ``stream()`` through ``scheduler`` (None: back to one call at a time)."""
-        self._scheduler = scheduler
-        if scheduler is not None:
-            self.info.extra["batch_slots"] = int(scheduler.max_batch)
-        else:
-            self.info.extra.pop("batch_slots", None)
 
     def _generate_batched(self, sched: Any, call: _Call, timings: StageTimings, details: dict[str, Any],
                           cancel: CancelToken) -> Iterator[AudioChunk]:

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from voxbox.engines.base import SpeechStream, VoiceArg
+from voxbox.engines.base import Batchable, SpeechStream, VoiceArg
 from voxbox.engines.spec import build_options
 from voxbox.engines.voices import VoiceCache
 from voxbox.types import Audio, AudioChunk, CancelToken, ComponentSpec, EngineInfo, StageTimings
@@ -34,7 +34,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class FishS2Engine(PromptBuilder):
+class FishS2Engine(PromptBuilder, Batchable):
     """Fish S2-Pro: dual-AR (slow + fast transformers) -> codes -> codec, streamed in windows.
 
     Built by ``load()``. ``placement`` maps ``slow_ar``, ``fast_ar`` and ``codec`` to (device,
@@ -128,13 +128,6 @@ class FishS2Engine(PromptBuilder):
             slots = batch_slots(BatchRunner.slot_bytes(self.runner), free, total, cap=slots)
         return FishBatcher(self, slots, capture=self._batch_capture)
 
-    def use_scheduler(self, scheduler: Any) -> None:
-        """Route every ``stream()`` through ``scheduler`` (None: back to one call at a time)."""
-        self._scheduler = scheduler
-        if scheduler is not None:
-            self.info.extra["batch_slots"] = int(scheduler.max_batch)
-        else:
-            self.info.extra.pop("batch_slots", None)
 
     def _generate_batched(self, sched: Any, call: _Call, timings: StageTimings, details: dict[str, Any],
                           cancel: CancelToken) -> Iterator[AudioChunk]:
