@@ -7,13 +7,13 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
 from voxbox.types import Audio
 
-__all__ = ["VoiceCache", "clip_digest"]
+__all__ = ["VoiceCache", "VoiceCacheStats", "clip_digest"]
 
 T = TypeVar("T")
 
@@ -64,3 +64,18 @@ class VoiceCache(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+class VoiceCacheStats:
+    """Mixed into engines that keep their encoded reference voices in ``self._voices`` (a
+    :class:`VoiceCache`): its hit and miss counts as ``voice_cache_hits`` / ``voice_cache_misses``."""
+
+    _voices: VoiceCache[Any]
+
+    @property
+    def voice_cache_hits(self) -> int:
+        return self._voices.hits
+
+    @property
+    def voice_cache_misses(self) -> int:
+        return self._voices.misses

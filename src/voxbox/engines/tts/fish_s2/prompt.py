@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from voxbox.engines.base import EncodedVoice, sentence_errors, validate_speed, validate_text
-from voxbox.engines.voices import VoiceCache, clip_digest
+from voxbox.engines.voices import VoiceCache, VoiceCacheStats, clip_digest
 from voxbox.errors import BadInputError, UnsupportedOperationError, VoiceNotFoundError
 from voxbox.types import Audio
 
@@ -71,7 +71,7 @@ class _Call:
 
 
 
-class PromptBuilder:
+class PromptBuilder(VoiceCacheStats):
     """Prompt building, reference voices and option parsing for ``FishS2Engine`` (a mixin: the
     engine's ``__init__`` sets the attributes declared here)."""
 
@@ -127,14 +127,6 @@ class PromptBuilder:
         ids = [i for p, _ in pieces for i in p]
         mask = [m for p, m in pieces for _ in p]
         return torch.tensor(ids, dtype=torch.long), torch.tensor(mask, dtype=torch.bool), prefix
-
-    @property
-    def voice_cache_hits(self) -> int:
-        return self._voices.hits
-
-    @property
-    def voice_cache_misses(self) -> int:
-        return self._voices.misses
 
     # ------------------------------------------------------------------ voices
     def encode_voice(self, audio: Audio, transcript: str | None = None) -> EncodedVoice:

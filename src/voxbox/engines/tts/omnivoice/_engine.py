@@ -21,7 +21,7 @@ from voxbox.engines.base import (
     validate_text,
 )
 from voxbox.engines.spec import build_options
-from voxbox.engines.voices import VoiceCache, clip_digest
+from voxbox.engines.voices import VoiceCache, VoiceCacheStats, clip_digest
 from voxbox.errors import BadInputError, VoiceNotFoundError
 from voxbox.types import (
     Audio,
@@ -84,7 +84,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class OmniVoiceEngine:
+class OmniVoiceEngine(VoiceCacheStats):
     """OmniVoice: a Qwen3 masked-token model over 8 codebooks, decoded by the Higgs audio codec.
 
     Built by ``load()``; ``placement`` maps ``backbone``, ``decoder`` and ``encoder`` (reference
@@ -133,14 +133,6 @@ class OmniVoiceEngine:
                 backend="torch", kind="codec", overhead_bytes=256 * 2**20,
             ),
         ]
-
-    @property
-    def voice_cache_hits(self) -> int:
-        return self._voices.hits
-
-    @property
-    def voice_cache_misses(self) -> int:
-        return self._voices.misses
 
     # ------------------------------------------------------------------ voices
     def encode_voice(self, audio: Audio, transcript: str | None = None) -> EncodedVoice:

@@ -21,7 +21,7 @@ from voxbox.engines.base import (
     validate_text,
 )
 from voxbox.engines.spec import build_options
-from voxbox.engines.voices import VoiceCache, clip_digest
+from voxbox.engines.voices import VoiceCache, VoiceCacheStats, clip_digest
 from voxbox.errors import BadInputError, UnsupportedOperationError, VoiceNotFoundError
 from voxbox.types import (
     Audio,
@@ -56,7 +56,7 @@ class _Call:
     window: int
 
 
-class VoxCPM2Engine:
+class VoxCPM2Engine(VoiceCacheStats):
     """VoxCPM2: text-semantic + residual LMs drive a local flow-matching DiT, patch by patch; the
     AudioVAE decodes the latent to 48 kHz as the patches come. ``placement`` maps ``lm``, ``dit``
     (same device as ``lm``) and ``vae`` to (device, dtype)."""
@@ -100,14 +100,6 @@ class VoxCPM2Engine:
                 overhead_bytes=1 * 2**30,
             ),
         ]
-
-    @property
-    def voice_cache_hits(self) -> int:
-        return self._voices.hits
-
-    @property
-    def voice_cache_misses(self) -> int:
-        return self._voices.misses
 
     # ------------------------------------------------------------------ voices
     def encode_voice(self, audio: Audio, transcript: str | None = None) -> EncodedVoice:
