@@ -128,7 +128,53 @@ def transcribe(client: httpx.Client, url: str, model: str, text: str) -> dict[st
     total = time.perf_counter() - t0
     if resp.status_code != 200:
         raise RuntimeError(f"HTTP {resp.status_code}: {resp.text[:300]}")
-    return {"total_s": total, "ttfa_s": None, "audio_s": ASR_SECONDS, "rtf": total / ASR_SECONDS}
+    return {"total_s": total, "ttfa_s": None, "audio_s": ASR_SECONDS, "rtf": total / ASR_SECONDS,
+            "stages": server_timing(resp.headers.get("server-timing", ""))}
+
+
+def server_timing(header: str) -> dict[str, float]:
+    """``Server-Timing`` (``name;dur=ms, ...``) as stage -> seconds."""
+    out: dict[str, float] = {}
+    for part in header.split(","):
+        name, _, rest = part.strip().partition(";")
+        if rest.startswith("dur="):
+            try:
+                out[name] = float(rest[4:]) / 1000
+            except ValueError:
+                pass
+    return out
+
+
+def scrape_batching(url: str) -> dict[str, float]:
+    """The server's batch-scheduler counters (``/metrics``), summed over models: name -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    try:
+        text = httpx.get(url + "/metrics", timeout=30).text
+    except httpx.HTTPError:
+        return out
+    for fam in text_string_to_metric_families(text):
+        if not fam.name.startswith(("voxbox_batch_", "voxbox_batcher_")):
+            continue
+        for sample in fam.samples:
+            key = sample.labels.get("stat") or sample.name.removeprefix("voxbox_")
+            out[key] = out.get(key, 0.0) + float(sample.value)
+    return out
+
+
+def batching_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Counter deltas over one level, with the derived mean batch and per-step / per-admission costs."""
+    d = {k: round(after[k] - before.get(k, 0.0), 4) for k in after if not k.endswith(("_active", "_pending", "_slots"))}
+    steps = d.get("batch_steps_total") or d.get("steps") or 0
+    if steps:
+        d["mean_batch"] = round(d.get("batch_rows_total", 0.0) / steps, 2)
+    if d.get("steps"):
+        d["ms_per_step"] = round(1000 * d.get("step_s", 0.0) / d["steps"], 3)
+    if d.get("admits"):
+        d["ms_per_admit"] = round(1000 * d.get("admit_s", 0.0) / d["admits"], 2)
+        d["windows_per_admit"] = round(d.get("batch_admitted_total", 0.0) / d["admits"], 2)
+    return d
 
 
 def offline_batch(entry: dict[str, Any], device: str, windows: int = 64, runs: int = 3) -> dict[str, Any]:
@@ -251,7 +297,10 @@ def run_level(url: str, model: str, text: str, c: int, n: int, call: Any = None)
     ttfa = [r["ttfa_s"] for r in runs if r["ttfa_s"] is not None]
     rtf = [r["rtf"] for r in runs if r["rtf"] is not None]
     audio = sum(r["audio_s"] for r in runs)
-    return {"concurrency": c, "requests": n, "failed": len(errors), "errors": errors[:3], "wall_s": wall,
+    stage_names = sorted({k for r in runs for k in r.get("stages", {})})
+    stages = {k: {"p50": _pct([r["stages"][k] for r in runs if k in r.get("stages", {})], 50),
+                  "p95": _pct([r["stages"][k] for r in runs if k in r.get("stages", {})], 95)} for k in stage_names}
+    return {"server_timing_s": stages, "concurrency": c, "requests": n, "failed": len(errors), "errors": errors[:3], "wall_s": wall,
             "audio_s": audio, "throughput_xrt": audio / wall if wall > 0 else None,
             "requests_per_s": len(runs) / wall if wall > 0 else None,
             "latency_s": {"p50": _pct(lat, 50), "p95": _pct(lat, 95), "max": max(lat) if lat else None},
@@ -260,8 +309,27 @@ def run_level(url: str, model: str, text: str, c: int, n: int, call: Any = None)
             "audio_s_per_request": audio / len(runs) if runs else None}
 
 
+def py_spy(pid: int, out: Path, tag: str, seconds: int = 5) -> None:
+    """Two py-spy samples of the server while the top level runs (collapsed stacks, one line each):
+    the thread holding the GIL (``--gil``), then every thread on CPU."""
+    import shutil
+
+    exe = shutil.which("py-spy")
+    if exe is None:
+        return
+    time.sleep(1.0)  # into the level's steady state
+    for kind, extra in (("gil", ["--gil"]), ("cpu", [])):
+        path = out / f"pyspy_{tag}_{kind}.txt"
+        proc = subprocess.run([exe, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "200",
+                               "--format", "raw", "--nonblocking", "--threads", "--output", str(path), *extra],
+                              capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            path.write_text(f"py-spy failed ({proc.returncode}): {proc.stderr[-2000:]}\n")
+
+
 def bench_mode(name: str, entry: dict[str, Any], text: str, *, batching: bool, levels: list[int], per_worker: int,
-               batch_max: int, device: str, root: Path, log: Any, ref_seconds: float) -> dict[str, Any]:
+               batch_max: int, device: str, root: Path, log: Any, ref_seconds: float,
+               profile: Path | None = None) -> dict[str, Any]:
     tag = f"{name} batching={'on' if batching else 'off'}"
     log.write(f"\n===== {tag} =====\n".encode())
     log.flush()
@@ -287,12 +355,25 @@ def bench_mode(name: str, entry: dict[str, Any], text: str, *, batching: bool, l
         models = httpx.get(srv.url + "/v1/models", timeout=30).json()
         out["model_info"] = next((m for m in models.get("data", []) if m.get("id") == name), None)
         for c in levels:
+            before = scrape_batching(srv.url)
+            spy = None
+            if profile and batching and c == max(levels):
+                spy = threading.Thread(target=py_spy, args=(srv.proc.pid, profile, f"{name}_c{c}"), daemon=True)
+                spy.start()
             row = run_level(srv.url, name, text, c, max(3, per_worker * c), call)
+            if spy is not None:
+                spy.join()
+            row["batching"] = batching_delta(before, scrape_batching(srv.url)) if batching else {}
             out["levels"].append(row)
             ttfa = row["ttfa_s"]["p95"]
             print(f"{tag} c={c}: {row['throughput_xrt']:.3g} x real time, p95 latency "
                   f"{row['latency_s']['p95']:.2f} s, p95 TTFA {ttfa if ttfa is None else round(ttfa, 3)} s, "
                   f"failed {row['failed']}", flush=True)
+            st = {k: round(v["p50"] * 1000, 1) for k, v in row["server_timing_s"].items() if v["p50"] is not None}
+            if st:
+                print(f"    server-timing p50 ms: {st}", flush=True)
+            if row["batching"]:
+                print(f"    batching: {row['batching']}", flush=True)
     except Exception as exc:  # noqa: BLE001 - partial results are kept
         out["error"] = f"{type(exc).__name__}: {exc}"[:500]
         print(f"{tag}: {out['error']}", flush=True)
@@ -346,6 +427,8 @@ def main() -> int:
     ap.add_argument("--off-levels", default=None, help="unbatched levels (default fish 1,4,16; echo 1,4,8)")
     ap.add_argument("--per-worker", type=int, default=2, help="requests per client thread and level (batched)")
     ap.add_argument("--batch-max", type=int, default=64)
+    ap.add_argument("--py-spy", action="store_true",
+                    help="profile the batched server at the top level with py-spy, if on PATH (pyspy_*.txt)")
     ap.add_argument("--fish-frames", type=int, default=128, help="frames per fish-s2 request (21.5 per second)")
     args = ap.parse_args()
     out = Path(args.out)
@@ -382,7 +465,8 @@ def main() -> int:
                                                       ("unbatched", False, off, 1)):
                 modes[key] = bench_mode(name, entries[name], text, batching=batching, levels=levels,
                                         per_worker=per_worker, batch_max=args.batch_max, device=args.device,
-                                        root=root, log=log, ref_seconds=ref_seconds)
+                                        root=root, log=log, ref_seconds=ref_seconds,
+                                        profile=out if args.py_spy else None)
                 dump()
             if name == "torch-whisper":
                 try:

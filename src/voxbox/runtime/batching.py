@@ -73,6 +73,7 @@ class Batcher(Protocol[R, Out]):
 @dataclass
 class SchedulerStats:
     steps: int = 0  # step() calls
+    rows: int = 0  # active sequences summed over steps (rows / steps: the mean batch size)
     admitted: int = 0  # requests admitted
     joined_running: int = 0  # requests admitted while other sequences were mid-decode
     max_active: int = 0  # the largest batch stepped
@@ -220,6 +221,7 @@ class Scheduler(Generic[R, Out]):
         n = len(self._active)
         self.stats.max_active = max(self.stats.max_active, n)
         self.stats.batch_sizes[n] = self.stats.batch_sizes.get(n, 0) + 1
+        self.stats.rows += n
         try:
             results = self.batcher.step()
         except BaseException as exc:  # noqa: BLE001 - a failed step fails the batch, not the server

@@ -28,7 +28,7 @@ from voxbox.runtime import Catalog, CatalogEntry, Runtime, RuntimeConfig
 from voxbox.runtime.voices import VoiceStore
 from voxbox.server.errors import install_error_handlers
 from voxbox.server.guard import GuardMiddleware
-from voxbox.server.metrics import Metrics, MetricsObserver
+from voxbox.server.metrics import BatchingCollector, Metrics, MetricsObserver
 from voxbox.server.middleware import TimingMiddleware
 from voxbox.server.settings import ServerSettings
 from voxbox.server.state import ServerState
@@ -108,6 +108,7 @@ def create_app(settings: ServerSettings | None = None, *,
     for name in [settings.models.tts, settings.models.asr, *settings.models.preload]:
         if name not in runtime.catalog and (settings.models.preload_defaults or name in settings.models.preload):
             log.warning("model %r named in the settings is not in the catalog", name)
+    metrics.registry.register(BatchingCollector(lambda: list(runtime.schedulers.values())))
     state = ServerState(settings, runtime, metrics)
     docs = settings.docs and settings.api_key_value() is None
 

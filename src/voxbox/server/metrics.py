@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
-__all__ = ["Metrics", "MetricsObserver"]
+__all__ = ["BatchingCollector", "Metrics", "MetricsObserver"]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 _RTF_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0)
@@ -64,3 +67,47 @@ class MetricsObserver:
 
     def rejected(self, label: str) -> None:
         self.metrics.rejected.labels(label).inc()
+
+
+class BatchingCollector(Collector):
+    """The batch schedulers' counters, read at scrape time (``schedulers()`` returns the live ones).
+
+    ``voxbox_batch_rows_total / voxbox_batch_steps_total`` is the mean batch size; the engine's
+    own batcher counters (e.g. torch-whisper's encoder admissions and host seconds per step) come
+    as ``voxbox_batcher_stat{model, stat}``. The model label is the scheduler's catalog name."""
+
+    def __init__(self, schedulers: Callable[[], Any]) -> None:
+        self._schedulers = schedulers
+
+    def collect(self) -> Iterator[Any]:
+        counters = {
+            "steps": ("voxbox_batch_steps", "Batched decoder steps."),
+            "rows": ("voxbox_batch_rows", "Sequences stepped, summed over steps (rows / steps = mean batch)."),
+            "admitted": ("voxbox_batch_admitted", "Requests admitted into a batch."),
+            "joined_running": ("voxbox_batch_joined_running",
+                               "Requests admitted while other sequences were mid-decode."),
+            "cancelled": ("voxbox_batch_cancelled", "Batched requests stopped before they finished."),
+        }
+        gauges = {
+            "active": ("voxbox_batch_active", "Sequences in the batch now."),
+            "pending": ("voxbox_batch_pending", "Requests waiting to join the batch."),
+            "max_active": ("voxbox_batch_max_active", "The largest batch stepped so far."),
+        }
+        fams: dict[str, Any] = {k: CounterMetricFamily(n, h, labels=["model"]) for k, (n, h) in counters.items()}
+        fams.update({k: GaugeMetricFamily(n, h, labels=["model"]) for k, (n, h) in gauges.items()})
+        slots = GaugeMetricFamily("voxbox_batch_slots", "Sequences one batch holds at most.", labels=["model"])
+        stat = GaugeMetricFamily("voxbox_batcher_stat", "The engine batcher's own counters.",
+                                 labels=["model", "stat"])
+        for sched in list(self._schedulers()):
+            st = sched.stats
+            for key, fam in fams.items():
+                fam.add_metric([sched.name], float(getattr(st, key)))
+            slots.add_metric([sched.name], float(sched.max_batch))
+            own = getattr(sched.batcher, "stats", None)
+            if callable(own):
+                for key, value in own().items():
+                    if isinstance(value, (int, float)) and not isinstance(value, bool):
+                        stat.add_metric([sched.name, str(key)], float(value))
+        yield from fams.values()
+        yield slots
+        yield stat
