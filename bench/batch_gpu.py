@@ -298,9 +298,10 @@ def run_level(url: str, model: str, text: str, c: int, n: int, call: Any = None)
     rtf = [r["rtf"] for r in runs if r["rtf"] is not None]
     audio = sum(r["audio_s"] for r in runs)
     stage_names = sorted({k for r in runs for k in r.get("stages", {})})
-    stages = {k: {"p50": _pct([r["stages"][k] for r in runs if k in r.get("stages", {})], 50),
-                  "p95": _pct([r["stages"][k] for r in runs if k in r.get("stages", {})], 95)} for k in stage_names}
-    return {"server_timing_s": stages, "concurrency": c, "requests": n, "failed": len(errors), "errors": errors[:3], "wall_s": wall,
+    per_stage = {k: [r["stages"][k] for r in runs if k in r.get("stages", {})] for k in stage_names}
+    stages = {k: {"p50": _pct(v, 50), "p95": _pct(v, 95)} for k, v in per_stage.items()}
+    return {"server_timing_s": stages,
+            "concurrency": c, "requests": n, "failed": len(errors), "errors": errors[:3], "wall_s": wall,
             "audio_s": audio, "throughput_xrt": audio / wall if wall > 0 else None,
             "requests_per_s": len(runs) / wall if wall > 0 else None,
             "latency_s": {"p50": _pct(lat, 50), "p95": _pct(lat, 95), "max": max(lat) if lat else None},
