@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import wave
 from typing import BinaryIO, Iterator, Union
 
 import av
@@ -143,23 +144,28 @@ _OPEN_ERRORS = (av.FFmpegError, ValueError, OSError, EOFError, UnicodeError)
 @contextlib.contextmanager
 def _open_container(source: AudioSource, fmt: str | None) -> Iterator[tuple[av.container.InputContainer, int]]:
     """Yield the opened container and the input's size in bytes."""
-    with _input_file(source) as f:
-        start = f.tell()
-        nbytes = _input_size(f)
+    with _input_file(source) as f, _open_av(f, fmt) as opened:
+        yield opened
+
+
+@contextlib.contextmanager
+def _open_av(f: BinaryIO, fmt: str | None) -> Iterator[tuple[av.container.InputContainer, int]]:
+    start = f.tell()
+    nbytes = _input_size(f)
+    try:
+        container = av.open(f, mode="r", format=fmt, metadata_errors="ignore")
+    except _OPEN_ERRORS as exc:
+        fallback = _sniff_raw_stream(f, start) if fmt is None else None
+        if fallback is None:
+            raise _fail("not a recognised audio file", exc) from exc
         try:
-            container = av.open(f, mode="r", format=fmt, metadata_errors="ignore")
-        except _OPEN_ERRORS as exc:
-            fallback = _sniff_raw_stream(f, start) if fmt is None else None
-            if fallback is None:
-                raise _fail("not a recognised audio file", exc) from exc
-            try:
-                container = av.open(f, mode="r", format=fallback, metadata_errors="ignore")
-            except _OPEN_ERRORS:
-                raise _fail("not a recognised audio file", exc) from exc
-        try:
-            yield container, nbytes
-        finally:
-            container.close()
+            container = av.open(f, mode="r", format=fallback, metadata_errors="ignore")
+        except _OPEN_ERRORS:
+            raise _fail("not a recognised audio file", exc) from exc
+    try:
+        yield container, nbytes
+    finally:
+        container.close()
 
 
 def _audio_stream(container: av.container.InputContainer) -> av.audio.stream.AudioStream:
@@ -269,21 +275,129 @@ def decode(
     if max_duration is not None and max_duration <= 0:
         raise ValueError(f"max_duration must be positive, got {max_duration}")
 
-    with _open_container(source, format) as (container, nbytes):
-        stream = _audio_stream(container)
-        cc = stream.codec_context
-        guard = DecodeGuard(nbytes=nbytes, max_duration=max_duration,
-                            min_rate=min_source_rate, max_rate=max_source_rate)
-        declared = _declared_duration(container, stream)
-        guard.check_header(cc.name, cc.sample_rate, cc.channels, declared)
-        out_rate = int(sample_rate) if sample_rate else None
-        out = _SampleBuffer(guard.output_capacity(declared, out_rate or cc.sample_rate or None))
-        out_rate, first_error = _decode_into(container, stream, guard, out, out_rate)
-        if out.size == 0 or out_rate is None:
-            if first_error is not None:
-                raise _fail("no audio could be decoded from the input", first_error) from first_error
-            raise _fail("no audio samples in the input (empty or truncated file)")
-        return Audio(out.take(), out_rate)
+    with _input_file(source) as f:
+        if format is None:
+            pcm = _decode_pcm_wav(f, sample_rate, max_duration, min_source_rate, max_source_rate)
+            if pcm is not None:
+                return pcm
+        with _open_av(f, format) as (container, nbytes):
+            stream = _audio_stream(container)
+            cc = stream.codec_context
+            guard = DecodeGuard(nbytes=nbytes, max_duration=max_duration,
+                                min_rate=min_source_rate, max_rate=max_source_rate)
+            declared = _declared_duration(container, stream)
+            guard.check_header(cc.name, cc.sample_rate, cc.channels, declared)
+            out_rate = int(sample_rate) if sample_rate else None
+            out = _SampleBuffer(guard.output_capacity(declared, out_rate or cc.sample_rate or None))
+            out_rate, first_error = _decode_into(container, stream, guard, out, out_rate)
+            if out.size == 0 or out_rate is None:
+                if first_error is not None:
+                    raise _fail("no audio could be decoded from the input", first_error) from first_error
+                raise _fail("no audio samples in the input (empty or truncated file)")
+            return Audio(out.take(), out_rate)
+
+
+#: libav's names of the PCM sample widths the stdlib ``wave`` module reads (bytes per sample).
+_WAV_CODECS = {1: "pcm_u8", 2: "pcm_s16le", 3: "pcm_s24le", 4: "pcm_s32le"}
+#: Frames converted per numpy pass on the PCM-WAV path (bounds the temporary arrays).
+_WAV_BLOCK_FRAMES = 1 << 18
+
+
+#: More channels than this go to libav (which refuses implausible layouts with its own message).
+_WAV_MAX_CHANNELS = 8
+
+
+def _one_fmt_chunk(f: BinaryIO, start: int, data_at: int) -> bool:
+    """Whether exactly one ``fmt `` chunk precedes the data (the stdlib reader keeps the last of
+    several, libav the first: such a file goes to libav, so both paths agree on every input)."""
+    pos, fmts = start + 12, 0
+    for _ in range(64):
+        if pos + 8 > data_at:
+            break
+        f.seek(pos)
+        head = f.read(8)
+        if len(head) < 8 or head[:4] == b"data":
+            break
+        fmts += head[:4] == b"fmt "
+        size = int.from_bytes(head[4:], "little")
+        pos += 8 + size + (size & 1)
+    else:
+        return False
+    return fmts == 1
+
+
+def _pcm_block(raw: bytes, width: int, channels: int) -> np.ndarray:
+    """Little-endian integer PCM bytes -> (n,) float32 mono in [-1, 1), as the libav path gives."""
+    if width == 1:
+        x = np.frombuffer(raw, np.uint8).astype(np.float32)
+        x -= 128.0
+        x *= 1.0 / 128.0
+    elif width == 3:
+        b = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
+        v = (b[:, 0] << 8) | (b[:, 1] << 16) | (b[:, 2] << 24)  # sign from the top byte, as libav's s32
+        x = v.astype(np.float32)
+        x *= 1.0 / 2147483648.0
+    else:
+        x = np.frombuffer(raw, "<i2" if width == 2 else "<i4").astype(np.float32)
+        x *= 1.0 / _INT_SCALE["s16" if width == 2 else "s32"]
+    if channels == 1:
+        return x
+    return x.reshape(-1, channels).mean(axis=1, dtype=np.float32)
+
+
+def _decode_pcm_wav(f: BinaryIO, sample_rate: int | None, max_duration: float | None, min_rate: int,
+                    max_rate: int) -> Audio | None:
+    """A plain integer-PCM WAV, the common upload, read with the stdlib ``wave`` module and converted
+    in a few large numpy blocks instead of libav's ~4 KB packets, each a trip through Python (under
+    many concurrent uploads that per-packet work, holding the GIL, was most of a server's CPU time).
+    The same bounds (``DecodeGuard``) and the same resampler as the libav path apply, and the output
+    is the same. ``None`` (position restored) for anything else: float or compressed WAV, a data
+    chunk that does not fit the bytes (streamed or truncated files), other containers."""
+    start = f.tell()
+    head = f.read(12)
+    f.seek(start)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    nbytes = _input_size(f)
+    try:
+        w = wave.open(f, "rb")  # type: ignore[arg-type]  # a file object it did not open: not closed by it
+    except Exception:  # noqa: BLE001 - anything the stdlib parser trips on goes to libav, which says why
+        f.seek(start)
+        return None
+    try:
+        channels, width, rate, frames = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
+        data_at = f.tell()  # wave leaves the file at the data chunk's samples
+        data_end = data_at + frames * channels * width
+        if (width not in _WAV_CODECS or not 1 <= channels <= _WAV_MAX_CHANNELS or frames <= 0 or rate <= 0
+                or data_end > start + nbytes or not _one_fmt_chunk(f, start, data_at)):
+            f.seek(start)
+            return None
+        f.seek(data_at)
+        guard = DecodeGuard(nbytes=nbytes, max_duration=max_duration, min_rate=min_rate, max_rate=max_rate)
+        guard.check_header(_WAV_CODECS[width], rate, channels, frames / rate)
+        out_rate = int(sample_rate) if sample_rate else rate
+        out = _SampleBuffer(guard.output_capacity(frames / rate, out_rate))
+        resampler = StreamResampler(rate, out_rate)
+        left = frames
+        while left > 0:
+            n = min(left, _WAV_BLOCK_FRAMES)
+            try:
+                raw = w.readframes(n)
+            except Exception:  # noqa: BLE001 - a chunk layout the stdlib reader rejects: libav decides
+                f.seek(start)
+                return None
+            got = len(raw) // (channels * width)
+            if got == 0:
+                break
+            guard.add(got, rate)  # bounds errors (VoxboxError) are the answer, as on the libav path
+            out.append(resampler.push(_pcm_block(raw[: got * channels * width], width, channels)))
+            left -= got
+        out.append(resampler.flush())
+    finally:
+        w.close()
+    if out.size == 0:
+        raise _fail("no audio samples in the input (empty or truncated file)")
+    return Audio(out.take(), out_rate)
 
 
 def _decode_into(container: av.container.InputContainer, stream: av.audio.stream.AudioStream, guard: DecodeGuard,

@@ -1,0 +1,187 @@
+"""Warm-up of the GPU engines: process start to measured speed, first start against second start.
+
+For each engine (random weights at the published shapes, written once by this script) a fresh
+process is started ``--starts`` times in a row with the same, initially empty, voxbox cache dir
+(``VOXBOX_CACHE_DIR``; ``TORCHINDUCTOR_CACHE_DIR``/``TRITON_CACHE_DIR`` unset, so voxbox's
+persistent compile cache in ``<cache>/compile`` is what torch uses). Start 1 compiles every kernel;
+start 2 should load them from disk. Each process: import, load, warm-up (the engine's own
+``warmup()`` where it has one, else one call), then ``--runs`` measured calls. Reported per start:
+seconds from process start to the end of warm-up (``ready_s``: what a user waits before full speed),
+its parts, the first measured call and the median (min-max) of the measured calls, so one sees
+that the speed after warm-up is the steady speed. With ``--no-cache`` a third row per engine runs
+with ``VOXBOX_COMPILE_CACHE=0`` and a fresh torch cache dir (torch's own default behaviour on a
+fresh machine or container).
+
+    python bench/warmup_gpu.py --out $OUT                         # torch-whisper, echo-tts, fish-s2
+    python bench/warmup_gpu.py --out /tmp/w --engines torch-whisper --tiny --device cpu   # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+SRC = HERE.parent / "src"
+
+ECHO_TEXT = "The old lighthouse keeper climbed the spiral stairs every evening, counting each step as he went."
+FISH_TEXT = "The old lighthouse keeper climbed the spiral stairs every evening."
+
+
+def write_models(root: Path, engines: list[str], tiny: bool, device: str) -> dict[str, dict[str, Any]]:
+    sys.path.insert(0, str(SRC))
+    out: dict[str, dict[str, Any]] = {}
+    if "torch-whisper" in engines:
+        from voxbox.bench.shapes.whisper import write_whisper
+
+        d = write_whisper(root / "tw", "tiny" if tiny else "large-v3", device=device)
+        out["torch-whisper"] = {"path": str(d), "load": {"max_new_tokens": 100, "without_timestamps": True}}
+    if "echo-tts" in engines:
+        from voxbox.engines.tts.echo._random import write_random_model
+
+        d = write_random_model(root / "echo", "tiny" if tiny else "real", device=device)
+        out["echo-tts"] = {"path": str(d), "load": {}}
+    if "fish-s2" in engines:
+        from voxbox.bench.shapes.fish import write_fish_dir
+
+        d = write_fish_dir(root / "fish", tiny=tiny)
+        out["fish-s2"] = {"path": str(d), "load": {"weights": "random", "max_context": 512 if tiny else 1024,
+                                                   "max_frames": 64}}
+    return out
+
+
+def child(args: argparse.Namespace) -> None:
+    """One process: import, load, warm up, measure; prints one JSON line (times from ``--t0``)."""
+    t_import = time.time()
+    sys.path.insert(0, str(SRC))
+    import numpy as np
+    import torch
+
+    from voxbox.engines.registry import load_engine
+    from voxbox.types import Audio
+
+    imported = time.time()
+    load = json.loads(args.load)
+    engine: Any = load_engine(args.engine, args.model, device=args.device, **load)
+    loaded = time.time()
+
+    def sync() -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+    if args.engine == "torch-whisper":
+        audio = Audio((0.1 * np.random.default_rng(1).standard_normal(16000 * 30)).astype(np.float32), 16000)
+
+        def call() -> None:
+            segs, _ = engine.transcribe(audio, language="en", options={"temperature": (0.0,)})
+            list(segs)
+    elif args.engine == "echo-tts":
+        def call() -> None:
+            engine.synthesize(ECHO_TEXT, preset="fast")
+    else:
+        def call() -> None:
+            engine.synthesize(FISH_TEXT)
+
+    if args.engine == "echo-tts":
+        engine.warmup(texts=(ECHO_TEXT,), preset="fast")
+    elif args.engine == "fish-s2":
+        engine.warmup()
+    call()  # every engine: one call of the measured shape (the first compile of torch-whisper's step)
+    sync()
+    ready = time.time()
+    runs = []
+    for _ in range(args.runs):
+        t = time.perf_counter()
+        call()
+        sync()
+        runs.append(time.perf_counter() - t)
+    stats = getattr(engine, "stats", None)
+    print("RESULT " + json.dumps({
+        "python_start_s": round(t_import - args.t0, 3), "import_s": round(imported - t_import, 3),
+        "load_s": round(loaded - imported, 3), "warmup_s": round(ready - loaded, 3),
+        "ready_s": round(ready - args.t0, 3), "first_measured_s": round(runs[0], 4),
+        "measured_s": {"median": round(statistics.median(runs), 4), "min": round(min(runs), 4),
+                       "max": round(max(runs), 4), "runs": len(runs)},
+        "inductor_cache_dir": os.environ.get("TORCHINDUCTOR_CACHE_DIR"),
+        "engine_stats": stats() if callable(stats) else None,
+    }, default=str), flush=True)
+    engine.close()
+
+
+def start(engine: str, model: dict[str, Any], cache: Path, *, device: str, runs: int, persist: bool,
+          log: Any) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if k not in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")}
+    env["VOXBOX_CACHE_DIR"] = str(cache)
+    env["PYTHONUNBUFFERED"] = "1"
+    if not persist:  # torch's defaults, in a fresh directory (a new machine or container)
+        env["VOXBOX_COMPILE_CACHE"] = "0"
+        env["TORCHINDUCTOR_CACHE_DIR"] = str(cache / "torch-default")
+        env["TRITON_CACHE_DIR"] = str(cache / "triton-default")
+    t0 = time.time()
+    cmd = [sys.executable, str(Path(__file__).resolve()), "child", "--engine", engine, "--model", model["path"],
+           "--load", json.dumps(model["load"]), "--device", device, "--runs", str(runs), "--t0", repr(t0)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    log.write(f"===== {engine} (persist={persist}) =====\n{proc.stderr[-6000:]}\n")
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    return {"error": f"exit {proc.returncode}: {proc.stderr[-800:]}"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd")
+    c = sub.add_parser("child")
+    c.add_argument("--engine"), c.add_argument("--model"), c.add_argument("--load"), c.add_argument("--device")
+    c.add_argument("--runs", type=int), c.add_argument("--t0", type=float)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--engines", default="torch-whisper,echo-tts,fish-s2")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--tiny", action="store_true")
+    ap.add_argument("--starts", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--no-cache", action="store_true", help="also a start with torch's default cache (fresh dir)")
+    args = ap.parse_args()
+    if args.cmd == "child":
+        child(args)
+        return
+    if not args.out:
+        ap.error("--out is required")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                              "command": "python bench/warmup_gpu.py " + " ".join(sys.argv[1:]), "engines": {}}
+    with tempfile.TemporaryDirectory() as tmp, open(out / "warmup.log", "w") as log:
+        root = Path(tmp)
+        models = write_models(root, engines, args.tiny, args.device)
+        for name in engines:
+            rows: list[dict[str, Any]] = []
+            cache = root / f"cache-{name}"
+            for i in range(args.starts):
+                r = start(name, models[name], cache, device=args.device, runs=args.runs, persist=True, log=log)
+                r["start"] = i + 1
+                rows.append(r)
+                print(name, "start", i + 1, {k: r.get(k) for k in ("ready_s", "load_s", "warmup_s", "measured_s",
+                                                                   "error")}, flush=True)
+            if args.no_cache:
+                r = start(name, models[name], root / f"nocache-{name}", device=args.device, runs=args.runs,
+                          persist=False, log=log)
+                r["start"] = "no persistent cache, fresh torch cache dir"
+                rows.append(r)
+                print(name, "no-cache", {k: r.get(k) for k in ("ready_s", "warmup_s", "error")}, flush=True)
+            report["engines"][name] = rows
+            (out / "warmup.json").write_text(json.dumps(report, indent=1))
+    (out / "warmup.json").write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
