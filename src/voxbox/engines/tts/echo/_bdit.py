@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from voxbox.engines.batched import bucket, pow2_buckets
 
-from ._dit import DiTRunner, _block, _rms
+from ._dit import COMPILE_OPTIONS, DiTRunner, _block, _rms
 
 __all__ = ["BatchedDiT", "RowShape", "context_rows"]
 
@@ -74,7 +74,7 @@ class BatchedDiT:
         # row buckets a forward is padded to (a graph each): 1, 2, 3, 4, 6, 8, 12, 16, 24, ...
         self.sizes = sorted({b for p in pow2_buckets(max_rows) for b in (p, p + p // 2) if b <= max_rows} | {max_rows})
         if runner._block is not _block if compile is None else compile:
-            self._block = torch.compile(_block, dynamic=True)
+            self._block = torch.compile(_block, dynamic=True, options=COMPILE_OPTIONS)
             self.compiled = True
         else:
             self._block = _block

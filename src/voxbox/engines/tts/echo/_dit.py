@@ -33,6 +33,13 @@ import torch.nn.functional as F
 
 from ._upstream import UpstreamModule
 
+#: Inductor options of echo's compiled pieces: not from Inductor's FX-graph cache. On an H200 the
+#: second start of echo (its graphs loaded from that cache) ran its steps at 0.149 s against 0.087 s
+#: (first start) and 0.096 s (fresh cache dir) for the same text, one run each
+#: (bench/results/h200-2026-12-03-server-decode/warmup.json), so echo compiles anew each start (about
+#: 12 s of warm-up) until the cause is known. torch-whisper and fish-s2 kept their speed from the cache.
+COMPILE_OPTIONS: dict[str, Any] = {"fx_graph_cache": False}
+
 __all__ = ["DiTRunner", "SamplerParams", "euler_schedule"]
 
 INIT_SCALE = 0.999  # upstream: t runs from 0.999 to 0
@@ -188,7 +195,7 @@ class DiTRunner:
             for name in ("recompile_limit", "cache_size_limit"):
                 if hasattr(dynamo.config, name):
                     setattr(dynamo.config, name, max(getattr(dynamo.config, name), 64))
-        self._block = torch.compile(_block, dynamic=False) if compile else _block
+        self._block = torch.compile(_block, dynamic=False, options=COMPILE_OPTIONS) if compile else _block
         self._shapes: OrderedDict[tuple[int, int, int], _Shape] = OrderedDict()
         self._max_shapes = max(1, int(max_shapes))
         self._mods: OrderedDict[tuple[float, ...], tuple[torch.Tensor, torch.Tensor]] = OrderedDict()

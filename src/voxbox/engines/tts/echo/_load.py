@@ -30,6 +30,7 @@ import torch
 from voxbox.engines.base import model_files
 from voxbox.errors import ModelLoadError, ModelNotFoundError
 
+from ._dit import COMPILE_OPTIONS
 from ._upstream import UpstreamModule, upstream_autoencoder, upstream_model
 
 __all__ = [
@@ -237,7 +238,7 @@ def snake_function(mode: str):
         return upstream_autoencoder().snake
     if mode == "compile":
         if not _SNAKE_COMPILED:
-            _SNAKE_COMPILED.append(torch.compile(_snake_eager, dynamic=True))
+            _SNAKE_COMPILED.append(torch.compile(_snake_eager, dynamic=True, options=COMPILE_OPTIONS))
         return _SNAKE_COMPILED[0]
     if mode == "eager":
         return _snake_eager
