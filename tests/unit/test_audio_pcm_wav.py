@@ -4,7 +4,7 @@ within the same bounds, and leaves everything else to libav."""
 from __future__ import annotations
 
 import io
-import wave
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,25 +13,14 @@ import pytest
 from voxbox.audio.decode import _decode_pcm_wav, decode
 from voxbox.errors import AudioTooLongError, ImplausibleAudioError
 
+sys.path.insert(0, str(Path(__file__).parent))
+from test_audio_io import wav_bytes  # noqa: E402
+
 RNG = np.random.default_rng(7)
 
 
 def make_wav(width: int, channels: int, rate: int, frames: int) -> bytes:
-    if width == 1:
-        data = RNG.integers(0, 256, frames * channels, dtype=np.uint8).tobytes()
-    elif width == 3:
-        data = RNG.integers(0, 256, frames * channels * 3, dtype=np.uint8).tobytes()
-    else:
-        dt = "<i2" if width == 2 else "<i4"
-        lim = 2 ** (8 * width - 1)
-        data = RNG.integers(-lim, lim, frames * channels, dtype=np.int64).astype(dt).tobytes()
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(channels)
-        w.setsampwidth(width)
-        w.setframerate(rate)
-        w.writeframes(data)
-    return buf.getvalue()
+    return wav_bytes(RNG.uniform(-1, 1, (frames, channels)), rate, width, channels)
 
 
 @pytest.mark.parametrize("width", [1, 2, 3, 4])
