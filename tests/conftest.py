@@ -17,6 +17,13 @@ SLOW_FILES = ("tests/integration/test_openapi_fuzz.py", "tests/ray/test_batch.py
               "tests/integration/test_server_hardening.py", "tests/integration/test_bench_quick.py")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # xdist's file scheduler sorts files by their number of tests (most first) unless told not to,
+    # which put the one-test, two-minute OpenAPI fuzz file last: keep the order set below
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not hasattr(config, "workerinput"):  # not an xdist worker: keep pytest's order
         return
