@@ -69,11 +69,18 @@ def test_concurrent_transcriptions_share_calls(server, moonshine_assets):
     clips = [(moonshine_assets / n).read_bytes() for n in ("beckett.wav", "clone-test.wav", "endgame_nagg_nell.wav")]
     alone = [_transcribe(client, c) for c in clips]
     st0 = _scheduler(server).batcher.stats()
+    admitted0 = server.metric("voxbox_batch_admitted_total", model="whisper-1")
     got = _together([lambda c=c, i=i: _transcribe(client, c, stream=i == 0) for i, c in enumerate(clips)])
     assert got == alone
     st = _scheduler(server).batcher.stats()
     calls, rows = (st["calls"]["generate"] - st0["calls"]["generate"], st["rows"]["generate"] - st0["rows"]["generate"])
     assert rows >= 3 and calls < rows  # windows of different requests shared a generate call
+    # the scheduler's counters on /metrics (what an operator graphs): every window was admitted
+    assert server.metric("voxbox_batch_admitted_total", model="whisper-1") - admitted0 >= 3
+    text = httpx.get(server.url + "/metrics", timeout=30).text
+    assert 'voxbox_batch_slots{model="whisper-1"} 3.0' in text
+    steps = server.metric("voxbox_batch_steps_total", model="whisper-1")
+    assert steps > 0 and server.metric("voxbox_batch_rows_total", model="whisper-1") >= steps
 
 
 def test_full_batch_and_queue_answer_429(server, moonshine_assets):
