@@ -73,7 +73,6 @@ class Batcher(Protocol[R, Out]):
 @dataclass
 class SchedulerStats:
     steps: int = 0  # step() calls
-    rows: int = 0  # active sequences summed over steps (rows / steps: the mean batch size)
     admitted: int = 0  # requests admitted
     joined_running: int = 0  # requests admitted while other sequences were mid-decode
     max_active: int = 0  # the largest batch stepped
@@ -81,6 +80,11 @@ class SchedulerStats:
     active: int = 0
     pending: int = 0
     batch_sizes: dict[int, int] = field(default_factory=dict)  # active sequences per step -> count
+
+    @property
+    def rows(self) -> int:
+        """Active sequences summed over steps (rows / steps: the mean batch size)."""
+        return sum(n * count for n, count in list(self.batch_sizes.items()))
 
 
 class _Job(Generic[R]):
@@ -221,7 +225,6 @@ class Scheduler(Generic[R, Out]):
         n = len(self._active)
         self.stats.max_active = max(self.stats.max_active, n)
         self.stats.batch_sizes[n] = self.stats.batch_sizes.get(n, 0) + 1
-        self.stats.rows += n
         try:
             results = self.batcher.step()
         except BaseException as exc:  # noqa: BLE001 - a failed step fails the batch, not the server

@@ -177,7 +177,6 @@ class FasterWhisperEngine(Batchable):
                       tok.sot_sequence("en" if self.multilingual else None, "transcribe", timestamps=False))
         return batcher
 
-
     def _expected(self) -> int:
         return self._inflight
 

@@ -248,7 +248,6 @@ class TorchWhisperEngine(Batchable):
         decoded together, joining and leaving at any decoder step (see ``batcher.py``)."""
         return WindowBatcher(self.runner, int(config.max_batch), self._runner_lock)
 
-
     def _submit(self, scheduler: Any, prompt: list[int], opts: TranscribeOptions, cancel: CancelToken, *,
                 mel: torch.Tensor | None = None, enc: torch.Tensor | None = None, temperature: float = 0.0,
                 generator: torch.Generator | None = None) -> Iterator[WindowResult]:
@@ -330,7 +329,6 @@ class TorchWhisperEngine(Batchable):
                                              first_id=seg_id, words=words)
                 yield from segs
                 seg_id += len(segs)
-
 
     def _batched_scheduled(self, mel: torch.Tensor, starts: list[int], content_frames: int, duration: float,
                            prompt: list[int], opts: TranscribeOptions, timings: StageTimings,

@@ -306,7 +306,6 @@ class EchoEngine(Batchable):
             slots = batch_slots(EchoBatcher.slot_bytes(self.dit), free, total, cap=slots)
         return EchoBatcher(self, slots)
 
-
     def _generate_batched(self, sched: Any, call: _Call, timings: StageTimings, details: dict[str, Any],
                           cancel: CancelToken) -> Iterator[AudioChunk]:
         from voxbox.engines.batched import relay

@@ -128,7 +128,6 @@ class FishS2Engine(PromptBuilder, Batchable):
             slots = batch_slots(BatchRunner.slot_bytes(self.runner), free, total, cap=slots)
         return FishBatcher(self, slots, capture=self._batch_capture)
 
-
     def _generate_batched(self, sched: Any, call: _Call, timings: StageTimings, details: dict[str, Any],
                           cancel: CancelToken) -> Iterator[AudioChunk]:
         from voxbox.engines.batched import relay
