@@ -174,6 +174,8 @@ def batching_delta(before: dict[str, float], after: dict[str, float]) -> dict[st
     if d.get("admits"):
         d["ms_per_admit"] = round(1000 * d.get("admit_s", 0.0) / d["admits"], 2)
         d["windows_per_admit"] = round(d.get("batch_admitted_total", 0.0) / d["admits"], 2)
+    if d.get("batch_admitted_total") and "encode_gpu_s" in d:  # GPU time of the admissions' encoder passes
+        d["encode_gpu_ms_per_window"] = round(1000 * d["encode_gpu_s"] / d["batch_admitted_total"], 2)
     return d
 
 

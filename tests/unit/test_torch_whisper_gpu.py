@@ -1,4 +1,9 @@
-"""torch-whisper on a CUDA/ROCm GPU: CUDA-graph replay decodes exactly what the eager step decodes."""
+"""torch-whisper on a CUDA/ROCm GPU: the GPU paths decode exactly what the eager step decodes.
+
+The checkpoint's weights are scaled so that the audio steers the decoder (as the CPU parity
+tests do): a random checkpoint at the default init decodes one token over and over, which any
+step, right or wrong, reproduces. Each test checks the eager tokens are not such a repeat.
+"""
 
 from __future__ import annotations
 
@@ -12,30 +17,157 @@ pytestmark = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _no_tf32():
+    """fp32 means fp32: the batched and unbatched GEMMs then differ only in summation order."""
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+def _tokenizer_dir():
+    """The tiny.en tokenizer, or the multilingual one of the base parts (a GPU image may carry only those)."""
+    from voxbox.convert.tiny import bundled_tokenizer_dir
+
+    d = bundled_tokenizer_dir(False) or bundled_tokenizer_dir(True)
+    if d is None:
+        pytest.skip("no bundled Whisper tokenizer")
+    return d
+
+
+def _vocab():
+    from voxbox.convert.tiny import bundled_tokenizer_dir
+
+    return 51864 if bundled_tokenizer_dir(False) is not None else 51865
+
+
+def _model(dtype=None):
+    from voxbox.engines.asr.torch_whisper.model import Whisper, WhisperDims
+
+    dims = WhisperDims(n_mels=80, vocab_size=_vocab(), d_model=128, encoder_layers=2, encoder_heads=4, encoder_ffn=256,
+                       decoder_layers=3, decoder_heads=4, decoder_ffn=256)
+    torch.manual_seed(0)
+    model = Whisper(dims).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "layer_norm" in name:
+                continue
+            if p.ndim >= 2:
+                p.normal_(0.0, 1.0 / p.shape[-1] ** 0.5 * (3.0 if "encoder_attn" in name else 1.0))
+            else:
+                p.normal_(0.0, 0.05)
+            if "embed_tokens" in name:
+                p.mul_(4.0)
+    model = model.to("cuda", dtype or torch.float16)
+    model.fuse_for_decoding()
+    return model
+
+
+def _tok():
+    from voxbox.engines.asr.whisper.tokens import WhisperTokenizer
+
+    return WhisperTokenizer.from_dir(_tokenizer_dir(), _vocab())
+
+
+def _rules(tok, timestamps):
+    from voxbox.engines.asr.torch_whisper.decoding import Rules
+
+    return Rules(suppress=tuple(range(tok.eot + 1, tok.timestamp_begin)), begin_suppress=(tok.eot,),
+                 timestamps=timestamps)
+
+
+def _not_degenerate(results):
+    for r in results:
+        assert len(set(r.tokens)) > 3, r.tokens  # the audio steers the decoder: not one repeated token
+
+
 @pytest.mark.parametrize("timestamps", [False, True])
 @pytest.mark.parametrize("batch", [1, 3])
 def test_graph_replay_matches_eager(batch, timestamps):
-    from voxbox.engines.asr.torch_whisper.decoding import Rules, Runner
-    from voxbox.engines.asr.torch_whisper.model import Whisper, WhisperDims
-    from voxbox.engines.asr.whisper.tokens import WhisperTokenizer
-    from voxbox.models.bundled import whisper_tiny_en_dir
+    from voxbox.engines.asr.torch_whisper.decoding import Runner
 
-    tok = WhisperTokenizer.from_dir(whisper_tiny_en_dir(), 51864)
-    dims = WhisperDims(n_mels=80, vocab_size=51864, d_model=128, encoder_layers=2, encoder_heads=4, encoder_ffn=256,
-                       decoder_layers=2, decoder_heads=4, decoder_ffn=256)
-    torch.manual_seed(0)
-    with torch.device("cuda"):
-        model = Whisper(dims).half().eval()
-    model.fuse_for_decoding()
-    rules = Rules(suppress=(), begin_suppress=(tok.eot,), timestamps=timestamps)
-    prompt = tok.sot_sequence(None, "transcribe", timestamps)
+    tok, model = _tok(), _model()
+    rules, prompt = _rules(tok, timestamps), tok.sot_sequence(None, "transcribe", timestamps)
+    torch.manual_seed(1)
     feats = torch.randn(batch, 80, 3000, device="cuda")
     with torch.inference_mode():
-        eager = Runner(model, tok, use_graphs=False)
-        graphed = Runner(model, tok, use_graphs=True)
+        eager = Runner(model, tok, use_graphs=False, fast=False, compile=False)
+        graphed = Runner(model, tok, use_graphs=True, fast=False, compile=False)
         enc = eager.encode(feats)
-        a = eager.decode(enc, prompt, rules, 150)
-        b = graphed.decode(enc, prompt, rules, 150)
-        c = graphed.decode(enc, prompt, rules, 150)  # replays the captured graphs
+        a = eager.decode(enc, prompt, rules, 100)
+        b = graphed.decode(enc, prompt, rules, 100)
+        c = graphed.decode(enc, prompt, rules, 100)  # replays the captured graphs
+    _not_degenerate(a)
     assert [r.tokens for r in a] == [r.tokens for r in b] == [r.tokens for r in c]
     assert graphed.capture_seconds > 0
+
+
+def test_single_stream_steps_match_eager():
+    """The batch-1 fast step (compiled when Triton is there) and the Triton kernel step, in fp32
+    so that a different summation order cannot flip a near-tie."""
+    from voxbox.engines.asr.torch_whisper.decoding import Runner
+
+    tok, model = _tok(), _model(torch.float32)
+    rules, prompt = _rules(tok, True), tok.sot_sequence(None, "transcribe", True)
+    torch.manual_seed(2)
+    feats = torch.randn(1, 80, 3000, device="cuda")
+    with torch.inference_mode():
+        eager = Runner(model, tok, use_graphs=False, fast=False, compile=False)
+        enc = eager.encode(feats)
+        a = eager.decode(enc, prompt, rules, 100)
+        fast = Runner(model, tok, use_graphs=True)
+        b = fast.decode(enc, prompt, rules, 100)
+        kern = Runner(model, tok, use_graphs=True, kernels=True)
+        c = kern.decode(enc, prompt, rules, 100) if kern.kstep is not None else None
+    _not_degenerate(a)
+    assert fast.fast is not None
+    assert a[0].tokens == b[0].tokens
+    assert a[0].sum_logprob == pytest.approx(b[0].sum_logprob, rel=1e-3)
+    if c is not None:
+        assert a[0].tokens == c[0].tokens
+    else:
+        assert kern.kernel_error  # the kernel step was refused at load, and says why
+
+
+def test_batched_windows_on_graphs_match_eager():
+    """WindowBatcher's CUDA-graph steps (per-row positions, windows joining mid-decode) give each
+    window the unbatched eager decoder's tokens (fp32: batched and single-row GEMMs sum in different
+    orders, which in fp16 can flip a near-tie)."""
+    import threading
+
+    from voxbox.engines.asr.torch_whisper.batcher import WindowBatcher, WindowRequest
+    from voxbox.engines.asr.torch_whisper.decoding import Runner
+
+    tok, model = _tok(), _model(torch.float32)
+    torch.manual_seed(3)
+    feats = torch.randn(5, 80, 3000, device="cuda")
+    with torch.inference_mode():
+        eager = Runner(model, tok, use_graphs=False, fast=False, compile=False)
+        enc = eager.encode(feats)
+        ts = [i % 2 == 0 for i in range(5)]
+        want = [eager.decode(enc[i : i + 1], tok.sot_sequence(None, "transcribe", ts[i]), _rules(tok, ts[i]),
+                             40 + 10 * i)[0].tokens for i in range(5)]
+        graphed = Runner(model, tok, use_graphs=True, fast=False, compile=False)
+        b = WindowBatcher(graphed, 8, threading.Lock())
+
+        def req(i):
+            return WindowRequest(tok.sot_sequence(None, "transcribe", ts[i]), _rules(tok, ts[i]), 40 + 10 * i,
+                                 mel=feats[i])
+
+        got: dict[int, list[int]] = {}
+        handles = {id(h): i for i, h in enumerate(b.admit([req(0), req(1), req(2)]))}
+        steps = 0
+        while len(got) < 5:
+            if steps == 7:  # two more join mid-decode
+                handles.update({id(h): i + 3 for i, h in enumerate(b.admit([req(3), req(4)]))})
+            for h, outs, fin in b.step():
+                if fin:
+                    got[handles[id(h)]] = outs[0].result.tokens
+                    b.drop(h)
+            steps += 1
+            assert steps < 500
+    for w in want:
+        assert len(set(w)) > 3, w
+    assert [got[i] for i in range(5)] == want
+    assert len(b._graphs) > 0

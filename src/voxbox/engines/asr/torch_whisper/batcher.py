@@ -143,11 +143,28 @@ class WindowBatcher:
         self.admit_s = 0.0  # host seconds in admit() / step() (a GPU step is synchronised every few)
         self.step_s = 0.0
         self.rows_stepped = 0  # slot rows computed over all steps (occupied rows + bucket padding)
+        # GPU seconds of admissions' encoder passes and prefills (CUDA events, read once complete)
+        self.encode_gpu_s = 0.0
+        self.prefill_gpu_s = 0.0
+        self._admit_events: list[tuple[torch.cuda.Event, torch.cuda.Event, torch.cuda.Event]] = []
 
     def stats(self) -> dict[str, Any]:
+        self._harvest_events()
         return {"admits": self.admits, "admit_s": round(self.admit_s, 3), "steps": self.steps,
                 "step_s": round(self.step_s, 3), "rows_stepped": self.rows_stepped,
-                "solo_windows": self.solo_windows, "graphs": len(self._graphs)}
+                "solo_windows": self.solo_windows, "graphs": len(self._graphs),
+                "encode_gpu_s": round(self.encode_gpu_s, 3), "prefill_gpu_s": round(self.prefill_gpu_s, 3)}
+
+    def _harvest_events(self) -> None:
+        """Add the GPU time of admissions whose work has completed (no wait)."""
+        keep = []
+        for a, b, c in self._admit_events:
+            if c.query():
+                self.encode_gpu_s += a.elapsed_time(b) / 1000
+                self.prefill_gpu_s += b.elapsed_time(c) / 1000
+            else:
+                keep.append((a, b, c))
+        self._admit_events = keep
 
     # -- admission --------------------------------------------------------------------------------------
     def admit(self, requests: list[WindowRequest]) -> list[_Seq]:
@@ -159,8 +176,16 @@ class WindowBatcher:
             self.admit_s += time.perf_counter() - t0
 
     def _admit(self, requests: list[WindowRequest]) -> list[_Seq]:
+        events = None
+        if self._ready is not None:
+            self._harvest_events()
+            events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True),
+                      torch.cuda.Event(enable_timing=True))
+            events[0].record()
         with torch.inference_mode():
             encs = self._encode(requests)
+            if events is not None:
+                events[1].record()
             for r in requests:  # as the unbatched decoder: the prompt leaves room (decoder_prompt sees to it)
                 r.max_new = max(1, min(r.max_new, self.max_len - len(r.prompt)))
             seqs = [_Seq(r, e) for r, e in zip(requests, encs, strict=True)]
@@ -181,6 +206,9 @@ class WindowBatcher:
             if slotted:
                 self._prefill(slotted)
             self._seqs.extend(seqs)
+        if events is not None:
+            events[2].record()
+            self._admit_events.append(events)
         return seqs
 
     def _encode(self, requests: list[WindowRequest]) -> list[torch.Tensor]:
