@@ -85,7 +85,8 @@ def main() -> int:
     from voxbox.engines.asr.torch_whisper.batcher import WindowRequest
     from voxbox.engines.registry import load_engine
 
-    res: dict[str, Any] = {"shape": args.shape, "torch": torch.__version__, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    res: dict[str, Any] = {"shape": args.shape, "torch": torch.__version__, "gpu": gpu,
                            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "runs": args.runs}
     tmp = Path(tempfile.mkdtemp())
     t0 = time.perf_counter()

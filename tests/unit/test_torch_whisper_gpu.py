@@ -171,3 +171,31 @@ def test_batched_windows_on_graphs_match_eager():
         assert len(set(w)) > 3, w
     assert [got[i] for i in range(5)] == want
     assert len(b._graphs) > 0
+
+
+def test_encoder_graphs_match_eager():
+    """Encoder CUDA graphs (a batch of 37 replays the 32-, 4- and 1-window graphs): the eager
+    encoder's output on the same pieces bit for bit (and the one-batch eager output within fp16
+    rounding: GEMMs of another size may sum in another order); outside inference mode, eager."""
+    from voxbox.engines.asr.torch_whisper.decoding import ENCODER_GRAPH_MAX, Runner
+
+    tok, model = _tok(), _model()
+    torch.manual_seed(4)
+    feats = torch.randn(ENCODER_GRAPH_MAX + 5, 80, 3000, device="cuda")
+    eager = Runner(model, tok, use_graphs=False, fast=False, compile=False)
+    graphed = Runner(model, tok, use_graphs=True, fast=False, compile=False)
+    m = ENCODER_GRAPH_MAX
+    with torch.inference_mode():
+        whole = eager.encode(feats)
+        a = torch.cat([eager.encode(feats[:m]), eager.encode(feats[m : m + 4]), eager.encode(feats[m + 4 :])])
+        b = graphed.encode(feats)
+        c = graphed.encode(feats[:3])  # replays the 2- and 1-window graphs
+        c_ref = torch.cat([eager.encode(feats[:2]), eager.encode(feats[2:3])])
+    assert graphed.encoder_graph_error is None
+    assert sorted(graphed._enc_graphs) == [1, 2, 4, m]
+    assert torch.equal(a, b) and torch.equal(c_ref, c)
+    torch.testing.assert_close(b, whole, rtol=2e-2, atol=2e-2)
+    assert b.abs().max() > 0.1  # not a blank output
+    with torch.no_grad():
+        assert torch.equal(graphed.encode(feats[:2]), eager.encode(feats[:2]))
+        assert not graphed._enc_graphs.get(3)

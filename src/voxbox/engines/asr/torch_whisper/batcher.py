@@ -41,13 +41,17 @@ import torch
 import torch.nn.functional as F
 
 from voxbox.engines.asr.torch_whisper.decoding import KV_BUCKET, Runner, capture_graph
+from voxbox.engines.asr.torch_whisper.model import KVCache
 from voxbox.engines.asr.torch_whisper.rules import RowRules, Rules, RuleTensors, apply_rules
 from voxbox.engines.asr.whisper.segments import DecodeResult
 
 __all__ = ["WindowBatcher", "WindowRequest", "WindowResult"]
 
-#: Rows prefilled in one decoder call (its scratch cache holds their cross-attention K/V twice).
+#: Rows prefilled in one decoder call when their slots are scattered (its scratch cache holds their
+#: cross-attention K/V, copied into the slots after); slots in one run are written in place, up to
+#: PREFILL_ROWS_DIRECT rows a call (scratch: the prompt's self-attention K/V only).
 PREFILL_ROWS = 16
+PREFILL_ROWS_DIRECT = 64
 
 
 @dataclass
@@ -90,6 +94,10 @@ class _Seq:
     @property
     def sampled(self) -> bool:
         return self.req.temperature > 0
+
+
+def _contiguous(rows: list[int]) -> bool:
+    return rows == list(range(rows[0], rows[0] + len(rows)))
 
 
 def _bucket(n: int, cap: int) -> int:
@@ -246,23 +254,41 @@ class WindowBatcher:
             rt = self._rule_tensors(q.req.rules)
             for s in q.slots:
                 self.rules.set(s, rt)
-        by_len: dict[int, list[list[_Seq]]] = {}
-        for q in seqs:  # same prompt length together, at most PREFILL_ROWS rows at once (bounded scratch memory)
-            chunks = by_len.setdefault(q.start, [[]])
-            if chunks[-1] and sum(len(c.slots) for c in chunks[-1]) + len(q.slots) > PREFILL_ROWS:
-                chunks.append([])
-            chunks[-1].append(q)
-        for n, group in [(n, g) for n, chunks in by_len.items() for g in chunks]:
+        by_len: dict[int, list[_Seq]] = {}
+        for q in seqs:
+            by_len.setdefault(q.start, []).append(q)
+        chunks: list[tuple[int, list[_Seq]]] = []
+        for n, same in by_len.items():  # same prompt length together, in chunks of bounded scratch memory
+            same.sort(key=lambda q: q.slots[0])
+            rows = [s for q in same for s in q.slots]
+            cap = PREFILL_ROWS_DIRECT if _contiguous(rows) else PREFILL_ROWS
+            chunk: list[_Seq] = []
+            for q in same:
+                if chunk and sum(len(c.slots) for c in chunk) + len(q.slots) > cap:
+                    chunks.append((n, chunk))
+                    chunk = []
+                chunk.append(q)
+            chunks.append((n, chunk))
+        d = self.model.dims
+        for n, group in chunks:
             rows = [s for q in group for s in q.slots]
             idx = torch.tensor(rows, device=dev)
             enc = torch.cat([q.enc.expand(len(q.slots), -1, -1) for q in group])
-            tmp = self.model.new_cache(len(rows), n)
+            direct = _contiguous(rows)
+            if direct:  # cross-attention K/V written straight into the slots
+                a, b = rows[0], rows[-1] + 1
+                scratch = torch.zeros(d.decoder_layers, 2, len(rows), d.decoder_heads, n, d.d_model // d.decoder_heads,
+                                      device=dev, dtype=self.cache.self_kv.dtype)
+                tmp = KVCache(scratch, self.cache.cross_k[:, a:b], self.cache.cross_v[:, a:b])
+            else:
+                tmp = self.model.new_cache(len(rows), n)
             self.model.set_cross(tmp, enc)
             prompts = torch.tensor([q.req.prompt for q in group for _ in q.slots], device=dev)
             h = self.model.decoder(prompts, 0, tmp, n)
             self.cache.self_kv[:, :, idx, :, :n] = tmp.self_kv
-            self.cache.cross_k[:, idx] = tmp.cross_k
-            self.cache.cross_v[:, idx] = tmp.cross_v
+            if not direct:
+                self.cache.cross_k[:, idx] = tmp.cross_k
+                self.cache.cross_v[:, idx] = tmp.cross_v
             self.tokens[idx] = 0
             self.tokens[idx, :n] = prompts
             self.pos[idx] = n - 1
