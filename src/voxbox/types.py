@@ -158,6 +158,10 @@ class ComponentSpec:
     #: Device kinds the planner picks without being asked (None: any of ``devices``); a voice that is
     #: faster than real time on one core declares ("cpu",) and goes to a GPU only when pinned there.
     auto_devices: tuple[str, ...] | None = None
+    #: Dtypes the planner picks without being asked (None: any of ``dtypes``, the fastest probed
+    #: winning); a component whose lower precision costs quality declares its precise dtype here
+    #: (echo's autoencoder: float32, as upstream runs it) and runs in half precision only when pinned.
+    auto_dtypes: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

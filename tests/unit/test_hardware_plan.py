@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -167,6 +168,21 @@ def test_fastest_probed_option_wins():
               _probe("ok", "torch", "matmul", "cuda", "bfloat16", 0.004)]
     p = plan_engine("x", [spec], m, probes)["enc"]
     assert p.dtype == "bfloat16" and "fastest probed" in p.reason
+
+
+def test_recorded_h200_echo_autoencoder_stays_float32_unless_pinned():
+    """On the recorded H200 the fp16 matmul probe beats fp32 by 16 %; the autoencoder still runs in
+    float32 (its spec's auto_dtypes, as upstream and the benchmarks run it); a pin gets fp16."""
+    m = machine("h200-cuda13")
+    probes = [ProbeResult.from_dict(d) for d in json.loads((DATA / "h200-cuda13.probes.json").read_text())["probes"]]
+    plan = plan_engine("echo-tts", ECHO, m, probes)
+    assert (plan["autoencoder"].device, plan["autoencoder"].dtype) == ("cuda", "float32")
+    assert plan["dit"].dtype == "bfloat16"
+    pinned = plan_engine("echo-tts", ECHO, m, probes, pins={"components": {"autoencoder": {"dtype": "float16"}}})
+    assert pinned["autoencoder"].dtype == "float16"
+    # a spec without auto_dtypes takes the clearly faster probed dtype
+    free = [replace(c, auto_dtypes=None) for c in ECHO]
+    assert plan_engine("echo-tts", free, m, probes)["autoencoder"].dtype == "float16"
 
 
 def test_recorded_h200_ct2_cuda13_goes_to_torch_engine():

@@ -168,6 +168,8 @@ def _choose(label: str, spec: ComponentSpec, machine: MachineInfo, probes: list[
     usable = [o for o in opts if o.excluded is None]
     if spec.auto_devices is not None:  # devices it goes to unasked, when one of them can hold it
         usable = [o for o in usable if (o.gpu.kind if o.gpu else "cpu") in spec.auto_devices] or usable
+    if spec.auto_dtypes is not None:  # dtypes it runs in unasked, when one of them is usable
+        usable = [o for o in usable if o.dtype in spec.auto_dtypes] or usable
     if not usable:
         why = "; ".join(dict.fromkeys(o.excluded or "" for o in opts))
         warnings.append(f"{label}: {spec.name} was not planned: no device can hold it ({why}).")
