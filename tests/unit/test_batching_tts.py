@@ -9,6 +9,7 @@ caller who leaves frees its row and the others finish unchanged.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -106,7 +107,7 @@ def test_runtime_attaches_a_scheduler(fish_root, batching):
 
     async def go() -> tuple[Any, int, Any]:
         rt = Runtime(Catalog.default({"tiny": f"fish-s2:{fish_root}"}),
-                     RuntimeConfig(batching=batching, batch_max=3, batch_window_ms=1.0),
+                     RuntimeConfig(batching=batching, batch_max=3, batch_window_ms=1.0, gil_switch_ms=0.5),
                      loader=lambda entry: fish_s2.load(entry.model, device="cpu"))
         model = await rt.load("tiny")
         sched = rt.schedulers.get(model.key)
@@ -119,11 +120,18 @@ def test_runtime_attaches_a_scheduler(fish_root, batching):
         await rt.close()
         return sched, n, model.key
 
-    sched, n, key = asyncio.run(go())
+    before = sys.getswitchinterval()
+    try:
+        sched, n, key = asyncio.run(go())
+        after = sys.getswitchinterval()
+    finally:
+        sys.setswitchinterval(before)
     if batching is None:
         assert sched is None and n == 1  # CPU: one call at a time, as before
+        assert after == before
     else:
         assert sched is not None and n == 3 and sched._stopped and not sched._thread.is_alive()
+        assert after == pytest.approx(0.0005)  # the batch thread gets the GIL back within 0.5 ms
 
 
 def fish_kw(eng: Any, frames: int, **kw: Any) -> dict[str, Any]:
@@ -165,6 +173,18 @@ def test_fish_batched_equals_unbatched(fish):
     for r, g in zip(ref, slow, strict=True):
         assert torch.equal(g["details"]["codes"], r["details"]["codes"])
         np.testing.assert_allclose(g["audio"], r["audio"], atol=5e-5)
+    # the codec on its own thread beside the decoder steps (the CUDA default): the same audio
+    overlap = FishBatcher(fish, 8, codec_batch=2, codec_overlap=True)
+    with batched(fish, max_batch=8, batcher=overlap) as sched:
+        beside = concurrently(fish, calls)
+        wait_idle(sched)
+    assert overlap._codec_pool is not None and overlap._inflight is None
+    for r, g in zip(ref, beside, strict=True):
+        assert torch.equal(g["details"]["codes"], r["details"]["codes"])
+        np.testing.assert_allclose(g["audio"], r["audio"], atol=5e-5)
+        assert set(g["timings"]) == {"batch_wait", "prefill", "decode", "codec"}
+    overlap.close()
+    assert overlap._codec_pool._shutdown
 
 
 def test_fish_seeded_sampling_ignores_companions(fish):
@@ -223,10 +243,13 @@ def test_fish_joins_running_batch(fish):
     np.testing.assert_allclose(np.concatenate(parts), ref_long["audio"], atol=5e-5)
 
 
-def test_fish_departed_caller_frees_its_row(fish):
+@pytest.mark.parametrize("overlap", [False, True])
+def test_fish_departed_caller_frees_its_row(fish, overlap):
+    from voxbox.engines.tts.fish_s2.batcher import FishBatcher
+
     kw = fish_kw(fish, 40)
     ref_b, ref_c = run(fish, FISH_TEXTS[1], **kw), run(fish, FISH_TEXTS[2], **fish_kw(fish, 8))
-    with batched(fish, max_batch=2) as sched:
+    with batched(fish, max_batch=2, batcher=FishBatcher(fish, 2, codec_overlap=overlap)) as sched:
         a, b = fish.stream(FISH_TEXTS[0], **kw), fish.stream(FISH_TEXTS[1], **kw)
         got_b: list[np.ndarray] = []
         tb = threading.Thread(target=lambda: got_b.extend(c.samples for c in b))

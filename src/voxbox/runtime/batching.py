@@ -273,3 +273,6 @@ class Scheduler(Generic[R, Out]):
             self._stopped = True
             self._cond.notify_all()
         self._thread.join(timeout=5)
+        close = getattr(self.batcher, "close", None)  # a batcher's own threads (fish-s2's codec thread)
+        if close is not None and not self._thread.is_alive():
+            close()

@@ -107,6 +107,7 @@ class FishLoadOptions(Options):
     window: int | None = None
     context_frames: int | None = None
     eos_check: int | None = None
+    codec_overlap: bool | None = None
 
 COMPONENTS = ("slow_ar", "fast_ar", "codec")
 
@@ -141,7 +142,9 @@ def load(model: str | Path | None = None, *, device: Any = "auto", dtype: Any = 
     ``torch.compile`` the elementwise pieces of a decode step (norms, q/k norm + RoPE, SwiGLU,
     sampler) so each is one kernel inside the graphs; if compiling fails the eager ops are used
     and ``info.extra["compile_error"]`` says why. Options: ``max_voices`` (code
-    LRU), ``first_window``, ``window``, ``context_frames``, ``eos_check``.
+    LRU), ``first_window``, ``window``, ``context_frames``, ``eos_check``, ``codec_overlap`` (batching
+    across requests: decode windows on a codec thread beside the decoder steps; default: when the
+    codec is on CUDA, where it gets its own stream).
     """
     import torch
 

@@ -8,12 +8,19 @@ multiples of ``window`` steps of the batch, so the utterances of a busy batch re
 boundary on the same step and share codec calls. First and last windows jump the queue. An
 utterance stops at ``<|im_end|>`` or ``max_frames``: its row is freed at once (the next request
 joins at the next step) and it finishes when its last window is decoded.
+
+With ``codec_overlap`` (default when the codec is on CUDA) the codec calls run on a thread of their
+own, on their own CUDA stream, while the decoder steps go on: one group of windows in flight at a
+time, its audio handed out at the first step after it is done. Without it a step waits for its
+codec calls, so every utterance's next frame (and a new request's admission) waits behind them.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,7 +82,7 @@ class FishBatcher:
     """Continuous batching of fish-s2 calls (see the module docstring)."""
 
     def __init__(self, engine: Any, slots: int, *, capture: bool = True, codec_batch: int = 8,
-                 prefix_cache: int = 8) -> None:
+                 prefix_cache: int = 8, codec_overlap: bool | None = None) -> None:
         self.engine = engine
         self.codec = engine.codec
         self.runner = BatchRunner(engine.runner, slots, prefix_cache=prefix_cache)
@@ -88,6 +95,15 @@ class FishBatcher:
         self._queue: list[_Seq] = []  # windows waiting for the codec
         self.steps = 0
         self._codec_dev = engine.placement["codec"][0]
+        on_cuda = torch.device(self._codec_dev).type == "cuda"
+        self.codec_overlap = on_cuda if codec_overlap is None else bool(codec_overlap)
+        self._codec_pool = (ThreadPoolExecutor(1, thread_name_prefix="voxbox-fish-codec")
+                            if self.codec_overlap else None)
+        self._codec_stream = torch.cuda.Stream(self._codec_dev) if self.codec_overlap and on_cuda else None
+        # the codec work in flight: its future and, per group, (new frames, members, their window ends)
+        self._inflight: tuple[Future[list[tuple[np.ndarray, float]]],
+                              list[tuple[int, list[_Seq], list[int]]]] | None = None
+        self.codec_waits = 0  # steps that waited for the codec (no decoder work to overlap)
         if capture:
             t0 = time.perf_counter()
             self.runner.capture_all()
@@ -150,8 +166,11 @@ class FishBatcher:
             for s in stopped:  # its row is free for the next request now; its last window may still wait
                 self._detach(s)
                 self.draining.append(s)
-        if self._queue:
+        self._collect_codec(wait=not self.seqs)
+        if self._queue and self._inflight is None:
             self._decode_some()
+            if not self.seqs:  # nothing to overlap with: hand the audio out in this step
+                self._collect_codec(wait=True)
         results = []
         for s in [*self.seqs, *self.draining]:
             done = s.stop is not None and s.due_end is None
@@ -204,20 +223,52 @@ class FishBatcher:
     def _decode_some(self) -> None:
         """Decode up to ``codec_batch`` queued windows (with their left context); windows of one
         shape share a codec call. Bounding the windows per step keeps every step short, so a new
-        request waits at most one such step to join."""
+        request waits at most one such step to join. With ``codec_overlap`` the calls go to the
+        codec thread and their audio is handed out by :meth:`_collect_codec`."""
         take, self._queue = self._queue[:self.codec_batch], self._queue[self.codec_batch:]
         groups: dict[tuple[int, int], list[_Seq]] = {}
         for s in take:
             ctx = s.emitted - max(0, s.emitted - s.opts.context_frames)
             groups.setdefault((ctx, int(s.due_end) - s.emitted), []).append(s)  # type: ignore[arg-type]
-        fl, sr = self.codec.frame_length, self.codec.sample_rate
-        for (ctx, new), members in groups.items():
-            t0 = time.perf_counter()
-            codes = np.stack([s.codes[s.emitted - ctx:s.emitted + new].T for s in members])
-            audio = self.codec.decode_batch(torch.from_numpy(codes).to(self._codec_dev))
-            audio = audio[:, audio.shape[1] - new * fl:].cpu().numpy()
-            dt = time.perf_counter() - t0
-            for s, samples in zip(members, audio, strict=True):
+        work = [(new, np.stack([s.codes[s.emitted - ctx:s.emitted + new].T for s in members]))
+                for (ctx, new), members in groups.items()]
+        meta = [(new, members, [int(s.due_end) for s in members])  # type: ignore[arg-type]
+                for (_, new), members in groups.items()]
+        if self._codec_pool is None:
+            self._apply(meta, self._run_codec(work))
+        else:
+            self._inflight = (self._codec_pool.submit(self._run_codec, work), meta)
+
+    def _run_codec(self, work: list[tuple[int, np.ndarray]]) -> list[tuple[np.ndarray, float]]:
+        """Audio of each group's new frames (the codec thread, or the scheduler's without overlap)."""
+        fl = self.codec.frame_length
+        out = []
+        stream = torch.cuda.stream(self._codec_stream) if self._codec_stream is not None else nullcontext()
+        with torch.inference_mode(), stream:
+            for new, codes in work:
+                t0 = time.perf_counter()
+                audio = self.codec.decode_batch(torch.from_numpy(codes).to(self._codec_dev))
+                out.append((audio[:, audio.shape[1] - new * fl:].cpu().numpy(), time.perf_counter() - t0))
+        return out
+
+    def _collect_codec(self, wait: bool) -> None:
+        """Hand out the in-flight codec work's audio once it is done (``wait``: block for it)."""
+        if self._inflight is None:
+            return
+        fut, meta = self._inflight
+        if not fut.done():
+            if not wait:
+                return
+            self.codec_waits += 1
+        self._inflight = None
+        self._apply(meta, fut.result())
+
+    def _apply(self, meta: list[tuple[int, list[_Seq], list[int]]], results: list[tuple[np.ndarray, float]]) -> None:
+        sr = self.codec.sample_rate
+        for (new, members, ends), (audio, dt) in zip(meta, results, strict=True):
+            for s, end, samples in zip(members, ends, audio, strict=True):
+                if s.due_end != end:  # dropped while its window was decoded
+                    continue
                 s.add("codec", dt)
                 s.emitted += new
                 s.due_end = None
@@ -228,6 +279,11 @@ class FishBatcher:
                 if s.stop is not None and s.made > s.emitted:
                     self._enqueue(s)  # frames made while this window waited: one more window
 
+    def close(self) -> None:
+        """Stop the codec thread (the scheduler calls this when it stops)."""
+        if self._codec_pool is not None:
+            self._codec_pool.shutdown(wait=True, cancel_futures=True)
+
     def _final(self, s: _Seq) -> dict[str, Any]:
         return {**s.details, "frames": s.emitted, "finish_reason": s.stop,
                 "codes": torch.from_numpy(s.codes[:s.made].T.copy()),
@@ -237,7 +293,8 @@ class FishBatcher:
     def stats(self) -> dict[str, Any]:
         r = self.runner
         return {"slots": r.slots, "active": len(self.seqs), "draining": len(self.draining), "steps": self.steps,
-                "codec_queue": len(self._queue), "graphs": len(r._graphs),
+                "codec_queue": len(self._queue), "codec_in_flight": self._inflight is not None,
+                "codec_waits": self.codec_waits, "graphs": len(r._graphs),
                 "prefix_hits": r.prefix_hits, "prefix_misses": r.prefix_misses, "compile_error": r.compile_error}
 
 

@@ -45,7 +45,8 @@ class FishS2Engine(PromptBuilder, Batchable):
     def __init__(self, cfg: DualARConfig, runner: DualARRunner, codec: Codec, tokenizer: Any, *, model_id: str,
                  placement: dict[str, tuple[torch.device, torch.dtype]], params: dict[str, int],
                  max_voices: int = 32, first_window: int = 4, window: int = 32, context_frames: int = 48,
-                 eos_check: int = 4, random_weights: bool = False, batch_capture: bool = True) -> None:
+                 eos_check: int = 4, random_weights: bool = False, batch_capture: bool = True,
+                 codec_overlap: bool | None = None) -> None:
         self.cfg = cfg
         self.runner = runner
         self.codec = codec
@@ -59,6 +60,7 @@ class FishS2Engine(PromptBuilder, Batchable):
         self._lock = threading.Lock()
         self._scheduler: Any = None  # set by the runtime when it batches this model's calls
         self._batch_capture = bool(batch_capture)
+        self._codec_overlap = codec_overlap
         self._special = {t: self._token_id(t) for t in (IM_START, IM_END, VOICE)}
         dev, dt = placement["slow_ar"]
         self.info = EngineInfo(
@@ -126,7 +128,7 @@ class FishS2Engine(PromptBuilder, Batchable):
         if dev.type == "cuda":
             free, total = torch.cuda.mem_get_info(dev)
             slots = batch_slots(BatchRunner.slot_bytes(self.runner), free, total, cap=slots)
-        return FishBatcher(self, slots, capture=self._batch_capture)
+        return FishBatcher(self, slots, capture=self._batch_capture, codec_overlap=self._codec_overlap)
 
     def _generate_batched(self, sched: Any, call: _Call, timings: StageTimings, details: dict[str, Any],
                           cancel: CancelToken) -> Iterator[AudioChunk]:
