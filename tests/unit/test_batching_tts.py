@@ -9,7 +9,6 @@ caller who leaves frees its row and the others finish unchanged.
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -107,7 +106,7 @@ def test_runtime_attaches_a_scheduler(fish_root, batching):
 
     async def go() -> tuple[Any, int, Any]:
         rt = Runtime(Catalog.default({"tiny": f"fish-s2:{fish_root}"}),
-                     RuntimeConfig(batching=batching, batch_max=3, batch_window_ms=1.0, gil_switch_ms=0.5),
+                     RuntimeConfig(batching=batching, batch_max=3, batch_window_ms=1.0),
                      loader=lambda entry: fish_s2.load(entry.model, device="cpu"))
         model = await rt.load("tiny")
         sched = rt.schedulers.get(model.key)
@@ -120,18 +119,11 @@ def test_runtime_attaches_a_scheduler(fish_root, batching):
         await rt.close()
         return sched, n, model.key
 
-    before = sys.getswitchinterval()
-    try:
-        sched, n, key = asyncio.run(go())
-        after = sys.getswitchinterval()
-    finally:
-        sys.setswitchinterval(before)
+    sched, n, key = asyncio.run(go())
     if batching is None:
         assert sched is None and n == 1  # CPU: one call at a time, as before
-        assert after == before
     else:
         assert sched is not None and n == 3 and sched._stopped and not sched._thread.is_alive()
-        assert after == pytest.approx(0.0005)  # the batch thread gets the GIL back within 0.5 ms
 
 
 def fish_kw(eng: Any, frames: int, **kw: Any) -> dict[str, Any]:
@@ -173,7 +165,7 @@ def test_fish_batched_equals_unbatched(fish):
     for r, g in zip(ref, slow, strict=True):
         assert torch.equal(g["details"]["codes"], r["details"]["codes"])
         np.testing.assert_allclose(g["audio"], r["audio"], atol=5e-5)
-    # the codec on its own thread beside the decoder steps (the CUDA default): the same audio
+    # the codec on its own thread beside the decoder steps (opt-in): the same audio
     overlap = FishBatcher(fish, 8, codec_batch=2, codec_overlap=True)
     with batched(fish, max_batch=8, batcher=overlap) as sched:
         beside = concurrently(fish, calls)

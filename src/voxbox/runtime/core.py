@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -77,10 +76,6 @@ class RuntimeConfig:
     batching: bool | None = None  # batch batchable models across requests; None = on where they run on CUDA
     batch_max: int | None = None  # sequences per batch (slots); None = 16, fewer if memory holds fewer
     batch_window_ms: float = 5.0  # an idle model waits this long for companions before its first step
-    #: Python's thread switch interval (ms) set when a batch scheduler starts (process-wide; None
-    #: or 0 leave it). Torch releases the GIL in every op, so the scheduler thread re-acquires it
-    #: after each one and may wait the whole interval behind a request thread running Python.
-    gil_switch_ms: float | None = None
 
 
 class Observer(Protocol):
@@ -225,8 +220,6 @@ class Runtime:
             return
         engine.use_scheduler(scheduler)
         self.schedulers[entry.key] = scheduler
-        if self.config.gil_switch_ms and sys.getswitchinterval() > self.config.gil_switch_ms / 1000:
-            sys.setswitchinterval(self.config.gil_switch_ms / 1000)
         log.info("batching %s across requests: up to %d at once, window %.1f ms", entry.name,
                  scheduler.max_batch, cfg.window_ms)
 

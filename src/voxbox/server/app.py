@@ -52,7 +52,7 @@ def build_runtime(settings: ServerSettings, *, loader: Callable[[CatalogEntry], 
         request_timeout=settings.admission.request_timeout, workers=settings.admission.workers,
         hide_load_errors=True,
         batching=settings.admission.batching, batch_max=settings.admission.batch_max,
-        batch_window_ms=settings.admission.batch_window_ms, gil_switch_ms=settings.admission.gil_switch_ms,
+        batch_window_ms=settings.admission.batch_window_ms,
     )
     voices = VoiceStore(settings.data_dir, cache_size=settings.voices.cache_size)
     return Runtime(catalog, config, loader=loader, voices=voices, observer=observer)

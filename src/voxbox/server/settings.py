@@ -77,10 +77,6 @@ class AdmissionSettings(BaseModel):
     batch_max: int | None = Field(default=None, ge=1)
     #: Milliseconds an idle batched model waits for more requests before it starts a batch.
     batch_window_ms: float = Field(default=5.0, ge=0, le=1000)
-    #: Python's thread switch interval (ms) once a model batches: the batch thread launches GPU work
-    #: between request threads' Python work and waits up to this long for the GIL after each torch
-    #: op (Python's own 5 ms made batched prefills 4x slower under load). 0 leaves Python's.
-    gil_switch_ms: float = Field(default=0.5, ge=0, le=100)
 
 
 class VoiceSettings(BaseModel):

@@ -143,8 +143,8 @@ def load(model: str | Path | None = None, *, device: Any = "auto", dtype: Any = 
     sampler) so each is one kernel inside the graphs; if compiling fails the eager ops are used
     and ``info.extra["compile_error"]`` says why. Options: ``max_voices`` (code
     LRU), ``first_window``, ``window``, ``context_frames``, ``eos_check``, ``codec_overlap`` (batching
-    across requests: decode windows on a codec thread beside the decoder steps; default: when the
-    codec is on CUDA, where it gets its own stream).
+    across requests: decode windows on a codec thread beside the decoder steps; default off, see
+    ``batcher.py``).
     """
     import torch
 

@@ -9,10 +9,12 @@ boundary on the same step and share codec calls. First and last windows jump the
 utterance stops at ``<|im_end|>`` or ``max_frames``: its row is freed at once (the next request
 joins at the next step) and it finishes when its last window is decoded.
 
-With ``codec_overlap`` (default when the codec is on CUDA) the codec calls run on a thread of their
-own, on their own CUDA stream, while the decoder steps go on: one group of windows in flight at a
-time, its audio handed out at the first step after it is done. Without it a step waits for its
-codec calls, so every utterance's next frame (and a new request's admission) waits behind them.
+With ``codec_overlap`` (opt-in) the codec calls run on a thread of their own (on CUDA, on their
+own stream) while the decoder steps go on: one group of windows in flight at a time, its audio
+handed out at the first step after it is done. Off by default: on an H200 with the codec on the
+GPU it raised aggregate throughput at c=16 (43.3x against 38.5x realtime) but the first audio came
+only about when the whole utterance was done (1.2 s at c=1 instead of 0.11 s), for a reason not
+found yet (BENCHMARKS.md). Without it a step waits for its codec calls.
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ class FishBatcher:
         self.steps = 0
         self._codec_dev = engine.placement["codec"][0]
         on_cuda = torch.device(self._codec_dev).type == "cuda"
-        self.codec_overlap = on_cuda if codec_overlap is None else bool(codec_overlap)
+        self.codec_overlap = bool(codec_overlap)
         self._codec_pool = (ThreadPoolExecutor(1, thread_name_prefix="voxbox-fish-codec")
                             if self.codec_overlap else None)
         self._codec_stream = torch.cuda.Stream(self._codec_dev) if self.codec_overlap and on_cuda else None
