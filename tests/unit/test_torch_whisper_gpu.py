@@ -8,6 +8,7 @@ step, right or wrong, reproduces. Each test checks the eager tokens are not such
 from __future__ import annotations
 
 import pytest
+from whisper_steer import steer_weights
 
 torch = pytest.importorskip("torch")
 
@@ -49,16 +50,7 @@ def _model(dtype=None):
                        decoder_layers=3, decoder_heads=4, decoder_ffn=256)
     torch.manual_seed(0)
     model = Whisper(dims).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "layer_norm" in name:
-                continue
-            if p.ndim >= 2:
-                p.normal_(0.0, 1.0 / p.shape[-1] ** 0.5 * (3.0 if "encoder_attn" in name else 1.0))
-            else:
-                p.normal_(0.0, 0.05)
-            if "embed_tokens" in name:
-                p.mul_(4.0)
+    steer_weights(model)
     model = model.to("cuda", dtype or torch.float16)
     model.fuse_for_decoding()
     return model

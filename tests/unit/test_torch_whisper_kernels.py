@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from whisper_steer import steer_weights
 
 torch = pytest.importorskip("torch")
 
@@ -43,16 +44,7 @@ def _model(vocab: int, sources: int = 40, layers: int = 2, activation: str = "ge
                        max_target_positions=96, activation=activation)
     torch.manual_seed(0)
     model = Whisper(dims).eval()
-    with torch.no_grad():  # weights large enough that the audio steers the decoder (as the parity tests)
-        for name, p in model.named_parameters():
-            if "layer_norm" in name and p.ndim == 1:
-                p.normal_(1.0 if name.endswith("weight") else 0.0, 0.1)
-            elif p.ndim >= 2:
-                p.normal_(0.0, 1.0 / p.shape[-1] ** 0.5 * (3.0 if "encoder_attn" in name else 1.0))
-            else:
-                p.normal_(0.0, 0.05)
-            if "embed_tokens" in name:
-                p.mul_(4.0)
+    steer_weights(model, norms=True)
     model.fuse_for_decoding()
     return model
 

@@ -18,6 +18,8 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("safetensors")
 pytest.importorskip("tokenizers")
 
+from whisper_steer import steer_weights  # noqa: E402
+
 from voxbox.models.bundled import BUNDLES, package_dir, whisper_tiny_en_dir  # noqa: E402
 
 MAX_NEW = 24
@@ -48,16 +50,7 @@ def _build(tmp: Path, multilingual: bool):
     )
     torch.manual_seed(1234 + multilingual)
     hf = WhisperForConditionalGeneration(cfg).eval()
-    with torch.no_grad():  # weights large enough that the audio steers the decoder
-        for name, p in hf.named_parameters():
-            if "layer_norm" in name:
-                continue
-            if p.ndim >= 2:
-                p.normal_(0.0, 1.0 / p.shape[-1] ** 0.5 * (3.0 if "encoder_attn" in name else 1.0))
-            else:
-                p.normal_(0.0, 0.05)
-            if "embed_tokens" in name:
-                p.mul_(4.0)
+    steer_weights(hf)
     ckpt = tmp / ("multi" if multilingual else "en")
     ckpt.mkdir()
     state = {k: v.contiguous() for k, v in hf.state_dict().items() if k != "proj_out.weight"}
