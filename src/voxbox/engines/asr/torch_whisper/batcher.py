@@ -155,6 +155,7 @@ class WindowBatcher:
         self.encode_gpu_s = 0.0
         self.prefill_gpu_s = 0.0
         self._admit_events: list[tuple[torch.cuda.Event, torch.cuda.Event, torch.cuda.Event]] = []
+        self._events_lock = threading.Lock()  # stats() harvests from the metrics thread too
 
     def stats(self) -> dict[str, Any]:
         self._harvest_events()
@@ -165,14 +166,15 @@ class WindowBatcher:
 
     def _harvest_events(self) -> None:
         """Add the GPU time of admissions whose work has completed (no wait)."""
-        keep = []
-        for a, b, c in self._admit_events:
-            if c.query():
-                self.encode_gpu_s += a.elapsed_time(b) / 1000
-                self.prefill_gpu_s += b.elapsed_time(c) / 1000
-            else:
-                keep.append((a, b, c))
-        self._admit_events = keep
+        with self._events_lock:
+            keep = []
+            for a, b, c in self._admit_events:
+                if c.query():
+                    self.encode_gpu_s += a.elapsed_time(b) / 1000
+                    self.prefill_gpu_s += b.elapsed_time(c) / 1000
+                else:
+                    keep.append((a, b, c))
+            self._admit_events = keep
 
     # -- admission --------------------------------------------------------------------------------------
     def admit(self, requests: list[WindowRequest]) -> list[_Seq]:
@@ -185,7 +187,7 @@ class WindowBatcher:
 
     def _admit(self, requests: list[WindowRequest]) -> list[_Seq]:
         events = None
-        if self._ready is not None:
+        if self.runner.device.type == "cuda":
             self._harvest_events()
             events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True),
                       torch.cuda.Event(enable_timing=True))
@@ -216,7 +218,8 @@ class WindowBatcher:
             self._seqs.extend(seqs)
         if events is not None:
             events[2].record()
-            self._admit_events.append(events)
+            with self._events_lock:
+                self._admit_events.append(events)
         return seqs
 
     def _encode(self, requests: list[WindowRequest]) -> list[torch.Tensor]:
@@ -269,7 +272,6 @@ class WindowBatcher:
                     chunk = []
                 chunk.append(q)
             chunks.append((n, chunk))
-        d = self.model.dims
         for n, group in chunks:
             rows = [s for q in group for s in q.slots]
             idx = torch.tensor(rows, device=dev)
@@ -277,9 +279,8 @@ class WindowBatcher:
             direct = _contiguous(rows)
             if direct:  # cross-attention K/V written straight into the slots
                 a, b = rows[0], rows[-1] + 1
-                scratch = torch.zeros(d.decoder_layers, 2, len(rows), d.decoder_heads, n, d.d_model // d.decoder_heads,
-                                      device=dev, dtype=self.cache.self_kv.dtype)
-                tmp = KVCache(scratch, self.cache.cross_k[:, a:b], self.cache.cross_v[:, a:b])
+                tmp = KVCache(self.model.new_self_kv(len(rows), n), self.cache.cross_k[:, a:b],
+                              self.cache.cross_v[:, a:b])
             else:
                 tmp = self.model.new_cache(len(rows), n)
             self.model.set_cross(tmp, enc)

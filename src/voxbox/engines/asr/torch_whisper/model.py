@@ -300,12 +300,17 @@ class Whisper(nn.Module):
         dtype = dtype or p.dtype
         max_len = max_len or d.max_target_positions
         hd = d.d_model // d.decoder_heads
-        shape_self = (d.decoder_layers, 2, batch, d.decoder_heads, max_len, hd)
         shape_cross = (d.decoder_layers, batch, d.decoder_heads, d.max_source_positions, hd)
-        def z(s: tuple[int, ...]) -> torch.Tensor:
-            return torch.zeros(s, device=device, dtype=dtype)
+        cross = (torch.zeros(shape_cross, device=device, dtype=dtype) for _ in range(2))
+        return KVCache(self.new_self_kv(batch, max_len, device, dtype), *cross)
 
-        return KVCache(z(shape_self), z(shape_cross), z(shape_cross))
+    def new_self_kv(self, batch: int, max_len: int | None = None, device=None, dtype=None) -> torch.Tensor:
+        """Zeroed self-attention K/V for ``batch`` rows: (layers, 2, batch, heads, max_len, head_dim)."""
+        d = self.dims
+        p = self.decoder.embed_tokens.weight
+        shape = (d.decoder_layers, 2, batch, d.decoder_heads, max_len or d.max_target_positions,
+                 d.d_model // d.decoder_heads)
+        return torch.zeros(shape, device=device or p.device, dtype=dtype or p.dtype)
 
     @torch.no_grad()
     def fuse_for_decoding(self) -> None:

@@ -84,7 +84,7 @@ class FishBatcher:
     """Continuous batching of fish-s2 calls (see the module docstring)."""
 
     def __init__(self, engine: Any, slots: int, *, capture: bool = True, codec_batch: int = 8,
-                 prefix_cache: int = 8, codec_overlap: bool | None = None) -> None:
+                 prefix_cache: int = 8, codec_overlap: bool = False) -> None:
         self.engine = engine
         self.codec = engine.codec
         self.runner = BatchRunner(engine.runner, slots, prefix_cache=prefix_cache)
@@ -97,11 +97,11 @@ class FishBatcher:
         self._queue: list[_Seq] = []  # windows waiting for the codec
         self.steps = 0
         self._codec_dev = engine.placement["codec"][0]
-        on_cuda = torch.device(self._codec_dev).type == "cuda"
         self.codec_overlap = bool(codec_overlap)
         self._codec_pool = (ThreadPoolExecutor(1, thread_name_prefix="voxbox-fish-codec")
                             if self.codec_overlap else None)
-        self._codec_stream = torch.cuda.Stream(self._codec_dev) if self.codec_overlap and on_cuda else None
+        self._codec_stream = (torch.cuda.Stream(self._codec_dev)
+                              if self.codec_overlap and torch.device(self._codec_dev).type == "cuda" else None)
         # the codec work in flight: its future and, per group, (new frames, members, their window ends)
         self._inflight: tuple[Future[list[tuple[np.ndarray, float]]],
                               list[tuple[int, list[_Seq], list[int]]]] | None = None

@@ -46,7 +46,7 @@ class FishS2Engine(PromptBuilder, Batchable):
                  placement: dict[str, tuple[torch.device, torch.dtype]], params: dict[str, int],
                  max_voices: int = 32, first_window: int = 4, window: int = 32, context_frames: int = 48,
                  eos_check: int = 4, random_weights: bool = False, batch_capture: bool = True,
-                 codec_overlap: bool | None = None) -> None:
+                 codec_overlap: bool = False) -> None:
         self.cfg = cfg
         self.runner = runner
         self.codec = codec
@@ -60,7 +60,7 @@ class FishS2Engine(PromptBuilder, Batchable):
         self._lock = threading.Lock()
         self._scheduler: Any = None  # set by the runtime when it batches this model's calls
         self._batch_capture = bool(batch_capture)
-        self._codec_overlap = codec_overlap
+        self._codec_overlap = bool(codec_overlap)
         self._special = {t: self._token_id(t) for t in (IM_START, IM_END, VOICE)}
         dev, dt = placement["slow_ar"]
         self.info = EngineInfo(
