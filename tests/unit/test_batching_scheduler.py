@@ -25,6 +25,7 @@ class Counting:
         self.admitted_at: list[int] = []
         self.gate = threading.Event()  # steps wait for it: the test controls the pace
         self.gate.set()
+        self.blocked = threading.Event()  # set when a step finds the gate closed (the batch is held)
         self.pace = 0.002  # seconds per step
 
     def admit(self, requests: list[int]) -> list[list[Any]]:
@@ -34,6 +35,8 @@ class Counting:
         return seqs
 
     def step(self) -> list[tuple[Any, list[int], bool]]:
+        if not self.gate.is_set():
+            self.blocked.set()
         self.gate.wait()
         time.sleep(self.pace)
         self.steps += 1
@@ -70,6 +73,7 @@ def test_requests_join_a_running_batch_at_the_next_step_by_default():
         long = _run(sched, 200, out)
         _wait_steps(b, 10)
         b.gate.clear()  # hold the batch between steps while the newcomer arrives
+        assert b.blocked.wait(10)  # a step already past the gate has finished: the count is settled
         at = b.steps
         short = _run(sched, 3, out)
         time.sleep(0.05)
