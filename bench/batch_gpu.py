@@ -23,7 +23,7 @@ this process (one 32-minute file, ``batch_size=64``): the bar for the HTTP path 
 Timing does not depend on weight values once the lengths are fixed: fish-s2 stops at the load
 option ``max_frames`` (with random weights the end token is practically never drawn earlier; the
 audio actually returned is what is counted), echo-tts samples a fixed bucket with ``preset``.
-Warm-up requests (excluded) run before each mode's levels, with one round at each level when
+Warm-up requests (excluded) run before each mode's levels, with two rounds at each level when
 batching so every batch size's CUDA graphs exist before timing. Needs, besides torch: fastapi,
 starlette, pydantic(+core, -settings), uvicorn, python-multipart, python-dotenv, annotated-types,
 typing-inspection, av (PyAV), httpx, typer, rich, matplotlib, safetensors, tokenizers, einops and
@@ -312,16 +312,17 @@ def run_level(url: str, model: str, text: str, c: int, n: int, call: Any = None)
             "audio_s_per_request": audio / len(runs) if runs else None}
 
 
-def py_spy(pid: int, out: Path, tag: str, seconds: int = 5) -> None:
+def py_spy(pid: int, out: Path, tag: str, seconds: int = 3) -> None:
     """Two py-spy samples of the server while the top level runs (collapsed stacks, one line each):
-    the thread holding the GIL (``--gil``), then every thread on CPU."""
+    the thread holding the GIL (``--gil``), then every thread, idle or not (``--idle``: where the
+    scheduler thread waits)."""
     import shutil
 
     exe = shutil.which("py-spy")
     if exe is None:
         return
     time.sleep(1.0)  # into the level's steady state
-    for kind, extra in (("gil", ["--gil"]), ("cpu", [])):
+    for kind, extra in (("gil", ["--gil"]), ("all", ["--idle"])):
         path = out / f"pyspy_{tag}_{kind}.txt"
         proc = subprocess.run([exe, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "200",
                                "--format", "raw", "--nonblocking", "--threads", "--output", str(path), *extra],
@@ -350,10 +351,10 @@ def bench_mode(name: str, entry: dict[str, Any], text: str, *, batching: bool, l
                 raise RuntimeError(f"voice upload: HTTP {r.status_code}: {r.text[:300]}")
         t0 = time.perf_counter()
         run_level(srv.url, name, text, 1, 2, call)
-        if batching:  # every batch size's graphs (echo captures them on first use) before timing
+        if batching:  # every batch size's graphs (captured on first use) before timing: two rounds a level
             for c in levels:
                 if c > 1:
-                    run_level(srv.url, name, text, c, c, call)
+                    run_level(srv.url, name, text, c, 2 * c, call)
         out["warmup_s"] = time.perf_counter() - t0
         models = httpx.get(srv.url + "/v1/models", timeout=30).json()
         out["model_info"] = next((m for m in models.get("data", []) if m.get("id") == name), None)

@@ -205,3 +205,30 @@ def test_a_departed_request_frees_its_slot(served, plain, clips):
     assert served.sched.stats.cancelled >= cancelled0  # (a cancel between windows needs no reaping)
     # the model still serves
     assert served.run(served.transcribe(clips[3])) == _segments(plain, clips[3])
+
+
+def test_a_lone_window_on_the_single_stream_path_moves_into_the_batch_when_others_come(served, plain, clips):
+    """On a GPU a window alone takes the single-stream step (``solo_fast``; forced here on the CPU).
+    A request arriving meanwhile makes it stop at its next end check and move into a slot (KV cache,
+    tokens, score copied): both give the unbatched segments, and the arrival did not wait for the
+    whole window."""
+    b = served.sched.batcher
+    ref = [_segments(plain, clips[1]), _segments(plain, clips[3])]
+    moved0, solo0 = b.solo_moved, b.solo_windows
+    b.solo_fast = True
+    try:
+        async def go() -> list[Any]:
+            first = asyncio.ensure_future(served.transcribe(clips[1]))
+            t0 = time.monotonic()
+            while not b.lock.locked() and time.monotonic() - t0 < 60:  # its first window, decoding alone
+                await asyncio.sleep(0.001)
+            second = await served.transcribe(clips[3])
+            return [await first, second]
+
+        got = served.run(go())
+    finally:
+        b.solo_fast = False
+    assert got == ref
+    assert b.solo_windows > solo0
+    assert b.solo_moved > moved0
+    assert sorted(b._free) == list(range(8))

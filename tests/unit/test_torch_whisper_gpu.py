@@ -7,6 +7,8 @@ step, right or wrong, reproduces. Each test checks the eager tokens are not such
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from whisper_steer import steer_weights
 
@@ -123,9 +125,10 @@ def test_single_stream_steps_match_eager():
 
 
 def test_batched_windows_on_graphs_match_eager():
-    """WindowBatcher's CUDA-graph steps (per-row positions, windows joining mid-decode) give each
-    window the unbatched eager decoder's tokens (fp32: batched and single-row GEMMs sum in different
-    orders, which in fp16 can flip a near-tie)."""
+    """WindowBatcher's CUDA-graph prefills and steps (per-row positions, windows joining
+    mid-decode; the third admission replays a prefill graph captured by the first) give each window
+    the unbatched eager decoder's tokens and no-speech probability (fp32: batched and single-row
+    GEMMs sum in different orders, which in fp16 can flip a near-tie)."""
     import threading
 
     from voxbox.engines.asr.torch_whisper.batcher import WindowBatcher, WindowRequest
@@ -138,8 +141,9 @@ def test_batched_windows_on_graphs_match_eager():
         eager = Runner(model, tok, use_graphs=False, fast=False, compile=False)
         enc = eager.encode(feats)
         ts = [i % 2 == 0 for i in range(5)]
-        want = [eager.decode(enc[i : i + 1], tok.sot_sequence(None, "transcribe", ts[i]), _rules(tok, ts[i]),
-                             40 + 10 * i)[0].tokens for i in range(5)]
+        ref = [eager.decode(enc[i : i + 1], tok.sot_sequence(None, "transcribe", ts[i]), _rules(tok, ts[i]),
+                            40 + 10 * i)[0] for i in range(5)]
+        want = [r.tokens for r in ref]
         graphed = Runner(model, tok, use_graphs=True, fast=False, compile=False)
         b = WindowBatcher(graphed, 8, threading.Lock())
 
@@ -147,22 +151,73 @@ def test_batched_windows_on_graphs_match_eager():
             return WindowRequest(tok.sot_sequence(None, "transcribe", ts[i]), _rules(tok, ts[i]), 40 + 10 * i,
                                  mel=feats[i])
 
-        got: dict[int, list[int]] = {}
+        got: dict[int, Any] = {}
         handles = {id(h): i for i, h in enumerate(b.admit([req(0), req(1), req(2)]))}
         steps = 0
         while len(got) < 5:
             if steps == 7:  # two more join mid-decode
-                handles.update({id(h): i + 3 for i, h in enumerate(b.admit([req(3), req(4)]))})
+                handles.update({id(h): i + 3 for i, h in enumerate(b.admit([req(3)]))})
+            if steps == 9:
+                handles.update({id(h): i + 4 for i, h in enumerate(b.admit([req(4)]))})
             for h, outs, fin in b.step():
                 if fin:
-                    got[handles[id(h)]] = outs[0].result.tokens
+                    got[handles[id(h)]] = outs[0].result
                     b.drop(h)
             steps += 1
             assert steps < 500
     for w in want:
         assert len(set(w)) > 3, w
-    assert [got[i] for i in range(5)] == want
+    assert [got[i].tokens for i in range(5)] == want
+    assert [got[i].no_speech_prob for i in range(5)] == pytest.approx([r.no_speech_prob for r in ref], rel=1e-4)
     assert len(b._graphs) > 0
+    assert b.prefill_graph_error is None
+    # keys (windows, prompt length, timestamps): windows 0+2 together, 1, 3 (replays 1's), 4
+    n_ts, n_plain = (len(tok.sot_sequence(None, "transcribe", t)) for t in (True, False))
+    assert sorted(b._pf_graphs) == sorted({(2, n_ts, True), (1, n_plain, False), (1, n_ts, True)})
+
+
+def test_a_solo_window_moved_into_the_batch_matches_eager():
+    """A window decoded alone on the runner's graphed single-stream step, moved into a slot after 8
+    tokens when another arrives (``waiting``), then stepped by the batch graphs beside the newcomer:
+    both give the unbatched eager tokens."""
+    import threading
+
+    from voxbox.engines.asr.torch_whisper.batcher import WindowBatcher, WindowRequest
+    from voxbox.engines.asr.torch_whisper.decoding import Runner
+
+    tok, model = _tok(), _model(torch.float32)
+    torch.manual_seed(4)
+    feats = torch.randn(2, 80, 3000, device="cuda")
+    prompt = tok.sot_sequence(None, "transcribe", True)
+    with torch.inference_mode():
+        eager = Runner(model, tok, use_graphs=False, fast=False, compile=False)
+        enc = eager.encode(feats)
+        want = [eager.decode(enc[i : i + 1], prompt, _rules(tok, True), 60)[0].tokens for i in range(2)]
+        graphed = Runner(model, tok, use_graphs=True, fast=False, compile=False)
+        b = WindowBatcher(graphed, 4, threading.Lock())
+        b.solo_fast = True
+        asked = [0]
+
+        def waiting() -> int:
+            asked[0] += 1
+            return int(asked[0] >= 2)  # someone waits from the second end check on
+
+        b.waiting = waiting
+        first = b.admit([WindowRequest(prompt, _rules(tok, True), 60, mel=feats[0])])[0]
+        assert first.done is None and first.slots and b.solo_moved == 1
+        assert first.steps == 2 * graphed.check_every  # tokens chosen when it moved
+        b.admit([WindowRequest(prompt, _rules(tok, True), 60, mel=feats[1])])[0]
+        got: dict[int, list[int]] = {}
+        for _ in range(200):
+            for h, outs, fin in b.step():
+                if fin:
+                    got[0 if h is first else 1] = outs[0].result.tokens
+                    b.drop(h)
+            if len(got) == 2:
+                break
+    for w in want:
+        assert len(set(w)) > 3, w
+    assert [got[0], got[1]] == want
 
 
 def test_encoder_graphs_match_eager():

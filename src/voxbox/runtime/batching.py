@@ -59,7 +59,11 @@ class Batcher(Protocol[R, Out]):
     Optional: ``join_every: int``, for a batcher whose admission is costly next to a step (an
     encoder pass per admission): while sequences decode, waiting requests join every that many
     steps, or at once when an eighth of the batch (at least one) is waiting — fewer, larger
-    admissions when arrivals trickle in. Unset or 1: they join at the next step."""
+    admissions when arrivals trickle in. Unset or 1: they join at the next step.
+
+    Optional: ``waiting``, an attribute the scheduler sets to a callable returning how many
+    requests wait to join; for a batcher that may run a lone request on a path of its own inside
+    ``admit`` (torch-whisper's single-stream step) and hand it over to the batch when others come."""
 
     max_batch: int
 
@@ -115,6 +119,8 @@ class Scheduler(Generic[R, Out]):
         self.name = name
         self.stats = SchedulerStats()
         self._pending: list[_Job[R]] = []
+        if hasattr(batcher, "waiting"):
+            batcher.waiting = lambda: len(self._pending)  # type: ignore[attr-defined]
         self._active: dict[int, _Job[R]] = {}  # id(handle) -> job
         self._cond = threading.Condition()
         self._stopped = False

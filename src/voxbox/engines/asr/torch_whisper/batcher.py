@@ -26,32 +26,36 @@ prompt prefill runs per prompt length). Beam search stays on the unbatched decod
 is decoded whole inside the scheduler thread, the other windows pausing meanwhile (so are
 sampled windows when too few slots are free for their ``best_of`` candidates). When a GPU step
 with a faster single-stream path exists (the Triton or compiled batch-1 step) and one window is
-alone with nothing waiting, it takes that path; windows arriving meanwhile join after it.
+alone with nothing waiting, it takes that path; when others arrive meanwhile, it moves into a slot
+at its next end-of-text check (its KV cache and tokens copied over) and carries on with them.
 """
 
 from __future__ import annotations
 
 import heapq
+import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from voxbox.engines.asr.torch_whisper.decoding import KV_BUCKET, Runner, capture_graph
-from voxbox.engines.asr.torch_whisper.model import KVCache
+from voxbox.engines.asr.torch_whisper.decoding import KV_BUCKET, Paused, Runner, capture_graph
 from voxbox.engines.asr.torch_whisper.rules import RowRules, Rules, RuleTensors, apply_rules
 from voxbox.engines.asr.whisper.segments import DecodeResult
 
 __all__ = ["WindowBatcher", "WindowRequest", "WindowResult"]
 
-#: Rows prefilled in one decoder call when their slots are scattered (its scratch cache holds their
-#: cross-attention K/V, copied into the slots after); slots in one run are written in place, up to
-#: PREFILL_ROWS_DIRECT rows a call (scratch: the prompt's self-attention K/V only).
-PREFILL_ROWS = 16
-PREFILL_ROWS_DIRECT = 64
+log = logging.getLogger(__name__)
+
+#: Rows prefilled in one decoder call (memory: one layer's cross-attention K/V for these rows).
+PREFILL_ROWS = 64
+#: Prompts up to this many tokens are prefilled by CUDA graphs (one per length); longer ones (the
+#: previous window's text, a long initial prompt), whose lengths vary, eagerly.
+PREFILL_GRAPH_MAX_LEN = 16
 
 
 @dataclass
@@ -84,7 +88,6 @@ class _Seq:
     enc: torch.Tensor
     slots: list[int] = field(default_factory=list)
     steps: int = 0  # tokens chosen so far (the prefill's included)
-    no_speech: list[float] | None = None
     done: WindowResult | None = None  # decoded whole (beam, solo fast path): emitted at the next step
 
     @property
@@ -94,10 +97,6 @@ class _Seq:
     @property
     def sampled(self) -> bool:
         return self.req.temperature > 0
-
-
-def _contiguous(rows: list[int]) -> bool:
-    return rows == list(range(rows[0], rows[0] + len(rows)))
 
 
 def _bucket(n: int, cap: int) -> int:
@@ -127,6 +126,7 @@ class WindowBatcher:
         self.begin = torch.zeros(s, dtype=torch.long, device=dev)
         self.sum_lp = torch.zeros(s, dtype=torch.float32, device=dev)
         self.logits = torch.zeros(s, v, dtype=torch.float32, device=dev)
+        self.no_speech_p = torch.zeros(s, dtype=torch.float32, device=dev)
         self.active = torch.zeros(s, dtype=torch.bool, device=dev)
         self.rules = RowRules(s, self.tok, v, dev)
         self._rule_cache: dict[Rules, RuleTensors] = {}
@@ -134,6 +134,10 @@ class WindowBatcher:
         self._seqs: list[_Seq] = []
         self._graphs: dict[tuple[Any, ...], torch.cuda.CUDAGraph] = {}
         self._pool: Any = None
+        self._pf_graphs: dict[tuple[int, int, bool], torch.cuda.CUDAGraph] = {}
+        self._pf_enc: torch.Tensor | None = None  # the prefill graphs' static inputs (PREFILL_ROWS rows)
+        self._pf_ints = torch.zeros(0)
+        self.prefill_graph_error: str | None = None
         self.check_every = runner.check_every
         # on a GPU an admission (an encoder pass) costs several decoder steps: gather arrivals (the
         # scheduler admits every join_every steps, or at once when an eighth of the slots wait)
@@ -145,7 +149,10 @@ class WindowBatcher:
         self._host_last = torch.zeros(s, dtype=torch.long, pin_memory=cuda)
         self._ready = torch.cuda.Event() if cuda else None
         self.solo_fast = runner.kstep is not None or (runner.fast is not None and runner.fast.compiled)
-        self.solo_windows = 0  # windows decoded alone on the single-stream path
+        self.solo_windows = 0  # windows started alone on the single-stream path
+        self.solo_moved = 0  # of those, moved into a slot part-way (others arrived)
+        # set by the runtime's Scheduler: how many requests wait to join (a solo window then moves over)
+        self.waiting: Callable[[], int] = lambda: 0
         self.steps = 0
         self.admits = 0  # admit() calls (each: one encoder pass over its new windows, prefills)
         self.admit_s = 0.0  # host seconds in admit() / step() (a GPU step is synchronised every few)
@@ -161,7 +168,8 @@ class WindowBatcher:
         self._harvest_events()
         return {"admits": self.admits, "admit_s": round(self.admit_s, 3), "steps": self.steps,
                 "step_s": round(self.step_s, 3), "rows_stepped": self.rows_stepped,
-                "solo_windows": self.solo_windows, "graphs": len(self._graphs),
+                "solo_windows": self.solo_windows, "solo_moved": self.solo_moved, "graphs": len(self._graphs),
+                "prefill_graphs": len(self._pf_graphs),
                 "encode_gpu_s": round(self.encode_gpu_s, 3), "prefill_gpu_s": round(self.prefill_gpu_s, 3)}
 
     def _harvest_events(self) -> None:
@@ -210,7 +218,7 @@ class WindowBatcher:
                     slotted.append(q)
             if (self.solo_fast and len(slotted) == 1 and not self._seqs and not slotted[0].sampled
                     and len(requests) == 1):
-                slotted[0].done = self._whole(slotted[0])
+                slotted[0].done = self._solo(slotted[0])  # None: moved into a slot part-way
                 self.solo_windows += 1
                 slotted = []
             if slotted:
@@ -233,13 +241,44 @@ class WindowBatcher:
         return out  # type: ignore[return-value]
 
     def _whole(self, q: _Seq) -> WindowResult:
-        """The unbatched decoder for one window (beam search; no room; the solo fast path)."""
+        """The unbatched decoder for one window (beam search; a sampled window without room)."""
         r = q.req
         with self.lock:
             res = self.runner.decode(q.enc, r.prompt, r.rules, r.max_new, temperature=r.temperature,
                                      beam_size=r.beam_size, best_of=r.best_of, patience=r.patience,
                                      length_penalty=r.length_penalty, generator=r.generator)[0]
         return WindowResult(res, q.enc)
+
+    def _solo(self, q: _Seq) -> WindowResult | None:
+        """A window alone decoded on the runner's single-stream path, until it ends or requests
+        wait (``waiting()``, asked every few tokens): then its state moves into a slot and it
+        carries on in the batch, so that a burst arriving just after it does not wait for the
+        whole window (None)."""
+        r = q.req
+        with self.lock:
+            out = self.runner.greedy_or_pause(q.enc, r.prompt, r.rules, r.max_new, lambda: self.waiting() > 0)
+            if isinstance(out, Paused):
+                self._adopt(q, out)
+                return None
+        return WindowResult(out[0], q.enc)
+
+    def _adopt(self, q: _Seq, p: Paused) -> None:
+        """``q``'s single-stream decode state (batch 1) copied into a free slot, active from the next step."""
+        st, cur, n = p.state, p.cur, q.start
+        slot = heapq.heappop(self._free)
+        q.slots = [slot]
+        self.rules.set(self._device_ints([slot]), self._rule_tensors(q.req.rules))
+        self.cache.self_kv[:, :, slot, :, : cur + 1].copy_(st.cache.self_kv[:, :, 0, :, : cur + 1])
+        self.cache.cross_k[:, slot].copy_(st.cache.cross_k[:, 0])
+        self.cache.cross_v[:, slot].copy_(st.cache.cross_v[:, 0])
+        self.tokens[slot].copy_(st.tokens[0])
+        self.pos[slot] = cur
+        self.begin[slot] = n
+        self.sum_lp[slot].copy_(st.sum_lp[0])
+        self.no_speech_p[slot] = p.no_speech[0] if p.no_speech else 0.0
+        self.active[slot] = True
+        q.steps = cur - n + 1
+        self.solo_moved += 1
 
     def _rule_tensors(self, rules: Rules) -> RuleTensors:
         rt = self._rule_cache.get(rules)
@@ -248,69 +287,123 @@ class WindowBatcher:
         return rt
 
     def _prefill(self, seqs: list[_Seq]) -> None:
-        """Slots for each window (``best_of`` for a sampled one), cross K/V, prompt prefill per
-        prompt length, and each window's first token."""
-        dev = self.runner.device
+        """Slots for each window (``best_of`` for a sampled one), then per prompt length, up to
+        PREFILL_ROWS rows a call: cross K/V and the prompt written into the slots, and each
+        window's first token. On CUDA a greedy call is a CUDA graph per (power-of-two piece of
+        rows, prompt length up to PREFILL_GRAPH_MAX_LEN, timestamps or not)."""
+        by_rules: dict[Rules, list[int]] = {}
         for q in seqs:
             n = max(1, q.req.best_of) if q.sampled else 1
             q.slots = [heapq.heappop(self._free) for _ in range(n)]
-            rt = self._rule_tensors(q.req.rules)
-            for s in q.slots:
-                self.rules.set(s, rt)
+            by_rules.setdefault(q.req.rules, []).extend(q.slots)
+        for rules, rows in by_rules.items():  # usually one set of rules for the whole admission
+            self.rules.set(self._device_ints(rows), self._rule_tensors(rules))
         by_len: dict[int, list[_Seq]] = {}
         for q in seqs:
             by_len.setdefault(q.start, []).append(q)
-        chunks: list[tuple[int, list[_Seq]]] = []
-        for n, same in by_len.items():  # same prompt length together, in chunks of bounded scratch memory
+        for n, same in by_len.items():
             same.sort(key=lambda q: q.slots[0])
-            rows = [s for q in same for s in q.slots]
-            cap = PREFILL_ROWS_DIRECT if _contiguous(rows) else PREFILL_ROWS
             chunk: list[_Seq] = []
             for q in same:
-                if chunk and sum(len(c.slots) for c in chunk) + len(q.slots) > cap:
-                    chunks.append((n, chunk))
+                if chunk and sum(len(c.slots) for c in chunk) + len(q.slots) > PREFILL_ROWS:
+                    self._prefill_chunk(n, chunk)
                     chunk = []
                 chunk.append(q)
-            chunks.append((n, chunk))
-        for n, group in chunks:
-            rows = [s for q in group for s in q.slots]
-            idx = torch.tensor(rows, device=dev)
-            enc = torch.cat([q.enc.expand(len(q.slots), -1, -1) for q in group])
-            direct = _contiguous(rows)
-            if direct:  # cross-attention K/V written straight into the slots
-                a, b = rows[0], rows[-1] + 1
-                tmp = KVCache(self.model.new_self_kv(len(rows), n), self.cache.cross_k[:, a:b],
-                              self.cache.cross_v[:, a:b])
-            else:
-                tmp = self.model.new_cache(len(rows), n)
-            self.model.set_cross(tmp, enc)
-            prompts = torch.tensor([q.req.prompt for q in group for _ in q.slots], device=dev)
-            h = self.model.decoder(prompts, 0, tmp, n)
-            self.cache.self_kv[:, :, idx, :, :n] = tmp.self_kv
-            if not direct:
-                self.cache.cross_k[:, idx] = tmp.cross_k
-                self.cache.cross_v[:, idx] = tmp.cross_v
-            self.tokens[idx] = 0
-            self.tokens[idx, :n] = prompts
-            self.pos[idx] = n - 1
-            self.begin[idx] = n
-            self.sum_lp[idx] = 0
-            sot = torch.tensor([q.req.prompt.index(self.tok.sot) for q in group for _ in q.slots], device=dev)
-            ar = torch.arange(len(rows), device=dev)
-            picked = torch.stack((h[ar, sot], h[:, -1]), dim=1)  # (rows, 2, d), as the unbatched prefill
-            raw = self.model.logits(picked)
-            raw_sot, raw_last = raw[:, 0], raw[:, 1]
-            rules = self.rules.select(idx, any(q.req.rules.timestamps for q in group))
-            lg = apply_rules(self.tokens[idx], self.pos[idx], self.begin[idx], raw_last, rules)
-            nxt = self._pick(lg, group, rows)
-            self._advance(idx, lg, nxt, self.tokens[idx], self.pos[idx])
-            ns = raw_sot.softmax(-1)[:, self.tok.no_speech].tolist() if self.tok.no_speech is not None else None
+            self._prefill_chunk(n, chunk)
+
+    def _prefill_chunk(self, n: int, group: list[_Seq]) -> None:
+        ts = any(q.req.rules.timestamps for q in group)
+        for q in group:
+            q.steps = 1
+        if (self.runner.use_graphs and self.prefill_graph_error is None and n <= PREFILL_GRAPH_MAX_LEN
+                and not any(q.sampled for q in group)):
             i = 0
-            for q in group:
-                q.no_speech = ns[i : i + len(q.slots)] if ns is not None else None
-                q.steps = 1
-                i += len(q.slots)
-            self.active[idx] = True
+            while i < len(group):  # one slot per greedy window: pieces of 32, 16 ... 1 windows
+                r = 1 << ((len(group) - i).bit_length() - 1)
+                if not self._prefill_graphed(n, group[i : i + r], ts):
+                    break
+                i += r
+            group = group[i:]
+            if not group:
+                return
+        rows = [s for q in group for s in q.slots]
+        k = len(rows)
+        flat = self._device_ints(rows + [q.req.prompt.index(self.tok.sot) for q in group for _ in q.slots]
+                                 + [t for q in group for _ in q.slots for t in q.req.prompt])
+        idx, sot, prompts = flat[:k], flat[k : 2 * k], flat[2 * k :].view(k, n)
+        enc = torch.cat([q.enc.expand(len(q.slots), -1, -1) for q in group])
+        greedy = not any(q.sampled for q in group)
+        lg = self._prefill_fn(idx, enc, prompts, sot, ts, greedy)
+        if not greedy:
+            tokens, pos = self.tokens.index_select(0, idx), self.pos.index_select(0, idx)
+            self._advance(idx, lg, self._pick(lg, group, rows), tokens, pos)
+
+    def _device_ints(self, values: list[int]) -> torch.Tensor:
+        """``values`` as an int64 tensor on the device, without waiting for the GPU (on CUDA a
+        blocking host-to-device copy would wait for every kernel queued before it)."""
+        t = torch.tensor(values, dtype=torch.long)
+        if self.runner.device.type != "cuda":
+            return t.to(self.runner.device)
+        return t.pin_memory().to(self.runner.device, non_blocking=True)
+
+    def _prefill_fn(self, idx: torch.Tensor, enc: torch.Tensor, prompts: torch.Tensor, sot: torch.Tensor,
+                    ts: bool, greedy: bool) -> torch.Tensor:
+        """The prefill of rows ``idx`` (graph-safe): cross K/V and the prompts' self K/V into the
+        slots, token history and positions set, the rules applied to the logits after the prompt
+        (returned) and, when ``greedy``, the first token chosen. The <|nospeech|> probability at
+        <|startoftranscript|> is kept per slot, read when the window is collected."""
+        n = prompts.shape[1]
+        h = self.model.decoder.prefill_rows(prompts, enc, self.cache, idx)
+        self.tokens.index_fill_(0, idx, 0)
+        self.tokens[:, :n].index_copy_(0, idx, prompts)
+        self.pos.index_fill_(0, idx, n - 1)
+        self.begin.index_fill_(0, idx, n)
+        self.sum_lp.index_fill_(0, idx, 0)
+        ar = torch.arange(idx.shape[0], device=idx.device)
+        raw = self.model.logits(torch.stack((h[ar, sot], h[:, -1]), dim=1))  # as the unbatched prefill
+        if self.tok.no_speech is not None:
+            self.no_speech_p.index_copy_(0, idx, raw[:, 0].softmax(-1)[:, self.tok.no_speech])
+        tokens, pos = self.tokens.index_select(0, idx), self.pos.index_select(0, idx)
+        lg = apply_rules(tokens, pos, self.begin.index_select(0, idx), raw[:, 1], self.rules.select(idx, ts))
+        if greedy:
+            self._advance(idx, lg, lg.argmax(-1), tokens, pos)
+        self.active.index_fill_(0, idx, True)
+        return lg
+
+    def _prefill_graphed(self, n: int, group: list[_Seq], ts: bool) -> bool:
+        """``group`` (greedy windows, one slot each, a power-of-two count) prefilled by replaying
+        its graph, captured on first use; False (the caller runs it eagerly) once a capture failed."""
+        r = len(group)
+        if self._pf_enc is None:
+            cap = min(PREFILL_ROWS, self.max_batch)
+            d = self.model.dims
+            self._pf_enc = torch.zeros(cap, d.max_source_positions, d.d_model, device=self.runner.device,
+                                       dtype=self.runner.dtype)
+            self._pf_ints = torch.zeros(cap * (2 + PREFILL_GRAPH_MAX_LEN), dtype=torch.long, device=self.runner.device)
+        host = torch.tensor([q.slots[0] for q in group] + [q.req.prompt.index(self.tok.sot) for q in group]
+                            + [t for q in group for t in q.req.prompt], dtype=torch.long).pin_memory()
+        self._pf_ints[: host.shape[0]].copy_(host, non_blocking=True)  # slots, <|sot|> indices, prompts
+        torch.cat([q.enc for q in group], out=self._pf_enc[:r])
+        key = (r, n, ts)
+        g = self._pf_graphs.get(key)
+        if g is None:
+            if self._pool is None:
+                self._pool = torch.cuda.graph_pool_handle()
+            ints = self._pf_ints
+            args = (ints[:r], self._pf_enc[:r], ints[2 * r : 2 * r + r * n].view(r, n), ints[r : 2 * r], ts, True)
+
+            def run() -> None:
+                self._prefill_fn(*args)
+
+            try:
+                g = capture_graph(run, (), self._pool, mode="thread_local")
+            except Exception as exc:  # noqa: BLE001 - a backend that cannot be captured: eager from now on
+                self.prefill_graph_error = f"{type(exc).__name__}: {exc}"
+                log.warning("prefill CUDA graph capture failed, prefilling eagerly: %s", self.prefill_graph_error)
+                return False
+            self._pf_graphs[key] = g
+        g.replay()
+        return True
 
     # -- per-step pieces ------------------------------------------------------------------------------
     def _pick(self, lg: torch.Tensor, seqs: list[_Seq], rows: list[int]) -> torch.Tensor:
@@ -432,12 +525,13 @@ class WindowBatcher:
         eot = self.tok.eot
         end = q.start + q.steps  # one past the last chosen token
         rows = self.tokens[q.slots, q.start : end].tolist()
-        sums = self.sum_lp[q.slots].tolist()
+        sums, no_speech = torch.stack((self.sum_lp[q.slots], self.no_speech_p[q.slots])).tolist()
+        has_ns = self.tok.no_speech is not None
         cands = []
         for i, row in enumerate(rows):
             if eot in row:
                 row = row[: row.index(eot)]
-            cands.append(DecodeResult(row, sums[i], q.no_speech[i] if q.no_speech else None, q.req.temperature))
+            cands.append(DecodeResult(row, sums[i], no_speech[i] if has_ns else None, q.req.temperature))
         best = max(cands, key=lambda r: r.sum_logprob / (len(r.tokens) + 1)) if len(cands) > 1 else cands[0]
         return WindowResult(best, q.enc)
 

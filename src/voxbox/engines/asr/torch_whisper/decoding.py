@@ -37,7 +37,7 @@ from voxbox.engines.asr.whisper.tokens import WhisperTokenizer
 if TYPE_CHECKING:
     from voxbox.engines.asr.torch_whisper.kernels import KernelStep
 
-__all__ = ["Rules", "Runner", "capture_graph"]
+__all__ = ["Paused", "Rules", "Runner", "capture_graph"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,17 @@ class _State:
     @property
     def batch(self) -> int:
         return self.tokens.shape[0]
+
+
+@dataclass
+class Paused:
+    """A single-window greedy decode stopped part-way by its ``pause`` callback: the runner's state
+    for batch 1 (valid until the runner's next call) with ``cur`` the index of the last written
+    token (chosen, not yet run through the decoder), so that the caller can carry on elsewhere."""
+
+    state: _State
+    cur: int
+    no_speech: list[float] | None
 
 
 def capture_graph(fn: Callable[[], None], keep: Sequence[torch.Tensor], pool: Any, *,
@@ -407,6 +418,16 @@ class Runner:
             return self._beam(enc, prompt, rt, max_new_tokens, beam_size, patience, length_penalty)
         return self._greedy(enc, prompt, rt, max_new_tokens)
 
+    def greedy_or_pause(self, enc: torch.Tensor, prompt: list[int], rules: Rules, max_new_tokens: int,
+                        pause: Callable[[], bool]) -> list[DecodeResult] | Paused:
+        """:meth:`decode` for one window, greedy; ``pause()`` is asked at each end-of-text check
+        (every ``check_every`` tokens) and, when true, the decode stops there and its state is
+        returned (the batcher moves it into a slot when other windows arrive)."""
+        max_new_tokens = min(max_new_tokens, self.max_len - len(prompt))
+        if max_new_tokens < 1:
+            raise ValueError("prompt leaves no room to decode")
+        return self._greedy(enc, prompt, self._rule_tensors(rules), max_new_tokens, pause)
+
     def _collect(self, st: _State, start: int, end: int, no_speech, temperature: float) -> list[DecodeResult]:
         rows = st.tokens[:, start : end + 1].tolist()
         sums = st.sum_lp.tolist()
@@ -417,7 +438,7 @@ class Runner:
             out.append(DecodeResult(row, sums[i], no_speech[i] if no_speech else None, temperature))
         return out
 
-    def _greedy(self, enc, prompt, rt, max_new) -> list[DecodeResult]:
+    def _greedy(self, enc, prompt, rt, max_new, pause: Callable[[], bool] | None = None) -> Any:
         st = self._state(enc.shape[0])
         self.model.set_cross(st.cache, enc)
         logits, no_speech = self._prefill(st, prompt, rt)
@@ -425,8 +446,11 @@ class Runner:
         cur = len(prompt)  # index of the last written token, mirrored on the host
         eot = self.tok.eot
         for i in range(1, max_new):
-            if i % self.check_every == 0 and bool((st.tokens[:, cur] == eot).all()):
-                break
+            if i % self.check_every == 0:
+                if bool((st.tokens[:, cur] == eot).all()):
+                    break
+                if pause is not None and pause():
+                    return Paused(st, cur, no_speech)
             self._run(st, "greedy", cur, rt)
             cur += 1
         return self._collect(st, len(prompt), cur, no_speech, 0.0)

@@ -69,6 +69,18 @@ def _act(name: str):
     raise ValueError(f"unsupported activation {name!r}")
 
 
+def _index_copy(dst: torch.Tensor, dim: int, index: torch.Tensor, src: torch.Tensor) -> None:
+    """``dst.index_copy_(dim, index, src)``, moved as 8-byte words where the layouts allow (the
+    generic index kernel moves one element per thread step: 2-byte ones reach a fraction of the
+    memory bandwidth)."""
+    if dim < dst.dim() - 1 and dst.element_size() < 8:
+        try:
+            dst, src = dst.view(torch.int64), src.view(torch.int64)
+        except RuntimeError:  # a last dimension not contiguous or not a whole number of words
+            pass
+    dst.index_copy_(dim, index, src)
+
+
 class Attention(nn.Module):
     def __init__(self, d: int, heads: int):
         super().__init__()
@@ -263,6 +275,30 @@ class Decoder(nn.Module):
             if cross_scores is not None and i in cross_scores:
                 cross_scores[i] = (q @ cache.cross_k[i].transpose(-1, -2)).float()  # the query carries the scale
             o = F.scaled_dot_product_attention(q, cache.cross_k[i], cache.cross_v[i], scale=1.0)
+            x = x + layer.encoder_attn.out_proj(layer.encoder_attn.merge(o))
+            x = x + layer.fc2(layer.act(layer.fc1(layer.final_layer_norm(x))))
+        return self.layer_norm(x)
+
+    def prefill_rows(self, tokens: torch.Tensor, enc: torch.Tensor, cache: KVCache, rows: torch.Tensor) -> torch.Tensor:
+        """Prompts ``tokens`` (B, T) at positions 0 .. T-1 for cache rows ``rows`` ((B,) int64 device
+        tensor, any slots of ``cache``), with their encoder output ``enc`` (B, source, d); returns
+        hidden (B, T, d). Each layer's cross-attention K/V is projected from ``enc`` and written
+        into those rows on the way, as is the prompt's self-attention K/V, so no scratch cache is
+        needed. Graph-safe: which slots is data (``rows``), not shapes."""
+        t = tokens.shape[1]
+        x = self.embed_tokens(tokens) + self.embed_positions.weight[:t]
+        ar = torch.arange(t, device=tokens.device)
+        mask = ar[None, :] <= ar[:, None]  # (T, T), as forward's prefill mask with kv_len = T
+        for i, layer in enumerate(self.blocks):
+            q, kv = layer.self_qkv(layer.self_attn_layer_norm(x))
+            _index_copy(cache.self_kv[i, :, :, :, :t], 1, rows, kv)
+            o = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=mask, scale=1.0)
+            x = x + layer.self_attn.out_proj(layer.self_attn.merge(o))
+            k, v = layer.encoder_attn.keys_values(enc)
+            _index_copy(cache.cross_k[i], 0, rows, k)
+            _index_copy(cache.cross_v[i], 0, rows, v)
+            q = layer.cross_query(layer.encoder_attn_layer_norm(x))
+            o = F.scaled_dot_product_attention(q, k, v, scale=1.0)
             x = x + layer.encoder_attn.out_proj(layer.encoder_attn.merge(o))
             x = x + layer.fc2(layer.act(layer.fc1(layer.final_layer_norm(x))))
         return self.layer_norm(x)

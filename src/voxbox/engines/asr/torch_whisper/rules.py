@@ -64,7 +64,7 @@ class RuleTensors:
 class RowRules:
     """Per-row :class:`RuleTensors` for a batch whose rows follow different rules (continuous
     batching: each slot holds its own request's options). Masks are (rows, V); ``timestamps`` is
-    a (rows,) bool tensor. :meth:`set` copies one request's rules into a row."""
+    a (rows,) bool tensor. :meth:`set` copies one request's rules into its rows."""
 
     def __init__(self, rows: int, tok: WhisperTokenizer, vocab: int, device: torch.device):
         base = RuleTensors(Rules(), tok, vocab, device)
@@ -77,11 +77,13 @@ class RowRules:
         self.timestamps = torch.zeros(rows, dtype=torch.bool, device=device)
         self.any_timestamps = True  # False: no selected row has timestamps (the batcher knows; skips that work)
 
-    def set(self, row: int, rt: RuleTensors) -> None:
-        self.suppress[row] = rt.suppress
-        self.begin[row] = rt.begin
-        self.first_forbidden[row] = rt.first_forbidden
-        self.timestamps[row] = rt.rules.timestamps
+    def set(self, rows: torch.Tensor, rt: RuleTensors) -> None:
+        """One request's rules into ``rows`` ((k,) int64 device tensor): four copies, however many rows."""
+        k = rows.shape[0]
+        self.suppress.index_copy_(0, rows, rt.suppress.expand(k, -1))
+        self.begin.index_copy_(0, rows, rt.begin.expand(k, -1))
+        self.first_forbidden.index_copy_(0, rows, rt.first_forbidden.expand(k, -1))
+        self.timestamps.index_fill_(0, rows, rt.rules.timestamps)
 
     def select(self, rows: torch.Tensor | slice, any_timestamps: bool = True) -> RowRules:
         """These rules for ``rows`` (a slice shares the tensors; an index tensor copies);
