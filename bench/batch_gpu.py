@@ -23,7 +23,7 @@ this process (one 32-minute file, ``batch_size=64``): the bar for the HTTP path 
 Timing does not depend on weight values once the lengths are fixed: fish-s2 stops at the load
 option ``max_frames`` (with random weights the end token is practically never drawn earlier; the
 audio actually returned is what is counted), echo-tts samples a fixed bucket with ``preset``.
-Warm-up requests (excluded) run before each mode's levels, with two rounds at each level when
+Warm-up requests (excluded) run before each mode's levels, with three rounds at each level when
 batching so every batch size's CUDA graphs exist before timing. Needs, besides torch: fastapi,
 starlette, pydantic(+core, -settings), uvicorn, python-multipart, python-dotenv, annotated-types,
 typing-inspection, av (PyAV), httpx, typer, rich, matplotlib, safetensors, tokenizers, einops and
@@ -351,10 +351,10 @@ def bench_mode(name: str, entry: dict[str, Any], text: str, *, batching: bool, l
                 raise RuntimeError(f"voice upload: HTTP {r.status_code}: {r.text[:300]}")
         t0 = time.perf_counter()
         run_level(srv.url, name, text, 1, 2, call)
-        if batching:  # every batch size's graphs (captured on first use) before timing: two rounds a level
+        if batching:  # every batch size's graphs (captured on first use) before timing: three rounds a level
             for c in levels:
                 if c > 1:
-                    run_level(srv.url, name, text, c, 2 * c, call)
+                    run_level(srv.url, name, text, c, 3 * c, call)
         out["warmup_s"] = time.perf_counter() - t0
         models = httpx.get(srv.url + "/v1/models", timeout=30).json()
         out["model_info"] = next((m for m in models.get("data", []) if m.get("id") == name), None)

@@ -126,20 +126,32 @@ class BatchRunner:
         """Rows ``row0, row0 + 1, ...`` start ``prompts``: each row's cache gets its prompt but the
         last token (which the next step feeds), from the prefix cache where it can, the rest as
         one padded forward per run of rows that start at the same position. Returns the prompt
-        tokens computed per row."""
+        tokens computed per row. The rows' embeddings, cached-prefix copies and state are written
+        for all of them at once (a few device calls per admission, none waiting for the GPU)."""
         b = self.base
-        xs, begins, computed = [], [], []
-        for i, p in enumerate(prompts):
+        for p in prompts:
             T = int(p.ids.shape[0])
             if T < 2 or T > b.max_context:
                 raise ValueError(f"prompt of {T} tokens does not fit the context ({b.max_context})")
-            x = b.prompt_embeddings(p.ids, p.vq_mask, p.vq_codes)
-            begin, done = self._prefix(row0 + i, p, x), 0
+        xs = self._embeddings(prompts)
+        begins, computed = [], []
+        hits: dict[str, tuple[list[Tensor], int, list[int]]] = {}  # key -> (its K/V, length, rows)
+        for i, (p, x) in enumerate(zip(prompts, xs, strict=True)):
+            begin, done = self._prefix(row0 + i, p, x, hits), 0
             if begin < 0:  # a new prefix: computed in this row once, then cached for the others
                 begin = done = p.prefix_len
-            xs.append(x)
             begins.append(begin)
-            computed.append(T - 1 - begin + done)
+            computed.append(int(x.shape[0]) - 1 - begin + done)
+        for kv, n, rows in hits.values():  # cached prefixes: one copy per layer for each run of rows
+            i = 0
+            while i < len(rows):
+                j = i + 1
+                while j < len(rows) and rows[j] == rows[j - 1] + 1:
+                    j += 1
+                for cache, stored in zip(self.slow_cache, kv, strict=True):
+                    dst = cache[:, rows[i]:rows[j - 1] + 1, :, :n]
+                    dst.copy_(stored.unsqueeze(1).expand_as(dst))
+                i = j
         i = 0
         while i < len(prompts):  # runs of consecutive rows with one start position
             j = i
@@ -147,21 +159,42 @@ class BatchRunner:
                 j += 1
             self._prefill(row0 + i, [x[begins[i]:x.shape[0] - 1] for x in xs[i:j]], begins[i])
             i = j
-        for i, (p, x) in enumerate(zip(prompts, xs, strict=True)):
-            self._reset(row0 + i, p, x)
+        self._reset(row0, prompts, xs)
         return computed
 
-    def _prefix(self, row: int, p: RowPrompt, x: Tensor) -> int:
-        """Fill ``row``'s cache with ``p``'s cached voice prefix: its length; 0 when the prompt has
-        no usable prefix; -1 when it was not cached and has just been computed (and cached)."""
+    def _h2d(self, t: Tensor) -> Tensor:
+        """A host tensor on the device without waiting for the GPU (pinned, asynchronous)."""
+        if self.device.type != "cuda":
+            return t.to(self.device)
+        return t.pin_memory().to(self.device, non_blocking=True)
+
+    def _embeddings(self, prompts: list[RowPrompt]) -> list[Tensor]:
+        """``DualARRunner.prompt_embeddings`` of every prompt, computed together: (T_i, dim) each."""
+        b = self.base
+        x = b.slow.embeddings(self._h2d(torch.cat([p.ids for p in prompts])))
+        where, codes, off = [], [], 0
+        for p in prompts:
+            if p.vq_codes is not None and p.vq_codes.numel():
+                where.append(torch.nonzero(p.vq_mask).squeeze(1) + off)  # host tensors: no device sync
+                codes.append(p.vq_codes)
+            off += int(p.ids.shape[0])
+        if codes:
+            at = self._h2d(torch.cat(where))
+            cb = b.fast.codebook_embeddings(self._h2d(torch.cat(codes, dim=1)).long().T + b.cb_offsets).sum(1)
+            x[at] = (x[at] + cb.to(x.dtype)) * b.vq_scale
+        return list(x.split([int(p.ids.shape[0]) for p in prompts]))
+
+    def _prefix(self, row: int, p: RowPrompt, x: Tensor, hits: dict[str, tuple[list[Tensor], int, list[int]]]) -> int:
+        """``p``'s cached voice prefix for ``row``: its length, the row added to ``hits`` (copied
+        by the caller); 0 when the prompt has no usable prefix; -1 when it was not cached and has
+        just been computed in this row (and cached)."""
         key, n = p.prefix_key, p.prefix_len
         if key is None or self._max_prefixes == 0 or not 0 < n < int(p.ids.shape[0]) - 1:
             return 0
         kv = self._prefixes.get(key)
         if kv is not None:
             self._prefixes.move_to_end(key)
-            for cache, stored in zip(self.slow_cache, kv, strict=True):
-                cache[:, row, :, :n].copy_(stored)
+            hits.setdefault(key, (kv, n, []))[2].append(row)  # the K/V held: an eviction now cannot lose it
             self.prefix_hits += 1
             return n
         self.prefix_misses += 1
@@ -189,22 +222,26 @@ class BatchRunner:
         run_layers(layers, [c[:, row0:row0 + len(parts)] for c in self.slow_cache], x, b.rope_slow[begin:end], pos,
                    end, mask, b.slow.norm.weight, b.cfg.text.norm_eps, EAGER)
 
-    def _reset(self, row: int, p: RowPrompt, x: Tensor) -> None:
+    def _reset(self, row0: int, prompts: list[RowPrompt], xs: list[Tensor]) -> None:
+        """The per-row state of rows ``row0 ...`` (one write per field for all of them)."""
         b = self.base
-        T = int(x.shape[0])
-        self.x_first[row] = x[T - 1]
-        self.first[row] = True
-        self.active[row] = True
-        self.pos[row] = T - 1
+        k = len(prompts)
+        rows = slice(row0, row0 + k)
+        self.x_first[rows] = torch.stack([x[-1] for x in xs])
+        self.first[rows] = True
+        self.active[rows] = True
         for t in (self.frame, self.hist_count, self.tok, self.vq, self.history):
-            t[row] = 0
-        self.fopts[row] = torch.tensor([float(p.opts[k]) for k in OPTION_NAMES], dtype=torch.float32)
-        self.iopts[row] = torch.tensor([min(int(p.top_k), b._width), int(p.min_frames), int(p.seed)],
-                                       dtype=torch.long)
-        row_bias = torch.zeros(b.V + 1, dtype=torch.float32)
-        for idx, val in p.bias.items():
-            row_bias[idx] = float(val)
-        self.bias[row] = row_bias
+            t[rows] = 0
+        self.pos[rows] = self._h2d(torch.tensor([int(x.shape[0]) - 1 for x in xs], dtype=torch.long))
+        self.fopts[rows] = self._h2d(torch.tensor([[float(p.opts[n]) for n in OPTION_NAMES] for p in prompts],
+                                                  dtype=torch.float32))
+        self.iopts[rows] = self._h2d(torch.tensor([[min(int(p.top_k), b._width), int(p.min_frames), int(p.seed)]
+                                                   for p in prompts], dtype=torch.long))
+        bias = torch.zeros(k, b.V + 1, dtype=torch.float32)
+        for i, p in enumerate(prompts):
+            for idx, val in p.bias.items():
+                bias[i, idx] = float(val)
+        self.bias[rows] = self._h2d(bias)
 
     @torch.no_grad()
     def move(self, src: int, dst: int, length: int) -> None:
