@@ -26,7 +26,7 @@ KEY = "sk-test-key-123"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     settings = make_settings(tmp_path_factory.mktemp("errors"), api_key=KEY, max_upload_bytes=10 * 1024 * 1024,
-                             max_audio_seconds=30)
+                             max_audio_seconds=30, max_speech_chars=300)
     srv = RunningServer(settings).start()
     yield srv
     srv.stop()
@@ -149,6 +149,15 @@ def test_wrong_types_400(server, auth, patch, param):
     body = {"model": "tts-1", "voice": "alloy", "input": "Hi.", **patch}
     _error(httpx.post(server.url + "/v1/audio/speech", headers=auth, json=body), 400, param=param)
     _still_serving(server, auth)
+
+
+def test_speech_input_over_the_servers_limit_400(server, auth):
+    """``max_speech_chars`` (300 here) bounds speech input below the schema's 4096: a clear 400."""
+    body = {"model": "tts-1", "voice": "alloy", "input": "word " * 80}
+    err = _error(httpx.post(server.url + "/v1/audio/speech", headers=auth, json=body), 400, param="input")
+    assert "399 characters; the limit is 300" in err["error"]["message"], err
+    ok = httpx.post(server.url + "/v1/audio/speech", headers=auth, json={**body, "input": "word " * 59})
+    assert ok.status_code == 200 and len(ok.content) > 1000
 
 
 def test_huge_json_body_413(server, auth):

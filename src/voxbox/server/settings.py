@@ -151,6 +151,9 @@ class ServerSettings(BaseSettings):
     max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1)
     #: Largest JSON request body, bytes (speech requests carry at most 4096 characters of text).
     max_json_bytes: int = Field(default=1024 * 1024, ge=1024)
+    #: Longest speech input accepted, characters: OpenAI's limit (4096) at most; lower it to bound
+    #: the synthesis one request can ask for (HTTP and Wyoming alike).
+    max_speech_chars: int = Field(default=4096, ge=1, le=4096)
     #: Longest decoded audio accepted for transcription, seconds (1 hour).
     max_audio_seconds: float = Field(default=3600.0, gt=0)
     #: Seconds to let in-flight requests finish after SIGTERM before cancelling them.

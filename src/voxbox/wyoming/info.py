@@ -154,7 +154,7 @@ class WyomingFront:
 
         rt = self.runtime
         model, name = self._split_voice(voice)
-        text = validate_text(text)
+        text = validate_text(text, self.settings.max_speech_chars)
         max_clip = self.settings.voices.max_clip_seconds
         async with rt.acquire(model, "tts") as work:
             resolved: Any = None

@@ -155,7 +155,7 @@ async def create_speech(req: SpeechRequest, request: Request) -> ManagedStream:
     state = state_of(request)
     rt = state.runtime
     timing = timing_of(request)
-    text = validate_text(req.input)
+    text = validate_text(req.input, state.settings.max_speech_chars)
     speed = validate_speed(req.speed)
     entry = rt.catalog.resolve(req.model, "tts")
     async with cancel_on_disconnect(request):
