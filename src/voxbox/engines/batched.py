@@ -23,7 +23,7 @@ from typing import Any, Generic, Iterator, Protocol, TypeVar
 
 from voxbox.types import StageTimings
 
-__all__ = ["Piece", "Submitter", "bucket", "pow2_buckets", "relay"]
+__all__ = ["Piece", "Submitter", "bucket", "host_to_device", "pow2_buckets", "relay"]
 
 T = TypeVar("T")
 
@@ -87,3 +87,12 @@ def pow2_buckets(limit: int) -> list[int]:
         b *= 2
     out.append(max(1, limit))
     return out
+
+
+def host_to_device(t: Any, device: Any) -> Any:
+    """Host tensor ``t`` on ``device`` without waiting for the GPU: on CUDA through pinned memory
+    and an asynchronous copy (a blocking host-to-device copy waits for every kernel queued before
+    it, stalling a batch scheduler between its steps); elsewhere a plain copy."""
+    if getattr(device, "type", None) != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)

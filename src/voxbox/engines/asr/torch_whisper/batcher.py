@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from voxbox.engines.asr.torch_whisper.decoding import KV_BUCKET, Paused, Runner, capture_graph
 from voxbox.engines.asr.torch_whisper.rules import RowRules, Rules, RuleTensors, apply_rules
 from voxbox.engines.asr.whisper.segments import DecodeResult
+from voxbox.engines.batched import host_to_device
 
 __all__ = ["WindowBatcher", "WindowRequest", "WindowResult"]
 
@@ -339,12 +340,8 @@ class WindowBatcher:
             self._advance(idx, lg, self._pick(lg, group, rows), tokens, pos)
 
     def _device_ints(self, values: list[int]) -> torch.Tensor:
-        """``values`` as an int64 tensor on the device, without waiting for the GPU (on CUDA a
-        blocking host-to-device copy would wait for every kernel queued before it)."""
-        t = torch.tensor(values, dtype=torch.long)
-        if self.runner.device.type != "cuda":
-            return t.to(self.runner.device)
-        return t.pin_memory().to(self.runner.device, non_blocking=True)
+        """``values`` as an int64 tensor on the device, without waiting for the GPU."""
+        return host_to_device(torch.tensor(values, dtype=torch.long), self.runner.device)
 
     def _prefill_fn(self, idx: torch.Tensor, enc: torch.Tensor, prompts: torch.Tensor, sot: torch.Tensor,
                     ts: bool, greedy: bool) -> torch.Tensor:

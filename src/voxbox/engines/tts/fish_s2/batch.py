@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from voxbox.engines.batched import bucket, pow2_buckets
+from voxbox.engines.batched import bucket, host_to_device, pow2_buckets
 
 from .model import HISTORY, DualARRunner
 from .ops import EAGER
@@ -163,10 +163,7 @@ class BatchRunner:
         return computed
 
     def _h2d(self, t: Tensor) -> Tensor:
-        """A host tensor on the device without waiting for the GPU (pinned, asynchronous)."""
-        if self.device.type != "cuda":
-            return t.to(self.device)
-        return t.pin_memory().to(self.device, non_blocking=True)
+        return host_to_device(t, self.device)
 
     def _embeddings(self, prompts: list[RowPrompt]) -> list[Tensor]:
         """``DualARRunner.prompt_embeddings`` of every prompt, computed together: (T_i, dim) each."""
