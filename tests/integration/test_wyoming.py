@@ -76,7 +76,7 @@ class WyomingServer:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = WyomingServer(make_settings(tmp_path_factory.mktemp("wy"))).start()
+    srv = WyomingServer(make_settings(tmp_path_factory.mktemp("wy"), max_speech_chars=120)).start()
     yield srv
     srv.stop()
 
@@ -197,6 +197,13 @@ def test_errors_are_events(server):
     assert events[-1].type == "error" and "nope" in events[-1].data["text"]
     events = asyncio.run(_exchange(server.port, [AudioStop().event()], "transcript"))
     assert events[-1].type == "error"
+
+
+def test_speech_over_the_servers_limit_is_an_error_event(server):
+    """``max_speech_chars`` (120 here) bounds Wyoming's synthesize text as it bounds HTTP's."""
+    events = asyncio.run(_exchange(server.port, [Synthesize(text="word " * 30).event()], "audio-stop"))
+    assert events[-1].type == "error" and "the limit is 120" in events[-1].data["text"], events[-1].data
+    assert not any(ev.type == "audio-start" for ev in events)
 
 
 def test_cli_refuses_a_bad_uri():
