@@ -33,7 +33,6 @@ at its next end-of-text check (its KV cache and tokens copied over) and carries 
 from __future__ import annotations
 
 import heapq
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -43,44 +42,21 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from voxbox.engines.asr.torch_whisper.decoding import KV_BUCKET, Paused, Runner, capture_graph
+from voxbox.engines.asr.torch_whisper.decoding import KV_BUCKET, Paused, Runner
+from voxbox.engines.asr.torch_whisper.graphs import capture_graph
+from voxbox.engines.asr.torch_whisper.prefill import PrefillGraphs
 from voxbox.engines.asr.torch_whisper.rules import RowRules, Rules, RuleTensors, apply_rules
+from voxbox.engines.asr.torch_whisper.windows import WindowRequest, WindowResult
 from voxbox.engines.asr.whisper.segments import DecodeResult
 from voxbox.engines.batched import host_to_device
 
 __all__ = ["WindowBatcher", "WindowRequest", "WindowResult"]
-
-log = logging.getLogger(__name__)
 
 #: Rows prefilled in one decoder call (memory: one layer's cross-attention K/V for these rows).
 PREFILL_ROWS = 64
 #: Prompts up to this many tokens are prefilled by CUDA graphs (one per length); longer ones (the
 #: previous window's text, a long initial prompt), whose lengths vary, eagerly.
 PREFILL_GRAPH_MAX_LEN = 16
-
-
-@dataclass
-class WindowRequest:
-    """One window to decode: its log-mel (``mel``, (n_mels, 3000)) or, for a re-decode at the next
-    temperature, its encoder output (``enc``, (1, source, d))."""
-
-    prompt: list[int]
-    rules: Rules
-    max_new: int
-    mel: torch.Tensor | None = None
-    enc: torch.Tensor | None = None
-    temperature: float = 0.0
-    best_of: int = 1
-    beam_size: int = 1
-    patience: float = 1.0
-    length_penalty: float | None = None
-    generator: torch.Generator | None = None
-
-
-@dataclass
-class WindowResult:
-    result: DecodeResult
-    enc: torch.Tensor  # (1, source, d): for word alignment and fallback re-decodes
 
 
 @dataclass(eq=False)
@@ -135,10 +111,10 @@ class WindowBatcher:
         self._seqs: list[_Seq] = []
         self._graphs: dict[tuple[Any, ...], torch.cuda.CUDAGraph] = {}
         self._pool: Any = None
-        self._pf_graphs: dict[tuple[int, int, bool], torch.cuda.CUDAGraph] = {}
-        self._pf_enc: torch.Tensor | None = None  # the prefill graphs' static inputs (PREFILL_ROWS rows)
-        self._pf_ints = torch.zeros(0)
-        self.prefill_graph_error: str | None = None
+        d = self.model.dims
+        self._prefills = PrefillGraphs(self._prefill_fn, min(PREFILL_ROWS, s), PREFILL_GRAPH_MAX_LEN,
+                                       d.max_source_positions, d.d_model, dev, runner.dtype, self._graph_pool)
+        self._pf_graphs = self._prefills.graphs
         self.check_every = runner.check_every
         # on a GPU an admission (an encoder pass) costs several decoder steps: gather arrivals (the
         # scheduler admits every join_every steps, or at once when an eighth of the slots wait)
@@ -170,7 +146,7 @@ class WindowBatcher:
         return {"admits": self.admits, "admit_s": round(self.admit_s, 3), "steps": self.steps,
                 "step_s": round(self.step_s, 3), "rows_stepped": self.rows_stepped,
                 "solo_windows": self.solo_windows, "solo_moved": self.solo_moved, "graphs": len(self._graphs),
-                "prefill_graphs": len(self._pf_graphs),
+                "prefill_graphs": len(self._prefills.graphs),
                 "encode_gpu_s": round(self.encode_gpu_s, 3), "prefill_gpu_s": round(self.prefill_gpu_s, 3)}
 
     def _harvest_events(self) -> None:
@@ -240,6 +216,11 @@ class WindowBatcher:
             for j, i in enumerate(todo):
                 out[i] = enc[j : j + 1]
         return out  # type: ignore[return-value]
+
+    @property
+    def prefill_graph_error(self) -> str | None:
+        """Why the prefill graphs were given up (None: they work or were not needed)."""
+        return self._prefills.error
 
     def _whole(self, q: _Seq) -> WindowResult:
         """The unbatched decoder for one window (beam search; a sampled window without room)."""
@@ -316,12 +297,12 @@ class WindowBatcher:
         ts = any(q.req.rules.timestamps for q in group)
         for q in group:
             q.steps = 1
-        if (self.runner.use_graphs and self.prefill_graph_error is None and n <= PREFILL_GRAPH_MAX_LEN
-                and not any(q.sampled for q in group)):
+        if self.runner.use_graphs and self._prefills.takes(n) and not any(q.sampled for q in group):
             i = 0
             while i < len(group):  # one slot per greedy window: pieces of 32, 16 ... 1 windows
                 r = 1 << ((len(group) - i).bit_length() - 1)
-                if not self._prefill_graphed(n, group[i : i + r], ts):
+                piece = group[i : i + r]
+                if not self._prefills.run(self._prefill_ints(piece), [q.enc for q in piece], n, ts):
                     break
                 i += r
             group = group[i:]
@@ -329,8 +310,7 @@ class WindowBatcher:
                 return
         rows = [s for q in group for s in q.slots]
         k = len(rows)
-        flat = self._device_ints(rows + [q.req.prompt.index(self.tok.sot) for q in group for _ in q.slots]
-                                 + [t for q in group for _ in q.slots for t in q.req.prompt])
+        flat = self._device_ints(self._prefill_ints(group))
         idx, sot, prompts = flat[:k], flat[k : 2 * k], flat[2 * k :].view(k, n)
         enc = torch.cat([q.enc.expand(len(q.slots), -1, -1) for q in group])
         greedy = not any(q.sampled for q in group)
@@ -367,40 +347,18 @@ class WindowBatcher:
         self.active.index_fill_(0, idx, True)
         return lg
 
-    def _prefill_graphed(self, n: int, group: list[_Seq], ts: bool) -> bool:
-        """``group`` (greedy windows, one slot each, a power-of-two count) prefilled by replaying
-        its graph, captured on first use; False (the caller runs it eagerly) once a capture failed."""
-        r = len(group)
-        if self._pf_enc is None:
-            cap = min(PREFILL_ROWS, self.max_batch)
-            d = self.model.dims
-            self._pf_enc = torch.zeros(cap, d.max_source_positions, d.d_model, device=self.runner.device,
-                                       dtype=self.runner.dtype)
-            self._pf_ints = torch.zeros(cap * (2 + PREFILL_GRAPH_MAX_LEN), dtype=torch.long, device=self.runner.device)
-        host = torch.tensor([q.slots[0] for q in group] + [q.req.prompt.index(self.tok.sot) for q in group]
-                            + [t for q in group for t in q.req.prompt], dtype=torch.long).pin_memory()
-        self._pf_ints[: host.shape[0]].copy_(host, non_blocking=True)  # slots, <|sot|> indices, prompts
-        torch.cat([q.enc for q in group], out=self._pf_enc[:r])
-        key = (r, n, ts)
-        g = self._pf_graphs.get(key)
-        if g is None:
-            if self._pool is None:
-                self._pool = torch.cuda.graph_pool_handle()
-            ints = self._pf_ints
-            args = (ints[:r], self._pf_enc[:r], ints[2 * r : 2 * r + r * n].view(r, n), ints[r : 2 * r], ts, True)
+    def _prefill_ints(self, group: list[_Seq]) -> list[int]:
+        """The prefill's integer inputs, flat: each row's slot, the index of <|startoftranscript|>
+        in its prompt, then the prompts (a sampled window's prompt once per candidate slot)."""
+        rows = [(s, q) for q in group for s in q.slots]
+        return ([s for s, _ in rows] + [q.req.prompt.index(self.tok.sot) for _, q in rows]
+                + [t for _, q in rows for t in q.req.prompt])
 
-            def run() -> None:
-                self._prefill_fn(*args)
-
-            try:
-                g = capture_graph(run, (), self._pool, mode="thread_local")
-            except Exception as exc:  # noqa: BLE001 - a backend that cannot be captured: eager from now on
-                self.prefill_graph_error = f"{type(exc).__name__}: {exc}"
-                log.warning("prefill CUDA graph capture failed, prefilling eagerly: %s", self.prefill_graph_error)
-                return False
-            self._pf_graphs[key] = g
-        g.replay()
-        return True
+    def _graph_pool(self) -> Any:
+        """The memory pool of the step and prefill graphs (never replayed at the same time)."""
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        return self._pool
 
     # -- per-step pieces ------------------------------------------------------------------------------
     def _pick(self, lg: torch.Tensor, seqs: list[_Seq], rows: list[int]) -> torch.Tensor:
@@ -444,10 +402,8 @@ class WindowBatcher:
         key = (hi, kv_len, greedy, ts)
         g = self._graphs.get(key)
         if g is None:
-            if self._pool is None:
-                self._pool = torch.cuda.graph_pool_handle()
             g = self._graphs[key] = capture_graph(lambda: self._step_fn(hi, kv_len, greedy, ts),
-                                                  (self.pos, self.sum_lp, self.tokens), self._pool,
+                                                  (self.pos, self.sum_lp, self.tokens), self._graph_pool(),
                                                   mode="thread_local")
         g.replay()
 

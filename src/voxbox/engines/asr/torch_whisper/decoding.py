@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from voxbox.engines.asr.torch_whisper.beam import BeamSearch
 from voxbox.engines.asr.torch_whisper.fast import FastStep
+from voxbox.engines.asr.torch_whisper.graphs import capture_graph
 from voxbox.engines.asr.torch_whisper.model import KVCache, Whisper
 from voxbox.engines.asr.torch_whisper.rules import Rules, RuleTensors, apply_rules
 from voxbox.engines.asr.whisper.segments import DecodeResult
@@ -37,7 +38,7 @@ from voxbox.engines.asr.whisper.tokens import WhisperTokenizer
 if TYPE_CHECKING:
     from voxbox.engines.asr.torch_whisper.kernels import KernelStep
 
-__all__ = ["Paused", "Rules", "Runner", "capture_graph"]
+__all__ = ["Paused", "Rules", "Runner", "capture_graph"]  # capture_graph from .graphs
 
 log = logging.getLogger(__name__)
 
@@ -72,27 +73,6 @@ class Paused:
     state: _State
     cur: int
     no_speech: list[float] | None
-
-
-def capture_graph(fn: Callable[[], None], keep: Sequence[torch.Tensor], pool: Any, *,
-                  mode: str = "global") -> torch.cuda.CUDAGraph:
-    """``fn`` run once on a side stream (lazy library init, allocator, compilation), the tensors in
-    ``keep`` restored to their values before it, then captured into a CUDA graph (not run).
-    ``mode``: the capture error mode (``thread_local`` where other threads use the GPU meanwhile)."""
-    torch.cuda.synchronize()
-    saved = [t.clone() for t in keep]
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        fn()
-    torch.cuda.current_stream().wait_stream(s)
-    for t, v in zip(keep, saved, strict=True):
-        t.copy_(v)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g, pool=pool, capture_error_mode=mode):  # type: ignore[arg-type]
-        fn()
-    torch.cuda.synchronize()
-    return g
 
 
 class Runner:
@@ -407,9 +387,7 @@ class Runner:
         generator: torch.Generator | None = None,
     ) -> list[DecodeResult]:
         """Decode every row of encoder output ``enc`` (B, 1500, d) after the same ``prompt``."""
-        max_new_tokens = min(max_new_tokens, self.max_len - len(prompt))
-        if max_new_tokens < 1:
-            raise ValueError("prompt leaves no room to decode")
+        max_new_tokens = self._room(prompt, max_new_tokens)
         rt = self._rule_tensors(rules)
         if temperature > 0:
             n = max(best_of, 1)
@@ -423,10 +401,14 @@ class Runner:
         """:meth:`decode` for one window, greedy; ``pause()`` is asked at each end-of-text check
         (every ``check_every`` tokens) and, when true, the decode stops there and its state is
         returned (the batcher moves it into a slot when other windows arrive)."""
-        max_new_tokens = min(max_new_tokens, self.max_len - len(prompt))
-        if max_new_tokens < 1:
+        return self._greedy(enc, prompt, self._rule_tensors(rules), self._room(prompt, max_new_tokens), pause)
+
+    def _room(self, prompt: list[int], max_new_tokens: int) -> int:
+        """``max_new_tokens`` within the context after ``prompt`` (an error if none is left)."""
+        n = min(max_new_tokens, self.max_len - len(prompt))
+        if n < 1:
             raise ValueError("prompt leaves no room to decode")
-        return self._greedy(enc, prompt, self._rule_tensors(rules), max_new_tokens, pause)
+        return n
 
     def _collect(self, st: _State, start: int, end: int, no_speech, temperature: float) -> list[DecodeResult]:
         rows = st.tokens[:, start : end + 1].tolist()

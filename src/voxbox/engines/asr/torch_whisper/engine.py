@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from voxbox.engines.asr.torch_whisper.batcher import WindowBatcher, WindowRequest, WindowResult
+from voxbox.engines.asr.torch_whisper.batcher import WindowBatcher
 from voxbox.engines.asr.torch_whisper.checkpoint import load_checkpoint
 from voxbox.engines.asr.torch_whisper.decoding import Rules, Runner
 from voxbox.engines.asr.torch_whisper.model import Whisper
+from voxbox.engines.asr.torch_whisper.windows import WindowRequest, WindowResult
 from voxbox.engines.asr.whisper.alignment import WordAligner
 from voxbox.engines.asr.whisper.features import (
     CHUNK_FRAMES,

@@ -207,6 +207,18 @@ class DecoderLayer(nn.Module):
             return self.encoder_attn.query(h)
         return self.encoder_attn.split(F.linear(h, *self.fused_cross_q))
 
+    def cross_and_ffn(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                      scores: dict[int, torch.Tensor] | None = None, key: int = 0) -> torch.Tensor:
+        """The layer after its self-attention: cross-attention over ``k``/``v`` (B, H, source, Dh),
+        then the feed-forward block, each with its residual. ``scores[key]`` gets the
+        cross-attention scores before the softmax, float32 (word alignment)."""
+        q = self.cross_query(self.encoder_attn_layer_norm(x))
+        if scores is not None:
+            scores[key] = (q @ k.transpose(-1, -2)).float()  # the query carries the scale
+        o = F.scaled_dot_product_attention(q, k, v, scale=1.0)
+        x = x + self.encoder_attn.out_proj(self.encoder_attn.merge(o))
+        return x + self.fc2(self.act(self.fc1(self.final_layer_norm(x))))
+
 
 class Decoder(nn.Module):
     def __init__(self, dims: WhisperDims):
@@ -270,13 +282,8 @@ class Decoder(nn.Module):
                 q, cache.self_kv[i, 0, :, :, :kv_len], cache.self_kv[i, 1, :, :, :kv_len], attn_mask=mask, scale=1.0
             )
             x = x + layer.self_attn.out_proj(layer.self_attn.merge(o))
-            h = layer.encoder_attn_layer_norm(x)
-            q = layer.cross_query(h)
-            if cross_scores is not None and i in cross_scores:
-                cross_scores[i] = (q @ cache.cross_k[i].transpose(-1, -2)).float()  # the query carries the scale
-            o = F.scaled_dot_product_attention(q, cache.cross_k[i], cache.cross_v[i], scale=1.0)
-            x = x + layer.encoder_attn.out_proj(layer.encoder_attn.merge(o))
-            x = x + layer.fc2(layer.act(layer.fc1(layer.final_layer_norm(x))))
+            scores = cross_scores if cross_scores is not None and i in cross_scores else None
+            x = layer.cross_and_ffn(x, cache.cross_k[i], cache.cross_v[i], scores, i)
         return self.layer_norm(x)
 
     def prefill_rows(self, tokens: torch.Tensor, enc: torch.Tensor, cache: KVCache, rows: torch.Tensor) -> torch.Tensor:
@@ -297,10 +304,7 @@ class Decoder(nn.Module):
             k, v = layer.encoder_attn.keys_values(enc)
             _index_copy(cache.cross_k[i], 0, rows, k)
             _index_copy(cache.cross_v[i], 0, rows, v)
-            q = layer.cross_query(layer.encoder_attn_layer_norm(x))
-            o = F.scaled_dot_product_attention(q, k, v, scale=1.0)
-            x = x + layer.encoder_attn.out_proj(layer.encoder_attn.merge(o))
-            x = x + layer.fc2(layer.act(layer.fc1(layer.final_layer_norm(x))))
+            x = layer.cross_and_ffn(x, k, v)
         return self.layer_norm(x)
 
 
