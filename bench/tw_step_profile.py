@@ -111,14 +111,11 @@ def sweep(step: K.KernelStep, cache, reps: int) -> dict:
         "qkv": lambda: step._gemv("qkv", x, qw, qb, B.q,
                                   ln=(L.self_attn_layer_norm.weight, L.self_attn_layer_norm.bias),
                                   qkv=(kvc, pos, kvc.stride(0), kvc.stride(1), kvc.stride(2))),
-        "o": lambda: step._gemv("o", x, L.self_attn.out_proj.weight, L.self_attn.out_proj.bias, y, res=x,
-                                combine=(B.self_m, B.self_l, B.self_acc, step.self_splits)),
-        "o_plain": lambda: step._gemv("o", x, L.self_attn.out_proj.weight, L.self_attn.out_proj.bias, y, res=x),
+        "o": lambda: step._gemv("o", B.attn, L.self_attn.out_proj.weight, L.self_attn.out_proj.bias, y, res=x),
         "cq": lambda: step._gemv("cq", y, cw, cb, B.cq,
                                  ln=(L.encoder_attn_layer_norm.weight, L.encoder_attn_layer_norm.bias)),
-        "co": lambda: step._gemv("co", y, L.encoder_attn.out_proj.weight, L.encoder_attn.out_proj.bias, z, res=y,
-                                 combine=(B.cross_m, B.cross_l, B.cross_acc, step.cross_splits)),
-        "co_plain": lambda: step._gemv("co", y, L.encoder_attn.out_proj.weight, L.encoder_attn.out_proj.bias, z, res=y),
+        "co": lambda: step._gemv("co", B.cattn, L.encoder_attn.out_proj.weight, L.encoder_attn.out_proj.bias, z,
+                                 res=y),
         "fc1": lambda: step._gemv("fc1", z, L.fc1.weight, L.fc1.bias, B.hid,
                                   ln=(L.final_layer_norm.weight, L.final_layer_norm.bias), act=step.act),
         "fc2": lambda: step._gemv("fc2", B.hid, L.fc2.weight, L.fc2.bias, x, res=z),
@@ -133,7 +130,14 @@ def sweep(step: K.KernelStep, cache, reps: int) -> dict:
         nbytes = n * k * el
         default = step.cfg[role]
         res = []
-        for cfg in [default, *grid]:
+        pdl = step.pdl
+        for flag in (False, True) if pdl else (False,):
+            step.pdl, step._launch = flag, ({"launch_pdl": True} if flag else {})
+            us = graph_time(fn, reps)
+            res.append({"cfg": "default, pdl" if flag else "default, no pdl", "us": round(us, 2),
+                        "gbps": round(nbytes / us / 1e3, 1)})
+        res = res[-1:] + res[:-1]  # the step's own setting first
+        for cfg in grid:
             step.cfg[role] = cfg
             try:
                 us = graph_time(fn, reps)
@@ -148,16 +152,18 @@ def sweep(step: K.KernelStep, cache, reps: int) -> dict:
                              "best": sorted(ok, key=lambda r: r["us"])[:5]}
         print(name, out["gemv"][name], flush=True)
     ck, cv = cache.cross_k[0, 0], cache.cross_v[0, 0]
-    for splits in (4, 8, 16, 32, 64):
-        cm = torch.empty(splits, step.heads, device=x.device)
-        cl = torch.empty_like(cm)
-        ca = torch.empty(splits, step.d, device=x.device)
-        us = graph_time(lambda cm=cm, cl=cl, ca=ca, n=splits: step._attend(B.cq, ck, cv, cm, cl, ca, n, ck.shape[1]),
-                        reps)
-        nbytes = 2 * ck.numel() * el
-        out["attention"][f"cross_splits{splits}"] = {"us": round(us, 2), "gbps": round(nbytes / us / 1e3, 1)}
-        us = graph_time(lambda cm=cm, cl=cl, ca=ca, n=splits:
-                        step._attend(B.q, kvc[0], kvc[1], cm, cl, ca, n, 128, pos), reps)
+    for splits in (8, 16, 32, 64):
+        parts = (torch.empty(splits, step.heads, device=x.device), torch.empty(splits, step.heads, device=x.device),
+                 torch.empty(splits, step.d, device=x.device),
+                 torch.zeros(step.heads, device=x.device, dtype=torch.int32))
+        for bs in (16, 32, 64, 128):
+            if -(-ck.shape[1] // splits) < bs // 2:
+                continue
+            us = graph_time(lambda p=parts, n=splits, b=bs: step._attend(B.cq, ck, cv, p, B.cattn, n, ck.shape[1],
+                                                                         block_s=b), reps)
+            nbytes = 2 * ck.numel() * el
+            out["attention"][f"cross_splits{splits}_bs{bs}"] = {"us": round(us, 2), "gbps": round(nbytes / us / 1e3, 1)}
+        us = graph_time(lambda p=parts, n=splits: step._attend(B.q, kvc[0], kvc[1], p, B.attn, n, 128, pos), reps)
         out["attention"][f"self128_splits{splits}"] = {"us": round(us, 2)}
     print(out["attention"], flush=True)
     return out
@@ -192,7 +198,13 @@ def main() -> None:
         res["triton_error"] = tri.kernel_error
         if tri.kstep is not None:
             res["triton"] = profile_decode(tri, enc, prompt, forced, args.tokens)
+            res["triton"]["pdl"] = tri.kstep.pdl
             print(json.dumps(res["triton"], indent=1), flush=True)
+            (out_dir / "tw_step_profile.json").write_text(json.dumps(res, indent=1))
+            off = Runner(ours, tok, use_graphs=True, fast=True, kernels=False)
+            off.kstep = K.KernelStep(ours, pdl=False)
+            res["triton_no_pdl"] = profile_decode(off, enc, prompt, forced, args.tokens)
+            print(json.dumps(res["triton_no_pdl"], indent=1), flush=True)
             (out_dir / "tw_step_profile.json").write_text(json.dumps(res, indent=1))
             if args.sweep:
                 with torch.inference_mode():

@@ -7,6 +7,7 @@ step, right or wrong, reproduces. Each test checks the eager tokens are not such
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 import pytest
@@ -120,8 +121,10 @@ def test_single_stream_steps_match_eager():
     assert a[0].sum_logprob == pytest.approx(b[0].sum_logprob, rel=1e-3)
     if c is not None:
         assert a[0].tokens == c[0].tokens
+        assert kern.kstep.pdl == (torch.cuda.get_device_capability()[0] >= 9)  # PDL launches where they exist
     else:
         assert kern.kernel_error  # the kernel step was refused at load, and says why
+        assert importlib.util.find_spec("triton") is None, kern.kernel_error  # with Triton it must load
 
 
 def test_batched_windows_on_graphs_match_eager():

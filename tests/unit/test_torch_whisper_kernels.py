@@ -33,7 +33,8 @@ def test_kernels_in_the_triton_interpreter():
                        env=env, cwd=root, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
     last = r.stdout.strip().splitlines()[-1]
-    assert " passed" in last and ("skipped" not in last or "1 skipped" in last), r.stdout[-2000:]  # only this test
+    # skipped there: only this test and the fallback test (Triton is "available" under the interpreter)
+    assert " passed" in last and ("skipped" not in last or "2 skipped" in last), r.stdout[-2000:]
 
 
 def _model(vocab: int, sources: int = 40, layers: int = 2, activation: str = "gelu"):
@@ -127,6 +128,7 @@ def test_kernel_step_refuses_what_it_cannot_run():
     assert -(-51866 // big.block_n) >= 1000 and big.block_k >= 256
 
 
+@pytest.mark.skipif(CHILD, reason="the parent's test: under the interpreter Triton is available")
 def test_runner_without_triton_keeps_its_step_and_says_why(monkeypatch, caplog):
     """Kernels asked for but unavailable: a logged reason, ``kstep`` None, the same tokens as the plain step."""
     from voxbox.engines.asr.torch_whisper.decoding import Rules, Runner

@@ -3,6 +3,12 @@
 Plain, portable Triton: element-wise tiles and reductions (no ``tl.dot``: at batch 1 a GEMV is a
 row-wise dot product), loads of contiguous rows, fp32 accumulation. Importing this module needs
 ``triton``; ``TRITON_INTERPRET=1`` at import time runs the kernels in NumPy on CPU tensors.
+
+``PDL`` (programmatic dependent launch, Hopper and later): a kernel launched with it may start
+while the kernel before it is still running. Everything a kernel does before ``_pdl_wait`` only
+reads what no kernel of the step writes (weights, the window's cross-attention keys and values), so
+the first weight tile of every program is on its way from memory while the previous kernel drains;
+after the wait all of the previous kernel's writes are visible.
 """
 
 from __future__ import annotations
@@ -12,8 +18,22 @@ import os
 import triton
 import triton.language as tl
 
+try:  # Triton >= 3.3 on NVIDIA; the names are only reached when PDL is on
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+except ImportError:  # pragma: no cover - older Triton, ROCm builds: PDL stays off
+    gdc_launch_dependents = gdc_wait = None
+
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+HAS_PDL = gdc_wait is not None and not INTERPRETED
 NEG = tl.constexpr(-1.0e30)  # "minus infinity" that stays finite (no inf - inf)
+
+
+@triton.jit
+def _pdl_go(PDL: tl.constexpr):
+    """Let the next kernel launch, then wait until the previous one has finished and flushed."""
+    if PDL:
+        gdc_launch_dependents()
+        gdc_wait()
 
 
 @triton.jit
@@ -29,77 +49,48 @@ def embed_kernel(tok_ptr, pos_ptr, emb_ptr, pemb_ptr, out_ptr, D, BLOCK: tl.cons
 
 
 @triton.jit
-def _ln_stats(x_ptr, K, eps, BLOCK_K: tl.constexpr):
-    """Mean and 1/std of x[0:K] (two passes, fp32)."""
-    cols = tl.arange(0, BLOCK_K)
-    s1 = tl.zeros([BLOCK_K], tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        c = k0 + cols
-        s1 += tl.load(x_ptr + c, mask=c < K, other=0.0).to(tl.float32)
-    mean = tl.sum(s1, 0) / K
-    s2 = tl.zeros([BLOCK_K], tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        c = k0 + cols
-        v = tl.load(x_ptr + c, mask=c < K, other=0.0).to(tl.float32)
-        dv = tl.where(c < K, v - mean, 0.0)
-        s2 += dv * dv
-    rstd = 1.0 / tl.sqrt(tl.sum(s2, 0) / K + eps)
-    return mean, rstd
-
-
-@triton.jit
-def _combine(pm_ptr, pl_ptr, pacc_ptr, c, cm, K, H, NSPLIT: tl.constexpr, DH: tl.constexpr):
-    """Attention output columns ``c`` from per-split (max, sum, unnormalised sum of p*v)."""
-    head = c // DH
-    sp = tl.arange(0, NSPLIT)
-    m2 = cm[None, :] & (sp[:, None] < NSPLIT)
-    m = tl.load(pm_ptr + sp[:, None] * H + head[None, :], mask=m2, other=NEG)
-    lsum = tl.load(pl_ptr + sp[:, None] * H + head[None, :], mask=m2, other=0.0)
-    a = tl.load(pacc_ptr + sp[:, None] * K + c[None, :], mask=m2, other=0.0)
-    mx = tl.max(m, 0)
-    wgt = tl.exp(m - mx[None, :])
-    den = tl.sum(wgt * lsum, 0)
-    den = tl.where(cm, den, 1.0)
-    return tl.where(cm, tl.sum(wgt * a, 0) / den, 0.0)
-
-
-@triton.jit
 def gemv_kernel(
-    x_ptr, lnw_ptr, lnb_ptr, pm_ptr, pl_ptr, pacc_ptr, w_ptr, b_ptr, res_ptr, out_ptr,
+    x_ptr, lnw_ptr, lnb_ptr, w_ptr, b_ptr, res_ptr, out_ptr,
     kv_ptr, pos_ptr, s_sec, s_head, s_t,
-    N, K, eps, D, H,
-    PRO: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, ACT: tl.constexpr, QKV: tl.constexpr,
-    NSPLIT: tl.constexpr, DH: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    N, eps, D, K: tl.constexpr,
+    LN: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, ACT: tl.constexpr, QKV: tl.constexpr,
+    DH: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, XBLOCK: tl.constexpr, PDL: tl.constexpr,
 ):
     """out[n] = res[n] + act(W[n] . pro(x) + b[n]) for BLOCK_N rows n of W (N, K) per program.
 
-    PRO: 0 = x as is, 1 = LayerNorm(x) rounded to the model dtype, 2 = attention combine of the
-    partials (then rounded). ACT: 0 none, 1 exact GELU, 2 tanh GELU, 3 ReLU. QKV: rows >= D are the
-    new token's key (D..2D) and value (2D..3D), stored into the cache at ``pos``; rows < D go to out.
+    LN: x goes through LayerNorm first (statistics from x held in registers, XBLOCK >= K), rounded
+    to the model dtype as the eager op rounds. ACT: 0 none, 1 exact GELU, 2 tanh GELU, 3 ReLU.
+    QKV: rows >= D are the new token's key (D..2D) and value (2D..3D), stored into the cache at
+    ``pos``; rows < D go to out. The next weight tile is loaded while the current one is summed.
     """
     wdt = w_ptr.dtype.element_ty
     pid = tl.program_id(0)
     rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
     rmask = rows < N
     cols = tl.arange(0, BLOCK_K)
+    w = tl.load(w_ptr + rows[:, None] * K + cols[None, :], mask=rmask[:, None] & (cols < K)[None, :], other=0.0)
+    _pdl_go(PDL)
     mean = 0.0
     rstd = 1.0
-    if PRO == 1:
-        mean, rstd = _ln_stats(x_ptr, K, eps, BLOCK_K)
+    if LN:
+        xc = tl.arange(0, XBLOCK)
+        xa = tl.load(x_ptr + xc, mask=xc < K, other=0.0).to(tl.float32)
+        mean = tl.sum(xa, 0) / K
+        dx = tl.where(xc < K, xa - mean, 0.0)
+        rstd = 1.0 / tl.sqrt(tl.sum(dx * dx, 0) / K + eps)
     acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
     for k0 in range(0, K, BLOCK_K):
         c = k0 + cols
         cm = c < K
-        if PRO == 2:
-            xv = _combine(pm_ptr, pl_ptr, pacc_ptr, c, cm, K, H, NSPLIT, DH).to(wdt).to(tl.float32)
-        else:
-            xv = tl.load(x_ptr + c, mask=cm, other=0.0).to(tl.float32)
-            if PRO == 1:
-                lw = tl.load(lnw_ptr + c, mask=cm, other=0.0).to(tl.float32)
-                lb = tl.load(lnb_ptr + c, mask=cm, other=0.0).to(tl.float32)
-                xv = tl.where(cm, ((xv - mean) * rstd * lw + lb).to(wdt).to(tl.float32), 0.0)
-        w = tl.load(w_ptr + rows[:, None] * K + c[None, :], mask=rmask[:, None] & cm[None, :], other=0.0)
-        acc += w.to(tl.float32) * xv[None, :]
+        xv = tl.load(x_ptr + c, mask=cm, other=0.0).to(tl.float32)
+        if LN:
+            lw = tl.load(lnw_ptr + c, mask=cm, other=0.0).to(tl.float32)
+            lb = tl.load(lnb_ptr + c, mask=cm, other=0.0).to(tl.float32)
+            xv = tl.where(cm, ((xv - mean) * rstd * lw + lb).to(wdt).to(tl.float32), 0.0)
+        cur = w
+        cn = c + BLOCK_K
+        w = tl.load(w_ptr + rows[:, None] * K + cn[None, :], mask=rmask[:, None] & (cn < K)[None, :], other=0.0)
+        acc += cur.to(tl.float32) * xv[None, :]
     y = tl.sum(acc, 1)
     if HAS_BIAS:
         y += tl.load(b_ptr + rows, mask=rmask, other=0.0).to(tl.float32)
@@ -127,31 +118,49 @@ def gemv_kernel(
 
 
 @triton.jit
-def attn_partial_kernel(
-    q_ptr, k_ptr, v_ptr, pm_ptr, pl_ptr, pacc_ptr, pos_ptr,
-    S, CHUNK, s_head, s_t, H,
-    CAUSAL: tl.constexpr, DH: tl.constexpr, BLOCK_S: tl.constexpr,
+def attn_kernel(
+    q_ptr, k_ptr, v_ptr, pm_ptr, pl_ptr, pacc_ptr, cnt_ptr, out_ptr, pos_ptr,
+    S, s_head, s_t, H, CHUNK: tl.constexpr,
+    CAUSAL: tl.constexpr, DH: tl.constexpr, BLOCK_S: tl.constexpr, NSPLIT: tl.constexpr, PDL: tl.constexpr,
 ):
-    """One (head, split) of single-query attention (scale already in q): positions
-    [split * CHUNK, (split + 1) * CHUNK) below S (below pos + 1 when CAUSAL); writes the split's
-    running max, sum of exp and unnormalised output (fp32)."""
+    """One (head, split) of single-query attention (scale already in q) over positions
+    [split * CHUNK, (split + 1) * CHUNK) below S (below pos + 1 when CAUSAL), with an online
+    softmax; the split's running max, sum of exp and unnormalised output go to fp32 partials.
+
+    The last split of a head to finish (a per-head arrival counter) combines the head's partials
+    and writes its output, rounded to the model dtype, to ``out``, then re-arms the counter: no
+    separate combine kernel, and the out-projection reads a plain vector. Without CAUSAL the keys
+    and values are the window's (constant during a step): the first tile is loaded before the PDL
+    wait.
+    """
     h = tl.program_id(0)
     sp = tl.program_id(1)
     d = tl.arange(0, DH)
+    start = sp * CHUNK
+    offs0 = tl.arange(0, BLOCK_S)
+    base = h * s_head
+    first = start + offs0
+    if not CAUSAL:  # cross-attention: the keys do not change during the step
+        ok0 = (first < S) & (offs0 < CHUNK)
+        k0t = tl.load(k_ptr + base + first[:, None] * s_t + d[None, :], mask=ok0[:, None], other=0.0)
+    _pdl_go(PDL)
     q = tl.load(q_ptr + h * DH + d).to(tl.float32)
     n = S
     if CAUSAL:
         n = tl.minimum(tl.load(pos_ptr) + 1, S)
-    start = sp * CHUNK
-    offs0 = tl.arange(0, BLOCK_S)
     m_i = tl.full([1], NEG, tl.float32)
     l_i = tl.zeros([1], tl.float32)
     acc = tl.zeros([DH], tl.float32)
-    base = h * s_head
     for t0 in range(0, CHUNK, BLOCK_S):
         offs = start + t0 + offs0
         valid = (offs < n) & (t0 + offs0 < CHUNK)
-        kt = tl.load(k_ptr + base + offs[:, None] * s_t + d[None, :], mask=valid[:, None], other=0.0)
+        if CAUSAL:
+            kt = tl.load(k_ptr + base + offs[:, None] * s_t + d[None, :], mask=valid[:, None], other=0.0)
+        else:
+            if t0 == 0:
+                kt = k0t
+            else:
+                kt = tl.load(k_ptr + base + offs[:, None] * s_t + d[None, :], mask=valid[:, None], other=0.0)
         s = tl.sum(kt.to(tl.float32) * q[None, :], 1)
         s = tl.where(valid, s, NEG)
         m_new = tl.maximum(m_i, tl.max(s, 0))
@@ -165,3 +174,15 @@ def attn_partial_kernel(
     tl.store(pm_ptr + sp * H + h + one, m_i)
     tl.store(pl_ptr + sp * H + h + one, l_i)
     tl.store(pacc_ptr + sp * H * DH + h * DH + d, acc)
+    tl.debug_barrier()  # every thread's partials are written before the arrival is counted
+    arrived = tl.atomic_add(cnt_ptr + h, 1, sem="acq_rel", scope="gpu")
+    if arrived == NSPLIT - 1:  # the head's last split: combine (partials read past L1)
+        sps = tl.arange(0, NSPLIT)
+        m = tl.load(pm_ptr + sps * H + h, cache_modifier=".cg")
+        lsum = tl.load(pl_ptr + sps * H + h, cache_modifier=".cg")
+        a = tl.load(pacc_ptr + sps[:, None] * (H * DH) + h * DH + d[None, :], cache_modifier=".cg")
+        mx = tl.max(m, 0)
+        wgt = tl.exp(m - mx)
+        o = tl.sum(wgt[:, None] * a, 0) / tl.sum(wgt * lsum, 0)
+        tl.store(out_ptr + h * DH + d, o.to(out_ptr.dtype.element_ty))
+        tl.atomic_xchg(cnt_ptr + h, 0, sem="relaxed", scope="gpu")

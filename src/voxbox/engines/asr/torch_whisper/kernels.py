@@ -1,4 +1,4 @@
-"""Batch-1 Whisper decode step in nine Triton kernels per layer-pair, nearer the bandwidth floor.
+"""Batch-1 Whisper decode step in eight Triton kernels per layer, nearer the bandwidth floor.
 
 At batch 1 a decoder step reads every weight once (1.4 GB at large-v3) and does almost no math, so
 its speed is memory bandwidth and kernel count. :class:`KernelStep` runs one step as:
@@ -6,21 +6,26 @@ its speed is memory bandwidth and kernel count. :class:`KernelStep` runs one ste
 * ``embed``: token + position embedding of the token at ``pos`` (both read on the device);
 * per layer, eight kernels, each a GEMV over many programs or a split-KV attention:
   1. LayerNorm + fused Q/K/V GEMV + bias; K and V go straight into the static cache at ``pos``;
-  2. self-attention partials: (heads x splits) programs over the cache, online softmax per split;
-  3. partial combine + out-projection GEMV + bias + residual;
+  2. self-attention over the cache, split ("flash decoding"); the last split of each head to
+     finish combines the head's partials and writes its output;
+  3. out-projection GEMV + bias + residual;
   4. LayerNorm + cross-attention query GEMV;
-  5. cross-attention partials over the 1,500 encoder positions (split-KV, "flash decoding");
-  6. partial combine + out-projection + bias + residual;
+  5. cross-attention over the 1,500 encoder positions, split and combined the same way;
+  6. out-projection + bias + residual;
   7. LayerNorm + fc1 GEMV + bias + GELU;
   8. fc2 GEMV + bias + residual;
 * final LayerNorm + the tied output projection (fp32 logits, rounded to the model dtype first as
   ``Whisper.logits`` does).
 
 Every LayerNorm is recomputed by each GEMV program from the (L2-resident) residual vector instead
-of being a kernel of its own; the attention combine is the out-projection's prologue. Rounding to
-the model dtype happens where the eager ops round (layer-norm output, each linear's output, the
-residual add), accumulations are fp32. Positions and tokens are read from device tensors, so the
-step is captured once per attended-length bucket in a CUDA graph (see ``decoding.Runner``).
+of being a kernel of its own. Rounding to the model dtype happens where the eager ops round
+(layer-norm output, each linear's output, the attention output, the residual add), accumulations
+are fp32. Positions and tokens are read from device tensors, so the step is captured once per
+attended-length bucket in a CUDA graph (see ``decoding.Runner``).
+
+On Hopper and later the kernels after the embedding are launched with programmatic dependent
+launch (``pdl``): each one starts while the previous drains and loads its first weight tile
+before it waits, which hides most of the gap between two dependent kernels.
 
 The kernels are portable Triton (no TMA, no warp specialisation); on CPU tensors they run under
 ``TRITON_INTERPRET=1``, which is how the unit tests check them against ``Decoder.forward``.
@@ -96,12 +101,13 @@ def _pow2_floor(n: int) -> int:
 
 
 def default_config(n: int, k: int) -> GemvConfig:
-    """Heuristic tile: at least ~256 programs where N allows (an H200 has 132 SMs), 8-16 KB of
-    weights per program per loop step, the whole row width when K is small."""
-    block_k = min(1024, _pow2_floor(k)) if k >= 256 else max(16, 1 << (k - 1).bit_length())
-    block_n = max(1, min(16, _pow2_floor(max(1, n // 256))))
-    warps = 8 if block_n * block_k >= 8192 else 4
-    return GemvConfig(block_n, block_k, warps)
+    """Heuristic tile, from a sweep of every role at the large-v3 shape on an H200
+    (``bench/tw_step_profile.py --sweep``): about 300+ programs where N allows (132 SMs), rows
+    of up to 1,024 inputs per loop step (256 for the vocabulary-sized output projection, which
+    has programs enough), four warps."""
+    block_k = 256 if n * k >= (1 << 25) else min(1024, _next_pow2(k))
+    block_n = max(1, min(16, _pow2_floor(n // 320)))
+    return GemvConfig(block_n, block_k, 4)
 
 
 @dataclass
@@ -109,13 +115,17 @@ class _Buffers:
     x: list[torch.Tensor]  # three residual vectors (out-of-place updates keep every kernel idempotent)
     q: torch.Tensor
     cq: torch.Tensor
+    attn: torch.Tensor  # self-attention output (combined by the attention kernel)
+    cattn: torch.Tensor  # cross-attention output
     hid: torch.Tensor
     self_m: torch.Tensor
     self_l: torch.Tensor
     self_acc: torch.Tensor
+    self_cnt: torch.Tensor  # per-head arrival counters (int32, zero between steps)
     cross_m: torch.Tensor
     cross_l: torch.Tensor
     cross_acc: torch.Tensor
+    cross_cnt: torch.Tensor
     logits: torch.Tensor
 
 
@@ -124,15 +134,17 @@ class KernelStep:
     """One greedy/sampling decode step at batch 1 through the Triton kernels.
 
     ``configs`` maps a GEMV role (``qkv``, ``o``, ``cq``, ``co``, ``fc1``, ``fc2``, ``logits``) to
-    its tile; missing roles use :func:`default_config`. Call with the token history (1, max_len),
-    the position tensor (1,), the cache and the attended length; returns the (1, V) fp32 logits
-    buffer (overwritten by the next call).
+    its tile; missing roles use :func:`default_config`. ``pdl``: launch with programmatic dependent
+    launch (None: where Triton and the GPU support it, compute capability 9.0 and later). Call with
+    the token history (1, max_len), the position tensor (1,), the cache and the attended length;
+    returns the (1, V) fp32 logits buffer (overwritten by the next call).
     """
 
     model: Whisper
     configs: dict[str, GemvConfig] = field(default_factory=dict)
     cross_splits: int = CROSS_SPLITS
     self_splits: int = SELF_SPLITS
+    pdl: bool | None = None
 
     def __post_init__(self) -> None:
         m = self.model
@@ -145,6 +157,11 @@ class KernelStep:
             if n < 1 or n & (n - 1):
                 raise ValueError(f"split counts must be powers of two, got {n}")
         self.k = kernels_module()
+        p = m.decoder.embed_tokens.weight
+        if self.pdl is None:
+            self.pdl = bool(getattr(self.k, "HAS_PDL", False) and p.is_cuda
+                            and torch.cuda.get_device_capability(p.device)[0] >= 9)
+        self._launch = {"launch_pdl": True} if self.pdl else {}
         d, heads = m.dims.d_model, m.dims.decoder_heads
         self.d, self.heads, self.dh = d, heads, d // heads
         if self.dh & (self.dh - 1):
@@ -158,11 +175,11 @@ class KernelStep:
         z = lambda *s, dtype=dt: torch.zeros(s, device=dev, dtype=dtype)  # noqa: E731
         f32 = torch.float32
         self.buf = _Buffers(
-            x=[z(d), z(d), z(d)], q=z(d), cq=z(d), hid=z(self.ffn),
+            x=[z(d), z(d), z(d)], q=z(d), cq=z(d), attn=z(d), cattn=z(d), hid=z(self.ffn),
             self_m=z(self.self_splits, heads, dtype=f32), self_l=z(self.self_splits, heads, dtype=f32),
-            self_acc=z(self.self_splits, d, dtype=f32),
+            self_acc=z(self.self_splits, d, dtype=f32), self_cnt=z(heads, dtype=torch.int32),
             cross_m=z(self.cross_splits, heads, dtype=f32), cross_l=z(self.cross_splits, heads, dtype=f32),
-            cross_acc=z(self.cross_splits, d, dtype=f32),
+            cross_acc=z(self.cross_splits, d, dtype=f32), cross_cnt=z(heads, dtype=torch.int32),
             logits=z(1, self.vocab, dtype=f32),
         )
         self.dims = {"qkv": (3 * d, d), "o": (d, d), "cq": (d, d), "co": (d, d), "fc1": (self.ffn, d),
@@ -189,30 +206,34 @@ class KernelStep:
         return (n + kv) * el
 
     # ------------------------------------------------------------------ launches
-    def _gemv(self, role: str, x, w, b, out, *, ln=None, res=None, act: int = 0, combine=None, qkv=None) -> None:
+    def _gemv(self, role: str, x, w, b, out, *, ln=None, res=None, act: int = 0, qkv=None) -> None:
         n, kdim = self.dims[role]
         cfg = self.cfg[role]
         dummy = w
         lw, lb = ln if ln is not None else (dummy, dummy)
-        pm, pl, pacc, nsplit = combine if combine is not None else (dummy, dummy, dummy, 1)
         kv, pos, s_sec, s_head, s_t = qkv if qkv is not None else (dummy, dummy, 0, 0, 0)
-        pro = 1 if ln is not None else (2 if combine is not None else 0)
         grid = (triton_cdiv(n, cfg.block_n),)
         self.k.gemv_kernel[grid](
-            x, lw, lb, pm, pl, pacc, w, b if b is not None else dummy, res if res is not None else dummy, out,
+            x, lw, lb, w, b if b is not None else dummy, res if res is not None else dummy, out,
             kv, pos, s_sec, s_head, s_t,
-            n, kdim, self.eps, self.d, self.heads,
-            PRO=pro, HAS_BIAS=b is not None, HAS_RES=res is not None, ACT=act, QKV=qkv is not None,
-            NSPLIT=nsplit, DH=self.dh, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, num_warps=cfg.num_warps,
+            n, self.eps, self.d, kdim,
+            LN=ln is not None, HAS_BIAS=b is not None, HAS_RES=res is not None, ACT=act, QKV=qkv is not None,
+            DH=self.dh, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, XBLOCK=_next_pow2(kdim), PDL=self.pdl,
+            num_warps=cfg.num_warps, **self._launch,
         )
 
-    def _attend(self, q, k, v, m, l_, acc, splits: int, length: int, pos=None) -> None:
+    def _attend(self, q, k, v, parts, out, splits: int, length: int, pos=None, block_s: int | None = None) -> None:
+        """Split attention of ``q`` over ``length`` positions of k/v (H, S, Dh); the combined output
+        goes to ``out``. ``parts``: the (max, sum, output) partials and the per-head counters."""
+        m, l_, acc, cnt = parts
         chunk = triton_cdiv(length, splits)
-        block_s = 32 if chunk >= 32 else max(8, 1 << (chunk - 1).bit_length())
-        self.k.attn_partial_kernel[(self.heads, splits)](
-            q, k, v, m, l_, acc, pos if pos is not None else q,
-            length, chunk, k.stride(0), k.stride(1), self.heads,
-            CAUSAL=pos is not None, DH=self.dh, BLOCK_S=block_s, num_warps=4,
+        if block_s is None:
+            block_s = 32 if chunk >= 32 else max(8, _next_pow2(chunk))
+        self.k.attn_kernel[(self.heads, splits)](
+            q, k, v, m, l_, acc, cnt, out, pos if pos is not None else q,
+            length, k.stride(0), k.stride(1), self.heads, chunk,
+            CAUSAL=pos is not None, DH=self.dh, BLOCK_S=block_s, NSPLIT=splits, PDL=self.pdl,
+            num_warps=4, **self._launch,
         )
 
     def __call__(self, tokens: torch.Tensor, pos: torch.Tensor, cache: KVCache, kv_len: int) -> torch.Tensor:
@@ -229,15 +250,15 @@ class KernelStep:
             qw, qb, cw, cb = _fused(L)
             self._gemv("qkv", x, qw, qb, B.q, ln=(L.self_attn_layer_norm.weight, L.self_attn_layer_norm.bias),
                        qkv=(kvc, pos, kvc.stride(0), kvc.stride(1), kvc.stride(2)))
-            self._attend(B.q, kvc[0], kvc[1], B.self_m, B.self_l, B.self_acc, self.self_splits, kv_len, pos)
-            self._gemv("o", x, L.self_attn.out_proj.weight, L.self_attn.out_proj.bias, y, res=x,
-                       combine=(B.self_m, B.self_l, B.self_acc, self.self_splits))
+            self._attend(B.q, kvc[0], kvc[1], (B.self_m, B.self_l, B.self_acc, B.self_cnt), B.attn,
+                         self.self_splits, kv_len, pos)
+            self._gemv("o", B.attn, L.self_attn.out_proj.weight, L.self_attn.out_proj.bias, y, res=x)
             self._gemv("cq", y, cw, cb, B.cq,
                        ln=(L.encoder_attn_layer_norm.weight, L.encoder_attn_layer_norm.bias))
             ck, cv = cache.cross_k[i, 0], cache.cross_v[i, 0]  # (H, S, Dh)
-            self._attend(B.cq, ck, cv, B.cross_m, B.cross_l, B.cross_acc, self.cross_splits, ck.shape[1])
-            self._gemv("co", y, L.encoder_attn.out_proj.weight, L.encoder_attn.out_proj.bias, z, res=y,
-                       combine=(B.cross_m, B.cross_l, B.cross_acc, self.cross_splits))
+            self._attend(B.cq, ck, cv, (B.cross_m, B.cross_l, B.cross_acc, B.cross_cnt), B.cattn,
+                         self.cross_splits, ck.shape[1])
+            self._gemv("co", B.cattn, L.encoder_attn.out_proj.weight, L.encoder_attn.out_proj.bias, z, res=y)
             self._gemv("fc1", z, L.fc1.weight, L.fc1.bias, B.hid,
                        ln=(L.final_layer_norm.weight, L.final_layer_norm.bias), act=self.act)
             self._gemv("fc2", B.hid, L.fc2.weight, L.fc2.bias, x, res=z)
