@@ -156,15 +156,13 @@ def sweep(step: K.KernelStep, cache, reps: int) -> dict:
         parts = (torch.empty(splits, step.heads, device=x.device), torch.empty(splits, step.heads, device=x.device),
                  torch.empty(splits, step.d, device=x.device),
                  torch.zeros(step.heads, device=x.device, dtype=torch.int32))
-        for bs in (16, 32, 64, 128):
-            if -(-ck.shape[1] // splits) < bs // 2:
-                continue
-            us = graph_time(lambda p=parts, n=splits, b=bs: step._attend(B.cq, ck, cv, p, B.cattn, n, ck.shape[1],
-                                                                         block_s=b), reps)
-            nbytes = 2 * ck.numel() * el
-            out["attention"][f"cross_splits{splits}_bs{bs}"] = {"us": round(us, 2), "gbps": round(nbytes / us / 1e3, 1)}
-        us = graph_time(lambda p=parts, n=splits: step._attend(B.q, kvc[0], kvc[1], p, B.attn, n, 128, pos), reps)
-        out["attention"][f"self128_splits{splits}"] = {"us": round(us, 2)}
+        us = graph_time(lambda p=parts, n=splits: step._attend(B.cq, ck, cv, p, B.cattn, n, ck.shape[1]), reps)
+        nbytes = 2 * ck.numel() * el
+        out["attention"][f"cross_splits{splits}"] = {"us": round(us, 2), "gbps": round(nbytes / us / 1e3, 1)}
+        for kv_len in (64, 448):
+            us = graph_time(lambda p=parts, n=splits, kl=kv_len:
+                            step._attend(B.q, kvc[0], kvc[1], p, B.attn, n, kl, pos), reps)
+            out["attention"][f"self{kv_len}_splits{splits}"] = {"us": round(us, 2)}
     print(out["attention"], flush=True)
     return out
 

@@ -124,55 +124,46 @@ def attn_kernel(
     CAUSAL: tl.constexpr, DH: tl.constexpr, BLOCK_S: tl.constexpr, NSPLIT: tl.constexpr, PDL: tl.constexpr,
 ):
     """One (head, split) of single-query attention (scale already in q) over positions
-    [split * CHUNK, (split + 1) * CHUNK) below S (below pos + 1 when CAUSAL), with an online
-    softmax; the split's running max, sum of exp and unnormalised output go to fp32 partials.
+    [split * CHUNK, (split + 1) * CHUNK) below S (below pos + 1 when CAUSAL), in one tile
+    (BLOCK_S >= CHUNK); the split's max, sum of exp and unnormalised output go to fp32 partials.
+
+    The split's keys and values are loaded before the PDL wait: the window's cross-attention K/V
+    do not change during a step, and of the self-attention cache only the row at ``pos`` does (the
+    Q/K/V kernel just before writes it; ``pos`` itself was written before the step began), so
+    that row is read again after the wait.
 
     The last split of a head to finish (a per-head arrival counter) combines the head's partials
     and writes its output, rounded to the model dtype, to ``out``, then re-arms the counter: no
-    separate combine kernel, and the out-projection reads a plain vector. Without CAUSAL the keys
-    and values are the window's (constant during a step): the first tile is loaded before the PDL
-    wait.
+    separate combine kernel, and the out-projection reads a plain vector.
     """
     h = tl.program_id(0)
     sp = tl.program_id(1)
     d = tl.arange(0, DH)
-    start = sp * CHUNK
-    offs0 = tl.arange(0, BLOCK_S)
+    offs = sp * CHUNK + tl.arange(0, BLOCK_S)
     base = h * s_head
-    first = start + offs0
-    if not CAUSAL:  # cross-attention: the keys do not change during the step
-        ok0 = (first < S) & (offs0 < CHUNK)
-        k0t = tl.load(k_ptr + base + first[:, None] * s_t + d[None, :], mask=ok0[:, None], other=0.0)
-    _pdl_go(PDL)
-    q = tl.load(q_ptr + h * DH + d).to(tl.float32)
     n = S
     if CAUSAL:
-        n = tl.minimum(tl.load(pos_ptr) + 1, S)
-    m_i = tl.full([1], NEG, tl.float32)
-    l_i = tl.zeros([1], tl.float32)
-    acc = tl.zeros([DH], tl.float32)
-    for t0 in range(0, CHUNK, BLOCK_S):
-        offs = start + t0 + offs0
-        valid = (offs < n) & (t0 + offs0 < CHUNK)
-        if CAUSAL:
-            kt = tl.load(k_ptr + base + offs[:, None] * s_t + d[None, :], mask=valid[:, None], other=0.0)
-        else:
-            if t0 == 0:
-                kt = k0t
-            else:
-                kt = tl.load(k_ptr + base + offs[:, None] * s_t + d[None, :], mask=valid[:, None], other=0.0)
-        s = tl.sum(kt.to(tl.float32) * q[None, :], 1)
-        s = tl.where(valid, s, NEG)
-        m_new = tl.maximum(m_i, tl.max(s, 0))
-        alpha = tl.exp(m_i - m_new)
-        p = tl.where(valid, tl.exp(s - m_new), 0.0)
-        vt = tl.load(v_ptr + base + offs[:, None] * s_t + d[None, :], mask=valid[:, None], other=0.0)
-        l_i = l_i * alpha + tl.sum(p, 0)
-        acc = acc * alpha + tl.sum(p[:, None] * vt.to(tl.float32), 0)
-        m_i = m_new
+        pos = tl.load(pos_ptr)
+        n = tl.minimum(pos + 1, S)
+    valid = (offs < n) & (tl.arange(0, BLOCK_S) < CHUNK)
+    kv_off = base + offs[:, None] * s_t + d[None, :]
+    kt = tl.load(k_ptr + kv_off, mask=valid[:, None], other=0.0)
+    vt = tl.load(v_ptr + kv_off, mask=valid[:, None], other=0.0)
+    _pdl_go(PDL)
+    if CAUSAL:  # the row the Q/K/V kernel has just written
+        here = (offs == pos)[:, None]
+        kt = tl.where(here, tl.load(k_ptr + base + pos * s_t + d)[None, :], kt)
+        vt = tl.where(here, tl.load(v_ptr + base + pos * s_t + d)[None, :], vt)
+    q = tl.load(q_ptr + h * DH + d).to(tl.float32)
+    s = tl.sum(kt.to(tl.float32) * q[None, :], 1)
+    s = tl.where(valid, s, NEG)
+    m_i = tl.max(s, 0)
+    p = tl.where(valid, tl.exp(s - m_i), 0.0)
+    l_i = tl.sum(p, 0)
+    acc = tl.sum(p[:, None] * vt.to(tl.float32), 0)
     one = tl.arange(0, 1)
-    tl.store(pm_ptr + sp * H + h + one, m_i)
-    tl.store(pl_ptr + sp * H + h + one, l_i)
+    tl.store(pm_ptr + sp * H + h + one, tl.zeros([1], tl.float32) + m_i)
+    tl.store(pl_ptr + sp * H + h + one, tl.zeros([1], tl.float32) + l_i)
     tl.store(pacc_ptr + sp * H * DH + h * DH + d, acc)
     tl.debug_barrier()  # every thread's partials are written before the arrival is counted
     arrived = tl.atomic_add(cnt_ptr + h, 1, sem="acq_rel", scope="gpu")

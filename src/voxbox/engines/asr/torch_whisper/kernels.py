@@ -100,14 +100,16 @@ def _pow2_floor(n: int) -> int:
     return 1 << (max(1, n).bit_length() - 1)
 
 
-def default_config(n: int, k: int) -> GemvConfig:
+def default_config(n: int, k: int, ln: bool = False) -> GemvConfig:
     """Heuristic tile, from a sweep of every role at the large-v3 shape on an H200
-    (``bench/tw_step_profile.py --sweep``): about 300+ programs where N allows (132 SMs), rows
-    of up to 1,024 inputs per loop step (256 for the vocabulary-sized output projection, which
-    has programs enough), four warps."""
-    block_k = 256 if n * k >= (1 << 25) else min(1024, _next_pow2(k))
-    block_n = max(1, min(16, _pow2_floor(n // 320)))
-    return GemvConfig(block_n, block_k, 4)
+    (``bench/tw_step_profile.py --sweep``, BENCHMARKS.md). With a LayerNorm prologue every program
+    recomputes the statistics, so many rows share them (16 where N leaves ~240+ programs); without
+    one, a row per program (1,280 programs for a 1,280-row GEMV). The vocabulary-sized output
+    projection has programs enough and likes short loop steps."""
+    if ln:
+        block_k = 256 if n * k >= (1 << 25) else min(512, _next_pow2(k))
+        return GemvConfig(max(1, min(16, _pow2_floor(n // 240))), block_k, 4)
+    return GemvConfig(1, min(1024, _next_pow2(k)) if k > 2048 else min(256, _next_pow2(k)), 4)
 
 
 @dataclass
@@ -184,7 +186,9 @@ class KernelStep:
         )
         self.dims = {"qkv": (3 * d, d), "o": (d, d), "cq": (d, d), "co": (d, d), "fc1": (self.ffn, d),
                      "fc2": (d, self.ffn), "logits": (self.vocab, d)}
-        self.cfg = {role: self.configs.get(role) or default_config(n, k) for role, (n, k) in self.dims.items()}
+        ln = {"qkv", "cq", "fc1", "logits"}
+        self.cfg = {role: self.configs.get(role) or default_config(n, k, role in ln)
+                    for role, (n, k) in self.dims.items()}
         for t in self._weights():
             if not t.is_contiguous():
                 raise ValueError("decoder weights must be contiguous")
@@ -227,8 +231,9 @@ class KernelStep:
         goes to ``out``. ``parts``: the (max, sum, output) partials and the per-head counters."""
         m, l_, acc, cnt = parts
         chunk = triton_cdiv(length, splits)
-        if block_s is None:
-            block_s = 32 if chunk >= 32 else max(8, _next_pow2(chunk))
+        block_s = max(16, _next_pow2(chunk)) if block_s is None else block_s
+        if block_s < chunk:
+            raise ValueError(f"a split of {chunk} positions does not fit a tile of {block_s}")
         self.k.attn_kernel[(self.heads, splits)](
             q, k, v, m, l_, acc, cnt, out, pos if pos is not None else q,
             length, k.stride(0), k.stride(1), self.heads, chunk,
