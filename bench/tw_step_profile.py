@@ -122,7 +122,7 @@ def sweep(step: K.KernelStep, cache, reps: int) -> dict:
         "logits": lambda: step._gemv("logits", x, m.decoder.embed_tokens.weight, None, B.logits,
                                      ln=(m.decoder.layer_norm.weight, m.decoder.layer_norm.bias)),
     }
-    grid = [K.GemvConfig(bn, bk, w) for bn in (1, 2, 4, 8, 16) for bk in (256, 512, 1024) for w in (4, 8)]
+    grid = [K.GemvConfig(bn, bk, 4) for bn in (1, 2, 4, 8, 16) for bk in (256, 512, 1024)]
     out: dict = {"gemv": {}, "attention": {}}
     for name, fn in calls.items():
         role = name.split("_")[0]
