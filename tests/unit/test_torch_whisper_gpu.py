@@ -111,7 +111,7 @@ def test_single_stream_steps_match_eager():
         eager = Runner(model, tok, use_graphs=False, fast=False, compile=False)
         enc = eager.encode(feats)
         a = eager.decode(enc, prompt, rules, 100)
-        fast = Runner(model, tok, use_graphs=True)
+        fast = Runner(model, tok, use_graphs=True, kernels=False)
         b = fast.decode(enc, prompt, rules, 100)
         kern = Runner(model, tok, use_graphs=True, kernels=True)
         c = kern.decode(enc, prompt, rules, 100) if kern.kstep is not None else None
@@ -122,6 +122,10 @@ def test_single_stream_steps_match_eager():
     if c is not None:
         assert a[0].tokens == c[0].tokens
         assert kern.kstep.pdl == (torch.cuda.get_device_capability()[0] >= 9)  # PDL launches where they exist
+        from voxbox.engines.asr.torch_whisper.kernels import kernels_preferred
+
+        default = Runner(model, tok, use_graphs=True)  # the Triton step by default where it is the faster one
+        assert (default.kstep is not None) == kernels_preferred(torch.device("cuda")), default.kernel_error
     else:
         assert kern.kernel_error  # the kernel step was refused at load, and says why
         assert importlib.util.find_spec("triton") is None, kern.kernel_error  # with Triton it must load

@@ -54,8 +54,9 @@ class TorchWhisperOptions(Options):
 class TorchWhisperLoadOptions(Options):
     """Load-time options: ``use_graphs`` (CUDA graphs; default on CUDA/ROCm), ``compile``
     (torch.compile the GPU decode step; default CUDA + Triton), ``kernels`` (the Triton batch-1
-    decode step; default off: slower than the compiled step on an H200; checked against eager at
-    load), and per-call defaults (``max_new_tokens``: tokens per window, e.g. for benchmarks)."""
+    decode step; default on NVIDIA compute capability 9.0+, where it beats the compiled step;
+    checked against eager at load), and per-call defaults (``max_new_tokens``: tokens per window,
+    e.g. for benchmarks)."""
 
     use_graphs: bool | None = None
     compile: bool | None = None

@@ -86,9 +86,10 @@ class Runner:
         ``fuse_for_decoding()`` ran); ``compile``: torch.compile those steps (default: when
         :func:`compile_available`), falling back to eager if compilation fails. ``kernels``: batch-1
         steps through the Triton :class:`~voxbox.engines.asr.torch_whisper.kernels.KernelStep`
-        (default: off; measured on an H200 at the large-v3 shape it took 6.3 ms/token against the
-        compiled step's 2.2, see BENCHMARKS.md); on a GPU it is checked against the eager step at
-        load and dropped (``kernel_error`` says why, logged) if it fails or disagrees."""
+        (default: where :func:`~voxbox.engines.asr.torch_whisper.kernels.kernels_preferred` says it
+        is faster, NVIDIA compute capability 9.0+, and the decoder is fused; off elsewhere); on a
+        GPU it is checked against the eager step at load and dropped (``kernel_error`` says why,
+        logged) if it fails or disagrees."""
         self.model = model
         self.tok = tokenizer
         p = model.decoder.embed_tokens.weight
@@ -121,16 +122,21 @@ class Runner:
         self.kernel_error: str | None = None  # why the Triton step is not used (when it was asked for)
         self.kernel_check: float | None = None  # its relative logit error against the eager step at load
         self.kernel_seconds = 0.0  # building + checking it (first start: Triton compilation)
-        if kernels:  # None (default): off
-            self._load_kernels(kernel_configs, kernel_splits)
+        asked = kernels
+        if kernels is None:
+            from voxbox.engines.asr.torch_whisper.kernels import kernels_preferred
 
-    def _load_kernels(self, configs: dict | None, splits: tuple[int, int] | None) -> None:
+            kernels = fused and kernels_preferred(self.device)
+        if kernels:
+            self._load_kernels(kernel_configs, kernel_splits, asked=asked is not None)
+
+    def _load_kernels(self, configs: dict | None, splits: tuple[int, int] | None, asked: bool = True) -> None:
         from voxbox.engines.asr.torch_whisper.kernels import load_kernel_step
 
         t0 = time.perf_counter()
         self.kstep, self.kernel_check, self.kernel_error = load_kernel_step(self.model, configs, splits)
         if self.kernel_error is not None:
-            log.warning("Triton decode step unavailable, using the %s step: %s",
+            (log.warning if asked else log.info)("Triton decode step unavailable, using the %s step: %s",
                         "compiled" if self.fast is not None and self.fast.compiled else "eager", self.kernel_error)
         self.kernel_seconds = time.perf_counter() - t0
 

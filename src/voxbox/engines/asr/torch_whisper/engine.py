@@ -386,7 +386,8 @@ def load(model: str | None = None, *, device: str = "auto", dtype: str | None = 
     ``dtype``: float16 / bfloat16 / float32; default float16 on GPU, float32 on CPU.
     ``options``: ``use_graphs`` (default: on for CUDA/ROCm), ``compile`` (torch.compile the GPU
     decode step; default: when Triton is importable), ``kernels`` (the Triton batch-1 step; default
-    off) and any per-call default of
+    on NVIDIA GPUs of compute capability 9.0+, where it is the faster step; checked against eager
+    at load) and any per-call default of
     :class:`TranscribeOptions` (e.g. ``batch_size``, ``beam_size``).
     """
     if not model:

@@ -41,13 +41,14 @@ import torch
 
 from voxbox.engines.asr.torch_whisper.model import DecoderLayer, KVCache, Whisper
 
-__all__ = ["GemvConfig", "KernelStep", "kernels_available", "kernels_module", "load_kernel_step"]
+__all__ = ["GemvConfig", "KernelStep", "kernels_available", "kernels_module", "kernels_preferred",
+           "load_kernel_step"]
 
 log = logging.getLogger(__name__)
 
 #: Splits of the cross-attention keys (1,500 positions) and of the self-attention cache per head.
-CROSS_SPLITS = 16
-SELF_SPLITS = 8
+CROSS_SPLITS = 8
+SELF_SPLITS = 4
 #: Relative logit difference above which the Triton step is refused at load (fp16 rounding through
 #: 32 layers stays near 1e-3).
 KERNEL_CHECK_TOL = 3e-2
@@ -73,6 +74,15 @@ def kernels_module():
             mod = importlib.reload(mod)
         _MODULES[key] = mod
     return mod
+
+
+def kernels_preferred(device: torch.device) -> bool:
+    """Whether the Triton step is the default batch-1 step on ``device``: NVIDIA GPUs of compute
+    capability 9.0 and later, where it was measured faster than the compiled step (H200, large-v3
+    1.44 against 2.25 ms/token, base 0.24 against 0.41; BENCHMARKS.md). Elsewhere (Ampere, ROCm)
+    it is not measured and stays opt-in (``kernels=True``)."""
+    return (device.type == "cuda" and torch.version.hip is None
+            and torch.cuda.get_device_capability(device)[0] >= 9)
 
 
 def kernels_available(device: torch.device) -> bool:
@@ -107,7 +117,7 @@ def default_config(n: int, k: int, ln: bool = False) -> GemvConfig:
     one, a row per program (1,280 programs for a 1,280-row GEMV). The vocabulary-sized output
     projection has programs enough and likes short loop steps."""
     if ln:
-        block_k = 256 if n * k >= (1 << 25) else min(512, _next_pow2(k))
+        block_k = 256 if n <= 2048 or n * k >= (1 << 25) else min(512, _next_pow2(k))
         return GemvConfig(max(1, min(16, _pow2_floor(n // 240))), block_k, 4)
     return GemvConfig(1, min(1024, _next_pow2(k)) if k > 2048 else min(256, _next_pow2(k)), 4)
 
@@ -161,7 +171,7 @@ class KernelStep:
         self.k = kernels_module()
         p = m.decoder.embed_tokens.weight
         if self.pdl is None:
-            self.pdl = bool(getattr(self.k, "HAS_PDL", False) and p.is_cuda
+            self.pdl = bool(getattr(self.k, "HAS_PDL", False) and p.is_cuda and torch.version.hip is None
                             and torch.cuda.get_device_capability(p.device)[0] >= 9)
         self._launch = {"launch_pdl": True} if self.pdl else {}
         d, heads = m.dims.d_model, m.dims.decoder_heads
