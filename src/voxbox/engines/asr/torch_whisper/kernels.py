@@ -314,8 +314,8 @@ def load_kernel_step(model: Whisper, configs: dict | None = None, splits: tuple[
     try:
         if not kernels_available(dev):
             raise RuntimeError("Triton is not available for this device")
-        kw = {"cross_splits": splits[0], "self_splits": splits[1]} if splits else {}
-        step = KernelStep(model, dict(configs or {}), **kw)
+        cross, self_ = splits or (CROSS_SPLITS, SELF_SPLITS)
+        step = KernelStep(model, dict(configs or {}), cross_splits=cross, self_splits=self_)
         if dev.type == "cuda":
             err = step.check()
             if not err <= KERNEL_CHECK_TOL:
