@@ -5,7 +5,7 @@ row-wise dot product), loads of contiguous rows, fp32 accumulation. Importing th
 ``triton``; ``TRITON_INTERPRET=1`` at import time runs the kernels in NumPy on CPU tensors.
 
 ``PDL`` (programmatic dependent launch, Hopper and later): a kernel launched with it may start
-while the kernel before it is still running. Everything a kernel does before ``_pdl_wait`` only
+while the kernel before it is still running. Everything a kernel does before ``_pdl_go`` only
 reads what no kernel of the step writes (weights, the window's cross-attention keys and values), so
 the first weight tile of every program is on its way from memory while the previous kernel drains;
 after the wait all of the previous kernel's writes are visible.

@@ -136,8 +136,9 @@ class Runner:
         t0 = time.perf_counter()
         self.kstep, self.kernel_check, self.kernel_error = load_kernel_step(self.model, configs, splits)
         if self.kernel_error is not None:
-            (log.warning if asked else log.info)("Triton decode step unavailable, using the %s step: %s",
-                        "compiled" if self.fast is not None and self.fast.compiled else "eager", self.kernel_error)
+            say = log.warning if asked else log.info  # by default (not asked for) a missing Triton is no news
+            say("Triton decode step unavailable, using the %s step: %s",
+                "compiled" if self.fast is not None and self.fast.compiled else "eager", self.kernel_error)
         self.kernel_seconds = time.perf_counter() - t0
 
     @property

@@ -78,8 +78,8 @@ def kernels_module():
 
 def kernels_preferred(device: torch.device) -> bool:
     """Whether the Triton step is the default batch-1 step on ``device``: NVIDIA GPUs of compute
-    capability 9.0 and later, where it was measured faster than the compiled step (H200, large-v3
-    1.44 against 2.25 ms/token, base 0.24 against 0.41; BENCHMARKS.md). Elsewhere (Ampere, ROCm)
+    capability 9.0 and later, where it was measured faster than the compiled step (H200, decode
+    only: large-v3 1.32 against 2.21 ms/token, base 0.22 against 0.38; BENCHMARKS.md). Elsewhere (Ampere, ROCm)
     it is not measured and stays opt-in (``kernels=True``)."""
     return (device.type == "cuda" and torch.version.hip is None
             and torch.cuda.get_device_capability(device)[0] >= 9)
