@@ -59,12 +59,13 @@ def _configs():
 
 
 @child_only
-@pytest.mark.parametrize("activation", ["gelu", "gelu_new"])
-def test_kernel_step_matches_decoder_forward(activation):
+@pytest.mark.parametrize(("activation", "sources"), [("gelu", 40), ("gelu_new", 42)])
+def test_kernel_step_matches_decoder_forward(activation, sources):
+    """42 encoder positions in 4 cross-attention splits: the last split is partly past the end."""
     from voxbox.engines.asr.torch_whisper.kernels import KernelStep
     from voxbox.engines.asr.torch_whisper.model import KVCache
 
-    model = _model(vocab=300, activation=activation)
+    model = _model(vocab=300, sources=sources, activation=activation)
     step = KernelStep(model, _configs(), cross_splits=4, self_splits=4)
     g = torch.Generator().manual_seed(1)
     cache = model.new_cache(1)
