@@ -83,7 +83,7 @@ def test_kernel_step_matches_decoder_forward(activation, sources):
             ref = model.logits(model.decoder(tokens[:, position:position + 1], pos, ref_cache, kv_len)[:, -1])
             got = step(tokens, pos, cache, kv_len).clone()
             torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
-            torch.testing.assert_close(cache.self_kv, ref_cache.self_kv, rtol=1e-6, atol=1e-6)
+            torch.testing.assert_close(cache.self_kv, ref_cache.self_kv, rtol=1e-5, atol=1e-5)  # fp32 sum order
             # the last split of each head combined it and re-armed its arrival counter for the next step
             assert not step.buf.self_cnt.any() and not step.buf.cross_cnt.any()
         assert step.check() < 1e-5
