@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from voxbox.engines.asr.torch_whisper.graphs import capture_graph
 from voxbox.engines.asr.torch_whisper.model import DecoderLayer, KVCache, Whisper
 
 __all__ = ["GemvConfig", "KernelStep", "kernels_available", "kernels_module", "kernels_preferred",
@@ -284,8 +285,9 @@ class KernelStep:
     @torch.inference_mode()
     def check(self, position: int = 5, kv_len: int = 64, seed: int = 0) -> float:
         """Relative max difference between this step's logits and ``Decoder.forward`` + ``logits``
-        for one token after a random prompt, on random cross-attention keys/values (scratch cache).
-        Compiles every kernel on first use."""
+        for one token after a random prompt, on random cross-attention keys/values (scratch cache);
+        on a GPU the larger of the eager launch's and a CUDA-graph replay's (a capture that fails
+        raises). Compiles every kernel on first use."""
         m = self.model
         dev = m.decoder.embed_tokens.weight.device
         kv_len = min(kv_len, m.dims.max_target_positions)
@@ -301,6 +303,18 @@ class KernelStep:
         ref = m.logits(m.decoder(tokens[:, position:position + 1], pos, ref_cache, kv_len)[:, -1])
         got = self(tokens, pos, cache, kv_len)
         err = float((got - ref).abs().max() / ref.abs().max().clamp(min=1e-6))
+        if dev.type == "cuda":
+            # decoding replays the step from CUDA graphs (with PDL edges on sm90+): capture and replay it
+            # here too, so that a driver that cannot is found at load, not by the first request
+            def step() -> None:
+                self(tokens, pos, cache, kv_len)
+
+            g = capture_graph(step, (), None, mode="thread_local")
+            got.zero_()
+            g.replay()
+            torch.cuda.synchronize()
+            err = max(err, float((got - ref).abs().max() / ref.abs().max().clamp(min=1e-6)))
+            del g
         kv_err = float((cache.self_kv[:, :, :, :, position] - ref_cache.self_kv[:, :, :, :, position]).abs().max())
         return err if kv_err <= 1e-2 * max(1.0, float(ref_cache.self_kv.abs().max())) else float("inf")
 
