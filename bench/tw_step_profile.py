@@ -35,6 +35,7 @@ from torch_whisper_gpu import SHAPES, models, sync, tokenizer  # noqa: E402
 
 from voxbox.engines.asr.torch_whisper import kernels as K  # noqa: E402
 from voxbox.engines.asr.torch_whisper.decoding import Rules, Runner  # noqa: E402
+from voxbox.engines.asr.torch_whisper.graphs import capture_graph  # noqa: E402
 
 
 def profile_decode(runner: Runner, enc, prompt, rules, ntok: int) -> dict:
@@ -73,17 +74,12 @@ def profile_decode(runner: Runner, enc, prompt, rules, ntok: int) -> dict:
 
 def graph_time(fn, reps: int) -> float:
     """µs per call of ``fn`` replayed ``reps`` times inside one CUDA graph (median of 5 replays)."""
-    fn()
-    sync()
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
+
+    def calls() -> None:
         for _ in range(reps):
             fn()
+
+    g = capture_graph(calls, (), None)
     g.replay()
     sync()
     ts = []
@@ -132,7 +128,7 @@ def sweep(step: K.KernelStep, cache, reps: int, what: str = "all") -> dict:
         res = []
         pdl = step.pdl
         for flag in (False, True) if pdl else (False,):
-            step.pdl, step._launch = flag, ({"launch_pdl": True} if flag else {})
+            step.pdl = flag
             us = graph_time(fn, reps)
             res.append({"cfg": "default, pdl" if flag else "default, no pdl", "us": round(us, 2),
                         "gbps": round(nbytes / us / 1e3, 1)})

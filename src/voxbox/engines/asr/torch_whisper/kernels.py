@@ -172,9 +172,7 @@ class KernelStep:
         self.k = kernels_module()
         p = m.decoder.embed_tokens.weight
         if self.pdl is None:
-            self.pdl = bool(getattr(self.k, "HAS_PDL", False) and p.is_cuda and torch.version.hip is None
-                            and torch.cuda.get_device_capability(p.device)[0] >= 9)
-        self._launch = {"launch_pdl": True} if self.pdl else {}
+            self.pdl = bool(getattr(self.k, "HAS_PDL", False)) and kernels_preferred(p.device)  # sm90+ NVIDIA
         d, heads = m.dims.d_model, m.dims.decoder_heads
         self.d, self.heads, self.dh = d, heads, d // heads
         if self.dh & (self.dh - 1):
@@ -183,7 +181,6 @@ class KernelStep:
         self.vocab = m.dims.vocab_size
         self.eps = float(dec.layer_norm.eps)
         self.act = ACTS[m.dims.activation]
-        p = dec.embed_tokens.weight
         dev, dt = p.device, p.dtype
         z = lambda *s, dtype=dt: torch.zeros(s, device=dev, dtype=dtype)  # noqa: E731
         f32 = torch.float32
@@ -221,6 +218,11 @@ class KernelStep:
         return (n + kv) * el
 
     # ------------------------------------------------------------------ launches
+    @property
+    def _launch(self) -> dict[str, bool]:
+        """Launch options of every kernel after the embedding."""
+        return {"launch_pdl": True} if self.pdl else {}
+
     def _gemv(self, role: str, x, w, b, out, *, ln=None, res=None, act: int = 0, qkv=None) -> None:
         n, kdim = self.dims[role]
         cfg = self.cfg[role]
@@ -237,14 +239,12 @@ class KernelStep:
             num_warps=cfg.num_warps, **self._launch,
         )
 
-    def _attend(self, q, k, v, parts, out, splits: int, length: int, pos=None, block_s: int | None = None) -> None:
+    def _attend(self, q, k, v, parts, out, splits: int, length: int, pos=None) -> None:
         """Split attention of ``q`` over ``length`` positions of k/v (H, S, Dh); the combined output
         goes to ``out``. ``parts``: the (max, sum, output) partials and the per-head counters."""
         m, l_, acc, cnt = parts
         chunk = triton_cdiv(length, splits)
-        block_s = max(16, _next_pow2(chunk)) if block_s is None else block_s
-        if block_s < chunk:
-            raise ValueError(f"a split of {chunk} positions does not fit a tile of {block_s}")
+        block_s = max(16, _next_pow2(chunk))  # one tile per split
         self.k.attn_kernel[(self.heads, splits)](
             q, k, v, m, l_, acc, cnt, out, pos if pos is not None else q,
             length, k.stride(0), k.stride(1), self.heads, chunk,
