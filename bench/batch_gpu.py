@@ -23,8 +23,10 @@ this process (one 32-minute file, ``batch_size=64``): the bar for the HTTP path 
 Timing does not depend on weight values once the lengths are fixed: fish-s2 stops at the load
 option ``max_frames`` (with random weights the end token is practically never drawn earlier; the
 audio actually returned is what is counted), echo-tts samples a fixed bucket with ``preset``.
-Warm-up requests (excluded) run before each mode's levels, with three rounds at each level when
-batching so every batch size's CUDA graphs exist before timing. Needs, besides torch: fastapi,
+Warm-up requests (excluded) run before each mode's levels; when batching, the bench then waits for
+the server's idle-time warm-up (torch-whisper's graph captures, ``warm_graphs`` in ``/metrics``) and
+runs ``--warm-rounds`` (default 3) rounds at each level, so every batch size's CUDA graphs exist
+before timing (``--warm-rounds 0`` shows what the idle warm-up alone leaves to capture). Needs, besides torch: fastapi,
 starlette, pydantic(+core, -settings), uvicorn, python-multipart, python-dotenv, annotated-types,
 typing-inspection, av (PyAV), httpx, typer, rich, matplotlib, safetensors, tokenizers, einops and
 echo-tts (``bench/batch_wheels.sh`` downloads the ones a bare CUDA image lacks).
@@ -331,9 +333,24 @@ def py_spy(pid: int, out: Path, tag: str, seconds: int = 3) -> None:
             path.write_text(f"py-spy failed ({proc.returncode}): {proc.stderr[-2000:]}\n")
 
 
+def wait_idle_warm(url: str, timeout: float = 180.0) -> dict[str, float]:
+    """Wait until the model's idle-time warm-up (``warm_graphs`` in ``/metrics``, where the
+    batcher has one) stops growing; its graphs and seconds."""
+    last, deadline = -1.0, time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = scrape_batching(url)
+        if "warm_graphs" not in st:
+            return {}
+        if st["warm_graphs"] == last:
+            return {"graphs": st["warm_graphs"], "seconds": st.get("warm_s", 0.0)}
+        last = st["warm_graphs"]
+        time.sleep(1.0)
+    return {"graphs": last, "timed_out": 1.0}
+
+
 def bench_mode(name: str, entry: dict[str, Any], text: str, *, batching: bool, levels: list[int], per_worker: int,
                batch_max: int, device: str, root: Path, log: Any, ref_seconds: float,
-               profile: Path | None = None) -> dict[str, Any]:
+               profile: Path | None = None, warm_rounds: int = 3) -> dict[str, Any]:
     tag = f"{name} batching={'on' if batching else 'off'}"
     log.write(f"\n===== {tag} =====\n".encode())
     log.flush()
@@ -351,10 +368,14 @@ def bench_mode(name: str, entry: dict[str, Any], text: str, *, batching: bool, l
                 raise RuntimeError(f"voice upload: HTTP {r.status_code}: {r.text[:300]}")
         t0 = time.perf_counter()
         run_level(srv.url, name, text, 1, 2, call)
-        if batching:  # every batch size's graphs (captured on first use) before timing: three rounds a level
+        if batching:
+            out["idle_warm"] = wait_idle_warm(srv.url)
+            if out["idle_warm"]:
+                print(f"{tag}: idle warm-up {out['idle_warm']}", flush=True)
+        if batching and warm_rounds:  # graphs the idle warm-up did not capture: warm_rounds rounds a level
             for c in levels:
                 if c > 1:
-                    run_level(srv.url, name, text, c, 3 * c, call)
+                    run_level(srv.url, name, text, c, warm_rounds * c, call)
         out["warmup_s"] = time.perf_counter() - t0
         models = httpx.get(srv.url + "/v1/models", timeout=30).json()
         out["model_info"] = next((m for m in models.get("data", []) if m.get("id") == name), None)
@@ -431,6 +452,8 @@ def main() -> int:
     ap.add_argument("--off-levels", default=None, help="unbatched levels (default fish 1,4,16; echo 1,4,8)")
     ap.add_argument("--per-worker", type=int, default=2, help="requests per client thread and level (batched)")
     ap.add_argument("--batch-max", type=int, default=64)
+    ap.add_argument("--warm-rounds", type=int, default=3,
+                    help="untimed rounds per batched level before timing (after the server's idle warm-up)")
     ap.add_argument("--py-spy", action="store_true",
                     help="profile the batched server at the top level with py-spy, if on PATH (pyspy_*.txt)")
     ap.add_argument("--fish-frames", type=int, default=128, help="frames per fish-s2 request (21.5 per second)")
@@ -470,7 +493,7 @@ def main() -> int:
                 modes[key] = bench_mode(name, entries[name], text, batching=batching, levels=levels,
                                         per_worker=per_worker, batch_max=args.batch_max, device=args.device,
                                         root=root, log=log, ref_seconds=ref_seconds,
-                                        profile=out if args.py_spy else None)
+                                        profile=out if args.py_spy else None, warm_rounds=args.warm_rounds)
                 dump()
             if name == "torch-whisper":
                 try:

@@ -132,3 +132,59 @@ def test_join_every_lets_a_crowd_join_at_once():
         assert len(rest) == 8 and len(set(rest)) == 1 and rest[0] - a < 10
     finally:
         sched.close()
+
+
+class Warming(Counting):
+    """Counting, plus ``pieces`` of idle-time warm-up (each ``pace`` long); records whether any
+    piece ran while a sequence was active."""
+
+    def __init__(self, pieces: int, fail_at: int | None = None) -> None:
+        super().__init__(max_batch=8, join_every=1)
+        self.pieces, self.fail_at = pieces, fail_at
+        self.warmed = 0
+        self.warmed_while_active = 0
+
+    def warm(self) -> bool:
+        if self.fail_at is not None and self.warmed == self.fail_at:
+            raise RuntimeError("capture failed")
+        if self.active:
+            self.warmed_while_active += 1
+        time.sleep(self.pace)
+        self.warmed += 1
+        return self.warmed < self.pieces
+
+
+def test_idle_warm_up_runs_between_requests_never_during_a_batch():
+    b = Warming(pieces=40)
+    b.pace = 0.005
+    sched = Scheduler(b, BatchConfig(max_batch=8, window_ms=0), name="warm")
+    try:
+        time.sleep(0.03)  # a few pieces done, most left
+        out: list[list[int]] = []
+        t = _run(sched, 30, out)  # arrives mid warm-up: served after at most one piece
+        t.join(10)
+        assert out == [list(range(1, 31))]
+        deadline = time.monotonic() + 10
+        while b.warmed < 40 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert b.warmed == 40 and sched.stats.warmed == 40  # the rest done once idle again, then no more
+        assert b.warmed_while_active == 0
+        time.sleep(0.05)
+        assert b.warmed == 40
+    finally:
+        sched.close()
+
+
+def test_a_failing_warm_up_stops_and_the_model_still_serves():
+    b = Warming(pieces=10, fail_at=2)
+    sched = Scheduler(b, BatchConfig(max_batch=8, window_ms=0), name="warm")
+    try:
+        deadline = time.monotonic() + 10
+        while sched.stats.warmed < 3 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        out: list[list[int]] = []
+        _run(sched, 3, out).join(10)
+        assert out == [[1, 2, 3]]
+        assert sched.stats.warmed == 3 and b.warmed == 2  # two pieces, then the failure: no more tries
+    finally:
+        sched.close()

@@ -183,6 +183,52 @@ def test_batched_windows_on_graphs_match_eager():
     assert sorted(b._pf_graphs) == sorted({(2, n_ts, True), (1, n_plain, False), (1, n_ts, True)})
 
 
+def test_idle_warm_up_captures_what_traffic_then_replays():
+    """WindowBatcher.warm (called by the scheduler while idle) captures the default prompts'
+    prefills and the greedy step buckets one per call; windows decoded afterwards replay them
+    (no capture while the batch runs) and still give the eager decoder's tokens."""
+    import threading
+
+    from voxbox.engines.asr.torch_whisper.batcher import WARM_KV_LEN, WindowBatcher, WindowRequest
+    from voxbox.engines.asr.torch_whisper.decoding import KV_BUCKET, Runner
+
+    tok, model = _tok(), _model(torch.float32)
+    torch.manual_seed(5)
+    feats = torch.randn(4, 80, 3000, device="cuda")
+    prompts = {t: tok.sot_sequence(None, "transcribe", t) for t in (False, True)}
+    ts = [False, True, False, False]
+    with torch.inference_mode():
+        eager = Runner(model, tok, use_graphs=False, fast=False, compile=False)
+        enc = eager.encode(feats)
+        want = [eager.decode(enc[i : i + 1], prompts[ts[i]], _rules(tok, ts[i]), 60)[0].tokens for i in range(4)]
+        b = WindowBatcher(Runner(model, tok, use_graphs=True, fast=False, compile=False), 8, threading.Lock(),
+                          warm_prompts=prompts)
+        calls = 1
+        while b.warm():
+            calls += 1
+            assert calls < 100
+        assert b.warm() is False
+        per_ts = 4 + 4 * (WARM_KV_LEN // KV_BUCKET)  # prefills of 1/2/4/8 windows; steps: 4 buckets x kv lengths
+        assert b.warm_graphs == calls == 2 * per_ts
+        assert b.prefill_graph_error is None
+        graphs, prefills = set(b._graphs), set(b._pf_graphs)
+        got: dict[int, Any] = {}
+        handles = {id(h): i for i, h in enumerate(b.admit([WindowRequest(prompts[ts[i]], _rules(tok, ts[i]), 60,
+                                                                          mel=feats[i]) for i in range(4)]))}
+        steps = 0
+        while len(got) < 4:
+            for h, outs, fin in b.step():
+                if fin:
+                    got[handles[id(h)]] = outs[0].result.tokens
+                    b.drop(h)
+            steps += 1
+            assert steps < 200
+    for w in want:
+        assert len(set(w)) > 3, w  # the audio steers the decoder: not one repeated token
+    assert [got[i] for i in range(4)] == want
+    assert set(b._graphs) == graphs and set(b._pf_graphs) == prefills  # nothing captured during the batch
+
+
 def test_a_solo_window_moved_into_the_batch_matches_eager():
     """A window decoded alone on the runner's graphed single-stream step, moved into a slot after 8
     tokens when another arrives (``waiting``), then stepped by the batch graphs beside the newcomer:

@@ -63,7 +63,12 @@ class Batcher(Protocol[R, Out]):
 
     Optional: ``waiting``, an attribute the scheduler sets to a callable returning how many
     requests wait to join; for a batcher that may run a lone request on a path of its own inside
-    ``admit`` (torch-whisper's single-stream step) and hand it over to the batch when others come."""
+    ``admit`` (torch-whisper's single-stream step) and hand it over to the batch when others come.
+
+    Optional: ``warm() -> bool``, one piece of warm-up work (e.g. capturing one CUDA graph that
+    traffic is likely to need), called by the scheduler thread only while nothing is pending or
+    active; True while more is left. Work done there is not done later, when capturing a graph
+    would stall a running batch; a request arriving meanwhile waits for at most one piece."""
 
     max_batch: int
 
@@ -84,6 +89,7 @@ class SchedulerStats:
     active: int = 0
     pending: int = 0
     batch_sizes: dict[int, int] = field(default_factory=dict)  # active sequences per step -> count
+    warmed: int = 0  # warm() calls made while idle
 
     @property
     def rows(self) -> int:
@@ -125,6 +131,7 @@ class Scheduler(Generic[R, Out]):
         self._cond = threading.Condition()
         self._stopped = False
         self._since_join = 0  # steps since requests last joined a running batch
+        self._warming = callable(getattr(batcher, "warm", None))  # idle-time warm-up left to do
         self._thread = threading.Thread(target=self._loop, name=f"voxbox-batch-{name}", daemon=True)
         self._thread.start()
 
@@ -167,8 +174,14 @@ class Scheduler(Generic[R, Out]):
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._stopped and not self._pending and not self._active:
+                idle = not self._stopped and not self._pending and not self._active
+                while idle and not self._warming:
                     self._cond.wait()
+                    idle = not self._stopped and not self._pending and not self._active
+            if idle:  # nothing to serve: one piece of the batcher's warm-up (outside the lock)
+                self._warm_once()
+                continue
+            with self._cond:
                 if self._stopped:
                     self._fail_all(RequestCancelledError(f"model {self.name!r} was unloaded"))
                     return
@@ -191,6 +204,15 @@ class Scheduler(Generic[R, Out]):
             if self._active:
                 self._step()
                 self._since_join += 1
+
+    def _warm_once(self) -> None:
+        try:
+            more = bool(self.batcher.warm())  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - warm-up is an optimisation: serve without the rest
+            log.warning("warm-up of %s stopped: %s: %s", self.name, type(exc).__name__, exc)
+            more = False
+        self.stats.warmed += 1
+        self._warming = more
 
     def _may_join(self) -> bool:
         """Pending requests join now: always into an idle batch; into a running one at the next step,

@@ -19,7 +19,10 @@ steps, so that windows arriving one by one share encoder passes; at once when an
 slots are waiting); a finished window leaves at the step where its end is seen (checked every
 step on the CPU, every 4 on a GPU, like the unbatched loop). On CUDA a step is a CUDA graph per
 (occupied-slot bucket: 1, 2, 4 ..., attended-length bucket of 64, greedy/sampling), captured on
-first use in thread-local mode so callers keep using the GPU meanwhile.
+first use in thread-local mode so callers keep using the GPU meanwhile. While nothing is in flight,
+the scheduler calls :meth:`WindowBatcher.warm`, which captures the graphs traffic most likely needs
+(greedy steps of every bucket up to 256 attended positions; prefills of the default prompts) one
+per call, so that a capture, which waits for the whole device, rarely lands inside a running batch.
 
 Greedy windows give the unbatched engine's tokens (the same rules and arithmetic per row; the
 prompt prefill runs per prompt length). Beam search stays on the unbatched decoder: a beam window
@@ -57,6 +60,10 @@ PREFILL_ROWS = 64
 #: Prompts up to this many tokens are prefilled by CUDA graphs (one per length); longer ones (the
 #: previous window's text, a long initial prompt), whose lengths vary, eagerly.
 PREFILL_GRAPH_MAX_LEN = 16
+#: Step graphs captured ahead of traffic while the batcher is idle (``warm``): greedy, every
+#: occupied-slot bucket, attended lengths up to this many positions (100 tokens of speech per 30-s
+#: window stay within 128), timestamps off then on.
+WARM_KV_LEN = 256
 
 
 @dataclass(eq=False)
@@ -89,7 +96,8 @@ class WindowBatcher:
     ``lock`` serialises the :class:`Runner`'s own (stateful) calls with the engine's caller
     threads (language detection, word alignment)."""
 
-    def __init__(self, runner: Runner, max_batch: int, lock: threading.Lock) -> None:
+    def __init__(self, runner: Runner, max_batch: int, lock: threading.Lock,
+                 warm_prompts: dict[bool, list[int]] | None = None) -> None:
         self.runner = runner
         self.model = runner.model
         self.tok = runner.tok
@@ -140,13 +148,19 @@ class WindowBatcher:
         self.prefill_gpu_s = 0.0
         self._admit_events: list[tuple[torch.cuda.Event, torch.cuda.Event, torch.cuda.Event]] = []
         self._events_lock = threading.Lock()  # stats() harvests from the metrics thread too
+        # idle-time warm-up (warm()): the default prompt per timestamps setting, what is left to capture
+        self._warm_prompts = dict(warm_prompts or {})
+        self._warm_todo: list[tuple[str, tuple[Any, ...]]] | None = None
+        self.warm_graphs = 0  # graphs captured by warm()
+        self.warm_s = 0.0
 
     def stats(self) -> dict[str, Any]:
         self._harvest_events()
         return {"admits": self.admits, "admit_s": round(self.admit_s, 3), "steps": self.steps,
                 "step_s": round(self.step_s, 3), "rows_stepped": self.rows_stepped,
                 "solo_windows": self.solo_windows, "solo_moved": self.solo_moved, "graphs": len(self._graphs),
-                "prefill_graphs": len(self._prefills.graphs),
+                "prefill_graphs": len(self._prefills.graphs), "warm_graphs": self.warm_graphs,
+                "warm_s": round(self.warm_s, 3),
                 "encode_gpu_s": round(self.encode_gpu_s, 3), "prefill_gpu_s": round(self.prefill_gpu_s, 3)}
 
     def _harvest_events(self) -> None:
@@ -359,6 +373,67 @@ class WindowBatcher:
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         return self._pool
+
+    # -- idle-time warm-up ----------------------------------------------------------------------------
+    def _warm_plan(self) -> list[tuple[str, tuple[Any, ...]]]:
+        """What :meth:`warm` captures, most likely first: for timestamps off then on, the default
+        prompt's prefill for every power-of-two count of windows, then greedy steps of every
+        occupied-slot bucket at each attended length up to WARM_KV_LEN."""
+        if not self.runner.use_graphs:
+            return []
+        buckets = sorted({_bucket(n, self.max_batch) for n in range(1, self.max_batch + 1)})
+        rows = [r for r in buckets if r <= self._prefills.rows]
+        kv_lens = range(KV_BUCKET, min(self.max_len, WARM_KV_LEN) + 1, KV_BUCKET)
+        plan: list[tuple[str, tuple[Any, ...]]] = []
+        for ts in (False, True):
+            prompt = self._warm_prompts.get(ts)
+            if prompt and self._prefills.takes(len(prompt)):
+                plan += [("prefill", (r, ts)) for r in rows]
+            plan += [("step", (hi, kv, True, ts)) for kv in kv_lens for hi in buckets]
+        return plan
+
+    def warm(self) -> bool:
+        """Capture one graph of :meth:`_warm_plan` not captured yet (called by the scheduler thread
+        while no window is in flight); True while more are left."""
+        if self._warm_todo is None:
+            self._warm_todo = self._warm_plan()
+        if self._seqs or len(self._free) < self.max_batch:
+            return False  # not idle after all (a bug elsewhere): stop rather than touch live slots
+        while self._warm_todo:
+            kind, key = self._warm_todo.pop(0)
+            if kind == "step" and key not in self._graphs:
+                t0 = time.perf_counter()
+                with torch.inference_mode():
+                    self._run(*key)
+                self._warm_done(t0)
+                return bool(self._warm_todo)
+            if kind == "prefill":
+                r, ts = key
+                prompt = self._warm_prompts[ts]
+                if (r, len(prompt), ts) in self._prefills.graphs:
+                    continue
+                t0 = time.perf_counter()
+                self._warm_prefill(r, prompt, ts)
+                self._warm_done(t0)
+                return bool(self._warm_todo) and self._prefills.error is None
+        return False
+
+    def _warm_done(self, t0: float) -> None:
+        torch.cuda.synchronize(self.runner.device)
+        self.warm_graphs += 1
+        self.warm_s += time.perf_counter() - t0
+
+    def _warm_prefill(self, r: int, prompt: list[int], ts: bool) -> None:
+        """The prefill graph of ``r`` windows with ``prompt`` captured (and run once) on free slots
+        0..r-1 and zero encoder output; the slots are left free and their rows reset."""
+        d = self.model.dims
+        enc = torch.zeros(1, d.max_source_positions, d.d_model, device=self.runner.device, dtype=self.runner.dtype)
+        ints = list(range(r)) + [prompt.index(self.tok.sot)] * r + prompt * r
+        with torch.inference_mode():
+            self._prefills.run(ints, [enc] * r, len(prompt), ts)
+            self.active[:r] = False
+            self.pos[:r] = 0
+            self.tokens[:r] = 0
 
     # -- per-step pieces ------------------------------------------------------------------------------
     def _pick(self, lg: torch.Tensor, seqs: list[_Seq], rows: list[int]) -> torch.Tensor:

@@ -246,8 +246,10 @@ class TorchWhisperEngine(Batchable):
     # ------------------------------------------------------------------ batching across requests
     def batcher(self, config: Any) -> WindowBatcher:
         """The runtime's scheduler drives this: the windows of every transcription in flight are
-        decoded together, joining and leaving at any decoder step (see ``batcher.py``)."""
-        return WindowBatcher(self.runner, int(config.max_batch), self._runner_lock)
+        decoded together, joining and leaving at any decoder step (see ``batcher.py``). Its idle-time
+        warm-up prefills the default prompts (no language given, no initial prompt)."""
+        prompts = {ts: self.tokenizer.sot_sequence(None, "transcribe", timestamps=ts) for ts in (False, True)}
+        return WindowBatcher(self.runner, int(config.max_batch), self._runner_lock, warm_prompts=prompts)
 
     def _submit(self, scheduler: Any, prompt: list[int], opts: TranscribeOptions, cancel: CancelToken, *,
                 mel: torch.Tensor | None = None, enc: torch.Tensor | None = None, temperature: float = 0.0,
