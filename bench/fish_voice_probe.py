@@ -93,17 +93,24 @@ def main() -> int:
         _first_chunk(engine, cached, args.frames)
 
         enc_s, after_s, cached_s = [], [], []
+        stages: dict[str, dict[str, list[float]]] = {"new": {}, "cached": {}}
         for i in range(args.voices):
             c = clip(1000 + i)
             t0 = time.perf_counter()
             v = engine.encode_voice(c, "This is the reference speech.")
             enc_s.append(time.perf_counter() - t0)
-            ttfa, _ = _first_chunk(engine, v, args.frames)  # new prefix: prefilled, then cached
+            ttfa, st = _first_chunk(engine, v, args.frames)  # new prefix: prefilled, then cached
             after_s.append(ttfa)
-            cached_s.append(_first_chunk(engine, cached, args.frames)[0])
+            for k, x in st.items():
+                stages["new"].setdefault(k, []).append(x)
+            ttfa, st = _first_chunk(engine, cached, args.frames)
+            cached_s.append(ttfa)
+            for k, x in st.items():
+                stages["cached"].setdefault(k, []).append(x)
         res["new_voice"] = {"encode": _stats(enc_s), "first_chunk_after_encode": _stats(after_s),
                             "first_audio": _stats([a + b for a, b in zip(enc_s, after_s, strict=True)])}
         res["cached_voice_first_audio"] = _stats(cached_s)
+        res["stages_at_first_chunk"] = {w: {k: _stats(x) for k, x in st.items()} for w, st in stages.items()}
         print(json.dumps(res, indent=1), flush=True)
 
         codec = engine.codec

@@ -35,7 +35,7 @@ from torch_whisper_gpu import SHAPES, models, sync, tokenizer  # noqa: E402
 
 from voxbox.engines.asr.torch_whisper import kernels as K  # noqa: E402
 from voxbox.engines.asr.torch_whisper.decoding import Rules, Runner  # noqa: E402
-from voxbox.engines.asr.torch_whisper.graphs import capture_graph  # noqa: E402
+from voxbox.engines.graphs import capture_graph  # noqa: E402
 
 
 def profile_decode(runner: Runner, enc, prompt, rules, ntok: int) -> dict:

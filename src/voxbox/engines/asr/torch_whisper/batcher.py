@@ -46,12 +46,12 @@ import torch
 import torch.nn.functional as F
 
 from voxbox.engines.asr.torch_whisper.decoding import KV_BUCKET, Paused, Runner
-from voxbox.engines.asr.torch_whisper.graphs import capture_graph
 from voxbox.engines.asr.torch_whisper.prefill import PrefillGraphs
 from voxbox.engines.asr.torch_whisper.rules import RowRules, Rules, RuleTensors, apply_rules
 from voxbox.engines.asr.torch_whisper.windows import WindowRequest, WindowResult
 from voxbox.engines.asr.whisper.segments import DecodeResult
 from voxbox.engines.batched import host_to_device
+from voxbox.engines.graphs import capture_graph
 
 __all__ = ["WindowBatcher", "WindowRequest", "WindowResult"]
 

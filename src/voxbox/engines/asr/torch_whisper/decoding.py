@@ -29,11 +29,11 @@ import torch.nn.functional as F
 
 from voxbox.engines.asr.torch_whisper.beam import BeamSearch
 from voxbox.engines.asr.torch_whisper.fast import FastStep
-from voxbox.engines.asr.torch_whisper.graphs import capture_graph
 from voxbox.engines.asr.torch_whisper.model import KVCache, Whisper
 from voxbox.engines.asr.torch_whisper.rules import Rules, RuleTensors, apply_rules
 from voxbox.engines.asr.whisper.segments import DecodeResult
 from voxbox.engines.asr.whisper.tokens import WhisperTokenizer
+from voxbox.engines.graphs import capture_graph
 
 if TYPE_CHECKING:
     from voxbox.engines.asr.torch_whisper.kernels import KernelStep

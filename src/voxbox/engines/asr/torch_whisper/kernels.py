@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from voxbox.engines.asr.torch_whisper.graphs import capture_graph
 from voxbox.engines.asr.torch_whisper.model import DecoderLayer, KVCache, Whisper
+from voxbox.engines.graphs import capture_graph
 
 __all__ = ["GemvConfig", "KernelStep", "kernels_available", "kernels_module", "kernels_preferred",
            "load_kernel_step"]

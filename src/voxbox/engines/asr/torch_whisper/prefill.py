@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from voxbox.engines.asr.torch_whisper.graphs import capture_graph
+from voxbox.engines.graphs import capture_graph
 
 __all__ = ["PrefillGraphs"]
 

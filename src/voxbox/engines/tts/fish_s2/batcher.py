@@ -87,6 +87,7 @@ class FishBatcher:
                  prefix_cache: int = 8, codec_overlap: bool = False) -> None:
         self.engine = engine
         self.codec = engine.codec
+        self.graphs = engine.codec_graphs
         self.runner = BatchRunner(engine.runner, slots, prefix_cache=prefix_cache)
         self.max_batch = self.runner.slots
         self.codec_batch = max(1, int(codec_batch))
@@ -249,7 +250,7 @@ class FishBatcher:
         with torch.inference_mode(), stream:
             for new, codes in work:
                 t0 = time.perf_counter()
-                audio = self.codec.decode_batch(torch.from_numpy(codes).to(self._codec_dev))
+                audio = self.graphs.decode(torch.from_numpy(codes).to(self._codec_dev))
                 out.append((audio[:, audio.shape[1] - new * fl:].cpu().numpy(), time.perf_counter() - t0))
         return out
 

@@ -21,7 +21,7 @@ from voxbox.engines.spec import build_options
 from voxbox.engines.voices import VoiceCache
 from voxbox.types import Audio, AudioChunk, CancelToken, ComponentSpec, EngineInfo, StageTimings
 
-from .codec import Codec
+from .codec import Codec, DecodeGraphs
 from .config import DualARConfig
 from .model import DualARRunner
 from .prompt import ENGINE, IM_END, IM_START, VOICE, PromptBuilder, _Call
@@ -50,6 +50,7 @@ class FishS2Engine(PromptBuilder, Batchable):
         self.cfg = cfg
         self.runner = runner
         self.codec = codec
+        self.codec_graphs = DecodeGraphs(codec)  # shared with the batcher (one lock, one memory pool)
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.placement = dict(placement)
@@ -204,7 +205,8 @@ class FishS2Engine(PromptBuilder, Batchable):
                     a = max(0, emitted - o.context_frames)
                     codes = r.codes_out[a:end].T.contiguous()
                     codes_host.append(codes[:, emitted - a:].cpu())
-                    audio = self.codec.decode_window(codes.to(codec_dev), end - emitted).cpu().numpy()
+                    wave = self.codec_graphs.decode(codes.to(codec_dev)[None])[0]  # left context, then new frames
+                    audio = wave[wave.shape[0] - (end - emitted) * self.codec.frame_length:].cpu().numpy()
                 if index == 0:
                     details["first_audio_s"] = time.perf_counter() - start
                 details["frames"] = end

@@ -1,4 +1,5 @@
-"""CUDA graph capture shared by the torch-whisper decoder, encoder, batcher steps and prefills."""
+"""CUDA graph capture shared by engines: torch-whisper's decoder, encoder, batcher steps and prefills;
+fish-s2's codec windows."""
 
 from __future__ import annotations
 

@@ -1,0 +1,54 @@
+"""fish-s2 on a CUDA GPU (skipped elsewhere): the codec's windows decoded from CUDA graphs.
+
+The tiny random checkpoint of ``test_fish_s2_engine`` loaded on the GPU; run on the GPU machine
+with ``pytest tests/unit/test_fish_s2_gpu.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("safetensors")
+pytest.importorskip("tokenizers")
+if not torch.cuda.is_available():
+    pytest.skip("needs a CUDA GPU", allow_module_level=True)
+
+from voxbox.engines.tts import fish_s2  # noqa: E402
+from voxbox.engines.tts.fish_s2.codec import DecodeGraphs  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    from test_fish_s2_engine import build_tiny
+
+    root = tmp_path_factory.mktemp("fish_s2_gpu")
+    build_tiny(root)
+    eng = fish_s2.load(root, device="cuda", max_voices=2, eos_check=4)
+    yield eng
+    eng.close()
+
+
+def test_codec_graphs_equal_eager_decode(engine):
+    codec = engine.codec
+    graphs = DecodeGraphs(codec, limit=2)
+    gen = torch.Generator().manual_seed(0)
+    nq = engine.cfg.num_codebooks
+    for shape in [(1, nq, 4), (3, nq, 9), (1, nq, 4), (2, nq, 5)]:  # a repeat; a third shape beyond the limit
+        codes = torch.randint(0, 64, shape, generator=gen).cuda()
+        want = codec.decode_batch(codes)
+        got = graphs.decode(codes)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    assert graphs.error is None
+    assert sorted(graphs.graphs) == [(1, nq, 4), (3, nq, 9)]  # the third shape decoded eagerly
+
+
+def test_streamed_windows_from_graphs_equal_the_whole_decode(engine):
+    kw = dict(seed=7, max_frames=24, logit_bias={engine.cfg.eos_token_id: -1e4}, first_window=3, window=5)
+    stream = engine.stream("Streaming should not change the audio.", context_frames=40, **kw)
+    streamed = np.concatenate([c.samples for c in stream])
+    whole = engine.codec.decode(stream.details["codes"]).cpu().numpy()
+    assert streamed.shape == whole.shape
+    np.testing.assert_allclose(streamed, whole, atol=1e-4)
+    assert engine.codec_graphs.graphs and engine.codec_graphs.error is None
