@@ -70,6 +70,49 @@ def level(engine: Any, voice: Any, c: int, rounds: int, frames: int) -> dict[str
     return res
 
 
+def profile_admissions(engine: Any, voice: Any, sched: Any, sizes: list[int], frames: int, out: Path,
+                       device: str) -> dict[str, Any]:
+    """One round per size in ``sizes``, its largest admission under the torch profiler (the
+    batcher's ``admit`` wrapped for the round): wall time, GPU busy time, and the top ops by GPU
+    and by CPU time in ``fish_admit_profile_<rows>.txt``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    batcher = sched.batcher
+    original = batcher.admit
+    found: dict[str, Any] = {}
+    for c in sizes:
+        seen: list[Any] = []
+
+        def admit(requests: list[Any], c: int = c, seen: list[Any] = seen) -> Any:
+            if seen or len(requests) < max(1, c // 2):
+                return original(requests)
+            with profile(activities=acts) as prof:
+                t0 = time.perf_counter()
+                handles = original(requests)
+                wall = time.perf_counter() - t0
+            seen.append((len(requests), wall, prof))
+            return handles
+
+        batcher.admit = admit
+        try:
+            level(engine, voice, c, 1, frames)
+        finally:
+            batcher.admit = original
+        if not seen:
+            continue
+        rows, wall, prof = seen[0]
+        ev = prof.key_averages()
+        gpu_us = sum(getattr(e, "self_device_time_total", 0) for e in ev)
+        found[f"rows{rows}"] = {"wall_ms": round(wall * 1000, 2), "gpu_busy_ms": round(gpu_us / 1000, 2),
+                                "kernels": sum(e.count for e in ev if getattr(e, "self_device_time_total", 0) > 0)}
+        text = (ev.table(sort_by="self_cuda_time_total", row_limit=25, max_name_column_width=60) + "\n\n"
+                + ev.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=60))
+        (out / f"fish_admit_profile_{rows}.txt").write_text(text)
+        print(f"admission of {rows} rows: {found[f'rows{rows}']}", flush=True)
+    return found
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True)
@@ -78,6 +121,8 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=128)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--tiny", action="store_true")
+    ap.add_argument("--profile-admit", action="store_true",
+                    help="after the levels: one admission of 1 and of max(levels) rows under the torch profiler")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -109,6 +154,9 @@ def main() -> int:
             for c in levels:
                 res[f"batched_c{c}"] = level(engine, voice, c, args.rounds, args.frames)
                 print(f"batched c={c}", res[f"batched_c{c}"], flush=True)
+            if args.profile_admit:
+                res["admit_profiles"] = profile_admissions(engine, voice, sched, sorted({1, max(levels)}), args.frames,
+                                                           out, args.device)
         finally:
             engine.use_scheduler(None)
             sched.close()
