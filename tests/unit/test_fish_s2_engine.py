@@ -201,6 +201,21 @@ def test_stream_concat_equals_whole_decode(engine):
     assert np.abs(cut - whole).max() > 1e-3
 
 
+def test_codec_right_padding_leaves_earlier_audio_unchanged(engine):
+    """The batcher pads codec calls on a GPU (more windows, more frames) to a few graph shapes:
+    exact because the codec is causal. Control: padding on the left does change the audio."""
+    import torch.nn.functional as F
+
+    codec, fl = engine.codec, engine.codec.frame_length
+    codes = torch.randint(0, 16, (3, engine.cfg.num_codebooks, 11), generator=torch.Generator().manual_seed(1))
+    want = codec.decode_batch(codes)
+    padded = codec.decode_batch(F.pad(codes, (0, 5, 0, 0, 0, 1)))
+    assert padded.shape == (4, 16 * fl)
+    torch.testing.assert_close(padded[:3, : 11 * fl], want, rtol=0, atol=2e-5)  # summation order only
+    left = codec.decode_batch(F.pad(codes, (5, 0)))[:, 5 * fl:]
+    assert (left - want).abs().max() > 1e-3
+
+
 def test_forced_eos_stops_at_k(engine):
     eos = engine.cfg.eos_token_id
     fl = engine.codec.frame_length

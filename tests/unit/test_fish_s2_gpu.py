@@ -6,6 +6,8 @@ with ``pytest tests/unit/test_fish_s2_gpu.py``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -17,6 +19,16 @@ if not torch.cuda.is_available():
 
 from voxbox.engines.tts import fish_s2  # noqa: E402
 from voxbox.engines.tts.fish_s2.codec import DecodeGraphs  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _no_tf32():
+    """Exact float32 (cuDNN convolutions default to TF32): graphs and eager calls of different
+    shapes would otherwise differ by TF32 rounding, hiding whether the graphs are right."""
+    conv, mm = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = conv, mm
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +54,45 @@ def test_codec_graphs_equal_eager_decode(engine):
         torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
     assert graphs.error is None
     assert sorted(graphs.graphs) == [(1, nq, 4), (3, nq, 9)]  # the third shape decoded eagerly
+
+
+def test_batcher_warms_padded_codec_shapes_and_streams_match_unbatched(engine):
+    """FishBatcher.warm captures the padded codec shapes while idle; streams through the runtime's
+    scheduler then give the unbatched engine's audio (same seed), replaying those graphs."""
+    from voxbox.engines.tts.fish_s2.batcher import FishBatcher
+    from voxbox.runtime.batching import BatchConfig, Scheduler
+
+    kw = dict(max_frames=20, logit_bias={engine.cfg.eos_token_id: -1e4}, first_window=3, window=5, context_frames=8)
+    texts = ["One voice, one sentence.", "A second, slightly longer sentence here.", "Third."]
+    want = [np.concatenate([c.samples for c in engine.stream(t, seed=11 + i, **kw)]) for i, t in enumerate(texts)]
+    b = FishBatcher(engine, 4)
+    calls = 1
+    while b.warm():
+        calls += 1
+        assert calls < 100
+    warmed = set(engine.codec_graphs.graphs)
+    assert len(warmed) >= 2 * len(b._codec_rows)  # the first window's frames and more, for 1/2/4/8 windows
+    sched = Scheduler(b, BatchConfig(max_batch=4, window_ms=20), name="fish")
+    engine.use_scheduler(sched)
+    try:
+        import threading
+
+        got: list[Any] = [None] * 3
+
+        def go(i: int) -> None:
+            got[i] = np.concatenate([c.samples for c in engine.stream(texts[i], seed=11 + i, **kw)])
+
+        threads = [threading.Thread(target=go, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        engine.use_scheduler(None)
+        sched.close()
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, atol=1e-4)
 
 
 def test_streamed_windows_from_graphs_equal_the_whole_decode(engine):

@@ -7,7 +7,10 @@ utterance's first window (``first_window`` frames, for a quick first audio), win
 multiples of ``window`` steps of the batch, so the utterances of a busy batch reach their window
 boundary on the same step and share codec calls. First and last windows jump the queue. An
 utterance stops at ``<|im_end|>`` or ``max_frames``: its row is freed at once (the next request
-joins at the next step) and it finishes when its last window is decoded.
+joins at the next step) and it finishes when its last window is decoded. On a GPU the codec calls
+replay CUDA graphs (``codec.DecodeGraphs``): each call is padded to a power-of-two count of windows
+and to one of :data:`CODEC_FRAMES`, and :meth:`FishBatcher.warm` captures those shapes while the
+scheduler is idle, so that no capture stalls a running batch.
 
 With ``codec_overlap`` (opt-in) the codec calls run on a thread of their own (on CUDA, on their
 own stream) while the decoder steps go on: one group of windows in flight at a time, its audio
@@ -28,8 +31,9 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from voxbox.engines.batched import Piece
+from voxbox.engines.batched import Piece, bucket, pow2_buckets
 from voxbox.types import AudioChunk
 
 from .batch import OPTION_NAMES, BatchRunner, RowPrompt
@@ -37,6 +41,12 @@ from .batch import OPTION_NAMES, BatchRunner, RowPrompt
 __all__ = ["FishBatcher", "FishRequest"]
 
 log = logging.getLogger("voxbox.engines")
+
+#: On a GPU, batched codec calls are padded to these frame counts (and to a power-of-two count of
+#: windows) so that a few shapes, each a CUDA graph, cover every window: padding codes on the right
+#: leaves the audio of the frames before them as it was (the codec is causal). Longer calls (a
+#: ``context_frames + window`` beyond the last) keep their own length.
+CODEC_FRAMES = (4, 8, 16, 32, 48, 64, 80, 96, 128)
 
 
 @dataclass
@@ -107,6 +117,8 @@ class FishBatcher:
         self._inflight: tuple[Future[list[tuple[np.ndarray, float]]],
                               list[tuple[int, list[_Seq], list[int]]]] | None = None
         self.codec_waits = 0  # steps that waited for the codec (no decoder work to overlap)
+        self._codec_rows = pow2_buckets(self.codec_batch)
+        self._warm_todo: list[tuple[int, int]] | None = None  # codec shapes left for warm()
         if capture:
             t0 = time.perf_counter()
             self.runner.capture_all()
@@ -250,9 +262,34 @@ class FishBatcher:
         with torch.inference_mode(), stream:
             for new, codes in work:
                 t0 = time.perf_counter()
-                audio = self.graphs.decode(torch.from_numpy(codes).to(self._codec_dev))
-                out.append((audio[:, audio.shape[1] - new * fl:].cpu().numpy(), time.perf_counter() - t0))
+                b, _, t = codes.shape
+                x = torch.from_numpy(codes)
+                if self.graphs.active:  # a padded shape: one of a few graphs
+                    x = F.pad(x, (0, self._codec_frames(t) - t, 0, 0, 0, bucket(b, self._codec_rows) - b))
+                audio = self.graphs.decode(x.to(self._codec_dev))[:b, : t * fl]
+                out.append((audio[:, (t - new) * fl:].cpu().numpy(), time.perf_counter() - t0))
         return out
+
+    @staticmethod
+    def _codec_frames(t: int) -> int:
+        return t if t > CODEC_FRAMES[-1] else bucket(t, list(CODEC_FRAMES))
+
+    def warm(self) -> bool:
+        """Idle-time warm-up (called by the runtime's scheduler while nothing is in flight): one
+        codec graph of the padded shapes windows take with the engine's default windows, the first
+        window's shapes first. True while more are left."""
+        e = self.engine
+        if self._warm_todo is None:
+            last = self._codec_frames(e.context_frames + e.window)
+            frames = [self._codec_frames(e.first_window)] + [t for t in CODEC_FRAMES if t <= last]
+            self._warm_todo = list(dict.fromkeys((b, t) for t in frames for b in self._codec_rows))
+        while self._warm_todo and self.graphs.active and len(self.graphs.graphs) < self.graphs.limit:
+            b, t = self._warm_todo.pop(0)
+            if (b, self.ncb, t) in self.graphs.graphs:
+                continue
+            self.graphs.decode(torch.zeros(b, self.ncb, t, dtype=torch.long, device=self._codec_dev))
+            return bool(self._warm_todo)
+        return False
 
     def _collect_codec(self, wait: bool) -> None:
         """Hand out the in-flight codec work's audio once it is done (``wait``: block for it)."""

@@ -370,12 +370,18 @@ class DecodeGraphs:
     kernels issued from Python: about 15 ms for the first 4 frames on an H200, where the GPU
     works for a fraction of that. A lock serialises callers (the static buffers are shared)."""
 
-    def __init__(self, codec: Codec, limit: int = 16) -> None:
+    def __init__(self, codec: Codec, limit: int = 48) -> None:
         self.codec, self.limit = codec, limit
+        self.cuda = next(codec.parameters()).device.type == "cuda"
         self.graphs: dict[tuple[int, ...], tuple[Any, Tensor, Tensor]] = {}
         self.error: str | None = None  # why capturing was given up (then eager from there on)
         self._lock = threading.Lock()
         self._pool: Any = None
+
+    @property
+    def active(self) -> bool:
+        """Whether calls replay graphs (a GPU codec, captures working, room for more shapes)."""
+        return self.cuda and self.error is None
 
     def decode(self, codes: Tensor) -> Tensor:
         """codes (B, 1 + n_codebooks, frames), long, on the codec's device -> audio (B, samples) float32."""
