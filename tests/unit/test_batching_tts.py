@@ -177,6 +177,23 @@ def test_fish_batched_equals_unbatched(fish):
         assert set(g["timings"]) == {"batch_wait", "prefill", "decode", "codec"}
     overlap.close()
     assert overlap._codec_pool._shutdown
+    # the prefill from static buffers (what a GPU replays from CUDA graphs; run directly here):
+    # rows and start position as data, parts padded to 16 tokens, caches gathered and put back
+    with batched(fish, max_batch=8, batcher=static_batcher(fish, 8)) as sched:
+        padded = concurrently(fish, calls)
+        wait_idle(sched)
+        assert sched.batcher.stats()["static_prefills"] >= 1
+    for r, g in zip(ref, padded, strict=True):
+        assert torch.equal(g["details"]["codes"], r["details"]["codes"])
+        np.testing.assert_allclose(g["audio"], r["audio"], atol=5e-5)
+
+
+def static_batcher(fish: Any, slots: int) -> Any:
+    from voxbox.engines.tts.fish_s2.batcher import FishBatcher
+
+    b = FishBatcher(fish, slots)
+    b.runner.static_prefill = True
+    return b
 
 
 def test_fish_seeded_sampling_ignores_companions(fish):
@@ -192,12 +209,18 @@ def test_fish_seeded_sampling_ignores_companions(fish):
     assert not torch.equal(again["details"]["codes"], alone["details"]["codes"])  # the seed matters
 
 
-def test_fish_voice_prefix_reused(fish):
+@pytest.mark.parametrize("static", [False, True])
+def test_fish_voice_prefix_reused(fish, static):
+    """With ``static``, the prefill from static buffers: after a cached prefix it starts at a
+    position other than 0 (a data value of the graph on a GPU)."""
+    def batcher(slots: int) -> Any:
+        return static_batcher(fish, slots) if static else None
+
     rng = np.random.default_rng(3)
     voice = fish.encode_voice(Audio((0.2 * rng.standard_normal(3000)).astype(np.float32), 44100), "reference words")
     kw = fish_kw(fish, 6, voice=voice)
     ref = run(fish, "Cloned speech.", **kw)
-    with batched(fish, max_batch=2) as sched:
+    with batched(fish, max_batch=2, batcher=batcher(2)) as sched:
         first = run(fish, "Cloned speech.", **kw)
         second = run(fish, "Other cloned speech.", **kw)
         stats = sched.batcher.stats()
@@ -211,9 +234,10 @@ def test_fish_voice_prefix_reused(fish):
     fresh = fish.encode_voice(Audio((0.2 * rng.standard_normal(2500)).astype(np.float32), 44100), "new words")
     calls = [(t, fish_kw(fish, 5, voice=fresh)) for t in FISH_TEXTS[:3]]
     ref3 = [run(fish, t, **kw3) for t, kw3 in calls]
-    with batched(fish, max_batch=4) as sched:
+    with batched(fish, max_batch=4, batcher=batcher(4)) as sched:
         got = concurrently(fish, calls)
     assert sorted(g["details"]["prefix_cache"] for g in got) == ["hit", "hit", "miss"]
+    assert (sched.batcher.stats()["static_prefills"] >= 2) == static  # the new prefix, then the texts after it
     for r, g in zip(ref3, got, strict=True):
         assert torch.equal(g["details"]["codes"], r["details"]["codes"])
 

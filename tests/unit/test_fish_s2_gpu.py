@@ -37,7 +37,7 @@ def engine(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("fish_s2_gpu")
     build_tiny(root)
-    eng = fish_s2.load(root, device="cuda", max_voices=2, eos_check=4)
+    eng = fish_s2.load(root, device="cuda", dtype="float32", compile=False, max_voices=2, eos_check=4)
     yield eng
     eng.close()
 
@@ -57,14 +57,18 @@ def test_codec_graphs_equal_eager_decode(engine):
 
 
 def test_batcher_warms_padded_codec_shapes_and_streams_match_unbatched(engine):
-    """FishBatcher.warm captures the padded codec shapes while idle; streams through the runtime's
-    scheduler then give the unbatched engine's audio (same seed), replaying those graphs."""
+    """FishBatcher.warm captures the padded codec shapes and prefills while idle; streams through
+    the runtime's scheduler then give the unbatched engine's codes and audio (greedy, float32),
+    their prefill and codec calls replayed from graphs."""
     from voxbox.engines.tts.fish_s2.batcher import FishBatcher
     from voxbox.runtime.batching import BatchConfig, Scheduler
 
-    kw = dict(max_frames=20, logit_bias={engine.cfg.eos_token_id: -1e4}, first_window=3, window=5, context_frames=8)
+    kw = dict(temperature=0, max_frames=20, logit_bias={engine.cfg.eos_token_id: -1e4}, first_window=3, window=5,
+              context_frames=8)
     texts = ["One voice, one sentence.", "A second, slightly longer sentence here.", "Third."]
-    want = [np.concatenate([c.samples for c in engine.stream(t, seed=11 + i, **kw)]) for i, t in enumerate(texts)]
+    streams = [engine.stream(t, seed=11 + i, **kw) for i, t in enumerate(texts)]
+    want = [np.concatenate([c.samples for c in st]) for st in streams]
+    want_codes = [st.details["codes"] for st in streams]
     b = FishBatcher(engine, 4)
     calls = 1
     while b.warm():
@@ -72,15 +76,19 @@ def test_batcher_warms_padded_codec_shapes_and_streams_match_unbatched(engine):
         assert calls < 100
     warmed = set(engine.codec_graphs.graphs)
     assert len(warmed) >= 2 * len(b._codec_rows)  # the first window's frames and more, for 1/2/4/8 windows
+    assert {k[1] for k in b.runner._graphs if k[0] == "prefill"} == {1, 2, 4}  # rows; 4 slots
     sched = Scheduler(b, BatchConfig(max_batch=4, window_ms=20), name="fish")
     engine.use_scheduler(sched)
     try:
         import threading
 
         got: list[Any] = [None] * 3
+        codes: list[Any] = [None] * 3
 
         def go(i: int) -> None:
-            got[i] = np.concatenate([c.samples for c in engine.stream(texts[i], seed=11 + i, **kw)])
+            st = engine.stream(texts[i], seed=11 + i, **kw)
+            got[i] = np.concatenate([c.samples for c in st])
+            codes[i] = st.details["codes"]
 
         threads = [threading.Thread(target=go, args=(i,)) for i in range(3)]
         for t in threads:
@@ -90,6 +98,10 @@ def test_batcher_warms_padded_codec_shapes_and_streams_match_unbatched(engine):
     finally:
         engine.use_scheduler(None)
         sched.close()
+    st = b.stats()
+    assert st["static_prefills"] >= 1 and st["prefill_graph_error"] is None and st["codec_graph_error"] is None
+    for c, w in zip(codes, want_codes, strict=True):
+        assert torch.equal(c, w)
     for g, w in zip(got, want, strict=True):
         assert g.shape == w.shape
         np.testing.assert_allclose(g, w, atol=1e-4)

@@ -22,7 +22,11 @@ prefix (system text, reference transcript and codes), that prefix's keys/values 
 small LRU instead of recomputed (a one-level radix cache; a new voice is computed once even when
 many requests bring it at once).
 On CUDA each (batch bucket, attention span) slow step and each bucket's fast loop is a CUDA graph,
-captured at start (``capture_all``) or on first use.
+captured at start (``capture_all``) or on first use; so is the prefill, per (power-of-two piece of
+rows up to 16, length padded to one of :data:`PREFILL_TOKENS`, attention span): it reads the rows
+and their start position from static tensors and, layer by layer, gathers those rows' caches,
+runs the layer on them and puts them back, so one graph serves any rows and any cached prefix
+length (``static_prefill``; the eager forward where a prompt part is longer, and on a CPU).
 """
 
 from __future__ import annotations
@@ -46,6 +50,12 @@ from .transformer import run_layers
 
 __all__ = ["OPTION_NAMES", "BatchRunner", "RowPrompt", "hashed_noise", "sample_rows"]  # the last two from .rows
 
+
+#: Prompt parts (the tokens after a cached prefix, right-padded to the longest of an admission)
+#: prefilled from CUDA graphs are padded to one of these lengths; longer ones prefill eagerly.
+PREFILL_TOKENS = (16, 32, 64, 128, 256, 512)
+#: The most rows one prefill graph takes (an admission of more replays several: 16, 8, ... rows).
+PREFILL_ROWS = 16
 
 #: Per-row float options, in the order of ``BatchRunner.fopts``'s columns.
 OPTION_NAMES = ("temperature", "top_p", "repetition_penalty", "ras_temperature", "ras_top_p", "fast_temperature",
@@ -72,7 +82,7 @@ class BatchRunner:
     """Static row state for ``slots`` utterances decoded together (see the module docstring)."""
 
     def __init__(self, base: DualARRunner, slots: int, *, span_step: int = 512, cuda_graphs: bool | None = None,
-                 compile: bool | None = None, prefix_cache: int = 8) -> None:
+                 compile: bool | None = None, prefix_cache: int = 8, static_prefill: bool | None = None) -> None:
         self.base = base
         tc, fc = base.cfg.text, base.cfg.fast
         self.slots = S = max(1, int(slots))
@@ -104,8 +114,15 @@ class BatchRunner:
         self.use_graphs = (base.use_graphs if cuda_graphs is None else bool(cuda_graphs)) and dev.type == "cuda"
         self.ops = RowOps(base.ops.compiled if compile is None else bool(compile))
         self.compile_error: str | None = None
-        self._graphs: dict[tuple[str, int, int], Any] = {}
+        self._graphs: dict[tuple[Any, ...], Any] = {}
         self._pool: Any = None
+        # prefills from static buffers (rows and start position as data): CUDA graphs where steps are
+        self.static_prefill = self.use_graphs if static_prefill is None else bool(static_prefill)
+        self.prefill_graph_error: str | None = None  # why prefill graphs were given up (eager from then on)
+        self.static_prefills = 0  # pieces of rows prefilled from the static buffers
+        self._pf_x: Tensor | None = None  # (PREFILL_ROWS, PREFILL_TOKENS[-1], dim), allocated at first use
+        self._pf_rows, self._pf_begin = z(PREFILL_ROWS), z(1)
+        self._ar_rows = torch.arange(S, device=dev)
         self._prefixes: OrderedDict[str, list[Tensor]] = OrderedDict()
         self._max_prefixes = max(0, int(prefix_cache))
         self.prefix_hits = 0
@@ -209,6 +226,18 @@ class BatchRunner:
         if n == 0:
             return
         b = self.base
+        tb = bucket(n, list(PREFILL_TOKENS))
+        if self.static_prefill and self.prefill_graph_error is None and n <= tb and begin + tb <= b.max_context:
+            span = bucket(begin + tb, self.spans)
+            i = 0
+            while i < len(parts):  # pieces of 16, 8, 4, 2, 1 rows
+                r = min(PREFILL_ROWS, 1 << ((len(parts) - i).bit_length() - 1))
+                if not self._prefill_piece(row0 + i, parts[i:i + r], begin, tb, span):
+                    break
+                i += r
+            else:
+                return
+            row0, parts = row0 + i, parts[i:]
         x = torch.zeros(len(parts), n, parts[0].shape[-1], dtype=parts[0].dtype, device=self.device)
         for i, part in enumerate(parts):
             x[i, :part.shape[0]] = part
@@ -218,6 +247,67 @@ class BatchRunner:
         layers: Any = b.slow.layers
         run_layers(layers, [c[:, row0:row0 + len(parts)] for c in self.slow_cache], x, b.rope_slow[begin:end], pos,
                    end, mask, b.slow.norm.weight, b.cfg.text.norm_eps, EAGER)
+
+    def _prefill_piece(self, row0: int, parts: list[Tensor], begin: int, tb: int, span: int) -> bool:
+        """Rows ``row0 ... row0 + len(parts) - 1`` prefilled from the static buffers (on CUDA, a
+        graph per (rows, padded length, span)); False when a capture failed (eager from then on)."""
+        r = len(parts)
+        if self._pf_x is None:
+            self._pf_x = torch.zeros(PREFILL_ROWS, PREFILL_TOKENS[-1], parts[0].shape[-1], dtype=parts[0].dtype,
+                                     device=self.device)
+        x = self._pf_x[:r, :tb]
+        x.zero_()
+        for j, part in enumerate(parts):
+            x[j, :part.shape[0]] = part
+        self._pf_rows[:r].copy_(self._ar_rows[row0:row0 + r])
+        self._pf_begin.fill_(begin)
+        self.static_prefills += 1
+        if not self.use_graphs:
+            self._prefill_rows(r, tb, span)
+            return True
+        key = ("prefill", r, tb, span)
+        try:
+            g = self._graph(key, functools.partial(self._prefill_rows, r, tb, span))
+        except Exception as exc:  # noqa: BLE001 - prefill eagerly from now on; decoding is unaffected
+            self.prefill_graph_error = f"{type(exc).__name__}: {exc}"[:300]
+            logging.getLogger("voxbox.engines").warning(
+                "fish-s2 batching: prefill CUDA graph capture failed, prefilling eagerly: %s", self.prefill_graph_error)
+            return False
+        g.replay()
+        return True
+
+    def _prefill_rows(self, r: int, tb: int, span: int) -> None:
+        """The prefill of ``r`` rows (``_pf_rows``) from ``_pf_x[:r, :tb]`` at positions
+        ``_pf_begin + 0 ... tb - 1``, graph-safe: which rows and where they start are data. Per
+        layer, the rows' caches up to ``span`` are gathered, written by the layer and put back."""
+        b, px = self.base, self._pf_x
+        assert px is not None  # allocated by _prefill_piece
+        rows = self._pf_rows[:r]
+        pos = self._pf_begin + self._ar_ctx[:tb]
+        mask = self._ar_ctx[:span][None, :] <= pos[:, None]
+        cs = b.rope_slow.index_select(0, pos)
+        x, d = px[:r, :tb], None
+        layers: list[Any] = list(b.slow.layers)
+        for layer, cache in zip(layers, self.slow_cache, strict=True):
+            view = cache[:, :, :, :span]
+            rows_kv = view.index_select(1, rows)
+            x, d = layer(x, d, cs, pos, rows_kv, span, mask, EAGER)
+            view.index_copy_(1, rows, rows_kv)
+
+    def warm_prefill(self, rows: int, tokens: int, begin: int) -> bool:
+        """Capture the prefill graph of ``rows`` rows, ``tokens`` tokens after position ``begin``
+        (idle-time warm-up: free rows 0..rows-1 take zeros). False where graphs are not used or
+        the shape is not one of them."""
+        if not (self.use_graphs and self.static_prefill and self.prefill_graph_error is None):
+            return False
+        tb = bucket(tokens, list(PREFILL_TOKENS))
+        if rows > PREFILL_ROWS or tokens > tb or begin + tb > self.base.max_context:
+            return False
+        span = bucket(begin + tb, self.spans)
+        if ("prefill", rows, tb, span) in self._graphs:
+            return False
+        zero = torch.zeros(tokens, self.base.cfg.text.dim, dtype=self.base.slow_dtype, device=self.device)
+        return self._prefill_piece(0, [zero] * rows, begin, tb, span)
 
     def _reset(self, row0: int, prompts: list[RowPrompt], xs: list[Tensor]) -> None:
         """The per-row state of rows ``row0 ...`` (one write per field for all of them)."""
@@ -358,7 +448,7 @@ class BatchRunner:
         self.first[:B] = False
 
     # ------------------------------------------------------------------ CUDA graphs
-    def _graph(self, key: tuple[str, int, int], fn: Callable[[], None]) -> Any:
+    def _graph(self, key: tuple[Any, ...], fn: Callable[[], None]) -> Any:
         g = self._graphs.get(key)
         if g is not None:
             return g

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from voxbox.engines.batched import Piece, bucket, pow2_buckets
 from voxbox.types import AudioChunk
 
-from .batch import OPTION_NAMES, BatchRunner, RowPrompt
+from .batch import OPTION_NAMES, PREFILL_ROWS, BatchRunner, RowPrompt
 
 __all__ = ["FishBatcher", "FishRequest"]
 
@@ -118,7 +118,7 @@ class FishBatcher:
                               list[tuple[int, list[_Seq], list[int]]]] | None = None
         self.codec_waits = 0  # steps that waited for the codec (no decoder work to overlap)
         self._codec_rows = pow2_buckets(self.codec_batch)
-        self._warm_todo: list[tuple[int, int]] | None = None  # codec shapes left for warm()
+        self._warm_todo: list[tuple[str, int, int, int]] | None = None  # what warm() has left
         if capture:
             t0 = time.perf_counter()
             self.runner.capture_all()
@@ -276,18 +276,28 @@ class FishBatcher:
 
     def warm(self) -> bool:
         """Idle-time warm-up (called by the runtime's scheduler while nothing is in flight): one
-        codec graph of the padded shapes windows take with the engine's default windows, the first
-        window's shapes first. True while more are left."""
-        e = self.engine
+        graph per call, True while more are left. First the codec's padded shapes for the
+        engine's default windows (the first window's first), then the prefill of 1, 2, 4, 8 and
+        16 rows of up to 32 and 64 text tokens, after a cached prefix within the first attention
+        span, then beyond it."""
+        e, r = self.engine, self.runner
         if self._warm_todo is None:
             last = self._codec_frames(e.context_frames + e.window)
             frames = [self._codec_frames(e.first_window)] + [t for t in CODEC_FRAMES if t <= last]
-            self._warm_todo = list(dict.fromkeys((b, t) for t in frames for b in self._codec_rows))
-        while self._warm_todo and self.graphs.active and len(self.graphs.graphs) < self.graphs.limit:
-            b, t = self._warm_todo.pop(0)
-            if (b, self.ncb, t) in self.graphs.graphs:
+            todo = [("codec", b, t, 0) for t in frames for b in self._codec_rows]
+            rows = [n for n in pow2_buckets(min(PREFILL_ROWS, r.slots)) if n <= r.slots]
+            for begin in [0] + r.spans[:-1]:
+                todo += [("prefill", n, t, begin) for t in (32, 64) for n in rows]
+            self._warm_todo = list(dict.fromkeys(todo))
+        while self._warm_todo:
+            kind, b, t, begin = self._warm_todo.pop(0)
+            if kind == "codec":
+                if not self.graphs.active or (b, self.ncb, t) in self.graphs.graphs \
+                        or len(self.graphs.graphs) >= self.graphs.limit:
+                    continue
+                self.graphs.decode(torch.zeros(b, self.ncb, t, dtype=torch.long, device=self._codec_dev))
+            elif self.seqs or not r.warm_prefill(b, t, begin):  # rows 0.. must be free; False: nothing captured
                 continue
-            self.graphs.decode(torch.zeros(b, self.ncb, t, dtype=torch.long, device=self._codec_dev))
             return bool(self._warm_todo)
         return False
 
@@ -335,7 +345,9 @@ class FishBatcher:
         return {"slots": r.slots, "active": len(self.seqs), "draining": len(self.draining), "steps": self.steps,
                 "codec_queue": len(self._queue), "codec_in_flight": self._inflight is not None,
                 "codec_waits": self.codec_waits, "graphs": len(r._graphs),
-                "prefix_hits": r.prefix_hits, "prefix_misses": r.prefix_misses, "compile_error": r.compile_error}
+                "prefix_hits": r.prefix_hits, "prefix_misses": r.prefix_misses, "compile_error": r.compile_error,
+                "static_prefills": r.static_prefills, "codec_graphs": len(self.graphs.graphs),
+                "prefill_graph_error": r.prefill_graph_error, "codec_graph_error": self.graphs.error}
 
 
 def _sync(device: torch.device) -> None:
