@@ -279,14 +279,14 @@ class FishBatcher:
         graph per call, True while more are left. First the codec's padded shapes for the
         engine's default windows (the first window's first), then the prefill of 1, 2, 4, 8 and
         16 rows of up to 32 and 64 text tokens, after a cached prefix within the first attention
-        span, then beyond it."""
+        span, then within the second (longer ones are captured when first met)."""
         e, r = self.engine, self.runner
         if self._warm_todo is None:
             last = self._codec_frames(e.context_frames + e.window)
             frames = [self._codec_frames(e.first_window)] + [t for t in CODEC_FRAMES if t <= last]
             todo = [("codec", b, t, 0) for t in frames for b in self._codec_rows]
             rows = [n for n in pow2_buckets(min(PREFILL_ROWS, r.slots)) if n <= r.slots]
-            for begin in [0] + r.spans[:-1]:
+            for begin in [0] + r.spans[:1] if len(r.spans) > 1 else [0]:  # a prefix within 1 or 2 spans
                 todo += [("prefill", n, t, begin) for t in (32, 64) for n in rows]
             self._warm_todo = list(dict.fromkeys(todo))
         while self._warm_todo:
