@@ -136,6 +136,11 @@ class Scheduler(Generic[R, Out]):
         self._thread.start()
 
     @property
+    def warming(self) -> bool:
+        """Whether the batcher's idle-time warm-up (``warm``) has more to do."""
+        return self._warming
+
+    @property
     def max_batch(self) -> int:
         return min(self.config.max_batch, self.batcher.max_batch)
 

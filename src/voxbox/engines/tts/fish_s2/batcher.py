@@ -119,6 +119,8 @@ class FishBatcher:
         self.codec_waits = 0  # steps that waited for the codec (no decoder work to overlap)
         self._codec_rows = pow2_buckets(self.codec_batch)
         self._warm_todo: list[tuple[str, int, int, int]] | None = None  # what warm() has left
+        self.warm_graphs = 0  # graphs captured by warm()
+        self.warm_s = 0.0
         if capture:
             t0 = time.perf_counter()
             self.runner.capture_all()
@@ -278,8 +280,8 @@ class FishBatcher:
         """Idle-time warm-up (called by the runtime's scheduler while nothing is in flight): one
         graph per call, True while more are left. First the codec's padded shapes for the
         engine's default windows (the first window's first), then the prefill of 1, 2, 4, 8 and
-        16 rows of up to 32 and 64 text tokens, after a cached prefix within the first attention
-        span, then within the second (longer ones are captured when first met)."""
+        16 rows of up to 32, 64, 16 and 128 text tokens, after a cached prefix within the first
+        attention span, then within the second (other shapes are captured when first met)."""
         e, r = self.engine, self.runner
         if self._warm_todo is None:
             last = self._codec_frames(e.context_frames + e.window)
@@ -287,10 +289,11 @@ class FishBatcher:
             todo = [("codec", b, t, 0) for t in frames for b in self._codec_rows]
             rows = [n for n in pow2_buckets(min(PREFILL_ROWS, r.slots)) if n <= r.slots]
             for begin in [0] + r.spans[:1] if len(r.spans) > 1 else [0]:  # a prefix within 1 or 2 spans
-                todo += [("prefill", n, t, begin) for t in (32, 64) for n in rows]
+                todo += [("prefill", n, t, begin) for t in (32, 64, 16, 128) for n in rows]
             self._warm_todo = list(dict.fromkeys(todo))
         while self._warm_todo:
             kind, b, t, begin = self._warm_todo.pop(0)
+            t0 = time.perf_counter()
             if kind == "codec":
                 if not self.graphs.active or (b, self.ncb, t) in self.graphs.graphs \
                         or len(self.graphs.graphs) >= self.graphs.limit:
@@ -298,6 +301,9 @@ class FishBatcher:
                 self.graphs.decode(torch.zeros(b, self.ncb, t, dtype=torch.long, device=self._codec_dev))
             elif self.seqs or not r.warm_prefill(b, t, begin):  # rows 0.. must be free; False: nothing captured
                 continue
+            _sync(r.device)
+            self.warm_graphs += 1
+            self.warm_s += time.perf_counter() - t0
             return bool(self._warm_todo)
         return False
 
@@ -347,6 +353,7 @@ class FishBatcher:
                 "codec_waits": self.codec_waits, "graphs": len(r._graphs),
                 "prefix_hits": r.prefix_hits, "prefix_misses": r.prefix_misses, "compile_error": r.compile_error,
                 "static_prefills": r.static_prefills, "codec_graphs": len(self.graphs.graphs),
+                "warm_graphs": self.warm_graphs, "warm_s": round(self.warm_s, 3),
                 "prefill_graph_error": r.prefill_graph_error, "codec_graph_error": self.graphs.error}
 
 
