@@ -449,7 +449,8 @@ def main() -> int:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--tiny", action="store_true", help="tiny random models (a CPU smoke test of the script)")
     ap.add_argument("--levels", default=None, help="batched concurrency levels (default fish 1,4,16,64; echo 1,4,8,16)")
-    ap.add_argument("--off-levels", default=None, help="unbatched levels (default fish 1,4,16; echo 1,4,8)")
+    ap.add_argument("--off-levels", default=None,
+                    help="unbatched levels (default fish 1,4,16; echo 1,4,8; none: no unbatched server)")
     ap.add_argument("--per-worker", type=int, default=2, help="requests per client thread and level (batched)")
     ap.add_argument("--batch-max", type=int, default=64)
     ap.add_argument("--warm-rounds", type=int, default=3,
@@ -482,7 +483,8 @@ def main() -> int:
         entries = prepare(root, engines, args.tiny, args.device, args.fish_frames)
         for name in engines:
             on = [int(c) for c in args.levels.split(",")] if args.levels else defaults[name][0]
-            off = [int(c) for c in args.off_levels.split(",")] if args.off_levels else defaults[name][1]
+            off = ([] if args.off_levels == "none" else [int(c) for c in args.off_levels.split(",")]) \
+                if args.off_levels else defaults[name][1]
             text = FISH_TEXT if name == "fish-s2" else ECHO_TEXT
             # a 10 s reference (the tiny fish codec makes 2756 frames a second: keep its prompt small)
             ref_seconds = 10.0 if not args.tiny else (0.05 if name == "fish-s2" else 0.25)
@@ -490,6 +492,8 @@ def main() -> int:
             result["engines"][name] = {"catalog": entries[name], "text": text, "modes": modes}
             for key, batching, levels, per_worker in (("batched", True, on, args.per_worker),
                                                       ("unbatched", False, off, 1)):
+                if not levels:  # --off-levels none: no unbatched server
+                    continue
                 modes[key] = bench_mode(name, entries[name], text, batching=batching, levels=levels,
                                         per_worker=per_worker, batch_max=args.batch_max, device=args.device,
                                         root=root, log=log, ref_seconds=ref_seconds,
