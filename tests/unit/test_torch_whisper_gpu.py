@@ -209,7 +209,8 @@ def test_idle_warm_up_captures_what_traffic_then_replays():
             assert calls < 100
         assert b.warm() is False
         per_ts = 4 + 4 * (WARM_KV_LEN // KV_BUCKET)  # prefills of 1/2/4/8 windows; steps: 4 buckets x kv lengths
-        assert b.warm_graphs == calls == 2 * per_ts
+        assert b.warm_graphs == calls == 4 + 2 * per_ts  # first the encoder's pieces of 1, 2, 4, 8 windows
+        assert sorted(b.runner._enc_graphs) == [1, 2, 4, 8] and b.runner.encoder_graph_error is None
         assert b.prefill_graph_error is None
         graphs, prefills = set(b._graphs), set(b._pf_graphs)
         got: dict[int, Any] = {}

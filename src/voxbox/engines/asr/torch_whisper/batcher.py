@@ -22,7 +22,8 @@ step on the CPU, every 4 on a GPU, like the unbatched loop). On CUDA a step is a
 first use in thread-local mode so callers keep using the GPU meanwhile. While nothing is in flight,
 the scheduler calls :meth:`WindowBatcher.warm`, which captures the graphs traffic most likely needs
 (greedy steps of every bucket up to 256 attended positions; prefills of the default prompts) one
-per call, so that a capture, which waits for the whole device, rarely lands inside a running batch.
+per call (first the encoder's graphs for each power-of-two piece of an admission), so that a
+capture, which waits for the whole device, rarely lands inside a running batch.
 
 Greedy windows give the unbatched engine's tokens (the same rules and arithmetic per row; the
 prompt prefill runs per prompt length). Beam search stays on the unbatched decoder: a beam window
@@ -45,7 +46,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from voxbox.engines.asr.torch_whisper.decoding import KV_BUCKET, Paused, Runner
+from voxbox.engines.asr.torch_whisper.decoding import ENCODER_GRAPH_MAX, KV_BUCKET, Paused, Runner
 from voxbox.engines.asr.torch_whisper.prefill import PrefillGraphs
 from voxbox.engines.asr.torch_whisper.rules import RowRules, Rules, RuleTensors, apply_rules
 from voxbox.engines.asr.torch_whisper.windows import WindowRequest, WindowResult
@@ -376,15 +377,16 @@ class WindowBatcher:
 
     # -- idle-time warm-up ----------------------------------------------------------------------------
     def _warm_plan(self) -> list[tuple[str, tuple[Any, ...]]]:
-        """What :meth:`warm` captures, most likely first: for timestamps off then on, the default
-        prompt's prefill for every power-of-two count of windows, then greedy steps of every
+        """What :meth:`warm` captures, most likely first: the encoder's graph for every
+        power-of-two piece of an admission; then, for timestamps off then on, the default
+        prompt's prefill for every power-of-two count of windows and greedy steps of every
         occupied-slot bucket at each attended length up to WARM_KV_LEN."""
         if not self.runner.use_graphs:
             return []
         buckets = sorted({_bucket(n, self.max_batch) for n in range(1, self.max_batch + 1)})
         rows = [r for r in buckets if r <= self._prefills.rows]
         kv_lens = range(KV_BUCKET, min(self.max_len, WARM_KV_LEN) + 1, KV_BUCKET)
-        plan: list[tuple[str, tuple[Any, ...]]] = []
+        plan: list[tuple[str, tuple[Any, ...]]] = [("encoder", (n,)) for n in buckets if n <= ENCODER_GRAPH_MAX]
         for ts in (False, True):
             prompt = self._warm_prompts.get(ts)
             if prompt and self._prefills.takes(len(prompt)):
@@ -401,6 +403,16 @@ class WindowBatcher:
             return False  # not idle after all (a bug elsewhere): stop rather than touch live slots
         while self._warm_todo:
             kind, key = self._warm_todo.pop(0)
+            if kind == "encoder":
+                if key[0] in self.runner._enc_graphs or self.runner.encoder_graph_error is not None:
+                    continue
+                t0 = time.perf_counter()
+                d = self.model.dims
+                with torch.inference_mode():  # the same call an admission makes: captures its piece
+                    self.runner.encode(torch.zeros(key[0], d.n_mels, 2 * d.max_source_positions,
+                                                   device=self.runner.device, dtype=self.runner.dtype))
+                self._warm_done(t0)
+                return bool(self._warm_todo)
             if kind == "step" and key not in self._graphs:
                 t0 = time.perf_counter()
                 with torch.inference_mode():
