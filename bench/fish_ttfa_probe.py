@@ -75,6 +75,7 @@ def profile_admissions(engine: Any, voice: Any, sched: Any, sizes: list[int], fr
     """One round per size in ``sizes``, its largest admission under the torch profiler (the
     batcher's ``admit`` wrapped for the round): wall time, GPU busy time, and the top ops by GPU
     and by CPU time in ``fish_admit_profile_<rows>.txt``."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
@@ -103,9 +104,10 @@ def profile_admissions(engine: Any, voice: Any, sched: Any, sizes: list[int], fr
             continue
         rows, wall, prof = seen[0]
         ev = prof.key_averages()
-        gpu_us = sum(getattr(e, "self_device_time_total", 0) for e in ev)
+        # kernels only (an op's self device time repeats its kernels': summing both counts twice)
+        gpu_us = sum(e.self_device_time_total for e in ev if e.device_type == DeviceType.CUDA)
         found[f"rows{rows}"] = {"wall_ms": round(wall * 1000, 2), "gpu_busy_ms": round(gpu_us / 1000, 2),
-                                "kernels": sum(e.count for e in ev if getattr(e, "self_device_time_total", 0) > 0)}
+                                "kernels": sum(e.count for e in ev if e.device_type == DeviceType.CUDA)}
         text = (ev.table(sort_by="self_cuda_time_total", row_limit=25, max_name_column_width=60) + "\n\n"
                 + ev.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=60))
         (out / f"fish_admit_profile_{rows}.txt").write_text(text)

@@ -146,6 +146,7 @@ def main() -> int:
         res["encode_variants"] = variants
         print(json.dumps(variants, indent=1), flush=True)
 
+        from torch.autograd import DeviceType
         from torch.profiler import ProfilerActivity, profile
 
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
@@ -158,9 +159,10 @@ def main() -> int:
         table = prof.key_averages().table(sort_by=key, row_limit=30, max_name_column_width=70)
         (out / "fish_voice_profile.txt").write_text(table)
         events = prof.key_averages()
-        gpu_us = sum(getattr(e, "self_device_time_total", 0) for e in events) if cuda else 0
+        # kernels only (an op's self device time repeats its kernels': summing both counts twice)
+        gpu_us = sum(e.self_device_time_total for e in events if e.device_type == DeviceType.CUDA)
         res["profile"] = {"wall_ms": round(wall * 1000, 2), "gpu_busy_ms": round(gpu_us / 1000, 2),
-                          "kernels": sum(e.count for e in events if getattr(e, "self_device_time_total", 0) > 0)}
+                          "kernels": sum(e.count for e in events if e.device_type == DeviceType.CUDA)}
         print(res["profile"], flush=True)
     (out / "fish_voice_probe.json").write_text(json.dumps(res, indent=1))
     return 0
