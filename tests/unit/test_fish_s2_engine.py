@@ -214,6 +214,14 @@ def test_codec_right_padding_leaves_earlier_audio_unchanged(engine):
     torch.testing.assert_close(padded[:3, : 11 * fl], want, rtol=0, atol=2e-5)  # summation order only
     left = codec.decode_batch(F.pad(codes, (5, 0)))[:, 5 * fl:]
     assert (left - want).abs().max() > 1e-3
+    # DecodeGraphs pads (as on a GPU, here without graphs) to 4 windows of 16 frames, then cuts
+    from voxbox.engines.tts.fish_s2.codec import DecodeGraphs
+
+    assert DecodeGraphs.padded(3, 11) == (4, 16) and DecodeGraphs.padded(1, 4) == (1, 4)
+    assert DecodeGraphs.padded(5, 200) == (8, 200)  # longer than the largest padded length: kept
+    cut = DecodeGraphs(codec).decode(codes, pad=True)
+    assert cut.shape == want.shape
+    torch.testing.assert_close(cut, want, rtol=0, atol=2e-5)
 
 
 def test_forced_eos_stops_at_k(engine):

@@ -51,9 +51,10 @@ def test_codec_graphs_equal_eager_decode(engine):
         codes = torch.randint(0, 64, shape, generator=gen).cuda()
         want = codec.decode_batch(codes)
         got = graphs.decode(codes)
-        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, rtol=0, atol=5e-5)  # padded calls: another summation order
     assert graphs.error is None
-    assert sorted(graphs.graphs) == [(1, nq, 4), (3, nq, 9)]  # the third shape decoded eagerly
+    assert sorted(graphs.graphs) == [(1, nq, 4), (4, nq, 16)]  # 3 x 9 padded; the third shape decoded eagerly
 
 
 def test_batcher_warms_padded_codec_shapes_and_streams_match_unbatched(engine):

@@ -427,7 +427,9 @@ class WindowBatcher:
                 t0 = time.perf_counter()
                 self._warm_prefill(r, prompt, ts)
                 self._warm_done(t0)
-                return bool(self._warm_todo) and self._prefills.error is None
+                if self._prefills.error is not None:  # prefills stay eager: the step graphs still help
+                    self._warm_todo = [item for item in self._warm_todo if item[0] != "prefill"]
+                return bool(self._warm_todo)
         return False
 
     def _warm_done(self, t0: float) -> None:

@@ -9,7 +9,7 @@ boundary on the same step and share codec calls. First and last windows jump the
 utterance stops at ``<|im_end|>`` or ``max_frames``: its row is freed at once (the next request
 joins at the next step) and it finishes when its last window is decoded. On a GPU the codec calls
 replay CUDA graphs (``codec.DecodeGraphs``): each call is padded to a power-of-two count of windows
-and to one of :data:`CODEC_FRAMES`, and :meth:`FishBatcher.warm` captures those shapes while the
+and to one of ``codec.PAD_FRAMES``, and :meth:`FishBatcher.warm` captures those shapes while the
 scheduler is idle, so that no capture stalls a running batch.
 
 With ``codec_overlap`` (opt-in) the codec calls run on a thread of their own (on CUDA, on their
@@ -31,22 +31,16 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from voxbox.engines.batched import Piece, bucket, pow2_buckets
+from voxbox.engines.batched import Piece, pow2_buckets
 from voxbox.types import AudioChunk
 
 from .batch import OPTION_NAMES, PREFILL_ROWS, BatchRunner, RowPrompt
+from .codec import PAD_FRAMES, DecodeGraphs
 
 __all__ = ["FishBatcher", "FishRequest"]
 
 log = logging.getLogger("voxbox.engines")
-
-#: On a GPU, batched codec calls are padded to these frame counts (and to a power-of-two count of
-#: windows) so that a few shapes, each a CUDA graph, cover every window: padding codes on the right
-#: leaves the audio of the frames before them as it was (the codec is causal). Longer calls (a
-#: ``context_frames + window`` beyond the last) keep their own length.
-CODEC_FRAMES = (4, 8, 16, 32, 48, 64, 80, 96, 128)
 
 
 @dataclass
@@ -117,7 +111,7 @@ class FishBatcher:
         self._inflight: tuple[Future[list[tuple[np.ndarray, float]]],
                               list[tuple[int, list[_Seq], list[int]]]] | None = None
         self.codec_waits = 0  # steps that waited for the codec (no decoder work to overlap)
-        self._codec_rows = pow2_buckets(self.codec_batch)
+        self._codec_rows = sorted({DecodeGraphs.padded(n, 1)[0] for n in range(1, self.codec_batch + 1)})
         self._warm_todo: list[tuple[str, int, int, int]] | None = None  # what warm() has left
         self.warm_graphs = 0  # graphs captured by warm()
         self.warm_s = 0.0
@@ -264,17 +258,9 @@ class FishBatcher:
         with torch.inference_mode(), stream:
             for new, codes in work:
                 t0 = time.perf_counter()
-                b, _, t = codes.shape
-                x = torch.from_numpy(codes)
-                if self.graphs.active:  # a padded shape: one of a few graphs
-                    x = F.pad(x, (0, self._codec_frames(t) - t, 0, 0, 0, bucket(b, self._codec_rows) - b))
-                audio = self.graphs.decode(x.to(self._codec_dev))[:b, : t * fl]
-                out.append((audio[:, (t - new) * fl:].cpu().numpy(), time.perf_counter() - t0))
+                audio = self.graphs.decode(torch.from_numpy(codes).to(self._codec_dev))
+                out.append((audio[:, audio.shape[1] - new * fl:].cpu().numpy(), time.perf_counter() - t0))
         return out
-
-    @staticmethod
-    def _codec_frames(t: int) -> int:
-        return t if t > CODEC_FRAMES[-1] else bucket(t, list(CODEC_FRAMES))
 
     def warm(self) -> bool:
         """Idle-time warm-up (called by the runtime's scheduler while nothing is in flight): one
@@ -284,8 +270,8 @@ class FishBatcher:
         attention span, then within the second (other shapes are captured when first met)."""
         e, r = self.engine, self.runner
         if self._warm_todo is None:
-            last = self._codec_frames(e.context_frames + e.window)
-            frames = [self._codec_frames(e.first_window)] + [t for t in CODEC_FRAMES if t <= last]
+            last = self.graphs.padded(1, e.context_frames + e.window)[1]
+            frames = [self.graphs.padded(1, e.first_window)[1]] + [t for t in PAD_FRAMES if t <= last]
             todo = [("codec", b, t, 0) for t in frames for b in self._codec_rows]
             rows = [n for n in pow2_buckets(min(PREFILL_ROWS, r.slots)) if n <= r.slots]
             for begin in [0] + r.spans[:1] if len(r.spans) > 1 else [0]:  # a prefix within 1 or 2 spans

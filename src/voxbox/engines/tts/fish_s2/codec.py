@@ -29,12 +29,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from voxbox.engines.graphs import capture_graph
+
 from .config import CodecConfig, CodecTransformerConfig
 from .ops import apply_rope, rope_table
 
-__all__ = ["Codec", "DecodeGraphs"]
+__all__ = ["PAD_FRAMES", "Codec", "DecodeGraphs"]
 
 log = logging.getLogger(__name__)
+
+#: On a GPU, codec calls are padded to one of these frame counts (and to a power-of-two count of
+#: windows) so that a few shapes, each a CUDA graph, cover every window: codes appended on the
+#: right leave the audio of the frames before them as it was (the codec is causal). Longer calls
+#: keep their own length.
+PAD_FRAMES = (4, 8, 16, 32, 48, 64, 80, 96, 128)
 
 
 class Snake(nn.Module):
@@ -363,12 +371,13 @@ class Codec(nn.Module):
 
 
 class DecodeGraphs:
-    """:meth:`Codec.decode_batch` replayed from CUDA graphs, one per codes shape (windows,
+    """:meth:`Codec.decode_batch` replayed from CUDA graphs, one per padded codes shape (windows,
     codebooks, frames), captured on first use for up to ``limit`` shapes (eager beyond them, and
-    on a CPU). Streaming decodes a few shapes over and over (the first window; the next ones while
-    the left context fills; then context + window frames), and eagerly each call is some 700 small
-    kernels issued from Python: about 15 ms for the first 4 frames on an H200, where the GPU
-    works for a fraction of that. A lock serialises callers (the static buffers are shared)."""
+    on a CPU). Streaming decodes the same few windows over and over (the first one; the next ones
+    while the left context fills; then context + window frames; a shorter last one), and eagerly
+    each call is some 700 small kernels issued from Python: about 15 ms for the first 4 frames on
+    an H200, where the GPU works for a fraction of that. A lock serialises callers (the static
+    buffers are shared)."""
 
     def __init__(self, codec: Codec, limit: int = 48) -> None:
         self.codec, self.limit = codec, limit
@@ -380,11 +389,28 @@ class DecodeGraphs:
 
     @property
     def active(self) -> bool:
-        """Whether calls replay graphs (a GPU codec, captures working, room for more shapes)."""
+        """Whether calls replay graphs (a GPU codec whose captures work)."""
         return self.cuda and self.error is None
 
-    def decode(self, codes: Tensor) -> Tensor:
-        """codes (B, 1 + n_codebooks, frames), long, on the codec's device -> audio (B, samples) float32."""
+    @staticmethod
+    def padded(windows: int, frames: int) -> tuple[int, int]:
+        """The shape a call of ``windows`` x ``frames`` is padded to (see :data:`PAD_FRAMES`)."""
+        b = 1 << max(0, windows - 1).bit_length()
+        t = next((f for f in PAD_FRAMES if f >= frames), frames)
+        return b, t
+
+    def decode(self, codes: Tensor, *, pad: bool | None = None) -> Tensor:
+        """codes (B, 1 + n_codebooks, frames), long, on the codec's device -> audio (B, frames *
+        frame_length) float32, the unpadded call's. ``pad`` (default: when replaying graphs) pads
+        the call to :meth:`padded`'s shape first."""
+        b, _, t = codes.shape
+        if pad if pad is not None else self.active:
+            bp, tp = self.padded(b, t)
+            if (bp, tp) != (b, t):
+                codes = F.pad(codes, (0, tp - t, 0, 0, 0, bp - b))
+        return self._decode(codes)[:b, : t * self.codec.frame_length]
+
+    def _decode(self, codes: Tensor) -> Tensor:
         if codes.device.type != "cuda" or self.error is not None:
             return self.codec.decode_batch(codes)
         key = tuple(codes.shape)
@@ -402,8 +428,6 @@ class DecodeGraphs:
             return y.clone()
 
     def _capture(self, codes: Tensor) -> tuple[Any, Tensor, Tensor] | None:
-        from voxbox.engines.graphs import capture_graph
-
         x = codes.long().clone()
         out: dict[str, Tensor] = {}
 
