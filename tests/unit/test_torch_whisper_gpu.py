@@ -189,8 +189,9 @@ def test_idle_warm_up_captures_what_traffic_then_replays():
     (no capture while the batch runs) and still give the eager decoder's tokens."""
     import threading
 
-    from voxbox.engines.asr.torch_whisper.batcher import WARM_KV_LEN, WindowBatcher, WindowRequest
+    from voxbox.engines.asr.torch_whisper.batcher import WindowBatcher, WindowRequest
     from voxbox.engines.asr.torch_whisper.decoding import KV_BUCKET, Runner
+    from voxbox.engines.asr.torch_whisper.warm import WARM_KV_LEN
 
     tok, model = _tok(), _model(torch.float32)
     torch.manual_seed(5)

@@ -23,7 +23,7 @@ from typing import Any, Generic, Iterator, Protocol, TypeVar
 
 from voxbox.types import StageTimings
 
-__all__ = ["Piece", "Submitter", "bucket", "host_to_device", "pow2_buckets", "relay"]
+__all__ = ["Piece", "Submitter", "bucket", "host_to_device", "next_pow2", "pow2_buckets", "pow2_floor", "relay"]
 
 T = TypeVar("T")
 
@@ -77,6 +77,17 @@ def bucket(n: int, sizes: list[int]) -> int:
         if s >= n:
             return s
     return sizes[-1]
+
+
+def next_pow2(n: int) -> int:
+    """The smallest power of two >= ``n`` (1 for n <= 1)."""
+    return 1 << (max(1, n) - 1).bit_length()
+
+
+def pow2_floor(n: int) -> int:
+    """The largest power of two <= ``n`` (1 for n <= 1): the next piece when ``n`` rows are split
+    into power-of-two pieces, largest first."""
+    return 1 << (max(1, n).bit_length() - 1)
 
 
 def pow2_buckets(limit: int) -> list[int]:

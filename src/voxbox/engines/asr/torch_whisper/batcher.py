@@ -21,9 +21,8 @@ step on the CPU, every 4 on a GPU, like the unbatched loop). On CUDA a step is a
 (occupied-slot bucket: 1, 2, 4 ..., attended-length bucket of 64, greedy/sampling), captured on
 first use in thread-local mode so callers keep using the GPU meanwhile. While nothing is in flight,
 the scheduler calls :meth:`WindowBatcher.warm`, which captures the graphs traffic most likely needs
-(greedy steps of every bucket up to 256 attended positions; prefills of the default prompts) one
-per call (first the encoder's graphs for each power-of-two piece of an admission), so that a
-capture, which waits for the whole device, rarely lands inside a running batch.
+one per call (``warm.py``), so that a capture, which waits for the whole device, rarely lands
+inside a running batch.
 
 Greedy windows give the unbatched engine's tokens (the same rules and arithmetic per row; the
 prompt prefill runs per prompt length). Beam search stays on the unbatched decoder: a beam window
@@ -40,18 +39,18 @@ import heapq
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from voxbox.engines.asr.torch_whisper.decoding import ENCODER_GRAPH_MAX, KV_BUCKET, Paused, Runner
+from voxbox.engines.asr.torch_whisper.decoding import KV_BUCKET, Paused, Runner
 from voxbox.engines.asr.torch_whisper.prefill import PrefillGraphs
 from voxbox.engines.asr.torch_whisper.rules import RowRules, Rules, RuleTensors, apply_rules
-from voxbox.engines.asr.torch_whisper.windows import WindowRequest, WindowResult
+from voxbox.engines.asr.torch_whisper.warm import IdleWarmup
+from voxbox.engines.asr.torch_whisper.windows import WindowRequest, WindowResult, WindowSlot
 from voxbox.engines.asr.whisper.segments import DecodeResult
-from voxbox.engines.batched import host_to_device
+from voxbox.engines.batched import host_to_device, next_pow2
 from voxbox.engines.graphs import capture_graph
 
 __all__ = ["WindowBatcher", "WindowRequest", "WindowResult"]
@@ -61,34 +60,10 @@ PREFILL_ROWS = 64
 #: Prompts up to this many tokens are prefilled by CUDA graphs (one per length); longer ones (the
 #: previous window's text, a long initial prompt), whose lengths vary, eagerly.
 PREFILL_GRAPH_MAX_LEN = 16
-#: Step graphs captured ahead of traffic while the batcher is idle (``warm``): greedy, every
-#: occupied-slot bucket, attended lengths up to this many positions (100 tokens of speech per 30-s
-#: window stay within 128), timestamps off then on.
-WARM_KV_LEN = 256
-
-
-@dataclass(eq=False)
-class _Seq:
-    req: WindowRequest
-    enc: torch.Tensor
-    slots: list[int] = field(default_factory=list)
-    steps: int = 0  # tokens chosen so far (the prefill's included)
-    done: WindowResult | None = None  # decoded whole (beam, solo fast path): emitted at the next step
-
-    @property
-    def start(self) -> int:
-        return len(self.req.prompt)
-
-    @property
-    def sampled(self) -> bool:
-        return self.req.temperature > 0
 
 
 def _bucket(n: int, cap: int) -> int:
-    b = 1
-    while b < n:
-        b *= 2
-    return min(b, cap)
+    return min(next_pow2(n), cap)
 
 
 class WindowBatcher:
@@ -117,7 +92,7 @@ class WindowBatcher:
         self.rules = RowRules(s, self.tok, v, dev)
         self._rule_cache: dict[Rules, RuleTensors] = {}
         self._free = list(range(s))
-        self._seqs: list[_Seq] = []
+        self._seqs: list[WindowSlot] = []
         self._graphs: dict[tuple[Any, ...], torch.cuda.CUDAGraph] = {}
         self._pool: Any = None
         d = self.model.dims
@@ -149,19 +124,15 @@ class WindowBatcher:
         self.prefill_gpu_s = 0.0
         self._admit_events: list[tuple[torch.cuda.Event, torch.cuda.Event, torch.cuda.Event]] = []
         self._events_lock = threading.Lock()  # stats() harvests from the metrics thread too
-        # idle-time warm-up (warm()): the default prompt per timestamps setting, what is left to capture
-        self._warm_prompts = dict(warm_prompts or {})
-        self._warm_todo: list[tuple[str, tuple[Any, ...]]] | None = None
-        self.warm_graphs = 0  # graphs captured by warm()
-        self.warm_s = 0.0
+        self._warmup = IdleWarmup(self, warm_prompts)  # warm(): graphs captured while idle
 
     def stats(self) -> dict[str, Any]:
         self._harvest_events()
         return {"admits": self.admits, "admit_s": round(self.admit_s, 3), "steps": self.steps,
                 "step_s": round(self.step_s, 3), "rows_stepped": self.rows_stepped,
                 "solo_windows": self.solo_windows, "solo_moved": self.solo_moved, "graphs": len(self._graphs),
-                "prefill_graphs": len(self._prefills.graphs), "warm_graphs": self.warm_graphs,
-                "warm_s": round(self.warm_s, 3),
+                "prefill_graphs": len(self._prefills.graphs), "warm_graphs": self._warmup.graphs,
+                "warm_s": round(self._warmup.seconds, 3),
                 "encode_gpu_s": round(self.encode_gpu_s, 3), "prefill_gpu_s": round(self.prefill_gpu_s, 3)}
 
     def _harvest_events(self) -> None:
@@ -177,7 +148,7 @@ class WindowBatcher:
             self._admit_events = keep
 
     # -- admission --------------------------------------------------------------------------------------
-    def admit(self, requests: list[WindowRequest]) -> list[_Seq]:
+    def admit(self, requests: list[WindowRequest]) -> list[WindowSlot]:
         t0 = time.perf_counter()
         try:
             return self._admit(requests)
@@ -185,7 +156,7 @@ class WindowBatcher:
             self.admits += 1
             self.admit_s += time.perf_counter() - t0
 
-    def _admit(self, requests: list[WindowRequest]) -> list[_Seq]:
+    def _admit(self, requests: list[WindowRequest]) -> list[WindowSlot]:
         events = None
         if self.runner.device.type == "cuda":
             self._harvest_events()
@@ -198,8 +169,8 @@ class WindowBatcher:
                 events[1].record()
             for r in requests:  # as the unbatched decoder: the prompt leaves room (decoder_prompt sees to it)
                 r.max_new = max(1, min(r.max_new, self.max_len - len(r.prompt)))
-            seqs = [_Seq(r, e) for r, e in zip(requests, encs, strict=True)]
-            slotted: list[_Seq] = []
+            seqs = [WindowSlot(r, e) for r, e in zip(requests, encs, strict=True)]
+            slotted: list[WindowSlot] = []
             free = len(self._free)
             for q in seqs:
                 need = max(1, q.req.best_of) if q.sampled else 1
@@ -237,7 +208,7 @@ class WindowBatcher:
         """Why the prefill graphs were given up (None: they work or were not needed)."""
         return self._prefills.error
 
-    def _whole(self, q: _Seq) -> WindowResult:
+    def _whole(self, q: WindowSlot) -> WindowResult:
         """The unbatched decoder for one window (beam search; a sampled window without room)."""
         r = q.req
         with self.lock:
@@ -246,7 +217,7 @@ class WindowBatcher:
                                      length_penalty=r.length_penalty, generator=r.generator)[0]
         return WindowResult(res, q.enc)
 
-    def _solo(self, q: _Seq) -> WindowResult | None:
+    def _solo(self, q: WindowSlot) -> WindowResult | None:
         """A window alone decoded on the runner's single-stream path, until it ends or requests
         wait (``waiting()``, asked every few tokens): then its state moves into a slot and it
         carries on in the batch, so that a burst arriving just after it does not wait for the
@@ -259,7 +230,7 @@ class WindowBatcher:
                 return None
         return WindowResult(out[0], q.enc)
 
-    def _adopt(self, q: _Seq, p: Paused) -> None:
+    def _adopt(self, q: WindowSlot, p: Paused) -> None:
         """``q``'s single-stream decode state (batch 1) copied into a free slot, active from the next step."""
         st, cur, n = p.state, p.cur, q.start
         slot = heapq.heappop(self._free)
@@ -283,7 +254,7 @@ class WindowBatcher:
             rt = self._rule_cache[rules] = RuleTensors(rules, self.tok, self.runner.vocab, self.runner.device)
         return rt
 
-    def _prefill(self, seqs: list[_Seq]) -> None:
+    def _prefill(self, seqs: list[WindowSlot]) -> None:
         """Slots for each window (``best_of`` for a sampled one), then per prompt length, up to
         PREFILL_ROWS rows a call: cross K/V and the prompt written into the slots, and each
         window's first token. On CUDA a greedy call is a CUDA graph per (power-of-two piece of
@@ -295,12 +266,12 @@ class WindowBatcher:
             by_rules.setdefault(q.req.rules, []).extend(q.slots)
         for rules, rows in by_rules.items():  # usually one set of rules for the whole admission
             self.rules.set(self._device_ints(rows), self._rule_tensors(rules))
-        by_len: dict[int, list[_Seq]] = {}
+        by_len: dict[int, list[WindowSlot]] = {}
         for q in seqs:
             by_len.setdefault(q.start, []).append(q)
         for n, same in by_len.items():
             same.sort(key=lambda q: q.slots[0])
-            chunk: list[_Seq] = []
+            chunk: list[WindowSlot] = []
             for q in same:
                 if chunk and sum(len(c.slots) for c in chunk) + len(q.slots) > PREFILL_ROWS:
                     self._prefill_chunk(n, chunk)
@@ -308,7 +279,7 @@ class WindowBatcher:
                 chunk.append(q)
             self._prefill_chunk(n, chunk)
 
-    def _prefill_chunk(self, n: int, group: list[_Seq]) -> None:
+    def _prefill_chunk(self, n: int, group: list[WindowSlot]) -> None:
         ts = any(q.req.rules.timestamps for q in group)
         for q in group:
             q.steps = 1
@@ -362,7 +333,7 @@ class WindowBatcher:
         self.active.index_fill_(0, idx, True)
         return lg
 
-    def _prefill_ints(self, group: list[_Seq]) -> list[int]:
+    def _prefill_ints(self, group: list[WindowSlot]) -> list[int]:
         """The prefill's integer inputs, flat: each row's slot, the index of <|startoftranscript|>
         in its prompt, then the prompts (a sampled window's prompt once per candidate slot)."""
         rows = [(s, q) for q in group for s in q.slots]
@@ -375,82 +346,18 @@ class WindowBatcher:
             self._pool = torch.cuda.graph_pool_handle()
         return self._pool
 
-    # -- idle-time warm-up ----------------------------------------------------------------------------
-    def _warm_plan(self) -> list[tuple[str, tuple[Any, ...]]]:
-        """What :meth:`warm` captures, most likely first: the encoder's graph for every
-        power-of-two piece of an admission; then, for timestamps off then on, the default
-        prompt's prefill for every power-of-two count of windows and greedy steps of every
-        occupied-slot bucket at each attended length up to WARM_KV_LEN."""
-        if not self.runner.use_graphs:
-            return []
-        buckets = sorted({_bucket(n, self.max_batch) for n in range(1, self.max_batch + 1)})
-        rows = [r for r in buckets if r <= self._prefills.rows]
-        kv_lens = range(KV_BUCKET, min(self.max_len, WARM_KV_LEN) + 1, KV_BUCKET)
-        plan: list[tuple[str, tuple[Any, ...]]] = [("encoder", (n,)) for n in buckets if n <= ENCODER_GRAPH_MAX]
-        for ts in (False, True):
-            prompt = self._warm_prompts.get(ts)
-            if prompt and self._prefills.takes(len(prompt)):
-                plan += [("prefill", (r, ts)) for r in rows]
-            plan += [("step", (hi, kv, True, ts)) for kv in kv_lens for hi in buckets]
-        return plan
-
+    # -- idle-time warm-up (warm.py) -----------------------------------------------------------------
     def warm(self) -> bool:
-        """Capture one graph of :meth:`_warm_plan` not captured yet (called by the scheduler thread
-        while no window is in flight); True while more are left."""
-        if self._warm_todo is None:
-            self._warm_todo = self._warm_plan()
-        if self._seqs or len(self._free) < self.max_batch:
-            return False  # not idle after all (a bug elsewhere): stop rather than touch live slots
-        while self._warm_todo:
-            kind, key = self._warm_todo.pop(0)
-            if kind == "encoder":
-                if key[0] in self.runner._enc_graphs or self.runner.encoder_graph_error is not None:
-                    continue
-                t0 = time.perf_counter()
-                d = self.model.dims
-                with torch.inference_mode():  # the same call an admission makes: captures its piece
-                    self.runner.encode(torch.zeros(key[0], d.n_mels, 2 * d.max_source_positions,
-                                                   device=self.runner.device, dtype=self.runner.dtype))
-                self._warm_done(t0)
-                return bool(self._warm_todo)
-            if kind == "step" and key not in self._graphs:
-                t0 = time.perf_counter()
-                with torch.inference_mode():
-                    self._run(*key)
-                self._warm_done(t0)
-                return bool(self._warm_todo)
-            if kind == "prefill":
-                r, ts = key
-                prompt = self._warm_prompts[ts]
-                if (r, len(prompt), ts) in self._prefills.graphs:
-                    continue
-                t0 = time.perf_counter()
-                self._warm_prefill(r, prompt, ts)
-                self._warm_done(t0)
-                if self._prefills.error is not None:  # prefills stay eager: the step graphs still help
-                    self._warm_todo = [item for item in self._warm_todo if item[0] != "prefill"]
-                return bool(self._warm_todo)
-        return False
+        """One graph of the idle-time warm-up captured (the runtime's scheduler calls this while no
+        window is in flight); True while more are left."""
+        return self._warmup.step()
 
-    def _warm_done(self, t0: float) -> None:
-        torch.cuda.synchronize(self.runner.device)
-        self.warm_graphs += 1
-        self.warm_s += time.perf_counter() - t0
-
-    def _warm_prefill(self, r: int, prompt: list[int], ts: bool) -> None:
-        """The prefill graph of ``r`` windows with ``prompt`` captured (and run once) on free slots
-        0..r-1 and zero encoder output; the slots are left free and their rows reset."""
-        d = self.model.dims
-        enc = torch.zeros(1, d.max_source_positions, d.d_model, device=self.runner.device, dtype=self.runner.dtype)
-        ints = list(range(r)) + [prompt.index(self.tok.sot)] * r + prompt * r
-        with torch.inference_mode():
-            self._prefills.run(ints, [enc] * r, len(prompt), ts)
-            self.active[:r] = False
-            self.pos[:r] = 0
-            self.tokens[:r] = 0
+    @property
+    def warm_graphs(self) -> int:
+        return self._warmup.graphs
 
     # -- per-step pieces ------------------------------------------------------------------------------
-    def _pick(self, lg: torch.Tensor, seqs: list[_Seq], rows: list[int]) -> torch.Tensor:
+    def _pick(self, lg: torch.Tensor, seqs: list[WindowSlot], rows: list[int]) -> torch.Tensor:
         """Next tokens for ``lg``'s rows (laid out as ``rows``): argmax; a sampled window's rows
         drawn together from its generator (as the unbatched sampler draws them)."""
         nxt = lg.argmax(-1)
@@ -563,7 +470,7 @@ class WindowBatcher:
         tokens.scatter_(1, new[:, None], nxt[:, None])
         pos.copy_(new)
 
-    def _collect(self, q: _Seq) -> WindowResult:
+    def _collect(self, q: WindowSlot) -> WindowResult:
         eot = self.tok.eot
         end = q.start + q.steps  # one past the last chosen token
         rows = self.tokens[q.slots, q.start : end].tolist()
@@ -578,7 +485,7 @@ class WindowBatcher:
         return WindowResult(best, q.enc)
 
     def drop(self, handle: Any) -> None:
-        q: _Seq = handle
+        q: WindowSlot = handle
         if q in self._seqs:
             self._seqs.remove(q)
         if q.slots:

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 import torch
 
 from voxbox.engines.asr.torch_whisper.model import DecoderLayer, KVCache, Whisper
+from voxbox.engines.batched import next_pow2, pow2_floor
 from voxbox.engines.graphs import capture_graph
 
 __all__ = ["GemvConfig", "KernelStep", "kernels_available", "kernels_module", "kernels_preferred",
@@ -107,10 +108,6 @@ class GemvConfig:
     num_warps: int = 4
 
 
-def _pow2_floor(n: int) -> int:
-    return 1 << (max(1, n).bit_length() - 1)
-
-
 def default_config(n: int, k: int, ln: bool = False) -> GemvConfig:
     """Heuristic tile, from a sweep of every role at the large-v3 shape on an H200
     (``bench/tw_step_profile.py --sweep``, BENCHMARKS.md). With a LayerNorm prologue every program
@@ -118,9 +115,9 @@ def default_config(n: int, k: int, ln: bool = False) -> GemvConfig:
     one, a row per program (1,280 programs for a 1,280-row GEMV). The vocabulary-sized output
     projection has programs enough and likes short loop steps."""
     if ln:
-        block_k = 256 if n <= 2048 or n * k >= (1 << 25) else min(512, _next_pow2(k))
-        return GemvConfig(max(1, min(16, _pow2_floor(n // 240))), block_k, 4)
-    return GemvConfig(1, min(1024, _next_pow2(k)) if k > 2048 else min(256, _next_pow2(k)), 4)
+        block_k = 256 if n <= 2048 or n * k >= (1 << 25) else min(512, next_pow2(k))
+        return GemvConfig(max(1, min(16, pow2_floor(n // 240))), block_k, 4)
+    return GemvConfig(1, min(1024, next_pow2(k)) if k > 2048 else min(256, next_pow2(k)), 4)
 
 
 @dataclass
@@ -235,7 +232,7 @@ class KernelStep:
             kv, pos, s_sec, s_head, s_t,
             n, self.eps, self.d, kdim,
             LN=ln is not None, HAS_BIAS=b is not None, HAS_RES=res is not None, ACT=act, QKV=qkv is not None,
-            DH=self.dh, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, XBLOCK=_next_pow2(kdim), PDL=self.pdl,
+            DH=self.dh, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, XBLOCK=next_pow2(kdim), PDL=self.pdl,
             num_warps=cfg.num_warps, **self._launch,
         )
 
@@ -244,7 +241,7 @@ class KernelStep:
         goes to ``out``. ``parts``: the (max, sum, output) partials and the per-head counters."""
         m, l_, acc, cnt = parts
         chunk = triton_cdiv(length, splits)
-        block_s = max(16, _next_pow2(chunk))  # one tile per split
+        block_s = max(16, next_pow2(chunk))  # one tile per split
         self.k.attn_kernel[(self.heads, splits)](
             q, k, v, m, l_, acc, cnt, out, pos if pos is not None else q,
             length, k.stride(0), k.stride(1), self.heads, chunk,
@@ -260,7 +257,7 @@ class KernelStep:
         dec = self.model.decoder
         x, y, z = B.x
         self.k.embed_kernel[(1,)](tokens, pos, dec.embed_tokens.weight, dec.embed_positions.weight, x, self.d,
-                                  BLOCK=_next_pow2(self.d), num_warps=4)
+                                  BLOCK=next_pow2(self.d), num_warps=4)
         for i, L in enumerate(dec.blocks):
             kvc = cache.self_kv[i, :, 0]  # (2, H, max_len, Dh)
             qw, qb, cw, cb = _fused(L)
@@ -348,7 +345,3 @@ def _fused(layer: DecoderLayer) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
 
 def triton_cdiv(a: int, b: int) -> int:
     return -(-a // b)
-
-
-def _next_pow2(n: int) -> int:
-    return 1 << (max(1, n) - 1).bit_length()

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from voxbox.engines.batched import bucket, host_to_device, pow2_buckets
+from voxbox.engines.batched import bucket, host_to_device, pow2_buckets, pow2_floor
 
 from .model import HISTORY, DualARRunner
 from .ops import EAGER
@@ -226,12 +226,12 @@ class BatchRunner:
         if n == 0:
             return
         b = self.base
-        tb = bucket(n, list(PREFILL_TOKENS))
-        if self.static_prefill and self.prefill_graph_error is None and n <= tb and begin + tb <= b.max_context:
-            span = bucket(begin + tb, self.spans)
+        shape = self._static_shape(n, begin) if self.static_prefill and self.prefill_graph_error is None else None
+        if shape is not None:
+            tb, span = shape
             i = 0
             while i < len(parts):  # pieces of 16, 8, 4, 2, 1 rows
-                r = min(PREFILL_ROWS, 1 << ((len(parts) - i).bit_length() - 1))
+                r = min(PREFILL_ROWS, pow2_floor(len(parts) - i))
                 if not self._prefill_piece(row0 + i, parts[i:i + r], begin, tb, span):
                     break
                 i += r
@@ -247,6 +247,14 @@ class BatchRunner:
         layers: Any = b.slow.layers
         run_layers(layers, [c[:, row0:row0 + len(parts)] for c in self.slow_cache], x, b.rope_slow[begin:end], pos,
                    end, mask, b.slow.norm.weight, b.cfg.text.norm_eps, EAGER)
+
+    def _static_shape(self, n: int, begin: int) -> tuple[int, int] | None:
+        """(padded length, attention span) of a static prefill of ``n`` tokens from ``begin``; None
+        when the part is longer than the longest padded length or would run past the context."""
+        tb = bucket(n, list(PREFILL_TOKENS))
+        if n > tb or begin + tb > self.base.max_context:
+            return None
+        return tb, bucket(begin + tb, self.spans)
 
     def _prefill_piece(self, row0: int, parts: list[Tensor], begin: int, tb: int, span: int) -> bool:
         """Rows ``row0 ... row0 + len(parts) - 1`` prefilled from the static buffers (on CUDA, a
@@ -298,14 +306,12 @@ class BatchRunner:
         """Capture the prefill graph of ``rows`` rows, ``tokens`` tokens after position ``begin``
         (idle-time warm-up: free rows 0..rows-1 take zeros). False where graphs are not used or
         the shape is not one of them."""
-        if not (self.use_graphs and self.static_prefill and self.prefill_graph_error is None):
+        if not (self.use_graphs and self.static_prefill and self.prefill_graph_error is None) or rows > PREFILL_ROWS:
             return False
-        tb = bucket(tokens, list(PREFILL_TOKENS))
-        if rows > PREFILL_ROWS or tokens > tb or begin + tb > self.base.max_context:
+        shape = self._static_shape(tokens, begin)
+        if shape is None or ("prefill", rows, *shape) in self._graphs:
             return False
-        span = bucket(begin + tb, self.spans)
-        if ("prefill", rows, tb, span) in self._graphs:
-            return False
+        tb, span = shape
         zero = torch.zeros(tokens, self.base.cfg.text.dim, dtype=self.base.slow_dtype, device=self.device)
         return self._prefill_piece(0, [zero] * rows, begin, tb, span)
 

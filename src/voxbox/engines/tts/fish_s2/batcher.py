@@ -32,11 +32,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from voxbox.engines.batched import Piece, pow2_buckets
+from voxbox.engines.batched import Piece, next_pow2, pow2_buckets, pow2_floor
 from voxbox.types import AudioChunk
 
 from .batch import OPTION_NAMES, PREFILL_ROWS, BatchRunner, RowPrompt
-from .codec import PAD_FRAMES, DecodeGraphs
+from .codec import PAD_FRAMES
 
 __all__ = ["FishBatcher", "FishRequest"]
 
@@ -111,7 +111,7 @@ class FishBatcher:
         self._inflight: tuple[Future[list[tuple[np.ndarray, float]]],
                               list[tuple[int, list[_Seq], list[int]]]] | None = None
         self.codec_waits = 0  # steps that waited for the codec (no decoder work to overlap)
-        self._codec_rows = sorted({DecodeGraphs.padded(n, 1)[0] for n in range(1, self.codec_batch + 1)})
+        self._codec_rows = pow2_buckets(next_pow2(self.codec_batch))  # what DecodeGraphs pads the windows to
         self._warm_todo: list[tuple[str, int, int, int]] | None = None  # what warm() has left
         self.warm_graphs = 0  # graphs captured by warm()
         self.warm_s = 0.0
@@ -273,7 +273,7 @@ class FishBatcher:
             last = self.graphs.padded(1, e.context_frames + e.window)[1]
             frames = [self.graphs.padded(1, e.first_window)[1]] + [t for t in PAD_FRAMES if t <= last]
             todo = [("codec", b, t, 0) for t in frames for b in self._codec_rows]
-            rows = [n for n in pow2_buckets(min(PREFILL_ROWS, r.slots)) if n <= r.slots]
+            rows = pow2_buckets(pow2_floor(min(PREFILL_ROWS, r.slots)))  # the pieces prefills are split into
             for begin in [0] + r.spans[:1] if len(r.spans) > 1 else [0]:  # a prefix within 1 or 2 spans
                 todo += [("prefill", n, t, begin) for t in (32, 64, 16, 128) for n in rows]
             self._warm_todo = list(dict.fromkeys(todo))

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from voxbox.engines.batched import next_pow2
 from voxbox.engines.graphs import capture_graph
 
 from .config import CodecConfig, CodecTransformerConfig
@@ -395,9 +396,7 @@ class DecodeGraphs:
     @staticmethod
     def padded(windows: int, frames: int) -> tuple[int, int]:
         """The shape a call of ``windows`` x ``frames`` is padded to (see :data:`PAD_FRAMES`)."""
-        b = 1 << max(0, windows - 1).bit_length()
-        t = next((f for f in PAD_FRAMES if f >= frames), frames)
-        return b, t
+        return next_pow2(windows), next((f for f in PAD_FRAMES if f >= frames), frames)
 
     def decode(self, codes: Tensor, *, pad: bool | None = None) -> Tensor:
         """codes (B, 1 + n_codebooks, frames), long, on the codec's device -> audio (B, frames *
