@@ -50,10 +50,11 @@ def write_models(root: Path, engines: list[str], tiny: bool, device: str) -> dic
         d = write_random_model(root / "echo", "tiny" if tiny else "real", device=device)
         out["echo-tts"] = {"path": str(d), "load": {}}
     if "fish-s2" in engines:
-        from voxbox.bench.shapes.fish import write_fish_dir
+        from voxbox.bench.shapes.fish import write_fish_checkpoint
 
-        d = write_fish_dir(root / "fish", tiny=tiny)
-        out["fish-s2"] = {"path": str(d), "load": {"weights": "random", "max_context": 512 if tiny else 1024,
+        # random weights saved as a bf16 checkpoint: each start reads it as it would a real S2-Pro
+        d = write_fish_checkpoint(root / "fish", device=device, tiny=tiny)
+        out["fish-s2"] = {"path": str(d), "load": {"weights": "checkpoint", "max_context": 512 if tiny else 1024,
                                                    "max_frames": 64}}
     return out
 
@@ -70,6 +71,10 @@ def child(args: argparse.Namespace) -> None:
 
     imported = time.time()
     load = json.loads(args.load)
+    if args.engine == "echo-tts" and args.echo_fx_cache:  # Inductor's FX-graph cache for echo's compiled block
+        from voxbox.engines.tts.echo import _dit
+
+        _dit.COMPILE_OPTIONS["fx_graph_cache"] = True
     engine: Any = load_engine(args.engine, args.model, device=args.device, **load)
     loaded = time.time()
 
@@ -84,8 +89,13 @@ def child(args: argparse.Namespace) -> None:
             segs, _ = engine.transcribe(audio, language="en", options={"temperature": (0.0,)})
             list(segs)
     elif args.engine == "echo-tts":
+        stages: dict[str, list[float]] = {}
+
         def call() -> None:
-            engine.synthesize(ECHO_TEXT, preset="fast")
+            stream = engine.stream(ECHO_TEXT, preset="fast", chunk_frames=640)
+            stream.collect()
+            for k, v in stream.timings.as_dict().items():
+                stages.setdefault(k, []).append(v)
     else:
         def call() -> None:
             engine.synthesize(FISH_TEXT)
@@ -104,7 +114,25 @@ def child(args: argparse.Namespace) -> None:
         sync()
         runs.append(time.perf_counter() - t)
     stats = getattr(engine, "stats", None)
-    print("RESULT " + json.dumps({
+    extra: dict[str, Any] = {}
+    if args.engine == "echo-tts":
+        extra["stages_median_s"] = {k: round(statistics.median(v[-len(runs):]), 4) for k, v in stages.items()}
+        extra["compile_options"] = dict(__import__("voxbox.engines.tts.echo._dit", fromlist=["x"]).COMPILE_OPTIONS)
+    if args.profile and torch.cuda.is_available():
+        from torch.autograd import DeviceType
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            call()
+            sync()
+        kern = [e for e in prof.key_averages() if e.device_type == DeviceType.CUDA]
+        extra["profile"] = {
+            "kernels": sum(e.count for e in kern),
+            "gpu_busy_ms": round(sum(e.self_device_time_total for e in kern) / 1000, 2),
+            "graph_launches": sum(e.count for e in prof.key_averages() if "cudaGraphLaunch" in e.key),
+            "top": [(e.key[:80], round(e.self_device_time_total / 1000, 3), e.count)
+                    for e in sorted(kern, key=lambda e: -e.self_device_time_total)[:15]]}
+    print("RESULT " + json.dumps({**extra,
         "python_start_s": round(t_import - args.t0, 3), "import_s": round(imported - t_import, 3),
         "load_s": round(loaded - imported, 3), "warmup_s": round(ready - loaded, 3),
         "ready_s": round(ready - args.t0, 3), "first_measured_s": round(runs[0], 4),
@@ -117,7 +145,7 @@ def child(args: argparse.Namespace) -> None:
 
 
 def start(engine: str, model: dict[str, Any], cache: Path, *, device: str, runs: int, persist: bool,
-          log: Any) -> dict[str, Any]:
+          log: Any, flags: tuple[str, ...] = ()) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if k not in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")}
     env["VOXBOX_CACHE_DIR"] = str(cache)
     env["PYTHONUNBUFFERED"] = "1"
@@ -127,7 +155,7 @@ def start(engine: str, model: dict[str, Any], cache: Path, *, device: str, runs:
         env["TRITON_CACHE_DIR"] = str(cache / "triton-default")
     t0 = time.time()
     cmd = [sys.executable, str(Path(__file__).resolve()), "child", "--engine", engine, "--model", model["path"],
-           "--load", json.dumps(model["load"]), "--device", device, "--runs", str(runs), "--t0", repr(t0)]
+           "--load", json.dumps(model["load"]), "--device", device, "--runs", str(runs), "--t0", repr(t0), *flags]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     log.write(f"===== {engine} (persist={persist}) =====\n{proc.stderr[-6000:]}\n")
     for line in proc.stdout.splitlines():
@@ -142,6 +170,10 @@ def main() -> None:
     c = sub.add_parser("child")
     c.add_argument("--engine"), c.add_argument("--model"), c.add_argument("--load"), c.add_argument("--device")
     c.add_argument("--runs", type=int), c.add_argument("--t0", type=float)
+    for a in (c, ap):
+        a.add_argument("--profile", action="store_true", help="profile one call after the runs (kernels, GPU busy)")
+        a.add_argument("--echo-fx-cache", action="store_true",
+                       help="echo's compiled block from Inductor's FX-graph cache (off in the engine: see _dit)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--engines", default="torch-whisper,echo-tts,fish-s2")
     ap.add_argument("--device", default="cuda")
@@ -158,6 +190,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    flags = tuple(f for f, on in (("--profile", args.profile), ("--echo-fx-cache", args.echo_fx_cache)) if on)
     report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                               "command": "python bench/warmup_gpu.py " + " ".join(sys.argv[1:]), "engines": {}}
     with tempfile.TemporaryDirectory() as tmp, open(out / "warmup.log", "w") as log:
@@ -167,14 +200,15 @@ def main() -> None:
             rows: list[dict[str, Any]] = []
             cache = root / f"cache-{name}"
             for i in range(args.starts):
-                r = start(name, models[name], cache, device=args.device, runs=args.runs, persist=True, log=log)
+                r = start(name, models[name], cache, device=args.device, runs=args.runs, persist=True, log=log,
+                          flags=flags)
                 r["start"] = i + 1
                 rows.append(r)
                 print(name, "start", i + 1, {k: r.get(k) for k in ("ready_s", "load_s", "warmup_s", "measured_s",
                                                                    "error")}, flush=True)
             if args.no_cache:
                 r = start(name, models[name], root / f"nocache-{name}", device=args.device, runs=args.runs,
-                          persist=False, log=log)
+                          persist=False, log=log, flags=flags)
                 r["start"] = "no persistent cache, fresh torch cache dir"
                 rows.append(r)
                 print(name, "no-cache", {k: r.get(k) for k in ("ready_s", "warmup_s", "error")}, flush=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["write_fish_dir"]
+__all__ = ["write_fish_checkpoint", "write_fish_dir"]
 
 #: Words the stand-in tokenizer knows; others map to [UNK] (one token each, as a real word would).
 _WORDS = (
@@ -48,4 +48,34 @@ def write_fish_dir(root: Path, *, tiny: bool = False) -> Path:
                                                                          intermediate_size=96, head_dim=32))
         (root / "codec_config.json").write_text(json.dumps(codec.to_dict()), encoding="utf-8")
     (root / "config.json").write_text(json.dumps(cfg, indent=1), encoding="utf-8")
+    return root
+
+
+def write_fish_checkpoint(root: Path, *, device: str = "cuda", tiny: bool = False, shards: int = 4) -> Path:
+    """``write_fish_dir`` plus random weights saved as a checkpoint in the upstream layout (bf16
+    safetensors shards, ``codec.pth``), so a benchmark can time ``weights="checkpoint"``: the load
+    a user's real S2-Pro directory takes (reading about 9 GB), not the generation of random weights."""
+    import torch
+    from safetensors.torch import save_file
+
+    from voxbox.engines.tts.fish_s2 import loader
+    from voxbox.engines.tts.fish_s2.config import load_codec_config, load_dual_ar_config
+
+    root = write_fish_dir(root, tiny=tiny)
+    cfg = load_dual_ar_config(root / "config.json")
+    dev = torch.device(device)
+    slow, fast = loader.random_dual_ar(cfg, device=dev, slow_dtype=torch.bfloat16, fast_dtype=torch.bfloat16)
+    state = loader.export_dual_ar_state(slow, fast)
+    del slow, fast
+    names = sorted(state)
+    per = -(-len(names) // shards)
+    for i in range(shards):
+        part = names[i * per:(i + 1) * per]
+        save_file({k: state[k].cpu() for k in part}, str(root / f"model-{i + 1:05d}-of-{shards:05d}.safetensors"),
+                  metadata={"format": "pt"})
+    del state
+    codec = loader.random_codec(load_codec_config(root), device=dev, dtype=torch.float32)
+    torch.save({k: v.cpu() for k, v in loader.export_codec_state(codec).items()}, root / "codec.pth")
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
     return root
