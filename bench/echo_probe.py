@@ -51,7 +51,7 @@ def sync() -> None:
     import torch
 
     if torch.cuda.is_available():
-        sync()
+        torch.cuda.synchronize()
 
 
 def _profile(fn: Callable[[], Any], out: Path, name: str, rows: int = 25) -> dict[str, Any]:

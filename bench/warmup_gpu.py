@@ -115,6 +115,23 @@ def child(args: argparse.Namespace) -> None:
         runs.append(time.perf_counter() - t)
     stats = getattr(engine, "stats", None)
     extra: dict[str, Any] = {}
+    import psutil
+
+    me = psutil.Process()
+    extra["load_stages_s"] = getattr(getattr(engine, "info", None), "extra", {}).get("load_stages_s")
+    extra["child_processes_at_ready"] = len(me.children(recursive=True))
+    extra["cpu_busy_children_at_ready"] = round(sum(c.cpu_percent(0.2) for c in me.children(recursive=True)), 1)
+    if args.settle:
+        time.sleep(args.settle)  # the same calls again once the process has been idle a while
+        later = []
+        for _ in range(args.runs):
+            t = time.perf_counter()
+            call()
+            sync()
+            later.append(time.perf_counter() - t)
+        extra["after_settle_s"] = {"settle_s": args.settle, "median": round(statistics.median(later), 4),
+                                   "min": round(min(later), 4), "max": round(max(later), 4)}
+        extra["child_processes_after_settle"] = len(me.children(recursive=True))
     if args.engine == "echo-tts":
         extra["stages_median_s"] = {k: round(statistics.median(v[-len(runs):]), 4) for k, v in stages.items()}
         extra["compile_options"] = dict(__import__("voxbox.engines.tts.echo._dit", fromlist=["x"]).COMPILE_OPTIONS)
@@ -172,6 +189,8 @@ def main() -> None:
     c.add_argument("--runs", type=int), c.add_argument("--t0", type=float)
     for a in (c, ap):
         a.add_argument("--profile", action="store_true", help="profile one call after the runs (kernels, GPU busy)")
+        a.add_argument("--settle", type=float, default=0.0,
+                       help="after the runs, wait this long and measure again (what lingers after warm-up)")
         a.add_argument("--echo-fx-cache", action="store_true",
                        help="echo's compiled block from Inductor's FX-graph cache (off in the engine: see _dit)")
     ap.add_argument("--out", default=None)
@@ -191,6 +210,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     flags = tuple(f for f, on in (("--profile", args.profile), ("--echo-fx-cache", args.echo_fx_cache)) if on)
+    flags += ("--settle", str(args.settle)) if args.settle else ()
     report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                               "command": "python bench/warmup_gpu.py " + " ".join(sys.argv[1:]), "engines": {}}
     with tempfile.TemporaryDirectory() as tmp, open(out / "warmup.log", "w") as log:

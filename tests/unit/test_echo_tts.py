@@ -217,3 +217,41 @@ def test_corrupt_model_file_is_model_load_error(model_dir, tmp_path, broken):
     with pytest.raises(ModelLoadError) as ei:
         load_engine("echo-tts", str(copy), device="cpu")
     assert broken.split("/")[-1] in str(ei.value) and "\n" not in str(ei.value)
+
+
+def _text_inputs(engine, n_tokens: int, length: int):
+    ids = torch.zeros((1, length), dtype=torch.int32)
+    ids[0, :n_tokens] = torch.arange(1, n_tokens + 1, dtype=torch.int32) * 7 % 250
+    mask = torch.zeros((1, length), dtype=torch.bool)
+    mask[0, :n_tokens] = True
+    return ids, mask
+
+
+def test_text_context_is_upstreams_encoder_then_context_kv(engine):
+    # the graph-ready text path (rotary table kept on the device) == upstream's TextEncoder.forward + norm
+    ids, mask = _text_inputs(engine, 20, 128)
+    with torch.inference_mode():
+        state = engine.text_norm(engine.text_encoder(ids, mask))
+        ref = engine.dit.context_kv(state.to(engine.dit.dtype), engine.dit.w_ctx_text)
+        ours = engine.text_context(ids, mask)
+    assert not engine.text_context.use_graphs  # the CPU runs it eagerly
+    for a, b in zip(ours, ref, strict=True):
+        assert a.shape == b.shape and b.abs().max() > 0
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_text_context_graph_replays_equal_eager(model_dir):
+    from voxbox.engines.tts import echo
+
+    eng = echo.load(model_dir, device="cuda")
+    assert eng.text_context.use_graphs
+    for n in (20, 90, 5):  # a second text of the same length replays the captured graph with new inputs
+        ids, mask = _text_inputs(eng, n, 128)
+        with torch.inference_mode():
+            ref = eng.text_context.forward(ids.cuda(), mask.cuda())
+            got = eng.text_context(ids, mask)
+        for a, b in zip(got, ref, strict=True):
+            torch.testing.assert_close(a, b)
+    assert eng.text_context.captured == 1
+    eng.close()

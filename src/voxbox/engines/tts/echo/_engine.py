@@ -22,6 +22,7 @@ from voxbox.types import Audio, AudioChunk, CancelToken, ComponentSpec, EngineIn
 from ._codec import HOP, SAMPLE_RATE, chunk_bounds, decode_chunks, encode_latent, speech_end
 from ._dit import DiTRunner, SamplerParams, padded_len
 from ._load import PCA, ModelFiles, load_autoencoder, load_dit, load_pca
+from ._text import TextContext
 from ._upstream import upstream_model, upstream_presets
 
 __all__ = ["EchoEngine", "PRESETS", "SEQ_BUCKETS", "sequence_bucket", "tokenize"]
@@ -110,7 +111,9 @@ class EchoEngine(Batchable):
     ) -> None:
         self.placement = dict(placement)
         self.model_id = model_id
+        t0 = time.perf_counter()
         model, cfg = load_dit(files.dit, placement)
+        stages = {"dit_weights": time.perf_counter() - t0}
         self.config = cfg
         self.text_encoder, self.text_norm = model.text_encoder, model.text_norm
         self.speaker_encoder, self.speaker_norm = model.speaker_encoder, model.speaker_norm
@@ -129,10 +132,14 @@ class EchoEngine(Batchable):
         self.dit = DiTRunner(model, upstream_model().get_timestep_embedding, device=dit_dev, dtype=dit_dt,
                              norm_eps=cfg["norm_eps"], cuda_graphs=cuda_graphs, compile=compile, max_shapes=max_shapes)
         del model
+        stages["dit_runner"] = time.perf_counter() - t0 - stages["dit_weights"]
+        self.text_context = TextContext(self.text_encoder, self.text_norm, self.dit, placement["text_encoder"][0],
+                                        use_graphs=self.dit.use_graphs)
         ae_dev, ae_dt = placement["autoencoder"]
         self.ae = load_autoencoder(files, ae_dev, ae_dt, snake)
         self.pca: PCA = load_pca(files.pca, ae_dev)
         self._params["autoencoder"] = sum(p.numel() for p in self.ae.parameters())
+        stages["autoencoder"] = time.perf_counter() - t0 - stages["dit_weights"] - stages["dit_runner"]
         self.presets = {**upstream_presets(), **PRESETS}
         if preset not in self.presets:
             raise BadInputError(
@@ -152,7 +159,8 @@ class EchoEngine(Batchable):
             max_concurrency=1,
             extra={"placement": {k: (str(d), str(t).replace("torch.", "")) for k, (d, t) in self.placement.items()},
                    "presets": sorted(self.presets), "sequence_buckets": list(SEQ_BUCKETS),
-                   "cuda_graphs": self.dit.use_graphs, "compile": bool(compile)},
+                   "cuda_graphs": self.dit.use_graphs, "text_graphs": self.text_context.use_graphs,
+                   "compile": bool(compile), "load_stages_s": {k: round(v, 3) for k, v in stages.items()}},
         )
 
     # ------------------------------------------------------------------ planner
@@ -335,15 +343,13 @@ class EchoEngine(Batchable):
         dit_dev, dit_dt = self.placement["dit"]
         # text: encoder on its device, one move of its output to the DiT
         with timings.measure("text_encode"):
-            tdev, tdt = self.placement["text_encoder"]
             n = len(call.tokens)
             tlen = min(padded_len(n, TEXT_BUCKET, TEXT_BUCKET), MAX_TEXT_TOKENS)
             ids = torch.zeros((1, tlen), dtype=torch.int32)
             ids[0, :n] = torch.tensor(call.tokens, dtype=torch.int32)
             mask = torch.zeros((1, tlen), dtype=torch.bool)
             mask[0, :n] = True
-            state = self.text_norm(self.text_encoder(ids.to(tdev), mask.to(tdev)))
-            text_kv = self.dit.context_kv(state.to(device=dit_dev, dtype=dit_dt), self.dit.w_ctx_text)
+            text_kv = self.text_context(ids, mask)  # a CUDA graph per text length where it can be
             _sync(dit_dev)
         # speaker: reference latent (cached) -> speaker encoder -> DiT keys/values
         with timings.measure("speaker_encode"):
@@ -411,6 +417,7 @@ class EchoEngine(Batchable):
         self.dit = None  # type: ignore[assignment]
         self.ae = None  # type: ignore[assignment]
         self.text_encoder = self.speaker_encoder = None  # type: ignore[assignment]
+        self.text_context = None  # type: ignore[assignment]
         self._voices.clear()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

@@ -178,6 +178,10 @@ def load(model: str | Path | None = None, *, device: Any = "auto", dtype: Any = 
         tokenizer = Tokenizer.from_file(str(files.tokenizer))
     except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception for a corrupt file
         raise ModelLoadError(f"fish-s2: could not load {files.tokenizer}: {exc}") from exc
+    import time
+
+    stages: dict[str, float] = {}
+    t0 = time.perf_counter()
     try:
         if weights == "random":
             slow, fast = loader.random_dual_ar(cfg, device=ar_dev, slow_dtype=slow_dt, fast_dtype=fast_dt, seed=seed)
@@ -191,6 +195,7 @@ def load(model: str | Path | None = None, *, device: Any = "auto", dtype: Any = 
         if isinstance(exc, VoxboxError):
             raise
         raise ModelLoadError(f"fish-s2: could not load {files.root}: {type(exc).__name__}: {exc}") from exc
+    stages["weights"] = time.perf_counter() - t0
     params = {"slow_ar": sum(p.numel() for p in slow.parameters()),
               "fast_ar": sum(p.numel() for p in fast.parameters()),
               "codec": sum(p.numel() for p in codec.parameters())}
@@ -200,10 +205,14 @@ def load(model: str | Path | None = None, *, device: Any = "auto", dtype: Any = 
     if ar_dev.type == "cuda":
         # The full vocabulary's output rows are not needed once the reduced head exists.
         torch.cuda.empty_cache()
+    stages["runner"] = time.perf_counter() - t0 - stages["weights"]
     if capture and runner.use_graphs:
-        runner.capture_all()
-    return FishS2Engine(cfg, runner, codec, tokenizer, model_id=str(files.root), placement=place, params=params,
-                        random_weights=weights == "random", **options)
+        runner.capture_all()  # compiles the step's elementwise pieces (or loads them from the cache)
+    stages["capture"] = time.perf_counter() - t0 - stages["weights"] - stages["runner"]
+    engine = FishS2Engine(cfg, runner, codec, tokenizer, model_id=str(files.root), placement=place, params=params,
+                          random_weights=weights == "random", **options)
+    engine.info.extra["load_stages_s"] = {k: round(v, 3) for k, v in stages.items()}
+    return engine
 
 
 def _factory(req: LoadRequest) -> Any:
