@@ -71,10 +71,6 @@ def child(args: argparse.Namespace) -> None:
 
     imported = time.time()
     load = json.loads(args.load)
-    if args.engine == "echo-tts" and args.echo_fx_cache:  # Inductor's FX-graph cache for echo's compiled block
-        from voxbox.engines.tts.echo import _dit
-
-        _dit.COMPILE_OPTIONS["fx_graph_cache"] = True
     engine: Any = load_engine(args.engine, args.model, device=args.device, **load)
     loaded = time.time()
 
@@ -191,8 +187,6 @@ def main() -> None:
         a.add_argument("--profile", action="store_true", help="profile one call after the runs (kernels, GPU busy)")
         a.add_argument("--settle", type=float, default=0.0,
                        help="after the runs, wait this long and measure again (what lingers after warm-up)")
-        a.add_argument("--echo-fx-cache", action="store_true",
-                       help="echo's compiled block from Inductor's FX-graph cache (off in the engine: see _dit)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--engines", default="torch-whisper,echo-tts,fish-s2")
     ap.add_argument("--device", default="cuda")
@@ -209,7 +203,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    flags = tuple(f for f, on in (("--profile", args.profile), ("--echo-fx-cache", args.echo_fx_cache)) if on)
+    flags = ("--profile",) if args.profile else ()
     flags += ("--settle", str(args.settle)) if args.settle else ()
     report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                               "command": "python bench/warmup_gpu.py " + " ".join(sys.argv[1:]), "engines": {}}

@@ -9,6 +9,13 @@ the same torch, Triton and GPU loads its kernels instead. The caches key every e
 the torch and Triton versions and the device, so one directory serves several GPUs and upgrades
 (stale entries are simply never hit again; ``voxbox`` never needs to clear it, a user may).
 
+Inductor compiles in a pool of worker processes that it starts at the first compiled call and that
+takes 10-15 s of every core to boot (each worker imports torch). On a second start every kernel
+comes from the cache, the warm-up is short, and the pool was still booting when the engine was
+ready: its first calls ran up to 1.7x slower on their host-side parts (echo-tts on an H200).
+:func:`warm_compile_workers` starts that pool as the engine begins to load, so it boots while the
+weights are read (torch's own ``TORCH_WARM_POOL=0`` turns it off).
+
 What is not cached by them: Dynamo's tracing of the Python code (seconds for a 32-layer step) and
 CUDA-graph capture (milliseconds per graph); those run on every start.
 
@@ -27,7 +34,7 @@ from pathlib import Path
 
 from voxbox.paths import cache_dir
 
-__all__ = ["compile_cache_dir", "persist_compile_cache"]
+__all__ = ["compile_cache_dir", "persist_compile_cache", "warm_compile_workers"]
 
 log = logging.getLogger(__name__)
 
@@ -69,3 +76,20 @@ def persist_compile_cache() -> dict[str, str]:
             os.environ[var] = str(path)
         out[var] = os.environ[var]
     return out
+
+
+def warm_compile_workers() -> bool:
+    """Start Inductor's compile-worker pool now (where a CUDA GPU and Triton are present, as torch
+    itself does at the first compiled call); True if it was started. Never raises."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return False
+        from torch._inductor.async_compile import maybe_warm_pool
+
+        maybe_warm_pool()
+        return True
+    except Exception as exc:  # noqa: BLE001 - an optional head start, on a private torch API
+        log.debug("compile workers not started early: %s", exc)
+        return False

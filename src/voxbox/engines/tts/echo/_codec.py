@@ -6,7 +6,9 @@ convolutions, window-limited causal attention), which gives two exact shortcuts:
 * decode only the latent up to the end of speech instead of all 640 positions and cropping
   afterwards (upstream's ``crop_audio_to_flattening_point``);
 * stream: the quantizer's post-transformer and upsampler (cheap, but with a receptive field as
-  long as the clip) run once over the whole latent; the convolutional decoder (the expensive part,
+  long as the clip) run over the first chunk's frames alone for the first chunk (about 10 ms less
+  before the first audio of a 30-s clip on an H200), then once over the whole latent for the
+  rest; the convolutional decoder (the expensive part,
   1536 channels down to 96 at 44.1 kHz) then runs chunk by chunk with ``DECODE_CONTEXT`` latent
   frames of left context, more than its receptive field (about 19 upsampled frames = 4.7 latent
   frames), so the concatenated chunks equal one full decode up to float rounding.
@@ -79,14 +81,26 @@ def decode_chunks(
     latent: (1, frames, channels) float32 on the autoencoder's device.
     """
     dtype = next(ae.parameters()).dtype
-    z = (latent / pca.scale) @ pca.components + pca.mean  # upstream ae_decode
-    z = z.transpose(1, 2).to(dtype)
-    z = ae.quantizer.upsample(ae.quantizer.post_module(z))  # (1, ae_latent, frames * 4)
+
+    def upsampled(n: int) -> torch.Tensor:  # (1, ae_latent, n * 4) for the first n latent frames
+        z = (latent[:, :n] / pca.scale) @ pca.components + pca.mean  # upstream ae_decode
+        return ae.quantizer.upsample(ae.quantizer.post_module(z.transpose(1, 2).to(dtype)))
+
     samples_per_frame = HOP // UPSAMPLE
-    for a, b in bounds:
-        lo = max(0, a - DECODE_CONTEXT) * UPSAMPLE
-        audio = run_decoder(ae, z[..., lo:b * UPSAMPLE])
-        yield audio[0, 0, (a * UPSAMPLE - lo) * samples_per_frame:].float().cpu()
+    z: torch.Tensor | None = None
+    for i, (a, b) in enumerate(bounds):
+        if i == 0 and len(bounds) > 1:
+            # the first chunk's audio needs only its own frames through the post-transformer and the
+            # upsampler (both causal): the time to first audio does not pay for the whole clip's
+            z_first = upsampled(b)
+            audio = run_decoder(ae, z_first)
+        else:
+            if z is None:
+                z = upsampled(latent.shape[1])
+            lo = max(0, a - DECODE_CONTEXT) * UPSAMPLE
+            audio = run_decoder(ae, z[..., lo:b * UPSAMPLE])
+            audio = audio[..., (a * UPSAMPLE - lo) * samples_per_frame:]
+        yield audio[0, 0].float().cpu()
 
 
 @torch.inference_mode()

@@ -33,12 +33,13 @@ import torch.nn.functional as F
 
 from ._upstream import UpstreamModule
 
-#: Inductor options of echo's compiled pieces: not from Inductor's FX-graph cache. On an H200 the
-#: second start of echo (its graphs loaded from that cache) ran its steps at 0.149 s against 0.087 s
-#: (first start) and 0.096 s (fresh cache dir) for the same text, one run each
-#: (bench/results/h200-2026-12-03-server-decode/warmup.json), so echo compiles anew each start (about
-#: 12 s of warm-up) until the cause is known. torch-whisper and fish-s2 kept their speed from the cache.
-COMPILE_OPTIONS: dict[str, Any] = {"fx_graph_cache": False}
+#: Inductor options of echo's compiled pieces (Inductor's defaults: the FX-graph cache on). An H200
+#: run once saw a second start run its calls 1.7x slower and this was turned off; it was not the cache:
+#: the GPU work was the same kernel for kernel, and the slow part was host-side, while Inductor's
+#: compile-worker pool (16 processes importing torch) was still starting in the background after the
+#: warm-up; 15 s later the same calls ran at the first start's speed. ``persist_compile_cache`` now
+#: starts that pool before the weights load (``compile_cache.warm_compile_workers``).
+COMPILE_OPTIONS: dict[str, Any] = {}
 
 __all__ = ["DiTRunner", "SamplerParams", "euler_schedule"]
 

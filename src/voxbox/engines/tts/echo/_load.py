@@ -136,8 +136,6 @@ def load_dit(
     path: Path, placement: dict[str, tuple[torch.device, torch.dtype]]
 ) -> tuple[UpstreamModule, dict[str, Any]]:
     """EchoDiT with each component's tensors on its own device and dtype (no block-wise modules)."""
-    from safetensors import safe_open
-
     um = upstream_model()
     cfg = dit_config(_shapes(path))
     with torch.device("meta"):
@@ -147,13 +145,14 @@ def load_dit(
     for blk in model.blocks:
         blk.attention.wk_latent = None
         blk.attention.wv_latent = None
+    from voxbox.engines.weights import read_tensors  # staged reads straight to a GPU
+
     state: dict[str, torch.Tensor] = {}
-    with model_files(f"the Echo-TTS DiT {str(path)!r}"), safe_open(str(path), framework="pt", device="cpu") as f:
-        for key in f.keys():
-            if _BLOCKWISE.search(key):
-                continue
+    source = placement["dit"][0] if placement["dit"][0].type == "cuda" else torch.device("cpu")
+    with model_files(f"the Echo-TTS DiT {str(path)!r}"):
+        for key, t in read_tensors(path, source, keep=lambda k: not _BLOCKWISE.search(k)):
             dev, dt = placement[component_of(key)]
-            state[key] = f.get_tensor(key).to(device=dev, dtype=dt)
+            state[key] = t.to(device=dev, dtype=dt)
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     if missing or unexpected:
         raise ModelLoadError(

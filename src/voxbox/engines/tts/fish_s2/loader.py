@@ -15,8 +15,8 @@ one; each layer has ``attention.wqkv`` (or legacy ``wq``/``wk``/``wv``), ``atten
 ``attention.{q,k}_norm``, ``feed_forward.w1/w2/w3``, ``attention_norm``, ``ffn_norm``. voxbox
 stores w1 and w3 as one ``w13`` matrix (one GEMV instead of two per layer).
 
-Tensors are read shard by shard straight to the target device and dtype, into modules built on
-the meta device (one copy in memory).
+Tensors are read shard by shard straight to the target device and dtype (on a GPU through
+``voxbox.engines.weights``' staged reader), into modules built on the meta device (one copy in memory).
 """
 
 from __future__ import annotations
@@ -81,14 +81,10 @@ def resolve_files(model_dir: str | Path, *, need_weights: bool = True) -> ModelF
 
 # ---------------------------------------------------------------------- dual-AR
 def _iter_tensors(shards: tuple[Path, ...], device: torch.device) -> Iterator[tuple[str, Tensor]]:
-    from safetensors import safe_open
+    from voxbox.engines.weights import read_tensors  # staged reads straight to a GPU
 
-    dev = str(device) if device.type != "cpu" else "cpu"
     for shard in shards:
-        with safe_open(str(shard), framework="pt", device=dev) as f:
-            for name in f.keys():
-                if name.startswith((SLOW_PREFIX, FAST_PREFIX)):
-                    yield name, f.get_tensor(name)
+        yield from read_tensors(shard, device, keep=lambda name: name.startswith((SLOW_PREFIX, FAST_PREFIX)))
 
 
 def _to_voxbox(raw: dict[str, Tensor]) -> dict[str, Tensor]:
