@@ -255,3 +255,37 @@ def test_text_context_graph_replays_equal_eager(model_dir):
             torch.testing.assert_close(a, b)
     assert eng.text_context.captured == 1
     eng.close()
+
+
+def test_post_module_with_device_mask_equals_upstream(engine):
+    # the window mask made on the device == upstream's CPU-built make_window_limited_mask path
+    from voxbox.engines.tts.echo._codec import post_module
+
+    pm = engine.ae.quantizer.post_module
+    assert type(pm).__name__ == "WindowLimitedTransformer" and pm.window_size  # the path under test runs
+    gen = torch.Generator().manual_seed(1)
+    for n in (7, pm.window_size + 40):  # shorter and longer than the window
+        z = torch.randn((2, engine.pca.components.shape[1], n), generator=gen)  # (batch, ae latent, frames)
+        with torch.inference_mode():
+            torch.testing.assert_close(post_module(engine.ae, z), pm(z), rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_first_chunk_graph_equals_eager(model_dir):
+    from voxbox.engines.tts import echo
+    from voxbox.engines.tts.echo._codec import run_decoder, upsampled
+
+    eng = echo.load(model_dir, device="cuda")
+    g = eng.first_chunks
+    assert g.enabled
+    gen = torch.Generator(device="cuda").manual_seed(2)
+    for _ in range(2):  # capture, then replay with a new latent
+        lat = torch.randn((1, 16, 80), device="cuda", generator=gen) * 0.5
+        with torch.inference_mode():
+            ref = run_decoder(eng.ae, upsampled(eng.ae, eng.pca, lat))
+            got = g(lat)
+        assert got is not None
+        assert got.shape == ref.shape
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+    assert list(g._graphs) == [16]
+    eng.close()

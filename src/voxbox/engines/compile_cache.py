@@ -11,10 +11,12 @@ the torch and Triton versions and the device, so one directory serves several GP
 
 Inductor compiles in a pool of worker processes that it starts at the first compiled call and that
 takes 10-15 s of every core to boot (each worker imports torch). On a second start every kernel
-comes from the cache, the warm-up is short, and the pool was still booting when the engine was
-ready: its first calls ran up to 1.7x slower on their host-side parts (echo-tts on an H200).
-:func:`warm_compile_workers` starts that pool as the engine begins to load, so it boots while the
-weights are read (torch's own ``TORCH_WARM_POOL=0`` turns it off).
+comes from the cache, the warm-up is short, and the pool is still booting when the engine is ready:
+for those seconds the host-side parts of a call (eager launches) ran up to 1.5x slower (echo-tts on
+an H200; the GPU work was the same kernel for kernel, and 8-15 s later the calls ran at the first
+start's speed). Starting the pool before the weights load did not help (it blocked the load for
+about 5 s and was still booting at the end); torch's ``TORCHINDUCTOR_COMPILE_THREADS=1`` avoids the
+pool altogether at the price of a slower first start. Work captured in CUDA graphs is not affected.
 
 What is not cached by them: Dynamo's tracing of the Python code (seconds for a 32-layer step) and
 CUDA-graph capture (milliseconds per graph); those run on every start.
@@ -34,7 +36,7 @@ from pathlib import Path
 
 from voxbox.paths import cache_dir
 
-__all__ = ["compile_cache_dir", "persist_compile_cache", "warm_compile_workers"]
+__all__ = ["compile_cache_dir", "persist_compile_cache"]
 
 log = logging.getLogger(__name__)
 
@@ -77,19 +79,3 @@ def persist_compile_cache() -> dict[str, str]:
         out[var] = os.environ[var]
     return out
 
-
-def warm_compile_workers() -> bool:
-    """Start Inductor's compile-worker pool now (where a CUDA GPU and Triton are present, as torch
-    itself does at the first compiled call); True if it was started. Never raises."""
-    try:
-        import torch
-
-        if not torch.cuda.is_available():
-            return False
-        from torch._inductor.async_compile import maybe_warm_pool
-
-        maybe_warm_pool()
-        return True
-    except Exception as exc:  # noqa: BLE001 - an optional head start, on a private torch API
-        log.debug("compile workers not started early: %s", exc)
-        return False

@@ -227,10 +227,9 @@ class EngineSpec(Generic[E, OptT]):
             raise EngineUnavailableError(f"engine {self.name!r} needs {', '.join(missing)}",
                                          install_hint=self.install_hint)
         if "torch" in self.requires:  # torch.compile's kernels survive the process (compile_cache)
-            from voxbox.engines.compile_cache import persist_compile_cache, warm_compile_workers
+            from voxbox.engines.compile_cache import persist_compile_cache
 
-            if persist_compile_cache():
-                warm_compile_workers()  # Inductor's worker pool boots while the weights load
+            persist_compile_cache()
         return self.factory(request)
 
     def make_options(self, values: Any = None, **more: Any) -> OptT:

@@ -25,7 +25,7 @@ from voxbox.engines.batched import Piece
 from voxbox.types import AudioChunk
 
 from ._bdit import BatchedDiT, RowShape, context_rows
-from ._codec import DECODE_CONTEXT, HOP, SAMPLE_RATE, UPSAMPLE, chunk_bounds, run_decoder, speech_end
+from ._codec import DECODE_CONTEXT, HOP, SAMPLE_RATE, UPSAMPLE, chunk_bounds, run_decoder, speech_end, upsampled
 from ._dit import euler_schedule, padded_len
 
 __all__ = ["EchoBatcher", "EchoRequest"]
@@ -281,9 +281,7 @@ class EchoBatcher:
             lat = torch.zeros((len(members), frames, self.d.latent_size), dtype=_F32, device=ae_dev)
             for j, r in enumerate(members):
                 lat[j, :r.frames] = r.x[0, :r.frames].to(ae_dev)
-            pca, ae = eng.pca, eng.ae
-            z = ((lat / pca.scale) @ pca.components + pca.mean).transpose(1, 2).to(next(ae.parameters()).dtype)
-            z = ae.quantizer.upsample(ae.quantizer.post_module(z))
+            z = upsampled(eng.ae, eng.pca, lat)
             dt = time.perf_counter() - t0
             for r in members:
                 r.add("decode", dt)

@@ -16,7 +16,8 @@ convolutions, window-limited causal attention), which gives two exact shortcuts:
 
 from __future__ import annotations
 
-from typing import Iterator
+import logging
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -25,9 +26,11 @@ from . import _fastdec
 from ._load import PCA
 from ._upstream import UpstreamModule
 
+log = logging.getLogger(__name__)
+
 __all__ = [
-    "DECODE_CONTEXT", "HOP", "SAMPLE_RATE", "chunk_bounds", "decode_chunks", "encode_latent", "run_decoder",
-    "speech_end",
+    "DECODE_CONTEXT", "HOP", "SAMPLE_RATE", "FirstChunkGraphs", "chunk_bounds", "decode_chunks", "encode_latent",
+    "post_module", "run_decoder", "speech_end", "upsampled",
 ]
 
 SAMPLE_RATE = 44100
@@ -72,31 +75,104 @@ def run_decoder(ae: UpstreamModule, z: torch.Tensor) -> torch.Tensor:
     return ae.decoder(z)
 
 
+def post_module(ae: UpstreamModule, z: torch.Tensor) -> torch.Tensor:
+    """``ae.quantizer.post_module(z)``; for upstream's causal ``WindowLimitedTransformer`` the same
+    forward with its window mask made on the device (upstream builds an n x n mask on the CPU and
+    copies it over on every call: milliseconds of host time for a 30-s clip, and no CUDA graph can
+    hold it). mask[i, j] = j <= i and j > i - window, as upstream's ``make_window_limited_mask``."""
+    pm = ae.quantizer.post_module
+    if type(pm).__name__ != "WindowLimitedTransformer" or not pm.causal or pm.window_size is None:
+        return pm(z)
+    x = z.transpose(1, 2) if pm.channels_first else z
+    x = pm.look_ahead_conv(pm.input_proj(x))
+    pos = torch.arange(x.shape[1], device=x.device)
+    mask = ((pos[None, :] <= pos[:, None]) & (pos[None, :] > pos[:, None] - pm.window_size))[None, None]
+    x = pm.output_proj(super(type(pm), pm).forward(x, pos, mask))  # upstream Transformer.forward
+    return x.transpose(1, 2) if pm.channels_first else x
+
+
+def upsampled(ae: UpstreamModule, pca: PCA, latent: torch.Tensor) -> torch.Tensor:
+    """(1, frames, channels) latent -> (1, ae_latent, frames * 4): PCA, post-transformer, upsampler."""
+    z = (latent / pca.scale) @ pca.components + pca.mean  # upstream ae_decode
+    return ae.quantizer.upsample(post_module(ae, z.transpose(1, 2).to(next(ae.parameters()).dtype)))
+
+
+class FirstChunkGraphs:
+    """The first streamed chunk (latent frames [0, n)) from the latent to audio, one CUDA graph per
+    n: the part of a stream that stands between the sampler and the first audio. Eager it is a few
+    hundred small launches (the post-transformer, the upsampler, the decoder's convolutions) whose
+    host time exceeded their GPU time on an H200. A capture that fails is logged and that n stays
+    eager."""
+
+    def __init__(self, ae: UpstreamModule, pca: PCA, device: torch.device, *, enabled: bool, max_sizes: int = 4):
+        self.ae, self.pca, self.device = ae, pca, device
+        self.enabled = bool(enabled) and device.type == "cuda"
+        self._graphs: dict[int, tuple[Any, torch.Tensor, list[torch.Tensor]]] = {}
+        self._failed: set[int] = set()
+        self._max = max_sizes
+        self._pool = torch.cuda.graph_pool_handle() if self.enabled else None
+
+    def __call__(self, latent: torch.Tensor) -> torch.Tensor | None:
+        """Audio (1, 1, samples) on the device for this (1, n, channels) latent, or None (eager);
+        valid until the next call."""
+        n = latent.shape[1]
+        if not self.enabled or n in self._failed or latent.device != self.device:
+            return None
+        hit = self._graphs.get(n)
+        if hit is None:
+            if len(self._graphs) >= self._max:
+                return None
+            hit = self._capture(latent)
+            if hit is None:
+                return None
+        graph, static, out = hit
+        static.copy_(latent)
+        graph.replay()
+        return out[0]
+
+    def _capture(self, latent: torch.Tensor) -> tuple[Any, torch.Tensor, list[torch.Tensor]] | None:
+        from voxbox.engines.graphs import capture_graph
+
+        n = latent.shape[1]
+        static = latent.clone()
+        out: list[torch.Tensor] = []
+
+        def run() -> None:
+            out[:] = [run_decoder(self.ae, upsampled(self.ae, self.pca, static))]
+
+        try:
+            graph = capture_graph(run, (), self._pool)
+        except Exception as exc:  # noqa: BLE001 - any capture failure: stay eager for this size
+            log.info("echo-tts: first-chunk decode graph for %d frames not captured (%s: %s)",
+                     n, type(exc).__name__, exc)
+            self._failed.add(n)
+            return None
+        self._graphs[n] = (graph, static, out)
+        return self._graphs[n]
+
+
 @torch.inference_mode()
 def decode_chunks(
-    ae: UpstreamModule, pca: PCA, latent: torch.Tensor, bounds: list[tuple[int, int]]
+    ae: UpstreamModule, pca: PCA, latent: torch.Tensor, bounds: list[tuple[int, int]],
+    first: FirstChunkGraphs | None = None,
 ) -> Iterator[torch.Tensor]:
     """Yield float32 CPU audio for each latent range in ``bounds`` (contiguous from 0).
 
-    latent: (1, frames, channels) float32 on the autoencoder's device.
+    latent: (1, frames, channels) float32 on the autoencoder's device. ``first``: graphs for the
+    first chunk of a stream (used when there is more than one chunk).
     """
-    dtype = next(ae.parameters()).dtype
-
-    def upsampled(n: int) -> torch.Tensor:  # (1, ae_latent, n * 4) for the first n latent frames
-        z = (latent[:, :n] / pca.scale) @ pca.components + pca.mean  # upstream ae_decode
-        return ae.quantizer.upsample(ae.quantizer.post_module(z.transpose(1, 2).to(dtype)))
-
     samples_per_frame = HOP // UPSAMPLE
     z: torch.Tensor | None = None
     for i, (a, b) in enumerate(bounds):
         if i == 0 and len(bounds) > 1:
             # the first chunk's audio needs only its own frames through the post-transformer and the
             # upsampler (both causal): the time to first audio does not pay for the whole clip's
-            z_first = upsampled(b)
-            audio = run_decoder(ae, z_first)
+            audio = first(latent[:, :b]) if first is not None else None
+            if audio is None:
+                audio = run_decoder(ae, upsampled(ae, pca, latent[:, :b]))
         else:
             if z is None:
-                z = upsampled(latent.shape[1])
+                z = upsampled(ae, pca, latent)
             lo = max(0, a - DECODE_CONTEXT) * UPSAMPLE
             audio = run_decoder(ae, z[..., lo:b * UPSAMPLE])
             audio = audio[..., (a * UPSAMPLE - lo) * samples_per_frame:]

@@ -34,11 +34,10 @@ import torch.nn.functional as F
 from ._upstream import UpstreamModule
 
 #: Inductor options of echo's compiled pieces (Inductor's defaults: the FX-graph cache on). An H200
-#: run once saw a second start run its calls 1.7x slower and this was turned off; it was not the cache:
-#: the GPU work was the same kernel for kernel, and the slow part was host-side, while Inductor's
-#: compile-worker pool (16 processes importing torch) was still starting in the background after the
-#: warm-up; 15 s later the same calls ran at the first start's speed. ``persist_compile_cache`` now
-#: starts that pool before the weights load (``compile_cache.warm_compile_workers``).
+#: run once saw a second start run its calls 1.7x slower and the cache was turned off; it was not the
+#: cache: the GPU work was the same kernel for kernel, the slow parts were host-side, while Inductor's
+#: compile-worker pool was still booting after the short warm-up (see ``compile_cache``); 8-15 s later
+#: the same calls ran at the first start's speed.
 COMPILE_OPTIONS: dict[str, Any] = {}
 
 __all__ = ["DiTRunner", "SamplerParams", "euler_schedule"]

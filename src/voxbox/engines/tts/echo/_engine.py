@@ -19,7 +19,7 @@ from voxbox.engines.spec import build_options
 from voxbox.errors import BadInputError, UnsupportedOperationError, VoiceNotFoundError
 from voxbox.types import Audio, AudioChunk, CancelToken, ComponentSpec, EngineInfo, StageTimings
 
-from ._codec import HOP, SAMPLE_RATE, chunk_bounds, decode_chunks, encode_latent, speech_end
+from ._codec import HOP, SAMPLE_RATE, FirstChunkGraphs, chunk_bounds, decode_chunks, encode_latent, speech_end
 from ._dit import DiTRunner, SamplerParams, padded_len
 from ._load import PCA, ModelFiles, load_autoencoder, load_dit, load_pca
 from ._text import TextContext
@@ -138,6 +138,7 @@ class EchoEngine(Batchable):
         ae_dev, ae_dt = placement["autoencoder"]
         self.ae = load_autoencoder(files, ae_dev, ae_dt, snake)
         self.pca: PCA = load_pca(files.pca, ae_dev)
+        self.first_chunks = FirstChunkGraphs(self.ae, self.pca, ae_dev, enabled=self.dit.use_graphs)
         self._params["autoencoder"] = sum(p.numel() for p in self.ae.parameters())
         stages["autoencoder"] = time.perf_counter() - t0 - stages["dit_weights"] - stages["dit_runner"]
         self.presets = {**upstream_presets(), **PRESETS}
@@ -160,6 +161,7 @@ class EchoEngine(Batchable):
             extra={"placement": {k: (str(d), str(t).replace("torch.", "")) for k, (d, t) in self.placement.items()},
                    "presets": sorted(self.presets), "sequence_buckets": list(SEQ_BUCKETS),
                    "cuda_graphs": self.dit.use_graphs, "text_graphs": self.text_context.use_graphs,
+                   "first_chunk_graphs": self.first_chunks.enabled,
                    "compile": bool(compile), "load_stages_s": {k: round(v, 3) for k, v in stages.items()}},
         )
 
@@ -388,7 +390,7 @@ class EchoEngine(Batchable):
         if frames == 0:
             return
         pieces = decode_chunks(
-            self.ae, self.pca, latent, chunk_bounds(frames, call.chunk_frames, call.max_chunk_frames)
+            self.ae, self.pca, latent, chunk_bounds(frames, call.chunk_frames, call.max_chunk_frames), self.first_chunks
         )
         index = 0
         while True:
@@ -417,7 +419,7 @@ class EchoEngine(Batchable):
         self.dit = None  # type: ignore[assignment]
         self.ae = None  # type: ignore[assignment]
         self.text_encoder = self.speaker_encoder = None  # type: ignore[assignment]
-        self.text_context = None  # type: ignore[assignment]
+        self.text_context = self.first_chunks = None  # type: ignore[assignment]
         self._voices.clear()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
