@@ -17,6 +17,7 @@ convolutions, window-limited causal attention), which gives two exact shortcuts:
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any, Iterator
 
 import torch
@@ -111,10 +112,10 @@ class FirstChunkGraphs:
         self._failed: set[int] = set()
         self._max = max_sizes
         self._pool = torch.cuda.graph_pool_handle() if self.enabled else None
+        self._lock = threading.Lock()
 
     def __call__(self, latent: torch.Tensor) -> torch.Tensor | None:
-        """Audio (1, 1, samples) on the device for this (1, n, channels) latent, or None (eager);
-        valid until the next call."""
+        """Audio (1, 1, samples) on the device for this (1, n, channels) latent, or None (eager)."""
         n = latent.shape[1]
         if not self.enabled or n in self._failed or latent.device != self.device:
             return None
@@ -122,13 +123,15 @@ class FirstChunkGraphs:
         if hit is None:
             if len(self._graphs) >= self._max:
                 return None
-            hit = self._capture(latent)
+            with self._lock:
+                hit = self._graphs.get(n) or self._capture(latent)
             if hit is None:
                 return None
         graph, static, out = hit
-        static.copy_(latent)
-        graph.replay()
-        return out[0]
+        with self._lock:  # streams decode outside the engine's lock: one replay at a time
+            static.copy_(latent)
+            graph.replay()
+            return out[0].clone()  # ordered on the stream before any later replay
 
     def _capture(self, latent: torch.Tensor) -> tuple[Any, torch.Tensor, list[torch.Tensor]] | None:
         from voxbox.engines.graphs import capture_graph
@@ -141,7 +144,7 @@ class FirstChunkGraphs:
             out[:] = [run_decoder(self.ae, upsampled(self.ae, self.pca, static))]
 
         try:
-            graph = capture_graph(run, (), self._pool)
+            graph = capture_graph(run, (), self._pool, mode="thread_local")
         except Exception as exc:  # noqa: BLE001 - any capture failure: stay eager for this size
             log.info("echo-tts: first-chunk decode graph for %d frames not captured (%s: %s)",
                      n, type(exc).__name__, exc)
