@@ -56,7 +56,6 @@ def write_fish_checkpoint(root: Path, *, device: str = "cuda", tiny: bool = Fals
     safetensors shards, ``codec.pth``), so a benchmark can time ``weights="checkpoint"``: the load
     a user's real S2-Pro directory takes (reading about 9 GB), not the generation of random weights."""
     import torch
-    from safetensors.torch import save_file
 
     from voxbox.engines.tts.fish_s2 import loader
     from voxbox.engines.tts.fish_s2.config import load_codec_config, load_dual_ar_config
@@ -65,15 +64,8 @@ def write_fish_checkpoint(root: Path, *, device: str = "cuda", tiny: bool = Fals
     cfg = load_dual_ar_config(root / "config.json")
     dev = torch.device(device)
     slow, fast = loader.random_dual_ar(cfg, device=dev, slow_dtype=torch.bfloat16, fast_dtype=torch.bfloat16)
-    state = loader.export_dual_ar_state(slow, fast)
+    loader.save_dual_ar_shards(loader.export_dual_ar_state(slow, fast), root, shards)
     del slow, fast
-    names = sorted(state)
-    per = -(-len(names) // shards)
-    for i in range(shards):
-        part = names[i * per:(i + 1) * per]
-        save_file({k: state[k].cpu() for k in part}, str(root / f"model-{i + 1:05d}-of-{shards:05d}.safetensors"),
-                  metadata={"format": "pt"})
-    del state
     codec = loader.random_codec(load_codec_config(root), device=dev, dtype=torch.float32)
     torch.save({k: v.cpu() for k, v in loader.export_codec_state(codec).items()}, root / "codec.pth")
     if dev.type == "cuda":

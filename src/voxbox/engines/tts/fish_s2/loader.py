@@ -43,6 +43,7 @@ __all__ = [
     "load_codec",
     "load_dual_ar",
     "resolve_files",
+    "save_dual_ar_shards",
     "write_checkpoint",
 ]
 
@@ -263,14 +264,29 @@ def export_dual_ar_state(slow: SlowAR, fast: FastAR) -> dict[str, Tensor]:
     return out
 
 
+def save_dual_ar_shards(state: dict[str, Tensor], root: Path, shards: int) -> None:
+    """Upstream-named tensors -> ``model-0000i-of-0000N.safetensors`` shards and their index."""
+    from safetensors.torch import save_file
+
+    names = sorted(state)
+    per = max(1, -(-len(names) // shards))
+    weight_map = {}
+    for i in range(shards):
+        part = names[i * per : (i + 1) * per]
+        if not part:
+            continue
+        fname = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+        save_file({k: state[k].cpu() for k in part}, str(root / fname), metadata={"format": "pt"})
+        weight_map.update({k: fname for k in part})
+    (root / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}, indent=1))
+
+
 def write_checkpoint(
     model_dir: str | Path, cfg: DualARConfig, codec_cfg: CodecConfig, *, seed: int = 0, shards: int = 2,
     dtype: torch.dtype = torch.float32, codec_config_file: bool = True,
 ) -> dict[str, Any]:
     """Write random weights in the upstream layout (config.json, sharded safetensors + index,
     codec.pth). The tokenizer is the caller's. Returns the voxbox-named tensors for comparisons."""
-    from safetensors.torch import save_file
-
     root = Path(model_dir)
     root.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -282,18 +298,7 @@ def write_checkpoint(
         slow.embeddings.weight.normal_(0, 0.15, generator=g)  # logits of a few units: varied samples
         fast.codebook_embeddings.weight.normal_(0, 1.0, generator=g)
         fast.embeddings.weight.normal_(0, 1.0, generator=g)
-    state = export_dual_ar_state(slow, fast)
-    names = sorted(state)
-    per = max(1, -(-len(names) // shards))
-    weight_map = {}
-    for i in range(shards):
-        part = names[i * per : (i + 1) * per]
-        if not part:
-            continue
-        fname = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
-        save_file({k: state[k] for k in part}, str(root / fname), metadata={"format": "pt"})
-        weight_map.update({k: fname for k in part})
-    (root / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}, indent=1))
+    save_dual_ar_shards(export_dual_ar_state(slow, fast), root, shards)
     (root / "config.json").write_text(json.dumps(cfg.to_json(), indent=1))
     codec = init_random_(Codec(codec_cfg), seed + 3)
     with torch.no_grad():
