@@ -63,14 +63,25 @@ def child(args: argparse.Namespace) -> None:
     """One process: import, load, warm up, measure; prints one JSON line (times from ``--t0``)."""
     t_import = time.time()
     sys.path.insert(0, str(SRC))
+    from voxbox.engines.compile_cache import persist_bytecode_cache
+
+    dont_write = sys.dont_write_bytecode
+    bytecode = persist_bytecode_cache()  # as the CLI does first thing (a no-op where torch has bytecode)
     import numpy as np
     import torch
 
+    torch_imported = time.time()
     from voxbox.engines.registry import load_engine
     from voxbox.types import Audio
 
     imported = time.time()
     load = json.loads(args.load)
+    prof_load = None
+    if args.cprofile:
+        import cProfile
+
+        prof_load = cProfile.Profile()
+        prof_load.enable()
     engine: Any = load_engine(args.engine, args.model, device=args.device, **load)
     loaded = time.time()
 
@@ -103,6 +114,19 @@ def child(args: argparse.Namespace) -> None:
     call()  # every engine: one call of the measured shape (the first compile of torch-whisper's step)
     sync()
     ready = time.time()
+    extra: dict[str, Any] = {"torch_import_s": round(torch_imported - t_import, 3), "bytecode_prefix": bytecode,
+                             "dont_write_bytecode_at_start": dont_write}
+    if prof_load is not None:
+        import io
+        import pstats
+
+        prof_load.disable()
+        buf = io.StringIO()
+        pstats.Stats(prof_load, stream=buf).sort_stats("cumulative").print_stats(45)
+        extra["cprofile_load_and_warmup"] = buf.getvalue().splitlines()[-60:]
+        buf = io.StringIO()
+        pstats.Stats(prof_load, stream=buf).sort_stats("cumulative").print_stats("voxbox|echo_tts", 40)
+        extra["cprofile_voxbox"] = buf.getvalue().splitlines()[-45:]
     runs = []
     for _ in range(args.runs):
         t = time.perf_counter()
@@ -110,7 +134,6 @@ def child(args: argparse.Namespace) -> None:
         sync()
         runs.append(time.perf_counter() - t)
     stats = getattr(engine, "stats", None)
-    extra: dict[str, Any] = {}
     import psutil
 
     me = psutil.Process()
@@ -158,8 +181,9 @@ def child(args: argparse.Namespace) -> None:
 
 
 def start(engine: str, model: dict[str, Any], cache: Path, *, device: str, runs: int, persist: bool,
-          log: Any, flags: tuple[str, ...] = ()) -> dict[str, Any]:
+          log: Any, flags: tuple[str, ...] = (), more_env: dict[str, str] | None = None) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if k not in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")}
+    env.update(more_env or {})
     env["VOXBOX_CACHE_DIR"] = str(cache)
     env["PYTHONUNBUFFERED"] = "1"
     if not persist:  # torch's defaults, in a fresh directory (a new machine or container)
@@ -185,6 +209,7 @@ def main() -> None:
     c.add_argument("--runs", type=int), c.add_argument("--t0", type=float)
     for a in (c, ap):
         a.add_argument("--profile", action="store_true", help="profile one call after the runs (kernels, GPU busy)")
+        a.add_argument("--cprofile", action="store_true", help="cProfile of load + warm-up (top 45, cumulative)")
         a.add_argument("--settle", type=float, default=0.0,
                        help="after the runs, wait this long and measure again (what lingers after warm-up)")
     ap.add_argument("--out", default=None)
@@ -194,6 +219,8 @@ def main() -> None:
     ap.add_argument("--starts", type=int, default=2)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--no-cache", action="store_true", help="also a start with torch's default cache (fresh dir)")
+    ap.add_argument("--bytecode-ab", action="store_true",
+                    help="also a last start with VOXBOX_BYTECODE_CACHE=0 (compile cache warm)")
     args = ap.parse_args()
     if args.cmd == "child":
         child(args)
@@ -204,6 +231,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     flags = ("--profile",) if args.profile else ()
+    flags += ("--cprofile",) if args.cprofile else ()
     flags += ("--settle", str(args.settle)) if args.settle else ()
     report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                               "command": "python bench/warmup_gpu.py " + " ".join(sys.argv[1:]), "engines": {}}
@@ -220,6 +248,13 @@ def main() -> None:
                 rows.append(r)
                 print(name, "start", i + 1, {k: r.get(k) for k in ("ready_s", "load_s", "warmup_s", "measured_s",
                                                                    "error")}, flush=True)
+            if args.bytecode_ab:
+                r = start(name, models[name], cache, device=args.device, runs=args.runs, persist=True, log=log,
+                          flags=flags, more_env={"VOXBOX_BYTECODE_CACHE": "0"})
+                r["start"] = "again, VOXBOX_BYTECODE_CACHE=0"
+                rows.append(r)
+                print(name, "bytecode cache off", {k: r.get(k) for k in ("ready_s", "load_s", "warmup_s", "error")},
+                      flush=True)
             if args.no_cache:
                 r = start(name, models[name], root / f"nocache-{name}", device=args.device, runs=args.runs,
                           persist=False, log=log, flags=flags)

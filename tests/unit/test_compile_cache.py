@@ -56,3 +56,58 @@ def test_loading_a_torch_engine_sets_the_cache(clean_env: Path, tmp_path: Path) 
         assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(clean_env / "compile" / "inductor")
     finally:
         engine.close()
+
+
+# ---------------------------------------------------------------------------------- bytecode
+# Each case runs in a child interpreter: sys.pycache_prefix changes every later import of a process.
+_CHILD = """
+import json, sys
+from voxbox.engines.compile_cache import persist_bytecode_cache
+got = persist_bytecode_cache("fakepkg")
+import fakepkg
+print(json.dumps({"got": got, "prefix": sys.pycache_prefix, "file": fakepkg.__file__}))
+"""
+
+
+def _run_child(tmp_path: Path, env: dict[str, str]) -> dict:
+    import json
+    import subprocess
+    import sys
+
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHE",
+                                                                      "VOXBOX_"))}
+    base.update(PYTHONPATH=os.pathsep.join([str(tmp_path / "site"), src]),
+                VOXBOX_CACHE_DIR=str(tmp_path / "cache"), **env)
+    out = subprocess.run([sys.executable, "-c", _CHILD], env=base, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def fakepkg(tmp_path: Path) -> Path:
+    pkg = tmp_path / "site" / "fakepkg"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("VALUE = 1\n")
+    return pkg
+
+
+def test_a_package_without_bytecode_gets_it_in_the_voxbox_cache(fakepkg: Path, tmp_path: Path) -> None:
+    # PYTHONDONTWRITEBYTECODE=1 with no __pycache__: what an image built with --no-compile looks like
+    for _ in range(2):  # the second start finds the bytecode the first one wrote
+        got = _run_child(tmp_path, {"PYTHONDONTWRITEBYTECODE": "1"})
+        assert got["got"] == got["prefix"] == str(tmp_path / "cache" / "pycache")
+    assert not (fakepkg / "__pycache__").exists()  # the source tree is never written
+    cached = list((tmp_path / "cache" / "pycache").rglob("fakepkg/__init__*.pyc"))
+    assert len(cached) == 1
+
+
+def test_bytecode_next_to_the_source_or_turned_off_leaves_python_alone(fakepkg: Path, tmp_path: Path) -> None:
+    import py_compile
+
+    assert _run_child(tmp_path, {"PYTHONDONTWRITEBYTECODE": "1", "VOXBOX_BYTECODE_CACHE": "0"})["prefix"] is None
+    assert _run_child(tmp_path, {})["got"] is None  # writable: Python writes __pycache__ itself
+    assert (fakepkg / "__pycache__").is_dir()
+    py_compile.compile(str(fakepkg / "__init__.py"))
+    got = _run_child(tmp_path, {"PYTHONDONTWRITEBYTECODE": "1"})  # installed with bytecode
+    assert got["got"] is None and got["prefix"] is None
+    assert not (tmp_path / "cache" / "pycache").exists()

@@ -106,6 +106,18 @@ def test_speaker_latent_cache(engine):
     assert engine.stream(TEXT, voice=v1.key[2], steps=2, sequence_length=SEQ).collect().samples.size > 0
 
 
+def test_repeated_voice_reuses_its_speaker_keys_values(engine):
+    clip = Audio(np.random.default_rng(3).standard_normal(16000 * 2).astype(np.float32) * 0.1, 16000)
+    voice = engine.encode_voice(clip)
+    engine._speaker_kv.pop(voice.key, None)
+    first = engine.synthesize(TEXT, voice=voice, steps=2, sequence_length=SEQ, seed=5)
+    kept = engine._speaker_kv[voice.key]
+    assert kept[1] == 40 // 4 and kept[2] == 16  # 10 valid speaker tokens padded to one bucket
+    again = engine.synthesize(TEXT, voice=voice, steps=2, sequence_length=SEQ, seed=5)
+    assert engine._speaker_kv[voice.key] is kept  # the second call computed nothing new
+    np.testing.assert_array_equal(first.samples, again.samples)
+
+
 def test_sequence_buckets_follow_text_length(engine):
     from voxbox.engines.tts.echo import SEQ_BUCKETS, sequence_bucket
 

@@ -45,3 +45,23 @@ def test_keep_filters_and_truncation_is_refused(checkpoint, tmp_path):
     cut.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(ValueError, match="truncated"):
         dict(weights.read_tensors(cut, "cpu", staged=True))
+
+
+@pytest.mark.parametrize("threads", ["1", "3"])
+def test_any_thread_count_reads_the_same(checkpoint, monkeypatch, threads):
+    path, ref = checkpoint
+    monkeypatch.setenv("VOXBOX_READ_THREADS", threads)
+    got = dict(weights.read_tensors(path, "cpu", staged=True))
+    assert sorted(got) == sorted(ref)
+    for k, v in got.items():
+        assert torch.equal(v, ref[k]), k
+
+
+def test_stopping_early_releases_the_readers(checkpoint):
+    import threading
+
+    path, _ = checkpoint
+    it = weights.read_tensors(path, "cpu", staged=True)
+    next(it)
+    it.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("voxbox-read-")]

@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
+    from voxbox.engines.compile_cache import persist_bytecode_cache
+
+    persist_bytecode_cache()  # before anything imports torch (a no-op where it has bytecode)
     _register_areas()
     try:
         rc = app(args=args, standalone_mode=False, prog_name="voxbox")  # typer.Exit(code) is returned here

@@ -23,20 +23,32 @@ CUDA-graph capture (milliseconds per graph); those run on every start.
 
 ``TORCHINDUCTOR_CACHE_DIR`` / ``TRITON_CACHE_DIR`` set by the user win; ``VOXBOX_COMPILE_CACHE=0``
 leaves torch's defaults alone. Nothing here imports torch: the variables are read when compiling.
+
+Python's own compiled bytecode is the other artefact a start may redo. ``pip`` writes ``.pyc`` files
+at install, but images built with ``pip install --no-compile`` or ``PYTHONDONTWRITEBYTECODE=1`` (a
+common Dockerfile line) on a read-only or bytecode-less site-packages leave none, and then every
+process compiles the ~1,500 modules torch, Dynamo and Inductor import from source: 5-6 s of each
+start of a compiled GPU engine on an H200 host (cProfile: ``builtins.compile``, 1,900 calls).
+:func:`persist_bytecode_cache` finds that case before torch is imported and points Python's
+``sys.pycache_prefix`` (``PYTHONPYCACHEPREFIX``) at ``<voxbox cache dir>/pycache``, so the first
+start writes the bytecode there and later starts read it; source trees are never written.
+``VOXBOX_BYTECODE_CACHE=0`` turns this off; a prefix the user set wins.
 """
 
 from __future__ import annotations
 
 import getpass
+import importlib.util
 import logging
 import os
 import re
+import sys
 import tempfile
 from pathlib import Path
 
 from voxbox.paths import cache_dir
 
-__all__ = ["compile_cache_dir", "persist_compile_cache"]
+__all__ = ["compile_cache_dir", "persist_bytecode_cache", "persist_compile_cache"]
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +75,7 @@ def compile_cache_dir() -> Path:
 def persist_compile_cache() -> dict[str, str]:
     """Point Inductor's and Triton's caches into :func:`compile_cache_dir` where the user has not
     chosen a directory; returns the variables now in effect (empty when turned off)."""
-    if os.environ.get("VOXBOX_COMPILE_CACHE", "1").strip().lower() in ("0", "false", "no", "off"):
+    if _off("VOXBOX_COMPILE_CACHE"):
         return {}
     root = compile_cache_dir()
     out: dict[str, str] = {}
@@ -79,3 +91,40 @@ def persist_compile_cache() -> dict[str, str]:
         out[var] = os.environ[var]
     return out
 
+
+
+def _off(var: str) -> bool:
+    return os.environ.get(var, "1").strip().lower() in ("0", "false", "no", "off")
+
+
+def persist_bytecode_cache(probe: str = "torch") -> str | None:
+    """Cache bytecode under ``<cache dir>/pycache`` when the package ``probe`` has none and Python
+    would not write it (see the module text); returns the prefix now in use by this call, else None.
+    Call before ``probe`` is imported (the CLI does, first thing; so does loading a torch engine)."""
+    if _off("VOXBOX_BYTECODE_CACHE") or sys.pycache_prefix:
+        return None
+    try:
+        spec = importlib.util.find_spec(probe)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    try:
+        cached = importlib.util.cache_from_source(spec.origin)
+    except (NotImplementedError, ValueError):
+        return None
+    if os.path.exists(cached):
+        return None  # installed with bytecode (pip's default)
+    if not sys.dont_write_bytecode and os.access(os.path.dirname(spec.origin), os.W_OK):
+        return None  # Python writes it next to the source on the first import
+    root = cache_dir() / "pycache"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        log.debug("bytecode cache %s not usable: %s", root, exc)
+        return None
+    sys.pycache_prefix = str(root)
+    sys.dont_write_bytecode = False
+    os.environ.setdefault("PYTHONPYCACHEPREFIX", str(root))  # Inductor's compile workers too
+    log.info("%s has no cached bytecode; caching it in %s", probe, root)
+    return str(root)

@@ -227,8 +227,9 @@ class EngineSpec(Generic[E, OptT]):
             raise EngineUnavailableError(f"engine {self.name!r} needs {', '.join(missing)}",
                                          install_hint=self.install_hint)
         if "torch" in self.requires:  # torch.compile's kernels survive the process (compile_cache)
-            from voxbox.engines.compile_cache import persist_compile_cache
+            from voxbox.engines.compile_cache import persist_bytecode_cache, persist_compile_cache
 
+            persist_bytecode_cache()
             persist_compile_cache()
         return self.factory(request)
 

@@ -38,6 +38,7 @@ FRAMES_PER_SECOND = SAMPLE_RATE / HOP
 MAX_TEXT_TOKENS = 768  # upstream MAX_TEXT_LENGTH
 TEXT_BUCKET = 128
 SPEAKER_BUCKET = 16  # speaker tokens (patches of 4 latent frames)
+SPEAKER_KV_BYTES = 256 << 20  # DiT speaker keys/values the unbatched path keeps, most recent voices first
 MAX_REFERENCE_SECONDS = 300  # upstream load_audio max_duration
 
 #: Per-call sampler presets. "default" is upstream ``EchoTTS.synthesize``'s defaults; the
@@ -150,6 +151,10 @@ class EchoEngine(Batchable):
         self.chunk_frames, self.max_chunk_frames = int(chunk_frames), int(max_chunk_frames)
         self._voices: OrderedDict[str, EncodedVoice] = OrderedDict()
         self._max_voices = max(1, int(max_voices))
+        # The DiT's speaker keys/values per voice for the unbatched path (the batcher keeps its own):
+        # a repeated voice skips the speaker encoder and the projection. Bounded in bytes: at the real
+        # shape a 10-s reference is ~11 MB, upstream's longest (300 s) ~320 MB.
+        self._speaker_kv: OrderedDict[Any, tuple[Any, int, int]] = OrderedDict()
         self.voice_cache_hits = 0
         self.voice_cache_misses = 0
         self._lock = threading.RLock()
@@ -180,6 +185,15 @@ class EchoEngine(Batchable):
         ]
 
     # ------------------------------------------------------------------ voices
+    def _keep_speaker_kv(self, key: Any, entry: tuple[Any, int, int]) -> None:
+        """Cache one voice's speaker keys/values, dropping the least recently used past the budget."""
+        size = lambda e: sum(t.numel() * t.element_size() for t in e[0])  # noqa: E731
+        if size(entry) > SPEAKER_KV_BYTES:
+            return
+        self._speaker_kv[key] = entry
+        while sum(size(e) for e in self._speaker_kv.values()) > SPEAKER_KV_BYTES:
+            self._speaker_kv.popitem(last=False)
+
     def encode_voice(self, audio: Audio, transcript: str | None = None) -> EncodedVoice:
         """Reference clip -> speaker latent, cached by the SHA-256 of the clip (rate + float32 samples)."""
         if not isinstance(audio, Audio):
@@ -361,14 +375,21 @@ class EchoEngine(Batchable):
                 spk_kv, spk_valid, spk_len = None, 0, SPEAKER_BUCKET
             else:
                 assert isinstance(voice, EncodedVoice)  # callers encode a raw clip before taking the lock
-                latent = voice.data["latent"]
-                spk_valid = latent.shape[0] // patch
-                spk_len = padded_len(spk_valid, SPEAKER_BUCKET, SPEAKER_BUCKET)
-                sdev, sdt = self.placement["speaker_encoder"]
-                lat = torch.zeros((1, spk_len * patch, latent.shape[1]), dtype=torch.float32)
-                lat[0, :latent.shape[0] // patch * patch] = latent[: latent.shape[0] // patch * patch]
-                sstate = self.speaker_norm(self.speaker_encoder(lat.to(device=sdev, dtype=sdt)))
-                spk_kv = self.dit.context_kv(sstate.to(device=dit_dev, dtype=dit_dt), self.dit.w_ctx_spk)
+                hit = self._speaker_kv.get(voice.key)
+                if hit is not None:  # the voice's keys/values of an earlier call (the engine lock is held)
+                    self._speaker_kv.move_to_end(voice.key)
+                    spk_kv, spk_valid, spk_len = hit
+                else:
+                    latent = voice.data["latent"]
+                    spk_valid = latent.shape[0] // patch
+                    spk_len = padded_len(spk_valid, SPEAKER_BUCKET, SPEAKER_BUCKET)
+                    sdev, sdt = self.placement["speaker_encoder"]
+                    lat = torch.zeros((1, spk_len * patch, latent.shape[1]), dtype=torch.float32)
+                    lat[0, :latent.shape[0] // patch * patch] = latent[: latent.shape[0] // patch * patch]
+                    sstate = self.speaker_norm(self.speaker_encoder(lat.to(device=sdev, dtype=sdt)))
+                    k, v = self.dit.context_kv(sstate.to(device=dit_dev, dtype=dit_dt), self.dit.w_ctx_spk)
+                    spk_kv = (k, v.contiguous())  # v alone, not a view holding the projection's k half
+                    self._keep_speaker_kv(voice.key, (spk_kv, spk_valid, spk_len))
             _sync(dit_dev)
         with timings.measure("sample"):
             latent = self.dit.sample(call.seq, text_kv, len(call.tokens), spk_kv, spk_valid, spk_len, call.params)
@@ -421,5 +442,6 @@ class EchoEngine(Batchable):
         self.text_encoder = self.speaker_encoder = None  # type: ignore[assignment]
         self.text_context = self.first_chunks = None  # type: ignore[assignment]
         self._voices.clear()
+        self._speaker_kv.clear()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
