@@ -95,6 +95,9 @@ def main() -> int:
     ap.add_argument("--text", default="long")
     ap.add_argument("--upstream", default="eager", help="comma list of eager, compiled; or none")
     ap.add_argument("--no-variants", action="store_true")
+    ap.add_argument("--voice-seconds", type=float, default=0.0,
+                    help="also stream with a cloned voice of this many seconds: the speaker keys/values kept "
+                         "per voice (the engine's default) against computed every call")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--tiny", action="store_true", help="tiny random model (a smoke run on the CPU)")
     args = ap.parse_args()
@@ -153,6 +156,30 @@ def main() -> int:
 
         contenders["voxbox_synthesize"] = vb_synth
         contenders["voxbox_stream"] = vb_stream
+        if args.voice_seconds > 0:
+            from voxbox.types import Audio
+
+            rng = np.random.default_rng(7)
+            clip = Audio((0.1 * rng.standard_normal(int(44100 * args.voice_seconds))).astype(np.float32), 44100)
+            voice = engine.encode_voice(clip)  # the latent is cached in both cases
+
+            def vb_voice(keep: bool) -> dict[str, float]:
+                if not keep:
+                    engine._speaker_kv.clear()  # what every call did before the per-voice cache
+                t0 = time.perf_counter()
+                stream = engine.stream(text, voice=voice, **opts)
+                got: dict[str, float] = {}
+                for _ in stream:
+                    if "first" not in got:
+                        got["first"] = time.perf_counter() - t0
+                        got.update({f"first.{k}": v for k, v in stream.timings.as_dict().items()})
+                got["total"] = time.perf_counter() - t0
+                return got
+
+            for keep in (True, False):
+                vb_voice(keep)  # the voice's speaker bucket: its graphs are captured here
+                contenders["voxbox_stream_voice" + ("" if keep else "_speaker_kv_every_call")] = (
+                    lambda keep=keep: vb_voice(keep))
         ups = [u for u in args.upstream.split(",") if u and u != "none"]
         if ups:
             inference = import_with_stand_ins("echo_tts.inference", ("torchaudio",), {})

@@ -201,6 +201,26 @@ def start(engine: str, model: dict[str, Any], cache: Path, *, device: str, runs:
     return {"error": f"exit {proc.returncode}: {proc.stderr[-800:]}"}
 
 
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median (min-max) of ready/import/load/warm-up seconds over the second and later starts, and
+    over the starts with the bytecode cache off."""
+    groups = {"later_starts": [r for r in rows if isinstance(r.get("start"), int) and r["start"] >= 2],
+              "bytecode_cache_off": [r for r in rows if "BYTECODE" in str(r.get("start"))]}
+    out: dict[str, Any] = {}
+    for g, rs in groups.items():
+        rs = [r for r in rs if "error" not in r]
+        if rs:
+            out[g] = {k: {"median": round(statistics.median(r[k] for r in rs), 3), "min": min(r[k] for r in rs),
+                          "max": max(r[k] for r in rs), "n": len(rs)}
+                      for k in ("ready_s", "import_s", "load_s", "warmup_s")}
+            out[g]["measured_median_s"] = round(statistics.median(r["measured_s"]["median"] for r in rs), 4)
+    first = next((r for r in rows if r.get("start") == 1 and "error" not in r), None)
+    if first:
+        out["first_start_ready_s"] = first["ready_s"]
+        out["first_start_measured_median_s"] = first["measured_s"]["median"]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd")
@@ -219,8 +239,8 @@ def main() -> None:
     ap.add_argument("--starts", type=int, default=2)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--no-cache", action="store_true", help="also a start with torch's default cache (fresh dir)")
-    ap.add_argument("--bytecode-ab", action="store_true",
-                    help="also a last start with VOXBOX_BYTECODE_CACHE=0 (compile cache warm)")
+    ap.add_argument("--bytecode-ab", type=int, default=0, metavar="N",
+                    help="then N starts with VOXBOX_BYTECODE_CACHE=0 (compile cache warm)")
     args = ap.parse_args()
     if args.cmd == "child":
         child(args)
@@ -248,13 +268,14 @@ def main() -> None:
                 rows.append(r)
                 print(name, "start", i + 1, {k: r.get(k) for k in ("ready_s", "load_s", "warmup_s", "measured_s",
                                                                    "error")}, flush=True)
-            if args.bytecode_ab:
+            for _ in range(args.bytecode_ab):
                 r = start(name, models[name], cache, device=args.device, runs=args.runs, persist=True, log=log,
                           flags=flags, more_env={"VOXBOX_BYTECODE_CACHE": "0"})
                 r["start"] = "again, VOXBOX_BYTECODE_CACHE=0"
                 rows.append(r)
                 print(name, "bytecode cache off", {k: r.get(k) for k in ("ready_s", "load_s", "warmup_s", "error")},
                       flush=True)
+            report.setdefault("summary", {})[name] = summarize(rows)
             if args.no_cache:
                 r = start(name, models[name], root / f"nocache-{name}", device=args.device, runs=args.runs,
                           persist=False, log=log, flags=flags)

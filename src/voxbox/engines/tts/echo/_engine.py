@@ -153,7 +153,7 @@ class EchoEngine(Batchable):
         self._max_voices = max(1, int(max_voices))
         # The DiT's speaker keys/values per voice for the unbatched path (the batcher keeps its own):
         # a repeated voice skips the speaker encoder and the projection. Bounded in bytes: at the real
-        # shape a 10-s reference is ~11 MB, upstream's longest (300 s) ~320 MB.
+        # shape a 10-s reference is ~13 MB, upstream's longest (300 s) ~320 MB.
         self._speaker_kv: OrderedDict[Any, tuple[Any, int, int]] = OrderedDict()
         self.voice_cache_hits = 0
         self.voice_cache_misses = 0
