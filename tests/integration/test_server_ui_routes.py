@@ -92,7 +92,7 @@ def test_doctor_needs_the_key(server, auth):
     assert body["machine"]["cpu"]["logical_cores"] >= 1
     assert body["probe_mode"] in ("cached", "none")  # HTTP never runs probes
     assert body["plans"]["faster-whisper"]["placements"][0]["reason"]
-    assert KEY not in r.text
+    assert KEY not in r.text and "startup" not in body  # no server-side cache paths
 
 
 def test_server_info_engines_and_no_secrets(server, auth, monkeypatch):

@@ -38,14 +38,17 @@ def test_doctor_json_no_probe(capsys):
     assert set(r["machine"]["backends"]) == {"torch", "ctranslate2", "onnxruntime", "ggml"}
     fw = r["plans"]["faster-whisper"]["placements"][0]
     assert fw["reason"] and fw["device"]
+    # what a second start reuses on this machine (the recorded machines below have no such section)
+    assert set(r["startup"]) == {"compiled kernels", "bytecode", "weight reader threads"}
+    assert int(r["startup"]["weight reader threads"]) >= 1
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
 def test_doctor_renders_recorded_machines(path):
     r = build_report(ENGINES.values(), machine_path=str(path))
-    assert r["probe_mode"] == "none"
+    assert r["probe_mode"] == "none" and r["startup"] == {}
     text = _render(r)
-    assert "Plan" in text and "ASR engine" in text
+    assert "Plan" in text and "ASR engine" in text and "Start-up" not in text
     if path.stem == "radeon-7800xt-gfx1101":
         assert "export HSA_OVERRIDE_GFX_VERSION=11.0.1" in text
         assert "torch-whisper" in text

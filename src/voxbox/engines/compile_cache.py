@@ -48,7 +48,7 @@ from pathlib import Path
 
 from voxbox.paths import cache_dir
 
-__all__ = ["compile_cache_dir", "persist_bytecode_cache", "persist_compile_cache"]
+__all__ = ["compile_cache_dir", "persist_bytecode_cache", "persist_compile_cache", "startup_caches"]
 
 log = logging.getLogger(__name__)
 
@@ -128,3 +128,39 @@ def persist_bytecode_cache(probe: str = "torch") -> str | None:
     os.environ.setdefault("PYTHONPYCACHEPREFIX", str(root))  # Inductor's compile workers too
     log.info("%s has no cached bytecode; caching it in %s", probe, root)
     return str(root)
+
+
+def _bytecode_status(probe: str) -> str:
+    prefix = sys.pycache_prefix
+    if prefix:
+        ours = Path(prefix) == cache_dir() / "pycache"
+        return f"kept in voxbox's cache ({prefix})" if ours else f"kept in the prefix you set ({prefix})"
+    try:
+        spec = importlib.util.find_spec(probe)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return f"{probe} not installed"
+    if os.path.exists(importlib.util.cache_from_source(spec.origin)):
+        return f"installed with {probe}"
+    if not sys.dont_write_bytecode and os.access(os.path.dirname(spec.origin), os.W_OK):
+        return "written next to the source by Python at the first import"
+    why = "VOXBOX_BYTECODE_CACHE=0" if _off("VOXBOX_BYTECODE_CACHE") else "this process did not set it up"
+    return f"NOT cached ({why}): every start compiles {probe} from source, about 5 s"
+
+
+def startup_caches(probe: str = "torch") -> dict[str, str]:
+    """What makes a second start fast on this machine, as words (``voxbox doctor``); changes nothing."""
+    from voxbox.engines.weights import read_threads
+
+    kernels = {}
+    for var, sub in _VARS.items():
+        mine = os.environ.get(var)
+        if mine and mine != _torch_default(var) and not mine.startswith(str(compile_cache_dir())):
+            kernels[var] = f"{mine} (yours)"
+        elif _off("VOXBOX_COMPILE_CACHE"):
+            kernels[var] = "torch's default (VOXBOX_COMPILE_CACHE=0)"
+        else:
+            kernels[var] = str(compile_cache_dir() / sub)
+    return {"compiled kernels": ", ".join(f"{k.split('_')[0].lower()} {v}" for k, v in kernels.items()),
+            "bytecode": _bytecode_status(probe), "weight reader threads": str(read_threads())}

@@ -22,16 +22,16 @@ import struct
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported where tensors are read (``read_threads`` stays light, for the doctor)
+    import torch
 
 __all__ = ["read_tensors"]
 
-_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool,
+_DTYPES = {  # safetensors dtype -> torch attribute
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32",
+    "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
 }
 STAGE_BYTES = 32 << 20  # per staging buffer (two per reader thread)
 
@@ -51,6 +51,8 @@ def read_tensors(path: str | Path, device: torch.device | str, keep: Callable[[s
     """(name, tensor) for every tensor of a safetensors file (those ``keep`` accepts), each already
     on ``device`` in its stored dtype. ``staged`` (default: on CUDA) reads through the staging
     buffers; otherwise, or for a dtype this reader has no mapping for, ``safe_open`` reads it."""
+    import torch
+
     path = Path(path)
     dev = torch.device(device)
     header, base = _header(path)
@@ -70,13 +72,15 @@ def read_tensors(path: str | Path, device: torch.device | str, keep: Callable[[s
 def _pieces(header: dict, base: int, keep: Callable[[str], bool] | None, stage: int) -> tuple[list, list]:
     """Kept tensors in file order as (name, dtype, shape, nbytes), and the reads that fill them:
     (tensor index, file offset, offset in the tensor, bytes), each at most ``stage`` bytes."""
+    import torch
+
     tensors: list[tuple[str, torch.dtype, list[int], int]] = []
     reads: list[tuple[int, int, int, int]] = []
     for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
         if keep is not None and not keep(name):
             continue
         start, end = (int(x) for x in info["data_offsets"])
-        dtype, shape = _DTYPES[info["dtype"]], [int(x) for x in info["shape"]]
+        dtype, shape = getattr(torch, _DTYPES[info["dtype"]]), [int(x) for x in info["shape"]]
         nbytes = end - start
         numel = 1
         for n in shape:
@@ -102,6 +106,8 @@ def _staged(path: Path, dev: torch.device, header: dict, base: int,
     stream, fills one buffer with ``os.preadv`` (which lets go of the GIL) while the other's copy
     to the device runs. A tensor is handed out, in file order, once all its reads are copied, with
     the caller's stream made to wait for those copies."""
+    import torch
+
     try:
         tensors, reads = _pieces(header, base, keep, STAGE_BYTES)
     except ValueError as exc:

@@ -69,6 +69,11 @@ def build_report(engines: Iterable[PlannedEngine], *, probe: bool | None = None,
         machine = detect()
         probes, mode = _live_probes(machine, probe, timeout_s, progress)
     mp = plan_machine(engines, machine, probes)
+    startup: dict[str, str] = {}
+    if machine_path is None and machine.source == "detected":  # this machine's, not a recorded one's
+        from voxbox.engines.compile_cache import startup_caches
+
+        startup = startup_caches()
     quirks = [{"id": q.id, "gpu": g.index if g else None, "severity": q.severity, "title": q.title,
                "remedy": q.remedy, "source": q.source} for q, g in machine_quirks(machine)]
     return {
@@ -78,6 +83,7 @@ def build_report(engines: Iterable[PlannedEngine], *, probe: bool | None = None,
         "probe_mode": mode,
         "probes": [p.to_dict() for p in probes],
         "quirks": quirks,
+        "startup": startup,
         **mp.to_dict(),
     }
 
@@ -149,6 +155,13 @@ def _render_backends(c: Any, m: MachineInfo) -> None:
         sees = _backend_sees(name, b) + (f" [red]({b.error})[/red]" if b.error else "")
         t.add_row(name, b.version or "?", b.build or "?", sees)
     c.print(t)
+
+
+def _render_startup(c: Any, report: dict[str, Any]) -> None:
+    """What a second start reuses (compiled kernels, Python bytecode) and how weights are read."""
+    items = report.get("startup") or {}
+    if items:
+        c.print("[bold]Start-up[/bold]  " + "; ".join(f"{k}: {v}" for k, v in items.items()))
 
 
 def _render_probes(c: Any, report: dict[str, Any], m: MachineInfo) -> None:
@@ -223,6 +236,7 @@ def render_report(report: dict[str, Any], console: Any = None) -> None:
             + (f" (detected in {m.detect_seconds:.2f} s)" if m.detect_seconds else ""))
     _render_machine(c, m)
     _render_backends(c, m)
+    _render_startup(c, report)
     _render_probes(c, report, m)
     _render_plan(c, report)
     _render_env(c, report)

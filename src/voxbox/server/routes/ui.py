@@ -218,7 +218,9 @@ async def _doctor_report(request: Request) -> dict[str, Any]:
         if cache["report"] is None or time.monotonic() - cache["at"] > _DOCTOR_TTL:
             from voxbox.engines.registry import ENGINES
 
-            cache["report"] = await state_of(request).runtime.run(lambda: build_report(ENGINES.values(), probe=None))
+            report = await state_of(request).runtime.run(lambda: build_report(ENGINES.values(), probe=None))
+            report.pop("startup", None)  # the server's own cache paths stay on the server
+            cache["report"] = report
             cache["at"] = time.monotonic()
     return dict(cache["report"])
 

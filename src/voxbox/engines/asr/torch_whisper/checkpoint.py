@@ -30,7 +30,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _load_state(directory: Path, device: torch.device) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+    from voxbox.engines.weights import read_tensors  # threaded pinned reads to a GPU; safetensors' own on a CPU
 
     single = directory / "model.safetensors"
     if single.is_file():
@@ -42,7 +42,7 @@ def _load_state(directory: Path, device: torch.device) -> dict[str, torch.Tensor
         raise ModelLoadError(f"{directory} has no model.safetensors")
     state: dict[str, torch.Tensor] = {}
     for f in files:
-        state.update(load_file(str(f), device=str(device)))
+        state.update(read_tensors(f, device))
     return state
 
 
