@@ -154,8 +154,18 @@ def main() -> int:
             got.update({f"end.{k}": v for k, v in stream.timings.as_dict().items()})
             return got
 
+        def vb_synth_eager_decode() -> dict[str, float]:  # the one-call decode without its CUDA graph
+            graphs = engine.decode_graphs
+            was, graphs.enabled = graphs.enabled, False
+            try:
+                return vb_synth()
+            finally:
+                graphs.enabled = was
+
         contenders["voxbox_synthesize"] = vb_synth
         contenders["voxbox_stream"] = vb_stream
+        if engine.decode_graphs.enabled:
+            contenders["voxbox_synthesize_eager_decode"] = vb_synth_eager_decode
         if args.voice_seconds > 0:
             from voxbox.types import Audio
 
@@ -281,6 +291,12 @@ def main() -> int:
         first = next(decode_chunks(engine.ae, engine.pca, latent, [(0, engine.chunk_frames)]))
         st, _ = timed(lambda: next(decode_chunks(engine.ae, engine.pca, latent, [(0, engine.chunk_frames)])))
         dec["first_chunk"] = {**st, "frames": engine.chunk_frames, "samples": int(first.numel())}
+        if engine.decode_graphs.enabled:  # the whole latent through its padded CUDA graph, as synthesize runs it
+            def decode_graph() -> torch.Tensor:
+                return next(decode_chunks(engine.ae, engine.pca, latent, [(0, frames)], engine.decode_graphs))
+
+            st, y = timed(decode_graph)
+            dec["graph"] = {**st, "rel_err": err(y), **_profile(decode_graph, out, "decode_graph")}
         if not args.no_variants:
             torch.backends.cudnn.benchmark = True
             st, y = timed(decode_full)

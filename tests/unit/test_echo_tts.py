@@ -282,22 +282,37 @@ def test_post_module_with_device_mask_equals_upstream(engine):
             torch.testing.assert_close(post_module(engine.ae, z), pm(z), rtol=0, atol=0)
 
 
+def test_zero_padding_at_the_end_leaves_the_decoded_audio_unchanged(engine):
+    # what DecodeGraphs relies on: every decode stage is causal, so frames appended after the
+    # latent do not change the audio of the frames before them
+    from voxbox.engines.tts.echo._codec import HOP, decode_bucket, run_decoder, upsampled
+
+    assert [decode_bucket(n) for n in (1, 16, 17, 64, 65, 97, 640)] == [16, 16, 32, 64, 96, 128, 640]
+    lat = torch.randn((1, 21, 80), generator=torch.Generator().manual_seed(4)) * 0.5
+    padded = torch.cat([lat, lat.new_zeros((1, decode_bucket(21) - 21, 80))], dim=1)
+    with torch.inference_mode():
+        ref = run_decoder(engine.ae, upsampled(engine.ae, engine.pca, lat))
+        got = run_decoder(engine.ae, upsampled(engine.ae, engine.pca, padded))[..., :21 * HOP]
+    assert ref.shape == got.shape == (1, 1, 21 * HOP)
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_first_chunk_graph_equals_eager(model_dir):
+def test_decode_graphs_equal_eager(model_dir):
     from voxbox.engines.tts import echo
     from voxbox.engines.tts.echo._codec import run_decoder, upsampled
 
     eng = echo.load(model_dir, device="cuda")
-    g = eng.first_chunks
+    g = eng.decode_graphs
     assert g.enabled
     gen = torch.Generator(device="cuda").manual_seed(2)
-    for _ in range(2):  # capture, then replay with a new latent
-        lat = torch.randn((1, 16, 80), device="cuda", generator=gen) * 0.5
+    for n in (16, 16, 70, 90):  # capture, replay with a new latent, a padded size, the same padded size
+        lat = torch.randn((1, n, 80), device="cuda", generator=gen) * 0.5
         with torch.inference_mode():
             ref = run_decoder(eng.ae, upsampled(eng.ae, eng.pca, lat))
             got = g(lat)
         assert got is not None
         assert got.shape == ref.shape
         torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
-    assert list(g._graphs) == [16]
+    assert sorted(g._graphs) == [16, 96]
     eng.close()

@@ -30,8 +30,8 @@ from ._upstream import UpstreamModule
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "DECODE_CONTEXT", "HOP", "SAMPLE_RATE", "FirstChunkGraphs", "chunk_bounds", "decode_chunks", "encode_latent",
-    "post_module", "run_decoder", "speech_end", "upsampled",
+    "DECODE_CONTEXT", "HOP", "SAMPLE_RATE", "DecodeGraphs", "chunk_bounds", "decode_bucket", "decode_chunks",
+    "encode_latent", "post_module", "run_decoder", "speech_end", "upsampled",
 ]
 
 SAMPLE_RATE = 44100
@@ -98,14 +98,23 @@ def upsampled(ae: UpstreamModule, pca: PCA, latent: torch.Tensor) -> torch.Tenso
     return ae.quantizer.upsample(post_module(ae, z.transpose(1, 2).to(next(ae.parameters()).dtype)))
 
 
-class FirstChunkGraphs:
-    """The first streamed chunk (latent frames [0, n)) from the latent to audio, one CUDA graph per
-    n: the part of a stream that stands between the sampler and the first audio. Eager it is a few
-    hundred small launches (the post-transformer, the upsampler, the decoder's convolutions) whose
-    host time exceeded their GPU time on an H200. A capture that fails is logged and that n stays
-    eager."""
+def decode_bucket(n: int) -> int:
+    """Latent frames a decode of ``n`` frames is padded to for its CUDA graph: multiples of 16 up
+    to 64 (streams' first chunks: little padding where it is on the path to the first audio), then
+    of 32 (whole clips: 18 more graphs cover upstream's 640 positions, at most 31 frames padded)."""
+    step = 16 if n <= 64 else 32
+    return -(-n // step) * step
 
-    def __init__(self, ae: UpstreamModule, pca: PCA, device: torch.device, *, enabled: bool, max_sizes: int = 4):
+
+class DecodeGraphs:
+    """Latent frames [0, n) to audio (post-transformer, upsampler, decoder), one CUDA graph per
+    padded size (:func:`decode_bucket`): a stream's first chunk and a whole clip's one-call decode.
+    Eager it is a few hundred small launches whose host time exceeded their GPU time on an H200.
+    Every stage is causal, so the latent is padded with zeros at the end and the audio of the
+    padding is cut off: the first n frames' audio does not depend on what follows them. A capture
+    that fails is logged and that size stays eager; past ``max_sizes`` graphs new sizes stay eager."""
+
+    def __init__(self, ae: UpstreamModule, pca: PCA, device: torch.device, *, enabled: bool, max_sizes: int = 24):
         self.ae, self.pca, self.device = ae, pca, device
         self.enabled = bool(enabled) and device.type == "cuda"
         self._graphs: dict[int, tuple[Any, torch.Tensor, list[torch.Tensor]]] = {}
@@ -115,29 +124,31 @@ class FirstChunkGraphs:
         self._lock = threading.Lock()
 
     def __call__(self, latent: torch.Tensor) -> torch.Tensor | None:
-        """Audio (1, 1, samples) on the device for this (1, n, channels) latent, or None (eager)."""
+        """Audio (1, 1, n * HOP) on the device for this (1, n, channels) latent, or None (eager)."""
         n = latent.shape[1]
-        if not self.enabled or n in self._failed or latent.device != self.device:
+        size = decode_bucket(n)
+        if not self.enabled or size in self._failed or latent.device != self.device:
             return None
-        hit = self._graphs.get(n)
+        hit = self._graphs.get(size)
         if hit is None:
             if len(self._graphs) >= self._max:
                 return None
             with self._lock:
-                hit = self._graphs.get(n) or self._capture(latent)
+                hit = self._graphs.get(size) or self._capture(latent, size)
             if hit is None:
                 return None
         graph, static, out = hit
         with self._lock:  # streams decode outside the engine's lock: one replay at a time
-            static.copy_(latent)
+            static[:, :n].copy_(latent)
+            static[:, n:].zero_()
             graph.replay()
-            return out[0].clone()  # ordered on the stream before any later replay
+            return out[0][..., :n * HOP].clone()  # ordered on the stream before any later replay
 
-    def _capture(self, latent: torch.Tensor) -> tuple[Any, torch.Tensor, list[torch.Tensor]] | None:
+    def _capture(self, latent: torch.Tensor, size: int) -> tuple[Any, torch.Tensor, list[torch.Tensor]] | None:
         from voxbox.engines.graphs import capture_graph
 
-        n = latent.shape[1]
-        static = latent.clone()
+        static = latent.new_zeros((latent.shape[0], size, latent.shape[2]))
+        static[:, :latent.shape[1]] = latent
         out: list[torch.Tensor] = []
 
         def run() -> None:
@@ -146,31 +157,30 @@ class FirstChunkGraphs:
         try:
             graph = capture_graph(run, (), self._pool, mode="thread_local")
         except Exception as exc:  # noqa: BLE001 - any capture failure: stay eager for this size
-            log.info("echo-tts: first-chunk decode graph for %d frames not captured (%s: %s)",
-                     n, type(exc).__name__, exc)
-            self._failed.add(n)
+            log.info("echo-tts: decode graph for %d frames not captured (%s: %s)", size, type(exc).__name__, exc)
+            self._failed.add(size)
             return None
-        self._graphs[n] = (graph, static, out)
-        return self._graphs[n]
+        self._graphs[size] = (graph, static, out)
+        return self._graphs[size]
 
 
 @torch.inference_mode()
 def decode_chunks(
     ae: UpstreamModule, pca: PCA, latent: torch.Tensor, bounds: list[tuple[int, int]],
-    first: FirstChunkGraphs | None = None,
+    graphs: DecodeGraphs | None = None,
 ) -> Iterator[torch.Tensor]:
     """Yield float32 CPU audio for each latent range in ``bounds`` (contiguous from 0).
 
-    latent: (1, frames, channels) float32 on the autoencoder's device. ``first``: graphs for the
-    first chunk of a stream (used when there is more than one chunk).
+    latent: (1, frames, channels) float32 on the autoencoder's device. ``graphs``: CUDA graphs for
+    the first chunk (a stream's first audio, or the whole clip when there is one chunk).
     """
     samples_per_frame = HOP // UPSAMPLE
     z: torch.Tensor | None = None
     for i, (a, b) in enumerate(bounds):
-        if i == 0 and len(bounds) > 1:
+        if i == 0:
             # the first chunk's audio needs only its own frames through the post-transformer and the
             # upsampler (both causal): the time to first audio does not pay for the whole clip's
-            audio = first(latent[:, :b]) if first is not None else None
+            audio = graphs(latent[:, :b]) if graphs is not None else None
             if audio is None:
                 audio = run_decoder(ae, upsampled(ae, pca, latent[:, :b]))
         else:

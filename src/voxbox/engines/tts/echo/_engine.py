@@ -19,7 +19,7 @@ from voxbox.engines.spec import build_options
 from voxbox.errors import BadInputError, UnsupportedOperationError, VoiceNotFoundError
 from voxbox.types import Audio, AudioChunk, CancelToken, ComponentSpec, EngineInfo, StageTimings
 
-from ._codec import HOP, SAMPLE_RATE, FirstChunkGraphs, chunk_bounds, decode_chunks, encode_latent, speech_end
+from ._codec import HOP, SAMPLE_RATE, DecodeGraphs, chunk_bounds, decode_chunks, encode_latent, speech_end
 from ._dit import DiTRunner, SamplerParams, padded_len
 from ._load import PCA, ModelFiles, load_autoencoder, load_dit, load_pca
 from ._text import TextContext
@@ -139,7 +139,7 @@ class EchoEngine(Batchable):
         ae_dev, ae_dt = placement["autoencoder"]
         self.ae = load_autoencoder(files, ae_dev, ae_dt, snake)
         self.pca: PCA = load_pca(files.pca, ae_dev)
-        self.first_chunks = FirstChunkGraphs(self.ae, self.pca, ae_dev, enabled=self.dit.use_graphs)
+        self.decode_graphs = DecodeGraphs(self.ae, self.pca, ae_dev, enabled=self.dit.use_graphs)
         self._params["autoencoder"] = sum(p.numel() for p in self.ae.parameters())
         stages["autoencoder"] = time.perf_counter() - t0 - stages["dit_weights"] - stages["dit_runner"]
         self.presets = {**upstream_presets(), **PRESETS}
@@ -166,7 +166,7 @@ class EchoEngine(Batchable):
             extra={"placement": {k: (str(d), str(t).replace("torch.", "")) for k, (d, t) in self.placement.items()},
                    "presets": sorted(self.presets), "sequence_buckets": list(SEQ_BUCKETS),
                    "cuda_graphs": self.dit.use_graphs, "text_graphs": self.text_context.use_graphs,
-                   "first_chunk_graphs": self.first_chunks.enabled,
+                   "decode_graphs": self.decode_graphs.enabled,
                    "compile": bool(compile), "load_stages_s": {k: round(v, 3) for k, v in stages.items()}},
         )
 
@@ -410,9 +410,8 @@ class EchoEngine(Batchable):
         timings.add("decode", time.perf_counter() - t0)
         if frames == 0:
             return
-        pieces = decode_chunks(
-            self.ae, self.pca, latent, chunk_bounds(frames, call.chunk_frames, call.max_chunk_frames), self.first_chunks
-        )
+        bounds = chunk_bounds(frames, call.chunk_frames, call.max_chunk_frames)
+        pieces = decode_chunks(self.ae, self.pca, latent, bounds, self.decode_graphs)
         index = 0
         while True:
             t0 = time.perf_counter()
@@ -440,7 +439,7 @@ class EchoEngine(Batchable):
         self.dit = None  # type: ignore[assignment]
         self.ae = None  # type: ignore[assignment]
         self.text_encoder = self.speaker_encoder = None  # type: ignore[assignment]
-        self.text_context = self.first_chunks = None  # type: ignore[assignment]
+        self.text_context = self.decode_graphs = None  # type: ignore[assignment]
         self._voices.clear()
         self._speaker_kv.clear()
         if torch.cuda.is_available():
