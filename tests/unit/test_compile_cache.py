@@ -62,10 +62,12 @@ def test_loading_a_torch_engine_sets_the_cache(clean_env: Path, tmp_path: Path) 
 # Each case runs in a child interpreter: sys.pycache_prefix changes every later import of a process.
 _CHILD = """
 import json, sys
-from voxbox.engines.compile_cache import persist_bytecode_cache
+from voxbox.engines.compile_cache import persist_bytecode_cache, startup_caches
+before = startup_caches("fakepkg")["bytecode"]
 got = persist_bytecode_cache("fakepkg")
 import fakepkg
-print(json.dumps({"got": got, "prefix": sys.pycache_prefix, "file": fakepkg.__file__}))
+print(json.dumps({"got": got, "prefix": sys.pycache_prefix, "file": fakepkg.__file__, "before": before,
+                  "after": startup_caches("fakepkg")["bytecode"]}))
 """
 
 
@@ -96,6 +98,7 @@ def test_a_package_without_bytecode_gets_it_in_the_voxbox_cache(fakepkg: Path, t
     for _ in range(2):  # the second start finds the bytecode the first one wrote
         got = _run_child(tmp_path, {"PYTHONDONTWRITEBYTECODE": "1"})
         assert got["got"] == got["prefix"] == str(tmp_path / "cache" / "pycache")
+        assert got["before"].startswith("NOT cached") and got["after"].startswith("kept in voxbox's cache")
     assert not (fakepkg / "__pycache__").exists()  # the source tree is never written
     cached = list((tmp_path / "cache" / "pycache").rglob("fakepkg/__init__*.pyc"))
     assert len(cached) == 1
@@ -109,5 +112,5 @@ def test_bytecode_next_to_the_source_or_turned_off_leaves_python_alone(fakepkg: 
     assert (fakepkg / "__pycache__").is_dir()
     py_compile.compile(str(fakepkg / "__init__.py"))
     got = _run_child(tmp_path, {"PYTHONDONTWRITEBYTECODE": "1"})  # installed with bytecode
-    assert got["got"] is None and got["prefix"] is None
+    assert got["got"] is None and got["prefix"] is None and got["after"] == "installed with fakepkg"
     assert not (tmp_path / "cache" / "pycache").exists()

@@ -97,26 +97,29 @@ def _off(var: str) -> bool:
     return os.environ.get(var, "1").strip().lower() in ("0", "false", "no", "off")
 
 
+def _bytecode_case(probe: str) -> str:
+    """Where ``probe``'s bytecode comes from without voxbox: ``absent`` (not installed as source),
+    ``installed`` (pip wrote it), ``python`` (Python writes it next to the source) or ``none``."""
+    try:
+        spec = importlib.util.find_spec(probe)
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            return "absent"
+        cached = importlib.util.cache_from_source(spec.origin)
+    except (ImportError, ValueError, NotImplementedError):
+        return "absent"
+    if os.path.exists(cached):
+        return "installed"
+    if not sys.dont_write_bytecode and os.access(os.path.dirname(spec.origin), os.W_OK):
+        return "python"
+    return "none"
+
+
 def persist_bytecode_cache(probe: str = "torch") -> str | None:
     """Cache bytecode under ``<cache dir>/pycache`` when the package ``probe`` has none and Python
     would not write it (see the module text); returns the prefix now in use by this call, else None.
     Call before ``probe`` is imported (the CLI does, first thing; so does loading a torch engine)."""
-    if _off("VOXBOX_BYTECODE_CACHE") or sys.pycache_prefix:
+    if _off("VOXBOX_BYTECODE_CACHE") or sys.pycache_prefix or _bytecode_case(probe) != "none":
         return None
-    try:
-        spec = importlib.util.find_spec(probe)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
-        return None
-    try:
-        cached = importlib.util.cache_from_source(spec.origin)
-    except (NotImplementedError, ValueError):
-        return None
-    if os.path.exists(cached):
-        return None  # installed with bytecode (pip's default)
-    if not sys.dont_write_bytecode and os.access(os.path.dirname(spec.origin), os.W_OK):
-        return None  # Python writes it next to the source on the first import
     root = cache_dir() / "pycache"
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -135,16 +138,10 @@ def _bytecode_status(probe: str) -> str:
     if prefix:
         ours = Path(prefix) == cache_dir() / "pycache"
         return f"kept in voxbox's cache ({prefix})" if ours else f"kept in the prefix you set ({prefix})"
-    try:
-        spec = importlib.util.find_spec(probe)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
-        return f"{probe} not installed"
-    if os.path.exists(importlib.util.cache_from_source(spec.origin)):
-        return f"installed with {probe}"
-    if not sys.dont_write_bytecode and os.access(os.path.dirname(spec.origin), os.W_OK):
-        return "written next to the source by Python at the first import"
+    case = _bytecode_case(probe)
+    if case != "none":
+        return {"absent": f"{probe} not installed", "installed": f"installed with {probe}",
+                "python": "written next to the source by Python at the first import"}[case]
     why = "VOXBOX_BYTECODE_CACHE=0" if _off("VOXBOX_BYTECODE_CACHE") else "this process did not set it up"
     return f"NOT cached ({why}): every start compiles {probe} from source, about 5 s"
 
