@@ -142,9 +142,9 @@ def main() -> int:
             got.update({f"stage.{k}": v for k, v in stream.timings.as_dict().items()})
             return got
 
-        def vb_stream() -> dict[str, float]:
+        def vb_stream(voice: Any = None) -> dict[str, float]:
             t0 = time.perf_counter()
-            stream = engine.stream(text, **opts)
+            stream = engine.stream(text, voice=voice, **opts)
             got: dict[str, float] = {}
             for _ in stream:
                 if "first" not in got:
@@ -176,15 +176,7 @@ def main() -> int:
             def vb_voice(keep: bool) -> dict[str, float]:
                 if not keep:
                     engine._speaker_kv.clear()  # what every call did before the per-voice cache
-                t0 = time.perf_counter()
-                stream = engine.stream(text, voice=voice, **opts)
-                got: dict[str, float] = {}
-                for _ in stream:
-                    if "first" not in got:
-                        got["first"] = time.perf_counter() - t0
-                        got.update({f"first.{k}": v for k, v in stream.timings.as_dict().items()})
-                got["total"] = time.perf_counter() - t0
-                return got
+                return vb_stream(voice)
 
             for keep in (True, False):
                 vb_voice(keep)  # the voice's speaker bucket: its graphs are captured here
