@@ -266,6 +266,8 @@ def main() -> None:
                           flags=flags)
                 r["start"] = i + 1
                 rows.append(r)
+                report["engines"][name] = rows
+                (out / "warmup.json").write_text(json.dumps(report, indent=1))  # what a cut-short run had
                 print(name, "start", i + 1, {k: r.get(k) for k in ("ready_s", "load_s", "warmup_s", "measured_s",
                                                                    "error")}, flush=True)
             for _ in range(args.bytecode_ab):
