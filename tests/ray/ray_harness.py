@@ -183,3 +183,14 @@ class RayServer:
                 self.proc.wait(timeout=10)
         self.log.close()
         return self.proc.returncode
+
+
+def assert_same_timed(got: list[tuple[Any, ...]], want: list[tuple[Any, ...]], tol: float) -> None:
+    """Two lists of (text, start, end): the texts equal, the times within ``tol`` seconds.
+
+    A Ray worker and the plain process decode with other thread counts and (after a retry) other
+    batch compositions; CTranslate2's numbers differ in the last bits between those, which can move
+    a timestamp token (Whisper's 0.02-s steps; at a silent end, a few of them). Text must not move."""
+    assert [g[0] for g in got] == [w[0] for w in want]
+    for g, w in zip(got, want, strict=True):
+        assert abs(g[1] - w[1]) <= tol and abs(g[2] - w[2]) <= tol, (g, w)

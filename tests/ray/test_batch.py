@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ray_harness import LocalCluster, ray_env
+from ray_harness import LocalCluster, assert_same_timed, ray_env
 
 from voxbox.text.scoring import wer
 
@@ -45,7 +45,6 @@ SENTENCES = [
     "Fresh bread smells wonderful early in the morning.",
 ]
 HUMAN = ["beckett.wav", "clone-test.wav", "error.wav", "success.wav"]
-COMPARED = ("text", "segments", "language", "duration", "error")
 
 
 def voxbox(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -61,6 +60,25 @@ def records(path: Path) -> dict[str, dict]:
     else:
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return {r["path"]: r for r in rows}
+
+
+def assert_same_transcripts(got: dict[str, dict], want: dict[str, dict]) -> None:
+    """The same records as the in-process run's, up to CTranslate2's numerics. A run that was
+    resumed, or Ray's workers (one thread each; after a kill, other batch compositions), decode a
+    file in another batch than the in-process run, and on some CPUs that flips a near-tie (seen:
+    "In a hole in the ground, they're" / "in a hole in the ground they're") or moves a timestamp
+    token. A file given another file's transcript, or lost words, fail these bounds."""
+    assert set(got) == set(want)
+    exact = ("language", "duration", "error")
+    assert {k: [got[k][c] for c in exact] for k in want} == {k: [want[k][c] for c in exact] for k in want}
+    spoken = [k for k in want if want[k]["text"]]
+    assert [bool(got[k]["text"]) for k in spoken] == [True] * len(spoken)
+    assert wer([want[k]["text"] for k in spoken], [got[k]["text"] for k in spoken]) <= 0.03
+    assert all(wer(want[k]["text"], got[k]["text"]) <= 0.25 for k in spoken)
+    for k in spoken:
+        if want[k]["text"] == got[k]["text"]:  # same tokens: the times may still move by a timestamp token
+            timed = [[(s["text"], s["start"], s["end"]) for s in r[k]["segments"]] for r in (got, want)]
+            assert_same_timed(*timed, tol=0.5)
 
 
 def _lines(path: Path) -> int:
@@ -143,8 +161,7 @@ def test_interrupted_then_resumed_processes_only_the_missing(corpus, local_out, 
         if r["error"] is None:
             kept = {stage: v for stage, v in final[k]["timings"].items() if v is not None}
             assert kept == r["timings"]  # the first run's record, not redone
-    want = records(local_out)
-    assert {k: [final[k][c] for c in COMPARED] for k in want} == {k: [want[k][c] for c in COMPARED] for k in want}
+    assert_same_transcripts(final, records(local_out))
 
 
 @pytest.mark.ray
@@ -165,8 +182,7 @@ def test_ray_same_records_and_survives_a_killed_worker(cluster: LocalCluster, co
     assert "ray: 2 actor(s)" in err and "transcribed 20 of 21 file(s) (1 failed)" in err
     assert victim not in {p.pid for p in cluster.descendants("_TranscribeActor")}
     got, want = records(out), records(local_out)
-    assert set(got) == set(want)
-    assert {k: [got[k][c] for c in COMPARED] for k in want} == {k: [want[k][c] for c in COMPARED] for k in want}
+    assert_same_transcripts(got, want)
 
 
 @pytest.mark.ray
