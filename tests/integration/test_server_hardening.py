@@ -192,12 +192,15 @@ def test_departed_clients_free_slot_and_queue(tmp_path, moonshine_assets):
     settings = make_settings(tmp_path, admission={"max_concurrency": 1, "queue_size": 2},
                              models={"preload_defaults": False, "preload": ["whisper-1"]})
     srv = RunningServer(settings).start()
-    long_wav = _long_wav(moonshine_assets, 180.0)  # ~30 s of work on an idle 2-core machine
+    long_wav = _long_wav(moonshine_assets, 600.0)  # 20 windows: 40 s of work on an idle 2-core machine (19 MB)
     url = srv.url + "/v1/audio/transcriptions"
     try:
-        # one running, two queued — then all three clients leave
-        threads = [threading.Thread(target=_abandon, args=(url, {"file": ("a.wav", long_wav)}, {"model": "whisper-1"},
-                                                           1.5)) for _ in range(3)]
+        # one running, two queued — then all three clients leave. Temperature 0: no fallback decodes,
+        # so a window is one decode (a 30-s window of this looped clip went through up to six sampled
+        # decodes, 7-17 s, on a 2-core machine), and cancellation, checked between windows, is prompt
+        form = {"model": "whisper-1", "temperature": "0"}
+        threads = [threading.Thread(target=_abandon, args=(url, {"file": ("a.wav", long_wav)}, form, 1.5))
+                   for _ in range(3)]
         for t in threads:
             t.start()
             time.sleep(0.2)
@@ -206,7 +209,7 @@ def test_departed_clients_free_slot_and_queue(tmp_path, moonshine_assets):
         for t in threads:
             t.join()
         # the queue empties at once and the running transcription stops within a window or two (not the
-        # ~30 s it needs; a 30-s window can take several seconds when other jobs share the cores)
+        # 40 s it needs; a 30-s window can take several seconds when other jobs share the cores)
         deadline = time.monotonic() + 12
         while (srv.metric("voxbox_running_requests", model="whisper-1") > 0
                or srv.metric("voxbox_queue_depth", model="whisper-1") > 0) and time.monotonic() < deadline:
