@@ -17,6 +17,7 @@ reader does not know (a dtype it has no mapping for, a CPU target) goes through 
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 import threading
@@ -82,10 +83,7 @@ def _pieces(header: dict, base: int, keep: Callable[[str], bool] | None, stage: 
         start, end = (int(x) for x in info["data_offsets"])
         dtype, shape = getattr(torch, _DTYPES[info["dtype"]]), [int(x) for x in info["shape"]]
         nbytes = end - start
-        numel = 1
-        for n in shape:
-            numel *= n
-        if nbytes != numel * dtype.itemsize:
+        if nbytes != math.prod(shape) * dtype.itemsize:
             raise ValueError(f"{name} has {nbytes} bytes for shape {shape}")
         i = len(tensors)
         tensors.append((name, dtype, shape, nbytes))

@@ -199,16 +199,9 @@ class EchoBatcher:
             return
         hit = self._speakers.get(voice.key)
         if hit is None:
-            eng, d = self.engine, self.d
-            latent = voice.data["latent"]
-            patch = d.speaker_patch_size
-            valid = latent.shape[0] // patch
-            n = padded_len(valid, SPEAKER_BUCKET, SPEAKER_BUCKET)
-            sdev, sdt = eng.placement["speaker_encoder"]
-            lat = torch.zeros((1, n * patch, latent.shape[1]), dtype=_F32)
-            lat[0, :valid * patch] = latent[:valid * patch]
-            state = eng.speaker_norm(eng.speaker_encoder(lat.to(device=sdev, dtype=sdt)))
-            k, v = context_rows(d, state.to(device=d.device, dtype=d.dtype), d.w_ctx_spk)
+            d = self.d
+            state, valid, n = self.engine.speaker_state(voice)
+            k, v = context_rows(d, state, d.w_ctx_spk)
             hit = self._speakers[voice.key] = ((k[:, 0], v[:, 0]), valid, n)
             while len(self._speakers) > self._max_voices:
                 self._speakers.popitem(last=False)

@@ -185,6 +185,19 @@ class EchoEngine(Batchable):
         ]
 
     # ------------------------------------------------------------------ voices
+    def speaker_state(self, voice: EncodedVoice) -> tuple[torch.Tensor, int, int]:
+        """The speaker encoder's output for a voice's latent, on the DiT's device and dtype: (state
+        (1, n, dim), valid speaker tokens, n = valid padded to ``SPEAKER_BUCKET``)."""
+        latent = voice.data["latent"]
+        patch = self.dit.speaker_patch_size
+        valid = latent.shape[0] // patch
+        n = padded_len(valid, SPEAKER_BUCKET, SPEAKER_BUCKET)
+        sdev, sdt = self.placement["speaker_encoder"]
+        lat = torch.zeros((1, n * patch, latent.shape[1]), dtype=torch.float32)
+        lat[0, :valid * patch] = latent[:valid * patch]
+        state = self.speaker_norm(self.speaker_encoder(lat.to(device=sdev, dtype=sdt)))
+        return state.to(device=self.dit.device, dtype=self.dit.dtype), valid, n
+
     def _keep_speaker_kv(self, key: Any, entry: tuple[Any, int, int]) -> None:
         """Cache one voice's speaker keys/values, dropping the least recently used past the budget."""
         size = lambda e: sum(t.numel() * t.element_size() for t in e[0])  # noqa: E731
@@ -370,7 +383,6 @@ class EchoEngine(Batchable):
         # speaker: reference latent (cached) -> speaker encoder -> DiT keys/values
         with timings.measure("speaker_encode"):
             voice = call.voice
-            patch = self.dit.speaker_patch_size
             if voice is None:
                 spk_kv, spk_valid, spk_len = None, 0, SPEAKER_BUCKET
             else:
@@ -380,14 +392,8 @@ class EchoEngine(Batchable):
                     self._speaker_kv.move_to_end(voice.key)
                     spk_kv, spk_valid, spk_len = hit
                 else:
-                    latent = voice.data["latent"]
-                    spk_valid = latent.shape[0] // patch
-                    spk_len = padded_len(spk_valid, SPEAKER_BUCKET, SPEAKER_BUCKET)
-                    sdev, sdt = self.placement["speaker_encoder"]
-                    lat = torch.zeros((1, spk_len * patch, latent.shape[1]), dtype=torch.float32)
-                    lat[0, :latent.shape[0] // patch * patch] = latent[: latent.shape[0] // patch * patch]
-                    sstate = self.speaker_norm(self.speaker_encoder(lat.to(device=sdev, dtype=sdt)))
-                    k, v = self.dit.context_kv(sstate.to(device=dit_dev, dtype=dit_dt), self.dit.w_ctx_spk)
+                    sstate, spk_valid, spk_len = self.speaker_state(voice)
+                    k, v = self.dit.context_kv(sstate, self.dit.w_ctx_spk)
                     spk_kv = (k, v.contiguous())  # v alone, not a view holding the projection's k half
                     self._keep_speaker_kv(voice.key, (spk_kv, spk_valid, spk_len))
             _sync(dit_dev)
